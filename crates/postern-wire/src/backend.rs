@@ -1,0 +1,161 @@
+//! Encoders for the backend messages the gateway writes itself (authentication, errors,
+//! key data, protocol negotiation). Everything else is relayed from the upstream as is.
+//! See <https://www.postgresql.org/docs/15/protocol-message-formats.html>.
+
+use bytes::{BufMut, BytesMut};
+
+/// Appends one tagged message to `out`; `body` writes the payload and the length is
+/// filled in afterwards.
+pub fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(tag);
+    let len_at = out.len();
+    out.put_i32(0);
+    body(out);
+    // A message we build is always far below 2 GiB; saturate rather than wrap if not.
+    let len = i32::try_from(out.len() - len_at).unwrap_or(i32::MAX);
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn put_cstr(out: &mut BytesMut, s: &str) {
+    out.put_slice(s.as_bytes());
+    out.put_u8(0);
+}
+
+const AUTH_OK: i32 = 0;
+const AUTH_SASL: i32 = 10;
+const AUTH_SASL_CONTINUE: i32 = 11;
+const AUTH_SASL_FINAL: i32 = 12;
+
+pub fn authentication_ok(out: &mut BytesMut) {
+    put_message(out, b'R', |b| b.put_i32(AUTH_OK));
+}
+
+/// AuthenticationSASL offering the given mechanisms, most preferred first.
+pub fn authentication_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
+    put_message(out, b'R', |b| {
+        b.put_i32(AUTH_SASL);
+        for m in mechanisms {
+            put_cstr(b, m);
+        }
+        b.put_u8(0);
+    });
+}
+
+pub fn authentication_sasl_continue(out: &mut BytesMut, data: &[u8]) {
+    put_message(out, b'R', |b| {
+        b.put_i32(AUTH_SASL_CONTINUE);
+        b.put_slice(data);
+    });
+}
+
+pub fn authentication_sasl_final(out: &mut BytesMut, data: &[u8]) {
+    put_message(out, b'R', |b| {
+        b.put_i32(AUTH_SASL_FINAL);
+        b.put_slice(data);
+    });
+}
+
+pub fn backend_key_data(out: &mut BytesMut, process_id: i32, secret_key: i32) {
+    put_message(out, b'K', |b| {
+        b.put_i32(process_id);
+        b.put_i32(secret_key);
+    });
+}
+
+/// NegotiateProtocolVersion: the newest minor version we speak and the `_pq_.` options
+/// we do not recognise.
+pub fn negotiate_protocol_version<'a>(
+    out: &mut BytesMut,
+    newest_minor: i32,
+    unrecognised: impl ExactSizeIterator<Item = &'a str>,
+) {
+    put_message(out, b'v', |b| {
+        b.put_i32(newest_minor);
+        b.put_i32(i32::try_from(unrecognised.len()).unwrap_or(i32::MAX));
+        for option in unrecognised {
+            put_cstr(b, option);
+        }
+    });
+}
+
+/// Severity of an ErrorResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// ErrorResponse with severity, SQLSTATE, message and an optional detail.
+pub fn error_response(
+    out: &mut BytesMut,
+    severity: Severity,
+    sqlstate: &str,
+    message: &str,
+    detail: Option<&str>,
+) {
+    put_message(out, b'E', |b| {
+        for field in [b'S', b'V'] {
+            b.put_u8(field);
+            put_cstr(b, severity.as_str());
+        }
+        b.put_u8(b'C');
+        put_cstr(b, sqlstate);
+        b.put_u8(b'M');
+        put_cstr(b, message);
+        if let Some(detail) = detail {
+            b.put_u8(b'D');
+            put_cstr(b, detail);
+        }
+        b.put_u8(0);
+    });
+}
+
+/// The single byte that declines an SSLRequest or GSSENCRequest.
+pub const ENCRYPTION_DECLINED: u8 = b'N';
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fallible_iterator::FallibleIterator;
+    use postgres_protocol::message::backend::Message as ClientView;
+
+    #[test]
+    fn error_response_round_trips_through_the_client_parser() {
+        let mut out = BytesMut::new();
+        error_response(&mut out, Severity::Fatal, "28P01", "bad", Some("d"));
+        let Some(ClientView::ErrorResponse(body)) = ClientView::parse(&mut out).unwrap() else {
+            panic!("not an error response")
+        };
+        let fields: Vec<(u8, String)> = body
+            .fields()
+            .map(|f| Ok((f.type_(), String::from_utf8_lossy(f.value_bytes()).into_owned())))
+            .collect()
+            .unwrap();
+        assert!(fields.contains(&(b'S', "FATAL".to_owned())));
+        assert!(fields.contains(&(b'C', "28P01".to_owned())));
+        assert!(fields.contains(&(b'M', "bad".to_owned())));
+        assert!(fields.contains(&(b'D', "d".to_owned())));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn sasl_offer_lists_mechanisms_then_terminator() {
+        let mut out = BytesMut::new();
+        authentication_sasl(&mut out, &["SCRAM-SHA-256"]);
+        let Some(ClientView::AuthenticationSasl(body)) = ClientView::parse(&mut out).unwrap()
+        else {
+            panic!("not a SASL offer")
+        };
+        let mechanisms: Vec<String> = body.mechanisms().map(|m| Ok(m.to_owned())).collect().unwrap();
+        assert_eq!(mechanisms, ["SCRAM-SHA-256"]);
+    }
+}

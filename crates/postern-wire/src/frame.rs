@@ -1,0 +1,201 @@
+//! Framing of tagged messages (type byte + big-endian i32 length that counts itself).
+//! See <https://www.postgresql.org/docs/15/protocol-overview.html#PROTOCOL-MESSAGE-CONCEPTS>.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::WireError;
+
+/// Size of a message header: one type byte and the four-byte length.
+pub const HEADER_LEN: usize = 5;
+
+/// One whole message; the body excludes the type byte and the length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub tag: u8,
+    pub body: Bytes,
+}
+
+/// Reads the header at the start of `buf`, if all five bytes are there, and checks the
+/// length against `limit` (which bounds the body) before anyone allocates for it.
+/// Returns the tag and the body length.
+pub fn peek_header(buf: &[u8], limit: usize) -> Result<Option<(u8, usize)>, WireError> {
+    let Some(header) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let tag = header[0];
+    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    if len < 4 {
+        return Err(WireError::LengthTooSmall {
+            len: i64::from(len),
+            min: 4,
+        });
+    }
+    // Non-negative i32 always fits in usize on the platforms we build for; the subtraction
+    // cannot underflow after the check above.
+    let body_len = usize::try_from(len).map_err(|_| WireError::malformed("length"))? - 4;
+    if body_len > limit {
+        return Err(WireError::TooLong {
+            tag: char::from(tag),
+            len: body_len,
+            limit,
+        });
+    }
+    Ok(Some((tag, body_len)))
+}
+
+/// Takes one whole message off the front of `buf`, or returns `None` when more bytes are
+/// needed. The body shares `buf`'s allocation (no copy).
+pub fn try_take_message(buf: &mut BytesMut, limit: usize) -> Result<Option<Message>, WireError> {
+    let Some((tag, body_len)) = peek_header(buf, limit)? else {
+        return Ok(None);
+    };
+    if buf.len() < HEADER_LEN + body_len {
+        buf.reserve(HEADER_LEN + body_len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER_LEN);
+    let body = buf.split_to(body_len).freeze();
+    Ok(Some(Message { tag, body }))
+}
+
+/// Validates a stream of messages as it is relayed, without buffering whole messages: it
+/// tells the caller how many bytes at the front of the buffer belong to headers it has
+/// checked and to the bodies behind them, so those bytes can be forwarded untouched while
+/// a large message is still arriving.
+#[derive(Debug, Clone)]
+pub struct FrameScanner {
+    limit: usize,
+    body_remaining: usize,
+    messages_started: u64,
+}
+
+impl FrameScanner {
+    pub fn new(limit: usize) -> Self {
+        FrameScanner {
+            limit,
+            body_remaining: 0,
+            messages_started: 0,
+        }
+    }
+
+    /// Scans `buf` (bytes not yet forwarded) and returns how many of them may be forwarded
+    /// now. Bytes of a header that is not complete yet stay behind.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<usize, WireError> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            if self.body_remaining > 0 {
+                let take = self.body_remaining.min(buf.len() - pos);
+                pos += take;
+                self.body_remaining -= take;
+                continue;
+            }
+            match peek_header(&buf[pos..], self.limit)? {
+                Some((_, body_len)) => {
+                    pos += HEADER_LEN;
+                    self.body_remaining = body_len;
+                    self.messages_started += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(pos)
+    }
+
+    /// True when the scanner stands between two messages.
+    pub fn at_boundary(&self) -> bool {
+        self.body_remaining == 0
+    }
+
+    /// How many message headers this scanner has accepted.
+    pub fn messages_started(&self) -> u64 {
+        self.messages_started
+    }
+}
+
+/// Reads a NUL-terminated string from the front of `buf`.
+pub fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, WireError> {
+    let end = buf
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(WireError::malformed("string without terminator"))?;
+    let s = std::str::from_utf8(&buf[..end]).map_err(|_| WireError::malformed("UTF-8 string"))?;
+    *buf = &buf[end + 1..];
+    Ok(s)
+}
+
+/// Reads a big-endian i32 from the front of `buf`.
+pub fn take_i32(buf: &mut &[u8]) -> Result<i32, WireError> {
+    let (head, rest) = buf
+        .split_first_chunk::<4>()
+        .ok_or(WireError::malformed("integer"))?;
+    *buf = rest;
+    Ok(i32::from_be_bytes(*head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn takes_whole_messages_and_waits_for_partial_ones() {
+        let mut bytes = msg(b'Q', b"select 1\0");
+        bytes.extend_from_slice(&msg(b'S', b"")[..3]);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let first = try_take_message(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(first.tag, b'Q');
+        assert_eq!(&first.body[..], b"select 1\0");
+        assert_eq!(try_take_message(&mut buf, 100).unwrap(), None);
+        assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn rejects_short_negative_and_oversized_lengths() {
+        for len in [0i32, 3, -1, i32::MIN] {
+            let mut bytes = vec![b'Q'];
+            bytes.extend_from_slice(&len.to_be_bytes());
+            let err = peek_header(&bytes, 100).unwrap_err();
+            assert!(matches!(err, WireError::LengthTooSmall { .. }), "{len}: {err}");
+        }
+        let big = msg(b'd', &[0u8; 101]);
+        assert_eq!(
+            peek_header(&big, 100).unwrap_err(),
+            WireError::TooLong {
+                tag: 'd',
+                len: 101,
+                limit: 100
+            }
+        );
+    }
+
+    #[test]
+    fn scanner_streams_large_bodies_in_pieces() {
+        let mut stream = msg(b'd', &[7u8; 50]);
+        stream.extend_from_slice(&msg(b'c', b""));
+        let mut scanner = FrameScanner::new(64);
+        // Header plus part of the body can go at once.
+        assert_eq!(scanner.scan(&stream[..20]).unwrap(), 20);
+        assert!(!scanner.at_boundary());
+        // The rest of the body, then a header split in two.
+        assert_eq!(scanner.scan(&stream[20..57]).unwrap(), 35);
+        assert!(scanner.at_boundary());
+        assert_eq!(scanner.scan(&stream[55..]).unwrap(), 5);
+        assert_eq!(scanner.messages_started(), 2);
+    }
+
+    #[test]
+    fn scanner_rejects_oversized_message_before_forwarding_it() {
+        let stream = msg(b'd', &[0u8; 65]);
+        let mut scanner = FrameScanner::new(64);
+        assert!(matches!(
+            scanner.scan(&stream),
+            Err(WireError::TooLong { .. })
+        ));
+    }
+}
