@@ -1,0 +1,62 @@
+//! What the proxy needs to know at connect time, as a trait: the proxy is handed an
+//! `Arc<dyn Directory>` and never sees the store, so tests can give it a fake.
+
+use std::fmt;
+
+use crate::name::QualifiedName;
+use crate::resource::SslMode;
+
+/// A secret value in memory. It prints as `***` so it cannot leak through `{:?}` or logs;
+/// read it with [`SecretValue::expose`] only where it is sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretValue(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(***)")
+    }
+}
+
+/// Where and as whom the gateway connects for a service.
+#[derive(Debug, Clone)]
+pub struct UpstreamRoute {
+    pub target: QualifiedName,
+    pub address: String,
+    pub ssl_mode: SslMode,
+    pub database: String,
+    pub user: String,
+    /// `None` when the service's password secret has not been set yet.
+    pub password: Option<SecretValue>,
+}
+
+/// The state store failed; the message is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+#[error("state lookup failed: {0}")]
+pub struct DirectoryError(pub String);
+
+/// Connect-time lookups. Implementations may block briefly (SQLite reads); async callers
+/// run them on a blocking thread.
+pub trait Directory: Send + Sync + 'static {
+    /// The SCRAM verifiers of the identity's active API keys, all sharing one salt, or
+    /// `None` if the identity does not exist.
+    fn identity_verifiers(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<Vec<String>>, DirectoryError>;
+
+    /// The upstream of a service, or `None` if the service does not exist.
+    fn upstream_route(
+        &self,
+        service: &QualifiedName,
+    ) -> Result<Option<UpstreamRoute>, DirectoryError>;
+}

@@ -1,0 +1,20 @@
+//! Postern's resource model: the kinds users apply, their validation, parsing of resource
+//! files, the pure apply planner, and the traits through which the proxy reaches state.
+//! No I/O and no async here.
+
+mod directory;
+mod document;
+mod error;
+mod name;
+mod plan;
+mod resource;
+
+pub use directory::{Directory, DirectoryError, SecretValue, UpstreamRoute};
+pub use document::{parse_documents, DocumentError, Format, LoadedResource};
+pub use error::ErrorKind;
+pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
+pub use plan::{plan_apply, Change, PlanError};
+pub use resource::{
+    AdminCredentials, IdentitySpec, IdentityType, Kind, Metadata, NamespaceSpec, Resource,
+    ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec, UpstreamSpec, ValidationError,
+};

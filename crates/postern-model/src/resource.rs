@@ -1,0 +1,423 @@
+//! Resource kinds, their specs and validation. The file format is
+//! `kind`, `metadata {name, namespace, labels}`, `spec` (camelCase keys), as in
+//! `shared/examples/quickstart.yaml`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::{validate_name, QualifiedName, DEFAULT_NAMESPACE};
+
+/// The kinds this build manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Namespace,
+    Target,
+    Service,
+    Identity,
+}
+
+/// Kinds from the product definition that later releases add; named so that a file using
+/// them gets a clear "not supported yet" rather than "unknown kind".
+const LATER_KINDS: &[&str] = &[
+    "CredentialRole",
+    "StaticRole",
+    "Intents",
+    "RoleBinding",
+    "Plugin",
+];
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Namespace, Kind::Target, Kind::Service, Kind::Identity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Target => "Target",
+            Kind::Service => "Service",
+            Kind::Identity => "Identity",
+        }
+    }
+
+    pub fn is_namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+
+    /// Parses the `kind:` field of a document (exact spelling).
+    pub fn from_document(text: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| {
+                if text == "Secret" {
+                    "Secrets are not applied from files; set their values with `postern secret set`"
+                        .to_owned()
+                } else if LATER_KINDS.contains(&text) {
+                    format!("kind {text} is not supported by this version yet")
+                } else {
+                    format!(
+                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity)"
+                    )
+                }
+            })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    /// CLI spelling: any case, singular, plural or short form (`svc`, `ns`).
+    fn from_str(s: &str) -> Result<Kind, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "namespace" | "namespaces" | "ns" => Ok(Kind::Namespace),
+            "target" | "targets" => Ok(Kind::Target),
+            "service" | "services" | "svc" => Ok(Kind::Service),
+            "identity" | "identities" => Ok(Kind::Identity),
+            _ => Err(format!(
+                "unknown kind {s:?} (expected namespace, target, service, identity or secret)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `sslMode` of the upstream leg, with libpq's meanings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminCredentials {
+    pub user: String,
+    pub password_secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetSpec {
+    /// `host:port` of the upstream server.
+    pub address: String,
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminCredentials>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticUpstream {
+    pub user: String,
+    pub password_secret: String,
+}
+
+/// How the gateway logs in upstream. Only `static` exists in this version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "camelCase")]
+pub enum UpstreamSpec {
+    Static(StaticUpstream),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub target: String,
+    pub database: String,
+    pub upstream: UpstreamSpec,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityType {
+    #[default]
+    Human,
+    Workload,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentitySpec {
+    #[serde(rename = "type", default)]
+    pub identity_type: IdentityType,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The typed spec of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spec {
+    Namespace(NamespaceSpec),
+    Target(TargetSpec),
+    Service(ServiceSpec),
+    Identity(IdentitySpec),
+}
+
+/// A validation failure: the field path (`spec.upstream.user`) and what is wrong.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{path}: {message}")]
+pub struct ValidationError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
+        ValidationError {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// One resource: kind, metadata and typed spec. Namespaced kinds always carry a namespace
+/// after construction (omitted in a file means `default`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+fn decode_spec<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "spec".to_owned()
+        } else {
+            format!("spec.{path}")
+        };
+        ValidationError::new(path, e.into_inner())
+    })
+}
+
+fn check_name(path: &str, name: &str) -> Result<(), ValidationError> {
+    validate_name(name).map_err(|e| ValidationError::new(path, e))
+}
+
+fn check_not_empty(path: &str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new(path, "must not be empty"));
+    }
+    Ok(())
+}
+
+impl Resource {
+    /// Builds and validates a resource from its parts, as read from a file or the store.
+    pub fn from_parts(
+        kind: Kind,
+        mut metadata: Metadata,
+        spec: serde_json::Value,
+    ) -> Result<Resource, ValidationError> {
+        check_name("metadata.name", &metadata.name)?;
+        if kind.is_namespaced() {
+            let namespace = metadata
+                .namespace
+                .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
+            check_name("metadata.namespace", namespace)?;
+        } else if metadata.namespace.is_some() {
+            return Err(ValidationError::new(
+                "metadata.namespace",
+                format!("a {kind} is not namespaced"),
+            ));
+        }
+        // A missing spec reads as an empty mapping, so kinds with all-optional specs
+        // may omit it.
+        let spec = if spec.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            spec
+        };
+        let spec = match kind {
+            Kind::Namespace => Spec::Namespace(decode_spec(spec)?),
+            Kind::Target => Spec::Target(decode_spec(spec)?),
+            Kind::Service => Spec::Service(decode_spec(spec)?),
+            Kind::Identity => Spec::Identity(decode_spec(spec)?),
+        };
+        let resource = Resource { metadata, spec };
+        resource.validate_spec()?;
+        Ok(resource)
+    }
+
+    fn validate_spec(&self) -> Result<(), ValidationError> {
+        match &self.spec {
+            Spec::Namespace(_) => Ok(()),
+            Spec::Target(t) => {
+                let (host, port) = t.address.rsplit_once(':').ok_or_else(|| {
+                    ValidationError::new("spec.address", "must be host:port")
+                })?;
+                check_not_empty("spec.address", host)?;
+                port.parse::<u16>().map_err(|_| {
+                    ValidationError::new("spec.address", format!("invalid port {port:?}"))
+                })?;
+                if let Some(admin) = &t.admin {
+                    check_not_empty("spec.admin.user", &admin.user)?;
+                    check_name("spec.admin.passwordSecret", &admin.password_secret)?;
+                }
+                Ok(())
+            }
+            Spec::Service(s) => {
+                check_name("spec.target", &s.target)?;
+                check_not_empty("spec.database", &s.database)?;
+                let UpstreamSpec::Static(up) = &s.upstream;
+                check_not_empty("spec.upstream.user", &up.user)?;
+                check_name("spec.upstream.passwordSecret", &up.password_secret)
+            }
+            Spec::Identity(i) => {
+                for (index, group) in i.groups.iter().enumerate() {
+                    check_not_empty(&format!("spec.groups[{index}]"), group)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.spec {
+            Spec::Namespace(_) => Kind::Namespace,
+            Spec::Target(_) => Kind::Target,
+            Spec::Service(_) => Kind::Service,
+            Spec::Identity(_) => Kind::Identity,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    /// The namespace, or `""` for cluster-scoped kinds (the store's key form).
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("")
+    }
+
+    pub fn qualified_name(&self) -> QualifiedName {
+        QualifiedName::new(self.namespace(), self.name())
+    }
+
+    /// `Service team-a/orders`, or `Namespace team-a`.
+    pub fn describe(&self) -> String {
+        if self.kind().is_namespaced() {
+            format!("{} {}/{}", self.kind(), self.namespace(), self.name())
+        } else {
+            format!("{} {}", self.kind(), self.name())
+        }
+    }
+
+    pub fn spec_json(&self) -> serde_json::Value {
+        let value = match &self.spec {
+            Spec::Namespace(s) => serde_json::to_value(s),
+            Spec::Target(s) => serde_json::to_value(s),
+            Spec::Service(s) => serde_json::to_value(s),
+            Spec::Identity(s) => serde_json::to_value(s),
+        };
+        // Serialising these plain structs cannot fail.
+        value.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The whole resource in file form: `{kind, metadata, spec}`.
+    pub fn to_document(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind().as_str(),
+            "metadata": self.metadata,
+            "spec": self.spec_json(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn meta(name: &str, ns: Option<&str>) -> Metadata {
+        Metadata {
+            name: name.into(),
+            namespace: ns.map(Into::into),
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn service_spec_round_trips_and_defaults_namespace() {
+        let spec = json!({"target": "main-pg", "database": "orders",
+            "upstream": {"mode": "static", "user": "app_rw", "passwordSecret": "app-rw-password"}});
+        let r = Resource::from_parts(Kind::Service, meta("orders", None), spec.clone()).unwrap();
+        assert_eq!(r.namespace(), "default");
+        assert_eq!(r.spec_json(), spec);
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let spec = json!({"target": "main-pg", "database": "orders",
+            "upstream": {"mode": "static", "user": "app", "passwordSecrett": "x"}});
+        let err = Resource::from_parts(Kind::Service, meta("orders", None), spec).unwrap_err();
+        assert!(err.path.starts_with("spec"), "{err}");
+        assert!(err.message.contains("passwordSecrett"), "{err}");
+
+        let err = Resource::from_parts(
+            Kind::Target,
+            meta("pg", Some("a")),
+            json!({"address": "localhost:99999"}),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "spec.address");
+
+        let err = Resource::from_parts(
+            Kind::Target,
+            meta("pg", Some("a")),
+            json!({"address": "h:1", "sslMode": "sometimes"}),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "spec.sslMode");
+
+        let err =
+            Resource::from_parts(Kind::Namespace, meta("a", Some("b")), json!(null)).unwrap_err();
+        assert_eq!(err.path, "metadata.namespace");
+    }
+
+    #[test]
+    fn kinds_from_later_issues_are_named_as_unsupported() {
+        assert!(Kind::from_document("Intents")
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(Kind::from_document("Secret")
+            .unwrap_err()
+            .contains("secret set"));
+        assert_eq!("svc".parse::<Kind>(), Ok(Kind::Service));
+    }
+}
