@@ -1,0 +1,214 @@
+//! Server settings (listeners, state dir, master key source, log format, limits), layered
+//! as defaults < config file < `POSTERN_*` environment < flags. Resources are applied, not
+//! configured, so none live here.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Where the config file is looked for when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/postern/postern.toml";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The typed runtime configuration.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Wire proxy listener.
+    pub listen: SocketAddr,
+    /// Admin API listener.
+    pub admin_listen: SocketAddr,
+    /// Directory of the state database, master key file and bootstrap files.
+    pub state_dir: PathBuf,
+    /// Master key file; `<state_dir>/master.key` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+    /// Master key given inline (`POSTERN_MASTER_KEY`), base64 of 32 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<String>,
+    /// systemd's `$CREDENTIALS_DIRECTORY`, where `master-key` may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_directory: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Largest startup packet accepted, in bytes.
+    pub max_startup_packet: usize,
+    /// Largest single protocol message accepted after startup, in bytes.
+    pub max_message_size: usize,
+    /// A client that has not finished authenticating after this many seconds is dropped.
+    pub auth_timeout_secs: u64,
+    /// On SIGTERM, sessions get this many seconds to finish before they are closed.
+    pub shutdown_grace_secs: u64,
+    /// Timeout for opening and authenticating an upstream connection, in seconds.
+    pub upstream_connect_timeout_secs: u64,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("state_dir", &self.state_dir)
+            .field("master_key_file", &self.master_key_file)
+            .field("master_key", &self.master_key.as_ref().map(|_| "***"))
+            .field("log_format", &self.log_format)
+            .field("max_startup_packet", &self.max_startup_packet)
+            .field("max_message_size", &self.max_message_size)
+            .field("auth_timeout_secs", &self.auth_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6432)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8432)),
+            state_dir: PathBuf::from("./postern-data"),
+            master_key_file: None,
+            master_key: None,
+            credentials_directory: None,
+            log_format: LogFormat::Text,
+            max_startup_packet: 10 * 1024,
+            max_message_size: 1 << 30,
+            auth_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+            upstream_connect_timeout_secs: 10,
+        }
+    }
+}
+
+/// Values given as command-line flags; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_startup_packet: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// A setting that could not be read; one line saying which and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads settings. `config_file` names a file that must exist; without it
+    /// [`DEFAULT_CONFIG_FILE`] is read when present. `POSTERN_CONFIG` is the caller's to
+    /// resolve (it is a flag's env fallback, not a setting).
+    pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match config_file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("POSTERN_").ignore(&["config"]))
+            .merge(Env::raw().only(&["credentials_directory"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| {
+                ConfigError::Invalid(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.max_startup_packet < 8 {
+            return invalid("max_startup_packet must be at least 8 bytes");
+        }
+        if self.max_message_size < 1024 {
+            return invalid("max_message_size must be at least 1024 bytes");
+        }
+        if self.auth_timeout_secs == 0 {
+            return invalid("auth_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The master key file in force.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("master.key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "postern.toml",
+                "listen = \"127.0.0.1:7000\"\nstate_dir = \"/from/file\"\nauth_timeout_secs = 5\n",
+            )?;
+            jail.set_env("POSTERN_STATE_DIR", "/from/env");
+            jail.set_env("POSTERN_MASTER_KEY", "c2VjcmV0");
+            let overrides = Overrides {
+                auth_timeout_secs: Some(9),
+                ..Default::default()
+            };
+            let config = Config::load(Some(Path::new("postern.toml")), &overrides).unwrap();
+            assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+            assert_eq!(config.state_dir, PathBuf::from("/from/env"));
+            assert_eq!(config.auth_timeout_secs, 9);
+            assert_eq!(config.master_key_path(), PathBuf::from("/from/env/master.key"));
+            assert!(!format!("{config:?}").contains("c2VjcmV0"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_and_missing_files_are_one_line_errors() {
+        Jail::expect_with(|jail| {
+            jail.set_env("POSTERN_LISTEN", "not-an-address");
+            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("listen"), "{err}");
+            assert!(!err.contains('\n'));
+            let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+}
