@@ -202,7 +202,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("POSTERN_LISTEN", "not-an-address");
             let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
-            assert!(err.contains("listen"), "{err}");
+            assert!(err.to_lowercase().contains("listen"), "{err}");
             assert!(!err.contains('\n'));
             let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default())
                 .unwrap_err()
