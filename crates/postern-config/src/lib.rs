@@ -141,7 +141,12 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| {
-                ConfigError::Invalid(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+                ConfigError::Invalid(
+                    e.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )
             })?;
         config.validate()?;
         Ok(config)
@@ -191,7 +196,10 @@ mod tests {
             assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
             assert_eq!(config.state_dir, PathBuf::from("/from/env"));
             assert_eq!(config.auth_timeout_secs, 9);
-            assert_eq!(config.master_key_path(), PathBuf::from("/from/env/master.key"));
+            assert_eq!(
+                config.master_key_path(),
+                PathBuf::from("/from/env/master.key")
+            );
             assert!(!format!("{config:?}").contains("c2VjcmV0"));
             Ok(())
         });
@@ -201,7 +209,9 @@ mod tests {
     fn bad_values_and_missing_files_are_one_line_errors() {
         Jail::expect_with(|jail| {
             jail.set_env("POSTERN_LISTEN", "not-an-address");
-            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.to_lowercase().contains("listen"), "{err}");
             assert!(!err.contains('\n'));
             let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default())

@@ -64,15 +64,19 @@ pub fn parse_documents(
         Format::Yaml => {
             let mut values = Vec::new();
             for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-                let value = serde_json::Value::deserialize(document)
-                    .map_err(|e| error(index + 1, format!("invalid YAML: {}", one_line(&e.to_string()))))?;
+                let value = serde_json::Value::deserialize(document).map_err(|e| {
+                    error(
+                        index + 1,
+                        format!("invalid YAML: {}", one_line(&e.to_string())),
+                    )
+                })?;
                 values.push(value);
             }
             values
         }
         Format::Toml => {
-            let value: serde_json::Value =
-                toml::from_str(text).map_err(|e| error(1, format!("invalid TOML: {}", one_line(&e.to_string()))))?;
+            let value: serde_json::Value = toml::from_str(text)
+                .map_err(|e| error(1, format!("invalid TOML: {}", one_line(&e.to_string()))))?;
             match value.get("resources") {
                 Some(serde_json::Value::Array(items)) => items.clone(),
                 _ => vec![value],
@@ -90,7 +94,8 @@ pub fn parse_documents(
             let path = e.path().to_string();
             error(document, format!("{path}: {}", e.into_inner()))
         })?;
-        let kind = Kind::from_document(&raw.kind).map_err(|m| error(document, format!("kind: {m}")))?;
+        let kind =
+            Kind::from_document(&raw.kind).map_err(|m| error(document, format!("kind: {m}")))?;
         let label = match &raw.metadata.namespace {
             Some(ns) => format!("{kind} {ns}/{}", raw.metadata.name),
             None => format!("{kind} {}", raw.metadata.name),
@@ -154,7 +159,12 @@ spec:
     #[test]
     fn toml_single_and_array_forms() {
         let single = "kind = \"Namespace\"\n[metadata]\nname = \"team-b\"\n";
-        assert_eq!(parse_documents("a.toml", single, Format::Toml).unwrap().len(), 1);
+        assert_eq!(
+            parse_documents("a.toml", single, Format::Toml)
+                .unwrap()
+                .len(),
+            1
+        );
         let many = "[[resources]]\nkind = \"Namespace\"\nmetadata = { name = \"x\" }\n\n[[resources]]\nkind = \"Identity\"\nmetadata = { name = \"bob\", namespace = \"x\" }\nspec = { groups = [\"ops\"] }\n";
         let docs = parse_documents("b.toml", many, Format::Toml).unwrap();
         assert_eq!(docs[1].resource.describe(), "Identity x/bob");
@@ -166,14 +176,23 @@ spec:
         let err = parse_documents("q.yaml", &bad, Format::Yaml).unwrap_err();
         assert_eq!(err.document, 3);
         let line = err.to_string();
-        assert!(line.starts_with("q.yaml: document 3: (Service team-a/orders) spec.upstream"), "{line}");
+        assert!(
+            line.starts_with("q.yaml: document 3: (Service team-a/orders) spec.upstream"),
+            "{line}"
+        );
         assert!(line.contains("user"), "{line}");
         assert!(!line.contains('\n'));
 
-        let err = parse_documents("q.yaml", "kind: Namespace\nmetadata: [", Format::Yaml).unwrap_err();
+        let err =
+            parse_documents("q.yaml", "kind: Namespace\nmetadata: [", Format::Yaml).unwrap_err();
         assert!(err.to_string().contains("invalid YAML"), "{err}");
 
-        let err = parse_documents("q.yaml", "kind: Namespace\nmetadata: {name: x}\nspek: {}", Format::Yaml).unwrap_err();
+        let err = parse_documents(
+            "q.yaml",
+            "kind: Namespace\nmetadata: {name: x}\nspek: {}",
+            Format::Yaml,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("spek"), "{err}");
     }
 }

@@ -132,7 +132,11 @@ pub fn plan_apply(
             // Deletes last, in reverse dependency order.
             let delete = matches!(c, Change::Delete(_));
             let order = Kind::ALL.iter().position(|k| *k == r.kind()).unwrap_or(0);
-            (delete, if delete { usize::MAX - order } else { order }, key(r))
+            (
+                delete,
+                if delete { usize::MAX - order } else { order },
+                key(r),
+            )
         });
         Ok(changes)
     } else {
@@ -197,14 +201,25 @@ mod tests {
 
     #[test]
     fn missing_references_and_duplicates_are_reported_with_origin() {
-        let err = plan_apply(&load(&BASE.replace("target: pg", "target: nope")), &[], false)
-            .unwrap_err();
+        let err = plan_apply(
+            &load(&BASE.replace("target: pg", "target: nope")),
+            &[],
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.0.len(), 1);
-        assert!(err.0[0].starts_with("f.yaml, document 3: (Service a/s) spec.target"), "{err}");
+        assert!(
+            err.0[0].starts_with("f.yaml, document 3: (Service a/s) spec.target"),
+            "{err}"
+        );
         let twice = format!("{BASE}---\nkind: Namespace\nmetadata: {{name: a}}\n");
         let err = plan_apply(&load(&twice), &[], false).unwrap_err();
         assert!(err.0[0].contains("declared twice"), "{err}");
-        let err = plan_apply(&load(&BASE.replace("{name: a}", "{name: b}")), &[], false).unwrap_err();
-        assert!(err.to_string().contains("Namespace a does not exist"), "{err}");
+        let err =
+            plan_apply(&load(&BASE.replace("{name: a}", "{name: b}")), &[], false).unwrap_err();
+        assert!(
+            err.to_string().contains("Namespace a does not exist"),
+            "{err}"
+        );
     }
 }

@@ -278,9 +278,10 @@ impl Resource {
         match &self.spec {
             Spec::Namespace(_) => Ok(()),
             Spec::Target(t) => {
-                let (host, port) = t.address.rsplit_once(':').ok_or_else(|| {
-                    ValidationError::new("spec.address", "must be host:port")
-                })?;
+                let (host, port) = t
+                    .address
+                    .rsplit_once(':')
+                    .ok_or_else(|| ValidationError::new("spec.address", "must be host:port"))?;
                 check_not_empty("spec.address", host)?;
                 port.parse::<u16>().map_err(|_| {
                     ValidationError::new("spec.address", format!("invalid port {port:?}"))

@@ -137,7 +137,12 @@ mod tests {
         };
         let fields: Vec<(u8, String)> = body
             .fields()
-            .map(|f| Ok((f.type_(), String::from_utf8_lossy(f.value_bytes()).into_owned())))
+            .map(|f| {
+                Ok((
+                    f.type_(),
+                    String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                ))
+            })
             .collect()
             .unwrap();
         assert!(fields.contains(&(b'S', "FATAL".to_owned())));
@@ -155,7 +160,11 @@ mod tests {
         else {
             panic!("not a SASL offer")
         };
-        let mechanisms: Vec<String> = body.mechanisms().map(|m| Ok(m.to_owned())).collect().unwrap();
+        let mechanisms: Vec<String> = body
+            .mechanisms()
+            .map(|m| Ok(m.to_owned()))
+            .collect()
+            .unwrap();
         assert_eq!(mechanisms, ["SCRAM-SHA-256"]);
     }
 }

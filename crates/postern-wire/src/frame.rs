@@ -161,7 +161,10 @@ mod tests {
             let mut bytes = vec![b'Q'];
             bytes.extend_from_slice(&len.to_be_bytes());
             let err = peek_header(&bytes, 100).unwrap_err();
-            assert!(matches!(err, WireError::LengthTooSmall { .. }), "{len}: {err}");
+            assert!(
+                matches!(err, WireError::LengthTooSmall { .. }),
+                "{len}: {err}"
+            );
         }
         let big = msg(b'd', &[0u8; 101]);
         assert_eq!(

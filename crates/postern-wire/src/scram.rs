@@ -39,6 +39,12 @@ pub struct Verifier {
     pub keys: ScramKeys,
 }
 
+impl fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ScramKeys(***)")
+    }
+}
+
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
@@ -181,7 +187,9 @@ impl ScramServer {
         match flag {
             "n" | "y" => {}
             f if f.starts_with("p=") => {
-                return Err(ScramError("channel binding is not offered on this connection"))
+                return Err(ScramError(
+                    "channel binding is not offered on this connection",
+                ))
             }
             _ => return Err(ScramError("bad channel-binding flag")),
         }
@@ -234,9 +242,7 @@ impl ScramServer {
             return Err(ScramError("client-final-message out of order"));
         };
         let text = std::str::from_utf8(message).map_err(|_| ScramError("not UTF-8"))?;
-        let (without_proof, proof) = text
-            .rsplit_once(",p=")
-            .ok_or(ScramError("missing proof"))?;
+        let (without_proof, proof) = text.rsplit_once(",p=").ok_or(ScramError("missing proof"))?;
         let mut attributes = without_proof.split(',');
         let binding = attributes
             .next()
@@ -322,14 +328,19 @@ mod tests {
 
     #[test]
     fn wrong_key_and_unknown_identity_are_rejected() {
-        assert_eq!(run_exchange(&[b"right"], b"wrong").0, ScramOutcome::Rejected);
+        assert_eq!(
+            run_exchange(&[b"right"], b"wrong").0,
+            ScramOutcome::Rejected
+        );
         assert_eq!(run_exchange(&[], b"anything").0, ScramOutcome::Rejected);
     }
 
     #[test]
     fn malformed_messages_are_protocol_errors() {
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
-        assert!(server.client_first(b"p=tls-server-end-point,,n=,r=abc").is_err());
+        assert!(server
+            .client_first(b"p=tls-server-end-point,,n=,r=abc")
+            .is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
         assert!(server.client_first(b"garbage").is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());

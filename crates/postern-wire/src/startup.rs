@@ -128,7 +128,9 @@ fn parse_params(mut body: &[u8]) -> Result<StartupParams, WireError> {
         params.push((key.to_owned(), value.to_owned()));
     }
     if body.has_remaining() {
-        return Err(WireError::malformed("startup packet (bytes after the terminator)"));
+        return Err(WireError::malformed(
+            "startup packet (bytes after the terminator)",
+        ));
     }
     Ok(StartupParams(params))
 }
@@ -147,7 +149,10 @@ mod tests {
 
     #[test]
     fn parses_startup_parameters_in_order() {
-        let mut buf = packet(196_608, b"user\0alice.team-a\0database\0orders\0options\0-c x=1\0\0");
+        let mut buf = packet(
+            196_608,
+            b"user\0alice.team-a\0database\0orders\0options\0-c x=1\0\0",
+        );
         let Some(StartupRequest::Startup {
             minor_version,
             params,

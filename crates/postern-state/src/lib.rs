@@ -1,0 +1,12 @@
+//! Postern's state: one SQLite database (WAL) holding resources, sealed secrets and API-key
+//! verifiers. Writes go through one connection inside a transaction each; reads use a
+//! small pool of their own connections, so they never wait for a writer.
+
+mod error;
+mod master_key;
+mod migrations;
+mod store;
+
+pub use error::StateError;
+pub use master_key::{KeySettings, MasterKey};
+pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};

@@ -1,0 +1,80 @@
+//! Schema migrations, applied in order inside one transaction each and recorded in
+//! `schema_migrations`. Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+use crate::StateError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: resources, sealed secrets, API keys.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE resources (
+        kind       TEXT NOT NULL,
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        metadata   TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        applied    INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, namespace, name)
+    );
+    CREATE TABLE secrets (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        nonce      BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE api_keys (
+        id         TEXT PRIMARY KEY,
+        namespace  TEXT NOT NULL,
+        identity   TEXT NOT NULL,
+        verifier   TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX api_keys_by_identity ON api_keys (namespace, identity);
+    INSERT INTO resources VALUES
+        ('Namespace', '', 'default', '{"name":"default"}', '{}', 1, 0, unixepoch(), unixepoch());
+    "#,
+];
+
+/// Brings the schema up to date; returns the version reached.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StateError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )?;
+    let current = usize::try_from(current)
+        .map_err(|_| StateError::Corrupt(format!("schema version {current}")))?;
+    if current > MIGRATIONS.len() {
+        return Err(StateError::Conflict(format!(
+            "state database is at schema version {current}, newer than this build knows ({}); upgrade postern",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, unixepoch())",
+            [i64::try_from(index + 1).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+    }
+    Ok(MIGRATIONS.len())
+}

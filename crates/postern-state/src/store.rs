@@ -1,0 +1,806 @@
+//! The SQLite store: opening (permissions, WAL, migrations, master-key check), resources
+//! with generations, sealed secrets, API keys, and the proxy's `Directory` lookups.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use postern_model::{
+    Change, Directory, DirectoryError, Kind, Metadata, QualifiedName, Resource, SecretValue, Spec,
+    UpstreamRoute, UpstreamSpec,
+};
+use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
+use rand::Rng;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use crate::master_key::{KeySettings, MasterKey};
+use crate::migrations::migrate;
+use crate::StateError;
+
+pub const STATE_DB_FILE: &str = "state.db";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"postern master key check";
+const KEY_CHECK_AAD: &[u8] = b"meta:key_check";
+const MAX_IDLE_READERS: usize = 8;
+
+/// A resource as stored, with bookkeeping.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub resource: Resource,
+    pub generation: i64,
+    /// Created or last adopted by `apply` (so `--prune` may delete it).
+    pub applied: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A secret's name and dates; never its value.
+#[derive(Debug, Clone)]
+pub struct SecretInfo {
+    pub namespace: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub identity: QualifiedName,
+    pub created_at: i64,
+}
+
+/// A key just made: the only moment its value exists outside the client.
+#[derive(Debug)]
+pub struct CreatedApiKey {
+    pub info: ApiKeyInfo,
+    pub key: SecretValue,
+}
+
+pub struct Store {
+    db_path: PathBuf,
+    key: MasterKey,
+    key_origin: String,
+    generated_key: bool,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("db_path", &self.db_path)
+            .field("key_origin", &self.key_origin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a usable connection (SQLite rolls back the
+    // open transaction when it is dropped), so poisoning is not fatal here.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StateError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    Ok(conn)
+}
+
+fn secret_aad(namespace: &str, name: &str) -> Vec<u8> {
+    format!("secret:{namespace}/{name}").into_bytes()
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    B64URL.encode(buf)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `state_dir` and checks the master key
+    /// against it. Refuses a missing or different key for a database that has one.
+    pub fn open(state_dir: &Path, keys: &KeySettings) -> Result<Store, StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(StateError::io(state_dir))?;
+        let db_path = state_dir.join(STATE_DB_FILE);
+        let mut writer = open_connection(
+            &db_path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(StateError::io(&db_path))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        migrate(&mut writer)?;
+
+        let check: Option<Vec<u8>> = writer
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'key_check'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let db = db_path.display();
+        let (found, generated_key) = match (keys.find()?, &check) {
+            (Some(found), Some(check)) => {
+                let (nonce, sealed) = check.split_at(check.len().min(12));
+                if found.key.unseal(nonce, sealed, KEY_CHECK_AAD).as_deref()
+                    != Some(KEY_CHECK_PLAINTEXT)
+                {
+                    return Err(StateError::MasterKey(format!(
+                        "master key from {} does not match state database {db}; refusing to start",
+                        found.origin
+                    )));
+                }
+                (found, false)
+            }
+            (Some(found), None) => (found, false),
+            (None, Some(_)) => {
+                return Err(StateError::MasterKey(format!(
+                    "no master key: {} is missing and POSTERN_MASTER_KEY is unset, but state database {db} holds sealed data; restore the key file",
+                    keys.key_file.display()
+                )))
+            }
+            (None, None) => (keys.generate()?, true),
+        };
+        if check.is_none() {
+            let (nonce, sealed) = found.key.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)?;
+            writer.execute(
+                "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
+                [[nonce, sealed].concat()],
+            )?;
+        }
+        Ok(Store {
+            db_path,
+            key: found.key,
+            key_origin: found.origin,
+            generated_key,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Where the master key came from (a path or `POSTERN_MASTER_KEY`), for logs.
+    pub fn key_origin(&self) -> &str {
+        &self.key_origin
+    }
+
+    /// True when this open generated the key file.
+    pub fn generated_key(&self) -> bool {
+        self.generated_key
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let result = f(&conn);
+        let mut readers = lock(&self.readers);
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    // ---- resources -------------------------------------------------------------------
+
+    fn row_to_resource(
+        row: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(String, String, String, i64, bool, i64, i64)> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+        ))
+    }
+
+    fn decode_row(
+        (kind, metadata, spec, generation, applied, created_at, updated_at): (
+            String,
+            String,
+            String,
+            i64,
+            bool,
+            i64,
+            i64,
+        ),
+    ) -> Result<StoredResource, StateError> {
+        let corrupt = |what: String| StateError::Corrupt(what);
+        let kind = Kind::from_document(&kind).map_err(corrupt)?;
+        let metadata: Metadata =
+            serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let spec: serde_json::Value =
+            serde_json::from_str(&spec).map_err(|e| corrupt(format!("spec: {e}")))?;
+        let resource =
+            Resource::from_parts(kind, metadata, spec).map_err(|e| corrupt(e.to_string()))?;
+        Ok(StoredResource {
+            resource,
+            generation,
+            applied,
+            created_at,
+            updated_at,
+        })
+    }
+
+    const RESOURCE_COLUMNS: &'static str =
+        "kind, metadata, spec, generation, applied, created_at, updated_at";
+
+    /// Resources of `kind` (all kinds when `None`) in `namespace` (all when `None`),
+    /// ordered by kind, namespace and name.
+    pub fn list_resources(
+        &self,
+        kind: Option<Kind>,
+        namespace: Option<&str>,
+    ) -> Result<Vec<StoredResource>, StateError> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {} FROM resources
+                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR namespace = ?2)
+                 ORDER BY kind, namespace, name",
+                Self::RESOURCE_COLUMNS
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![kind.map(Kind::as_str), namespace],
+                    Self::row_to_resource,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(Self::decode_row).collect()
+        })
+    }
+
+    pub fn get_resource(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredResource>, StateError> {
+        self.read(|conn| Self::get_in(conn, kind, namespace, name))
+    }
+
+    fn get_in(
+        conn: &Connection,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredResource>, StateError> {
+        let sql = format!(
+            "SELECT {} FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            Self::RESOURCE_COLUMNS
+        );
+        conn.query_row(
+            &sql,
+            params![kind.as_str(), namespace, name],
+            Self::row_to_resource,
+        )
+        .optional()?
+        .map(Self::decode_row)
+        .transpose()
+    }
+
+    /// Runs a plan from [`postern_model::plan_apply`] in one transaction.
+    pub fn apply_changes(&self, changes: &[Change]) -> Result<(), StateError> {
+        let now = now();
+        self.write(|tx| {
+            for change in changes {
+                let r = change.resource();
+                let metadata = serde_json::to_string(&r.metadata)
+                    .map_err(|e| StateError::Corrupt(e.to_string()))?;
+                let spec = r.spec_json().to_string();
+                let key = params![r.kind().as_str(), r.namespace(), r.name()];
+                match change {
+                    Change::Create(_) => {
+                        tx.execute(
+                            "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6)",
+                            params![r.kind().as_str(), r.namespace(), r.name(), metadata, spec, now],
+                        )?;
+                    }
+                    Change::Update { .. } => {
+                        tx.execute(
+                            "UPDATE resources SET metadata = ?4, spec = ?5, generation = generation + 1,
+                                 applied = 1, updated_at = ?6
+                             WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                            params![r.kind().as_str(), r.namespace(), r.name(), metadata, spec, now],
+                        )?;
+                    }
+                    Change::Unchanged(_) => {
+                        tx.execute(
+                            "UPDATE resources SET applied = 1
+                             WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                            key,
+                        )?;
+                    }
+                    Change::Delete(_) => Self::delete_in(tx, r)?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+        tx.execute(
+            "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            params![r.kind().as_str(), r.namespace(), r.name()],
+        )?;
+        match r.kind() {
+            Kind::Identity => {
+                tx.execute(
+                    "DELETE FROM api_keys WHERE namespace = ?1 AND identity = ?2",
+                    params![r.namespace(), r.name()],
+                )?;
+            }
+            Kind::Namespace => {
+                tx.execute("DELETE FROM secrets WHERE namespace = ?1", [r.name()])?;
+            }
+            Kind::Target | Kind::Service => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes one resource after checking nothing still depends on it.
+    pub fn delete_resource(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            let Some(stored) = Self::get_in(tx, kind, namespace, name)? else {
+                return Err(StateError::NotFound(if kind.is_namespaced() {
+                    format!("{kind} {namespace}/{name}")
+                } else {
+                    format!("{kind} {name}")
+                }));
+            };
+            let r = &stored.resource;
+            match kind {
+                Kind::Namespace => {
+                    if name == postern_model::DEFAULT_NAMESPACE {
+                        return Err(StateError::Conflict(
+                            "the default namespace cannot be deleted".into(),
+                        ));
+                    }
+                    let held: i64 = tx.query_row(
+                        "SELECT (SELECT COUNT(*) FROM resources WHERE namespace = ?1)
+                              + (SELECT COUNT(*) FROM secrets WHERE namespace = ?1)",
+                        [name],
+                        |row| row.get(0),
+                    )?;
+                    if held > 0 {
+                        return Err(StateError::Conflict(format!(
+                            "Namespace {name} still holds {held} resources or secrets; delete them first"
+                        )));
+                    }
+                }
+                Kind::Target => {
+                    let mut stmt = tx.prepare(
+                        "SELECT name FROM resources WHERE kind = 'Service' AND namespace = ?1
+                         AND json_extract(spec, '$.target') = ?2 ORDER BY name",
+                    )?;
+                    let users: Vec<String> = stmt
+                        .query_map(params![namespace, name], |row| row.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    if !users.is_empty() {
+                        return Err(StateError::Conflict(format!(
+                            "Target {namespace}/{name} is used by Service {}; delete or change those first",
+                            users.join(", ")
+                        )));
+                    }
+                }
+                Kind::Service | Kind::Identity => {}
+            }
+            Self::delete_in(tx, r)
+        })
+    }
+
+    // ---- secrets -----------------------------------------------------------------------
+
+    fn require_namespace(conn: &Connection, namespace: &str) -> Result<(), StateError> {
+        if Self::get_in(conn, Kind::Namespace, "", namespace)?.is_none() {
+            return Err(StateError::NotFound(format!("Namespace {namespace}")));
+        }
+        Ok(())
+    }
+
+    /// Seals and stores a secret; returns true when it was created rather than replaced.
+    pub fn set_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        value: &SecretValue,
+    ) -> Result<bool, StateError> {
+        postern_model::validate_name(name).map_err(|e| StateError::Conflict(e.to_string()))?;
+        let (nonce, sealed) = self
+            .key
+            .seal(value.expose().as_bytes(), &secret_aad(namespace, name))?;
+        let now = now();
+        self.write(|tx| {
+            Self::require_namespace(tx, namespace)?;
+            let replaced = tx.execute(
+                "UPDATE secrets SET nonce = ?3, ciphertext = ?4, updated_at = ?5
+                 WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name, nonce, sealed, now],
+            )?;
+            if replaced == 0 {
+                tx.execute(
+                    "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![namespace, name, nonce, sealed, now],
+                )?;
+            }
+            Ok(replaced == 0)
+        })
+    }
+
+    pub fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SecretValue>, StateError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT nonce, ciphertext FROM secrets WHERE namespace = ?1 AND name = ?2",
+                    params![namespace, name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?)
+        })?;
+        let Some((nonce, sealed)) = row else {
+            return Ok(None);
+        };
+        let plain = self
+            .key
+            .unseal(&nonce, &sealed, &secret_aad(namespace, name))
+            .ok_or_else(|| {
+                StateError::Corrupt(format!("secret {namespace}/{name} does not unseal"))
+            })?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| StateError::Corrupt(format!("secret {namespace}/{name} is not UTF-8")))?;
+        Ok(Some(SecretValue::new(text)))
+    }
+
+    pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretInfo>, StateError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT namespace, name, created_at, updated_at FROM secrets
+                 WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name",
+            )?;
+            let rows = stmt
+                .query_map([namespace], |row| {
+                    Ok(SecretInfo {
+                        namespace: row.get(0)?,
+                        name: row.get(1)?,
+                        created_at: row.get(2)?,
+                        updated_at: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), StateError> {
+        let deleted = self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM secrets WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name],
+            )?)
+        })?;
+        if deleted == 0 {
+            return Err(StateError::NotFound(format!("Secret {namespace}/{name}")));
+        }
+        Ok(())
+    }
+
+    // ---- API keys ----------------------------------------------------------------------
+
+    /// Makes a new API key for an identity. Only its SCRAM verifier is stored; all keys of
+    /// one identity share a salt so one SCRAM exchange can check any of them.
+    pub fn create_api_key(&self, identity: &QualifiedName) -> Result<CreatedApiKey, StateError> {
+        let key = SecretValue::new(format!("pst_{}", random_token(32)));
+        let id = random_hex(6);
+        let now = now();
+        self.write(|tx| {
+            if Self::get_in(tx, Kind::Identity, &identity.namespace, &identity.name)?.is_none() {
+                return Err(StateError::NotFound(format!("Identity {identity}")));
+            }
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2 LIMIT 1",
+                    params![identity.namespace, identity.name],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let (salt, iterations) = match existing.map(|v| Verifier::parse(&v)) {
+                Some(Ok(v)) => (v.salt, v.iterations),
+                Some(Err(e)) => return Err(StateError::Corrupt(e.to_string())),
+                None => {
+                    let mut salt = vec![0u8; 16];
+                    rand::rng().fill_bytes(&mut salt);
+                    (salt, DEFAULT_ITERATIONS)
+                }
+            };
+            let verifier = Verifier::generate(key.expose().as_bytes(), &salt, iterations).encode();
+            tx.execute(
+                "INSERT INTO api_keys VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, identity.namespace, identity.name, verifier, now],
+            )?;
+            Ok(())
+        })?;
+        Ok(CreatedApiKey {
+            info: ApiKeyInfo {
+                id,
+                identity: identity.clone(),
+                created_at: now,
+            },
+            key,
+        })
+    }
+
+    pub fn list_api_keys(&self, identity: &QualifiedName) -> Result<Vec<ApiKeyInfo>, StateError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, created_at FROM api_keys WHERE namespace = ?1 AND identity = ?2
+                 ORDER BY created_at, id",
+            )?;
+            let rows = stmt
+                .query_map(params![identity.namespace, identity.name], |row| {
+                    Ok(ApiKeyInfo {
+                        id: row.get(0)?,
+                        identity: identity.clone(),
+                        created_at: row.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn revoke_api_key(&self, identity: &QualifiedName, id: &str) -> Result<(), StateError> {
+        let deleted = self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM api_keys WHERE namespace = ?1 AND identity = ?2 AND id = ?3",
+                params![identity.namespace, identity.name, id],
+            )?)
+        })?;
+        if deleted == 0 {
+            return Err(StateError::NotFound(format!(
+                "API key {id} of Identity {identity}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Directory for Store {
+    fn identity_verifiers(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<Vec<String>>, DirectoryError> {
+        let lookup = || -> Result<Option<Vec<String>>, StateError> {
+            if self
+                .get_resource(Kind::Identity, &identity.namespace, &identity.name)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            self.read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
+                )?;
+                let rows = stmt
+                    .query_map(params![identity.namespace, identity.name], |row| row.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(Some(rows))
+            })
+        };
+        lookup().map_err(|e| DirectoryError(e.to_string()))
+    }
+
+    fn upstream_route(
+        &self,
+        service: &QualifiedName,
+    ) -> Result<Option<UpstreamRoute>, DirectoryError> {
+        let lookup = || -> Result<Option<UpstreamRoute>, StateError> {
+            let Some(stored) =
+                self.get_resource(Kind::Service, &service.namespace, &service.name)?
+            else {
+                return Ok(None);
+            };
+            let Spec::Service(spec) = stored.resource.spec else {
+                return Err(StateError::Corrupt(format!(
+                    "Service {service} has another kind's spec"
+                )));
+            };
+            let target = QualifiedName::new(&service.namespace, &spec.target);
+            let Some(Resource {
+                spec: Spec::Target(target_spec),
+                ..
+            }) = self
+                .get_resource(Kind::Target, &target.namespace, &target.name)?
+                .map(|s| s.resource)
+            else {
+                return Err(StateError::NotFound(format!(
+                    "Target {target} of Service {service}"
+                )));
+            };
+            let UpstreamSpec::Static(upstream) = spec.upstream;
+            let password = self.secret_value(&service.namespace, &upstream.password_secret)?;
+            Ok(Some(UpstreamRoute {
+                target,
+                address: target_spec.address,
+                ssl_mode: target_spec.ssl_mode,
+                database: spec.database,
+                user: upstream.user,
+                password,
+            }))
+        };
+        lookup().map_err(|e| DirectoryError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_model::{parse_documents, plan_apply, Format};
+
+    fn settings(dir: &Path) -> KeySettings {
+        KeySettings {
+            inline: None,
+            credentials_directory: None,
+            key_file: dir.join("master.key"),
+        }
+    }
+
+    const DOCS: &str = "kind: Namespace\nmetadata: {name: a}\n---\nkind: Target\nmetadata: {name: pg, namespace: a}\nspec: {address: '127.0.0.1:5432'}\n---\nkind: Service\nmetadata: {name: s, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: static, user: u, passwordSecret: pw}}\n---\nkind: Identity\nmetadata: {name: alice, namespace: a}\n";
+
+    fn seeded(dir: &Path) -> Store {
+        let store = Store::open(dir, &settings(dir)).unwrap();
+        let docs = parse_documents("t.yaml", DOCS, Format::Yaml).unwrap();
+        let current: Vec<_> = store
+            .list_resources(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.resource, s.applied))
+            .collect();
+        store
+            .apply_changes(&plan_apply(&docs, &current, false).unwrap())
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn resources_secrets_and_route_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        assert!(store.generated_key());
+        let route = store
+            .upstream_route(&QualifiedName::new("a", "s"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(route.user, "u");
+        assert!(route.password.is_none());
+        store
+            .set_secret("a", "pw", &SecretValue::new("very-secret-pw"))
+            .unwrap();
+        let route = store
+            .upstream_route(&QualifiedName::new("a", "s"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(route.password.unwrap().expose(), "very-secret-pw");
+        assert!(store
+            .upstream_route(&QualifiedName::new("a", "nope"))
+            .unwrap()
+            .is_none());
+        drop(store);
+        let raw = std::fs::read(dir.path().join(STATE_DB_FILE)).unwrap();
+        assert!(!raw.windows(14).any(|w| w == b"very-secret-pw"));
+    }
+
+    #[test]
+    fn api_keys_share_a_salt_and_are_stored_as_verifiers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        let alice = QualifiedName::new("a", "alice");
+        let k1 = store.create_api_key(&alice).unwrap();
+        let k2 = store.create_api_key(&alice).unwrap();
+        let verifiers = store.identity_verifiers(&alice).unwrap().unwrap();
+        assert_eq!(verifiers.len(), 2);
+        let v: Vec<Verifier> = verifiers
+            .iter()
+            .map(|v| Verifier::parse(v).unwrap())
+            .collect();
+        assert_eq!(v[0].salt, v[1].salt);
+        assert_ne!(v[0].keys, v[1].keys);
+        assert!(verifiers.iter().all(|v| !v.contains(k1.key.expose())));
+        store.revoke_api_key(&alice, &k2.info.id).unwrap();
+        assert_eq!(store.list_api_keys(&alice).unwrap().len(), 1);
+        assert!(store.revoke_api_key(&alice, &k2.info.id).is_err());
+        assert!(store
+            .identity_verifiers(&QualifiedName::new("a", "bob"))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn wrong_or_missing_master_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(seeded(dir.path()));
+        let wrong = KeySettings {
+            inline: Some(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
+            ..settings(dir.path())
+        };
+        let err = Store::open(dir.path(), &wrong).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        std::fs::rename(dir.path().join("master.key"), dir.path().join("moved.key")).unwrap();
+        let err = Store::open(dir.path(), &settings(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is missing"), "{err}");
+        assert!(
+            !dir.path().join("master.key").exists(),
+            "must not generate a new key"
+        );
+    }
+
+    #[test]
+    fn deletes_refuse_to_break_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        assert!(store.delete_resource(Kind::Target, "a", "pg").is_err());
+        assert!(store.delete_resource(Kind::Namespace, "", "a").is_err());
+        assert!(store
+            .delete_resource(Kind::Namespace, "", "default")
+            .is_err());
+        store.delete_resource(Kind::Service, "a", "s").unwrap();
+        store.delete_resource(Kind::Target, "a", "pg").unwrap();
+        assert!(matches!(
+            store.delete_resource(Kind::Target, "a", "pg"),
+            Err(StateError::NotFound(_))
+        ));
+    }
+}
