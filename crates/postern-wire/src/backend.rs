@@ -4,6 +4,9 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::frame::{take_cstr, take_i32};
+use crate::WireError;
+
 /// Appends one tagged message to `out`; `body` writes the payload and the length is
 /// filled in afterwards.
 pub fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
@@ -122,6 +125,79 @@ pub fn error_response(
 /// The single byte that declines an SSLRequest or GSSENCRequest.
 pub const ENCRYPTION_DECLINED: u8 = b'N';
 
+/// An authentication request from an upstream server ('R' message body).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthRequest<'a> {
+    Ok,
+    CleartextPassword,
+    Md5Password {
+        salt: [u8; 4],
+    },
+    Sasl {
+        mechanisms: Vec<&'a str>,
+    },
+    SaslContinue(&'a [u8]),
+    SaslFinal(&'a [u8]),
+    /// Kerberos, GSSAPI, SSPI and anything newer.
+    Other(i32),
+}
+
+pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest<'_>, WireError> {
+    let mut rest = body;
+    let code = take_i32(&mut rest)?;
+    Ok(match code {
+        AUTH_OK => AuthRequest::Ok,
+        3 => AuthRequest::CleartextPassword,
+        5 => AuthRequest::Md5Password {
+            salt: *rest
+                .first_chunk::<4>()
+                .ok_or(WireError::Malformed { what: "MD5 salt" })?,
+        },
+        AUTH_SASL => {
+            let mut mechanisms = Vec::new();
+            loop {
+                let mechanism = take_cstr(&mut rest)?;
+                if mechanism.is_empty() {
+                    break;
+                }
+                mechanisms.push(mechanism);
+            }
+            AuthRequest::Sasl { mechanisms }
+        }
+        AUTH_SASL_CONTINUE => AuthRequest::SaslContinue(rest),
+        AUTH_SASL_FINAL => AuthRequest::SaslFinal(rest),
+        other => AuthRequest::Other(other),
+    })
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that the gateway acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields, WireError> {
+    let mut fields = ErrorFields::default();
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        rest = tail;
+        let value = take_cstr(&mut rest)?;
+        match field {
+            b'V' => fields.severity = value.to_owned(),
+            b'S' if fields.severity.is_empty() => fields.severity = value.to_owned(),
+            b'C' => fields.code = value.to_owned(),
+            b'M' => fields.message = value.to_owned(),
+            _ => {}
+        }
+    }
+    Ok(fields)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +226,30 @@ mod tests {
         assert!(fields.contains(&(b'M', "bad".to_owned())));
         assert!(fields.contains(&(b'D', "d".to_owned())));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn decodes_what_upstreams_send_during_authentication() {
+        let mut out = BytesMut::new();
+        authentication_sasl(&mut out, &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+        assert_eq!(
+            parse_auth_request(&out[5..]).unwrap(),
+            AuthRequest::Sasl {
+                mechanisms: vec!["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+            }
+        );
+        assert_eq!(
+            parse_auth_request(&[0, 0, 0, 5, 1, 2, 3, 4]).unwrap(),
+            AuthRequest::Md5Password { salt: [1, 2, 3, 4] }
+        );
+        assert!(parse_auth_request(&[0, 0, 0, 5, 1]).is_err());
+        let mut err = BytesMut::new();
+        error_response(&mut err, Severity::Fatal, "28P01", "no", None);
+        let fields = parse_error_fields(&err[5..]).unwrap();
+        assert_eq!(
+            (fields.severity.as_str(), fields.code.as_str()),
+            ("FATAL", "28P01")
+        );
     }
 
     #[test]

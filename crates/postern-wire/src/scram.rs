@@ -284,6 +284,28 @@ impl ScramServer {
     }
 }
 
+/// Salt to show for a user with no keys: derived from a per-process secret and the user
+/// name, so repeated attempts see the same salt and cannot tell "unknown" from "wrong key"
+/// (PostgreSQL does the same with its mock authentication).
+pub fn mock_salt(server_secret: &[u8], user: &str) -> Vec<u8> {
+    hmac(server_secret, user.as_bytes())[..16].to_vec()
+}
+
+/// Splits a SASLInitialResponse body into mechanism and client-first-message.
+pub fn parse_initial_response(body: &[u8]) -> Result<(&str, &[u8]), crate::WireError> {
+    let mut rest = body;
+    let mechanism = crate::frame::take_cstr(&mut rest)?;
+    let len = crate::frame::take_i32(&mut rest)?;
+    let data = usize::try_from(len)
+        .ok()
+        .and_then(|len| rest.get(..len))
+        .filter(|data| data.len() == rest.len())
+        .ok_or(crate::WireError::Malformed {
+            what: "SASLInitialResponse",
+        })?;
+    Ok((mechanism, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +355,21 @@ mod tests {
             ScramOutcome::Rejected
         );
         assert_eq!(run_exchange(&[], b"anything").0, ScramOutcome::Rejected);
+    }
+
+    #[test]
+    fn initial_response_and_mock_salt() {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&5i32.to_be_bytes());
+        body.extend_from_slice(b"n,,n=");
+        assert_eq!(
+            parse_initial_response(&body).unwrap(),
+            ("SCRAM-SHA-256", &b"n,,n="[..])
+        );
+        body.push(b'x');
+        assert!(parse_initial_response(&body).is_err());
+        assert_eq!(mock_salt(b"k", "alice"), mock_salt(b"k", "alice"));
+        assert_ne!(mock_salt(b"k", "alice"), mock_salt(b"k", "bob"));
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! Session errors and what a client may see of them: `to_client` is the one allow-list of
+//! texts and SQLSTATEs that leave the gateway. Secrets cannot reach it: no variant holds one.
+
+use postern_model::ErrorKind;
+use postern_wire::WireError;
+
+/// Why the upstream leg failed. Messages name the service, never credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to {address}")]
+    Timeout { address: String },
+    #[error("connection to the upstream was lost: {0}")]
+    Lost(std::io::Error),
+    #[error("upstream closed the connection during login")]
+    Closed,
+    #[error("upstream refused the login: {sqlstate} {message}")]
+    Refused { sqlstate: String, message: String },
+    #[error("the password secret of the service is not set")]
+    MissingPassword,
+    #[error("upstream asked for {0}, which the gateway does not support")]
+    UnsupportedAuth(String),
+    #[error("sslMode {0} needs TLS to the upstream, which this version does not support yet")]
+    TlsUnsupported(&'static str),
+    #[error("upstream SCRAM exchange failed: {0}")]
+    Scram(std::io::Error),
+    #[error("upstream broke the protocol: {0}")]
+    Protocol(WireError),
+}
+
+impl UpstreamError {
+    /// SQLSTATE for the client: 08006 when an open connection broke, 08001 when one
+    /// could not be established.
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            UpstreamError::Lost(_) | UpstreamError::Closed | UpstreamError::Protocol(_) => "08006",
+            _ => "08001",
+        }
+    }
+
+    /// The reason shown to clients: coarse on purpose (upstream texts stay in our log).
+    fn client_reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "the upstream server is unreachable",
+            UpstreamError::Timeout { .. } => "the upstream server did not answer in time",
+            UpstreamError::Lost(_) | UpstreamError::Closed | UpstreamError::Protocol(_) => {
+                "the upstream server closed the connection"
+            }
+            UpstreamError::Refused { .. } | UpstreamError::Scram(_) => {
+                "the upstream server refused the gateway's credentials"
+            }
+            UpstreamError::MissingPassword => "the service's upstream password is not set",
+            UpstreamError::UnsupportedAuth(_) => {
+                "the upstream server asked for an unsupported authentication method"
+            }
+            UpstreamError::TlsUnsupported(_) => {
+                "the target's sslMode needs upstream TLS, which this gateway version lacks"
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] WireError),
+    #[error("no user name in the startup packet")]
+    NoUser,
+    #[error("authentication failed for {user}")]
+    AuthFailed { user: String },
+    #[error("service {dbname:?} not found for {identity}")]
+    UnknownService { dbname: String, identity: String },
+    #[error("upstream of service {service}: {source}")]
+    Upstream {
+        service: String,
+        source: UpstreamError,
+    },
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
+    #[error("authentication timed out")]
+    AuthTimeout,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client connection failed: {0}")]
+    ClientIo(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What the client is told: SQLSTATE and message.
+pub struct ClientError {
+    pub sqlstate: &'static str,
+    pub message: String,
+}
+
+impl SessionError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SessionError::Protocol(_) | SessionError::ClientIo(_) | SessionError::ClientGone => {
+                ErrorKind::Protocol
+            }
+            SessionError::NoUser | SessionError::AuthFailed { .. } | SessionError::AuthTimeout => {
+                ErrorKind::Auth
+            }
+            SessionError::UnknownService { .. } | SessionError::Unsupported(_) => ErrorKind::User,
+            SessionError::Upstream { .. } => ErrorKind::Upstream,
+            SessionError::ShuttingDown | SessionError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The allow-list of what a client may see; `None` when nothing can be sent.
+    pub fn to_client(&self) -> Option<ClientError> {
+        let (sqlstate, message) = match self {
+            SessionError::Protocol(e) => ("08P01", format!("invalid frontend message: {e}")),
+            SessionError::NoUser => (
+                "28000",
+                "no PostgreSQL user name specified in startup packet".to_owned(),
+            ),
+            // The same text whether the identity exists or not.
+            SessionError::AuthFailed { user } => (
+                "28P01",
+                format!("password authentication failed for user \"{user}\""),
+            ),
+            SessionError::UnknownService { dbname, .. } => {
+                ("3D000", format!("service \"{dbname}\" does not exist"))
+            }
+            SessionError::Upstream { service, source } => (
+                source.sqlstate(),
+                format!(
+                    "could not connect to service \"{service}\": {}",
+                    source.client_reason()
+                ),
+            ),
+            SessionError::Unsupported(what) => ("0A000", format!("{what} is not supported")),
+            SessionError::AuthTimeout => (
+                "08006",
+                "canceling authentication due to timeout".to_owned(),
+            ),
+            SessionError::ShuttingDown => (
+                "57P01",
+                "terminating connection due to administrator command".to_owned(),
+            ),
+            SessionError::Internal(_) => ("XX000", "internal error in the gateway".to_owned()),
+            SessionError::ClientGone | SessionError::ClientIo(_) => return None,
+        };
+        Some(ClientError { sqlstate, message })
+    }
+}

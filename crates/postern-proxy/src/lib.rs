@@ -1,0 +1,132 @@
+//! Postern's PostgreSQL wire proxy: accepts clients, authenticates them as identities with
+//! SCRAM-SHA-256, logs in upstream with credentials the client never sees, and relays.
+//! It reaches state only through [`postern_model::Directory`].
+
+mod error;
+mod io;
+mod relay;
+mod session;
+mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_model::Directory;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use error::{ClientError, SessionError, UpstreamError};
+
+/// Limits and timeouts of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub max_startup_packet: usize,
+    pub max_message_size: usize,
+    pub auth_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    /// How long sessions may run on after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            max_startup_packet: postern_wire::DEFAULT_MAX_STARTUP_PACKET,
+            max_message_size: postern_wire::DEFAULT_MAX_MESSAGE,
+            auth_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything sessions share.
+pub struct Gateway {
+    settings: ProxySettings,
+    directory: Arc<dyn Directory>,
+    /// Per-process secret behind the fake salts shown for unknown identities.
+    mock_secret: [u8; 32],
+}
+
+impl Gateway {
+    pub fn new(settings: ProxySettings, directory: Arc<dyn Directory>) -> Arc<Gateway> {
+        let mut mock_secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut mock_secret);
+        Arc::new(Gateway {
+            settings,
+            directory,
+            mock_secret,
+        })
+    }
+}
+
+/// How long sessions get to say goodbye after the grace period, before they are aborted.
+const FAREWELL: Duration = Duration::from_secs(5);
+
+/// Waits for every session to end. Cancel-safe: unfinished sessions stay in the set.
+async fn drain(sessions: &mut JoinSet<()>) {
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
+/// lets sessions finish for the grace period, tells the rest (57P01) and closes them.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_sender, stop) = watch::channel(false);
+    let mut sessions = JoinSet::new();
+    let mut next_connection_id = 0u64;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    next_connection_id += 1;
+                    sessions.spawn(session::run(
+                        gateway.clone(),
+                        stream,
+                        peer,
+                        next_connection_id,
+                        stop.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    drop(listener);
+    info!(
+        sessions = sessions.len(),
+        grace_secs = gateway.settings.shutdown_grace.as_secs(),
+        "stopped accepting connections; waiting for sessions to finish"
+    );
+    if tokio::time::timeout(gateway.settings.shutdown_grace, drain(&mut sessions))
+        .await
+        .is_err()
+    {
+        info!(
+            sessions = sessions.len(),
+            "grace period over; closing sessions"
+        );
+        let _ = stop_sender.send(true);
+        if tokio::time::timeout(FAREWELL, drain(&mut sessions))
+            .await
+            .is_err()
+        {
+            sessions.shutdown().await;
+        }
+    }
+    info!("proxy stopped");
+}

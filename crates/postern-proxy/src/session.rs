@@ -1,0 +1,409 @@
+//! One client connection from first byte to close: startup packet, SCRAM authentication
+//! as an identity, service resolution, upstream login with injected credentials, relay.
+//! See <https://www.postgresql.org/docs/15/protocol-flow.html>.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::BytesMut;
+use postern_model::{QualifiedName, UpstreamRoute, DEFAULT_NAMESPACE};
+use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
+use postern_wire::scram::{
+    mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
+    DEFAULT_ITERATIONS, SCRAM_SHA_256,
+};
+use postern_wire::startup::try_take_startup;
+use postern_wire::{StartupParams, StartupRequest, WireError, MAX_AUTH_MESSAGE};
+use rand::{Rng, RngExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::error::SessionError;
+use crate::io::{read_message, read_more, ReadError};
+use crate::relay::{relay, RelayEnd};
+use crate::upstream::login;
+use crate::Gateway;
+
+/// What a finished handshake leaves for the relay.
+struct Established {
+    identity: QualifiedName,
+    service: QualifiedName,
+    upstream: TcpStream,
+    upstream_pending: BytesMut,
+}
+
+/// Runs one connection to its end, logging the outcome; never panics on client input.
+pub(crate) async fn run(
+    gateway: Arc<Gateway>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    connection_id: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("session", conn = connection_id, client = %peer);
+    async move {
+        // Latency of small messages matters more than packet count.
+        let _ = client.set_nodelay(true);
+        let result = session(&gateway, &mut client, &mut stop).await;
+        if let Err(error) = result {
+            match &error {
+                SessionError::ClientGone => {
+                    debug!("client closed the connection before logging in")
+                }
+                SessionError::AuthFailed { user } => {
+                    warn!(user = %user, "authentication failed")
+                }
+                SessionError::ShuttingDown => info!("session closed by gateway shutdown"),
+                e => warn!(kind = e.kind().as_str(), error = %e, "session failed"),
+            }
+            if let Some(reply) = error.to_client() {
+                let mut out = BytesMut::new();
+                backend::error_response(
+                    &mut out,
+                    Severity::Fatal,
+                    reply.sqlstate,
+                    &reply.message,
+                    None,
+                );
+                // Best effort: the client may already be gone.
+                let _ = client.write_all(&out).await;
+            }
+        }
+        let _ = client.shutdown().await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn session(
+    gateway: &Gateway,
+    client: &mut TcpStream,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let mut client_pending = BytesMut::with_capacity(8 * 1024);
+    let established = tokio::select! {
+        result = tokio::time::timeout(
+            gateway.settings.auth_timeout,
+            establish(gateway, client, &mut client_pending),
+        ) => result.map_err(|_| SessionError::AuthTimeout)??,
+        _ = stop.wait_for(|stopping| *stopping) => return Err(SessionError::ShuttingDown),
+    };
+    let Some(mut established) = established else {
+        return Ok(());
+    };
+    let service = established.service.to_string();
+    info!(identity = %established.identity, service = %service, "session started");
+    let end = relay(
+        client,
+        &mut established.upstream,
+        client_pending,
+        std::mem::take(&mut established.upstream_pending),
+        gateway.settings.max_message_size,
+        &service,
+        stop,
+    )
+    .await?;
+    info!(
+        identity = %established.identity,
+        service = %service,
+        closed_by = match end {
+            RelayEnd::ClientClosed => "client",
+            RelayEnd::UpstreamClosed => "upstream",
+        },
+        "session ended"
+    );
+    Ok(())
+}
+
+/// Reads the startup packet, answering SSL and GSS encryption requests with 'N'
+/// (TLS arrives in a later version). `None` for a CancelRequest, which ends the connection.
+async fn read_startup(
+    gateway: &Gateway,
+    client: &mut TcpStream,
+    pending: &mut BytesMut,
+) -> Result<Option<(u16, StartupParams)>, SessionError> {
+    loop {
+        match try_take_startup(pending, gateway.settings.max_startup_packet)? {
+            Some(StartupRequest::SslRequest | StartupRequest::GssEncRequest) => {
+                if !pending.is_empty() {
+                    // The client may not send more until it has our answer.
+                    return Err(WireError::Unexpected {
+                        tag: '?',
+                        phase: "encryption negotiation",
+                    }
+                    .into());
+                }
+                client
+                    .write_all(&[ENCRYPTION_DECLINED])
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+            }
+            Some(StartupRequest::Cancel { .. }) => {
+                // Cancel routing lands with the protocol-fidelity work; until then a
+                // cancel is ignored, as PostgreSQL does with an unknown key.
+                debug!("cancel request ignored");
+                return Ok(None);
+            }
+            Some(StartupRequest::Startup {
+                minor_version,
+                params,
+            }) => return Ok(Some((minor_version, params))),
+            None => match read_more(client, pending).await {
+                Ok(0) => return Err(SessionError::ClientGone),
+                Ok(_) => {}
+                Err(e) => return Err(SessionError::ClientIo(e)),
+            },
+        }
+    }
+}
+
+/// Names as the client wrote them resolve with the other name's namespace when only one
+/// is qualified (`user=alice.team-a dbname=orders` means `orders.team-a`), else `default`.
+fn resolve_names(user: &str, dbname: &str) -> (QualifiedName, QualifiedName) {
+    let hint = [user, dbname]
+        .into_iter()
+        .find(|n| QualifiedName::is_qualified(n))
+        .map(|n| QualifiedName::parse(n, DEFAULT_NAMESPACE).namespace)
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    (
+        QualifiedName::parse(user, &hint),
+        QualifiedName::parse(dbname, &hint),
+    )
+}
+
+async fn establish(
+    gateway: &Gateway,
+    client: &mut TcpStream,
+    pending: &mut BytesMut,
+) -> Result<Option<Established>, SessionError> {
+    let Some((minor_version, params)) = read_startup(gateway, client, pending).await? else {
+        return Ok(None);
+    };
+    let user = params
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or(SessionError::NoUser)?
+        .to_owned();
+    if params
+        .get("replication")
+        .is_some_and(|v| v != "false" && v != "0" && v != "off")
+    {
+        return Err(SessionError::Unsupported("replication through the gateway"));
+    }
+    let dbname = params.get("database").unwrap_or(&user).to_owned();
+    let (identity, service) = resolve_names(&user, &dbname);
+
+    let mut out = BytesMut::new();
+    let options: Vec<&str> = params.protocol_options().collect();
+    if minor_version > 0 || !options.is_empty() {
+        backend::negotiate_protocol_version(&mut out, 0, options.into_iter());
+    }
+    let server_final = authenticate(gateway, client, pending, &mut out, &identity, &user).await?;
+
+    let route = lookup_route(gateway, &service).await?;
+    let route = match route {
+        // Until role bindings exist, an identity reaches only its own namespace's services;
+        // other namespaces look exactly like missing services.
+        Some(route) if identity.namespace == service.namespace => route,
+        _ => {
+            return Err(SessionError::UnknownService {
+                dbname,
+                identity: identity.to_string(),
+            })
+        }
+    };
+    let service_label = format!("{}.{}", service.name, service.namespace);
+    let upstream = tokio::time::timeout(
+        gateway.settings.upstream_connect_timeout,
+        login(&route, &params, gateway.settings.max_message_size),
+    )
+    .await
+    .map_err(|_| crate::error::UpstreamError::Timeout {
+        address: route.address.clone(),
+    })
+    .and_then(|r| r)
+    .map_err(|source| SessionError::Upstream {
+        service: service_label,
+        source,
+    })?;
+
+    // The client gets its own random cancel key, never the upstream's.
+    let (process_id, secret_key): (i32, i32) = {
+        let mut rng = rand::rng();
+        (rng.random(), rng.random())
+    };
+    backend::authentication_sasl_final(&mut out, &server_final);
+    backend::authentication_ok(&mut out);
+    out.extend_from_slice(&upstream.greeting);
+    backend::backend_key_data(&mut out, process_id, secret_key);
+    out.extend_from_slice(&upstream.ready);
+    client
+        .write_all(&out)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    Ok(Some(Established {
+        identity,
+        service,
+        upstream: upstream.stream,
+        upstream_pending: upstream.leftover,
+    }))
+}
+
+async fn lookup_route(
+    gateway: &Gateway,
+    service: &QualifiedName,
+) -> Result<Option<UpstreamRoute>, SessionError> {
+    let directory = gateway.directory.clone();
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || directory.upstream_route(&service))
+        .await
+        .map_err(|e| SessionError::Internal(e.to_string()))?
+        .map_err(|e| SessionError::Internal(e.to_string()))
+}
+
+/// The identity's SCRAM parameters: its keys' shared salt, or a stable fake one when it
+/// has no usable key, so the exchange looks the same either way.
+async fn scram_material(
+    gateway: &Gateway,
+    identity: &QualifiedName,
+) -> Result<(Vec<u8>, u32, Vec<ScramKeys>), SessionError> {
+    let directory = gateway.directory.clone();
+    let who = identity.clone();
+    let verifiers = tokio::task::spawn_blocking(move || directory.identity_verifiers(&who))
+        .await
+        .map_err(|e| SessionError::Internal(e.to_string()))?
+        .map_err(|e| SessionError::Internal(e.to_string()))?
+        .unwrap_or_default();
+    let parsed: Vec<Verifier> = verifiers
+        .iter()
+        .filter_map(|text| match Verifier::parse(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(identity = %identity, error = %e, "skipping unreadable API key verifier");
+                None
+            }
+        })
+        .collect();
+    match parsed.first() {
+        Some(first) => {
+            let (salt, iterations) = (first.salt.clone(), first.iterations);
+            let keys = parsed
+                .into_iter()
+                .filter(|v| v.salt == salt && v.iterations == iterations)
+                .map(|v| v.keys)
+                .collect();
+            Ok((salt, iterations, keys))
+        }
+        None => Ok((
+            mock_salt(&gateway.mock_secret, &identity.to_string()),
+            DEFAULT_ITERATIONS,
+            Vec::new(),
+        )),
+    }
+}
+
+/// SCRAM-SHA-256 against the identity's API keys. `out` holds messages to send first;
+/// returns the server-final-message for AuthenticationSASLFinal.
+async fn authenticate(
+    gateway: &Gateway,
+    client: &mut TcpStream,
+    pending: &mut BytesMut,
+    out: &mut BytesMut,
+    identity: &QualifiedName,
+    user: &str,
+) -> Result<Vec<u8>, SessionError> {
+    let (salt, iterations, keys) = scram_material(gateway, identity).await?;
+    let mut nonce = [0u8; 18];
+    rand::rng().fill_bytes(&mut nonce);
+    let mut scram = ScramServer::new(salt, iterations, keys, B64.encode(nonce));
+
+    backend::authentication_sasl(out, &[SCRAM_SHA_256]);
+    client
+        .write_all(out)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    out.clear();
+
+    let initial = read_password_message(client, pending).await?;
+    let (mechanism, client_first) = parse_initial_response(&initial)?;
+    if mechanism != SCRAM_SHA_256 {
+        return Err(WireError::Malformed {
+            what: "SASL mechanism selection",
+        }
+        .into());
+    }
+    let server_first = scram
+        .client_first(client_first)
+        .map_err(scram_protocol_error)?;
+    backend::authentication_sasl_continue(out, &server_first);
+    client
+        .write_all(out)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    out.clear();
+
+    let client_final = read_password_message(client, pending).await?;
+    match scram
+        .client_final(&client_final)
+        .map_err(scram_protocol_error)?
+    {
+        ScramOutcome::Authenticated { server_final, .. } => Ok(server_final),
+        ScramOutcome::Rejected => Err(SessionError::AuthFailed {
+            user: user.to_owned(),
+        }),
+    }
+}
+
+fn scram_protocol_error(e: postern_wire::scram::ScramError) -> SessionError {
+    debug!(error = %e, "SCRAM exchange rejected");
+    WireError::Malformed {
+        what: "SCRAM message",
+    }
+    .into()
+}
+
+/// Reads one 'p' message (SASLInitialResponse / SASLResponse) during authentication.
+async fn read_password_message(
+    client: &mut TcpStream,
+    pending: &mut BytesMut,
+) -> Result<bytes::Bytes, SessionError> {
+    match read_message(client, pending, MAX_AUTH_MESSAGE).await {
+        Ok(m) if m.tag == b'p' => Ok(m.body),
+        Ok(m) => Err(WireError::Unexpected {
+            tag: char::from(m.tag),
+            phase: "authentication",
+        }
+        .into()),
+        Err(ReadError::Eof) => Err(SessionError::ClientGone),
+        Err(ReadError::Io(e)) => Err(SessionError::ClientIo(e)),
+        Err(ReadError::Wire(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unqualified_names_borrow_the_other_namespace() {
+        let (i, s) = resolve_names("alice.team-a", "orders");
+        assert_eq!(
+            (i.namespace.as_str(), s.namespace.as_str()),
+            ("team-a", "team-a")
+        );
+        let (i, s) = resolve_names("alice", "orders.team-b");
+        assert_eq!(
+            (i.namespace.as_str(), s.namespace.as_str()),
+            ("team-b", "team-b")
+        );
+        let (i, s) = resolve_names("alice", "orders");
+        assert_eq!(
+            (i.namespace.as_str(), s.namespace.as_str()),
+            ("default", "default")
+        );
+    }
+}
