@@ -96,6 +96,9 @@ pub struct Metadata {
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Set by the store on output; ignored on input so `get -o yaml` re-applies cleanly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +248,7 @@ impl Resource {
         spec: serde_json::Value,
     ) -> Result<Resource, ValidationError> {
         check_name("metadata.name", &metadata.name)?;
+        metadata.generation = None;
         if kind.is_namespaced() {
             let namespace = metadata
                 .namespace
@@ -370,6 +374,7 @@ mod tests {
             name: name.into(),
             namespace: ns.map(Into::into),
             labels: Default::default(),
+            generation: None,
         }
     }
 

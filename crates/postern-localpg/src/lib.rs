@@ -1,0 +1,350 @@
+//! A throwaway PostgreSQL server: finds the server binaries, runs initdb into a temporary
+//! directory with scram-sha-256, starts it on a free loopback port and removes it all when
+//! stopped. Shared by `postern demo` and the end-to-end test kit.
+//!
+//! A small shell watchdog holds the other end of a pipe from this process: when the
+//! process ends for any reason (even SIGKILL) the pipe closes and the watchdog stops the
+//! server and deletes its directory, so nothing is left behind.
+//!
+//! PostgreSQL refuses to run as root; as root the server runs as the `postgres` OS user.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalPgError {
+    #[error("PostgreSQL server binaries not found (looked for initdb and postgres on PATH and in /usr/lib/postgresql/*/bin); install them, e.g. `apt-get install -y postgresql`")]
+    NotFound,
+    #[error("running as root needs a `postgres` OS user to run PostgreSQL as (the postgresql package creates it)")]
+    NoPostgresUser,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+    #[error("PostgreSQL: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalPgError {
+    let what = what.into();
+    move |source| LocalPgError::Io { what, source }
+}
+
+/// Finds a directory holding both `initdb` and `postgres`: PATH first, then the newest
+/// Debian cluster version.
+pub fn find_bin_dir() -> Result<PathBuf, LocalPgError> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d)) {
+            return Ok(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_both(dir))
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or(LocalPgError::NotFound)
+}
+
+/// uid and gid of the `postern` OS user, read from /etc/passwd.
+fn postgres_os_user() -> Result<(u32, u32), LocalPgError> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("reading /etc/passwd"))?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            match fields.as_slice() {
+                ["postgres", _, uid, gid, ..] => Some((uid.parse().ok()?, gid.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .ok_or(LocalPgError::NoPostgresUser)
+}
+
+fn free_port() -> Result<u16, LocalPgError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
+}
+
+fn random_password() -> String {
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| {
+            let n = rng.next_u32() % 62;
+            char::from(match n {
+                0..=9 => b'0' + n as u8,
+                10..=35 => b'a' + (n - 10) as u8,
+                _ => b'A' + (n - 36) as u8,
+            })
+        })
+        .collect()
+}
+
+/// A running throwaway server.
+pub struct LocalPg {
+    dir: PathBuf,
+    port: u16,
+    superuser_password: String,
+    server: Child,
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl std::fmt::Debug for LocalPg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPg")
+            .field("dir", &self.dir)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const SUPERUSER: &str = "postgres";
+
+impl LocalPg {
+    /// initdb + start. Takes a few seconds; call once and share.
+    pub async fn start() -> Result<LocalPg, LocalPgError> {
+        let bin = find_bin_dir()?;
+        let run_as = if rustix::process::geteuid().is_root() {
+            Some(postgres_os_user()?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("postern-pg-")
+            .tempdir()
+            .map_err(io("creating a temporary directory"))?
+            .keep();
+        let result = Self::init_and_start(&bin, &dir, run_as).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    async fn init_and_start(
+        bin: &Path,
+        dir: &Path,
+        run_as: Option<(u32, u32)>,
+    ) -> Result<LocalPg, LocalPgError> {
+        let as_server_user = |command: &mut Command| {
+            if let Some((uid, gid)) = run_as {
+                command.uid(uid).gid(gid);
+            }
+        };
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(io("chown of the temporary directory"))?;
+        }
+        let data = dir.join("data");
+        let password = random_password();
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, &password).map_err(io("writing the password file"))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
+                .map_err(io("chown of the password file"))?;
+        }
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "--auth=scram-sha-256",
+                "--username",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .stdin(Stdio::null());
+        as_server_user(&mut initdb);
+        let output = initdb.output().map_err(io("running initdb"))?;
+        let _ = std::fs::remove_file(&pwfile);
+        if !output.status.success() {
+            return Err(LocalPgError::Failed(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+
+        // A port taken between our probe and the server's bind is retried.
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let log_path = dir.join("postgres.log");
+            let log = std::fs::File::create(&log_path).map_err(io("creating the server log"))?;
+            let mut postgres = Command::new(bin.join("postgres"));
+            postgres
+                .arg("-D")
+                .arg(&data)
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-k")
+                .arg(dir)
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "password_encryption=scram-sha-256",
+                    // A throwaway server: durability buys nothing here.
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(io("server log"))?)
+                .stderr(log);
+            as_server_user(&mut postgres);
+            let server = postgres.spawn().map_err(io("starting postgres"))?;
+            let mut pg = LocalPg {
+                dir: dir.to_owned(),
+                port,
+                superuser_password: password.clone(),
+                server,
+                watchdog: None,
+            };
+            match pg.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => {
+                    pg.start_watchdog()?;
+                    return Ok(pg);
+                }
+                Err(e) => {
+                    // Keep the data directory for the next attempt.
+                    last_error = Some(e);
+                    let _ = pg.server.kill();
+                    let _ = pg.server.wait();
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| LocalPgError::Failed("postgres did not start".into())))
+    }
+
+    fn start_watchdog(&mut self) -> Result<(), LocalPgError> {
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read _; kill -INT "$1" 2>/dev/null; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; rm -rf "$2""#)
+            .arg("postern-localpg-watchdog")
+            .arg(self.server.id().to_string())
+            .arg(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(io("starting the clean-up watchdog"))?;
+        let stdin = watchdog
+            .stdin
+            .take()
+            .ok_or_else(|| LocalPgError::Failed("watchdog has no stdin".into()))?;
+        self.watchdog = Some((watchdog, stdin));
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), LocalPgError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.server.try_wait() {
+                return Err(LocalPgError::Failed(format!(
+                    "postgres exited ({status}) during start-up: {}",
+                    self.log_tail()
+                )));
+            }
+            match self.connect("postgres").await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(LocalPgError::Failed(format!(
+                        "postgres not ready after {limit:?}: {e}; log: {}",
+                        self.log_tail()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn superuser_password(&self) -> &str {
+        &self.superuser_password
+    }
+
+    /// Connects as the superuser over TCP; the connection runs on a spawned task.
+    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, LocalPgError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(SUPERUSER)
+            .password(&self.superuser_password)
+            .dbname(dbname);
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Stops the server (fast shutdown) and removes its directory; waits for both.
+    pub fn stop(mut self) {
+        self.stop_server();
+    }
+
+    fn stop_server(&mut self) {
+        if let Some((mut watchdog, mut stdin)) = self.watchdog.take() {
+            // Closing the pipe (or this line) wakes the watchdog, which stops the server.
+            let _ = stdin.write_all(b"stop\n");
+            drop(stdin);
+            // Reap the server first: until its parent (this process) waits for it, it
+            // stays a zombie that the watchdog would wait on forever.
+            let _ = self.server.wait();
+            let _ = watchdog.wait();
+        }
+        let _ = self.server.wait();
+    }
+}
+
+impl Drop for LocalPg {
+    fn drop(&mut self) {
+        self.stop_server();
+    }
+}

@@ -1,0 +1,225 @@
+//! The command line: every server setting is a global flag with a `POSTERN_*` variable of
+//! the same name, so every command finds the same state directory the way `serve` does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use postern_config::{LogFormat, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "A single-binary PostgreSQL access gateway: clients log in as identities, never see database passwords",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Server settings; each overrides the config file and the environment.
+#[derive(Debug, Args)]
+pub struct SettingFlags {
+    /// Config file (default: /etc/postern/postern.toml when it exists)
+    #[arg(long, global = true, env = "POSTERN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Wire proxy listen address [default: 0.0.0.0:6432]
+    #[arg(long, global = true, env = "POSTERN_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Admin API listen address [default: 127.0.0.1:8432]
+    #[arg(long, global = true, env = "POSTERN_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// State directory [default: ./postern-data]
+    #[arg(long, global = true, env = "POSTERN_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Master key file [default: <state-dir>/master.key]; POSTERN_MASTER_KEY or
+    /// $CREDENTIALS_DIRECTORY/master-key take precedence when set
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_MASTER_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub master_key_file: Option<PathBuf>,
+    /// Log format [default: text]
+    #[arg(long, global = true, env = "POSTERN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Largest startup packet accepted, in bytes [default: 10240]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_MAX_STARTUP_PACKET",
+        value_name = "BYTES"
+    )]
+    pub max_startup_packet: Option<usize>,
+    /// Largest protocol message accepted from clients, in bytes [default: 1 GiB]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_MAX_MESSAGE_SIZE",
+        value_name = "BYTES"
+    )]
+    pub max_message_size: Option<usize>,
+    /// Seconds a client has to finish logging in [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_AUTH_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub auth_timeout_secs: Option<u64>,
+    /// Seconds sessions may run on after SIGTERM before they are closed [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_SHUTDOWN_GRACE_SECS",
+        value_name = "SECS"
+    )]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl SettingFlags {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            state_dir: self.state_dir.clone(),
+            master_key_file: self.master_key_file.clone(),
+            log_format: self.log_format.map(|f| match f {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            }),
+            max_startup_packet: self.max_startup_packet,
+            max_message_size: self.max_message_size,
+            auth_timeout_secs: self.auth_timeout_secs,
+            shutdown_grace_secs: self.shutdown_grace_secs,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (wire proxy) until SIGTERM or SIGINT
+    Serve,
+    /// Start a throwaway PostgreSQL and a gateway in front of it, and print psql lines that work
+    Demo,
+    /// Check the server settings, and resource files if given, without changing anything
+    CheckConfig {
+        /// Resource files or directories to validate
+        #[arg(short = 'f', long = "filename", value_name = "PATH")]
+        files: Vec<PathBuf>,
+    },
+    /// Apply resource files (YAML or TOML): all of them or nothing
+    Apply {
+        /// Files or directories (*.yaml, *.yml, *.toml) to apply
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<PathBuf>,
+        /// Print what would change and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete resources an earlier apply created that the files no longer declare
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Show resources (secret values are never shown)
+    Get {
+        /// namespace, target, service, identity or secret (plural and short forms work)
+        kind: String,
+        /// Only this resource
+        name: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
+        /// Output format
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Delete a resource
+    Delete {
+        /// namespace, target, service, identity or secret
+        kind: String,
+        name: String,
+        /// Namespace of the resource
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Manage secrets
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Manage identities' credentials
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct Scope {
+    /// Namespace to look in
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Look in every namespace
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret's value (read from --value, --file or standard input; one trailing
+    /// newline is dropped from a file or standard input)
+    Set {
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The value (visible in the process list and shell history: prefer --file or stdin)
+        #[arg(long, conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// API keys: secrets an identity logs in with (SCRAM-SHA-256; only verifiers are stored)
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key; it is printed once, on standard output
+    Create {
+        identity: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// List an identity's API keys (ids and dates only)
+    List {
+        identity: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Revoke an API key by id
+    Revoke {
+        identity: String,
+        id: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}

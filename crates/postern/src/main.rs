@@ -1,0 +1,61 @@
+//! The `postern` binary: parses the command line, sets up logging and hands off to the
+//! command. Errors end the process with one line on stderr and a non-zero status.
+
+mod cli;
+mod demo;
+mod resources;
+mod serve;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` puts the whole cause chain on one line.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = setup::load_config(&cli.settings)?;
+    let long_running = matches!(cli.command, Command::Serve | Command::Demo);
+    setup::init_logging(config.log_format, long_running);
+    match cli.command {
+        Command::Serve => serve::run(&config),
+        Command::Demo => demo::run(&config, cli.settings.listen.is_some()),
+        Command::CheckConfig { files } => resources::check_config(&config, &files),
+        Command::Apply {
+            files,
+            dry_run,
+            prune,
+        } => resources::apply(&setup::open_store(&config)?, &files, dry_run, prune),
+        Command::Get {
+            kind,
+            name,
+            scope,
+            output,
+        } => resources::get(
+            &setup::open_store(&config)?,
+            &kind,
+            name.as_deref(),
+            &scope,
+            output,
+        ),
+        Command::Delete {
+            kind,
+            name,
+            namespace,
+        } => resources::delete(&setup::open_store(&config)?, &kind, &name, &namespace),
+        Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
+        Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
+    }
+}

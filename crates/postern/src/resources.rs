@@ -1,0 +1,413 @@
+//! Resource commands: `apply`, `get`, `delete`, `secret set`, `identity key …` and
+//! `check-config`. They act on the state store directly; a running gateway sees the
+//! changes on its next connection.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use postern_config::Config;
+use postern_model::{
+    parse_documents, plan_apply, Change, Format, Kind, LoadedResource, QualifiedName, SecretValue,
+};
+use postern_state::{Store, StoredResource};
+
+use crate::cli::{IdentityCommand, KeyCommand, Output, Scope, SecretCommand};
+
+/// Every resource file named, directories expanded (sorted, not recursive into hidden
+/// entries), in a stable order.
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && Format::from_path(p).is_some()
+                        && !p
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with('.'))
+                })
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            if Format::from_path(path).is_none() {
+                bail!(
+                    "{}: not a resource file (expected .yaml, .yml or .toml)",
+                    path.display()
+                );
+            }
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
+    let mut loaded = Vec::new();
+    for file in collect_files(paths)? {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+        let format = Format::from_path(&file).unwrap_or(Format::Yaml);
+        loaded.extend(parse_documents(&file.display().to_string(), &text, format)?);
+    }
+    Ok(loaded)
+}
+
+fn current_state(store: &Store) -> anyhow::Result<Vec<(postern_model::Resource, bool)>> {
+    Ok(store
+        .list_resources(None, None)?
+        .into_iter()
+        .map(|s| (s.resource, s.applied))
+        .collect())
+}
+
+fn to_yaml(value: &serde_json::Value) -> String {
+    serde_yaml_ng::to_string(value).unwrap_or_else(|e| format!("<unprintable: {e}>\n"))
+}
+
+/// Prints the plan: `+` create, `~` update (with a line diff of the spec), `-` delete.
+fn print_plan(changes: &[Change], dry_run: bool) {
+    let (mut created, mut updated, mut deleted, mut unchanged) = (0, 0, 0, 0);
+    for change in changes {
+        match change {
+            Change::Create(r) => {
+                created += 1;
+                println!("+ {} (create)", r.describe());
+            }
+            Change::Update { before, after } => {
+                updated += 1;
+                println!("~ {} (update)", after.describe());
+                let (old, new) = (
+                    to_yaml(&before.to_document()),
+                    to_yaml(&after.to_document()),
+                );
+                let diff = similar::TextDiff::from_lines(&old, &new);
+                for line in diff.iter_all_changes() {
+                    let sign = match line.tag() {
+                        similar::ChangeTag::Delete => '-',
+                        similar::ChangeTag::Insert => '+',
+                        similar::ChangeTag::Equal => continue,
+                    };
+                    print!("    {sign} {line}");
+                }
+            }
+            Change::Delete(r) => {
+                deleted += 1;
+                println!("- {} (delete: no longer declared)", r.describe());
+            }
+            Change::Unchanged(_) => unchanged += 1,
+        }
+    }
+    let suffix = if dry_run {
+        " (dry run: nothing changed)"
+    } else {
+        ""
+    };
+    println!(
+        "{created} created, {updated} updated, {deleted} deleted, {unchanged} unchanged{suffix}"
+    );
+}
+
+pub fn apply(store: &Store, files: &[PathBuf], dry_run: bool, prune: bool) -> anyhow::Result<()> {
+    let desired = load(files)?;
+    let changes = plan_apply(&desired, &current_state(store)?, prune)?;
+    if !dry_run {
+        store.apply_changes(&changes)?;
+    }
+    print_plan(&changes, dry_run);
+    Ok(())
+}
+
+pub fn check_config(config: &Config, files: &[PathBuf]) -> anyhow::Result<()> {
+    println!("settings: ok (state dir {})", config.state_dir.display());
+    if !files.is_empty() {
+        let loaded = load(files)?;
+        // References are checked within the files alone: no state is opened.
+        plan_apply(&loaded, &[], false)?;
+        println!("resources: ok ({} documents)", loaded.len());
+    }
+    Ok(())
+}
+
+enum Target {
+    Resource(Kind),
+    Secret,
+}
+
+fn parse_kind(text: &str) -> anyhow::Result<Target> {
+    if matches!(text.to_ascii_lowercase().as_str(), "secret" | "secrets") {
+        return Ok(Target::Secret);
+    }
+    text.parse::<Kind>()
+        .map(Target::Resource)
+        .map_err(anyhow::Error::msg)
+}
+
+fn age(timestamp: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let secs = (now - timestamp).max(0);
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+fn detail(stored: &StoredResource) -> String {
+    use postern_model::{Spec, UpstreamSpec};
+    match &stored.resource.spec {
+        Spec::Namespace(_) => String::new(),
+        Spec::Target(t) => format!("{} sslMode={:?}", t.address, t.ssl_mode).to_lowercase(),
+        Spec::Service(s) => {
+            let UpstreamSpec::Static(up) = &s.upstream;
+            format!(
+                "target={} database={} user={} (static)",
+                s.target, s.database, up.user
+            )
+        }
+        Spec::Identity(i) => {
+            format!("{:?} groups=[{}]", i.identity_type, i.groups.join(",")).to_lowercase()
+        }
+    }
+}
+
+pub fn get(
+    store: &Store,
+    kind: &str,
+    name: Option<&str>,
+    scope: &Scope,
+    output: Output,
+) -> anyhow::Result<()> {
+    let namespace = match (&scope.namespace, scope.all_namespaces) {
+        (_, true) => None,
+        (Some(ns), false) => Some(ns.as_str()),
+        (None, false) => Some(postern_model::DEFAULT_NAMESPACE),
+    };
+    match parse_kind(kind)? {
+        Target::Secret => {
+            let secrets: Vec<_> = store
+                .list_secrets(namespace)?
+                .into_iter()
+                .filter(|s| name.is_none_or(|n| n == s.name))
+                .collect();
+            if let Some(n) = name {
+                if secrets.is_empty() {
+                    bail!("Secret {}/{n} not found", namespace.unwrap_or("*"));
+                }
+            }
+            let docs: Vec<serde_json::Value> = secrets
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "kind": "Secret",
+                        "metadata": {"name": s.name, "namespace": s.namespace},
+                        "status": {"createdAt": s.created_at, "updatedAt": s.updated_at, "value": "<sealed; never shown>"},
+                    })
+                })
+                .collect();
+            let mut rows = vec![vec!["NAMESPACE".into(), "NAME".into(), "UPDATED".into()]];
+            rows.extend(
+                secrets
+                    .iter()
+                    .map(|s| vec![s.namespace.clone(), s.name.clone(), age(s.updated_at)]),
+            );
+            emit(output, &docs, &rows)
+        }
+        Target::Resource(kind) => {
+            let namespace = if kind.is_namespaced() {
+                namespace
+            } else {
+                None
+            };
+            let found: Vec<StoredResource> = store
+                .list_resources(Some(kind), namespace)?
+                .into_iter()
+                .filter(|s| name.is_none_or(|n| n == s.resource.name()))
+                .collect();
+            if let (Some(n), true) = (name, found.is_empty()) {
+                match namespace {
+                    Some(ns) => bail!("{kind} {ns}/{n} not found"),
+                    None => bail!("{kind} {n} not found"),
+                }
+            }
+            let docs: Vec<serde_json::Value> = found
+                .iter()
+                .map(|s| {
+                    let mut doc = s.resource.to_document();
+                    doc["metadata"]["generation"] = s.generation.into();
+                    doc
+                })
+                .collect();
+            let mut rows = vec![if kind.is_namespaced() {
+                vec![
+                    "NAMESPACE".into(),
+                    "NAME".into(),
+                    "GENERATION".into(),
+                    "UPDATED".into(),
+                    "DETAIL".into(),
+                ]
+            } else {
+                vec![
+                    "NAME".into(),
+                    "GENERATION".into(),
+                    "UPDATED".into(),
+                    "DETAIL".into(),
+                ]
+            }];
+            for s in &found {
+                let mut row = vec![
+                    s.resource.name().to_owned(),
+                    s.generation.to_string(),
+                    age(s.updated_at),
+                    detail(s),
+                ];
+                if kind.is_namespaced() {
+                    row.insert(0, s.resource.namespace().to_owned());
+                }
+                rows.push(row);
+            }
+            emit(output, &docs, &rows)
+        }
+    }
+}
+
+fn emit(output: Output, docs: &[serde_json::Value], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    match output {
+        Output::Table => print_table(rows),
+        Output::Json => {
+            let value = if docs.len() == 1 {
+                docs[0].clone()
+            } else {
+                serde_json::Value::Array(docs.to_vec())
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Output::Yaml => {
+            let text: Vec<String> = docs.iter().map(to_yaml).collect();
+            print!("{}", text.join("---\n"));
+        }
+    }
+    Ok(())
+}
+
+pub fn delete(store: &Store, kind: &str, name: &str, namespace: &str) -> anyhow::Result<()> {
+    match parse_kind(kind)? {
+        Target::Secret => {
+            store.delete_secret(namespace, name)?;
+            println!("Secret {namespace}/{name} deleted");
+        }
+        Target::Resource(kind) => {
+            let ns = if kind.is_namespaced() { namespace } else { "" };
+            store.delete_resource(kind, ns, name)?;
+            if kind.is_namespaced() {
+                println!("{kind} {namespace}/{name} deleted");
+            } else {
+                println!("{kind} {name} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_secret_input(value: Option<String>, file: Option<&Path>) -> anyhow::Result<String> {
+    let mut text = match (value, file) {
+        (Some(v), _) => return Ok(v),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?
+        }
+        (None, None) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the secret from standard input")?;
+            text
+        }
+    };
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+pub fn secret(store: &Store, command: SecretCommand) -> anyhow::Result<()> {
+    match command {
+        SecretCommand::Set {
+            name,
+            namespace,
+            value,
+            file,
+        } => {
+            let value = read_secret_input(value, file.as_deref())?;
+            if value.is_empty() {
+                bail!("the secret value is empty");
+            }
+            let created = store.set_secret(&namespace, &name, &SecretValue::new(value))?;
+            println!(
+                "Secret {namespace}/{name} {}",
+                if created { "created" } else { "updated" }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn identity(store: &Store, command: IdentityCommand) -> anyhow::Result<()> {
+    let IdentityCommand::Key(command) = command;
+    match command {
+        KeyCommand::Create {
+            identity,
+            namespace,
+        } => {
+            let created = store.create_api_key(&QualifiedName::new(namespace, identity))?;
+            eprintln!(
+                "API key {} created for Identity {}; it is shown only this once:",
+                created.info.id, created.info.identity
+            );
+            println!("{}", created.key.expose());
+        }
+        KeyCommand::List {
+            identity,
+            namespace,
+        } => {
+            let keys = store.list_api_keys(&QualifiedName::new(namespace, identity))?;
+            let mut rows = vec![vec!["ID".to_owned(), "CREATED".to_owned()]];
+            rows.extend(keys.iter().map(|k| vec![k.id.clone(), age(k.created_at)]));
+            print_table(&rows);
+        }
+        KeyCommand::Revoke {
+            identity,
+            id,
+            namespace,
+        } => {
+            let who = QualifiedName::new(namespace, identity);
+            store.revoke_api_key(&who, &id)?;
+            println!("API key {id} of Identity {who} revoked");
+        }
+    }
+    Ok(())
+}
