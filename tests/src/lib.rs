@@ -1,0 +1,304 @@
+//! Test harness: a real PostgreSQL 15 per test binary and the real `postern` binary in
+//! front of it, with helpers to provision resources and to talk raw protocol.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use postern_localpg::LocalPg;
+use tokio::sync::OnceCell;
+
+/// Password of `app_rw` on the shared server: the secret the gateway injects.
+pub const APP_PASSWORD: &str = "app-rw-Upstream-Secret-4242";
+
+static SHARED_PG: OnceCell<LocalPg> = OnceCell::const_new();
+
+/// The test binary's PostgreSQL, started on first use with database `app`, role `app_rw`
+/// (owner) and a table `items` holding ten rows.
+pub async fn shared_pg() -> &'static LocalPg {
+    SHARED_PG
+        .get_or_init(|| async {
+            let pg = LocalPg::start().await.expect("start PostgreSQL");
+            prepare_app_database(&pg).await;
+            pg
+        })
+        .await
+}
+
+/// Creates the `app` database, `app_rw` role and `items` table on `pg`.
+pub async fn prepare_app_database(pg: &LocalPg) {
+    let admin = pg.connect("postgres").await.expect("connect as superuser");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE app_rw LOGIN PASSWORD '{APP_PASSWORD}'"
+        ))
+        .await
+        .expect("create role");
+    admin
+        .batch_execute("CREATE DATABASE app OWNER app_rw")
+        .await
+        .expect("create database");
+    let app = pg.connect("app").await.expect("connect to app");
+    app.batch_execute(
+        "CREATE TABLE public.items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 10) g;
+         ALTER TABLE public.items OWNER TO app_rw;",
+    )
+    .await
+    .expect("create table");
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `postern serve` process with its own state directory.
+pub struct Gateway {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Gateway {
+    /// Starts `bin serve` on a free loopback port with `extra` flags and waits until it
+    /// listens.
+    pub async fn start(bin: &str, extra: &[&str]) -> Gateway {
+        let dir = tempfile::Builder::new()
+            .prefix("postern-test-")
+            .tempdir()
+            .expect("state dir");
+        let mut gateway = Gateway {
+            bin: PathBuf::from(bin),
+            dir,
+            child: None,
+            port: 0,
+        };
+        gateway.spawn(extra).await;
+        gateway
+    }
+
+    async fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let child = self
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postern serve");
+        self.child = Some(child);
+        let log_path = self.log_path();
+        self.port = wait_for("the gateway to listen", Duration::from_secs(30), || {
+            let log = std::fs::read_to_string(&log_path).ok()?;
+            let line = log.lines().find(|l| l.contains("postern listening"))?;
+            let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+            address.rsplit(':').next()?.parse().ok()
+        })
+        .await;
+    }
+
+    /// A `postern` command using this gateway's state directory.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("POSTERN_STATE_DIR", self.dir.path());
+        command
+    }
+
+    /// Runs a CLI command against this gateway's state, with `stdin` as input.
+    pub fn cli_with_input(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn postern");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("postern output")
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_input(args, "")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "postern {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Writes `text` to a file in the state directory and returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Applies a service `orders` in namespace `team-a` in front of `upstream` (as
+    /// `app_rw` on database `app`), an identity `alice`, and returns a new API key.
+    pub fn provision(&self, upstream: &str) -> String {
+        let resources = format!(
+            "kind: Namespace\nmetadata: {{name: team-a}}\n---\n\
+             kind: Target\nmetadata: {{name: main-pg, namespace: team-a}}\nspec: {{address: '{upstream}', sslMode: disable}}\n---\n\
+             kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
+             spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}}}\n---\n\
+             kind: Identity\nmetadata: {{name: alice, namespace: team-a}}\nspec: {{type: human, groups: [engineering]}}\n"
+        );
+        let file = self.write_file("provision.yaml", &resources);
+        self.cli_ok(&["apply", "-f", file.to_str().expect("utf-8 path")]);
+        let output = self.cli_with_input(
+            &["secret", "set", "app-rw-password", "-n", "team-a"],
+            &format!("{APP_PASSWORD}\n"),
+        );
+        assert!(output.status.success(), "secret set failed");
+        self.create_key("alice", "team-a")
+    }
+
+    pub fn create_key(&self, identity: &str, namespace: &str) -> String {
+        self.cli_ok(&["identity", "key", "create", identity, "-n", namespace])
+            .trim()
+            .to_owned()
+    }
+
+    /// libpq-style connection string through the gateway.
+    pub fn conninfo(&self, user: &str, dbname: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname={dbname} password={password}",
+            self.port
+        )
+    }
+
+    /// Connects with tokio-postgres through the gateway.
+    pub async fn connect(
+        &self,
+        user: &str,
+        dbname: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(
+            &self.conninfo(user, dbname, password),
+            tokio_postgres::NoTls,
+        )
+        .await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Sends SIGTERM to the gateway process.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        }
+    }
+
+    /// The exit status once the process has exited, if it has.
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The SQLSTATE of a failed tokio-postgres call, if the server sent one.
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    error.as_db_error().map(|e| e.code().code().to_owned())
+}
+
+/// Sends `bytes` on a fresh connection and returns everything the gateway answers until
+/// it closes the connection (or `limit` passes).
+pub async fn raw_exchange(port: u16, bytes: &[u8], limit: Duration) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    answer
+}
+
+/// The SQLSTATE (`C` field) of the first ErrorResponse in a raw backend byte stream.
+pub fn error_code(stream: &[u8]) -> Option<String> {
+    let mut rest = stream;
+    while rest.len() >= 5 {
+        let tag = rest[0];
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let body = rest.get(5..1 + len)?;
+        if tag == b'E' {
+            for field in body.split(|b| *b == 0) {
+                if let Some(code) = field.strip_prefix(b"C") {
+                    return Some(String::from_utf8_lossy(code).into_owned());
+                }
+            }
+        }
+        rest = &rest[1 + len..];
+    }
+    None
+}
+
+/// A StartupMessage (protocol 3.0) with the given parameters.
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
