@@ -1,6 +1,9 @@
 //! Test harness: a real PostgreSQL 15 per test binary and the real `postern` binary in
 //! front of it, with helpers to provision resources and to talk raw protocol.
 
+// A test harness: panicking with a clear message is how it fails a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

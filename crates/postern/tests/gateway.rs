@@ -1,6 +1,9 @@
 //! End-to-end tests of the wire proxy: real PostgreSQL 15, the real `postern` binary, and
 //! real clients (tokio-postgres and psql).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use postern_testkit::{
