@@ -110,6 +110,8 @@ pub struct Overrides {
     pub auth_timeout_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_connect_timeout_secs: Option<u64>,
 }
 
 /// A setting that could not be read; one line saying which and why.

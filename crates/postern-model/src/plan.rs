@@ -39,7 +39,7 @@ fn key(r: &Resource) -> Key {
 
 /// Plans applying `desired` over `current` (each with whether `apply` created it). With
 /// `prune`, resources that apply created and the files no longer declare are deleted;
-/// resources made by other means (the `default` namespace, the CLI) are never pruned.
+/// resources made by other means, and the built-in `default` namespace, are never pruned.
 pub fn plan_apply(
     desired: &[LoadedResource],
     current: &[(Resource, bool)],
@@ -74,7 +74,9 @@ pub fn plan_apply(
     }
     if prune {
         for (k, (resource, applied)) in &existing {
-            if *applied && !wanted.contains_key(k) {
+            let builtin =
+                resource.kind() == Kind::Namespace && resource.name() == DEFAULT_NAMESPACE;
+            if *applied && !builtin && !wanted.contains_key(k) {
                 changes.push(Change::Delete(resource.clone()));
             }
         }
@@ -188,6 +190,9 @@ mod tests {
         let by_hand = load("kind: Identity\nmetadata: {name: bob, namespace: a}\n");
         current.push((by_hand[0].resource.clone(), false));
         let only_ns = load("kind: Namespace\nmetadata: {name: a}\n");
+        // Even after a file adopts it, `default` is never pruned.
+        let default_ns = load("kind: Namespace\nmetadata: {name: default}\n");
+        current.push((default_ns[0].resource.clone(), true));
         let plan = plan_apply(&only_ns, &current, true).unwrap();
         let deleted: Vec<String> = plan
             .iter()

@@ -19,6 +19,8 @@ pub enum StateError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error(transparent)]
+    Plan(#[from] postern_model::PlanError),
     #[error("state database holds an invalid row: {0}")]
     Corrupt(String),
 }
@@ -31,7 +33,9 @@ impl StateError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StateError::NotFound(_) | StateError::Conflict(_) => ErrorKind::User,
+            StateError::NotFound(_) | StateError::Conflict(_) | StateError::Plan(_) => {
+                ErrorKind::User
+            }
             _ => ErrorKind::Internal,
         }
     }

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
-    Change, Directory, DirectoryError, Kind, Metadata, QualifiedName, Resource, SecretValue, Spec,
-    UpstreamRoute, UpstreamSpec,
+    plan_apply, Change, Directory, DirectoryError, Kind, LoadedResource, Metadata, QualifiedName,
+    Resource, SecretValue, Spec, UpstreamRoute, UpstreamSpec,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
@@ -275,22 +275,28 @@ impl Store {
         kind: Option<Kind>,
         namespace: Option<&str>,
     ) -> Result<Vec<StoredResource>, StateError> {
-        self.read(|conn| {
-            let sql = format!(
-                "SELECT {} FROM resources
-                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR namespace = ?2)
-                 ORDER BY kind, namespace, name",
-                Self::RESOURCE_COLUMNS
-            );
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt
-                .query_map(
-                    params![kind.map(Kind::as_str), namespace],
-                    Self::row_to_resource,
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(Self::decode_row).collect()
-        })
+        self.read(|conn| Self::list_in(conn, kind, namespace))
+    }
+
+    fn list_in(
+        conn: &Connection,
+        kind: Option<Kind>,
+        namespace: Option<&str>,
+    ) -> Result<Vec<StoredResource>, StateError> {
+        let sql = format!(
+            "SELECT {} FROM resources
+             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR namespace = ?2)
+             ORDER BY kind, namespace, name",
+            Self::RESOURCE_COLUMNS
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(
+                params![kind.map(Kind::as_str), namespace],
+                Self::row_to_resource,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(Self::decode_row).collect()
     }
 
     pub fn get_resource(
@@ -322,43 +328,103 @@ impl Store {
         .transpose()
     }
 
-    /// Runs a plan from [`postern_model::plan_apply`] in one transaction.
-    pub fn apply_changes(&self, changes: &[Change]) -> Result<(), StateError> {
-        let now = now();
+    /// Plans `desired` against the stored resources and, unless `dry_run`, carries the
+    /// plan out, all in one write transaction: nothing can change in between, and either
+    /// every change lands or none does.
+    pub fn apply_resources(
+        &self,
+        desired: &[LoadedResource],
+        prune: bool,
+        dry_run: bool,
+    ) -> Result<Vec<Change>, StateError> {
         self.write(|tx| {
-            for change in changes {
-                let r = change.resource();
-                let metadata = serde_json::to_string(&r.metadata)
-                    .map_err(|e| StateError::Corrupt(e.to_string()))?;
-                let spec = r.spec_json().to_string();
-                let key = params![r.kind().as_str(), r.namespace(), r.name()];
-                match change {
-                    Change::Create(_) => {
-                        tx.execute(
-                            "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6)",
-                            params![r.kind().as_str(), r.namespace(), r.name(), metadata, spec, now],
-                        )?;
-                    }
-                    Change::Update { .. } => {
-                        tx.execute(
-                            "UPDATE resources SET metadata = ?4, spec = ?5, generation = generation + 1,
-                                 applied = 1, updated_at = ?6
-                             WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                            params![r.kind().as_str(), r.namespace(), r.name(), metadata, spec, now],
-                        )?;
-                    }
-                    Change::Unchanged(_) => {
-                        tx.execute(
-                            "UPDATE resources SET applied = 1
-                             WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                            key,
-                        )?;
-                    }
-                    Change::Delete(_) => Self::delete_in(tx, r)?,
-                }
+            let current: Vec<(Resource, bool)> = Self::list_in(tx, None, None)?
+                .into_iter()
+                .map(|s| (s.resource, s.applied))
+                .collect();
+            let changes = plan_apply(desired, &current, prune)?;
+            if !dry_run {
+                Self::apply_in(tx, &changes)?;
             }
-            Ok(())
+            Ok(changes)
         })
+    }
+
+    fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> Result<(), StateError> {
+        let now = now();
+        for change in changes {
+            let r = change.resource();
+            let metadata = serde_json::to_string(&r.metadata)
+                .map_err(|e| StateError::Corrupt(e.to_string()))?;
+            let spec = r.spec_json().to_string();
+            let key = params![r.kind().as_str(), r.namespace(), r.name()];
+            let touched = match change {
+                Change::Create(_) => tx.execute(
+                    "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6)",
+                    params![
+                        r.kind().as_str(),
+                        r.namespace(),
+                        r.name(),
+                        metadata,
+                        spec,
+                        now
+                    ],
+                )?,
+                Change::Update { .. } => tx.execute(
+                    "UPDATE resources SET metadata = ?4, spec = ?5, generation = generation + 1,
+                         applied = 1, updated_at = ?6
+                     WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                    params![
+                        r.kind().as_str(),
+                        r.namespace(),
+                        r.name(),
+                        metadata,
+                        spec,
+                        now
+                    ],
+                )?,
+                Change::Unchanged(_) => tx.execute(
+                    "UPDATE resources SET applied = 1
+                     WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                    key,
+                )?,
+                Change::Delete(_) => {
+                    if r.kind() == Kind::Namespace {
+                        Self::check_namespace_deletable(tx, r.name())?;
+                    }
+                    Self::delete_in(tx, r)?;
+                    1
+                }
+            };
+            if touched != 1 {
+                return Err(StateError::Conflict(format!(
+                    "{} changed while it was being applied; apply again",
+                    r.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A namespace may go only when empty: secrets are never deleted as a side effect.
+    fn check_namespace_deletable(conn: &Connection, name: &str) -> Result<(), StateError> {
+        if name == postern_model::DEFAULT_NAMESPACE {
+            return Err(StateError::Conflict(
+                "the default namespace cannot be deleted".into(),
+            ));
+        }
+        let held: i64 = conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM resources WHERE namespace = ?1)
+                  + (SELECT COUNT(*) FROM secrets WHERE namespace = ?1)",
+            [name],
+            |row| row.get(0),
+        )?;
+        if held > 0 {
+            return Err(StateError::Conflict(format!(
+                "Namespace {name} still holds {held} resources or secrets; delete them first"
+            )));
+        }
+        Ok(())
     }
 
     fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
@@ -373,10 +439,7 @@ impl Store {
                     params![r.namespace(), r.name()],
                 )?;
             }
-            Kind::Namespace => {
-                tx.execute("DELETE FROM secrets WHERE namespace = ?1", [r.name()])?;
-            }
-            Kind::Target | Kind::Service => {}
+            Kind::Namespace | Kind::Target | Kind::Service => {}
         }
         Ok(())
     }
@@ -398,24 +461,7 @@ impl Store {
             };
             let r = &stored.resource;
             match kind {
-                Kind::Namespace => {
-                    if name == postern_model::DEFAULT_NAMESPACE {
-                        return Err(StateError::Conflict(
-                            "the default namespace cannot be deleted".into(),
-                        ));
-                    }
-                    let held: i64 = tx.query_row(
-                        "SELECT (SELECT COUNT(*) FROM resources WHERE namespace = ?1)
-                              + (SELECT COUNT(*) FROM secrets WHERE namespace = ?1)",
-                        [name],
-                        |row| row.get(0),
-                    )?;
-                    if held > 0 {
-                        return Err(StateError::Conflict(format!(
-                            "Namespace {name} still holds {held} resources or secrets; delete them first"
-                        )));
-                    }
-                }
+                Kind::Namespace => Self::check_namespace_deletable(tx, name)?,
                 Kind::Target => {
                     let mut stmt = tx.prepare(
                         "SELECT name FROM resources WHERE kind = 'Service' AND namespace = ?1
@@ -686,7 +732,7 @@ impl Directory for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_model::{parse_documents, plan_apply, Format};
+    use postern_model::{parse_documents, Format};
 
     fn settings(dir: &Path) -> KeySettings {
         KeySettings {
@@ -701,15 +747,7 @@ mod tests {
     fn seeded(dir: &Path) -> Store {
         let store = Store::open(dir, &settings(dir)).unwrap();
         let docs = parse_documents("t.yaml", DOCS, Format::Yaml).unwrap();
-        let current: Vec<_> = store
-            .list_resources(None, None)
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.resource, s.applied))
-            .collect();
-        store
-            .apply_changes(&plan_apply(&docs, &current, false).unwrap())
-            .unwrap();
+        store.apply_resources(&docs, false, false).unwrap();
         store
     }
 
@@ -785,6 +823,37 @@ mod tests {
             !dir.path().join("master.key").exists(),
             "must not generate a new key"
         );
+    }
+
+    #[test]
+    fn prune_never_deletes_secrets_or_the_default_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        store.set_secret("a", "pw", &SecretValue::new("x")).unwrap();
+        let yaml = |text: &str| parse_documents("t.yaml", text, Format::Yaml).unwrap();
+        let only_default = yaml("kind: Namespace\nmetadata: {name: default}\n");
+        let err = store
+            .apply_resources(&only_default, true, false)
+            .unwrap_err();
+        assert!(err.to_string().contains("still holds"), "{err}");
+        // Nothing was applied: the transaction rolled back.
+        assert!(store
+            .get_resource(Kind::Service, "a", "s")
+            .unwrap()
+            .is_some());
+        store.delete_secret("a", "pw").unwrap();
+        store.apply_resources(&only_default, true, false).unwrap();
+        assert!(store
+            .get_resource(Kind::Namespace, "", "a")
+            .unwrap()
+            .is_none());
+        // `default` was adopted by that apply but survives a prune that omits it.
+        let other = yaml("kind: Namespace\nmetadata: {name: b}\n");
+        store.apply_resources(&other, true, false).unwrap();
+        assert!(store
+            .get_resource(Kind::Namespace, "", "default")
+            .unwrap()
+            .is_some());
     }
 
     #[test]

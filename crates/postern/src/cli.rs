@@ -37,7 +37,8 @@ pub struct SettingFlags {
     #[arg(long, global = true, env = "POSTERN_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Master key file [default: <state-dir>/master.key]; POSTERN_MASTER_KEY or
-    /// $CREDENTIALS_DIRECTORY/master-key take precedence when set
+    /// $CREDENTIALS_DIRECTORY/master-key take precedence when set (the key itself has no
+    /// flag, so it never shows in the process list)
     #[arg(
         long,
         global = true,
@@ -80,6 +81,14 @@ pub struct SettingFlags {
         value_name = "SECS"
     )]
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds to open and log in to an upstream connection [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_UPSTREAM_CONNECT_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub upstream_connect_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,6 +112,7 @@ impl SettingFlags {
             max_message_size: self.max_message_size,
             auth_timeout_secs: self.auth_timeout_secs,
             shutdown_grace_secs: self.shutdown_grace_secs,
+            upstream_connect_timeout_secs: self.upstream_connect_timeout_secs,
         }
     }
 }

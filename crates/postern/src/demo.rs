@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use postern_config::Config;
 use postern_localpg::LocalPg;
-use postern_model::{parse_documents, plan_apply, Directory, Format, QualifiedName, SecretValue};
+use postern_model::{parse_documents, Directory, Format, QualifiedName, SecretValue};
 use postern_proxy::Gateway;
 use postern_state::{KeySettings, Store};
 use tokio::net::TcpListener;
@@ -102,12 +102,7 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
             },
         )?;
         let docs = parse_documents("demo resources", &resources(&pg.address()), Format::Yaml)?;
-        let current: Vec<_> = store
-            .list_resources(None, None)?
-            .into_iter()
-            .map(|s| (s.resource, s.applied))
-            .collect();
-        store.apply_changes(&plan_apply(&docs, &current, false)?)?;
+        store.apply_resources(&docs, false, false)?;
         store.set_secret(NAMESPACE, "app-rw-password", &SecretValue::new(app_password))?;
         let key = store.create_api_key(&QualifiedName::new(NAMESPACE, "alice"))?;
 

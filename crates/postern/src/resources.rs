@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use postern_config::Config;
 use postern_model::{
-    parse_documents, plan_apply, Change, Format, Kind, LoadedResource, QualifiedName, SecretValue,
+    parse_documents, Change, Format, Kind, LoadedResource, QualifiedName, SecretValue,
 };
 use postern_state::{Store, StoredResource};
 
@@ -56,14 +56,6 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
         loaded.extend(parse_documents(&file.display().to_string(), &text, format)?);
     }
     Ok(loaded)
-}
-
-fn current_state(store: &Store) -> anyhow::Result<Vec<(postern_model::Resource, bool)>> {
-    Ok(store
-        .list_resources(None, None)?
-        .into_iter()
-        .map(|s| (s.resource, s.applied))
-        .collect())
 }
 
 fn to_yaml(value: &serde_json::Value) -> String {
@@ -114,11 +106,7 @@ fn print_plan(changes: &[Change], dry_run: bool) {
 }
 
 pub fn apply(store: &Store, files: &[PathBuf], dry_run: bool, prune: bool) -> anyhow::Result<()> {
-    let desired = load(files)?;
-    let changes = plan_apply(&desired, &current_state(store)?, prune)?;
-    if !dry_run {
-        store.apply_changes(&changes)?;
-    }
+    let changes = store.apply_resources(&load(files)?, prune, dry_run)?;
     print_plan(&changes, dry_run);
     Ok(())
 }
@@ -126,9 +114,9 @@ pub fn apply(store: &Store, files: &[PathBuf], dry_run: bool, prune: bool) -> an
 pub fn check_config(config: &Config, files: &[PathBuf]) -> anyhow::Result<()> {
     println!("settings: ok (state dir {})", config.state_dir.display());
     if !files.is_empty() {
+        // Syntax and schema only: references depend on the state, which this command
+        // does not open (`apply --dry-run` checks them).
         let loaded = load(files)?;
-        // References are checked within the files alone: no state is opened.
-        plan_apply(&loaded, &[], false)?;
         println!("resources: ok ({} documents)", loaded.len());
     }
     Ok(())
@@ -151,8 +139,8 @@ fn parse_kind(text: &str) -> anyhow::Result<Target> {
 fn age(timestamp: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let secs = (now - timestamp).max(0);
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let secs = now.saturating_sub(timestamp).max(0);
     match secs {
         0..=119 => format!("{secs}s"),
         120..=7199 => format!("{}m", secs / 60),
