@@ -2,9 +2,10 @@
 //! directory with scram-sha-256, starts it on a free loopback port and removes it all when
 //! stopped. Shared by `postern demo` and the end-to-end test kit.
 //!
-//! A small shell watchdog holds the other end of a pipe from this process: when the
-//! process ends for any reason (even SIGKILL) the pipe closes and the watchdog stops the
-//! server and deletes its directory, so nothing is left behind.
+//! A small shell watchdog, started as soon as the temporary directory exists, holds the
+//! other end of a pipe from this process: when the process ends for any reason (even
+//! SIGKILL) the pipe closes and the watchdog stops the server (found through its
+//! `postmaster.pid`) and deletes the directory, so nothing is left behind.
 //!
 //! PostgreSQL refuses to run as root; as root the server runs as the `postgres` OS user.
 
@@ -64,7 +65,7 @@ pub fn find_bin_dir() -> Result<PathBuf, LocalPgError> {
         .ok_or(LocalPgError::NotFound)
 }
 
-/// uid and gid of the `postern` OS user, read from /etc/passwd.
+/// uid and gid of the `postgres` OS user, read from /etc/passwd.
 fn postgres_os_user() -> Result<(u32, u32), LocalPgError> {
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("reading /etc/passwd"))?;
     passwd
@@ -106,7 +107,7 @@ pub struct LocalPg {
     dir: PathBuf,
     port: u16,
     superuser_password: String,
-    server: Child,
+    server: Option<Child>,
     watchdog: Option<(Child, ChildStdin)>,
 }
 
@@ -120,6 +121,37 @@ impl std::fmt::Debug for LocalPg {
 }
 
 pub const SUPERUSER: &str = "postgres";
+
+/// Stops the server named in `$1/data/postmaster.pid`, if any, then removes `$1`; runs
+/// when its standard input closes or gets a line.
+const WATCHDOG_SCRIPT: &str = r#"read _
+pidfile="$1/data/postmaster.pid"
+if [ -f "$pidfile" ]; then
+    pid=$(head -n 1 "$pidfile")
+    kill -INT "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+fi
+rm -rf "$1""#;
+
+fn start_watchdog(dir: &Path) -> Result<(Child, ChildStdin), LocalPgError> {
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg("postern-localpg-watchdog")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so a Ctrl-C aimed at us does not stop it first.
+        .process_group(0)
+        .spawn()
+        .map_err(io("starting the clean-up watchdog"))?;
+    let stdin = watchdog
+        .stdin
+        .take()
+        .ok_or_else(|| LocalPgError::Failed("watchdog has no stdin".into()))?;
+    Ok((watchdog, stdin))
+}
 
 impl LocalPg {
     /// initdb + start. Takes a few seconds; call once and share.
@@ -135,39 +167,40 @@ impl LocalPg {
             .tempdir()
             .map_err(io("creating a temporary directory"))?
             .keep();
-        let result = Self::init_and_start(&bin, &dir, run_as).await;
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        result
-    }
-
-    async fn init_and_start(
-        bin: &Path,
-        dir: &Path,
-        run_as: Option<(u32, u32)>,
-    ) -> Result<LocalPg, LocalPgError> {
-        let as_server_user = |command: &mut Command| {
-            if let Some((uid, gid)) = run_as {
-                command.uid(uid).gid(gid);
+        let watchdog = match start_watchdog(&dir) {
+            Ok(watchdog) => watchdog,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
             }
         };
+        // From here on dropping `pg` (on any error too) stops and removes everything.
+        let mut pg = LocalPg {
+            dir,
+            port: 0,
+            superuser_password: random_password(),
+            server: None,
+            watchdog: Some(watchdog),
+        };
+        pg.init(&bin, run_as)?;
+        pg.launch(&bin, run_as).await?;
+        Ok(pg)
+    }
+
+    fn init(&self, bin: &Path, run_as: Option<(u32, u32)>) -> Result<(), LocalPgError> {
+        let pwfile = self.dir.join("pwfile");
+        std::fs::write(&pwfile, &self.superuser_password)
+            .map_err(io("writing the password file"))?;
         if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-                .map_err(io("chown of the temporary directory"))?;
-        }
-        let data = dir.join("data");
-        let password = random_password();
-        let pwfile = dir.join("pwfile");
-        std::fs::write(&pwfile, &password).map_err(io("writing the password file"))?;
-        if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
-                .map_err(io("chown of the password file"))?;
+            for path in [&self.dir, &pwfile] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(io(format!("chown of {}", path.display())))?;
+            }
         }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .args([
                 "--auth=scram-sha-256",
                 "--username",
@@ -179,30 +212,37 @@ impl LocalPg {
             ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .stdin(Stdio::null());
-        as_server_user(&mut initdb);
-        let output = initdb.output().map_err(io("running initdb"))?;
+        if let Some((uid, gid)) = run_as {
+            initdb.uid(uid).gid(gid);
+        }
+        let output = initdb.output().map_err(io("running initdb"));
         let _ = std::fs::remove_file(&pwfile);
+        let output = output?;
         if !output.status.success() {
             return Err(LocalPgError::Failed(format!(
                 "initdb failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
+        Ok(())
+    }
 
-        // A port taken between our probe and the server's bind is retried.
+    /// Starts the server on a free port; a port taken between our probe and the server's
+    /// bind is retried with another.
+    async fn launch(&mut self, bin: &Path, run_as: Option<(u32, u32)>) -> Result<(), LocalPgError> {
         let mut last_error = None;
         for _ in 0..3 {
-            let port = free_port()?;
-            let log_path = dir.join("postgres.log");
-            let log = std::fs::File::create(&log_path).map_err(io("creating the server log"))?;
+            self.port = free_port()?;
+            let log = std::fs::File::create(self.dir.join("postgres.log"))
+                .map_err(io("creating the server log"))?;
             let mut postgres = Command::new(bin.join("postgres"));
             postgres
                 .arg("-D")
-                .arg(&data)
+                .arg(self.dir.join("data"))
                 .arg("-p")
-                .arg(port.to_string())
+                .arg(self.port.to_string())
                 .arg("-k")
-                .arg(dir)
+                .arg(&self.dir)
                 .args([
                     "-c",
                     "listen_addresses=127.0.0.1",
@@ -220,57 +260,29 @@ impl LocalPg {
                 ])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(io("server log"))?)
-                .stderr(log);
-            as_server_user(&mut postgres);
-            let server = postgres.spawn().map_err(io("starting postgres"))?;
-            let mut pg = LocalPg {
-                dir: dir.to_owned(),
-                port,
-                superuser_password: password.clone(),
-                server,
-                watchdog: None,
-            };
-            match pg.wait_ready(Duration::from_secs(60)).await {
-                Ok(()) => {
-                    pg.start_watchdog()?;
-                    return Ok(pg);
-                }
+                .stderr(log)
+                // Ctrl-C in a terminal reaches only us; we stop the server in order.
+                .process_group(0);
+            if let Some((uid, gid)) = run_as {
+                postgres.uid(uid).gid(gid);
+            }
+            self.server = Some(postgres.spawn().map_err(io("starting postgres"))?);
+            match self.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => return Ok(()),
                 Err(e) => {
-                    // Keep the data directory for the next attempt.
                     last_error = Some(e);
-                    let _ = pg.server.kill();
-                    let _ = pg.server.wait();
+                    // A clean stop removes postmaster.pid, so the next attempt starts fresh.
+                    self.interrupt_and_reap();
                 }
             }
         }
         Err(last_error.unwrap_or_else(|| LocalPgError::Failed("postgres did not start".into())))
     }
 
-    fn start_watchdog(&mut self) -> Result<(), LocalPgError> {
-        let mut watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(r#"read _; kill -INT "$1" 2>/dev/null; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; rm -rf "$2""#)
-            .arg("postern-localpg-watchdog")
-            .arg(self.server.id().to_string())
-            .arg(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(io("starting the clean-up watchdog"))?;
-        let stdin = watchdog
-            .stdin
-            .take()
-            .ok_or_else(|| LocalPgError::Failed("watchdog has no stdin".into()))?;
-        self.watchdog = Some((watchdog, stdin));
-        Ok(())
-    }
-
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), LocalPgError> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(Some(status)) = self.server.try_wait() {
+            if let Some(Ok(Some(status))) = self.server.as_mut().map(Child::try_wait) {
                 return Err(LocalPgError::Failed(format!(
                     "postgres exited ({status}) during start-up: {}",
                     self.log_tail()
@@ -316,7 +328,8 @@ impl LocalPg {
             .port(self.port)
             .user(SUPERUSER)
             .password(&self.superuser_password)
-            .dbname(dbname);
+            .dbname(dbname)
+            .connect_timeout(Duration::from_secs(5));
         let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
@@ -326,25 +339,53 @@ impl LocalPg {
 
     /// Stops the server (fast shutdown) and removes its directory; waits for both.
     pub fn stop(mut self) {
-        self.stop_server();
+        self.stop_and_remove();
     }
 
-    fn stop_server(&mut self) {
-        if let Some((mut watchdog, mut stdin)) = self.watchdog.take() {
-            // Closing the pipe (or this line) wakes the watchdog, which stops the server.
-            let _ = stdin.write_all(b"stop\n");
-            drop(stdin);
-            // Reap the server first: until its parent (this process) waits for it, it
-            // stays a zombie that the watchdog would wait on forever.
-            let _ = self.server.wait();
-            let _ = watchdog.wait();
+    /// SIGINT (fast shutdown) to the server, then wait for it to exit.
+    fn interrupt_and_reap(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            if let Ok(Some(_)) = server.try_wait() {
+                return;
+            }
+            let pid = i32::try_from(server.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            match pid {
+                Some(pid) => {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+                }
+                None => {
+                    let _ = server.kill();
+                }
+            }
+            let _ = server.wait();
         }
-        let _ = self.server.wait();
+    }
+
+    fn stop_and_remove(&mut self) {
+        match self.watchdog.take() {
+            Some((mut watchdog, mut stdin)) => {
+                // A line (or the pipe closing) wakes the watchdog, which stops the server.
+                let _ = stdin.write_all(b"stop\n");
+                drop(stdin);
+                // Reap the server first: until its parent (this process) waits for it, it
+                // stays a zombie that the watchdog would wait on forever.
+                if let Some(mut server) = self.server.take() {
+                    let _ = server.wait();
+                }
+                let _ = watchdog.wait();
+            }
+            None => {
+                self.interrupt_and_reap();
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
     }
 }
 
 impl Drop for LocalPg {
     fn drop(&mut self) {
-        self.stop_server();
+        self.stop_and_remove();
     }
 }

@@ -87,6 +87,8 @@ pub enum SessionError {
     ShuttingDown,
     #[error("client closed the connection")]
     ClientGone,
+    #[error("{0} (while a message to the client was half sent, so it was not told)")]
+    MidMessage(Box<SessionError>),
     #[error("client connection failed: {0}")]
     ClientIo(std::io::Error),
     #[error("internal error: {0}")]
@@ -102,6 +104,7 @@ pub struct ClientError {
 impl SessionError {
     pub fn kind(&self) -> ErrorKind {
         match self {
+            SessionError::MidMessage(inner) => inner.kind(),
             SessionError::Protocol(_) | SessionError::ClientIo(_) | SessionError::ClientGone => {
                 ErrorKind::Protocol
             }
@@ -147,7 +150,9 @@ impl SessionError {
                 "terminating connection due to administrator command".to_owned(),
             ),
             SessionError::Internal(_) => ("XX000", "internal error in the gateway".to_owned()),
-            SessionError::ClientGone | SessionError::ClientIo(_) => return None,
+            SessionError::ClientGone | SessionError::ClientIo(_) | SessionError::MidMessage(_) => {
+                return None
+            }
         };
         Some(ClientError { sqlstate, message })
     }

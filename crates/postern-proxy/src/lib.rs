@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_model::Directory;
-use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -48,14 +47,17 @@ impl Default for ProxySettings {
 pub struct Gateway {
     settings: ProxySettings,
     directory: Arc<dyn Directory>,
-    /// Per-process secret behind the fake salts shown for unknown identities.
+    /// Secret behind the fake salts shown for unknown identities; must be stable across
+    /// restarts and across gateways that share state.
     mock_secret: [u8; 32],
 }
 
 impl Gateway {
-    pub fn new(settings: ProxySettings, directory: Arc<dyn Directory>) -> Arc<Gateway> {
-        let mut mock_secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut mock_secret);
+    pub fn new(
+        settings: ProxySettings,
+        directory: Arc<dyn Directory>,
+        mock_secret: [u8; 32],
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
             settings,
             directory,

@@ -3,6 +3,8 @@
 //! arrive (a 1 GiB message is never buffered whole), and each read is followed by one
 //! write of everything that is ready.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::{Buf, BytesMut};
 use postern_wire::{FrameScanner, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,13 +32,15 @@ enum PumpError {
     Wire(WireError),
 }
 
-/// Moves bytes from `from` to `to`, frame-checked, until `from` ends. Not cancel-safe on
-/// its own (a write may be cut short); the relay drops it only when the session ends.
+/// Moves bytes from `from` to `to`, frame-checked, until `from` ends. `at_boundary` is
+/// true whenever everything written so far ends on a message boundary. Not cancel-safe
+/// (a write may be cut short); the relay drops it only when the session ends.
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     mut buf: BytesMut,
     limit: usize,
+    at_boundary: &AtomicBool,
 ) -> Result<(), PumpError>
 where
     R: AsyncRead + Unpin,
@@ -47,9 +51,11 @@ where
         if !buf.is_empty() {
             let ready = scanner.scan(&buf).map_err(PumpError::Wire)?;
             if ready > 0 {
+                at_boundary.store(false, Ordering::Relaxed);
                 to.write_all(&buf[..ready])
                     .await
                     .map_err(PumpError::Write)?;
+                at_boundary.store(scanner.at_boundary(), Ordering::Relaxed);
                 buf.advance(ready);
             }
         }
@@ -66,11 +72,13 @@ where
 
 /// Relays until either side closes, a frame is invalid, or the gateway stops.
 /// `client_pending` / `upstream_pending` are bytes already read from each side.
+/// An error that strikes while a message to the client is half written comes back as
+/// [`SessionError::MidMessage`]: the client cannot be sent an ErrorResponse then.
 pub(crate) async fn relay(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
-    client_pending: BytesMut,
-    upstream_pending: BytesMut,
+    mut client_pending: BytesMut,
+    mut upstream_pending: BytesMut,
     max_message: usize,
     service: &str,
     stop: &mut watch::Receiver<bool>,
@@ -81,23 +89,44 @@ pub(crate) async fn relay(
     };
     let (mut client_rx, mut client_tx) = client.split();
     let (mut upstream_rx, mut upstream_tx) = upstream.split();
-    let mut upstream_pending = upstream_pending;
-    upstream_pending.reserve(BUFFER_SIZE);
-    let mut client_pending = client_pending;
     client_pending.reserve(BUFFER_SIZE);
-    tokio::select! {
-        result = pump(&mut client_rx, &mut upstream_tx, client_pending, max_message) => match result {
+    upstream_pending.reserve(BUFFER_SIZE);
+    let upstream_at_boundary = AtomicBool::new(true);
+    let client_at_boundary = AtomicBool::new(true);
+    let to_upstream = pump(
+        &mut client_rx,
+        &mut upstream_tx,
+        client_pending,
+        max_message,
+        &upstream_at_boundary,
+    );
+    let to_client = pump(
+        &mut upstream_rx,
+        &mut client_tx,
+        upstream_pending,
+        UPSTREAM_MESSAGE_LIMIT,
+        &client_at_boundary,
+    );
+    let result = tokio::select! {
+        result = to_upstream => match result {
             Ok(()) => Ok(RelayEnd::ClientClosed),
             Err(PumpError::Read(e)) => Err(SessionError::ClientIo(e)),
             Err(PumpError::Write(e)) => Err(upstream_failed(UpstreamError::Lost(e))),
             Err(PumpError::Wire(e)) => Err(SessionError::Protocol(e)),
         },
-        result = pump(&mut upstream_rx, &mut client_tx, upstream_pending, UPSTREAM_MESSAGE_LIMIT) => match result {
+        result = to_client => match result {
             Ok(()) => Ok(RelayEnd::UpstreamClosed),
             Err(PumpError::Read(e)) => Err(upstream_failed(UpstreamError::Lost(e))),
             Err(PumpError::Write(e)) => Err(SessionError::ClientIo(e)),
             Err(PumpError::Wire(e)) => Err(upstream_failed(UpstreamError::Protocol(e))),
         },
         _ = stop.wait_for(|stopping| *stopping) => Err(SessionError::ShuttingDown),
-    }
+    };
+    result.map_err(|error| {
+        if client_at_boundary.load(Ordering::Relaxed) {
+            error
+        } else {
+            SessionError::MidMessage(Box::new(error))
+        }
+    })
 }

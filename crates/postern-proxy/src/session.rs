@@ -126,17 +126,26 @@ async fn read_startup(
     client: &mut TcpStream,
     pending: &mut BytesMut,
 ) -> Result<Option<(u16, StartupParams)>, SessionError> {
+    // One SSLRequest and one GSSENCRequest each (libpq may try GSS, then SSL), as
+    // PostgreSQL allows; asking again for the same one is a protocol violation.
+    let (mut ssl_declined, mut gss_declined) = (false, false);
     loop {
         match try_take_startup(pending, gateway.settings.max_startup_packet)? {
-            Some(StartupRequest::SslRequest | StartupRequest::GssEncRequest) => {
-                if !pending.is_empty() {
-                    // The client may not send more until it has our answer.
+            Some(request @ (StartupRequest::SslRequest | StartupRequest::GssEncRequest)) => {
+                let declined = if request == StartupRequest::SslRequest {
+                    &mut ssl_declined
+                } else {
+                    &mut gss_declined
+                };
+                // Nor may the client send more before it has our answer.
+                if *declined || !pending.is_empty() {
                     return Err(WireError::Unexpected {
                         tag: '?',
                         phase: "encryption negotiation",
                     }
                     .into());
                 }
+                *declined = true;
                 client
                     .write_all(&[ENCRYPTION_DECLINED])
                     .await
@@ -219,7 +228,7 @@ async fn establish(
     let service_label = format!("{}.{}", service.name, service.namespace);
     let upstream = tokio::time::timeout(
         gateway.settings.upstream_connect_timeout,
-        login(&route, &params, gateway.settings.max_message_size),
+        login(&route, &params),
     )
     .await
     .map_err(|_| crate::error::UpstreamError::Timeout {

@@ -27,6 +27,10 @@ pub(crate) struct UpstreamLogin {
     pub leftover: BytesMut,
 }
 
+/// Cap on any message during upstream login (ParameterStatus, notices, auth requests are
+/// all small); a target that is not PostgreSQL cannot make us allocate more.
+const LOGIN_MESSAGE_LIMIT: usize = 64 * 1024;
+
 /// Startup parameters the gateway decides itself rather than forwarding.
 const NOT_FORWARDED: &[&str] = &["user", "database", "replication"];
 
@@ -39,7 +43,6 @@ fn put_raw(out: &mut BytesMut, tag: u8, body: &[u8]) {
 pub(crate) async fn login(
     route: &UpstreamRoute,
     client_params: &StartupParams,
-    max_message: usize,
 ) -> Result<UpstreamLogin, UpstreamError> {
     match route.ssl_mode {
         SslMode::Disable | SslMode::Prefer => {}
@@ -81,7 +84,7 @@ pub(crate) async fn login(
     let mut greeting = BytesMut::new();
     let mut scram: Option<ScramSha256> = None;
     loop {
-        let message = match read_message(&mut stream, &mut buf, max_message).await {
+        let message = match read_message(&mut stream, &mut buf, LOGIN_MESSAGE_LIMIT).await {
             Ok(m) => m,
             Err(ReadError::Eof) => return Err(UpstreamError::Closed),
             Err(ReadError::Io(e)) => return Err(UpstreamError::Lost(e)),
@@ -108,12 +111,20 @@ pub(crate) async fn login(
                     scram = Some(client);
                 }
                 AuthRequest::SaslContinue(data) => {
-                    let client = scram.as_mut().ok_or(UpstreamError::UnsupportedAuth(
+                    let mut client = scram.take().ok_or(UpstreamError::UnsupportedAuth(
                         "SASL continuation without a SASL exchange".into(),
                     ))?;
-                    client.update(data).map_err(UpstreamError::Scram)?;
+                    // The key derivation (PBKDF2, with an iteration count the upstream
+                    // picks) runs off the async executor.
+                    let data = data.to_vec();
+                    let client =
+                        tokio::task::spawn_blocking(move || client.update(&data).map(|()| client))
+                            .await
+                            .map_err(|e| UpstreamError::Scram(std::io::Error::other(e)))?
+                            .map_err(UpstreamError::Scram)?;
                     frontend::sasl_response(client.message(), &mut out)
                         .map_err(UpstreamError::Lost)?;
+                    scram = Some(client);
                 }
                 AuthRequest::SaslFinal(data) => {
                     // Verifies the server's signature: the upstream proves it knows the

@@ -63,6 +63,7 @@ pub struct Store {
     key: MasterKey,
     key_origin: String,
     generated_key: bool,
+    mock_auth_secret: [u8; 32],
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -169,14 +170,40 @@ impl Store {
                 [[nonce, sealed].concat()],
             )?;
         }
+        let mock_auth_secret = Self::mock_auth_secret_in(&writer)?;
         Ok(Store {
             db_path,
+            mock_auth_secret,
             key: found.key,
             key_origin: found.origin,
             generated_key,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The secret behind the fake SCRAM salts shown for unknown identities. It is kept in
+    /// the database so the salt for a name stays the same across restarts and across
+    /// gateways sharing state; a changing salt would tell "unknown" from "wrong key".
+    fn mock_auth_secret_in(conn: &Connection) -> Result<[u8; 32], StateError> {
+        let mut fresh = [0u8; 32];
+        rand::rng().fill_bytes(&mut fresh);
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('mock_auth_secret', ?1)",
+            [fresh.to_vec()],
+        )?;
+        let stored: Vec<u8> = conn.query_row(
+            "SELECT value FROM meta WHERE key = 'mock_auth_secret'",
+            [],
+            |row| row.get(0),
+        )?;
+        stored
+            .try_into()
+            .map_err(|_| StateError::Corrupt("mock_auth_secret is not 32 bytes".into()))
+    }
+
+    pub fn mock_auth_secret(&self) -> [u8; 32] {
+        self.mock_auth_secret
     }
 
     pub fn db_path(&self) -> &Path {
@@ -756,6 +783,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = seeded(dir.path());
         assert!(store.generated_key());
+        let mock = store.mock_auth_secret();
+        assert_eq!(
+            Store::open(dir.path(), &settings(dir.path()))
+                .unwrap()
+                .mock_auth_secret(),
+            mock,
+            "stable across opens"
+        );
         let route = store
             .upstream_route(&QualifiedName::new("a", "s"))
             .unwrap()

@@ -196,8 +196,9 @@ impl ScramServer {
         let (authzid, client_first_bare) = rest
             .split_once(',')
             .ok_or(ScramError("missing GS2 header"))?;
-        if !authzid.is_empty() && !authzid.starts_with("a=") {
-            return Err(ScramError("bad authorization identity"));
+        // PostgreSQL does not support an authorization identity either.
+        if !authzid.is_empty() {
+            return Err(ScramError("authorization identities are not supported"));
         }
         let mut attributes = client_first_bare.split(',');
         let user = attributes.next().unwrap_or_default();
@@ -265,14 +266,25 @@ impl ScramServer {
             .ok_or(ScramError("malformed proof"))?;
 
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        for (key_index, keys) in self.candidates.iter().enumerate() {
+        // Without candidates, check against a key no proof can match, so an unknown
+        // identity costs the same work as a wrong key.
+        let unmatchable = [ScramKeys {
+            stored_key: [0; KEY_LEN],
+            server_key: [0; KEY_LEN],
+        }];
+        let (candidates, real) = if self.candidates.is_empty() {
+            (&unmatchable[..], false)
+        } else {
+            (&self.candidates[..], true)
+        };
+        for (key_index, keys) in candidates.iter().enumerate() {
             let signature = hmac(&keys.stored_key, auth_message.as_bytes());
             let mut client_key = proof;
             client_key
                 .iter_mut()
                 .zip(signature)
                 .for_each(|(k, s)| *k ^= s);
-            if constant_time_eq(&sha256(&client_key), &keys.stored_key) {
+            if constant_time_eq(&sha256(&client_key), &keys.stored_key) && real {
                 let server_signature = hmac(&keys.server_key, auth_message.as_bytes());
                 return Ok(ScramOutcome::Authenticated {
                     key_index,
@@ -380,6 +392,8 @@ mod tests {
             .is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
         assert!(server.client_first(b"garbage").is_err());
+        let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
+        assert!(server.client_first(b"n,a=admin,n=,r=abc").is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
         server.client_first(b"n,,n=,r=abc").unwrap();
         assert!(server.client_final(b"c=biws,r=WRONG,p=AAAA").is_err());

@@ -131,8 +131,10 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
 
         let mut settings = proxy_settings(config);
         settings.shutdown_grace = settings.shutdown_grace.min(Duration::from_secs(3));
+        let mock_secret = store.mock_auth_secret();
         let directory: Arc<dyn Directory> = Arc::new(store);
-        postern_proxy::serve(listener, Gateway::new(settings, directory), shutdown_signal()).await;
+        let gateway = Gateway::new(settings, directory, mock_secret);
+        postern_proxy::serve(listener, gateway, shutdown_signal()).await;
         drop(orders);
         drop(admin);
         pg.stop();

@@ -55,8 +55,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let address = listener.local_addr().context("listener address")?;
         info!(%address, "postern listening");
+        let mock_secret = store.mock_auth_secret();
         let directory: Arc<dyn Directory> = Arc::new(store);
-        let gateway = Gateway::new(proxy_settings(config), directory);
+        let gateway = Gateway::new(proxy_settings(config), directory, mock_secret);
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;
         Ok(())
     })
