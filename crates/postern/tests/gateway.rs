@@ -399,6 +399,39 @@ async fn sigterm_stops_accepting_and_lets_sessions_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_still_open_after_the_grace_period_get_57p01() {
+    let pg = shared_pg().await;
+    let mut gateway = Gateway::start(BIN, &["--shutdown-grace-secs", "1"]).await;
+    let key = gateway.provision(&pg.address());
+    let (client, connection) =
+        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let connection = tokio::spawn(connection);
+    assert_eq!(
+        client
+            .query_one("SELECT 9", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        9
+    );
+    gateway.terminate();
+    // The idle session is told why it ends, then closed.
+    let ended = tokio::time::timeout(Duration::from_secs(20), connection)
+        .await
+        .expect("session closed after the grace period")
+        .expect("connection task");
+    let err = ended.expect_err("the gateway ends the session with an error");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57P01"), "{err}");
+    let status = wait_for("the gateway to exit", Duration::from_secs(20), || {
+        gateway.try_exit_status()
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_or_api_key_appears_in_state_or_logs() {
     let (gateway, key) = provisioned().await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
