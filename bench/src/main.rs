@@ -1,0 +1,464 @@
+//! The proxy benchmark driver: starts a throwaway PostgreSQL, pgbouncer and Postern in
+//! front of it, and runs pgbench against all three, interleaved, printing a table of
+//! medians with each proxy's ratio to direct and CPU µs per transaction.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postern_localpg::LocalPg;
+
+type Result<T> = std::result::Result<T, String>;
+
+const PASSWORD: &str = "bench-password";
+
+struct Options {
+    postern: PathBuf,
+    seconds: u32,
+    reps: usize,
+    quick: bool,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut options = Options {
+        postern: PathBuf::from("target/release/postern"),
+        seconds: 20,
+        reps: 3,
+        quick: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--postern" => options.postern = PathBuf::from(value("--postern")?),
+            "--seconds" => {
+                options.seconds = value("--seconds")?
+                    .parse()
+                    .map_err(|e| format!("--seconds: {e}"))?
+            }
+            "--reps" => {
+                options.reps = value("--reps")?
+                    .parse()
+                    .map_err(|e| format!("--reps: {e}"))?
+            }
+            "--quick" => options.quick = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(options)
+}
+
+/// One pgbench configuration.
+struct Case {
+    label: String,
+    args: Vec<String>,
+    clients: u32,
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    let client_counts: &[u32] = if quick { &[8] } else { &[1, 8, 32] };
+    let mut cases = Vec::new();
+    for mode in ["simple", "extended", "prepared"] {
+        for &c in client_counts {
+            cases.push(Case {
+                label: format!("-S -M {mode} -c{c}"),
+                args: vec!["-S".into(), "-M".into(), mode.into()],
+                clients: c,
+            });
+        }
+    }
+    for &c in client_counts {
+        cases.push(Case {
+            label: format!("TPC-B -c{c}"),
+            args: vec![],
+            clients: c,
+        });
+    }
+    cases.push(Case {
+        label: "-S -C -c8".into(),
+        args: vec!["-S".into(), "-C".into()],
+        clients: 8,
+    });
+    cases
+}
+
+/// Where pgbench connects, and the process whose CPU time counts for it.
+struct Endpoint {
+    name: &'static str,
+    port: u16,
+    user: String,
+    dbname: String,
+    password: String,
+    pid: Option<u32>,
+}
+
+struct Sample {
+    tps: f64,
+    latency_ms: f64,
+    cpu_us_per_txn: Option<f64>,
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn pgbench_path() -> PathBuf {
+    postern_localpg::find_bin_dir()
+        .map(|dir| dir.join("pgbench"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("pgbench"))
+}
+
+/// utime + stime of a process, in microseconds.
+fn cpu_micros(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces, in parentheses.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks are 100 Hz on Linux.
+    Some((utime + stime) * 10_000.0)
+}
+
+fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample> {
+    let cpu_before = endpoint.pid.and_then(cpu_micros);
+    let threads = case.clients.min(2);
+    let output = Command::new(pgbench_path())
+        .args(["-h", "127.0.0.1", "-p", &endpoint.port.to_string()])
+        .args(["-U", &endpoint.user, "-n", "-T", &seconds.to_string()])
+        .args(["-c", &case.clients.to_string(), "-j", &threads.to_string()])
+        .args(&case.args)
+        .arg(&endpoint.dbname)
+        .env("PGPASSWORD", &endpoint.password)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let cpu_after = endpoint.pid.and_then(cpu_micros);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "pgbench against {} failed: {}",
+            endpoint.name,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let number_after = |prefix: &str| -> Option<f64> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))?
+            .trim_start_matches(prefix)
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let tps = number_after("tps = ").ok_or("no tps in pgbench output")?;
+    let latency_ms = number_after("latency average = ").unwrap_or(f64::NAN);
+    let transactions = number_after("number of transactions actually processed: ").unwrap_or(0.0);
+    let cpu_us_per_txn = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if transactions > 0.0 => Some((after - before) / transactions),
+        _ => None,
+    };
+    Ok(Sample {
+        tps,
+        latency_ms,
+        cpu_us_per_txn,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start listening on {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn start_pgbouncer(dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16)> {
+    let port = free_port()?;
+    let ini = dir.join("pgbouncer.ini");
+    let userlist = dir.join("userlist.txt");
+    std::fs::write(&userlist, format!("\"bench\" \"{PASSWORD}\"\n")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\npgbench = host=127.0.0.1 port={} dbname=pgbench\n\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = scram-sha-256\nauth_file = {}\npool_mode = session\n\
+             max_client_conn = 200\ndefault_pool_size = 40\nlogfile = {}\n",
+            pg.port(),
+            userlist.display(),
+            dir.join("pgbouncer.log").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let bin = if Path::new("/usr/sbin/pgbouncer").exists() {
+        PathBuf::from("/usr/sbin/pgbouncer")
+    } else {
+        PathBuf::from("pgbouncer")
+    };
+    let mut command = Command::new(bin);
+    command
+        .arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // pgbouncer refuses to run as root.
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = postgres_ids()?;
+        for path in [dir, &ini, &userlist] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+        command.uid(uid).gid(gid);
+    }
+    let child = command.spawn().map_err(|e| format!("pgbouncer: {e}"))?;
+    wait_listening(port, "pgbouncer")?;
+    Ok((Daemon(child), port))
+}
+
+fn postgres_ids() -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"postgres"))
+                .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
+                .flatten()
+        })
+        .ok_or_else(|| "no postgres OS user".to_owned())
+}
+
+fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(bin)
+        .env("POSTERN_STATE_DIR", state)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("postern: {e}"))?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "postern {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn start_postern(bin: &Path, dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16, String)> {
+    let state = dir.join("postern-state");
+    let resources = format!(
+        "kind: Namespace\nmetadata: {{name: bench}}\n---\n\
+         kind: Target\nmetadata: {{name: pg, namespace: bench}}\nspec: {{address: '{}', sslMode: disable}}\n---\n\
+         kind: Service\nmetadata: {{name: pgbench, namespace: bench}}\n\
+         spec: {{target: pg, database: pgbench, upstream: {{mode: static, user: bench, passwordSecret: bench-password}}}}\n---\n\
+         kind: Identity\nmetadata: {{name: bench, namespace: bench}}\nspec: {{type: workload}}\n",
+        pg.address()
+    );
+    let file = dir.join("resources.yaml");
+    std::fs::write(&file, resources).map_err(|e| e.to_string())?;
+    let file = file.to_string_lossy().into_owned();
+    postern_cli(bin, &state, &["apply", "-f", &file], "")?;
+    postern_cli(
+        bin,
+        &state,
+        &["secret", "set", "bench-password", "-n", "bench"],
+        PASSWORD,
+    )?;
+    let key = postern_cli(
+        bin,
+        &state,
+        &["identity", "key", "create", "bench", "-n", "bench"],
+        "",
+    )?
+    .trim()
+    .to_owned();
+    let port = free_port()?;
+    let child = Command::new(bin)
+        .env("POSTERN_STATE_DIR", &state)
+        .env("RUST_LOG", "warn")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("postern serve: {e}"))?;
+    wait_listening(port, "postern")?;
+    Ok((Daemon(child), port, key))
+}
+
+async fn prepare(pg: &LocalPg) -> Result<()> {
+    let admin = pg.connect("postgres").await.map_err(|e| e.to_string())?;
+    admin
+        .batch_execute(&format!("CREATE ROLE bench LOGIN PASSWORD '{PASSWORD}'"))
+        .await
+        .map_err(|e| e.to_string())?;
+    admin
+        .batch_execute("CREATE DATABASE pgbench OWNER bench")
+        .await
+        .map_err(|e| e.to_string())?;
+    let output = Command::new(pgbench_path())
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "10",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+        ])
+        .args(["-U", "bench", "pgbench"])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .map_err(|e| format!("pgbench -i: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let options = parse_options()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    eprintln!("starting PostgreSQL and loading pgbench scale 10...");
+    let pg = runtime
+        .block_on(LocalPg::start())
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(prepare(&pg))?;
+    let dir = tempfile::Builder::new()
+        .prefix("postern-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let (bouncer, bouncer_port) = start_pgbouncer(dir.path(), &pg)?;
+    let (postern, postern_port, key) = start_postern(&options.postern, dir.path(), &pg)?;
+    let endpoints = [
+        Endpoint {
+            name: "direct",
+            port: pg.port(),
+            user: "bench".into(),
+            dbname: "pgbench".into(),
+            password: PASSWORD.into(),
+            pid: None,
+        },
+        Endpoint {
+            name: "pgbouncer",
+            port: bouncer_port,
+            user: "bench".into(),
+            dbname: "pgbench".into(),
+            password: PASSWORD.into(),
+            pid: Some(bouncer.0.id()),
+        },
+        Endpoint {
+            name: "postern",
+            port: postern_port,
+            user: "bench.bench".into(),
+            dbname: "pgbench.bench".into(),
+            password: key,
+            pid: Some(postern.0.id()),
+        },
+    ];
+
+    let cases = cases(options.quick);
+    // samples[case][endpoint] = one Sample per rep
+    let mut samples: Vec<Vec<Vec<Sample>>> = cases
+        .iter()
+        .map(|_| endpoints.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for rep in 0..options.reps {
+        for (c, case) in cases.iter().enumerate() {
+            for (e, endpoint) in endpoints.iter().enumerate() {
+                eprintln!(
+                    "rep {}/{} {:<24} {}",
+                    rep + 1,
+                    options.reps,
+                    case.label,
+                    endpoint.name
+                );
+                samples[c][e].push(run_pgbench(endpoint, case, options.seconds)?);
+            }
+        }
+    }
+
+    println!(
+        "| case | direct tps | pgbouncer tps (ratio) | postern tps (ratio) | latency ms direct / pgbouncer / postern | CPU µs/txn pgbouncer / postern |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (c, case) in cases.iter().enumerate() {
+        let tps: Vec<f64> = samples[c]
+            .iter()
+            .map(|s| median(s.iter().map(|x| x.tps).collect()))
+            .collect();
+        let latency: Vec<f64> = samples[c]
+            .iter()
+            .map(|s| median(s.iter().map(|x| x.latency_ms).collect()))
+            .collect();
+        let cpu: Vec<f64> = samples[c]
+            .iter()
+            .map(|s| median(s.iter().filter_map(|x| x.cpu_us_per_txn).collect()))
+            .collect();
+        println!(
+            "| {} | {:.0} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.3} / {:.3} / {:.3} | {:.1} / {:.1} |",
+            case.label,
+            tps[0],
+            tps[1],
+            tps[1] / tps[0],
+            tps[2],
+            tps[2] / tps[0],
+            latency[0],
+            latency[1],
+            latency[2],
+            cpu[1],
+            cpu[2]
+        );
+    }
+    drop(postern);
+    drop(bouncer);
+    pg.stop();
+    Ok(())
+}
