@@ -2,6 +2,7 @@
 //! SCRAM-SHA-256, logs in upstream with credentials the client never sees, and relays.
 //! It reaches state only through [`postern_model::Directory`].
 
+mod cancel;
 mod error;
 mod io;
 mod relay;
@@ -50,6 +51,7 @@ pub struct Gateway {
     /// Secret behind the fake salts shown for unknown identities; must be stable across
     /// restarts and across gateways that share state.
     mock_secret: [u8; 32],
+    cancels: cancel::CancelMap,
 }
 
 impl Gateway {
@@ -62,6 +64,7 @@ impl Gateway {
             settings,
             directory,
             mock_secret,
+            cancels: cancel::CancelMap::default(),
         })
     }
 }

@@ -16,12 +16,13 @@ use postern_wire::scram::{
 };
 use postern_wire::startup::try_take_startup;
 use postern_wire::{StartupParams, StartupRequest, WireError, MAX_AUTH_MESSAGE};
-use rand::{Rng, RngExt};
+use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::cancel::{self, Registration, UpstreamKey};
 use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
 use crate::relay::{relay, RelayEnd};
@@ -29,11 +30,13 @@ use crate::upstream::login;
 use crate::Gateway;
 
 /// What a finished handshake leaves for the relay.
-struct Established {
+struct Established<'g> {
     identity: QualifiedName,
     service: QualifiedName,
     upstream: TcpStream,
     upstream_pending: BytesMut,
+    /// Keeps the session cancellable until it ends.
+    _cancel: Option<Registration<'g>>,
 }
 
 /// Runs one connection to its end, logging the outcome; never panics on client input.
@@ -120,7 +123,8 @@ async fn session(
 }
 
 /// Reads the startup packet, answering SSL and GSS encryption requests with 'N'
-/// (TLS arrives in a later version). `None` for a CancelRequest, which ends the connection.
+/// (TLS arrives in a later version). `None` after a CancelRequest, which is forwarded
+/// and ends the connection.
 async fn read_startup(
     gateway: &Gateway,
     client: &mut TcpStream,
@@ -151,10 +155,11 @@ async fn read_startup(
                     .await
                     .map_err(SessionError::ClientIo)?;
             }
-            Some(StartupRequest::Cancel { .. }) => {
-                // Cancel routing lands with the protocol-fidelity work; until then a
-                // cancel is ignored, as PostgreSQL does with an unknown key.
-                debug!("cancel request ignored");
+            Some(StartupRequest::Cancel {
+                process_id,
+                secret_key,
+            }) => {
+                cancel::forward(&gateway.cancels, process_id, &secret_key).await;
                 return Ok(None);
             }
             Some(StartupRequest::Startup {
@@ -184,11 +189,11 @@ fn resolve_names(user: &str, dbname: &str) -> (QualifiedName, QualifiedName) {
     )
 }
 
-async fn establish(
-    gateway: &Gateway,
+async fn establish<'g>(
+    gateway: &'g Gateway,
     client: &mut TcpStream,
     pending: &mut BytesMut,
-) -> Result<Option<Established>, SessionError> {
+) -> Result<Option<Established<'g>>, SessionError> {
     let Some((minor_version, params)) = read_startup(gateway, client, pending).await? else {
         return Ok(None);
     };
@@ -240,15 +245,23 @@ async fn establish(
         source,
     })?;
 
-    // The client gets its own random cancel key, never the upstream's.
-    let (process_id, secret_key): (i32, i32) = {
-        let mut rng = rand::rng();
-        (rng.random(), rng.random())
-    };
     backend::authentication_sasl_final(&mut out, &server_final);
     backend::authentication_ok(&mut out);
     out.extend_from_slice(&upstream.greeting);
-    backend::backend_key_data(&mut out, process_id, secret_key);
+    // The client gets its own random cancel key, never the upstream's.
+    let registration = upstream.key_data.map(|key_data| {
+        gateway.cancels.register(UpstreamKey {
+            address: route.address.clone(),
+            key_data,
+        })
+    });
+    if let Some(registration) = &registration {
+        backend::backend_key_data(
+            &mut out,
+            registration.key.process_id,
+            registration.key.secret,
+        );
+    }
     out.extend_from_slice(&upstream.ready);
     client
         .write_all(&out)
@@ -259,6 +272,7 @@ async fn establish(
         service,
         upstream: upstream.stream,
         upstream_pending: upstream.leftover,
+        _cancel: registration,
     }))
 }
 

@@ -21,6 +21,8 @@ pub(crate) struct UpstreamLogin {
     pub stream: TcpStream,
     /// ParameterStatus and NoticeResponse messages, raw, to pass to the client.
     pub greeting: BytesMut,
+    /// The upstream's BackendKeyData body, for cancel requests; never sent to the client.
+    pub key_data: Option<Bytes>,
     /// The ReadyForQuery message, raw.
     pub ready: Bytes,
     /// Bytes the upstream sent after ReadyForQuery.
@@ -82,6 +84,7 @@ pub(crate) async fn login(
     };
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut greeting = BytesMut::new();
+    let mut key_data = None;
     let mut scram: Option<ScramSha256> = None;
     loop {
         let message = match read_message(&mut stream, &mut buf, LOGIN_MESSAGE_LIMIT).await {
@@ -154,9 +157,7 @@ pub(crate) async fn login(
                     message: fields.message,
                 });
             }
-            // The client gets the gateway's own key instead; cancel routing (which needs
-            // this one) arrives with the protocol-fidelity work.
-            b'K' => {}
+            b'K' => key_data = Some(message.body),
             b'S' | b'N' => put_raw(&mut greeting, message.tag, &message.body),
             b'Z' => {
                 let mut ready = BytesMut::new();
@@ -164,6 +165,7 @@ pub(crate) async fn login(
                 return Ok(UpstreamLogin {
                     stream,
                     greeting,
+                    key_data,
                     ready: ready.freeze(),
                     leftover: buf,
                 });

@@ -1,0 +1,360 @@
+//! Protocol fidelity through the gateway: flows that must behave exactly as against
+//! PostgreSQL 15 directly, driven by tokio-postgres and by raw protocol bytes.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use postern_testkit::{raw_exchange, shared_pg, sqlstate, startup_packet, Gateway};
+use tokio_postgres::AsyncMessage;
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+const USER: &str = "alice.team-a";
+const DB: &str = "orders.team-a";
+
+async fn provisioned() -> (Gateway, String) {
+    let pg = shared_pg().await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&pg.address());
+    (gateway, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing() {
+    let (gateway, key) = provisioned().await;
+    let client = gateway.connect(USER, DB, &key).await.expect("connect");
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = client.simple_query("SELECT pg_sleep(60)").await;
+        (result, started.elapsed())
+    });
+    let pg = shared_pg().await;
+    let admin = pg.connect("postgres").await.unwrap();
+    let running = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60)' AND usename = 'app_rw'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while running().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A cancel with a key nobody holds: no answer, and the query keeps running.
+    let mut bogus = 16i32.to_be_bytes().to_vec();
+    bogus.extend_from_slice(&80_877_102i32.to_be_bytes());
+    bogus.extend_from_slice(&[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0]);
+    let answer = raw_exchange(gateway.port(), &bogus, Duration::from_secs(10)).await;
+    assert!(answer.is_empty(), "a cancel gets no reply");
+    assert_eq!(running().await, 1, "an unknown key cancels nothing");
+
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("send cancel");
+    let (result, elapsed) = tokio::time::timeout(Duration::from_secs(30), sleeper)
+        .await
+        .expect("query ended")
+        .unwrap();
+    let err = result.expect_err("cancelled");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(elapsed < Duration::from_secs(50), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_in_text_csv_and_binary() {
+    let (gateway, key) = provisioned().await;
+    let client = gateway.connect(USER, DB, &key).await.expect("connect");
+    client
+        .batch_execute("CREATE TEMP TABLE t (id int, name text)")
+        .await
+        .unwrap();
+
+    let sink = client.copy_in("COPY t FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let rows: String = (1..=1000)
+        .map(|i| format!("{i}\tname {i} ✓ 😀\n"))
+        .collect();
+    sink.send(bytes::Bytes::from(rows)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1000);
+
+    let sink = client
+        .copy_in("COPY t FROM STDIN (FORMAT csv)")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1001,\"quoted, name\"\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+
+    let out: Vec<u8> = client
+        .copy_out("COPY (SELECT * FROM t ORDER BY id) TO STDOUT (FORMAT csv)")
+        .await
+        .unwrap()
+        .map(|chunk| chunk.unwrap().to_vec())
+        .concat()
+        .await;
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1001);
+    assert!(text.contains("1,name 1 ✓ 😀") && text.ends_with("1001,\"quoted, name\"\n"));
+
+    // Binary round trip: out of one table, into another, same bytes back.
+    let binary: Vec<u8> = client
+        .copy_out("COPY t TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap()
+        .map(|chunk| chunk.unwrap().to_vec())
+        .concat()
+        .await;
+    assert!(binary.starts_with(b"PGCOPY\n\xff\r\n\0"));
+    client
+        .batch_execute("CREATE TEMP TABLE t2 (LIKE t)")
+        .await
+        .unwrap();
+    let sink = client
+        .copy_in("COPY t2 FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(binary)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1001);
+
+    // Bad COPY data fails the COPY with PostgreSQL's error; the session goes on.
+    let sink = client.copy_in("COPY t FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"not-a-number\tx\n"))
+        .await
+        .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22P02"), "{err}");
+    // CopyFail: dropping the sink unfinished aborts the COPY.
+    {
+        let sink = client
+            .copy_in::<_, bytes::Bytes>("COPY t FROM STDIN")
+            .await
+            .unwrap();
+        drop(sink);
+    }
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_notices_arrive_idle_and_during_a_query() {
+    let (gateway, key) = provisioned().await;
+    let (client, mut connection) =
+        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let _ = messages_tx.send(message);
+        }
+    });
+    client.batch_execute("LISTEN postern_events").await.unwrap();
+
+    // A notification sent by another session arrives while this one is idle.
+    let other = gateway.connect(USER, DB, &key).await.unwrap();
+    other
+        .batch_execute("NOTIFY postern_events, 'hello ✓'")
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+        .await
+        .expect("notification arrives")
+        .unwrap();
+    let AsyncMessage::Notification(n) = message else {
+        panic!("expected a notification, got {message:?}")
+    };
+    assert_eq!((n.channel(), n.payload()), ("postern_events", "hello ✓"));
+
+    // A notice raised during a query.
+    client
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'careful: %', 42; END $$")
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+        .await
+        .expect("notice arrives")
+        .unwrap();
+    let AsyncMessage::Notice(notice) = message else {
+        panic!("expected a notice, got {message:?}")
+    };
+    assert_eq!(notice.message(), "careful: 42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_large_values_pipelines_and_portals() {
+    let (gateway, key) = provisioned().await;
+    let mut client = gateway.connect(USER, DB, &key).await.expect("connect");
+
+    let rows = client
+        .query(
+            "SELECT g, md5(g::text) FROM generate_series(1, 100000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 100_000);
+    assert_eq!(rows[99_999].get::<_, i32>(0), 100_000);
+
+    // A 3 MiB parameter in and a 3 MiB value out; 4-byte UTF-8 intact.
+    let big = "😀".repeat(768 * 1024);
+    let row = client
+        .query_one(
+            "SELECT length($1::text), octet_length($1::text), $1::text",
+            &[&big],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 768 * 1024);
+    assert_eq!(row.get::<_, i32>(1), 3 * 1024 * 1024);
+    assert_eq!(row.get::<_, String>(2), big);
+
+    // Pipelining: several queries in flight at once, one failing in the middle.
+    let a = client.query_one("SELECT 1::int", &[]);
+    let b = client.query_one("SELECT 1/0", &[]);
+    let c = client.query_one("SELECT 3::int", &[]);
+    let (a, b, c) = tokio::join!(a, b, c);
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(sqlstate(&b.unwrap_err()).as_deref(), Some("22012"));
+    assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+
+    // Execute with a row limit (PortalSuspended), two portals interleaved.
+    let tx = client.transaction().await.unwrap();
+    let statement = tx
+        .prepare("SELECT g FROM generate_series(1, $1::int) g")
+        .await
+        .unwrap();
+    let first = tx.bind(&statement, &[&25i32]).await.unwrap();
+    let second = tx.bind(&statement, &[&7i32]).await.unwrap();
+    let mut seen = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        seen.0.extend(
+            tx.query_portal(&first, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, i32>(0)),
+        );
+        seen.1.extend(
+            tx.query_portal(&second, 3)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, i32>(0)),
+        );
+    }
+    assert_eq!(seen.0, (1..=25).collect::<Vec<_>>());
+    assert_eq!(seen.1, (1..=7).collect::<Vec<_>>());
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_protocol_versions_and_gss_requests_are_negotiated() {
+    let (gateway, _key) = provisioned().await;
+    // Protocol 3.2 with a protocol option: NegotiateProtocolVersion (3.0, option named),
+    // then authentication starts.
+    let mut packet = startup_packet(&[("user", USER), ("database", DB), ("_pq_.test_option", "1")]);
+    packet[4..8].copy_from_slice(&196_610i32.to_be_bytes());
+    let answer = raw_exchange(gateway.port(), &packet, Duration::from_secs(2)).await;
+    assert_eq!(answer.first(), Some(&b'v'), "{answer:?}");
+    let len = i32::from_be_bytes(answer[1..5].try_into().unwrap()) as usize;
+    let body = &answer[5..1 + len];
+    assert_eq!(
+        i32::from_be_bytes(body[0..4].try_into().unwrap()),
+        0,
+        "newest minor version"
+    );
+    assert_eq!(
+        i32::from_be_bytes(body[4..8].try_into().unwrap()),
+        1,
+        "one option"
+    );
+    assert_eq!(&body[8..], b"_pq_.test_option\0");
+    assert_eq!(answer.get(1 + len), Some(&b'R'), "then authentication");
+
+    // GSSENCRequest is declined with 'N' and the client carries on in clear.
+    let mut packet = 8i32.to_be_bytes().to_vec();
+    packet.extend_from_slice(&80_877_104i32.to_be_bytes());
+    packet.extend_from_slice(&startup_packet(&[("user", USER), ("database", DB)]));
+    let answer = raw_exchange(gateway.port(), &packet, Duration::from_secs(2)).await;
+    // The client sent its startup packet before reading the 'N': a protocol violation.
+    assert_eq!(
+        postern_testkit::error_code(&answer).as_deref(),
+        Some("08P01")
+    );
+    let answer = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port()))
+            .await
+            .unwrap();
+        stream.write_all(&packet[..8]).await.unwrap();
+        let mut n = [0u8; 1];
+        stream.read_exact(&mut n).await.unwrap();
+        assert_eq!(&n, b"N");
+        stream.write_all(&packet[8..]).await.unwrap();
+        let mut reply = [0u8; 1];
+        stream.read_exact(&mut reply).await.unwrap();
+        reply
+    };
+    assert_eq!(
+        &answer, b"R",
+        "authentication request after a declined GSSENCRequest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sessions_are_released_when_clients_go() {
+    let (gateway, key) = provisioned().await;
+    let pg = shared_pg().await;
+    let admin = pg.connect("postgres").await.unwrap();
+    let app_backends = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_rw' AND application_name = 'release-check'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let conninfo = format!(
+            "{} application_name=release-check",
+            gateway.conninfo(USER, DB, &key)
+        );
+        let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    assert_eq!(app_backends().await, 10);
+    drop(clients);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app_backends().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream sessions leaked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
