@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::name::QualifiedName;
-use crate::resource::SslMode;
+use crate::resource::{PoolSpec, SslMode};
 
 /// A secret value in memory. It prints as `***` so it cannot leak through `{:?}` or logs;
 /// read it with [`SecretValue::expose`] only where it is sent.
@@ -37,6 +37,7 @@ pub struct UpstreamRoute {
     pub user: String,
     /// `None` when the service's password secret has not been set yet.
     pub password: Option<SecretValue>,
+    pub pool: PoolSpec,
 }
 
 /// The state store failed; the message is for logs, never for clients.

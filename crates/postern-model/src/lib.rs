@@ -15,6 +15,7 @@ pub use error::ErrorKind;
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use resource::{
-    AdminCredentials, IdentitySpec, IdentityType, Kind, Metadata, NamespaceSpec, Resource,
-    ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec, UpstreamSpec, ValidationError,
+    AdminCredentials, IdentitySpec, IdentityType, Kind, Metadata, NamespaceSpec, PoolSpec,
+    Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec, UpstreamSpec,
+    ValidationError,
 };

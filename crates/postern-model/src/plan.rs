@@ -12,7 +12,10 @@ use crate::resource::{Kind, Resource, Spec};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Create(Resource),
-    Update { before: Resource, after: Resource },
+    Update {
+        before: Box<Resource>,
+        after: Resource,
+    },
     Unchanged(Resource),
     Delete(Resource),
 }
@@ -67,7 +70,7 @@ pub fn plan_apply(
             None => Change::Create(after),
             Some((before, _)) if *before == after => Change::Unchanged(after),
             Some((before, _)) => Change::Update {
-                before: before.clone(),
+                before: Box::new(before.clone()),
                 after,
             },
         });

@@ -154,12 +154,66 @@ pub enum UpstreamSpec {
     Static(StaticUpstream),
 }
 
+/// Reuse of idle upstream connections between client sessions of a service. A session
+/// still has one upstream session of its own for its lifetime; a connection is reused
+/// only after the client said goodbye and `resetQuery` left it idle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolSpec {
+    #[serde(default = "PoolSpec::default_enabled")]
+    pub enabled: bool,
+    /// Idle connections kept per upstream user and startup parameters.
+    #[serde(default = "PoolSpec::default_max_idle")]
+    pub max_idle: u32,
+    #[serde(default = "PoolSpec::default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "PoolSpec::default_max_lifetime_secs")]
+    pub max_lifetime_secs: u64,
+    #[serde(default = "PoolSpec::default_reset_query")]
+    pub reset_query: String,
+}
+
+impl PoolSpec {
+    fn default_enabled() -> bool {
+        true
+    }
+    fn default_max_idle() -> u32 {
+        20
+    }
+    fn default_idle_timeout_secs() -> u64 {
+        60
+    }
+    fn default_max_lifetime_secs() -> u64 {
+        3600
+    }
+    fn default_reset_query() -> String {
+        "DISCARD ALL".to_owned()
+    }
+    pub fn is_default(&self) -> bool {
+        *self == PoolSpec::default()
+    }
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        PoolSpec {
+            enabled: PoolSpec::default_enabled(),
+            max_idle: PoolSpec::default_max_idle(),
+            idle_timeout_secs: PoolSpec::default_idle_timeout_secs(),
+            max_lifetime_secs: PoolSpec::default_max_lifetime_secs(),
+            reset_query: PoolSpec::default_reset_query(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     pub target: String,
     pub database: String,
     pub upstream: UpstreamSpec,
+    #[serde(default, skip_serializing_if = "PoolSpec::is_default")]
+    pub pool: PoolSpec,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +355,9 @@ impl Resource {
                 check_not_empty("spec.database", &s.database)?;
                 let UpstreamSpec::Static(up) = &s.upstream;
                 check_not_empty("spec.upstream.user", &up.user)?;
+                if s.pool.enabled {
+                    check_not_empty("spec.pool.resetQuery", &s.pool.reset_query)?;
+                }
                 check_name("spec.upstream.passwordSecret", &up.password_secret)
             }
             Spec::Identity(i) => {

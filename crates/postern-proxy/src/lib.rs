@@ -5,6 +5,7 @@
 mod cancel;
 mod error;
 mod io;
+mod pool;
 mod relay;
 mod session;
 mod upstream;
@@ -52,6 +53,7 @@ pub struct Gateway {
     /// restarts and across gateways that share state.
     mock_secret: [u8; 32],
     cancels: cancel::CancelMap,
+    pool: pool::Pool,
 }
 
 impl Gateway {
@@ -65,9 +67,13 @@ impl Gateway {
             directory,
             mock_secret,
             cancels: cancel::CancelMap::default(),
+            pool: pool::Pool::default(),
         })
     }
 }
+
+/// How often idle upstream connections past their timeout or lifetime are closed.
+const POOL_EVICTION_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long sessions get to say goodbye after the grace period, before they are aborted.
 const FAREWELL: Duration = Duration::from_secs(5);
@@ -85,6 +91,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_sender, stop) = watch::channel(false);
+    let evictor = tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            let mut every = tokio::time::interval(POOL_EVICTION_INTERVAL);
+            loop {
+                every.tick().await;
+                gateway.pool.evict_expired();
+            }
+        }
+    });
     let mut sessions = JoinSet::new();
     let mut next_connection_id = 0u64;
     tokio::pin!(shutdown);
@@ -133,5 +149,7 @@ pub async fn serve(
             sessions.shutdown().await;
         }
     }
+    evictor.abort();
+    gateway.pool.clear();
     info!("proxy stopped");
 }

@@ -2,8 +2,11 @@
 //! header is checked against the length limit, bodies are forwarded untouched as they
 //! arrive (a 1 GiB message is never buffered whole), and each read is followed by one
 //! write of everything that is ready.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//!
+//! Each direction's buffer and scanner live outside the pump futures, so once the relay
+//! stops, the session can tell exactly where each stream stands (to hand a clean upstream
+//! connection back to the pool, or to know whether the client can still be told why the
+//! session ended).
 
 use bytes::{Buf, BytesMut};
 use postern_wire::{FrameScanner, WireError};
@@ -19,9 +22,59 @@ const BUFFER_SIZE: usize = 32 * 1024;
 /// only checks that lengths are sane there.
 const UPSTREAM_MESSAGE_LIMIT: usize = i32::MAX as usize;
 
+/// Client messages after which the server owes one ReadyForQuery: Query, Sync and
+/// FunctionCall.
+const READY_PRODUCING: &[u8] = b"QSF";
+
+/// One direction of the relay.
+pub(crate) struct Direction {
+    /// Bytes read and not yet written on; the first `released` of them were scanned and
+    /// are being written.
+    pub buf: BytesMut,
+    pub released: usize,
+    pub scanner: FrameScanner,
+}
+
+impl Direction {
+    /// Client to upstream: stops in front of Terminate, counts messages owed a
+    /// ReadyForQuery.
+    pub fn from_client(pending: BytesMut, max_message: usize) -> Direction {
+        Direction::new(
+            pending,
+            FrameScanner::new(max_message)
+                .counting(READY_PRODUCING)
+                .stopping_at(b'X'),
+        )
+    }
+
+    /// Upstream to client: counts ReadyForQuery messages.
+    pub fn from_upstream(pending: BytesMut) -> Direction {
+        Direction::new(
+            pending,
+            FrameScanner::new(UPSTREAM_MESSAGE_LIMIT).counting(b"Z"),
+        )
+    }
+
+    fn new(mut buf: BytesMut, scanner: FrameScanner) -> Direction {
+        buf.reserve(BUFFER_SIZE);
+        Direction {
+            buf,
+            released: 0,
+            scanner,
+        }
+    }
+
+    /// Everything this direction sent on ends on a message boundary.
+    pub fn sent_whole_messages(&self) -> bool {
+        self.released == 0 && self.scanner.at_boundary()
+    }
+}
+
 /// How a relay ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RelayEnd {
+    /// The client sent Terminate; it was not forwarded.
+    ClientTerminated,
     ClientClosed,
     UpstreamClosed,
 }
@@ -32,37 +85,33 @@ enum PumpError {
     Wire(WireError),
 }
 
-/// Moves bytes from `from` to `to`, frame-checked, until `from` ends. `at_boundary` is
-/// true whenever everything written so far ends on a message boundary. Not cancel-safe
-/// (a write may be cut short); the relay drops it only when the session ends.
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    mut buf: BytesMut,
-    limit: usize,
-    at_boundary: &AtomicBool,
-) -> Result<(), PumpError>
+/// Moves bytes from `from` to `to`, frame-checked, until `from` ends or the scanner stops.
+/// Not cancel-safe as a stream operation (a write may be cut short), but `dir` always
+/// says what was released and what not.
+async fn pump<R, W>(from: &mut R, to: &mut W, dir: &mut Direction) -> Result<(), PumpError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut scanner = FrameScanner::new(limit);
     loop {
-        if !buf.is_empty() {
-            let ready = scanner.scan(&buf).map_err(PumpError::Wire)?;
+        if !dir.buf.is_empty() {
+            let ready = dir.scanner.scan(&dir.buf).map_err(PumpError::Wire)?;
             if ready > 0 {
-                at_boundary.store(false, Ordering::Relaxed);
-                to.write_all(&buf[..ready])
+                dir.released = ready;
+                to.write_all(&dir.buf[..ready])
                     .await
                     .map_err(PumpError::Write)?;
-                at_boundary.store(scanner.at_boundary(), Ordering::Relaxed);
-                buf.advance(ready);
+                dir.buf.advance(ready);
+                dir.released = 0;
+            }
+            if dir.scanner.stopped() {
+                return Ok(());
             }
         }
-        if buf.capacity() - buf.len() < BUFFER_SIZE / 4 {
-            buf.reserve(BUFFER_SIZE);
+        if dir.buf.capacity() - dir.buf.len() < BUFFER_SIZE / 4 {
+            dir.buf.reserve(BUFFER_SIZE);
         }
-        match from.read_buf(&mut buf).await {
+        match from.read_buf(&mut dir.buf).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(PumpError::Read(e)),
@@ -70,16 +119,15 @@ where
     }
 }
 
-/// Relays until either side closes, a frame is invalid, or the gateway stops.
-/// `client_pending` / `upstream_pending` are bytes already read from each side.
-/// An error that strikes while a message to the client is half written comes back as
-/// [`SessionError::MidMessage`]: the client cannot be sent an ErrorResponse then.
+/// Relays until either side closes, the client terminates, a frame is invalid, or the
+/// gateway stops. An error that strikes while a message to the client is half written
+/// comes back as [`SessionError::MidMessage`]: the client cannot be sent an
+/// ErrorResponse then.
 pub(crate) async fn relay(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
-    mut client_pending: BytesMut,
-    mut upstream_pending: BytesMut,
-    max_message: usize,
+    from_client: &mut Direction,
+    from_upstream: &mut Direction,
     service: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError> {
@@ -89,24 +137,8 @@ pub(crate) async fn relay(
     };
     let (mut client_rx, mut client_tx) = client.split();
     let (mut upstream_rx, mut upstream_tx) = upstream.split();
-    client_pending.reserve(BUFFER_SIZE);
-    upstream_pending.reserve(BUFFER_SIZE);
-    let upstream_at_boundary = AtomicBool::new(true);
-    let client_at_boundary = AtomicBool::new(true);
-    let to_upstream = pump(
-        &mut client_rx,
-        &mut upstream_tx,
-        client_pending,
-        max_message,
-        &upstream_at_boundary,
-    );
-    let to_client = pump(
-        &mut upstream_rx,
-        &mut client_tx,
-        upstream_pending,
-        UPSTREAM_MESSAGE_LIMIT,
-        &client_at_boundary,
-    );
+    let to_upstream = pump(&mut client_rx, &mut upstream_tx, from_client);
+    let to_client = pump(&mut upstream_rx, &mut client_tx, from_upstream);
     let result = tokio::select! {
         result = to_upstream => match result {
             Ok(()) => Ok(RelayEnd::ClientClosed),
@@ -122,11 +154,12 @@ pub(crate) async fn relay(
         },
         _ = stop.wait_for(|stopping| *stopping) => Err(SessionError::ShuttingDown),
     };
-    result.map_err(|error| {
-        if client_at_boundary.load(Ordering::Relaxed) {
-            error
-        } else {
-            SessionError::MidMessage(Box::new(error))
+    match result {
+        Ok(RelayEnd::ClientClosed) if from_client.scanner.stopped() => {
+            Ok(RelayEnd::ClientTerminated)
         }
-    })
+        Ok(end) => Ok(end),
+        Err(error) if from_upstream.sent_whole_messages() => Err(error),
+        Err(error) => Err(SessionError::MidMessage(Box::new(error))),
+    }
 }

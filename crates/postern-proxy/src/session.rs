@@ -25,18 +25,24 @@ use tracing::{debug, info, warn, Instrument};
 use crate::cancel::{self, Registration, UpstreamKey};
 use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
-use crate::relay::{relay, RelayEnd};
-use crate::upstream::login;
+use crate::pool::{self, PoolKey};
+use crate::relay::{relay, Direction, RelayEnd};
+use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;
+
+/// How long resetting an upstream connection for reuse may take before it is closed.
+const RESET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a finished handshake leaves for the relay.
 struct Established<'g> {
     identity: QualifiedName,
     service: QualifiedName,
-    upstream: TcpStream,
+    route: UpstreamRoute,
+    pool_key: PoolKey,
+    upstream: UpstreamConnection,
     upstream_pending: BytesMut,
     /// Keeps the session cancellable until it ends.
-    _cancel: Option<Registration<'g>>,
+    cancel: Option<Registration<'g>>,
 }
 
 /// Runs one connection to its end, logging the outcome; never panics on client input.
@@ -100,26 +106,89 @@ async fn session(
     };
     let service = established.service.to_string();
     info!(identity = %established.identity, service = %service, "session started");
+    let mut from_client = Direction::from_client(client_pending, gateway.settings.max_message_size);
+    let mut from_upstream =
+        Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
     let end = relay(
         client,
-        &mut established.upstream,
-        client_pending,
-        std::mem::take(&mut established.upstream_pending),
-        gateway.settings.max_message_size,
+        &mut established.upstream.stream,
+        &mut from_client,
+        &mut from_upstream,
         &service,
         stop,
     )
     .await?;
+    let Established {
+        identity,
+        route,
+        pool_key,
+        mut upstream,
+        cancel,
+        ..
+    } = established;
+    // From here on a cancel with this session's key must reach nobody: the upstream
+    // connection may serve another client next.
+    drop(cancel);
+    let reused = end == RelayEnd::ClientTerminated
+        && route.pool.enabled
+        && reset_for_reuse(
+            &mut upstream.stream,
+            &route.pool.reset_query,
+            &from_client,
+            from_upstream,
+        )
+        .await;
+    if reused {
+        gateway.pool.put(pool_key, upstream, &route.pool);
+    }
     info!(
-        identity = %established.identity,
+        identity = %identity,
         service = %service,
         closed_by = match end {
-            RelayEnd::ClientClosed => "client",
+            RelayEnd::ClientTerminated | RelayEnd::ClientClosed => "client",
             RelayEnd::UpstreamClosed => "upstream",
         },
+        upstream_kept_for_reuse = reused,
         "session ended"
     );
     Ok(())
+}
+
+/// Resets the upstream connection of a session whose client said goodbye; false if it
+/// cannot be made clean (the caller then closes it).
+async fn reset_for_reuse(
+    upstream: &mut TcpStream,
+    reset_query: &str,
+    from_client: &Direction,
+    mut from_upstream: Direction,
+) -> bool {
+    // One ReadyForQuery is owed for each Query, Sync and FunctionCall sent.
+    let Some(owed) = from_client
+        .scanner
+        .counted()
+        .checked_sub(from_upstream.scanner.counted())
+    else {
+        return false;
+    };
+    let unread = from_upstream.buf.split_off(from_upstream.released);
+    let reset = pool::reset(
+        upstream,
+        unread,
+        from_upstream.scanner.body_remaining(),
+        owed,
+        reset_query,
+    );
+    match tokio::time::timeout(RESET_TIMEOUT, reset).await {
+        Ok(Ok(())) => true,
+        Ok(Err(reason)) => {
+            debug!(reason, "upstream connection not reused");
+            false
+        }
+        Err(_) => {
+            debug!("upstream connection reset timed out");
+            false
+        }
+    }
 }
 
 /// Reads the startup packet, answering SSL and GSS encryption requests with 'N'
@@ -231,25 +300,44 @@ async fn establish<'g>(
         }
     };
     let service_label = format!("{}.{}", service.name, service.namespace);
-    let upstream = tokio::time::timeout(
-        gateway.settings.upstream_connect_timeout,
-        login(&route, &params),
-    )
-    .await
-    .map_err(|_| crate::error::UpstreamError::Timeout {
+    let forwarded = forwarded_params(&params);
+    let pool_key = PoolKey {
+        service: service_label.clone(),
         address: route.address.clone(),
-    })
-    .and_then(|r| r)
-    .map_err(|source| SessionError::Upstream {
-        service: service_label,
-        source,
-    })?;
+        user: route.user.clone(),
+        database: route.database.clone(),
+        params: forwarded.clone(),
+    };
+    let pooled = if route.pool.enabled {
+        gateway.pool.take(&pool_key)
+    } else {
+        None
+    };
+    let (upstream, upstream_pending) = match pooled {
+        Some(connection) => {
+            debug!("reusing an idle upstream connection");
+            (connection, BytesMut::new())
+        }
+        None => tokio::time::timeout(
+            gateway.settings.upstream_connect_timeout,
+            login(&route, &forwarded),
+        )
+        .await
+        .map_err(|_| crate::error::UpstreamError::Timeout {
+            address: route.address.clone(),
+        })
+        .and_then(|r| r)
+        .map_err(|source| SessionError::Upstream {
+            service: service_label,
+            source,
+        })?,
+    };
 
     backend::authentication_sasl_final(&mut out, &server_final);
     backend::authentication_ok(&mut out);
     out.extend_from_slice(&upstream.greeting);
     // The client gets its own random cancel key, never the upstream's.
-    let registration = upstream.key_data.map(|key_data| {
+    let registration = upstream.key_data.clone().map(|key_data| {
         gateway.cancels.register(UpstreamKey {
             address: route.address.clone(),
             key_data,
@@ -270,9 +358,11 @@ async fn establish<'g>(
     Ok(Some(Established {
         identity,
         service,
-        upstream: upstream.stream,
-        upstream_pending: upstream.leftover,
-        _cancel: registration,
+        route,
+        pool_key,
+        upstream,
+        upstream_pending,
+        cancel: registration,
     }))
 }
 

@@ -10,23 +10,24 @@ use postern_wire::StartupParams;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::error::UpstreamError;
 use crate::io::{read_message, ReadError};
 
-/// A logged-in upstream connection and what it said before its first ReadyForQuery.
-pub(crate) struct UpstreamLogin {
+/// A logged-in upstream connection and what it said before its first ReadyForQuery,
+/// which is replayed to every client that gets the connection.
+pub(crate) struct UpstreamConnection {
     pub stream: TcpStream,
     /// ParameterStatus and NoticeResponse messages, raw, to pass to the client.
-    pub greeting: BytesMut,
+    pub greeting: Bytes,
     /// The upstream's BackendKeyData body, for cancel requests; never sent to the client.
     pub key_data: Option<Bytes>,
     /// The ReadyForQuery message, raw.
     pub ready: Bytes,
-    /// Bytes the upstream sent after ReadyForQuery.
-    pub leftover: BytesMut,
+    pub logged_in_at: Instant,
 }
 
 /// Cap on any message during upstream login (ParameterStatus, notices, auth requests are
@@ -40,12 +41,22 @@ fn put_raw(out: &mut BytesMut, tag: u8, body: &[u8]) {
     postern_wire::backend::put_message(out, tag, |b| b.extend_from_slice(body));
 }
 
-/// Logs in upstream. Not cancel-safe (a half-done login is abandoned, which is fine: the
-/// caller drops the connection).
+/// The startup parameters sent upstream besides user and database, in the client's order.
+pub(crate) fn forwarded_params(client_params: &StartupParams) -> Vec<(String, String)> {
+    client_params
+        .iter()
+        .filter(|(k, _)| !NOT_FORWARDED.contains(k) && !k.starts_with("_pq_."))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Logs in upstream; also returns bytes the upstream sent after its ReadyForQuery. Not
+/// cancel-safe (a half-done login is abandoned, which is fine: the caller drops the
+/// connection).
 pub(crate) async fn login(
     route: &UpstreamRoute,
-    client_params: &StartupParams,
-) -> Result<UpstreamLogin, UpstreamError> {
+    forwarded: &[(String, String)],
+) -> Result<(UpstreamConnection, BytesMut), UpstreamError> {
     match route.ssl_mode {
         SslMode::Disable | SslMode::Prefer => {}
         SslMode::Require => return Err(UpstreamError::TlsUnsupported("require")),
@@ -62,15 +73,12 @@ pub(crate) async fn login(
     // Small protocol messages must not wait for Nagle.
     stream.set_nodelay(true).map_err(UpstreamError::Lost)?;
 
-    let forwarded = client_params
-        .iter()
-        .filter(|(k, _)| !NOT_FORWARDED.contains(k) && !k.starts_with("_pq_."));
     let params = [
         ("user", route.user.as_str()),
         ("database", route.database.as_str()),
     ]
     .into_iter()
-    .chain(forwarded);
+    .chain(forwarded.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut out = BytesMut::new();
     frontend::startup_message(params, &mut out).map_err(UpstreamError::Lost)?;
     stream.write_all(&out).await.map_err(UpstreamError::Lost)?;
@@ -162,13 +170,14 @@ pub(crate) async fn login(
             b'Z' => {
                 let mut ready = BytesMut::new();
                 put_raw(&mut ready, message.tag, &message.body);
-                return Ok(UpstreamLogin {
+                let connection = UpstreamConnection {
                     stream,
-                    greeting,
+                    greeting: greeting.freeze(),
                     key_data,
                     ready: ready.freeze(),
-                    leftover: buf,
-                });
+                    logged_in_at: Instant::now(),
+                };
+                return Ok((connection, buf));
             }
             // NegotiateProtocolVersion cannot come (we ask for 3.0 without options);
             // anything else during login is a protocol violation.

@@ -750,6 +750,7 @@ impl Directory for Store {
                 database: spec.database,
                 user: upstream.user,
                 password,
+                pool: spec.pool,
             }))
         };
         lookup().map_err(|e| DirectoryError(e.to_string()))

@@ -62,11 +62,18 @@ pub fn try_take_message(buf: &mut BytesMut, limit: usize) -> Result<Option<Messa
 /// tells the caller how many bytes at the front of the buffer belong to headers it has
 /// checked and to the bodies behind them, so those bytes can be forwarded untouched while
 /// a large message is still arriving.
+///
+/// It can also count messages whose type is in a set (to know how many ReadyForQuery
+/// replies are owed) and stop in front of a message of one type (to keep a Terminate).
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
     limit: usize,
     body_remaining: usize,
     messages_started: u64,
+    counted_tags: &'static [u8],
+    counted: u64,
+    stop_tag: Option<u8>,
+    stopped: bool,
 }
 
 impl FrameScanner {
@@ -75,14 +82,31 @@ impl FrameScanner {
             limit,
             body_remaining: 0,
             messages_started: 0,
+            counted_tags: &[],
+            counted: 0,
+            stop_tag: None,
+            stopped: false,
         }
+    }
+
+    /// Also counts messages whose type byte is in `tags`.
+    pub fn counting(mut self, tags: &'static [u8]) -> Self {
+        self.counted_tags = tags;
+        self
+    }
+
+    /// Stops in front of the first message of type `tag`: [`FrameScanner::scan`] releases
+    /// nothing from its header on, and [`FrameScanner::stopped`] turns true.
+    pub fn stopping_at(mut self, tag: u8) -> Self {
+        self.stop_tag = Some(tag);
+        self
     }
 
     /// Scans `buf` (bytes not yet forwarded) and returns how many of them may be forwarded
     /// now. Bytes of a header that is not complete yet stay behind.
     pub fn scan(&mut self, buf: &[u8]) -> Result<usize, WireError> {
         let mut pos = 0;
-        while pos < buf.len() {
+        while pos < buf.len() && !self.stopped {
             if self.body_remaining > 0 {
                 let take = self.body_remaining.min(buf.len() - pos);
                 pos += take;
@@ -90,10 +114,14 @@ impl FrameScanner {
                 continue;
             }
             match peek_header(&buf[pos..], self.limit)? {
-                Some((_, body_len)) => {
+                Some((tag, _)) if Some(tag) == self.stop_tag => self.stopped = true,
+                Some((tag, body_len)) => {
                     pos += HEADER_LEN;
                     self.body_remaining = body_len;
                     self.messages_started += 1;
+                    if self.counted_tags.contains(&tag) {
+                        self.counted += 1;
+                    }
                 }
                 None => break,
             }
@@ -106,9 +134,24 @@ impl FrameScanner {
         self.body_remaining == 0
     }
 
+    /// Bytes of the current message's body not seen yet.
+    pub fn body_remaining(&self) -> usize {
+        self.body_remaining
+    }
+
     /// How many message headers this scanner has accepted.
     pub fn messages_started(&self) -> u64 {
         self.messages_started
+    }
+
+    /// How many accepted messages had a type from [`FrameScanner::counting`].
+    pub fn counted(&self) -> u64 {
+        self.counted
+    }
+
+    /// True once the stop type was reached.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 }
 
@@ -190,6 +233,24 @@ mod tests {
         assert!(scanner.at_boundary());
         assert_eq!(scanner.scan(&stream[55..]).unwrap(), 5);
         assert_eq!(scanner.messages_started(), 2);
+    }
+
+    #[test]
+    fn scanner_counts_tags_and_stops_in_front_of_terminate() {
+        let mut stream = msg(b'P', b"x");
+        stream.extend_from_slice(&msg(b'S', b""));
+        stream.extend_from_slice(&msg(b'Q', b"select 1\0"));
+        let forwardable = stream.len();
+        stream.extend_from_slice(&msg(b'X', b""));
+        let mut scanner = FrameScanner::new(64).counting(b"QSF").stopping_at(b'X');
+        assert_eq!(scanner.scan(&stream).unwrap(), forwardable);
+        assert!(scanner.stopped());
+        assert_eq!(scanner.counted(), 2);
+        assert_eq!(
+            scanner.scan(&stream[forwardable..]).unwrap(),
+            0,
+            "stays stopped"
+        );
     }
 
     #[test]

@@ -322,18 +322,21 @@ async fn newer_protocol_versions_and_gss_requests_are_negotiated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_sessions_are_released_when_clients_go() {
-    let (gateway, key) = provisioned().await;
     let pg = shared_pg().await;
+    let mut gateway = Gateway::start(BIN, &["--shutdown-grace-secs", "5"]).await;
+    let key = gateway.provision(&pg.address());
     let admin = pg.connect("postgres").await.unwrap();
-    let app_backends = || async {
-        admin
+    // (all backends of these clients, those idle after the gateway's reset)
+    let backends = || async {
+        let row = admin
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_rw' AND application_name = 'release-check'",
+                "SELECT count(*), count(*) FILTER (WHERE state = 'idle' AND query = 'DISCARD ALL')
+                 FROM pg_stat_activity WHERE usename = 'app_rw' AND application_name = 'release-check'",
                 &[],
             )
             .await
-            .unwrap()
-            .get::<_, i64>(0)
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
     };
     let mut clients = Vec::new();
     for _ in 0..10 {
@@ -345,16 +348,176 @@ async fn upstream_sessions_are_released_when_clients_go() {
             .await
             .unwrap();
         tokio::spawn(connection);
+        client.simple_query("SELECT 1").await.unwrap();
         clients.push(client);
     }
-    assert_eq!(app_backends().await, 10);
+    assert_eq!(backends().await, (10, 0));
     drop(clients);
+    // Every backend is reset and idle, kept for reuse; none is left busy.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while app_backends().await != 0 {
+    while backends().await != (10, 10) {
         assert!(
             std::time::Instant::now() < deadline,
-            "upstream sessions leaked"
+            "backends not reset: {:?}",
+            backends().await
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Shutting the gateway down closes the idle ones too.
+    gateway.terminate();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while backends().await.0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream connections leaked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = postern_testkit::wait_for("the gateway to exit", Duration::from_secs(20), || {
+        gateway.try_exit_status()
+    })
+    .await;
+    assert!(status.success());
+}
+
+/// pg_backend_pid() and some session state, through the gateway.
+async fn backend_of(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the upstream backend `pid` is idle after the gateway's reset.
+async fn wait_reset(pid: i32) {
+    let admin = shared_pg().await.connect("postgres").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = admin
+            .query_opt(
+                "SELECT state, query FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            let (state, query): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+            if state.as_deref() == Some("idle") && query.as_deref() == Some("DISCARD ALL") {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend {pid} was not reset"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn backend_exists(pid: i32) -> bool {
+    let admin = shared_pg().await.connect("postgres").await.unwrap();
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_only_after_a_clean_reset() {
+    let (gateway, key) = provisioned().await;
+    let conninfo = |app: &str| {
+        format!(
+            "{} application_name={app}",
+            gateway.conninfo(USER, DB, &key)
+        )
+    };
+    let connect = |app: String| async move {
+        let (client, connection) = tokio_postgres::connect(&app, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+
+    // First client leaves state behind and says goodbye properly.
+    let first = connect(conninfo("reuse-a")).await;
+    let pid = backend_of(&first).await;
+    first
+        .batch_execute(
+            "SET search_path = pg_catalog; SET postern.marker = 'left-behind';
+             CREATE TEMP TABLE scratch (x int); LISTEN leftover; PREPARE stale AS SELECT 1",
+        )
+        .await
+        .unwrap();
+    drop(first);
+    wait_reset(pid).await;
+
+    // The next client with the same parameters gets that backend, with nothing left over.
+    let second = connect(conninfo("reuse-a")).await;
+    assert_eq!(backend_of(&second).await, pid, "the idle backend is reused");
+    let row = second
+        .query_one(
+            "SELECT current_setting('search_path'), current_setting('postern.marker', true),
+                    to_regclass('pg_temp.scratch') IS NULL,
+                    (SELECT count(*) FROM pg_listening_channels()),
+                    (SELECT count(*) FROM pg_prepared_statements WHERE name = 'stale'),
+                    current_user::text, current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "\"$user\", public");
+    assert_eq!(row.get::<_, Option<String>>(1).unwrap_or_default(), "");
+    assert!(row.get::<_, bool>(2), "temp table gone");
+    assert_eq!(row.get::<_, i64>(3), 0, "no LISTEN left");
+    assert_eq!(row.get::<_, i64>(4), 0, "no prepared statement left");
+    assert_eq!(row.get::<_, String>(5), "app_rw");
+    assert_eq!(row.get::<_, String>(6), "reuse-a");
+
+    // Different startup parameters never share a backend.
+    let other = connect(conninfo("reuse-b")).await;
+    assert_ne!(backend_of(&other).await, pid);
+
+    // A client that leaves inside a transaction: its backend is not reused.
+    second.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    drop(second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while backend_exists(pid).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend left in a transaction was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = connect(conninfo("reuse-a")).await;
+    assert_ne!(backend_of(&third).await, pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_can_be_turned_off_per_service() {
+    let (gateway, key) = provisioned().await;
+    let resources = "kind: Service\nmetadata: {name: orders, namespace: team-a}\n\
+         spec: {target: main-pg, database: app, upstream: {mode: static, user: app_rw, passwordSecret: app-rw-password}, pool: {enabled: false}}\n";
+    let file = gateway.write_file("no-pool.yaml", resources);
+    let plan = gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(plan.contains("~ Service team-a/orders"), "{plan}");
+    let first = gateway.connect(USER, DB, &key).await.unwrap();
+    let pid = backend_of(&first).await;
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while backend_exists(pid).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend kept although reuse is off"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = gateway.connect(USER, DB, &key).await.unwrap();
+    assert_ne!(backend_of(&second).await, pid);
 }
