@@ -51,6 +51,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Timeout for opening and authenticating an upstream connection, in seconds.
     pub upstream_connect_timeout_secs: u64,
+    /// Async worker threads; unset means half the cores, at least one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 impl fmt::Debug for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             auth_timeout_secs: 30,
             shutdown_grace_secs: 30,
             upstream_connect_timeout_secs: 10,
+            worker_threads: None,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Overrides {
     pub shutdown_grace_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_connect_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 /// A setting that could not be read; one line saying which and why.
@@ -161,6 +167,9 @@ impl Config {
         }
         if self.max_message_size < 1024 {
             return invalid("max_message_size must be at least 1024 bytes");
+        }
+        if self.worker_threads == Some(0) {
+            return invalid("worker_threads must be at least 1");
         }
         if self.auth_timeout_secs == 0 {
             return invalid("auth_timeout_secs must be at least 1");

@@ -89,6 +89,9 @@ pub struct SettingFlags {
         value_name = "SECS"
     )]
     pub upstream_connect_timeout_secs: Option<u64>,
+    /// Async worker threads [default: half the cores, at least 1]
+    #[arg(long, global = true, env = "POSTERN_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,6 +116,7 @@ impl SettingFlags {
             auth_timeout_secs: self.auth_timeout_secs,
             shutdown_grace_secs: self.shutdown_grace_secs,
             upstream_connect_timeout_secs: self.upstream_connect_timeout_secs,
+            worker_threads: self.worker_threads,
         }
     }
 }

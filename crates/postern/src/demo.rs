@@ -65,7 +65,7 @@ async fn bind(config: &Config, listen_given: bool) -> anyhow::Result<TcpListener
 }
 
 pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
+    runtime(config)?.block_on(async {
         eprintln!("Starting a throwaway PostgreSQL server (initdb into a temporary directory)...");
         let pg = LocalPg::start().await?;
         let app_password = random_password();

