@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::name::QualifiedName;
-use crate::resource::{PoolSpec, SslMode};
+use crate::resource::{PoolSpec, SslMode, TimeoutSpec};
 
 /// A secret value in memory. It prints as `***` so it cannot leak through `{:?}` or logs;
 /// read it with [`SecretValue::expose`] only where it is sent.
@@ -38,6 +38,7 @@ pub struct UpstreamRoute {
     /// `None` when the service's password secret has not been set yet.
     pub password: Option<SecretValue>,
     pub pool: PoolSpec,
+    pub timeouts: TimeoutSpec,
 }
 
 /// The state store failed; the message is for logs, never for clients.

@@ -16,6 +16,6 @@ pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use resource::{
     AdminCredentials, IdentitySpec, IdentityType, Kind, Metadata, NamespaceSpec, PoolSpec,
-    Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec, UpstreamSpec,
+    Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec,
     ValidationError,
 };

@@ -206,6 +206,24 @@ impl Default for PoolSpec {
     }
 }
 
+/// Limits on idle client sessions; 0 means off (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutSpec {
+    /// Close a session idle outside a transaction for this long (SQLSTATE 57P05).
+    #[serde(default)]
+    pub idle_secs: u64,
+    /// Close a session idle inside a transaction for this long (SQLSTATE 25P03).
+    #[serde(default)]
+    pub idle_in_transaction_secs: u64,
+}
+
+impl TimeoutSpec {
+    pub fn is_default(&self) -> bool {
+        *self == TimeoutSpec::default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
@@ -214,6 +232,8 @@ pub struct ServiceSpec {
     pub upstream: UpstreamSpec,
     #[serde(default, skip_serializing_if = "PoolSpec::is_default")]
     pub pool: PoolSpec,
+    #[serde(default, skip_serializing_if = "TimeoutSpec::is_default")]
+    pub timeouts: TimeoutSpec,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,6 +85,10 @@ pub enum SessionError {
     AuthTimeout,
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("idle for {secs} s")]
+    IdleTimeout { secs: u64 },
+    #[error("idle in a transaction for {secs} s")]
+    IdleInTransactionTimeout { secs: u64 },
     #[error("client closed the connection")]
     ClientGone,
     #[error("{0} (while a message to the client was half sent, so it was not told)")]
@@ -111,7 +115,10 @@ impl SessionError {
             SessionError::NoUser | SessionError::AuthFailed { .. } | SessionError::AuthTimeout => {
                 ErrorKind::Auth
             }
-            SessionError::UnknownService { .. } | SessionError::Unsupported(_) => ErrorKind::User,
+            SessionError::UnknownService { .. }
+            | SessionError::Unsupported(_)
+            | SessionError::IdleTimeout { .. }
+            | SessionError::IdleInTransactionTimeout { .. } => ErrorKind::User,
             SessionError::Upstream { .. } => ErrorKind::Upstream,
             SessionError::ShuttingDown | SessionError::Internal(_) => ErrorKind::Internal,
         }
@@ -144,6 +151,16 @@ impl SessionError {
             SessionError::AuthTimeout => (
                 "08006",
                 "canceling authentication due to timeout".to_owned(),
+            ),
+            SessionError::IdleTimeout { secs } => (
+                "57P05",
+                format!("terminating connection due to idle-session timeout (the service allows {secs} s idle)"),
+            ),
+            SessionError::IdleInTransactionTimeout { secs } => (
+                "25P03",
+                format!(
+                    "terminating connection due to idle-in-transaction timeout (the service allows {secs} s idle in a transaction)"
+                ),
             ),
             SessionError::ShuttingDown => (
                 "57P01",

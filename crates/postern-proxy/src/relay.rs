@@ -8,6 +8,9 @@
 //! connection back to the pool, or to know whether the client can still be told why the
 //! session ended).
 
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
 use bytes::{Buf, BytesMut};
 use postern_wire::{FrameScanner, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -70,6 +73,89 @@ impl Direction {
     }
 }
 
+/// Idle limits of a session; `None` is off.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdleLimits {
+    pub idle: Option<Duration>,
+    pub in_transaction: Option<Duration>,
+}
+
+/// What the idle timer needs to know, published by the pumps after each write.
+struct Activity {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last bytes relayed either way.
+    last_ms: AtomicU64,
+    /// Queries, Syncs and FunctionCalls forwarded upstream.
+    requests: AtomicU64,
+    /// ReadyForQuery messages forwarded to the client.
+    replies: AtomicU64,
+    /// Status byte of a ReadyForQuery that was the last message to the client, else 0.
+    status: AtomicU8,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            // A session starts right after the login's (or reset's) ReadyForQuery, idle.
+            status: AtomicU8::new(b'I'),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The transaction status when the session is idle: every request answered and
+    /// nothing since the last ReadyForQuery. A running query or COPY is not idle.
+    fn idle_status(&self) -> Option<u8> {
+        let answered =
+            self.requests.load(Ordering::Relaxed) == self.replies.load(Ordering::Relaxed);
+        let status = self.status.load(Ordering::Relaxed);
+        (answered && status != 0).then_some(status)
+    }
+}
+
+/// Resolves with the timeout error once the session has been idle longer than its limit.
+async fn idle_timer(activity: &Activity, limits: IdleLimits) -> SessionError {
+    let Some(shortest) = [limits.idle, limits.in_transaction]
+        .into_iter()
+        .flatten()
+        .min()
+    else {
+        return std::future::pending().await;
+    };
+    loop {
+        let last = activity.last_ms.load(Ordering::Relaxed);
+        let status = activity.idle_status();
+        let limit = match status {
+            Some(b'I') => limits.idle,
+            Some(_) => limits.in_transaction,
+            None => None,
+        };
+        let deadline = match limit {
+            Some(limit) => activity.epoch + Duration::from_millis(last) + limit,
+            // Busy, or no limit for this state: look again later.
+            None => Instant::now() + shortest,
+        };
+        tokio::time::sleep_until(deadline.into()).await;
+        let unchanged =
+            activity.last_ms.load(Ordering::Relaxed) == last && activity.idle_status() == status;
+        if let (Some(limit), true) = (limit, unchanged) {
+            let secs = limit.as_secs();
+            return if status == Some(b'I') {
+                SessionError::IdleTimeout { secs }
+            } else {
+                SessionError::IdleInTransactionTimeout { secs }
+            };
+        }
+    }
+}
+
 /// How a relay ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RelayEnd {
@@ -88,7 +174,12 @@ enum PumpError {
 /// Moves bytes from `from` to `to`, frame-checked, until `from` ends or the scanner stops.
 /// Not cancel-safe as a stream operation (a write may be cut short), but `dir` always
 /// says what was released and what not.
-async fn pump<R, W>(from: &mut R, to: &mut W, dir: &mut Direction) -> Result<(), PumpError>
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    dir: &mut Direction,
+    forwarded: impl Fn(&FrameScanner),
+) -> Result<(), PumpError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -103,6 +194,7 @@ where
                     .map_err(PumpError::Write)?;
                 dir.buf.advance(ready);
                 dir.released = 0;
+                forwarded(&dir.scanner);
             }
             if dir.scanner.stopped() {
                 return Ok(());
@@ -129,6 +221,7 @@ pub(crate) async fn relay(
     from_client: &mut Direction,
     from_upstream: &mut Direction,
     service: &str,
+    limits: IdleLimits,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError> {
     let upstream_failed = |source| SessionError::Upstream {
@@ -137,8 +230,21 @@ pub(crate) async fn relay(
     };
     let (mut client_rx, mut client_tx) = client.split();
     let (mut upstream_rx, mut upstream_tx) = upstream.split();
-    let to_upstream = pump(&mut client_rx, &mut upstream_tx, from_client);
-    let to_client = pump(&mut upstream_rx, &mut client_tx, from_upstream);
+    let activity = Activity::new();
+    let to_upstream = pump(&mut client_rx, &mut upstream_tx, from_client, |scanner| {
+        activity
+            .requests
+            .store(scanner.counted(), Ordering::Relaxed);
+        activity.status.store(0, Ordering::Relaxed);
+        activity.touch();
+    });
+    let to_client = pump(&mut upstream_rx, &mut client_tx, from_upstream, |scanner| {
+        activity.replies.store(scanner.counted(), Ordering::Relaxed);
+        activity
+            .status
+            .store(scanner.ready_status().unwrap_or(0), Ordering::Relaxed);
+        activity.touch();
+    });
     let result = tokio::select! {
         result = to_upstream => match result {
             Ok(()) => Ok(RelayEnd::ClientClosed),
@@ -152,6 +258,7 @@ pub(crate) async fn relay(
             Err(PumpError::Write(e)) => Err(SessionError::ClientIo(e)),
             Err(PumpError::Wire(e)) => Err(upstream_failed(UpstreamError::Protocol(e))),
         },
+        error = idle_timer(&activity, limits) => Err(error),
         _ = stop.wait_for(|stopping| *stopping) => Err(SessionError::ShuttingDown),
     };
     match result {

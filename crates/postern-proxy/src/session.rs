@@ -26,7 +26,7 @@ use crate::cancel::{self, Registration, UpstreamKey};
 use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
-use crate::relay::{relay, Direction, RelayEnd};
+use crate::relay::{relay, Direction, IdleLimits, RelayEnd};
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;
 
@@ -115,6 +115,7 @@ async fn session(
         &mut from_client,
         &mut from_upstream,
         &service,
+        idle_limits(&established.route),
         stop,
     )
     .await?;
@@ -152,6 +153,14 @@ async fn session(
         "session ended"
     );
     Ok(())
+}
+
+fn idle_limits(route: &UpstreamRoute) -> IdleLimits {
+    let limit = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
+    IdleLimits {
+        idle: limit(route.timeouts.idle_secs),
+        in_transaction: limit(route.timeouts.idle_in_transaction_secs),
+    }
 }
 
 /// Resets the upstream connection of a session whose client said goodbye; false if it

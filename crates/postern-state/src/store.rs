@@ -751,6 +751,7 @@ impl Directory for Store {
                 user: upstream.user,
                 password,
                 pool: spec.pool,
+                timeouts: spec.timeouts,
             }))
         };
         lookup().map_err(|e| DirectoryError(e.to_string()))

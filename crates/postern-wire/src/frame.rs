@@ -74,6 +74,8 @@ pub struct FrameScanner {
     counted: u64,
     stop_tag: Option<u8>,
     stopped: bool,
+    current_tag: u8,
+    ready_status: Option<u8>,
 }
 
 impl FrameScanner {
@@ -86,6 +88,8 @@ impl FrameScanner {
             counted: 0,
             stop_tag: None,
             stopped: false,
+            current_tag: 0,
+            ready_status: None,
         }
     }
 
@@ -109,6 +113,10 @@ impl FrameScanner {
         while pos < buf.len() && !self.stopped {
             if self.body_remaining > 0 {
                 let take = self.body_remaining.min(buf.len() - pos);
+                if self.current_tag == b'Z' && take > 0 {
+                    // ReadyForQuery's one-byte body: the transaction status.
+                    self.ready_status = Some(buf[pos]);
+                }
                 pos += take;
                 self.body_remaining -= take;
                 continue;
@@ -118,6 +126,8 @@ impl FrameScanner {
                 Some((tag, body_len)) => {
                     pos += HEADER_LEN;
                     self.body_remaining = body_len;
+                    self.current_tag = tag;
+                    self.ready_status = None;
                     self.messages_started += 1;
                     if self.counted_tags.contains(&tag) {
                         self.counted += 1;
@@ -147,6 +157,12 @@ impl FrameScanner {
     /// How many accepted messages had a type from [`FrameScanner::counting`].
     pub fn counted(&self) -> u64 {
         self.counted
+    }
+
+    /// The transaction status (`I`, `T` or `E`) when the last complete message was a
+    /// ReadyForQuery; `None` otherwise.
+    pub fn ready_status(&self) -> Option<u8> {
+        self.ready_status.filter(|_| self.body_remaining == 0)
     }
 
     /// True once the stop type was reached.
@@ -251,6 +267,22 @@ mod tests {
             0,
             "stays stopped"
         );
+    }
+
+    #[test]
+    fn scanner_reports_the_status_of_a_trailing_ready_for_query() {
+        let mut stream = msg(b'C', b"SELECT 1\0");
+        stream.extend_from_slice(&msg(b'Z', b"T"));
+        let mut scanner = FrameScanner::new(64);
+        assert_eq!(
+            scanner.scan(&stream[..stream.len() - 1]).unwrap(),
+            stream.len() - 1
+        );
+        assert_eq!(scanner.ready_status(), None, "status byte not seen yet");
+        assert_eq!(scanner.scan(&stream[stream.len() - 1..]).unwrap(), 1);
+        assert_eq!(scanner.ready_status(), Some(b'T'));
+        scanner.scan(&msg(b'A', b"x")).unwrap();
+        assert_eq!(scanner.ready_status(), None, "something came after it");
     }
 
     #[test]

@@ -521,3 +521,60 @@ async fn reuse_can_be_turned_off_per_service() {
     let second = gateway.connect(USER, DB, &key).await.unwrap();
     assert_ne!(backend_of(&second).await, pid);
 }
+
+/// Applies the test service again with `timeouts` and connects, keeping the connection
+/// future to learn how the session ended.
+async fn connect_with_timeouts(
+    timeouts: &str,
+) -> (
+    Gateway,
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (gateway, key) = provisioned().await;
+    let resources = format!(
+        "kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
+         spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}, timeouts: {timeouts}}}\n"
+    );
+    let file = gateway.write_file("timeouts.yaml", &resources);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let (client, connection) =
+        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    (gateway, client, connection)
+}
+
+async fn ended_with(
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) -> String {
+    let result = tokio::time::timeout(Duration::from_secs(20), connection)
+        .await
+        .expect("the gateway ended the session")
+        .unwrap();
+    let err = result.expect_err("ended with an error");
+    let db = err.as_db_error().expect("a server error");
+    assert!(db.message().contains("timeout"), "{}", db.message());
+    db.code().code().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_ended_with_57p05_but_a_long_query_is_not_idle() {
+    let (_gateway, client, connection) = connect_with_timeouts("{idleSecs: 1}").await;
+    // Busy for longer than the limit: not idle.
+    client.simple_query("SELECT pg_sleep(2)").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(ended_with(connection).await, "57P05");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_a_transaction_is_ended_with_25p03_and_idle_outside_is_allowed() {
+    let (_gateway, client, connection) = connect_with_timeouts("{idleInTransactionSecs: 1}").await;
+    // Idle outside a transaction for longer than the in-transaction limit: allowed.
+    let pause = tokio::time::Instant::now() + Duration::from_millis(1500);
+    tokio::time::sleep_until(pause).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    client.simple_query("BEGIN").await.unwrap();
+    assert_eq!(ended_with(connection).await, "25P03");
+}
