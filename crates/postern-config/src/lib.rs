@@ -54,6 +54,15 @@ pub struct Config {
     /// Async worker threads; unset means half the cores, at least one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    /// PEM certificate chain for TLS on the client leg (reloaded on SIGHUP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse clients that do not use TLS (28000).
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 impl fmt::Debug for Config {
@@ -89,6 +98,9 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             upstream_connect_timeout_secs: 10,
             worker_threads: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            require_tls: false,
         }
     }
 }
@@ -118,6 +130,12 @@ pub struct Overrides {
     pub upstream_connect_timeout_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_tls: Option<bool>,
 }
 
 /// A setting that could not be read; one line saying which and why.
@@ -167,6 +185,12 @@ impl Config {
         }
         if self.max_message_size < 1024 {
             return invalid("max_message_size must be at least 1024 bytes");
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return invalid("tls_cert_file and tls_key_file go together");
+        }
+        if self.require_tls && self.tls_cert_file.is_none() {
+            return invalid("require_tls needs tls_cert_file and tls_key_file");
         }
         if self.worker_threads == Some(0) {
             return invalid("worker_threads must be at least 1");

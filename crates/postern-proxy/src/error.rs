@@ -91,6 +91,10 @@ pub enum SessionError {
     IdleInTransactionTimeout { secs: u64 },
     #[error("client closed the connection")]
     ClientGone,
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(std::io::Error),
+    #[error("client connected without TLS, which this gateway requires")]
+    TlsRequired,
     #[error("{0} (while a message to the client was half sent, so it was not told)")]
     MidMessage(Box<SessionError>),
     #[error("client connection failed: {0}")]
@@ -109,12 +113,14 @@ impl SessionError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SessionError::MidMessage(inner) => inner.kind(),
-            SessionError::Protocol(_) | SessionError::ClientIo(_) | SessionError::ClientGone => {
-                ErrorKind::Protocol
-            }
-            SessionError::NoUser | SessionError::AuthFailed { .. } | SessionError::AuthTimeout => {
-                ErrorKind::Auth
-            }
+            SessionError::Protocol(_)
+            | SessionError::ClientIo(_)
+            | SessionError::ClientGone
+            | SessionError::TlsHandshake(_) => ErrorKind::Protocol,
+            SessionError::NoUser
+            | SessionError::AuthFailed { .. }
+            | SessionError::AuthTimeout
+            | SessionError::TlsRequired => ErrorKind::Auth,
             SessionError::UnknownService { .. }
             | SessionError::Unsupported(_)
             | SessionError::IdleTimeout { .. }
@@ -147,6 +153,11 @@ impl SessionError {
                     source.client_reason()
                 ),
             ),
+            // PostgreSQL's words for a pg_hba.conf `hostssl`-only rejection.
+            SessionError::TlsRequired => (
+                "28000",
+                "TLS is required: connect with sslmode=require or stricter".to_owned(),
+            ),
             SessionError::Unsupported(what) => ("0A000", format!("{what} is not supported")),
             SessionError::AuthTimeout => (
                 "08006",
@@ -167,7 +178,10 @@ impl SessionError {
                 "terminating connection due to administrator command".to_owned(),
             ),
             SessionError::Internal(_) => ("XX000", "internal error in the gateway".to_owned()),
-            SessionError::ClientGone | SessionError::ClientIo(_) | SessionError::MidMessage(_) => {
+            SessionError::ClientGone
+            | SessionError::ClientIo(_)
+            | SessionError::TlsHandshake(_)
+            | SessionError::MidMessage(_) => {
                 return None
             }
         };

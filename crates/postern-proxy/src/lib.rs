@@ -8,6 +8,8 @@ mod io;
 mod pool;
 mod relay;
 mod session;
+mod stream;
+mod tls;
 mod upstream;
 
 use std::future::Future;
@@ -21,6 +23,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use error::{ClientError, SessionError, UpstreamError};
+pub use tls::{TlsConfig, TlsError};
 
 /// Limits and timeouts of the proxy.
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct ProxySettings {
     pub upstream_connect_timeout: Duration,
     /// How long sessions may run on after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Refuse clients that do not switch to TLS (28000).
+    pub require_tls: bool,
 }
 
 impl Default for ProxySettings {
@@ -41,6 +46,7 @@ impl Default for ProxySettings {
             auth_timeout: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            require_tls: false,
         }
     }
 }
@@ -54,6 +60,8 @@ pub struct Gateway {
     mock_secret: [u8; 32],
     cancels: cancel::CancelMap,
     pool: pool::Pool,
+    /// Client-leg TLS, when a certificate is configured.
+    tls: Option<TlsConfig>,
 }
 
 impl Gateway {
@@ -61,6 +69,7 @@ impl Gateway {
         settings: ProxySettings,
         directory: Arc<dyn Directory>,
         mock_secret: [u8; 32],
+        tls: Option<TlsConfig>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             settings,
@@ -68,7 +77,14 @@ impl Gateway {
             mock_secret,
             cancels: cancel::CancelMap::default(),
             pool: pool::Pool::default(),
+            tls,
         })
+    }
+
+    /// Re-reads the TLS certificate and key (on SIGHUP); the old ones stay on failure.
+    /// Without TLS configured there is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.as_ref().map_or(Ok(()), TlsConfig::reload)
     }
 }
 

@@ -192,6 +192,8 @@ where
                 to.write_all(&dir.buf[..ready])
                     .await
                     .map_err(PumpError::Write)?;
+                // Pushes TLS records out; a no-op on plain TCP.
+                to.flush().await.map_err(PumpError::Write)?;
                 dir.buf.advance(ready);
                 dir.released = 0;
                 forwarded(&dir.scanner);
@@ -215,30 +217,33 @@ where
 /// gateway stops. An error that strikes while a message to the client is half written
 /// comes back as [`SessionError::MidMessage`]: the client cannot be sent an
 /// ErrorResponse then.
-pub(crate) async fn relay(
-    client: &mut TcpStream,
+pub(crate) async fn relay<CR, CW>(
+    (client_rx, client_tx): (&mut CR, &mut CW),
     upstream: &mut TcpStream,
     from_client: &mut Direction,
     from_upstream: &mut Direction,
     service: &str,
     limits: IdleLimits,
     stop: &mut watch::Receiver<bool>,
-) -> Result<RelayEnd, SessionError> {
+) -> Result<RelayEnd, SessionError>
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+{
     let upstream_failed = |source| SessionError::Upstream {
         service: service.to_owned(),
         source,
     };
-    let (mut client_rx, mut client_tx) = client.split();
     let (mut upstream_rx, mut upstream_tx) = upstream.split();
     let activity = Activity::new();
-    let to_upstream = pump(&mut client_rx, &mut upstream_tx, from_client, |scanner| {
+    let to_upstream = pump(client_rx, &mut upstream_tx, from_client, |scanner| {
         activity
             .requests
             .store(scanner.counted(), Ordering::Relaxed);
         activity.status.store(0, Ordering::Relaxed);
         activity.touch();
     });
-    let to_client = pump(&mut upstream_rx, &mut client_tx, from_upstream, |scanner| {
+    let to_client = pump(&mut upstream_rx, client_tx, from_upstream, |scanner| {
         activity.replies.store(scanner.counted(), Ordering::Relaxed);
         activity
             .status

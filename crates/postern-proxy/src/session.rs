@@ -12,7 +12,7 @@ use postern_model::{QualifiedName, UpstreamRoute, DEFAULT_NAMESPACE};
 use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
 use postern_wire::scram::{
     mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
-    DEFAULT_ITERATIONS, SCRAM_SHA_256,
+    DEFAULT_ITERATIONS,
 };
 use postern_wire::startup::try_take_startup;
 use postern_wire::{StartupParams, StartupRequest, WireError, MAX_AUTH_MESSAGE};
@@ -27,6 +27,7 @@ use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, IdleLimits, RelayEnd};
+use crate::stream::ClientStream;
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;
 
@@ -48,7 +49,7 @@ struct Established<'g> {
 /// Runs one connection to its end, logging the outcome; never panics on client input.
 pub(crate) async fn run(
     gateway: Arc<Gateway>,
-    mut client: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     connection_id: u64,
     mut stop: watch::Receiver<bool>,
@@ -56,7 +57,8 @@ pub(crate) async fn run(
     let span = tracing::info_span!("session", conn = connection_id, client = %peer);
     async move {
         // Latency of small messages matters more than packet count.
-        let _ = client.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut client = ClientStream::Plain(tcp);
         let result = session(&gateway, &mut client, &mut stop).await;
         if let Err(error) = result {
             match &error {
@@ -80,6 +82,7 @@ pub(crate) async fn run(
                 );
                 // Best effort: the client may already be gone.
                 let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
             }
         }
         let _ = client.shutdown().await;
@@ -90,7 +93,7 @@ pub(crate) async fn run(
 
 async fn session(
     gateway: &Gateway,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let mut client_pending = BytesMut::with_capacity(8 * 1024);
@@ -109,16 +112,38 @@ async fn session(
     let mut from_client = Direction::from_client(client_pending, gateway.settings.max_message_size);
     let mut from_upstream =
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
-    let end = relay(
-        client,
-        &mut established.upstream.stream,
-        &mut from_client,
-        &mut from_upstream,
-        &service,
-        idle_limits(&established.route),
-        stop,
-    )
-    .await?;
+    let limits = idle_limits(&established.route);
+    let upstream = &mut established.upstream.stream;
+    let end = match client {
+        // Plain TCP splits into borrowed halves without a lock: the common, fast case.
+        ClientStream::Plain(tcp) => {
+            let (mut rx, mut tx) = tcp.split();
+            relay(
+                (&mut rx, &mut tx),
+                upstream,
+                &mut from_client,
+                &mut from_upstream,
+                &service,
+                limits,
+                stop,
+            )
+            .await
+        }
+        ClientStream::Tls(tls) => {
+            let (mut rx, mut tx) = tokio::io::split(tls.as_mut());
+            relay(
+                (&mut rx, &mut tx),
+                upstream,
+                &mut from_client,
+                &mut from_upstream,
+                &service,
+                limits,
+                stop,
+            )
+            .await
+        }
+        ClientStream::Upgrading => Err(SessionError::ClientGone),
+    }?;
     let Established {
         identity,
         route,
@@ -200,38 +225,68 @@ async fn reset_for_reuse(
     }
 }
 
-/// Reads the startup packet, answering SSL and GSS encryption requests with 'N'
-/// (TLS arrives in a later version). `None` after a CancelRequest, which is forwarded
-/// and ends the connection.
+/// What the first packets settle: protocol version, parameters, and the channel-binding
+/// data when the client switched to TLS.
+struct Startup {
+    minor_version: u16,
+    params: StartupParams,
+    channel_binding: Option<Vec<u8>>,
+}
+
+/// Reads the startup packet. An SSLRequest is answered 'S' and the connection switches to
+/// TLS when a certificate is configured, 'N' otherwise; a GSSENCRequest gets 'N'. `None`
+/// after a CancelRequest, which is forwarded and ends the connection.
 async fn read_startup(
     gateway: &Gateway,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     pending: &mut BytesMut,
-) -> Result<Option<(u16, StartupParams)>, SessionError> {
+) -> Result<Option<Startup>, SessionError> {
     // One SSLRequest and one GSSENCRequest each (libpq may try GSS, then SSL), as
     // PostgreSQL allows; asking again for the same one is a protocol violation.
-    let (mut ssl_declined, mut gss_declined) = (false, false);
+    let (mut ssl_answered, mut gss_declined) = (false, false);
+    let mut channel_binding = None;
     loop {
         match try_take_startup(pending, gateway.settings.max_startup_packet)? {
             Some(request @ (StartupRequest::SslRequest | StartupRequest::GssEncRequest)) => {
-                let declined = if request == StartupRequest::SslRequest {
-                    &mut ssl_declined
+                let answered = if request == StartupRequest::SslRequest {
+                    &mut ssl_answered
                 } else {
                     &mut gss_declined
                 };
-                // Nor may the client send more before it has our answer.
-                if *declined || !pending.is_empty() {
+                // Nor may the client send more before it has our answer: bytes sent
+                // ahead of a TLS handshake must never be taken as if they were inside it.
+                if *answered || !pending.is_empty() {
                     return Err(WireError::Unexpected {
                         tag: '?',
                         phase: "encryption negotiation",
                     }
                     .into());
                 }
-                *declined = true;
-                client
-                    .write_all(&[ENCRYPTION_DECLINED])
-                    .await
-                    .map_err(SessionError::ClientIo)?;
+                *answered = true;
+                let tls = match (&request, &gateway.tls) {
+                    (StartupRequest::SslRequest, Some(tls)) => Some(tls.current()),
+                    _ => None,
+                };
+                let answer = if tls.is_some() {
+                    b'S'
+                } else {
+                    ENCRYPTION_DECLINED
+                };
+                send(client, &mut BytesMut::from(&[answer][..])).await?;
+                if let Some(tls) = tls {
+                    let ClientStream::Plain(tcp) =
+                        std::mem::replace(client, ClientStream::Upgrading)
+                    else {
+                        return Err(SessionError::ClientGone);
+                    };
+                    let stream = tls
+                        .acceptor
+                        .accept(tcp)
+                        .await
+                        .map_err(SessionError::TlsHandshake)?;
+                    *client = ClientStream::Tls(Box::new(stream));
+                    channel_binding = tls.end_point.clone();
+                }
             }
             Some(StartupRequest::Cancel {
                 process_id,
@@ -243,7 +298,13 @@ async fn read_startup(
             Some(StartupRequest::Startup {
                 minor_version,
                 params,
-            }) => return Ok(Some((minor_version, params))),
+            }) => {
+                return Ok(Some(Startup {
+                    minor_version,
+                    params,
+                    channel_binding,
+                }))
+            }
             None => match read_more(client, pending).await {
                 Ok(0) => return Err(SessionError::ClientGone),
                 Ok(_) => {}
@@ -269,12 +330,20 @@ fn resolve_names(user: &str, dbname: &str) -> (QualifiedName, QualifiedName) {
 
 async fn establish<'g>(
     gateway: &'g Gateway,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     pending: &mut BytesMut,
 ) -> Result<Option<Established<'g>>, SessionError> {
-    let Some((minor_version, params)) = read_startup(gateway, client, pending).await? else {
+    let Some(Startup {
+        minor_version,
+        params,
+        channel_binding,
+    }) = read_startup(gateway, client, pending).await?
+    else {
         return Ok(None);
     };
+    if gateway.settings.require_tls && !client.is_tls() {
+        return Err(SessionError::TlsRequired);
+    }
     let user = params
         .get("user")
         .filter(|u| !u.is_empty())
@@ -294,7 +363,16 @@ async fn establish<'g>(
     if minor_version > 0 || !options.is_empty() {
         backend::negotiate_protocol_version(&mut out, 0, options.into_iter());
     }
-    let server_final = authenticate(gateway, client, pending, &mut out, &identity, &user).await?;
+    let server_final = authenticate(
+        gateway,
+        client,
+        pending,
+        &mut out,
+        &identity,
+        &user,
+        channel_binding,
+    )
+    .await?;
 
     let route = lookup_route(gateway, &service).await?;
     let route = match route {
@@ -360,10 +438,7 @@ async fn establish<'g>(
         );
     }
     out.extend_from_slice(&upstream.ready);
-    client
-        .write_all(&out)
-        .await
-        .map_err(SessionError::ClientIo)?;
+    send(client, &mut out).await?;
     Ok(Some(Established {
         identity,
         service,
@@ -432,41 +507,31 @@ async fn scram_material(
 /// returns the server-final-message for AuthenticationSASLFinal.
 async fn authenticate(
     gateway: &Gateway,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     pending: &mut BytesMut,
     out: &mut BytesMut,
     identity: &QualifiedName,
     user: &str,
+    channel_binding: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, SessionError> {
     let (salt, iterations, keys) = scram_material(gateway, identity).await?;
     let mut nonce = [0u8; 18];
     rand::rng().fill_bytes(&mut nonce);
     let mut scram = ScramServer::new(salt, iterations, keys, B64.encode(nonce));
+    if let Some(data) = channel_binding {
+        scram = scram.with_channel_binding(data);
+    }
 
-    backend::authentication_sasl(out, &[SCRAM_SHA_256]);
-    client
-        .write_all(out)
-        .await
-        .map_err(SessionError::ClientIo)?;
-    out.clear();
+    backend::authentication_sasl(out, scram.mechanisms());
+    send(client, out).await?;
 
     let initial = read_password_message(client, pending).await?;
     let (mechanism, client_first) = parse_initial_response(&initial)?;
-    if mechanism != SCRAM_SHA_256 {
-        return Err(WireError::Malformed {
-            what: "SASL mechanism selection",
-        }
-        .into());
-    }
     let server_first = scram
-        .client_first(client_first)
+        .client_first(mechanism, client_first)
         .map_err(scram_protocol_error)?;
     backend::authentication_sasl_continue(out, &server_first);
-    client
-        .write_all(out)
-        .await
-        .map_err(SessionError::ClientIo)?;
-    out.clear();
+    send(client, out).await?;
 
     let client_final = read_password_message(client, pending).await?;
     match scram
@@ -480,6 +545,17 @@ async fn authenticate(
     }
 }
 
+/// Writes and flushes `out` to the client, then clears it.
+async fn send(client: &mut ClientStream, out: &mut BytesMut) -> Result<(), SessionError> {
+    client
+        .write_all(out)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    client.flush().await.map_err(SessionError::ClientIo)?;
+    out.clear();
+    Ok(())
+}
+
 fn scram_protocol_error(e: postern_wire::scram::ScramError) -> SessionError {
     debug!(error = %e, "SCRAM exchange rejected");
     WireError::Malformed {
@@ -490,7 +566,7 @@ fn scram_protocol_error(e: postern_wire::scram::ScramError) -> SessionError {
 
 /// Reads one 'p' message (SASLInitialResponse / SASLResponse) during authentication.
 async fn read_password_message(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     pending: &mut BytesMut,
 ) -> Result<bytes::Bytes, SessionError> {
     match read_message(client, pending, MAX_AUTH_MESSAGE).await {

@@ -6,6 +6,7 @@
 //! anything is allocated for it.
 
 pub mod backend;
+pub mod channel_binding;
 mod error;
 pub mod frame;
 pub mod scram;

@@ -16,6 +16,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The one channel-binding type PostgreSQL defines for SCRAM ([RFC 5929] §4).
+const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 const KEY_LEN: usize = 32;
 
@@ -141,18 +144,21 @@ enum State {
     AwaitClientFinal {
         client_first_bare: String,
         server_first: String,
-        gs2_header: String,
+        /// What `c=` must decode to: the GS2 header, plus the binding data if bound.
+        expected_binding: Vec<u8>,
         nonce: String,
     },
     Finished,
 }
 
-/// Server side of one SCRAM-SHA-256 exchange (no channel binding yet).
+/// Server side of one SCRAM-SHA-256(-PLUS) exchange.
 pub struct ScramServer {
     salt: Vec<u8>,
     iterations: u32,
     candidates: Vec<ScramKeys>,
     server_nonce: String,
+    /// `tls-server-end-point` data when the connection is TLS (and PLUS is offered).
+    channel_binding: Option<Vec<u8>>,
     state: State,
 }
 
@@ -171,12 +177,33 @@ impl ScramServer {
             iterations,
             candidates,
             server_nonce,
+            channel_binding: None,
             state: State::AwaitClientFirst,
         }
     }
 
-    /// Handles client-first-message and returns server-first-message.
-    pub fn client_first(&mut self, message: &[u8]) -> Result<Vec<u8>, ScramError> {
+    /// Offers SCRAM-SHA-256-PLUS bound to this `tls-server-end-point` data.
+    pub fn with_channel_binding(mut self, data: Vec<u8>) -> Self {
+        self.channel_binding = Some(data);
+        self
+    }
+
+    /// The mechanisms to offer, most preferred first (PostgreSQL's order).
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.channel_binding.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        }
+    }
+
+    /// Handles the client-first-message sent with the chosen `mechanism` and returns
+    /// server-first-message.
+    pub fn client_first(&mut self, mechanism: &str, message: &[u8]) -> Result<Vec<u8>, ScramError> {
+        if !self.mechanisms().contains(&mechanism) {
+            return Err(ScramError("mechanism not offered"));
+        }
+        let plus = mechanism == SCRAM_SHA_256_PLUS;
         if !matches!(self.state, State::AwaitClientFirst) {
             return Err(ScramError("client-first-message out of order"));
         }
@@ -184,15 +211,25 @@ impl ScramServer {
         let (flag, rest) = text
             .split_once(',')
             .ok_or(ScramError("missing GS2 header"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => {
+        let binding_data: &[u8] = match (flag, plus) {
+            ("n", false) => &[],
+            // 'y' says "I could bind, but think you cannot": a downgrade when we can.
+            ("y", false) if self.channel_binding.is_none() => &[],
+            ("y", false) => return Err(ScramError("channel binding was offered but not used")),
+            (f, true) if f.strip_prefix("p=") == Some(TLS_SERVER_END_POINT) => {
+                self.channel_binding.as_deref().unwrap_or_default()
+            }
+            (f, _) if f.starts_with("p=") && !plus => {
                 return Err(ScramError(
-                    "channel binding is not offered on this connection",
+                    "channel binding requested without the PLUS mechanism",
                 ))
             }
+            (f, true) if f.starts_with("p=") => {
+                return Err(ScramError("unsupported channel-binding type"))
+            }
+            (_, true) => return Err(ScramError("the PLUS mechanism requires channel binding")),
             _ => return Err(ScramError("bad channel-binding flag")),
-        }
+        };
         let (authzid, client_first_bare) = rest
             .split_once(',')
             .ok_or(ScramError("missing GS2 header"))?;
@@ -225,7 +262,7 @@ impl ScramServer {
         self.state = State::AwaitClientFinal {
             client_first_bare: client_first_bare.to_owned(),
             server_first,
-            gs2_header: format!("{flag},{authzid},"),
+            expected_binding: [format!("{flag},{authzid},").as_bytes(), binding_data].concat(),
             nonce,
         };
         Ok(reply)
@@ -236,7 +273,7 @@ impl ScramServer {
         let State::AwaitClientFinal {
             client_first_bare,
             server_first,
-            gs2_header,
+            expected_binding,
             nonce,
         } = std::mem::replace(&mut self.state, State::Finished)
         else {
@@ -249,7 +286,7 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("c="))
             .ok_or(ScramError("missing channel binding"))?;
-        if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(expected_binding.as_slice()) {
             return Err(ScramError("channel binding does not match"));
         }
         let final_nonce = attributes
@@ -339,7 +376,9 @@ mod tests {
             .collect();
         let mut server = ScramServer::new(salt, 4096, keys, "servernonce".to_owned());
         let mut client = ScramSha256::new(client_secret, ChannelBinding::unsupported());
-        let server_first = server.client_first(client.message()).unwrap();
+        let server_first = server
+            .client_first(SCRAM_SHA_256, client.message())
+            .unwrap();
         client.update(&server_first).unwrap();
         let outcome = server.client_final(client.message()).unwrap();
         (outcome, client)
@@ -358,6 +397,53 @@ mod tests {
         assert_eq!(key_index, 1);
         // The client checks our server signature.
         client.finish(&server_final).unwrap();
+    }
+
+    #[test]
+    fn channel_bound_exchange_with_the_real_client() {
+        let salt = b"0123456789abcdef".to_vec();
+        let keys = vec![Verifier::generate(b"k", &salt, 4096).keys];
+        let binding = vec![7u8; 32];
+        let new_server = || {
+            ScramServer::new(salt.clone(), 4096, keys.clone(), "sn".into())
+                .with_channel_binding(binding.clone())
+        };
+        let mut server = new_server();
+        assert_eq!(server.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+        let mut client =
+            ScramSha256::new(b"k", ChannelBinding::tls_server_end_point(binding.clone()));
+        let first = server
+            .client_first(SCRAM_SHA_256_PLUS, client.message())
+            .unwrap();
+        client.update(&first).unwrap();
+        let outcome = server.client_final(client.message()).unwrap();
+        assert!(matches!(outcome, ScramOutcome::Authenticated { .. }));
+
+        // Bound to other data (a man in the middle with its own certificate): refused.
+        let mut server = new_server();
+        let mut client = ScramSha256::new(b"k", ChannelBinding::tls_server_end_point(vec![8; 32]));
+        let first = server
+            .client_first(SCRAM_SHA_256_PLUS, client.message())
+            .unwrap();
+        client.update(&first).unwrap();
+        assert!(server.client_final(client.message()).is_err());
+
+        // 'y' (client could bind, thinks we cannot) while we offer PLUS: a downgrade.
+        let mut server = new_server();
+        let client = ScramSha256::new(b"k", ChannelBinding::unrequested());
+        assert!(server
+            .client_first(SCRAM_SHA_256, client.message())
+            .is_err());
+        // Plain SCRAM without binding ('n') stays allowed over TLS.
+        let mut server = new_server();
+        let client = ScramSha256::new(b"k", ChannelBinding::unsupported());
+        assert!(server.client_first(SCRAM_SHA_256, client.message()).is_ok());
+        // PLUS never offered on a plain connection.
+        let mut plain = ScramServer::new(salt.clone(), 4096, keys.clone(), "sn".into());
+        let client = ScramSha256::new(b"k", ChannelBinding::tls_server_end_point(binding));
+        assert!(plain
+            .client_first(SCRAM_SHA_256_PLUS, client.message())
+            .is_err());
     }
 
     #[test]
@@ -388,14 +474,16 @@ mod tests {
     fn malformed_messages_are_protocol_errors() {
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
         assert!(server
-            .client_first(b"p=tls-server-end-point,,n=,r=abc")
+            .client_first(SCRAM_SHA_256, b"p=tls-server-end-point,,n=,r=abc")
             .is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
-        assert!(server.client_first(b"garbage").is_err());
+        assert!(server.client_first(SCRAM_SHA_256, b"garbage").is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
-        assert!(server.client_first(b"n,a=admin,n=,r=abc").is_err());
+        assert!(server
+            .client_first(SCRAM_SHA_256, b"n,a=admin,n=,r=abc")
+            .is_err());
         let mut server = ScramServer::new(vec![1; 16], 4096, vec![], "n".into());
-        server.client_first(b"n,,n=,r=abc").unwrap();
+        server.client_first(SCRAM_SHA_256, b"n,,n=,r=abc").unwrap();
         assert!(server.client_final(b"c=biws,r=WRONG,p=AAAA").is_err());
         // Out of order after failure.
         assert!(server.client_final(b"c=biws,r=abcn,p=AAAA").is_err());

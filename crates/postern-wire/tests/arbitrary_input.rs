@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use postern_wire::backend::{parse_auth_request, parse_error_fields};
 use postern_wire::frame::try_take_message;
-use postern_wire::scram::{parse_initial_response, ScramServer, Verifier};
+use postern_wire::scram::{parse_initial_response, ScramServer, Verifier, SCRAM_SHA_256};
 use postern_wire::startup::try_take_startup;
 use postern_wire::FrameScanner;
 use proptest::prelude::*;
@@ -34,6 +34,7 @@ proptest! {
         let _ = parse_error_fields(&bytes);
         let _ = parse_initial_response(&bytes);
         let _ = std::str::from_utf8(&bytes).map(Verifier::parse);
+        let _ = postern_wire::channel_binding::tls_server_end_point(&bytes);
     }
 
     #[test]
@@ -42,11 +43,11 @@ proptest! {
                                    nonce in "[a-zA-Z0-9+/]{1,30}") {
         let keys = vec![Verifier::generate(b"key", b"salt-salt-salt-1", 16).keys];
         let mut server = ScramServer::new(b"salt-salt-salt-1".to_vec(), 16, keys.clone(), "srv".into());
-        let _ = server.client_first(&first);
+        let _ = server.client_first(SCRAM_SHA_256, &first);
         let _ = server.client_final(&last);
         // Well-formed first message, arbitrary final message.
         let mut server = ScramServer::new(b"salt-salt-salt-1".to_vec(), 16, keys, "srv".into());
-        server.client_first(format!("n,,n=,r={nonce}").as_bytes()).unwrap();
+        server.client_first(SCRAM_SHA_256, format!("n,,n=,r={nonce}").as_bytes()).unwrap();
         let _ = server.client_final(&last);
     }
 

@@ -92,6 +92,20 @@ pub struct SettingFlags {
     /// Async worker threads [default: half the cores, at least 1]
     #[arg(long, global = true, env = "POSTERN_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
+    /// PEM certificate chain for client TLS (reloaded on SIGHUP)
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_TLS_CERT_FILE",
+        value_name = "FILE"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for --tls-cert-file
+    #[arg(long, global = true, env = "POSTERN_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse clients that do not use TLS
+    #[arg(long, global = true, env = "POSTERN_REQUIRE_TLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub require_tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,6 +131,9 @@ impl SettingFlags {
             shutdown_grace_secs: self.shutdown_grace_secs,
             upstream_connect_timeout_secs: self.upstream_connect_timeout_secs,
             worker_threads: self.worker_threads,
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            require_tls: self.require_tls,
         }
     }
 }

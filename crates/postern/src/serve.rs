@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use postern_config::Config;
 use postern_model::Directory;
-use postern_proxy::{Gateway, ProxySettings};
+use postern_proxy::{Gateway, ProxySettings, TlsConfig};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -19,6 +19,31 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         auth_timeout: Duration::from_secs(config.auth_timeout_secs),
         upstream_connect_timeout: Duration::from_secs(config.upstream_connect_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        require_tls: config.require_tls,
+    }
+}
+
+/// The client-leg TLS configuration, when certificate and key files are set.
+pub fn tls_config(config: &Config) -> anyhow::Result<Option<TlsConfig>> {
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig::load(cert.clone(), key.clone())?)),
+        _ => Ok(None),
+    }
+}
+
+/// Reloads the TLS certificate on every SIGHUP, keeping the old one if the new fails.
+async fn reload_on_sighup(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match gateway.reload_tls() {
+            Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays in use")
+            }
+        }
     }
 }
 
@@ -65,8 +90,15 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         info!(%address, "postern listening");
         let mock_secret = store.mock_auth_secret();
         let directory: Arc<dyn Directory> = Arc::new(store);
-        let gateway = Gateway::new(proxy_settings(config), directory, mock_secret);
+        let gateway = Gateway::new(
+            proxy_settings(config),
+            directory,
+            mock_secret,
+            tls_config(config)?,
+        );
+        let reloader = tokio::spawn(reload_on_sighup(gateway.clone()));
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;
+        reloader.abort();
         Ok(())
     })
 }
