@@ -233,9 +233,14 @@ impl Gateway {
 
     /// Sends SIGTERM to the gateway process.
     pub fn terminate(&self) {
+        self.signal(rustix::process::Signal::TERM);
+    }
+
+    /// Sends `signal` to the gateway process.
+    pub fn signal(&self, signal: rustix::process::Signal) {
         if let Some(child) = &self.child {
             let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
-            rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+            rustix::process::kill_process(pid, signal).expect("send signal");
         }
     }
 
@@ -252,6 +257,67 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` in PEM files; it is its own
+/// root, so clients verify it with `sslrootcert=<cert>`.
+pub struct TestCert {
+    _dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCert {
+    pub fn new() -> TestCert {
+        let dir = tempfile::Builder::new()
+            .prefix("postern-cert-")
+            .tempdir()
+            .expect("cert dir");
+        let generated = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("generate certificate");
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+        std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write key");
+        TestCert {
+            _dir: dir,
+            cert,
+            key,
+        }
+    }
+
+    /// Flags that make `postern serve` use this certificate.
+    pub fn serve_flags(&self) -> Vec<String> {
+        vec![
+            "--tls-cert-file".into(),
+            self.cert.display().to_string(),
+            "--tls-key-file".into(),
+            self.key.display().to_string(),
+        ]
+    }
+}
+
+impl Default for TestCert {
+    fn default() -> Self {
+        TestCert::new()
+    }
+}
+
+/// Runs psql with `conninfo` and one command; returns (success, stdout, stderr).
+pub fn psql(conninfo: &str, command: &str) -> (bool, String, String) {
+    let output = Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .output()
+        .expect("run psql");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The SQLSTATE of a failed tokio-postgres call, if the server sent one.
