@@ -269,15 +269,17 @@ pub struct TestCert {
 
 impl TestCert {
     pub fn new() -> TestCert {
+        TestCert::for_names(&["127.0.0.1", "localhost"])
+    }
+
+    /// A certificate valid only for `names` (IP addresses or DNS names).
+    pub fn for_names(names: &[&str]) -> TestCert {
         let dir = tempfile::Builder::new()
             .prefix("postern-cert-")
             .tempdir()
             .expect("cert dir");
-        let generated = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .expect("generate certificate");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).expect("generate certificate");
         let cert = dir.path().join("server.crt");
         let key = dir.path().join("server.key");
         std::fs::write(&cert, generated.cert.pem()).expect("write cert");
@@ -287,6 +289,14 @@ impl TestCert {
             cert,
             key,
         }
+    }
+
+    /// Certificate and key as PEM text.
+    pub fn pem(&self) -> (String, String) {
+        (
+            std::fs::read_to_string(&self.cert).expect("read cert"),
+            std::fs::read_to_string(&self.key).expect("read key"),
+        )
     }
 
     /// Flags that make `postern serve` use this certificate.

@@ -122,6 +122,13 @@ impl std::fmt::Debug for LocalPg {
 
 pub const SUPERUSER: &str = "postgres";
 
+/// How to start the server.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// PEM certificate and key: the server then accepts TLS (`ssl = on`).
+    pub tls: Option<(String, String)>,
+}
+
 /// Stops the server named in `$1/data/postmaster.pid`, if any, then removes `$1`; runs
 /// when its standard input closes or gets a line.
 const WATCHDOG_SCRIPT: &str = r#"read _
@@ -156,6 +163,11 @@ fn start_watchdog(dir: &Path) -> Result<(Child, ChildStdin), LocalPgError> {
 impl LocalPg {
     /// initdb + start. Takes a few seconds; call once and share.
     pub async fn start() -> Result<LocalPg, LocalPgError> {
+        LocalPg::start_with(Options::default()).await
+    }
+
+    /// [`LocalPg::start`] with options.
+    pub async fn start_with(options: Options) -> Result<LocalPg, LocalPgError> {
         let bin = find_bin_dir()?;
         let run_as = if rustix::process::geteuid().is_root() {
             Some(postgres_os_user()?)
@@ -183,7 +195,16 @@ impl LocalPg {
             watchdog: Some(watchdog),
         };
         pg.init(&bin, run_as)?;
-        pg.launch(&bin, run_as).await?;
+        let mut settings = Vec::new();
+        if let Some((cert, key)) = &options.tls {
+            pg.install_tls(cert, key, run_as)?;
+            settings.extend([
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]);
+        }
+        pg.launch(&bin, run_as, &settings).await?;
         Ok(pg)
     }
 
@@ -227,9 +248,37 @@ impl LocalPg {
         Ok(())
     }
 
-    /// Starts the server on a free port; a port taken between our probe and the server's
-    /// bind is retried with another.
-    async fn launch(&mut self, bin: &Path, run_as: Option<(u32, u32)>) -> Result<(), LocalPgError> {
+    /// Writes the TLS certificate and key into the data directory, readable by the server
+    /// only (PostgreSQL refuses a key others can read).
+    fn install_tls(
+        &self,
+        cert: &str,
+        key: &str,
+        run_as: Option<(u32, u32)>,
+    ) -> Result<(), LocalPgError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        for (name, content) in [("server.crt", cert), ("server.key", key)] {
+            let path = data.join(name);
+            std::fs::write(&path, content).map_err(io(format!("writing {name}")))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("chmod of {name}")))?;
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(io(format!("chown of {name}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the server on a free port with extra `-c` settings; a port taken between our
+    /// probe and the server's bind is retried with another.
+    async fn launch(
+        &mut self,
+        bin: &Path,
+        run_as: Option<(u32, u32)>,
+        settings: &[&str],
+    ) -> Result<(), LocalPgError> {
         let mut last_error = None;
         for _ in 0..3 {
             self.port = free_port()?;
@@ -258,6 +307,7 @@ impl LocalPg {
                     "-c",
                     "full_page_writes=off",
                 ])
+                .args(settings.iter().flat_map(|s| ["-c", s]))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(io("server log"))?)
                 .stderr(log)

@@ -33,6 +33,8 @@ pub struct UpstreamRoute {
     pub target: QualifiedName,
     pub address: String,
     pub ssl_mode: SslMode,
+    /// PEM roots for `verify-ca` / `verify-full`.
+    pub ca_file: Option<String>,
     pub database: String,
     pub user: String,
     /// `None` when the service's password secret has not been set yet.

@@ -109,7 +109,7 @@ pub struct NamespaceSpec {
 }
 
 /// `sslMode` of the upstream leg, with libpq's meanings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     Disable,
@@ -364,6 +364,14 @@ impl Resource {
                 port.parse::<u16>().map_err(|_| {
                     ValidationError::new("spec.address", format!("invalid port {port:?}"))
                 })?;
+                if matches!(t.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull)
+                    && t.ca_file.is_none()
+                {
+                    return Err(ValidationError::new(
+                        "spec.caFile",
+                        "is required with sslMode verify-ca and verify-full",
+                    ));
+                }
                 if let Some(admin) = &t.admin {
                     check_not_empty("spec.admin.user", &admin.user)?;
                     check_name("spec.admin.passwordSecret", &admin.password_secret)?;

@@ -24,8 +24,12 @@ pub enum UpstreamError {
     MissingPassword,
     #[error("upstream asked for {0}, which the gateway does not support")]
     UnsupportedAuth(String),
-    #[error("sslMode {0} needs TLS to the upstream, which this version does not support yet")]
-    TlsUnsupported(&'static str),
+    #[error("upstream TLS settings are unusable: {0}")]
+    TlsConfig(String),
+    #[error("the upstream server declined TLS, which the target's sslMode requires")]
+    TlsRefused,
+    #[error("TLS to the upstream failed: {0}")]
+    Tls(std::io::Error),
     #[error("upstream SCRAM exchange failed: {0}")]
     Scram(std::io::Error),
     #[error("upstream broke the protocol: {0}")]
@@ -57,8 +61,12 @@ impl UpstreamError {
             UpstreamError::UnsupportedAuth(_) => {
                 "the upstream server asked for an unsupported authentication method"
             }
-            UpstreamError::TlsUnsupported(_) => {
-                "the target's sslMode needs upstream TLS, which this gateway version lacks"
+            UpstreamError::TlsConfig(_) => "the target's TLS settings are unusable",
+            UpstreamError::TlsRefused => {
+                "the upstream server does not offer the TLS the target's sslMode requires"
+            }
+            UpstreamError::Tls(_) => {
+                "TLS to the upstream server failed (is its certificate trusted for this name?)"
             }
         }
     }

@@ -11,6 +11,7 @@ mod session;
 mod stream;
 mod tls;
 mod upstream;
+mod upstream_tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -9,20 +9,24 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use postern_model::PoolSpec;
+use postern_model::{PoolSpec, SslMode};
 use postern_wire::frame::{peek_header, try_take_message, HEADER_LEN};
 use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::io::read_more;
+use crate::stream::UpstreamStream;
 use crate::upstream::UpstreamConnection;
 
-/// Connections are interchangeable only when all of these match.
+/// Connections are interchangeable only when all of these match. The TLS settings are
+/// part of it: after a target's `sslMode` or `caFile` changes, no connection made under
+/// the old ones is handed out again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
     pub service: String,
     pub address: String,
+    pub ssl_mode: SslMode,
+    pub ca_file: Option<String>,
     pub user: String,
     pub database: String,
     pub params: Vec<(String, String)>,
@@ -42,11 +46,8 @@ impl Idle {
     }
 }
 
-/// Terminate, sent best-effort to connections the pool lets go.
-const TERMINATE: &[u8] = &[b'X', 0, 0, 0, 4];
-
 fn close(idle: Idle) {
-    let _ = idle.connection.stream.try_write(TERMINATE);
+    idle.connection.stream.send_terminate_nowait();
 }
 
 /// Idle upstream connections by key. The lock is never held across an await.
@@ -69,12 +70,7 @@ impl Pool {
         while let Some(candidate) = list.pop() {
             // A live idle connection has nothing to say: anything readable (EOF, an
             // error from a restarting server) means it is not reusable.
-            let mut probe = [0u8; 1];
-            let quiet = matches!(
-                candidate.connection.stream.try_read(&mut probe),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-            );
-            if quiet && !candidate.expired(now) {
+            if candidate.connection.stream.is_quiet() && !candidate.expired(now) {
                 return Some(candidate.connection);
             }
             close(candidate);
@@ -125,7 +121,7 @@ impl Pool {
 /// Cap on the messages the reset reads whole (errors, ReadyForQuery, COPY starts).
 const RESET_MESSAGE_LIMIT: usize = 64 * 1024;
 
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), &'static str> {
+async fn fill(stream: &mut UpstreamStream, buf: &mut BytesMut) -> Result<(), &'static str> {
     match read_more(stream, buf).await {
         Ok(0) => Err("closed"),
         Ok(_) => Ok(()),
@@ -141,7 +137,7 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), &'static
 /// Not cancel-safe; the caller bounds it with a timeout and drops the connection on any
 /// failure.
 pub(crate) async fn reset(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     mut unread: BytesMut,
     mut skip: usize,
     ready_owed: u64,
@@ -150,6 +146,7 @@ pub(crate) async fn reset(
     let mut out = BytesMut::new();
     frontend::query(reset_query, &mut out).map_err(|_| "reset query contains a NUL byte")?;
     stream.write_all(&out).await.map_err(|_| "write failed")?;
+    stream.flush().await.map_err(|_| "write failed")?;
     let mut ready_owed = ready_owed + 1;
     loop {
         // The rest of a message nobody needs: drop it as it comes, whatever its size.

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use postern_wire::{FrameScanner, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::error::{SessionError, UpstreamError};
@@ -217,9 +216,9 @@ where
 /// gateway stops. An error that strikes while a message to the client is half written
 /// comes back as [`SessionError::MidMessage`]: the client cannot be sent an
 /// ErrorResponse then.
-pub(crate) async fn relay<CR, CW>(
+pub(crate) async fn relay<CR, CW, UR, UW>(
     (client_rx, client_tx): (&mut CR, &mut CW),
-    upstream: &mut TcpStream,
+    (upstream_rx, upstream_tx): (&mut UR, &mut UW),
     from_client: &mut Direction,
     from_upstream: &mut Direction,
     service: &str,
@@ -229,21 +228,22 @@ pub(crate) async fn relay<CR, CW>(
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
 {
     let upstream_failed = |source| SessionError::Upstream {
         service: service.to_owned(),
         source,
     };
-    let (mut upstream_rx, mut upstream_tx) = upstream.split();
     let activity = Activity::new();
-    let to_upstream = pump(client_rx, &mut upstream_tx, from_client, |scanner| {
+    let to_upstream = pump(client_rx, upstream_tx, from_client, |scanner| {
         activity
             .requests
             .store(scanner.counted(), Ordering::Relaxed);
         activity.status.store(0, Ordering::Relaxed);
         activity.touch();
     });
-    let to_client = pump(&mut upstream_rx, client_tx, from_upstream, |scanner| {
+    let to_client = pump(upstream_rx, client_tx, from_upstream, |scanner| {
         activity.replies.store(scanner.counted(), Ordering::Relaxed);
         activity
             .status

@@ -27,7 +27,7 @@ use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, IdleLimits, RelayEnd};
-use crate::stream::ClientStream;
+use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;
 
@@ -114,36 +114,19 @@ async fn session(
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
     let limits = idle_limits(&established.route);
     let upstream = &mut established.upstream.stream;
-    let end = match client {
-        // Plain TCP splits into borrowed halves without a lock: the common, fast case.
-        ClientStream::Plain(tcp) => {
-            let (mut rx, mut tx) = tcp.split();
-            relay(
-                (&mut rx, &mut tx),
-                upstream,
-                &mut from_client,
-                &mut from_upstream,
-                &service,
-                limits,
-                stop,
-            )
-            .await
-        }
-        ClientStream::Tls(tls) => {
-            let (mut rx, mut tx) = tokio::io::split(tls.as_mut());
-            relay(
-                (&mut rx, &mut tx),
-                upstream,
-                &mut from_client,
-                &mut from_upstream,
-                &service,
-                limits,
-                stop,
-            )
-            .await
-        }
-        ClientStream::Upgrading => Err(SessionError::ClientGone),
-    }?;
+    // Plain TCP splits into borrowed halves without a lock; TLS through tokio's split.
+    let (mut client_rx, mut client_tx) = client.split().map_err(SessionError::ClientIo)?;
+    let (mut upstream_rx, mut upstream_tx) = upstream.split();
+    let end = relay(
+        (&mut client_rx, &mut client_tx),
+        (&mut upstream_rx, &mut upstream_tx),
+        &mut from_client,
+        &mut from_upstream,
+        &service,
+        limits,
+        stop,
+    )
+    .await?;
     let Established {
         identity,
         route,
@@ -191,7 +174,7 @@ fn idle_limits(route: &UpstreamRoute) -> IdleLimits {
 /// Resets the upstream connection of a session whose client said goodbye; false if it
 /// cannot be made clean (the caller then closes it).
 async fn reset_for_reuse(
-    upstream: &mut TcpStream,
+    upstream: &mut UpstreamStream,
     reset_query: &str,
     from_client: &Direction,
     mut from_upstream: Direction,
@@ -391,6 +374,8 @@ async fn establish<'g>(
     let pool_key = PoolKey {
         service: service_label.clone(),
         address: route.address.clone(),
+        ssl_mode: route.ssl_mode,
+        ca_file: route.ca_file.clone(),
         user: route.user.clone(),
         database: route.database.clone(),
         params: forwarded.clone(),

@@ -1,23 +1,29 @@
-//! The client connection, in clear or TLS, as one stream type; the relay still splits a
-//! plain TCP stream without locks.
+//! Connections in clear or TLS as one stream type per leg; the relay still splits a plain
+//! TCP stream without locks.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
+/// The client connection.
 pub(crate) enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// Between taking the TCP stream out for the TLS handshake and putting TLS back; a
     /// failed handshake leaves it here, and every I/O on it fails.
     Upgrading,
 }
 
-fn upgrading() -> io::Error {
+/// The upstream connection.
+pub(crate) enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+fn not_connected() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
         "TLS handshake did not complete",
@@ -30,46 +36,159 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl UpstreamStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            UpstreamStream::Plain(tcp) => tcp,
+            UpstreamStream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    /// True when the peer has sent nothing (no data, no close) since the last read: what
+    /// an idle upstream connection looks like. Peeks, so nothing is consumed.
+    pub fn is_quiet(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.tcp().poll_peek(&mut cx, &mut buf), Poll::Pending)
+    }
+
+    /// Best-effort Terminate before the connection is dropped; over TLS the close is
+    /// left to the transport (a raw write would corrupt the record stream).
+    pub fn send_terminate_nowait(&self) {
+        if let UpstreamStream::Plain(tcp) = self {
+            let _ = tcp.try_write(&[b'X', 0, 0, 0, 4]);
+        }
+    }
+}
+
+/// Implements AsyncRead and AsyncWrite for an enum whose variants wrap streams.
+macro_rules! delegate_io {
+    ($ty:ident { $($variant:ident),* } $(, $closed:ident)?) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_read(cx, buf),)*
+                    $($ty::$closed => Poll::Ready(Err(not_connected())),)?
+                }
+            }
+        }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_write(cx, buf),)*
+                    $($ty::$closed => Poll::Ready(Err(not_connected())),)?
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_flush(cx),)*
+                    $($ty::$closed => Poll::Ready(Err(not_connected())),)?
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => Pin::new(s).poll_shutdown(cx),)*
+                    $($ty::$closed => Poll::Ready(Ok(())),)?
+                }
+            }
+        }
+    };
+}
+
+delegate_io!(ClientStream { Plain, Tls }, Upgrading);
+delegate_io!(UpstreamStream { Plain, Tls });
+
+/// The read half of a split stream: TCP's own split (no lock) or tokio's for TLS.
+pub(crate) enum ReadHalf<'a, T> {
+    Tcp(tokio::net::tcp::ReadHalf<'a>),
+    Tls(tokio::io::ReadHalf<&'a mut T>),
+}
+
+/// The write half matching [`ReadHalf`].
+pub(crate) enum WriteHalf<'a, T> {
+    Tcp(tokio::net::tcp::WriteHalf<'a>),
+    Tls(tokio::io::WriteHalf<&'a mut T>),
+}
+
+type Halves<'a, T> = (ReadHalf<'a, T>, WriteHalf<'a, T>);
+
+fn split_tls<T: AsyncRead + AsyncWrite + Unpin>(tls: &mut T) -> Halves<'_, T> {
+    let (rx, tx) = tokio::io::split(tls);
+    (ReadHalf::Tls(rx), WriteHalf::Tls(tx))
+}
+
+fn split_tcp<T>(tcp: &mut TcpStream) -> Halves<'_, T> {
+    let (rx, tx) = tcp.split();
+    (ReadHalf::Tcp(rx), WriteHalf::Tcp(tx))
+}
+
+impl ClientStream {
+    pub fn split(&mut self) -> io::Result<Halves<'_, tokio_rustls::server::TlsStream<TcpStream>>> {
+        match self {
+            ClientStream::Plain(tcp) => Ok(split_tcp(tcp)),
+            ClientStream::Tls(tls) => Ok(split_tls(tls.as_mut())),
+            ClientStream::Upgrading => Err(not_connected()),
+        }
+    }
+}
+
+impl UpstreamStream {
+    pub fn split(&mut self) -> Halves<'_, tokio_rustls::client::TlsStream<TcpStream>> {
+        match self {
+            UpstreamStream::Plain(tcp) => split_tcp(tcp),
+            UpstreamStream::Tls(tls) => split_tls(tls.as_mut()),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadHalf<'_, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
+            ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteHalf<'_, T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
+            WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
+            WriteHalf::Tcp(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            ClientStream::Upgrading => Poll::Ready(Ok(())),
+            WriteHalf::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -1,26 +1,30 @@
-//! The upstream leg's login: connect to the target, start up as the service's user and
-//! database with the client's other parameters, and answer whatever authentication the
-//! server asks for (SCRAM-SHA-256, MD5 or none) with the injected password.
+//! The upstream leg's login: connect to the target (in TLS as its `sslMode` says), start
+//! up as the service's user and database with the client's other parameters, and answer
+//! whatever authentication the server asks for (SCRAM-SHA-256(-PLUS), MD5, a password
+//! inside TLS, or none) with the injected password.
 
 use bytes::{Bytes, BytesMut};
 use postern_model::{SslMode, UpstreamRoute};
 use postern_wire::backend::{parse_auth_request, parse_error_fields, AuthRequest};
-use postern_wire::scram::SCRAM_SHA_256;
+use postern_wire::channel_binding::tls_server_end_point;
+use postern_wire::scram::{SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 use postern_wire::StartupParams;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::UpstreamError;
 use crate::io::{read_message, ReadError};
+use crate::stream::UpstreamStream;
+use crate::upstream_tls::{client_config, server_name};
 
 /// A logged-in upstream connection and what it said before its first ReadyForQuery,
 /// which is replayed to every client that gets the connection.
 pub(crate) struct UpstreamConnection {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// ParameterStatus and NoticeResponse messages, raw, to pass to the client.
     pub greeting: Bytes,
     /// The upstream's BackendKeyData body, for cancel requests; never sent to the client.
@@ -50,6 +54,73 @@ pub(crate) fn forwarded_params(client_params: &StartupParams) -> Vec<(String, St
         .collect()
 }
 
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Asks the upstream for TLS as the target's `sslMode` says. Returns the stream and, for
+/// TLS, the `tls-server-end-point` data of the server's certificate.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    route: &UpstreamRoute,
+) -> Result<(UpstreamStream, Option<Vec<u8>>), UpstreamError> {
+    if route.ssl_mode == SslMode::Disable {
+        return Ok((UpstreamStream::Plain(tcp), None));
+    }
+    tcp.write_all(&SSL_REQUEST)
+        .await
+        .map_err(UpstreamError::Lost)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(UpstreamError::Lost)?;
+    match (answer[0], route.ssl_mode) {
+        (b'S', mode) => {
+            let config = client_config(mode, route.ca_file.as_deref().map(std::path::Path::new))?;
+            let name = server_name(&route.address)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(UpstreamError::Tls)?;
+            let end_point = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| tls_server_end_point(leaf));
+            Ok((UpstreamStream::Tls(Box::new(tls)), end_point))
+        }
+        (b'N', SslMode::Prefer) => Ok((UpstreamStream::Plain(tcp), None)),
+        (b'N', _) => Err(UpstreamError::TlsRefused),
+        _ => Err(UpstreamError::Protocol(
+            postern_wire::WireError::Unexpected {
+                tag: char::from(answer[0]),
+                phase: "upstream TLS negotiation",
+            },
+        )),
+    }
+}
+
+/// The SASL mechanism and channel binding to use: bound to the certificate when the
+/// server offers PLUS over TLS, else plain SCRAM telling the server truthfully whether we
+/// could have bound ('y') or not ('n').
+fn choose_sasl(
+    mechanisms: &[&str],
+    tls: bool,
+    end_point: Option<&Vec<u8>>,
+) -> Result<(&'static str, ChannelBinding), UpstreamError> {
+    let plus = mechanisms.contains(&SCRAM_SHA_256_PLUS);
+    match end_point {
+        Some(data) if plus => Ok((
+            SCRAM_SHA_256_PLUS,
+            ChannelBinding::tls_server_end_point(data.clone()),
+        )),
+        _ if !mechanisms.contains(&SCRAM_SHA_256) => Err(UpstreamError::UnsupportedAuth(format!(
+            "SASL mechanisms {mechanisms:?}"
+        ))),
+        Some(_) if tls => Ok((SCRAM_SHA_256, ChannelBinding::unrequested())),
+        _ => Ok((SCRAM_SHA_256, ChannelBinding::unsupported())),
+    }
+}
+
 /// Logs in upstream; also returns bytes the upstream sent after its ReadyForQuery. Not
 /// cancel-safe (a half-done login is abandoned, which is fine: the caller drops the
 /// connection).
@@ -57,13 +128,7 @@ pub(crate) async fn login(
     route: &UpstreamRoute,
     forwarded: &[(String, String)],
 ) -> Result<(UpstreamConnection, BytesMut), UpstreamError> {
-    match route.ssl_mode {
-        SslMode::Disable | SslMode::Prefer => {}
-        SslMode::Require => return Err(UpstreamError::TlsUnsupported("require")),
-        SslMode::VerifyCa => return Err(UpstreamError::TlsUnsupported("verify-ca")),
-        SslMode::VerifyFull => return Err(UpstreamError::TlsUnsupported("verify-full")),
-    }
-    let mut stream =
+    let tcp =
         TcpStream::connect(&route.address)
             .await
             .map_err(|source| UpstreamError::Connect {
@@ -71,7 +136,9 @@ pub(crate) async fn login(
                 source,
             })?;
     // Small protocol messages must not wait for Nagle.
-    stream.set_nodelay(true).map_err(UpstreamError::Lost)?;
+    tcp.set_nodelay(true).map_err(UpstreamError::Lost)?;
+    let (mut stream, end_point) = negotiate_tls(tcp, route).await?;
+    let tls = matches!(stream, UpstreamStream::Tls(_));
 
     let params = [
         ("user", route.user.as_str()),
@@ -81,7 +148,7 @@ pub(crate) async fn login(
     .chain(forwarded.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut out = BytesMut::new();
     frontend::startup_message(params, &mut out).map_err(UpstreamError::Lost)?;
-    stream.write_all(&out).await.map_err(UpstreamError::Lost)?;
+    send(&mut stream, &out).await?;
 
     let password = || {
         route
@@ -111,13 +178,9 @@ pub(crate) async fn login(
                         .map_err(UpstreamError::Lost)?;
                 }
                 AuthRequest::Sasl { mechanisms } => {
-                    if !mechanisms.contains(&SCRAM_SHA_256) {
-                        return Err(UpstreamError::UnsupportedAuth(format!(
-                            "SASL mechanisms {mechanisms:?}"
-                        )));
-                    }
-                    let client = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut out)
+                    let (mechanism, binding) = choose_sasl(&mechanisms, tls, end_point.as_ref())?;
+                    let client = ScramSha256::new(password()?, binding);
+                    frontend::sasl_initial_response(mechanism, client.message(), &mut out)
                         .map_err(UpstreamError::Lost)?;
                     scram = Some(client);
                 }
@@ -145,8 +208,11 @@ pub(crate) async fn login(
                     ))?;
                     client.finish(data).map_err(UpstreamError::Scram)?;
                 }
-                // Sending a password in clear over an unencrypted connection would expose
-                // it to the network; refuse rather than leak.
+                // Only inside TLS: in clear the password would cross the network.
+                AuthRequest::CleartextPassword if tls => {
+                    frontend::password_message(password()?, &mut out)
+                        .map_err(UpstreamError::Lost)?;
+                }
                 AuthRequest::CleartextPassword => {
                     return Err(UpstreamError::UnsupportedAuth(
                         "a cleartext password over an unencrypted connection".into(),
@@ -191,7 +257,12 @@ pub(crate) async fn login(
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await.map_err(UpstreamError::Lost)?;
+            send(&mut stream, &out).await?;
         }
     }
+}
+
+async fn send(stream: &mut UpstreamStream, bytes: &[u8]) -> Result<(), UpstreamError> {
+    stream.write_all(bytes).await.map_err(UpstreamError::Lost)?;
+    stream.flush().await.map_err(UpstreamError::Lost)
 }

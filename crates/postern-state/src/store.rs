@@ -747,6 +747,7 @@ impl Directory for Store {
                 target,
                 address: target_spec.address,
                 ssl_mode: target_spec.ssl_mode,
+                ca_file: target_spec.ca_file,
                 database: spec.database,
                 user: upstream.user,
                 password,

@@ -114,3 +114,129 @@ async fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     assert!(verified_by(&next.cert));
     assert!(!gateway.logs().contains("not a key"));
 }
+
+/// A PostgreSQL that accepts TLS with `cert`, prepared like the shared one.
+async fn tls_postgres(cert: &TestCert) -> postern_testkit::LocalPg {
+    let pg = postern_testkit::LocalPg::start_with(postern_localpg::Options {
+        tls: Some(cert.pem()),
+    })
+    .await
+    .expect("start PostgreSQL with TLS");
+    postern_testkit::prepare_app_database(&pg).await;
+    pg
+}
+
+/// Points service `secure` of the gateway at `address` with the given TLS settings.
+fn apply_secure_service(
+    gateway: &Gateway,
+    address: &str,
+    ssl_mode: &str,
+    ca_file: Option<&std::path::Path>,
+) {
+    let ca = ca_file.map_or(String::new(), |p| format!(", caFile: '{}'", p.display()));
+    let resources = format!(
+        "kind: Target\nmetadata: {{name: secure-pg, namespace: team-a}}\nspec: {{address: '{address}', sslMode: {ssl_mode}{ca}}}\n---\n\
+         kind: Service\nmetadata: {{name: secure, namespace: team-a}}\n\
+         spec: {{target: secure-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}}}\n"
+    );
+    let file = gateway.write_file("secure.yaml", &resources);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+/// Whether the upstream session behind a gateway session is encrypted.
+async fn upstream_ssl(gateway: &Gateway, key: &str) -> Result<bool, String> {
+    let client = gateway
+        .connect(USER, "secure.team-a", key)
+        .await
+        .map_err(|e| {
+            e.as_db_error().map_or(e.to_string(), |d| {
+                format!("{} {}", d.code().code(), d.message())
+            })
+        })?;
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_follows_the_targets_ssl_mode() {
+    let server_cert = TestCert::new();
+    let secure_pg = tls_postgres(&server_cert).await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&shared_pg().await.address());
+
+    // verify-full with the right CA: encrypted (and SCRAM bound to the channel, which
+    // PostgreSQL offers over TLS: a wrong binding would fail the login).
+    apply_secure_service(
+        &gateway,
+        &secure_pg.address(),
+        "verify-full",
+        Some(&server_cert.cert),
+    );
+    assert_eq!(upstream_ssl(&gateway, &key).await, Ok(true));
+
+    // verify-full with another CA: refused, 08001, naming the service.
+    let stranger = TestCert::new();
+    apply_secure_service(
+        &gateway,
+        &secure_pg.address(),
+        "verify-full",
+        Some(&stranger.cert),
+    );
+    let err = upstream_ssl(&gateway, &key).await.unwrap_err();
+    assert!(
+        err.starts_with("08001") && err.contains("secure.team-a"),
+        "{err}"
+    );
+
+    // prefer: TLS when the server offers it, clear when it does not.
+    apply_secure_service(&gateway, &secure_pg.address(), "prefer", None);
+    assert_eq!(upstream_ssl(&gateway, &key).await, Ok(true));
+    apply_secure_service(&gateway, &shared_pg().await.address(), "prefer", None);
+    assert_eq!(upstream_ssl(&gateway, &key).await, Ok(false));
+
+    // require against a server without TLS: refused.
+    apply_secure_service(&gateway, &shared_pg().await.address(), "require", None);
+    let err = upstream_ssl(&gateway, &key).await.unwrap_err();
+    assert!(err.starts_with("08001"), "{err}");
+    // require against the TLS server: encrypted without verification.
+    apply_secure_service(&gateway, &secure_pg.address(), "require", None);
+    assert_eq!(upstream_ssl(&gateway, &key).await, Ok(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_ca_ignores_the_name_and_verify_full_does_not() {
+    // A certificate for another name than the address the gateway dials.
+    let server_cert = TestCert::for_names(&["db.internal.example"]);
+    let secure_pg = tls_postgres(&server_cert).await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&shared_pg().await.address());
+    apply_secure_service(
+        &gateway,
+        &secure_pg.address(),
+        "verify-ca",
+        Some(&server_cert.cert),
+    );
+    assert_eq!(upstream_ssl(&gateway, &key).await, Ok(true));
+    apply_secure_service(
+        &gateway,
+        &secure_pg.address(),
+        "verify-full",
+        Some(&server_cert.cert),
+    );
+    let err = upstream_ssl(&gateway, &key).await.unwrap_err();
+    assert!(err.starts_with("08001"), "{err}");
+    // verify-* without a caFile is refused at apply time, naming the field.
+    let file = gateway.write_file(
+        "no-ca.yaml",
+        "kind: Target\nmetadata: {name: t, namespace: team-a}\nspec: {address: 'h:1', sslMode: verify-full}\n",
+    );
+    let output = gateway.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("spec.caFile"));
+}
