@@ -104,11 +104,7 @@ fn free_port() -> Result<u16> {
 }
 
 fn pgbench_path() -> PathBuf {
-    postern_localpg::find_bin_dir()
-        .map(|dir| dir.join("pgbench"))
-        .ok()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("pgbench"))
+    postern_localpg::tool("pgbench")
 }
 
 /// utime + stime of a process, in microseconds.

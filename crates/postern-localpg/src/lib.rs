@@ -65,6 +65,27 @@ pub fn find_bin_dir() -> Result<PathBuf, LocalPgError> {
         .ok_or(LocalPgError::NotFound)
 }
 
+/// A PostgreSQL client tool (`pgbench`, `psql`, …): beside the server binaries when it is
+/// there, else in the newest Debian cluster directory, else whatever PATH finds.
+pub fn tool(name: &str) -> PathBuf {
+    let beside_server = find_bin_dir().ok().map(|dir| dir.join(name));
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, e.path().join("bin").join(name)))
+        })
+        .filter(|(_, path)| path.is_file())
+        .max()
+        .map(|(_, path)| path);
+    beside_server
+        .filter(|p| p.is_file())
+        .or(debian)
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// uid and gid of the `postgres` OS user, read from /etc/passwd.
 fn postgres_os_user() -> Result<(u32, u32), LocalPgError> {
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("reading /etc/passwd"))?;

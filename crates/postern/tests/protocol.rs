@@ -578,3 +578,147 @@ async fn idle_in_a_transaction_is_ended_with_25p03_and_idle_outside_is_allowed()
     client.simple_query("BEGIN").await.unwrap();
     assert_eq!(ended_with(connection).await, "25P03");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_in_all_three_query_modes() {
+    let (gateway, key) = provisioned().await;
+    let script = gateway.write_file(
+        "bench.sql",
+        "\\set id random(1, 10)\nSELECT name FROM items WHERE id = :id;\nSELECT :id::int + 1;\n",
+    );
+    let pgbench = postern_localpg::tool("pgbench");
+    for mode in ["simple", "extended", "prepared"] {
+        let output = std::process::Command::new(&pgbench)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gateway.port().to_string(),
+                "-U",
+                USER,
+            ])
+            .args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode, "-f"])
+            .arg(&script)
+            .arg(DB)
+            .env("PGPASSWORD", &key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains("number of transactions actually processed: 200/200"),
+            "{mode}: {stdout}"
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{mode}: {stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_killed_mid_query_ends_the_session_with_57p01() {
+    let (gateway, key) = provisioned().await;
+    let client = gateway.connect(USER, DB, &key).await.unwrap();
+    let pid = backend_of(&client).await;
+    let healthy = gateway.connect(USER, DB, &key).await.unwrap();
+    let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    let admin = shared_pg().await.connect("postgres").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let active: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if active == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .query("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("query ended")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57P01"), "{err}");
+    assert_eq!(
+        healthy
+            .query_one("SELECT 11", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        11
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothing() {
+    let (gateway, key) = provisioned().await;
+    let healthy = gateway.connect(USER, DB, &key).await.unwrap();
+    // Start COPY FROM STDIN, send half a row, vanish without a word: the connection task
+    // is aborted, so the socket closes with no CopyFail and no Terminate.
+    let (copier, connection) =
+        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let pid = backend_of(&copier).await;
+    copier
+        .batch_execute("CREATE TEMP TABLE sink (x text)")
+        .await
+        .unwrap();
+    let sink = copier
+        .copy_in::<_, bytes::Bytes>("COPY sink FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"half a ro"))
+        .await
+        .unwrap();
+    connection.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while backend_exists(pid).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend of a vanished COPY kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A thousand cancels with keys nobody holds: answered by nothing, harm nothing.
+    let mut cancels = tokio::task::JoinSet::new();
+    for i in 0..1000u32 {
+        let port = gateway.port();
+        cancels.spawn(async move {
+            let mut packet = 16i32.to_be_bytes().to_vec();
+            packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+            packet.extend_from_slice(&i.to_be_bytes());
+            packet.extend_from_slice(&(!i).to_be_bytes());
+            raw_exchange(port, &packet, Duration::from_secs(10)).await
+        });
+    }
+    while let Some(answer) = cancels.join_next().await {
+        assert!(answer.unwrap().is_empty());
+    }
+    assert_eq!(
+        healthy
+            .query_one("SELECT 12", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        12
+    );
+}
