@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
-# (SQLite is built from source), PostgreSQL server binaries and psql, rustfmt and clippy.
+# (SQLite is built from source), PostgreSQL server binaries and psql, psycopg 3, rustfmt
+# and clippy.
 set -euo pipefail
 
 as_root() {
@@ -13,6 +14,8 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
     missing+=(postgresql)
 fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# psycopg 3 for the Python client tests, from Debian (system python, no pip).
+/usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "Installing: ${missing[*]}" >&2

@@ -722,3 +722,29 @@ async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothin
         12
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_pipeline_binary_copy_and_cancel() {
+    let (gateway, key) = provisioned().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/psycopg_flows.py"
+    );
+    let conninfo = gateway.conninfo(USER, DB, &key);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(conninfo)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout, "pipeline ok\nbinary copy ok\ncancel ok\n");
+}

@@ -1,0 +1,93 @@
+"""Client flows through the gateway with psycopg 3 (libpq): pipeline mode with an error in
+the middle, binary COPY both ways, and conn.cancel(). Usage: psycopg_flows.py CONNINFO.
+Each flow prints one "... ok" line; any failure raises and exits non-zero."""
+
+import sys
+import threading
+import time
+
+import psycopg
+
+CONNINFO = sys.argv[1]
+
+
+def pipeline():
+    with psycopg.connect(CONNINFO, autocommit=True) as conn:
+        with conn.pipeline():
+            count = conn.execute("SELECT count(*) FROM items")
+            double = conn.execute("SELECT %s::int * 2", (21,))
+            name = conn.execute("SELECT name FROM items WHERE id = %s", (4,))
+        assert count.fetchone()[0] == 10
+        assert double.fetchone()[0] == 42
+        assert name.fetchone()[0] == "item 4"
+        try:
+            with conn.pipeline():
+                conn.execute("SELECT 1")
+                conn.execute("SELECT 1/0")
+                conn.execute("SELECT 2")
+        except psycopg.errors.DivisionByZero:
+            pass
+        else:
+            raise AssertionError("the failing pipeline raised nothing")
+        assert conn.execute("SELECT 3").fetchone()[0] == 3
+    print("pipeline ok")
+
+
+def binary_copy():
+    with psycopg.connect(CONNINFO) as conn:
+        conn.execute("CREATE TEMP TABLE b (id int, payload bytea, note text)")
+        rows = [(i, bytes([i % 256]) * 100, f"note ✓ 😀 {i}") for i in range(500)]
+        with conn.cursor().copy("COPY b FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "bytea", "text"])
+            for row in rows:
+                copy.write_row(row)
+        back = []
+        with conn.cursor().copy("COPY b TO STDOUT (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "bytea", "text"])
+            back.extend(copy.rows())
+        assert back == rows, (len(back), back[:1])
+    print("binary copy ok")
+
+
+def cancel_once_running(conn, errors):
+    """Cancels conn's query as soon as another session sees it running."""
+    try:
+        with psycopg.connect(CONNINFO, autocommit=True) as observer:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                running = observer.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'"
+                ).fetchone()[0]
+                if running:
+                    conn.cancel()
+                    return
+                time.sleep(0.02)
+            errors.append("the query never started")
+    except Exception as e:  # reported by the main thread
+        errors.append(repr(e))
+
+
+def cancel():
+    with psycopg.connect(CONNINFO) as conn:
+        errors = []
+        watcher = threading.Thread(target=cancel_once_running, args=(conn, errors))
+        started = time.monotonic()
+        watcher.start()
+        try:
+            conn.execute("SELECT pg_sleep(30)")
+        except psycopg.errors.QueryCanceled:
+            pass
+        else:
+            raise AssertionError("the query was not cancelled")
+        watcher.join()
+        assert not errors, errors
+        assert time.monotonic() - started < 25
+        conn.rollback()
+        assert conn.execute("SELECT 5").fetchone()[0] == 5
+    print("cancel ok")
+
+
+pipeline()
+binary_copy()
+cancel()
