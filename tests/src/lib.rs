@@ -12,6 +12,20 @@ use std::time::{Duration, Instant};
 pub use postern_localpg::LocalPg;
 use tokio::sync::OnceCell;
 
+/// `user=` of the identity [`Gateway::provision`] creates.
+pub const USER: &str = "alice.team-a";
+/// `dbname=` of the service [`Gateway::provision`] creates.
+pub const DB: &str = "orders.team-a";
+
+/// A gateway (the `bin` given) in front of the shared PostgreSQL, provisioned, with
+/// alice's API key.
+pub async fn provisioned(bin: &str) -> (Gateway, String) {
+    let pg = shared_pg().await;
+    let gateway = Gateway::start(bin, &[]).await;
+    let key = gateway.provision(&pg.address());
+    (gateway, key)
+}
+
 /// Password of `app_rw` on the shared server: the secret the gateway injects.
 pub const APP_PASSWORD: &str = "app-rw-Upstream-Secret-4242";
 

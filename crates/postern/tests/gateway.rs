@@ -7,24 +7,15 @@
 use std::time::Duration;
 
 use postern_testkit::{
-    error_code, raw_exchange, shared_pg, sqlstate, startup_packet, wait_for, Gateway, LocalPg,
-    APP_PASSWORD,
+    error_code, provisioned, raw_exchange, shared_pg, sqlstate, startup_packet, wait_for, Gateway,
+    LocalPg, APP_PASSWORD, DB, USER,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
-const USER: &str = "alice.team-a";
-const DB: &str = "orders.team-a";
-
-async fn provisioned() -> (Gateway, String) {
-    let pg = shared_pg().await;
-    let gateway = Gateway::start(BIN, &[]).await;
-    let key = gateway.provision(&pg.address());
-    (gateway, key)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_and_extended_queries_run_as_the_services_upstream_user() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
 
     // Simple protocol, several statements in one message.
@@ -77,7 +68,7 @@ async fn simple_and_extended_queries_run_as_the_services_upstream_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_are_forwarded_but_user_and_database_are_forced() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let conninfo = format!(
         "{} application_name=report-job options='-c search_path=pg_catalog -c statement_timeout=1234'",
         gateway.conninfo(USER, DB, &key)
@@ -108,7 +99,7 @@ async fn startup_parameters_are_forwarded_but_user_and_database_are_forced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_works_through_the_gateway() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let output = std::process::Command::new("psql")
         .arg(gateway.conninfo(USER, DB, &key))
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
@@ -143,7 +134,7 @@ async fn psql_works_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_logins_and_bad_bytes_get_their_error_while_a_healthy_session_works() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let healthy = gateway.connect(USER, DB, &key).await.expect("connect");
     let still_healthy = || async {
         let row = healthy
@@ -265,7 +256,7 @@ async fn a_silent_client_is_dropped_after_the_auth_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_upstream_gets_08001_naming_the_service_not_the_password() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let healthy = gateway.connect(USER, DB, &key).await.expect("connect");
 
     // A second upstream, served by its own PostgreSQL, which we then stop.
@@ -333,7 +324,7 @@ async fn a_stopped_upstream_gets_08001_naming_the_service_not_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_sessions_each_run_a_hundred_queries() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let gateway = std::sync::Arc::new(gateway);
     let mut tasks = tokio::task::JoinSet::new();
     for session in 0..50i32 {
@@ -433,7 +424,7 @@ async fn sessions_still_open_after_the_grace_period_get_57p01() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_or_api_key_appears_in_state_or_logs() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
     client.simple_query("SELECT 1").await.unwrap();
     let _ = gateway.connect(USER, DB, "pst_wrong-key-attempt").await;

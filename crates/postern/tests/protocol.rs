@@ -7,23 +7,16 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use postern_testkit::{raw_exchange, shared_pg, sqlstate, startup_packet, Gateway};
+use postern_testkit::{
+    provisioned, raw_exchange, shared_pg, sqlstate, startup_packet, Gateway, DB, USER,
+};
 use tokio_postgres::AsyncMessage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
-const USER: &str = "alice.team-a";
-const DB: &str = "orders.team-a";
-
-async fn provisioned() -> (Gateway, String) {
-    let pg = shared_pg().await;
-    let gateway = Gateway::start(BIN, &[]).await;
-    let key = gateway.provision(&pg.address());
-    (gateway, key)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move {
@@ -72,7 +65,7 @@ async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_in_text_csv_and_binary() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
     client
         .batch_execute("CREATE TEMP TABLE t (id int, name text)")
@@ -155,7 +148,7 @@ async fn copy_in_and_out_in_text_csv_and_binary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_and_notices_arrive_idle_and_during_a_query() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let (client, mut connection) =
         tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
             .await
@@ -201,7 +194,7 @@ async fn notifications_and_notices_arrive_idle_and_during_a_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_large_values_pipelines_and_portals() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let mut client = gateway.connect(USER, DB, &key).await.expect("connect");
 
     let rows = client
@@ -268,7 +261,7 @@ async fn large_results_large_values_pipelines_and_portals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_protocol_versions_and_gss_requests_are_negotiated() {
-    let (gateway, _key) = provisioned().await;
+    let (gateway, _key) = provisioned(BIN).await;
     // Protocol 3.2 with a protocol option: NegotiateProtocolVersion (3.0, option named),
     // then authentication starts.
     let mut packet = startup_packet(&[("user", USER), ("database", DB), ("_pq_.test_option", "1")]);
@@ -415,6 +408,30 @@ async fn wait_reset(pid: i32) {
     }
 }
 
+/// Waits until upstream backend `pid` is running a statement.
+async fn wait_until_active(pid: i32) {
+    let admin = shared_pg().await.connect("postgres").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let active: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if active == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend {pid} never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn backend_exists(pid: i32) -> bool {
     let admin = shared_pg().await.connect("postgres").await.unwrap();
     admin
@@ -430,7 +447,7 @@ async fn backend_exists(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_only_after_a_clean_reset() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let conninfo = |app: &str| {
         format!(
             "{} application_name={app}",
@@ -501,7 +518,7 @@ async fn upstream_connections_are_reused_only_after_a_clean_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reuse_can_be_turned_off_per_service() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let resources = "kind: Service\nmetadata: {name: orders, namespace: team-a}\n\
          spec: {target: main-pg, database: app, upstream: {mode: static, user: app_rw, passwordSecret: app-rw-password}, pool: {enabled: false}}\n";
     let file = gateway.write_file("no-pool.yaml", resources);
@@ -531,7 +548,7 @@ async fn connect_with_timeouts(
     tokio_postgres::Client,
     tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
 ) {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let resources = format!(
         "kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
          spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}, timeouts: {timeouts}}}\n"
@@ -581,7 +598,7 @@ async fn idle_in_a_transaction_is_ended_with_25p03_and_idle_outside_is_allowed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_in_all_three_query_modes() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let script = gateway.write_file(
         "bench.sql",
         "\\set id random(1, 10)\nSELECT name FROM items WHERE id = :id;\nSELECT :id::int + 1;\n",
@@ -622,28 +639,13 @@ async fn pgbench_runs_in_all_three_query_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_killed_mid_query_ends_the_session_with_57p01() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let client = gateway.connect(USER, DB, &key).await.unwrap();
     let pid = backend_of(&client).await;
     let healthy = gateway.connect(USER, DB, &key).await.unwrap();
     let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
     let admin = shared_pg().await.connect("postgres").await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let active: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if active == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_active(pid).await;
     admin
         .query("SELECT pg_terminate_backend($1)", &[&pid])
         .await
@@ -666,7 +668,7 @@ async fn an_upstream_killed_mid_query_ends_the_session_with_57p01() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothing() {
-    let (gateway, key) = provisioned().await;
+    let (gateway, key) = provisioned(BIN).await;
     let healthy = gateway.connect(USER, DB, &key).await.unwrap();
     // Start COPY FROM STDIN, send half a row, vanish without a word: the connection task
     // is aborted, so the socket closes with no CopyFail and no Terminate.
@@ -723,14 +725,12 @@ async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothin
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg_pipeline_binary_copy_and_cancel() {
-    let (gateway, key) = provisioned().await;
+/// Runs the psycopg 3 client script against `conninfo`; it checks each flow itself.
+async fn run_psycopg_flows(conninfo: String) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/psycopg_flows.py"
     );
-    let conninfo = gateway.conninfo(USER, DB, &key);
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("/usr/bin/python3")
             .arg(script)
@@ -746,5 +746,94 @@ async fn psycopg_pipeline_binary_copy_and_cancel() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout, "pipeline ok\nbinary copy ok\ncancel ok\n");
+    assert_eq!(
+        stdout,
+        "pipeline ok\nbinary copy ok\ncancel ok\nparameter status ok\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_pipeline_binary_copy_cancel_and_parameter_status() {
+    let (gateway, key) = provisioned(BIN).await;
+    run_psycopg_flows(format!(
+        "{} sslmode=disable",
+        gateway.conninfo(USER, DB, &key)
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_psycopg_flows_over_tls_with_channel_binding() {
+    let cert = postern_testkit::TestCert::new();
+    let flags = cert.serve_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(BIN, &flags).await;
+    let key = gateway.provision(&shared_pg().await.address());
+    run_psycopg_flows(format!(
+        "{} sslmode=verify-full sslrootcert={} channel_binding=require",
+        gateway.conninfo(USER, DB, &key),
+        cert.cert.display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_work_through_large_objects() {
+    // libpq's large-object API speaks the fast-path FunctionCall protocol.
+    let (gateway, key) = provisioned(BIN).await;
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let source = gateway.state_dir().join("lo-in.bin");
+    std::fs::write(&source, &payload).unwrap();
+    let conninfo = gateway.conninfo(USER, DB, &key);
+    let (ok, out, err) =
+        postern_testkit::psql(&conninfo, &format!("\\lo_import {}", source.display()));
+    assert!(ok, "{err}");
+    let oid: u32 = out
+        .trim()
+        .strip_prefix("lo_import ")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| panic!("no oid in {out:?}"));
+    let target = gateway.state_dir().join("lo-out.bin");
+    let (ok, _, err) = postern_testkit::psql(
+        &conninfo,
+        &format!("\\lo_export {oid} {}", target.display()),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), payload);
+    let (ok, _, err) = postern_testkit::psql(&conninfo, &format!("\\lo_unlink {oid}"));
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_sent_during_a_query_arrives_with_it() {
+    let (gateway, key) = provisioned(BIN).await;
+    let (client, mut connection) =
+        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let _ = messages_tx.send(message);
+        }
+    });
+    client.batch_execute("LISTEN busy_channel").await.unwrap();
+    let pid = backend_of(&client).await;
+    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(1)").await });
+    let notifier = gateway.connect(USER, DB, &key).await.unwrap();
+    wait_until_active(pid).await;
+    notifier
+        .batch_execute("NOTIFY busy_channel, 'while you were busy'")
+        .await
+        .unwrap();
+    query.await.unwrap().unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+        .await
+        .expect("notification arrives")
+        .unwrap();
+    let AsyncMessage::Notification(n) = message else {
+        panic!("expected a notification, got {message:?}")
+    };
+    assert_eq!(n.payload(), "while you were busy");
 }

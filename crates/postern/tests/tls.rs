@@ -7,11 +7,9 @@
 
 use std::time::Duration;
 
-use postern_testkit::{psql, shared_pg, wait_for, Gateway, TestCert};
+use postern_testkit::{psql, shared_pg, wait_for, Gateway, TestCert, DB, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
-const USER: &str = "alice.team-a";
-const DB: &str = "orders.team-a";
 
 async fn tls_gateway(cert: &TestCert, extra: &[&str]) -> (Gateway, String) {
     let mut flags = cert.serve_flags();

@@ -1,5 +1,6 @@
 """Client flows through the gateway with psycopg 3 (libpq): pipeline mode with an error in
-the middle, binary COPY both ways, and conn.cancel(). Usage: psycopg_flows.py CONNINFO.
+the middle, binary COPY both ways, conn.cancel(), and ParameterStatus after SET.
+Usage: psycopg_flows.py CONNINFO.
 Each flow prints one "... ok" line; any failure raises and exits non-zero."""
 
 import sys
@@ -88,6 +89,19 @@ def cancel():
     print("cancel ok")
 
 
+def parameter_status():
+    with psycopg.connect(CONNINFO, autocommit=True) as conn:
+        conn.execute("SET application_name = 'renamed-job'")
+        conn.execute("SET TimeZone = 'Asia/Kathmandu'")
+        # libpq tracks ParameterStatus messages: they must have come through.
+        name = conn.info.parameter_status("application_name")
+        zone = conn.info.parameter_status("TimeZone")
+        assert name == "renamed-job", name
+        assert zone == "Asia/Kathmandu", zone
+    print("parameter status ok")
+
+
 pipeline()
 binary_copy()
 cancel()
+parameter_status()
