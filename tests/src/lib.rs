@@ -330,6 +330,61 @@ impl Default for TestCert {
     }
 }
 
+/// A certificate authority that issues client certificates, for certificate login.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// The CA certificate (PEM), to configure as the gateway's client CA.
+    pub cert: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempfile::Builder::new()
+            .prefix("postern-ca-")
+            .tempdir()
+            .expect("ca dir");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("ca params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Postern test CA");
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("ca cert");
+        let cert = dir.path().join("ca.crt");
+        std::fs::write(&cert, issuer.pem()).expect("write ca");
+        TestCa { dir, issuer, cert }
+    }
+
+    /// A client certificate with `common_name`; returns (cert, key) paths, the key 0600
+    /// as libpq insists.
+    pub fn issue_client(&self, common_name: &str) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("client params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().expect("client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign client cert");
+        let cert_path = self.dir.path().join(format!("{common_name}.crt"));
+        let key_path = self.dir.path().join(format!("{common_name}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write client cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write client key");
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod client key");
+        (cert_path, key_path)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
 /// Runs psql with `conninfo` and one command; returns (success, stdout, stderr).
 pub fn psql(conninfo: &str, command: &str) -> (bool, String, String) {
     let output = Command::new("psql")

@@ -63,6 +63,10 @@ pub struct Config {
     /// Refuse clients that do not use TLS (28000).
     #[serde(default)]
     pub require_tls: bool,
+    /// PEM CA bundle for client certificates; with it, a verified client certificate
+    /// whose common name an Identity declares logs that identity in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -101,6 +105,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             require_tls: false,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Overrides {
     pub tls_key_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub require_tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 /// A setting that could not be read; one line saying which and why.
@@ -188,6 +195,9 @@ impl Config {
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return invalid("tls_cert_file and tls_key_file go together");
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return invalid("tls_client_ca_file needs tls_cert_file and tls_key_file");
         }
         if self.require_tls && self.tls_cert_file.is_none() {
             return invalid("require_tls needs tls_cert_file and tls_key_file");

@@ -43,6 +43,15 @@ pub struct UpstreamRoute {
     pub timeouts: TimeoutSpec,
 }
 
+/// How an identity may log in.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityCredentials {
+    /// SCRAM verifiers of its active API keys, all sharing one salt.
+    pub verifiers: Vec<String>,
+    /// Common name of a client certificate that logs it in, if it has one.
+    pub certificate_common_name: Option<String>,
+}
+
 /// The state store failed; the message is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
 #[error("state lookup failed: {0}")]
@@ -51,12 +60,11 @@ pub struct DirectoryError(pub String);
 /// Connect-time lookups. Implementations may block briefly (SQLite reads); async callers
 /// run them on a blocking thread.
 pub trait Directory: Send + Sync + 'static {
-    /// The SCRAM verifiers of the identity's active API keys, all sharing one salt, or
-    /// `None` if the identity does not exist.
-    fn identity_verifiers(
+    /// How the identity may log in, or `None` if it does not exist.
+    fn identity_credentials(
         &self,
         identity: &QualifiedName,
-    ) -> Result<Option<Vec<String>>, DirectoryError>;
+    ) -> Result<Option<IdentityCredentials>, DirectoryError>;
 
     /// The upstream of a service, or `None` if the service does not exist.
     fn upstream_route(

@@ -9,13 +9,13 @@ mod name;
 mod plan;
 mod resource;
 
-pub use directory::{Directory, DirectoryError, SecretValue, UpstreamRoute};
+pub use directory::{Directory, DirectoryError, IdentityCredentials, SecretValue, UpstreamRoute};
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use resource::{
-    AdminCredentials, IdentitySpec, IdentityType, Kind, Metadata, NamespaceSpec, PoolSpec,
-    Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec,
-    ValidationError,
+    AdminCredentials, ClientCertificateSpec, IdentitySpec, IdentityType, Kind, Metadata,
+    NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec,
+    TimeoutSpec, UpstreamSpec, ValidationError,
 };

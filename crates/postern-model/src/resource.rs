@@ -244,6 +244,14 @@ pub enum IdentityType {
     Workload,
 }
 
+/// A TLS client certificate that logs the identity in, like PostgreSQL's `cert` method:
+/// verified against the gateway's client CA, matched by the subject's common name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCertificateSpec {
+    pub common_name: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentitySpec {
@@ -253,6 +261,8 @@ pub struct IdentitySpec {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificateSpec>,
 }
 
 /// The typed spec of a resource.
@@ -391,6 +401,9 @@ impl Resource {
             Spec::Identity(i) => {
                 for (index, group) in i.groups.iter().enumerate() {
                     check_not_empty(&format!("spec.groups[{index}]"), group)?;
+                }
+                if let Some(cert) = &i.client_certificate {
+                    check_not_empty("spec.clientCertificate.commonName", &cert.common_name)?;
                 }
                 Ok(())
             }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
-use postern_model::{QualifiedName, UpstreamRoute, DEFAULT_NAMESPACE};
+use postern_model::{IdentityCredentials, QualifiedName, UpstreamRoute, DEFAULT_NAMESPACE};
 use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
+use postern_wire::certificate::subject_common_name;
 use postern_wire::scram::{
     mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
     DEFAULT_ITERATIONS,
@@ -213,7 +214,16 @@ async fn reset_for_reuse(
 struct Startup {
     minor_version: u16,
     params: StartupParams,
+    tls: TlsFacts,
+}
+
+/// What the TLS handshake established, if there was one.
+#[derive(Default)]
+struct TlsFacts {
+    /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS.
     channel_binding: Option<Vec<u8>>,
+    /// Common name of a client certificate that the client CA verified.
+    client_common_name: Option<String>,
 }
 
 /// Reads the startup packet. An SSLRequest is answered 'S' and the connection switches to
@@ -227,7 +237,7 @@ async fn read_startup(
     // One SSLRequest and one GSSENCRequest each (libpq may try GSS, then SSL), as
     // PostgreSQL allows; asking again for the same one is a protocol violation.
     let (mut ssl_answered, mut gss_declined) = (false, false);
-    let mut channel_binding = None;
+    let mut facts = TlsFacts::default();
     loop {
         match try_take_startup(pending, gateway.settings.max_startup_packet)? {
             Some(request @ (StartupRequest::SslRequest | StartupRequest::GssEncRequest)) => {
@@ -267,8 +277,16 @@ async fn read_startup(
                         .accept(tcp)
                         .await
                         .map_err(SessionError::TlsHandshake)?;
+                    facts = TlsFacts {
+                        channel_binding: tls.end_point.clone(),
+                        client_common_name: stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| subject_common_name(leaf)),
+                    };
                     *client = ClientStream::Tls(Box::new(stream));
-                    channel_binding = tls.end_point.clone();
                 }
             }
             Some(StartupRequest::Cancel {
@@ -285,7 +303,7 @@ async fn read_startup(
                 return Ok(Some(Startup {
                     minor_version,
                     params,
-                    channel_binding,
+                    tls: facts,
                 }))
             }
             None => match read_more(client, pending).await {
@@ -319,7 +337,7 @@ async fn establish<'g>(
     let Some(Startup {
         minor_version,
         params,
-        channel_binding,
+        tls,
     }) = read_startup(gateway, client, pending).await?
     else {
         return Ok(None);
@@ -346,16 +364,8 @@ async fn establish<'g>(
     if minor_version > 0 || !options.is_empty() {
         backend::negotiate_protocol_version(&mut out, 0, options.into_iter());
     }
-    let server_final = authenticate(
-        gateway,
-        client,
-        pending,
-        &mut out,
-        &identity,
-        &user,
-        channel_binding,
-    )
-    .await?;
+    let server_final =
+        authenticate(gateway, client, pending, &mut out, &identity, &user, tls).await?;
 
     let route = lookup_route(gateway, &service).await?;
     let route = match route {
@@ -405,7 +415,9 @@ async fn establish<'g>(
         })?,
     };
 
-    backend::authentication_sasl_final(&mut out, &server_final);
+    if let Some(server_final) = &server_final {
+        backend::authentication_sasl_final(&mut out, server_final);
+    }
     backend::authentication_ok(&mut out);
     out.extend_from_slice(&upstream.greeting);
     // The client gets its own random cancel key, never the upstream's.
@@ -447,19 +459,26 @@ async fn lookup_route(
         .map_err(|e| SessionError::Internal(e.to_string()))
 }
 
-/// The identity's SCRAM parameters: its keys' shared salt, or a stable fake one when it
-/// has no usable key, so the exchange looks the same either way.
-async fn scram_material(
+/// How the identity may log in; `None` when it does not exist.
+async fn identity_credentials(
     gateway: &Gateway,
     identity: &QualifiedName,
-) -> Result<(Vec<u8>, u32, Vec<ScramKeys>), SessionError> {
+) -> Result<Option<IdentityCredentials>, SessionError> {
     let directory = gateway.directory.clone();
     let who = identity.clone();
-    let verifiers = tokio::task::spawn_blocking(move || directory.identity_verifiers(&who))
+    tokio::task::spawn_blocking(move || directory.identity_credentials(&who))
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?
-        .map_err(|e| SessionError::Internal(e.to_string()))?
-        .unwrap_or_default();
+        .map_err(|e| SessionError::Internal(e.to_string()))
+}
+
+/// The identity's SCRAM parameters: its keys' shared salt, or a stable fake one when it
+/// has no usable key, so the exchange looks the same either way.
+fn scram_material(
+    gateway: &Gateway,
+    identity: &QualifiedName,
+    verifiers: &[String],
+) -> (Vec<u8>, u32, Vec<ScramKeys>) {
     let parsed: Vec<Verifier> = verifiers
         .iter()
         .filter_map(|text| match Verifier::parse(text) {
@@ -478,18 +497,22 @@ async fn scram_material(
                 .filter(|v| v.salt == salt && v.iterations == iterations)
                 .map(|v| v.keys)
                 .collect();
-            Ok((salt, iterations, keys))
+            (salt, iterations, keys)
         }
-        None => Ok((
+        None => (
             mock_salt(&gateway.mock_secret, &identity.to_string()),
             DEFAULT_ITERATIONS,
             Vec::new(),
-        )),
+        ),
     }
 }
 
 /// SCRAM-SHA-256 against the identity's API keys. `out` holds messages to send first;
 /// returns the server-final-message for AuthenticationSASLFinal.
+/// Authenticates the identity: by its client certificate when the TLS handshake
+/// presented a verified one with the identity's common name, else by SCRAM against its API
+/// keys. `out` holds messages to send first; returns the server-final-message for
+/// AuthenticationSASLFinal, or `None` after certificate authentication.
 async fn authenticate(
     gateway: &Gateway,
     client: &mut ClientStream,
@@ -497,13 +520,25 @@ async fn authenticate(
     out: &mut BytesMut,
     identity: &QualifiedName,
     user: &str,
-    channel_binding: Option<Vec<u8>>,
-) -> Result<Vec<u8>, SessionError> {
-    let (salt, iterations, keys) = scram_material(gateway, identity).await?;
+    tls: TlsFacts,
+) -> Result<Option<Vec<u8>>, SessionError> {
+    let credentials = identity_credentials(gateway, identity)
+        .await?
+        .unwrap_or_default();
+    if let (Some(presented), Some(expected)) = (
+        tls.client_common_name.as_deref(),
+        credentials.certificate_common_name.as_deref(),
+    ) {
+        if presented == expected {
+            debug!(identity = %identity, "authenticated by client certificate");
+            return Ok(None);
+        }
+    }
+    let (salt, iterations, keys) = scram_material(gateway, identity, &credentials.verifiers);
     let mut nonce = [0u8; 18];
     rand::rng().fill_bytes(&mut nonce);
     let mut scram = ScramServer::new(salt, iterations, keys, B64.encode(nonce));
-    if let Some(data) = channel_binding {
+    if let Some(data) = tls.channel_binding {
         scram = scram.with_channel_binding(data);
     }
 
@@ -523,7 +558,7 @@ async fn authenticate(
         .client_final(&client_final)
         .map_err(scram_protocol_error)?
     {
-        ScramOutcome::Authenticated { server_final, .. } => Ok(server_final),
+        ScramOutcome::Authenticated { server_final, .. } => Ok(Some(server_final)),
         ScramOutcome::Rejected => Err(SessionError::AuthFailed {
             user: user.to_owned(),
         }),

@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use postern_model::{SslMode, UpstreamRoute};
 use postern_wire::backend::{parse_auth_request, parse_error_fields, AuthRequest};
-use postern_wire::channel_binding::tls_server_end_point;
+use postern_wire::certificate::tls_server_end_point;
 use postern_wire::scram::{SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 use postern_wire::StartupParams;
 use postgres_protocol::authentication::md5_hash;

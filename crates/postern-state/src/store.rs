@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
-    plan_apply, Change, Directory, DirectoryError, Kind, LoadedResource, Metadata, QualifiedName,
-    Resource, SecretValue, Spec, UpstreamRoute, UpstreamSpec,
+    plan_apply, Change, Directory, DirectoryError, IdentityCredentials, Kind, LoadedResource,
+    Metadata, QualifiedName, Resource, SecretValue, Spec, UpstreamRoute, UpstreamSpec,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
@@ -690,26 +690,33 @@ impl Store {
 }
 
 impl Directory for Store {
-    fn identity_verifiers(
+    fn identity_credentials(
         &self,
         identity: &QualifiedName,
-    ) -> Result<Option<Vec<String>>, DirectoryError> {
-        let lookup = || -> Result<Option<Vec<String>>, StateError> {
-            if self
-                .get_resource(Kind::Identity, &identity.namespace, &identity.name)?
-                .is_none()
-            {
+    ) -> Result<Option<IdentityCredentials>, DirectoryError> {
+        let lookup = || -> Result<Option<IdentityCredentials>, StateError> {
+            let Some(stored) =
+                self.get_resource(Kind::Identity, &identity.namespace, &identity.name)?
+            else {
                 return Ok(None);
-            }
-            self.read(|conn| {
+            };
+            let certificate_common_name = match stored.resource.spec {
+                Spec::Identity(spec) => spec.client_certificate.map(|c| c.common_name),
+                _ => None,
+            };
+            let verifiers = self.read(|conn| {
                 let mut stmt = conn.prepare(
                     "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
                 )?;
                 let rows = stmt
                     .query_map(params![identity.namespace, identity.name], |row| row.get(0))?
                     .collect::<Result<Vec<String>, _>>()?;
-                Ok(Some(rows))
-            })
+                Ok(rows)
+            })?;
+            Ok(Some(IdentityCredentials {
+                verifiers,
+                certificate_common_name,
+            }))
         };
         lookup().map_err(|e| DirectoryError(e.to_string()))
     }
@@ -824,7 +831,11 @@ mod tests {
         let alice = QualifiedName::new("a", "alice");
         let k1 = store.create_api_key(&alice).unwrap();
         let k2 = store.create_api_key(&alice).unwrap();
-        let verifiers = store.identity_verifiers(&alice).unwrap().unwrap();
+        let verifiers = store
+            .identity_credentials(&alice)
+            .unwrap()
+            .unwrap()
+            .verifiers;
         assert_eq!(verifiers.len(), 2);
         let v: Vec<Verifier> = verifiers
             .iter()
@@ -837,7 +848,7 @@ mod tests {
         assert_eq!(store.list_api_keys(&alice).unwrap().len(), 1);
         assert!(store.revoke_api_key(&alice, &k2.info.id).is_err());
         assert!(store
-            .identity_verifiers(&QualifiedName::new("a", "bob"))
+            .identity_credentials(&QualifiedName::new("a", "bob"))
             .unwrap()
             .is_none());
     }

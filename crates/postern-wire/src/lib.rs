@@ -6,7 +6,7 @@
 //! anything is allocated for it.
 
 pub mod backend;
-pub mod channel_binding;
+pub mod certificate;
 mod error;
 pub mod frame;
 pub mod scram;

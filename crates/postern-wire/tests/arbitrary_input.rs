@@ -34,7 +34,8 @@ proptest! {
         let _ = parse_error_fields(&bytes);
         let _ = parse_initial_response(&bytes);
         let _ = std::str::from_utf8(&bytes).map(Verifier::parse);
-        let _ = postern_wire::channel_binding::tls_server_end_point(&bytes);
+        let _ = postern_wire::certificate::tls_server_end_point(&bytes);
+        let _ = postern_wire::certificate::subject_common_name(&bytes);
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub struct SettingFlags {
     /// Refuse clients that do not use TLS
     #[arg(long, global = true, env = "POSTERN_REQUIRE_TLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub require_tls: Option<bool>,
+    /// PEM CA bundle for client certificates (login by certificate common name)
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_TLS_CLIENT_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,6 +142,7 @@ impl SettingFlags {
             tls_cert_file: self.tls_cert_file.clone(),
             tls_key_file: self.tls_key_file.clone(),
             require_tls: self.require_tls,
+            tls_client_ca_file: self.tls_client_ca_file.clone(),
         }
     }
 }

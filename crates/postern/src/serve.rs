@@ -26,7 +26,11 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
 /// The client-leg TLS configuration, when certificate and key files are set.
 pub fn tls_config(config: &Config) -> anyhow::Result<Option<TlsConfig>> {
     match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Ok(Some(TlsConfig::load(cert.clone(), key.clone())?)),
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig::load(
+            cert.clone(),
+            key.clone(),
+            config.tls_client_ca_file.clone(),
+        )?)),
         _ => Ok(None),
     }
 }

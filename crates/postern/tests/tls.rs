@@ -238,3 +238,59 @@ async fn verify_ca_ignores_the_name_and_verify_full_does_not() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("spec.caFile"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_its_identity_in_without_a_key() {
+    let server_cert = TestCert::new();
+    let ca = postern_testkit::TestCa::new();
+    let ca_file = ca.cert.display().to_string();
+    let (gateway, key) =
+        tls_gateway(&server_cert, &["--tls-client-ca-file", ca_file.as_str()]).await;
+    let identity = gateway.write_file(
+        "alice-cert.yaml",
+        "kind: Identity\nmetadata: {name: alice, namespace: team-a}\n\
+         spec: {type: human, groups: [engineering], clientCertificate: {commonName: alice-laptop}}\n",
+    );
+    gateway.cli_ok(&["apply", "-f", identity.to_str().unwrap()]);
+
+    // No password anywhere: psql must not be asked for one (-w).
+    let login = |cert: &std::path::Path, key_file: &std::path::Path| {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={USER} dbname={DB} sslmode=require sslcert={} sslkey={}",
+            gateway.port(),
+            cert.display(),
+            key_file.display()
+        );
+        let output = std::process::Command::new("psql")
+            .arg(conninfo)
+            .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user"])
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (cert, cert_key) = ca.issue_client("alice-laptop");
+    let (ok, out, err) = login(&cert, &cert_key);
+    assert!(ok, "{err}");
+    assert_eq!(out, "app_rw\n");
+
+    // The CA vouches for mallory, but the identity names another common name: back to
+    // SCRAM, and without a key that fails.
+    let (cert, cert_key) = ca.issue_client("mallory");
+    let (ok, _, err) = login(&cert, &cert_key);
+    assert!(!ok && err.contains("password"), "{err}");
+
+    // Right common name, wrong CA: the TLS handshake itself refuses it.
+    let rogue = postern_testkit::TestCa::new();
+    let (cert, cert_key) = rogue.issue_client("alice-laptop");
+    let (ok, _, err) = login(&cert, &cert_key);
+    assert!(!ok, "{err}");
+
+    // Without any client certificate, the API key still works.
+    let conninfo = format!("{} sslmode=require", gateway.conninfo(USER, DB, &key));
+    assert!(psql(&conninfo, "SELECT 1").0);
+}

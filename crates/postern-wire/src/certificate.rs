@@ -1,8 +1,12 @@
-//! `tls-server-end-point` channel-binding data ([RFC 5929] §4.1) for SCRAM-SHA-256-PLUS:
-//! the hash of the server certificate, with the hash function of the certificate's
-//! signature algorithm (MD5 and SHA-1 are replaced by SHA-256), as PostgreSQL computes it.
+//! What the gateway reads from X.509 certificates, with a minimal DER walk (no general
+//! parser needed): `tls-server-end-point` channel-binding data ([RFC 5929] §4.1) for
+//! SCRAM-SHA-256-PLUS — the hash of the server certificate with the hash function of its
+//! signature algorithm (MD5 and SHA-1 replaced by SHA-256), as PostgreSQL computes it —
+//! and the subject's common name, which client-certificate login matches.
+//! Certificate layout: [RFC 5280] §4.1.
 //!
 //! [RFC 5929]: https://www.rfc-editor.org/rfc/rfc5929#section-4.1
+//! [RFC 5280]: https://www.rfc-editor.org/rfc/rfc5280#section-4.1
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -83,6 +87,59 @@ pub fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// The tbsCertificate fields of a certificate, in order.
+fn tbs_fields(cert_der: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let (SEQUENCE, certificate, _) = tlv(cert_der)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = tlv(certificate)? else {
+        return None;
+    };
+    let mut fields = Vec::new();
+    while !tbs.is_empty() {
+        let (tag, contents, rest) = tlv(tbs)?;
+        fields.push((tag, contents));
+        tbs = rest;
+    }
+    Some(fields)
+}
+
+// 2.5.4.3: id-at-commonName.
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+const SET: u8 = 0x31;
+const EXPLICIT_VERSION: u8 = 0xa0;
+
+/// The subject's common name (the last CN if there are several), if it is text.
+pub fn subject_common_name(cert_der: &[u8]) -> Option<String> {
+    let fields = tbs_fields(cert_der)?;
+    // version [0] is optional; then serial, signature, issuer, validity, subject.
+    let skip = usize::from(fields.first()?.0 == EXPLICIT_VERSION);
+    let &(SEQUENCE, mut names) = fields.get(skip + 4)? else {
+        return None;
+    };
+    let mut common_name = None;
+    while !names.is_empty() {
+        let (SET, mut attributes, rest) = tlv(names)? else {
+            return None;
+        };
+        names = rest;
+        while !attributes.is_empty() {
+            let (SEQUENCE, attribute, rest) = tlv(attributes)? else {
+                return None;
+            };
+            attributes = rest;
+            let (OID, oid, value) = tlv(attribute)? else {
+                return None;
+            };
+            if oid == COMMON_NAME {
+                let (_string_type, text, _) = tlv(value)?;
+                common_name = Some(String::from_utf8(text.to_vec()).ok()?);
+            }
+        }
+    }
+    common_name
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +156,33 @@ mod tests {
         let mut cert = vec![SEQUENCE, 0x81, body.len() as u8];
         cert.extend_from_slice(&body);
         cert
+    }
+
+    #[test]
+    fn reads_the_subject_common_name_of_real_certificates() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example ✓");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice-laptop");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_common_name(cert.der()).as_deref(),
+            Some("alice-laptop")
+        );
+        // rcgen's default ECDSA P-256 certificate hashes with SHA-256.
+        assert_eq!(
+            tls_server_end_point(cert.der()).unwrap(),
+            Sha256::digest(cert.der()).to_vec()
+        );
+        let without_cn = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
+        let mut without_cn = without_cn;
+        without_cn.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = without_cn.self_signed(&key).unwrap();
+        assert_eq!(subject_common_name(cert.der()), None);
     }
 
     #[test]
