@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
-# (SQLite is built from source), PostgreSQL server binaries and psql, psycopg 3, rustfmt
-# and clippy.
+# (SQLite is built from source), PostgreSQL server binaries and psql, a Python venv with
+# psycopg 3 (bundling libpq 18) for the client tests, rustfmt and clippy.
 set -euo pipefail
 
 as_root() {
@@ -14,13 +14,20 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
     missing+=(postgresql)
 fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
-# psycopg 3 for the Python client tests, from Debian (system python, no pip).
-/usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
+# The Python client tests run in a venv of the system Python (python3-venv).
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "Installing: ${missing[*]}" >&2
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# psycopg 3 with its bundled libpq 18: the tests' newest libpq, which asks for protocol 3.2.
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-tests"
+if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'psycopg[binary]==3.3.9'
 fi
 
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

@@ -385,6 +385,18 @@ impl Default for TestCa {
     }
 }
 
+/// The Python of the test venv (psycopg 3 with libpq 18), which `scripts/ensure-tools.sh`
+/// creates.
+pub fn test_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/ensure-tools.sh (scripts/test.sh does)",
+        python.display()
+    );
+    python
+}
+
 /// Runs psql with `conninfo` and one command; returns (success, stdout, stderr).
 pub fn psql(conninfo: &str, command: &str) -> (bool, String, String) {
     let output = Command::new("psql")

@@ -362,7 +362,7 @@ async fn establish<'g>(
     let mut out = BytesMut::new();
     let options: Vec<&str> = params.protocol_options().collect();
     if minor_version > 0 || !options.is_empty() {
-        backend::negotiate_protocol_version(&mut out, 0, options.into_iter());
+        backend::negotiate_protocol_version(&mut out, 3, 0, options.into_iter());
     }
     let server_final =
         authenticate(gateway, client, pending, &mut out, &identity, &user, tls).await?;

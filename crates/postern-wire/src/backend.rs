@@ -65,15 +65,18 @@ pub fn backend_key_data(out: &mut BytesMut, process_id: i32, secret_key: i32) {
     });
 }
 
-/// NegotiateProtocolVersion: the newest minor version we speak and the `_pq_.` options
-/// we do not recognise.
+/// NegotiateProtocolVersion: the newest protocol version we speak for the client's major
+/// version, and the `_pq_.` options we do not recognise. The docs call the first field
+/// "newest minor version", but on the wire it is the whole version number,
+/// `major << 16 | minor`, as PostgreSQL sends it and libpq reads it.
 pub fn negotiate_protocol_version<'a>(
     out: &mut BytesMut,
-    newest_minor: i32,
+    major: u16,
+    minor: u16,
     unrecognised: impl ExactSizeIterator<Item = &'a str>,
 ) {
     put_message(out, b'v', |b| {
-        b.put_i32(newest_minor);
+        b.put_i32(i32::from(major) << 16 | i32::from(minor));
         b.put_i32(i32::try_from(unrecognised.len()).unwrap_or(i32::MAX));
         for option in unrecognised {
             put_cstr(b, option);

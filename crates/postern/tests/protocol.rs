@@ -272,8 +272,8 @@ async fn newer_protocol_versions_and_gss_requests_are_negotiated() {
     let body = &answer[5..1 + len];
     assert_eq!(
         i32::from_be_bytes(body[0..4].try_into().unwrap()),
-        0,
-        "newest minor version"
+        196_608,
+        "protocol 3.0, as major << 16 | minor"
     );
     assert_eq!(
         i32::from_be_bytes(body[4..8].try_into().unwrap()),
@@ -732,7 +732,7 @@ async fn run_psycopg_flows(conninfo: String) {
         "/tests/clients/psycopg_flows.py"
     );
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("/usr/bin/python3")
+        std::process::Command::new(postern_testkit::test_python())
             .arg(script)
             .arg(conninfo)
             .output()
@@ -836,4 +836,37 @@ async fn a_notification_sent_during_a_query_arrives_with_it() {
         panic!("expected a notification, got {message:?}")
     };
     assert_eq!(n.payload(), "while you were busy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_libpq_18_client_asking_for_protocol_3_2_connects() {
+    let (gateway, key) = provisioned(BIN).await;
+    let conninfo = format!(
+        "{} sslmode=disable max_protocol_version=latest",
+        gateway.conninfo(USER, DB, &key)
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(postern_testkit::test_python())
+            .arg("-c")
+            .arg(
+                "import sys, psycopg\n\
+                 assert psycopg.pq.version() >= 180000, psycopg.pq.version()\n\
+                 with psycopg.connect(sys.argv[1]) as conn:\n\
+                 \x20   print(conn.execute('SELECT current_user').fetchone()[0])\n\
+                 \x20   print(conn.pgconn.protocol_version)\n",
+            )
+            .arg(conninfo)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Negotiated down to 3.0 (NegotiateProtocolVersion), then a normal session.
+    assert_eq!(stdout, "app_rw\n3\n");
 }
