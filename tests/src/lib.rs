@@ -20,8 +20,16 @@ pub const DB: &str = "orders.team-a";
 /// A gateway (the `bin` given) in front of the shared PostgreSQL, provisioned, with
 /// alice's API key.
 pub async fn provisioned(bin: &str) -> (Gateway, String) {
+    provisioned_on(bin, Leg::Plain).await
+}
+
+/// [`provisioned`], serving clients over the given leg.
+pub async fn provisioned_on(bin: &str, leg: Leg) -> (Gateway, String) {
     let pg = shared_pg().await;
-    let gateway = Gateway::start(bin, &[]).await;
+    let gateway = match leg {
+        Leg::Plain => Gateway::start(bin, &[]).await,
+        Leg::Tls => Gateway::start_tls(bin, &[]).await,
+    };
     let key = gateway.provision(&pg.address());
     (gateway, key)
 }
@@ -84,6 +92,64 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     child: Option<Child>,
     port: u16,
+    /// The certificate clients verify when the gateway was started for TLS clients.
+    client_tls: Option<TestCert>,
+}
+
+/// Which client leg a test runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    Plain,
+    /// TLS with verify-full and channel binding required.
+    Tls,
+}
+
+/// A tokio-postgres session whose connection runs on its own task: asynchronous messages
+/// (notices, notifications) arrive on `messages`; `ended` says how the connection ended.
+pub struct Session {
+    pub client: tokio_postgres::Client,
+    pub messages: tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    pub ended: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+/// A tokio-postgres TLS connector trusting only `cert`.
+fn rustls_connector(cert: &TestCert) -> tokio_postgres_rustls::MakeRustlsConnect {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert.cert)
+        .expect("read test certificate");
+    roots.add(der).expect("trust test certificate");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+async fn spawn_session<T>(conninfo: &str, tls: T) -> Result<Session, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    use futures_util::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(conninfo, tls).await?;
+    let (sender, messages) = tokio::sync::mpsc::unbounded_channel();
+    let ended = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = stream.next().await {
+            // Nobody listening is fine: the connection must still be driven.
+            let _ = sender.send(message?);
+        }
+        Ok(())
+    });
+    Ok(Session {
+        client,
+        messages,
+        ended,
+    })
 }
 
 impl Gateway {
@@ -99,6 +165,7 @@ impl Gateway {
             dir,
             child: None,
             port: 0,
+            client_tls: None,
         };
         gateway.spawn(extra).await;
         gateway
@@ -219,30 +286,88 @@ impl Gateway {
             .to_owned()
     }
 
-    /// libpq-style connection string through the gateway.
-    pub fn conninfo(&self, user: &str, dbname: &str, password: &str) -> String {
+    /// Starts a gateway for TLS clients with a fresh certificate; `conninfo` and
+    /// `connect` then use TLS with verification and channel binding.
+    pub async fn start_tls(bin: &str, extra: &[&str]) -> Gateway {
+        let cert = TestCert::new();
+        let mut flags = cert.serve_flags();
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut gateway = Gateway::start(bin, &flags).await;
+        gateway.client_tls = Some(cert);
+        gateway
+    }
+
+    fn base_conninfo(&self, user: &str, dbname: &str, password: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user={user} dbname={dbname} password={password}",
             self.port
         )
     }
 
-    /// Connects with tokio-postgres through the gateway.
+    /// libpq connection string through the gateway (verify-full and channel binding
+    /// required when the gateway serves TLS clients).
+    pub fn conninfo(&self, user: &str, dbname: &str, password: &str) -> String {
+        let base = self.base_conninfo(user, dbname, password);
+        match &self.client_tls {
+            Some(cert) => format!(
+                "{base} sslmode=verify-full sslrootcert={} channel_binding=require",
+                cert.cert.display()
+            ),
+            None => base,
+        }
+    }
+
+    /// Connects with tokio-postgres, with `extra` connection parameters, over TLS when
+    /// the gateway serves TLS clients (the certificate verified, channel binding required).
+    pub async fn connect_session(
+        &self,
+        user: &str,
+        dbname: &str,
+        password: &str,
+        extra: &str,
+    ) -> Result<Session, tokio_postgres::Error> {
+        let base = format!("{} {extra}", self.base_conninfo(user, dbname, password));
+        match &self.client_tls {
+            None => spawn_session(&base, tokio_postgres::NoTls).await,
+            Some(cert) => {
+                let conninfo = format!("{base} sslmode=require channel_binding=require");
+                spawn_session(&conninfo, rustls_connector(cert)).await
+            }
+        }
+    }
+
+    /// Sends a cancel for `token`'s session the way its session connected.
+    pub async fn cancel_query(
+        &self,
+        token: &tokio_postgres::CancelToken,
+    ) -> Result<(), tokio_postgres::Error> {
+        match &self.client_tls {
+            None => token.cancel_query(tokio_postgres::NoTls).await,
+            Some(cert) => token.cancel_query(rustls_connector(cert)).await,
+        }
+    }
+
+    /// Connects with tokio-postgres through the gateway (TLS as for `connect_session`).
     pub async fn connect(
         &self,
         user: &str,
         dbname: &str,
         password: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(
-            &self.conninfo(user, dbname, password),
-            tokio_postgres::NoTls,
-        )
-        .await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+        Ok(self
+            .connect_session(user, dbname, password, "")
+            .await?
+            .client)
+    }
+
+    /// Whether this gateway serves TLS clients.
+    pub fn leg(&self) -> Leg {
+        if self.client_tls.is_some() {
+            Leg::Tls
+        } else {
+            Leg::Plain
+        }
     }
 
     /// Sends SIGTERM to the gateway process.

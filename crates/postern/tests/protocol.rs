@@ -8,15 +8,35 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use postern_testkit::{
-    provisioned, raw_exchange, shared_pg, sqlstate, startup_packet, Gateway, DB, USER,
+    provisioned, provisioned_on, raw_exchange, shared_pg, sqlstate, startup_packet, Gateway, Leg,
+    DB, USER,
 };
 use tokio_postgres::AsyncMessage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing() {
-    let (gateway, key) = provisioned(BIN).await;
+/// Runs a flow once with the client in clear and once over TLS (certificate verified,
+/// SCRAM-SHA-256-PLUS channel binding required).
+macro_rules! both_legs {
+    ($flow:ident) => {
+        mod $flow {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn plain() {
+                super::$flow(Leg::Plain).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls() {
+                super::$flow(Leg::Tls).await
+            }
+        }
+    };
+}
+
+async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move {
@@ -50,10 +70,7 @@ async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing() {
     assert!(answer.is_empty(), "a cancel gets no reply");
     assert_eq!(running().await, 1, "an unknown key cancels nothing");
 
-    token
-        .cancel_query(tokio_postgres::NoTls)
-        .await
-        .expect("send cancel");
+    gateway.cancel_query(&token).await.expect("send cancel");
     let (result, elapsed) = tokio::time::timeout(Duration::from_secs(30), sleeper)
         .await
         .expect("query ended")
@@ -62,10 +79,10 @@ async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing() {
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
     assert!(elapsed < Duration::from_secs(50), "{elapsed:?}");
 }
+both_legs!(cancel_reaches_the_upstream_and_unknown_keys_do_nothing);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_in_and_out_in_text_csv_and_binary() {
-    let (gateway, key) = provisioned(BIN).await;
+async fn copy_in_and_out_in_text_csv_and_binary(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
     let client = gateway.connect(USER, DB, &key).await.expect("connect");
     client
         .batch_execute("CREATE TEMP TABLE t (id int, name text)")
@@ -145,21 +162,15 @@ async fn copy_in_and_out_in_text_csv_and_binary() {
         .get(0);
     assert_eq!(count, 1001);
 }
+both_legs!(copy_in_and_out_in_text_csv_and_binary);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notifications_and_notices_arrive_idle_and_during_a_query() {
-    let (gateway, key) = provisioned(BIN).await;
-    let (client, mut connection) =
-        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
-    let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = stream.next().await {
-            let _ = messages_tx.send(message);
-        }
-    });
+async fn notifications_and_notices_arrive_idle_and_during_a_query(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
+    let postern_testkit::Session {
+        client,
+        mut messages,
+        ..
+    } = gateway.connect_session(USER, DB, &key, "").await.unwrap();
     client.batch_execute("LISTEN postern_events").await.unwrap();
 
     // A notification sent by another session arrives while this one is idle.
@@ -191,10 +202,10 @@ async fn notifications_and_notices_arrive_idle_and_during_a_query() {
     };
     assert_eq!(notice.message(), "careful: 42");
 }
+both_legs!(notifications_and_notices_arrive_idle_and_during_a_query);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_results_large_values_pipelines_and_portals() {
-    let (gateway, key) = provisioned(BIN).await;
+async fn large_results_large_values_pipelines_and_portals(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
     let mut client = gateway.connect(USER, DB, &key).await.expect("connect");
 
     let rows = client
@@ -258,6 +269,7 @@ async fn large_results_large_values_pipelines_and_portals() {
     assert_eq!(seen.1, (1..=7).collect::<Vec<_>>());
     tx.commit().await.unwrap();
 }
+both_legs!(large_results_large_values_pipelines_and_portals);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_protocol_versions_and_gss_requests_are_negotiated() {
@@ -596,9 +608,8 @@ async fn idle_in_a_transaction_is_ended_with_25p03_and_idle_outside_is_allowed()
     assert_eq!(ended_with(connection).await, "25P03");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgbench_runs_in_all_three_query_modes() {
-    let (gateway, key) = provisioned(BIN).await;
+async fn pgbench_runs_in_all_three_query_modes(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
     let script = gateway.write_file(
         "bench.sql",
         "\\set id random(1, 10)\nSELECT name FROM items WHERE id = :id;\nSELECT :id::int + 1;\n",
@@ -618,6 +629,18 @@ async fn pgbench_runs_in_all_three_query_modes() {
             .arg(&script)
             .arg(DB)
             .env("PGPASSWORD", &key)
+            .env(
+                "PGSSLMODE",
+                if leg == Leg::Tls {
+                    "require"
+                } else {
+                    "disable"
+                },
+            )
+            .env(
+                "PGCHANNELBINDING",
+                if leg == Leg::Tls { "require" } else { "prefer" },
+            )
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -636,10 +659,10 @@ async fn pgbench_runs_in_all_three_query_modes() {
         );
     }
 }
+both_legs!(pgbench_runs_in_all_three_query_modes);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_killed_mid_query_ends_the_session_with_57p01() {
-    let (gateway, key) = provisioned(BIN).await;
+async fn an_upstream_killed_mid_query_ends_the_session_with_57p01(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
     let client = gateway.connect(USER, DB, &key).await.unwrap();
     let pid = backend_of(&client).await;
     let healthy = gateway.connect(USER, DB, &key).await.unwrap();
@@ -665,6 +688,7 @@ async fn an_upstream_killed_mid_query_ends_the_session_with_57p01() {
         11
     );
 }
+both_legs!(an_upstream_killed_mid_query_ends_the_session_with_57p01);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothing() {
@@ -777,10 +801,9 @@ async fn the_same_psycopg_flows_over_tls_with_channel_binding() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn function_calls_work_through_large_objects() {
+async fn function_calls_work_through_large_objects(leg: Leg) {
     // libpq's large-object API speaks the fast-path FunctionCall protocol.
-    let (gateway, key) = provisioned(BIN).await;
+    let (gateway, key) = provisioned_on(BIN, leg).await;
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let source = gateway.state_dir().join("lo-in.bin");
     std::fs::write(&source, &payload).unwrap();
@@ -803,21 +826,15 @@ async fn function_calls_work_through_large_objects() {
     let (ok, _, err) = postern_testkit::psql(&conninfo, &format!("\\lo_unlink {oid}"));
     assert!(ok, "{err}");
 }
+both_legs!(function_calls_work_through_large_objects);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notification_sent_during_a_query_arrives_with_it() {
-    let (gateway, key) = provisioned(BIN).await;
-    let (client, mut connection) =
-        tokio_postgres::connect(&gateway.conninfo(USER, DB, &key), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
-    let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = stream.next().await {
-            let _ = messages_tx.send(message);
-        }
-    });
+async fn a_notification_sent_during_a_query_arrives_with_it(leg: Leg) {
+    let (gateway, key) = provisioned_on(BIN, leg).await;
+    let postern_testkit::Session {
+        client,
+        mut messages,
+        ..
+    } = gateway.connect_session(USER, DB, &key, "").await.unwrap();
     client.batch_execute("LISTEN busy_channel").await.unwrap();
     let pid = backend_of(&client).await;
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(1)").await });
@@ -837,6 +854,7 @@ async fn a_notification_sent_during_a_query_arrives_with_it() {
     };
     assert_eq!(n.payload(), "while you were busy");
 }
+both_legs!(a_notification_sent_during_a_query_arrives_with_it);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_libpq_18_client_asking_for_protocol_3_2_connects() {
