@@ -383,6 +383,17 @@ impl Gateway {
         }
     }
 
+    /// How many sockets the gateway process holds: a leaked session task would keep its
+    /// socket open. (Files, such as the state store's pooled readers, do not count.)
+    pub fn open_sockets(&self) -> usize {
+        let pid = self.child.as_ref().expect("running gateway").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read /proc/<pid>/fd")
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
     /// The exit status once the process has exited, if it has.
     pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()

@@ -50,6 +50,25 @@ async fn simple_and_extended_queries_run_as_the_services_upstream_user() {
         ("app_rw".into(), "app_rw".into())
     );
 
+    // An error inside a multi-statement query rolls back its implicit transaction.
+    client
+        .batch_execute("CREATE TEMP TABLE implicit (x int)")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query(
+            "INSERT INTO implicit VALUES (1); SELECT 1/0; INSERT INTO implicit VALUES (2)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22012"));
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM implicit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the whole message was one transaction");
+
     // Errors inside a session leave it usable.
     let err = client
         .simple_query("SELECT * FROM missing_table")
@@ -94,6 +113,36 @@ async fn startup_parameters_are_forwarded_but_user_and_database_are_forced() {
             "app".into(),
             "app_rw".into()
         )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libpq_environment_defaults_arrive_as_startup_parameters() {
+    // libpq turns PGTZ and PGDATESTYLE into startup parameters (pg_regress relies on it).
+    let (gateway, key) = provisioned(BIN).await;
+    let output = std::process::Command::new("psql")
+        .arg(gateway.conninfo(USER, DB, &key))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SHOW timezone",
+            "-c",
+            "SHOW datestyle",
+        ])
+        .env("PGTZ", "Pacific/Auckland")
+        .env("PGDATESTYLE", "SQL, DMY")
+        .output()
+        .expect("run psql");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Pacific/Auckland\nSQL, DMY\n"
     );
 }
 

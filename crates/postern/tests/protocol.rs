@@ -888,3 +888,68 @@ async fn a_libpq_18_client_asking_for_protocol_3_2_connects() {
     // Negotiated down to 3.0 (NegotiateProtocolVersion), then a normal session.
     assert_eq!(stdout, "app_rw\n3\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_vanishing_mid_handshake_or_mid_message_leak_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = shared_pg().await;
+    let gateway = Gateway::start_tls(BIN, &[]).await;
+    let key = gateway.provision(&pg.address());
+    let healthy = gateway.connect(USER, DB, &key).await.unwrap();
+    let baseline = gateway.open_sockets();
+    let port = gateway.port();
+    let mut storm = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        storm.spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                // SSLRequest, 'S', then half a ClientHello and gone.
+                stream
+                    .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+                    .await
+                    .unwrap();
+                let mut answer = [0u8; 1];
+                stream.read_exact(&mut answer).await.unwrap();
+                assert_eq!(&answer, b"S");
+                stream
+                    .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                    .await
+                    .unwrap();
+            } else {
+                // A startup packet, then the first bytes of a SASL response and gone.
+                let startup = postern_testkit::startup_packet(&[("user", USER), ("database", DB)]);
+                stream.write_all(&startup).await.unwrap();
+                let mut request = [0u8; 1];
+                stream.read_exact(&mut request).await.unwrap();
+                assert_eq!(&request, b"R");
+                stream
+                    .write_all(&[b'p', 0, 0, 0, 100, b'S', b'C'])
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = storm.join_next().await {
+        done.unwrap();
+    }
+    // Every half-open connection is cleaned up: the socket count returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gateway.open_sockets() > baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} sockets open, {baseline} before",
+            gateway.open_sockets()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        healthy
+            .query_one("SELECT 13", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        13
+    );
+}

@@ -21,6 +21,10 @@ def pipeline():
         assert count.fetchone()[0] == 10
         assert double.fetchone()[0] == 42
         assert name.fetchone()[0] == "item 4"
+        with conn.pipeline():
+            # Fetching inside the pipeline makes psycopg send Flush, not Sync.
+            assert conn.execute("SELECT 7").fetchone()[0] == 7
+            assert conn.execute("SELECT 8").fetchone()[0] == 8
         try:
             with conn.pipeline():
                 conn.execute("SELECT 1")
