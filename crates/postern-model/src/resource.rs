@@ -274,6 +274,9 @@ pub enum Spec {
     Identity(IdentitySpec),
 }
 
+/// Upper bound on durations in specs, far from any clock's overflow.
+const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
+
 /// A validation failure: the field path (`spec.upstream.user`) and what is wrong.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{path}: {message}")]
@@ -395,6 +398,22 @@ impl Resource {
                 check_not_empty("spec.upstream.user", &up.user)?;
                 if s.pool.enabled {
                     check_not_empty("spec.pool.resetQuery", &s.pool.reset_query)?;
+                }
+                for (path, secs) in [
+                    ("spec.pool.idleTimeoutSecs", s.pool.idle_timeout_secs),
+                    ("spec.pool.maxLifetimeSecs", s.pool.max_lifetime_secs),
+                    ("spec.timeouts.idleSecs", s.timeouts.idle_secs),
+                    (
+                        "spec.timeouts.idleInTransactionSecs",
+                        s.timeouts.idle_in_transaction_secs,
+                    ),
+                ] {
+                    if secs > MAX_DURATION_SECS {
+                        return Err(ValidationError::new(
+                            path,
+                            format!("must be at most {MAX_DURATION_SECS} (a year)"),
+                        ));
+                    }
                 }
                 check_name("spec.upstream.passwordSecret", &up.password_secret)
             }

@@ -4,7 +4,8 @@
 //! nothing. See <https://www.postgresql.org/docs/15/protocol-flow.html#id-1.10.6.7.10>.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -29,6 +30,19 @@ pub(crate) struct ClientKey {
 pub(crate) struct UpstreamKey {
     pub address: String,
     pub key_data: Bytes,
+    /// Set once a cancel for this session has been forwarded: it may still be on its way
+    /// when the session ends, so the upstream connection must not serve anyone else.
+    pub forwarded: Arc<AtomicBool>,
+}
+
+impl UpstreamKey {
+    pub fn new(address: String, key_data: Bytes) -> UpstreamKey {
+        UpstreamKey {
+            address,
+            key_data,
+            forwarded: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// Live sessions' keys. The lock is never held across an await.
@@ -49,6 +63,7 @@ impl CancelMap {
     /// Registers a session under a fresh random key; the key is removed when the
     /// returned registration is dropped.
     pub(crate) fn register(&self, upstream: UpstreamKey) -> Registration<'_> {
+        let forwarded = upstream.forwarded.clone();
         let mut sessions = self.lock();
         let key = loop {
             let candidate = {
@@ -63,7 +78,11 @@ impl CancelMap {
             }
         };
         sessions.insert(key, upstream);
-        Registration { map: self, key }
+        Registration {
+            map: self,
+            key,
+            forwarded,
+        }
     }
 
     fn lookup(&self, key: ClientKey) -> Option<UpstreamKey> {
@@ -80,6 +99,14 @@ impl CancelMap {
 pub(crate) struct Registration<'a> {
     map: &'a CancelMap,
     pub key: ClientKey,
+    forwarded: Arc<AtomicBool>,
+}
+
+impl Registration<'_> {
+    /// True if a cancel for this session was ever forwarded upstream.
+    pub fn cancel_forwarded(&self) -> bool {
+        self.forwarded.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Registration<'_> {
@@ -99,6 +126,7 @@ pub(crate) async fn forward(map: &CancelMap, process_id: i32, secret_key: &[u8])
         debug!("cancel request for an unknown session ignored");
         return;
     };
+    target.forwarded.store(true, Ordering::SeqCst);
     let mut packet = BytesMut::with_capacity(8 + target.key_data.len());
     packet.put_i32(i32::try_from(8 + target.key_data.len()).unwrap_or(i32::MAX));
     packet.put_i32(CANCEL_REQUEST_CODE);
@@ -125,10 +153,10 @@ mod tests {
     #[test]
     fn registrations_get_distinct_keys_and_leave_on_drop() {
         let map = CancelMap::default();
-        let target = UpstreamKey {
-            address: "127.0.0.1:1".into(),
-            key_data: Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 2]),
-        };
+        let target = UpstreamKey::new(
+            "127.0.0.1:1".into(),
+            Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 2]),
+        );
         let first = map.register(target.clone());
         let second = map.register(target);
         assert_ne!(first.key, second.key);

@@ -137,9 +137,15 @@ async fn idle_timer(activity: &Activity, limits: IdleLimits) -> SessionError {
             None => None,
         };
         let deadline = match limit {
-            Some(limit) => activity.epoch + Duration::from_millis(last) + limit,
+            Some(limit) => activity
+                .epoch
+                .checked_add(Duration::from_millis(last).saturating_add(limit)),
             // Busy, or no limit for this state: look again later.
-            None => Instant::now() + shortest,
+            None => Instant::now().checked_add(shortest),
+        };
+        // A deadline past the clock's range never comes.
+        let Some(deadline) = deadline else {
+            return std::future::pending().await;
         };
         tokio::time::sleep_until(deadline.into()).await;
         let unchanged =

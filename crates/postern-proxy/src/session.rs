@@ -32,6 +32,9 @@ use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;
 
+/// How long writing the final error to a client may take.
+const FAREWELL_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long resetting an upstream connection for reuse may take before it is closed.
 const RESET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -81,9 +84,12 @@ pub(crate) async fn run(
                     &reply.message,
                     None,
                 );
-                // Best effort: the client may already be gone.
-                let _ = client.write_all(&out).await;
-                let _ = client.flush().await;
+                // Best effort, and bounded: the client may be gone or not reading.
+                let _ = tokio::time::timeout(FAREWELL_WRITE, async {
+                    client.write_all(&out).await?;
+                    client.flush().await
+                })
+                .await;
             }
         }
         let _ = client.shutdown().await;
@@ -137,10 +143,13 @@ async fn session(
         ..
     } = established;
     // From here on a cancel with this session's key must reach nobody: the upstream
-    // connection may serve another client next.
+    // connection may serve another client next. A cancel already forwarded may still be
+    // on its way, so such a connection is never reused.
+    let cancel_forwarded = cancel.as_ref().is_some_and(Registration::cancel_forwarded);
     drop(cancel);
     let reused = end == RelayEnd::ClientTerminated
         && route.pool.enabled
+        && !cancel_forwarded
         && reset_for_reuse(
             &mut upstream.stream,
             &route.pool.reset_query,
@@ -422,10 +431,9 @@ async fn establish<'g>(
     out.extend_from_slice(&upstream.greeting);
     // The client gets its own random cancel key, never the upstream's.
     let registration = upstream.key_data.clone().map(|key_data| {
-        gateway.cancels.register(UpstreamKey {
-            address: route.address.clone(),
-            key_data,
-        })
+        gateway
+            .cancels
+            .register(UpstreamKey::new(route.address.clone(), key_data))
     });
     if let Some(registration) = &registration {
         backend::backend_key_data(

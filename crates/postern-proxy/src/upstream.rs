@@ -161,6 +161,8 @@ pub(crate) async fn login(
     let mut greeting = BytesMut::new();
     let mut key_data = None;
     let mut scram: Option<ScramSha256> = None;
+    let mut scram_finished = false;
+    let verified = matches!(route.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull);
     loop {
         let message = match read_message(&mut stream, &mut buf, LOGIN_MESSAGE_LIMIT).await {
             Ok(m) => m,
@@ -171,6 +173,13 @@ pub(crate) async fn login(
         out.clear();
         match message.tag {
             b'R' => match parse_auth_request(&message.body).map_err(UpstreamError::Protocol)? {
+                // A server that started SCRAM must finish it (proving it knows the
+                // password); an early "ok" is what an impostor would send.
+                AuthRequest::Ok if scram.is_some() && !scram_finished => {
+                    return Err(UpstreamError::UnsupportedAuth(
+                        "AuthenticationOk before the SCRAM exchange finished".into(),
+                    ))
+                }
                 AuthRequest::Ok => {}
                 AuthRequest::Md5Password { salt } => {
                     let hash = md5_hash(route.user.as_bytes(), password()?, salt);
@@ -207,15 +216,17 @@ pub(crate) async fn login(
                         "SASL final without a SASL exchange".into(),
                     ))?;
                     client.finish(data).map_err(UpstreamError::Scram)?;
+                    scram_finished = true;
                 }
-                // Only inside TLS: in clear the password would cross the network.
-                AuthRequest::CleartextPassword if tls => {
+                // Only inside TLS that authenticated the server: otherwise the password
+                // could go to whoever sits in the middle.
+                AuthRequest::CleartextPassword if tls && verified => {
                     frontend::password_message(password()?, &mut out)
                         .map_err(UpstreamError::Lost)?;
                 }
                 AuthRequest::CleartextPassword => {
                     return Err(UpstreamError::UnsupportedAuth(
-                        "a cleartext password over an unencrypted connection".into(),
+                        "a cleartext password without verified TLS (use sslMode verify-ca or verify-full)".into(),
                     ))
                 }
                 AuthRequest::Other(code) => {

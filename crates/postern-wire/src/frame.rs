@@ -5,6 +5,10 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::WireError;
 
+/// Backend messages that can come at any time, not in answer to a request:
+/// NotificationResponse, NoticeResponse, ParameterStatus.
+const ASYNCHRONOUS: &[u8] = b"ANS";
+
 /// Size of a message header: one type byte and the four-byte length.
 pub const HEADER_LEN: usize = 5;
 
@@ -127,7 +131,11 @@ impl FrameScanner {
                     pos += HEADER_LEN;
                     self.body_remaining = body_len;
                     self.current_tag = tag;
-                    self.ready_status = None;
+                    // Notifications, notices and parameter changes arrive on their own
+                    // while a session is idle; they do not end "ready for query".
+                    if !ASYNCHRONOUS.contains(&tag) {
+                        self.ready_status = None;
+                    }
                     self.messages_started += 1;
                     if self.counted_tags.contains(&tag) {
                         self.counted += 1;
@@ -160,7 +168,7 @@ impl FrameScanner {
     }
 
     /// The transaction status (`I`, `T` or `E`) when the last complete message was a
-    /// ReadyForQuery; `None` otherwise.
+    /// ReadyForQuery, asynchronous messages after it aside; `None` otherwise.
     pub fn ready_status(&self) -> Option<u8> {
         self.ready_status.filter(|_| self.body_remaining == 0)
     }
@@ -281,8 +289,14 @@ mod tests {
         assert_eq!(scanner.ready_status(), None, "status byte not seen yet");
         assert_eq!(scanner.scan(&stream[stream.len() - 1..]).unwrap(), 1);
         assert_eq!(scanner.ready_status(), Some(b'T'));
-        scanner.scan(&msg(b'A', b"x")).unwrap();
-        assert_eq!(scanner.ready_status(), None, "something came after it");
+        scanner.scan(&msg(b'A', b"notify")).unwrap();
+        assert_eq!(
+            scanner.ready_status(),
+            Some(b'T'),
+            "a notification keeps it idle"
+        );
+        scanner.scan(&msg(b'C', b"x")).unwrap();
+        assert_eq!(scanner.ready_status(), None, "a reply came after it");
     }
 
     #[test]

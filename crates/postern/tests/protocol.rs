@@ -953,3 +953,33 @@ async fn clients_vanishing_mid_handshake_or_mid_message_leak_nothing() {
         13
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_forwarded_a_cancel_never_lends_its_backend() {
+    // A cancel may still be on its way when its client leaves; if the backend served the
+    // next client, that client's query could be cancelled.
+    let (gateway, key) = provisioned(BIN).await;
+    let first = gateway
+        .connect_session(USER, DB, &key, "application_name=cancel-reuse")
+        .await
+        .unwrap();
+    let pid = backend_of(&first.client).await;
+    gateway
+        .cancel_query(&first.client.cancel_token())
+        .await
+        .expect("send cancel");
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while backend_exists(pid).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend of a session that sent a cancel was kept for reuse"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let next = gateway
+        .connect_session(USER, DB, &key, "application_name=cancel-reuse")
+        .await
+        .unwrap();
+    assert_ne!(backend_of(&next.client).await, pid);
+}
