@@ -749,27 +749,32 @@ async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothin
     );
 }
 
+/// Runs the test venv's Python with `args`, requires success, and returns its stdout.
+async fn python(args: Vec<String>) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(postern_testkit::test_python())
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Runs the psycopg 3 client script against `conninfo`; it checks each flow itself.
 async fn run_psycopg_flows(conninfo: String) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/psycopg_flows.py"
     );
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(postern_testkit::test_python())
-            .arg(script)
-            .arg(conninfo)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = python(vec![script.to_owned(), conninfo]).await;
     assert_eq!(
         stdout,
         "pipeline ok\nbinary copy ok\ncancel ok\nparameter status ok\n"
@@ -863,28 +868,12 @@ async fn a_libpq_18_client_asking_for_protocol_3_2_connects() {
         "{} sslmode=disable max_protocol_version=latest",
         gateway.conninfo(USER, DB, &key)
     );
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(postern_testkit::test_python())
-            .arg("-c")
-            .arg(
-                "import sys, psycopg\n\
-                 assert psycopg.pq.version() >= 180000, psycopg.pq.version()\n\
-                 with psycopg.connect(sys.argv[1]) as conn:\n\
-                 \x20   print(conn.execute('SELECT current_user').fetchone()[0])\n\
-                 \x20   print(conn.pgconn.protocol_version)\n",
-            )
-            .arg(conninfo)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let program = "import sys, psycopg\n\
+                   assert psycopg.pq.version() >= 180000, psycopg.pq.version()\n\
+                   with psycopg.connect(sys.argv[1]) as conn:\n\
+                   \x20   print(conn.execute('SELECT current_user').fetchone()[0])\n\
+                   \x20   print(conn.pgconn.protocol_version)\n";
+    let stdout = python(vec!["-c".to_owned(), program.to_owned(), conninfo]).await;
     // Negotiated down to 3.0 (NegotiateProtocolVersion), then a normal session.
     assert_eq!(stdout, "app_rw\n3\n");
 }
