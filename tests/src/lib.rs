@@ -86,6 +86,19 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
     }
 }
 
+/// Polls the async `check` until it holds, or panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A `postern serve` process with its own state directory.
 pub struct Gateway {
     bin: PathBuf,

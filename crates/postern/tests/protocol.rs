@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use postern_testkit::{
-    provisioned, provisioned_on, raw_exchange, shared_pg, sqlstate, startup_packet, Gateway, Leg,
-    DB, USER,
+    provisioned, provisioned_on, raw_exchange, shared_pg, sqlstate, startup_packet, wait_until,
+    Gateway, Leg, DB, USER,
 };
 use tokio_postgres::AsyncMessage;
 
@@ -56,11 +56,10 @@ async fn cancel_reaches_the_upstream_and_unknown_keys_do_nothing(leg: Leg) {
             .unwrap()
             .get::<_, i64>(0)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while running().await == 0 {
-        assert!(std::time::Instant::now() < deadline, "query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the query to start", Duration::from_secs(20), || async {
+        running().await == 1
+    })
+    .await;
 
     // A cancel with a key nobody holds: no answer, and the query keeps running.
     let mut bogus = 16i32.to_be_bytes().to_vec();
@@ -359,25 +358,20 @@ async fn upstream_sessions_are_released_when_clients_go() {
     assert_eq!(backends().await, (10, 0));
     drop(clients);
     // Every backend is reset and idle, kept for reuse; none is left busy.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while backends().await != (10, 10) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backends not reset: {:?}",
-            backends().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "all ten backends reset",
+        Duration::from_secs(20),
+        || async { backends().await == (10, 10) },
+    )
+    .await;
     // Shutting the gateway down closes the idle ones too.
     gateway.terminate();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while backends().await.0 != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upstream connections leaked"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "shutdown to close every upstream connection",
+        Duration::from_secs(20),
+        || async { backends().await.0 == 0 },
+    )
+    .await;
     let status = postern_testkit::wait_for("the gateway to exit", Duration::from_secs(20), || {
         gateway.try_exit_status()
     })
@@ -394,67 +388,46 @@ async fn backend_of(client: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
-/// Waits until the upstream backend `pid` is idle after the gateway's reset.
-async fn wait_reset(pid: i32) {
+/// Waits until `holds` is true of upstream backend `pid`: its (state, query) from
+/// pg_stat_activity, `None` once it has exited.
+async fn wait_backend(pid: i32, what: &str, holds: impl Fn(Option<(String, String)>) -> bool) {
     let admin = shared_pg().await.connect("postgres").await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = admin
-            .query_opt(
-                "SELECT state, query FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            let (state, query): (Option<String>, Option<String>) = (row.get(0), row.get(1));
-            if state.as_deref() == Some("idle") && query.as_deref() == Some("DISCARD ALL") {
-                return;
-            }
+    wait_until(what, Duration::from_secs(20), || {
+        let admin = &admin;
+        let holds = &holds;
+        async move {
+            let row = admin
+                .query_opt(
+                    "SELECT coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .unwrap();
+            holds(row.map(|r| (r.get(0), r.get(1))))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend {pid} was not reset"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+}
+
+/// Waits until upstream backend `pid` is idle after the gateway's reset.
+async fn wait_reset(pid: i32) {
+    wait_backend(pid, "the backend to be reset", |b| {
+        b.is_some_and(|(state, query)| state == "idle" && query == "DISCARD ALL")
+    })
+    .await;
 }
 
 /// Waits until upstream backend `pid` is running a statement.
 async fn wait_until_active(pid: i32) {
-    let admin = shared_pg().await.connect("postgres").await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let active: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if active == 1 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend {pid} never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_backend(pid, "the backend to become active", |b| {
+        b.is_some_and(|(state, _)| state == "active")
+    })
+    .await;
 }
 
-async fn backend_exists(pid: i32) -> bool {
-    let admin = shared_pg().await.connect("postgres").await.unwrap();
-    admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-            &[&pid],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        == 1
+/// Waits until upstream backend `pid` has exited; `what` says why it should.
+async fn wait_backend_gone(pid: i32, what: &str) {
+    wait_backend(pid, what, |b| b.is_none()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,14 +489,7 @@ async fn upstream_connections_are_reused_only_after_a_clean_reset() {
     // A client that leaves inside a transaction: its backend is not reused.
     second.batch_execute("BEGIN; SELECT 1").await.unwrap();
     drop(second);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while backend_exists(pid).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend left in a transaction was kept"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_backend_gone(pid, "backend left in a transaction was kept").await;
     let third = connect(conninfo("reuse-a")).await;
     assert_ne!(backend_of(&third).await, pid);
 }
@@ -539,14 +505,7 @@ async fn reuse_can_be_turned_off_per_service() {
     let first = gateway.connect(USER, DB, &key).await.unwrap();
     let pid = backend_of(&first).await;
     drop(first);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while backend_exists(pid).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend kept although reuse is off"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_backend_gone(pid, "backend kept although reuse is off").await;
     let second = gateway.connect(USER, DB, &key).await.unwrap();
     assert_ne!(backend_of(&second).await, pid);
 }
@@ -715,14 +674,7 @@ async fn a_client_gone_mid_copy_releases_its_backend_and_cancel_floods_do_nothin
         .await
         .unwrap();
     connection.abort();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while backend_exists(pid).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend of a vanished COPY kept"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_backend_gone(pid, "backend of a vanished COPY kept").await;
 
     // A thousand cancels with keys nobody holds: answered by nothing, harm nothing.
     let mut cancels = tokio::task::JoinSet::new();
@@ -881,9 +833,7 @@ async fn a_libpq_18_client_asking_for_protocol_3_2_connects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_vanishing_mid_handshake_or_mid_message_leak_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let pg = shared_pg().await;
-    let gateway = Gateway::start_tls(BIN, &[]).await;
-    let key = gateway.provision(&pg.address());
+    let (gateway, key) = provisioned_on(BIN, Leg::Tls).await;
     let healthy = gateway.connect(USER, DB, &key).await.unwrap();
     let baseline = gateway.open_sockets();
     let port = gateway.port();
@@ -924,15 +874,12 @@ async fn clients_vanishing_mid_handshake_or_mid_message_leak_nothing() {
         done.unwrap();
     }
     // Every half-open connection is cleaned up: the socket count returns.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while gateway.open_sockets() > baseline {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} sockets open, {baseline} before",
-            gateway.open_sockets()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        &format!("the socket count to return to {baseline}"),
+        Duration::from_secs(20),
+        || async { gateway.open_sockets() <= baseline },
+    )
+    .await;
     assert_eq!(
         healthy
             .query_one("SELECT 13", &[])
@@ -958,14 +905,11 @@ async fn a_session_that_forwarded_a_cancel_never_lends_its_backend() {
         .await
         .expect("send cancel");
     drop(first);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while backend_exists(pid).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backend of a session that sent a cancel was kept for reuse"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_backend_gone(
+        pid,
+        "the backend of a session that sent a cancel was kept for reuse",
+    )
+    .await;
     let next = gateway
         .connect_session(USER, DB, &key, "application_name=cancel-reuse")
         .await

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use postern_testkit::{psql, shared_pg, wait_for, Gateway, TestCert, DB, USER};
+use postern_testkit::{provisioned, psql, shared_pg, wait_for, Gateway, TestCert, DB, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
@@ -165,8 +165,7 @@ async fn upstream_ssl(gateway: &Gateway, key: &str) -> Result<bool, String> {
 async fn upstream_tls_follows_the_targets_ssl_mode() {
     let server_cert = TestCert::new();
     let secure_pg = tls_postgres(&server_cert).await;
-    let gateway = Gateway::start(BIN, &[]).await;
-    let key = gateway.provision(&shared_pg().await.address());
+    let (gateway, key) = provisioned(BIN).await;
 
     // verify-full with the right CA: encrypted (and SCRAM bound to the channel, which
     // PostgreSQL offers over TLS: a wrong binding would fail the login).
@@ -212,8 +211,7 @@ async fn verify_ca_ignores_the_name_and_verify_full_does_not() {
     // A certificate for another name than the address the gateway dials.
     let server_cert = TestCert::for_names(&["db.internal.example"]);
     let secure_pg = tls_postgres(&server_cert).await;
-    let gateway = Gateway::start(BIN, &[]).await;
-    let key = gateway.provision(&shared_pg().await.address());
+    let (gateway, key) = provisioned(BIN).await;
     apply_secure_service(
         &gateway,
         &secure_pg.address(),
