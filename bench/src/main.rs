@@ -225,7 +225,7 @@ fn start_pgbouncer(dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16)> {
     // pgbouncer refuses to run as root.
     if rustix::process::geteuid().is_root() {
         use std::os::unix::process::CommandExt;
-        let (uid, gid) = postgres_ids()?;
+        let (uid, gid) = postern_localpg::postgres_os_user().map_err(|e| e.to_string())?;
         for path in [dir, &ini, &userlist] {
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
         }
@@ -234,19 +234,6 @@ fn start_pgbouncer(dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16)> {
     let child = command.spawn().map_err(|e| format!("pgbouncer: {e}"))?;
     wait_listening(port, "pgbouncer")?;
     Ok((Daemon(child), port))
-}
-
-fn postgres_ids() -> Result<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&"postgres"))
-                .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
-                .flatten()
-        })
-        .ok_or_else(|| "no postgres OS user".to_owned())
 }
 
 fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<String> {

@@ -87,7 +87,7 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// uid and gid of the `postgres` OS user, read from /etc/passwd.
-fn postgres_os_user() -> Result<(u32, u32), LocalPgError> {
+pub fn postgres_os_user() -> Result<(u32, u32), LocalPgError> {
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("reading /etc/passwd"))?;
     passwd
         .lines()
@@ -109,7 +109,8 @@ fn free_port() -> Result<u16, LocalPgError> {
         .port())
 }
 
-fn random_password() -> String {
+/// A random alphanumeric password of 24 characters; safe inside SQL quotes as it is.
+pub fn random_password() -> String {
     let mut rng = rand::rng();
     (0..24)
         .map(|_| {

@@ -41,14 +41,6 @@ spec: {{type: human, groups: [engineering]}}
     )
 }
 
-/// Hex, so it needs no quoting in SQL.
-fn random_password() -> String {
-    use rand::Rng;
-    let mut bytes = [0u8; 18];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn bind(config: &Config, listen_given: bool) -> anyhow::Result<TcpListener> {
     if listen_given {
         return TcpListener::bind(config.listen)
@@ -68,7 +60,7 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
     runtime(config)?.block_on(async {
         eprintln!("Starting a throwaway PostgreSQL server (initdb into a temporary directory)...");
         let pg = LocalPg::start().await?;
-        let app_password = random_password();
+        let app_password = postern_localpg::random_password();
         let admin = pg.connect("postgres").await?;
         admin
             .batch_execute(&format!("CREATE ROLE app_rw LOGIN PASSWORD '{app_password}'"))
