@@ -52,6 +52,18 @@ pub struct IdentityCredentials {
     pub certificate_common_name: Option<String>,
 }
 
+/// The outcome of looking up where an identity's session to a service goes.
+#[derive(Debug, Clone)]
+pub enum RouteLookup {
+    Found(UpstreamRoute),
+    /// No such service, or one the identity may not see.
+    NoService,
+    /// The service exists but this identity may not use it; the text is for the client.
+    Denied(String),
+    /// The route is not ready yet (its managed role is still being created); for the client.
+    NotReady(String),
+}
+
 /// The state store failed; the message is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
 #[error("state lookup failed: {0}")]
@@ -66,9 +78,10 @@ pub trait Directory: Send + Sync + 'static {
         identity: &QualifiedName,
     ) -> Result<Option<IdentityCredentials>, DirectoryError>;
 
-    /// The upstream of a service, or `None` if the service does not exist.
+    /// Where and as whom `identity`'s session to `service` logs in upstream.
     fn upstream_route(
         &self,
         service: &QualifiedName,
-    ) -> Result<Option<UpstreamRoute>, DirectoryError>;
+        identity: &QualifiedName,
+    ) -> Result<RouteLookup, DirectoryError>;
 }

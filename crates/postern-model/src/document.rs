@@ -47,6 +47,9 @@ struct RawDocument {
     metadata: Metadata,
     #[serde(default)]
     spec: serde_json::Value,
+    /// What `get -o yaml` reports (reconcile outcome, dates); read-only, so ignored here.
+    #[serde(default, rename = "status")]
+    _status: serde::de::IgnoredAny,
 }
 
 /// Parses every document in `text`. Empty YAML documents are skipped.

@@ -5,17 +5,24 @@
 mod directory;
 mod document;
 mod error;
+mod intents;
 mod name;
 mod plan;
 mod resource;
 
-pub use directory::{Directory, DirectoryError, IdentityCredentials, SecretValue, UpstreamRoute};
+pub use directory::{
+    Directory, DirectoryError, IdentityCredentials, RouteLookup, SecretValue, UpstreamRoute,
+};
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;
+pub use intents::{
+    managed_role_name, AccessIntent, AccessScope, IntentsSpec, ObjectPattern, Privilege,
+    MANAGED_ROLE_PREFIX,
+};
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use resource::{
-    AdminCredentials, ClientCertificateSpec, IdentitySpec, IdentityType, Kind, Metadata,
+    AdminCredentials, ClientCertificateSpec, IdentitySpec, IdentityType, IntentsUpstream, Kind, Metadata,
     NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec,
     TimeoutSpec, UpstreamSpec, ValidationError,
 };

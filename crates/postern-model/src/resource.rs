@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::intents::IntentsSpec;
 use crate::name::{validate_name, QualifiedName, DEFAULT_NAMESPACE};
 
 /// The kinds this build manages.
@@ -17,6 +18,7 @@ pub enum Kind {
     Target,
     Service,
     Identity,
+    Intents,
 }
 
 /// Kinds from the product definition that later releases add; named so that a file using
@@ -24,13 +26,18 @@ pub enum Kind {
 const LATER_KINDS: &[&str] = &[
     "CredentialRole",
     "StaticRole",
-    "Intents",
     "RoleBinding",
     "Plugin",
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Namespace, Kind::Target, Kind::Service, Kind::Identity];
+    pub const ALL: [Kind; 5] = [
+        Kind::Namespace,
+        Kind::Target,
+        Kind::Service,
+        Kind::Identity,
+        Kind::Intents,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +45,7 @@ impl Kind {
             Kind::Target => "Target",
             Kind::Service => "Service",
             Kind::Identity => "Identity",
+            Kind::Intents => "Intents",
         }
     }
 
@@ -58,7 +66,7 @@ impl Kind {
                     format!("kind {text} is not supported by this version yet")
                 } else {
                     format!(
-                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity)"
+                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents)"
                     )
                 }
             })
@@ -81,8 +89,9 @@ impl FromStr for Kind {
             "target" | "targets" => Ok(Kind::Target),
             "service" | "services" | "svc" => Ok(Kind::Service),
             "identity" | "identities" => Ok(Kind::Identity),
+            "intents" | "intent" => Ok(Kind::Intents),
             _ => Err(format!(
-                "unknown kind {s:?} (expected namespace, target, service, identity or secret)"
+                "unknown kind {s:?} (expected namespace, target, service, identity, intents or secret)"
             )),
         }
     }
@@ -147,11 +156,19 @@ pub struct StaticUpstream {
     pub password_secret: String,
 }
 
-/// How the gateway logs in upstream. Only `static` exists in this version.
+/// `mode: intents` takes no settings: the role is the identity's managed role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentsUpstream {}
+
+/// How the gateway logs in upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "camelCase")]
 pub enum UpstreamSpec {
+    /// One fixed user and password secret for every identity.
     Static(StaticUpstream),
+    /// Each identity as its own role, which the reconciler keeps equal to its Intents.
+    Intents(IntentsUpstream),
 }
 
 /// Reuse of idle upstream connections between client sessions of a service. A session
@@ -272,6 +289,7 @@ pub enum Spec {
     Target(TargetSpec),
     Service(ServiceSpec),
     Identity(IdentitySpec),
+    Intents(IntentsSpec),
 }
 
 /// Upper bound on durations in specs, far from any clock's overflow.
@@ -359,6 +377,7 @@ impl Resource {
             Kind::Target => Spec::Target(decode_spec(spec)?),
             Kind::Service => Spec::Service(decode_spec(spec)?),
             Kind::Identity => Spec::Identity(decode_spec(spec)?),
+            Kind::Intents => Spec::Intents(decode_spec(spec)?),
         };
         let resource = Resource { metadata, spec };
         resource.validate_spec()?;
@@ -394,8 +413,10 @@ impl Resource {
             Spec::Service(s) => {
                 check_name("spec.target", &s.target)?;
                 check_not_empty("spec.database", &s.database)?;
-                let UpstreamSpec::Static(up) = &s.upstream;
-                check_not_empty("spec.upstream.user", &up.user)?;
+                if let UpstreamSpec::Static(up) = &s.upstream {
+                    check_not_empty("spec.upstream.user", &up.user)?;
+                    check_name("spec.upstream.passwordSecret", &up.password_secret)?;
+                }
                 if s.pool.enabled {
                     check_not_empty("spec.pool.resetQuery", &s.pool.reset_query)?;
                 }
@@ -415,7 +436,7 @@ impl Resource {
                         ));
                     }
                 }
-                check_name("spec.upstream.passwordSecret", &up.password_secret)
+                Ok(())
             }
             Spec::Identity(i) => {
                 for (index, group) in i.groups.iter().enumerate() {
@@ -426,6 +447,7 @@ impl Resource {
                 }
                 Ok(())
             }
+            Spec::Intents(i) => i.validate(),
         }
     }
 
@@ -435,6 +457,7 @@ impl Resource {
             Spec::Target(_) => Kind::Target,
             Spec::Service(_) => Kind::Service,
             Spec::Identity(_) => Kind::Identity,
+            Spec::Intents(_) => Kind::Intents,
         }
     }
 
@@ -466,6 +489,7 @@ impl Resource {
             Spec::Target(s) => serde_json::to_value(s),
             Spec::Service(s) => serde_json::to_value(s),
             Spec::Identity(s) => serde_json::to_value(s),
+            Spec::Intents(s) => serde_json::to_value(s),
         };
         // Serialising these plain structs cannot fail.
         value.unwrap_or(serde_json::Value::Null)
@@ -535,7 +559,7 @@ mod tests {
 
     #[test]
     fn kinds_from_later_issues_are_named_as_unsupported() {
-        assert!(Kind::from_document("Intents")
+        assert!(Kind::from_document("RoleBinding")
             .unwrap_err()
             .contains("not supported"));
         assert!(Kind::from_document("Secret")

@@ -82,6 +82,10 @@ pub enum SessionError {
     AuthFailed { user: String },
     #[error("service {dbname:?} not found for {identity}")]
     UnknownService { dbname: String, identity: String },
+    #[error("access denied: {0}")]
+    Denied(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("upstream of service {service}: {source}")]
     Upstream {
         service: String,
@@ -129,7 +133,9 @@ impl SessionError {
             | SessionError::AuthFailed { .. }
             | SessionError::AuthTimeout
             | SessionError::TlsRequired => ErrorKind::Auth,
+            SessionError::Denied(_) => ErrorKind::Policy,
             SessionError::UnknownService { .. }
+            | SessionError::NotReady(_)
             | SessionError::Unsupported(_)
             | SessionError::IdleTimeout { .. }
             | SessionError::IdleInTransactionTimeout { .. } => ErrorKind::User,
@@ -154,6 +160,9 @@ impl SessionError {
             SessionError::UnknownService { dbname, .. } => {
                 ("3D000", format!("service \"{dbname}\" does not exist"))
             }
+            // The texts come from the directory and name only the identity and service.
+            SessionError::Denied(reason) => ("42501", format!("permission denied: {reason}")),
+            SessionError::NotReady(reason) => ("57P03", reason.clone()),
             SessionError::Upstream { service, source } => (
                 source.sqlstate(),
                 format!(

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
-use postern_model::{IdentityCredentials, QualifiedName, UpstreamRoute, DEFAULT_NAMESPACE};
+use postern_model::{
+    IdentityCredentials, QualifiedName, RouteLookup, UpstreamRoute, DEFAULT_NAMESPACE,
+};
 use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
 use postern_wire::certificate::subject_common_name;
 use postern_wire::scram::{
@@ -376,17 +378,18 @@ async fn establish<'g>(
     let server_final =
         authenticate(gateway, client, pending, &mut out, &identity, &user, tls).await?;
 
-    let route = lookup_route(gateway, &service).await?;
-    let route = match route {
+    let route = match lookup_route(gateway, &service, &identity).await? {
         // Until role bindings exist, an identity reaches only its own namespace's services;
         // other namespaces look exactly like missing services.
-        Some(route) if identity.namespace == service.namespace => route,
-        _ => {
+        RouteLookup::Found(route) if identity.namespace == service.namespace => route,
+        RouteLookup::Found(_) | RouteLookup::NoService => {
             return Err(SessionError::UnknownService {
                 dbname,
                 identity: identity.to_string(),
             })
         }
+        RouteLookup::Denied(reason) => return Err(SessionError::Denied(reason)),
+        RouteLookup::NotReady(reason) => return Err(SessionError::NotReady(reason)),
     };
     let service_label = format!("{}.{}", service.name, service.namespace);
     let forwarded = forwarded_params(&params);
@@ -458,10 +461,11 @@ async fn establish<'g>(
 async fn lookup_route(
     gateway: &Gateway,
     service: &QualifiedName,
-) -> Result<Option<UpstreamRoute>, SessionError> {
+    identity: &QualifiedName,
+) -> Result<RouteLookup, SessionError> {
     let directory = gateway.directory.clone();
-    let service = service.clone();
-    tokio::task::spawn_blocking(move || directory.upstream_route(&service))
+    let (service, identity) = (service.clone(), identity.clone());
+    tokio::task::spawn_blocking(move || directory.upstream_route(&service, &identity))
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?
         .map_err(|e| SessionError::Internal(e.to_string()))

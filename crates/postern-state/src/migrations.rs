@@ -44,6 +44,35 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO resources VALUES
         ('Namespace', '', 'default', '{"name":"default"}', '{}', 1, 0, unixepoch(), unixepoch());
     "#,
+    // 2: roles the reconciler manages upstream, and what it last did per Intents resource.
+    // A role row is written before its CREATE ROLE runs, so a crash in between leaves a
+    // record the next run completes or cleans up, never an unknown role.
+    r#"
+    CREATE TABLE managed_roles (
+        target_namespace   TEXT NOT NULL,
+        target_name        TEXT NOT NULL,
+        identity_namespace TEXT NOT NULL,
+        identity_name      TEXT NOT NULL,
+        role_name          TEXT NOT NULL,
+        nonce              BLOB NOT NULL,
+        ciphertext         BLOB NOT NULL,
+        password_version   INTEGER NOT NULL,
+        applied_version    INTEGER NOT NULL,
+        created_at         INTEGER NOT NULL,
+        updated_at         INTEGER NOT NULL,
+        PRIMARY KEY (target_namespace, target_name, identity_namespace, identity_name),
+        UNIQUE (target_namespace, target_name, role_name)
+    );
+    CREATE TABLE intents_status (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        statement  TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

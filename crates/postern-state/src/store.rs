@@ -9,7 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
     plan_apply, Change, Directory, DirectoryError, IdentityCredentials, Kind, LoadedResource,
-    Metadata, QualifiedName, Resource, SecretValue, Spec, UpstreamRoute, UpstreamSpec,
+    Metadata, QualifiedName, Resource, RouteLookup, SecretValue, Spec, UpstreamRoute,
+    UpstreamSpec,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
@@ -60,7 +61,8 @@ pub struct CreatedApiKey {
 
 pub struct Store {
     db_path: PathBuf,
-    key: MasterKey,
+    pub(crate) key: MasterKey,
+    installation_id: String,
     key_origin: String,
     generated_key: bool,
     mock_auth_secret: [u8; 32],
@@ -77,7 +79,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -102,7 +104,7 @@ fn secret_aad(namespace: &str, name: &str) -> Vec<u8> {
     format!("secret:{namespace}/{name}").into_bytes()
 }
 
-fn random_token(bytes: usize) -> String {
+pub(crate) fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     B64URL.encode(buf)
@@ -171,8 +173,18 @@ impl Store {
             )?;
         }
         let mock_auth_secret = Self::mock_auth_secret_in(&writer)?;
+        writer.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('installation_id', ?1)",
+            [random_hex(8)],
+        )?;
+        let installation_id: String = writer.query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'installation_id'",
+            [],
+            |row| row.get(0),
+        )?;
         Ok(Store {
             db_path,
+            installation_id,
             mock_auth_secret,
             key: found.key,
             key_origin: found.origin,
@@ -202,6 +214,12 @@ impl Store {
             .map_err(|_| StateError::Corrupt("mock_auth_secret is not 32 bytes".into()))
     }
 
+    /// A random id of this state database, which marks the upstream roles it manages so
+    /// two gateways with separate state never take each other's roles.
+    pub fn installation_id(&self) -> &str {
+        &self.installation_id
+    }
+
     pub fn mock_auth_secret(&self) -> [u8; 32] {
         self.mock_auth_secret
     }
@@ -220,7 +238,7 @@ impl Store {
         self.generated_key
     }
 
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
@@ -237,7 +255,7 @@ impl Store {
         result
     }
 
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
@@ -466,6 +484,12 @@ impl Store {
                     params![r.namespace(), r.name()],
                 )?;
             }
+            Kind::Intents => {
+                tx.execute(
+                    "DELETE FROM intents_status WHERE namespace = ?1 AND name = ?2",
+                    params![r.namespace(), r.name()],
+                )?;
+            }
             Kind::Namespace | Kind::Target | Kind::Service => {}
         }
         Ok(())
@@ -504,7 +528,7 @@ impl Store {
                         )));
                     }
                 }
-                Kind::Service | Kind::Identity => {}
+                Kind::Service | Kind::Identity | Kind::Intents => {}
             }
             Self::delete_in(tx, r)
         })
@@ -724,45 +748,99 @@ impl Directory for Store {
     fn upstream_route(
         &self,
         service: &QualifiedName,
-    ) -> Result<Option<UpstreamRoute>, DirectoryError> {
-        let lookup = || -> Result<Option<UpstreamRoute>, StateError> {
-            let Some(stored) =
-                self.get_resource(Kind::Service, &service.namespace, &service.name)?
-            else {
-                return Ok(None);
-            };
-            let Spec::Service(spec) = stored.resource.spec else {
-                return Err(StateError::Corrupt(format!(
-                    "Service {service} has another kind's spec"
-                )));
-            };
-            let target = QualifiedName::new(&service.namespace, &spec.target);
-            let Some(Resource {
-                spec: Spec::Target(target_spec),
-                ..
-            }) = self
-                .get_resource(Kind::Target, &target.namespace, &target.name)?
-                .map(|s| s.resource)
-            else {
-                return Err(StateError::NotFound(format!(
-                    "Target {target} of Service {service}"
-                )));
-            };
-            let UpstreamSpec::Static(upstream) = spec.upstream;
-            let password = self.secret_value(&service.namespace, &upstream.password_secret)?;
-            Ok(Some(UpstreamRoute {
-                target,
-                address: target_spec.address,
-                ssl_mode: target_spec.ssl_mode,
-                ca_file: target_spec.ca_file,
-                database: spec.database,
-                user: upstream.user,
-                password,
-                pool: spec.pool,
-                timeouts: spec.timeouts,
-            }))
+        identity: &QualifiedName,
+    ) -> Result<RouteLookup, DirectoryError> {
+        self.route(service, identity)
+            .map_err(|e| DirectoryError(e.to_string()))
+    }
+}
+
+impl Store {
+    fn route(
+        &self,
+        service: &QualifiedName,
+        identity: &QualifiedName,
+    ) -> Result<RouteLookup, StateError> {
+        let Some(stored) = self.get_resource(Kind::Service, &service.namespace, &service.name)?
+        else {
+            return Ok(RouteLookup::NoService);
         };
-        lookup().map_err(|e| DirectoryError(e.to_string()))
+        let Spec::Service(spec) = stored.resource.spec else {
+            return Err(StateError::Corrupt(format!(
+                "Service {service} has another kind's spec"
+            )));
+        };
+        let target = QualifiedName::new(&service.namespace, &spec.target);
+        let Some(Resource {
+            spec: Spec::Target(target_spec),
+            ..
+        }) = self
+            .get_resource(Kind::Target, &target.namespace, &target.name)?
+            .map(|s| s.resource)
+        else {
+            return Err(StateError::NotFound(format!(
+                "Target {target} of Service {service}"
+            )));
+        };
+        let (user, password) = match &spec.upstream {
+            UpstreamSpec::Static(upstream) => (
+                upstream.user.clone(),
+                self.secret_value(&service.namespace, &upstream.password_secret)?,
+            ),
+            UpstreamSpec::Intents(_) => {
+                if !self.has_intents_for(service, &spec, identity)? {
+                    return Ok(RouteLookup::Denied(format!(
+                        "no Intents give {}.{} access to service {}.{}",
+                        identity.name, identity.namespace, service.name, service.namespace
+                    )));
+                }
+                match self.managed_role(&target, identity)? {
+                    Some(role) if role.applied_version > 0 => (role.role, Some(role.password)),
+                    _ => {
+                        return Ok(RouteLookup::NotReady(format!(
+                            "the role of {}.{} on service {}.{} is not created yet (the next reconcile creates it)",
+                            identity.name, identity.namespace, service.name, service.namespace
+                        )))
+                    }
+                }
+            }
+        };
+        Ok(RouteLookup::Found(UpstreamRoute {
+            target,
+            address: target_spec.address,
+            ssl_mode: target_spec.ssl_mode,
+            ca_file: target_spec.ca_file,
+            database: spec.database,
+            user,
+            password,
+            pool: spec.pool,
+            timeouts: spec.timeouts,
+        }))
+    }
+
+    /// Whether some Intents in the service's namespace name `identity` and cover the service.
+    fn has_intents_for(
+        &self,
+        service: &QualifiedName,
+        spec: &postern_model::ServiceSpec,
+        identity: &QualifiedName,
+    ) -> Result<bool, StateError> {
+        if identity.namespace != service.namespace {
+            return Ok(false);
+        }
+        Ok(self
+            .list_resources(Some(Kind::Intents), Some(&service.namespace))?
+            .into_iter()
+            .any(|stored| match &stored.resource.spec {
+                Spec::Intents(intents) => {
+                    intents.identity == identity.name
+                        && intents
+                            .access
+                            .iter()
+                            .any(|entry| entry.covers_service(&service.name, spec))
+                }
+                _ => false,
+            }))
     }
 }
 
@@ -789,6 +867,44 @@ mod tests {
     }
 
     #[test]
+    fn intents_mode_routes_to_the_managed_role_once_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        let more = "kind: Service\nmetadata: {name: jit, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: intents}}\n---\nkind: Intents\nmetadata: {name: alice-needs, namespace: a}\nspec: {identity: alice, access: [{target: pg, database: d, table: public.t, operations: [SELECT]}]}\n";
+        let docs = parse_documents("m.yaml", more, Format::Yaml).unwrap();
+        store.apply_resources(&docs, false, false).unwrap();
+        let service = QualifiedName::new("a", "jit");
+        let alice = QualifiedName::new("a", "alice");
+        let target = QualifiedName::new("a", "pg");
+        let lookup = |who: &QualifiedName| store.upstream_route(&service, who).unwrap();
+        assert!(matches!(lookup(&QualifiedName::new("a", "bob")), RouteLookup::Denied(_)));
+        assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
+
+        let role = store.record_managed_role(&target, &alice).unwrap();
+        assert_eq!(role.role, "pn_a_alice");
+        assert!(!role.password_applied());
+        assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
+        store
+            .mark_password_applied(&target, &alice, role.password_version)
+            .unwrap();
+        let RouteLookup::Found(route) = lookup(&alice) else {
+            panic!("no route");
+        };
+        assert_eq!(route.user, "pn_a_alice");
+        assert_eq!(route.password.as_ref(), Some(&role.password));
+
+        // Recording again keeps the password; rotation changes it and needs applying.
+        let again = store.record_managed_role(&target, &alice).unwrap();
+        assert_eq!(again.password, role.password);
+        assert_eq!(store.rotate_managed_passwords(&alice).unwrap(), 1);
+        let rotated = store.managed_role(&target, &alice).unwrap().unwrap();
+        assert_ne!(rotated.password, role.password);
+        assert!(!rotated.password_applied());
+        store.forget_managed_role(&target, &alice).unwrap();
+        assert!(store.managed_roles(&target).unwrap().is_empty());
+    }
+
+    #[test]
     fn resources_secrets_and_route_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = seeded(dir.path());
@@ -801,24 +917,28 @@ mod tests {
             mock,
             "stable across opens"
         );
-        let route = store
-            .upstream_route(&QualifiedName::new("a", "s"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(route.user, "u");
-        assert!(route.password.is_none());
+        let alice = QualifiedName::new("a", "alice");
+        let route = |service: &str| {
+            match store
+                .upstream_route(&QualifiedName::new("a", service), &alice)
+                .unwrap()
+            {
+                RouteLookup::Found(route) => Some(route),
+                RouteLookup::NoService => None,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let found = route("s").unwrap();
+        assert_eq!(found.user, "u");
+        assert!(found.password.is_none());
         store
             .set_secret("a", "pw", &SecretValue::new("very-secret-pw"))
             .unwrap();
-        let route = store
-            .upstream_route(&QualifiedName::new("a", "s"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(route.password.unwrap().expose(), "very-secret-pw");
-        assert!(store
-            .upstream_route(&QualifiedName::new("a", "nope"))
-            .unwrap()
-            .is_none());
+        assert_eq!(
+            route("s").unwrap().password.unwrap().expose(),
+            "very-secret-pw"
+        );
+        assert!(route("nope").is_none());
         drop(store);
         let raw = std::fs::read(dir.path().join(STATE_DB_FILE)).unwrap();
         assert!(!raw.windows(14).any(|w| w == b"very-secret-pw"));

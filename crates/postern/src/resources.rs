@@ -10,7 +10,7 @@ use postern_config::Config;
 use postern_model::{
     parse_documents, Change, Format, Kind, LoadedResource, QualifiedName, SecretValue,
 };
-use postern_state::{Store, StoredResource};
+use postern_state::{IntentsStatus, Store, StoredResource};
 
 use crate::cli::{IdentityCommand, KeyCommand, Output, Scope, SecretCommand};
 
@@ -163,21 +163,45 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-fn detail(stored: &StoredResource) -> String {
+fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
     use postern_model::{Spec, UpstreamSpec};
     match &stored.resource.spec {
         Spec::Namespace(_) => String::new(),
         Spec::Target(t) => format!("{} sslMode={:?}", t.address, t.ssl_mode).to_lowercase(),
-        Spec::Service(s) => {
-            let UpstreamSpec::Static(up) = &s.upstream;
-            format!(
+        Spec::Service(s) => match &s.upstream {
+            UpstreamSpec::Static(up) => format!(
                 "target={} database={} user={} (static)",
                 s.target, s.database, up.user
-            )
-        }
+            ),
+            UpstreamSpec::Intents(_) => format!(
+                "target={} database={} (intents: a role per identity)",
+                s.target, s.database
+            ),
+        },
         Spec::Identity(i) => {
             format!("{:?} groups=[{}]", i.identity_type, i.groups.join(",")).to_lowercase()
         }
+        Spec::Intents(i) => {
+            let state = match status {
+                Some(status) if status.state == "applied" => "applied".to_owned(),
+                Some(status) => format!("{}: {}", status.state, status.message),
+                None => "pending: not reconciled yet".to_owned(),
+            };
+            format!("identity={} entries={} {state}", i.identity, i.access.len())
+        }
+    }
+}
+
+/// The `status` block of an Intents resource in `get -o yaml|json` (ignored by `apply`).
+fn intents_status_json(status: Option<&IntentsStatus>) -> serde_json::Value {
+    match status {
+        Some(status) => serde_json::json!({
+            "state": status.state,
+            "message": status.message,
+            "statement": status.statement,
+            "updatedAt": status.updated_at,
+        }),
+        None => serde_json::json!({"state": "pending", "message": "not reconciled yet"}),
     }
 }
 
@@ -240,11 +264,22 @@ pub fn get(
                     None => bail!("{kind} {n} not found"),
                 }
             }
+            let statuses = found
+                .iter()
+                .map(|s| match kind {
+                    Kind::Intents => store.intents_status(&s.resource.qualified_name()),
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let docs: Vec<serde_json::Value> = found
                 .iter()
-                .map(|s| {
+                .zip(&statuses)
+                .map(|(s, status)| {
                     let mut doc = s.resource.to_document();
                     doc["metadata"]["generation"] = s.generation.into();
+                    if kind == Kind::Intents {
+                        doc["status"] = intents_status_json(status.as_ref());
+                    }
                     doc
                 })
                 .collect();
@@ -264,12 +299,12 @@ pub fn get(
                     "DETAIL".into(),
                 ]
             }];
-            for s in &found {
+            for (s, status) in found.iter().zip(&statuses) {
                 let mut row = vec![
                     s.resource.name().to_owned(),
                     s.generation.to_string(),
                     age(s.updated_at),
-                    detail(s),
+                    detail(s, status.as_ref()),
                 ];
                 if kind.is_namespaced() {
                     row.insert(0, s.resource.namespace().to_owned());

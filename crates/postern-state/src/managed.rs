@@ -1,0 +1,262 @@
+//! Upstream roles the reconciler manages (one per target and identity, password sealed
+//! here) and the last reconcile outcome of each Intents resource.
+
+use postern_model::{managed_role_name, QualifiedName, SecretValue};
+use rusqlite::{params, OptionalExtension};
+
+use crate::store::{now, random_token, Store};
+use crate::StateError;
+
+/// A managed upstream role and its current password.
+#[derive(Debug, Clone)]
+pub struct ManagedRole {
+    pub target: QualifiedName,
+    pub identity: QualifiedName,
+    pub role: String,
+    pub password: SecretValue,
+    /// Bumped by every rotation; the role's password upstream is current when
+    /// `applied_version` caught up with it.
+    pub password_version: i64,
+    pub applied_version: i64,
+}
+
+impl ManagedRole {
+    pub fn password_applied(&self) -> bool {
+        self.applied_version >= self.password_version
+    }
+}
+
+/// The reconcile outcome of an Intents resource, shown by `postern get intents`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentsStatus {
+    /// `applied`, `pending` or `error`.
+    pub state: String,
+    pub message: String,
+    /// The statement that failed, for `error`.
+    pub statement: Option<String>,
+    pub updated_at: i64,
+}
+
+fn role_aad(target: &QualifiedName, role: &str) -> Vec<u8> {
+    format!("managed-role:{target}/{role}").into_bytes()
+}
+
+fn new_password() -> SecretValue {
+    SecretValue::new(random_token(24))
+}
+
+type RoleRow = (String, String, String, Vec<u8>, Vec<u8>, i64, i64);
+
+impl Store {
+    fn unseal_role(&self, target: &QualifiedName, row: RoleRow) -> Result<ManagedRole, StateError> {
+        let (identity_namespace, identity_name, role, nonce, sealed, password_version, applied_version) =
+            row;
+        let plain = self
+            .key
+            .unseal(&nonce, &sealed, &role_aad(target, &role))
+            .ok_or_else(|| StateError::Corrupt(format!("password of managed role {role} does not unseal")))?;
+        let password = String::from_utf8(plain)
+            .map_err(|_| StateError::Corrupt(format!("password of managed role {role} is not UTF-8")))?;
+        Ok(ManagedRole {
+            target: target.clone(),
+            identity: QualifiedName::new(identity_namespace, identity_name),
+            role,
+            password: SecretValue::new(password),
+            password_version,
+            applied_version,
+        })
+    }
+
+    const ROLE_COLUMNS: &'static str = "identity_namespace, identity_name, role_name, nonce, ciphertext, password_version, applied_version";
+
+    fn role_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoleRow> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+        ))
+    }
+
+    /// Every role managed on `target`.
+    pub fn managed_roles(&self, target: &QualifiedName) -> Result<Vec<ManagedRole>, StateError> {
+        let rows: Vec<RoleRow> = self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {} FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
+                 ORDER BY role_name",
+                Self::ROLE_COLUMNS
+            ))?;
+            let rows = stmt
+                .query_map(params![target.namespace, target.name], Self::role_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter().map(|row| self.unseal_role(target, row)).collect()
+    }
+
+    /// The role managed for `identity` on `target`, if one is recorded.
+    pub fn managed_role(
+        &self,
+        target: &QualifiedName,
+        identity: &QualifiedName,
+    ) -> Result<Option<ManagedRole>, StateError> {
+        let row: Option<RoleRow> = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {} FROM managed_roles WHERE target_namespace = ?1
+                         AND target_name = ?2 AND identity_namespace = ?3 AND identity_name = ?4",
+                        Self::ROLE_COLUMNS
+                    ),
+                    params![target.namespace, target.name, identity.namespace, identity.name],
+                    Self::role_row,
+                )
+                .optional()?)
+        })?;
+        row.map(|row| self.unseal_role(target, row)).transpose()
+    }
+
+    /// Records the role for `identity` on `target` with a fresh password, before it is
+    /// created upstream; returns the existing record if there is one.
+    pub fn record_managed_role(
+        &self,
+        target: &QualifiedName,
+        identity: &QualifiedName,
+    ) -> Result<ManagedRole, StateError> {
+        let role = managed_role_name(&identity.namespace, &identity.name);
+        let (nonce, sealed) = self
+            .key
+            .seal(new_password().expose().as_bytes(), &role_aad(target, &role))?;
+        let now = now();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO managed_roles VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, 0, ?8, ?8)",
+                params![
+                    target.namespace,
+                    target.name,
+                    identity.namespace,
+                    identity.name,
+                    role,
+                    nonce,
+                    sealed,
+                    now
+                ],
+            )?;
+            Ok(())
+        })?;
+        self.managed_role(target, identity)?.ok_or_else(|| {
+            StateError::Conflict(format!(
+                "role name {role} on Target {target} is already managed for another identity"
+            ))
+        })
+    }
+
+    /// Notes that the upstream role now has password `version`.
+    pub fn mark_password_applied(
+        &self,
+        target: &QualifiedName,
+        identity: &QualifiedName,
+        version: i64,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE managed_roles SET applied_version = MAX(applied_version, ?5), updated_at = ?6
+                 WHERE target_namespace = ?1 AND target_name = ?2
+                   AND identity_namespace = ?3 AND identity_name = ?4",
+                params![target.namespace, target.name, identity.namespace, identity.name, version, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Gives every managed role of `identity` a new password, which the next reconcile
+    /// sets upstream; returns how many roles it touched.
+    pub fn rotate_managed_passwords(&self, identity: &QualifiedName) -> Result<usize, StateError> {
+        let roles: Vec<(String, String, String)> = self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT target_namespace, target_name, role_name FROM managed_roles
+                 WHERE identity_namespace = ?1 AND identity_name = ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![identity.namespace, identity.name], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })?;
+        let now = now();
+        for (target_namespace, target_name, role) in &roles {
+            let target = QualifiedName::new(target_namespace, target_name);
+            let (nonce, sealed) = self
+                .key
+                .seal(new_password().expose().as_bytes(), &role_aad(&target, role))?;
+            self.write(|tx| {
+                tx.execute(
+                    "UPDATE managed_roles SET nonce = ?4, ciphertext = ?5,
+                         password_version = password_version + 1, updated_at = ?6
+                     WHERE target_namespace = ?1 AND target_name = ?2 AND role_name = ?3",
+                    params![target_namespace, target_name, role, nonce, sealed, now],
+                )?;
+                Ok(())
+            })?;
+        }
+        Ok(roles.len())
+    }
+
+    /// Forgets a role after it was dropped upstream.
+    pub fn forget_managed_role(
+        &self,
+        target: &QualifiedName,
+        identity: &QualifiedName,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
+                 AND identity_namespace = ?3 AND identity_name = ?4",
+                params![target.namespace, target.name, identity.namespace, identity.name],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn set_intents_status(
+        &self,
+        intents: &QualifiedName,
+        state: &str,
+        message: &str,
+        statement: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO intents_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (namespace, name) DO UPDATE SET state = ?3, message = ?4,
+                     statement = ?5, updated_at = ?6",
+                params![intents.namespace, intents.name, state, message, statement, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn intents_status(&self, intents: &QualifiedName) -> Result<Option<IntentsStatus>, StateError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT state, message, statement, updated_at FROM intents_status
+                     WHERE namespace = ?1 AND name = ?2",
+                    params![intents.namespace, intents.name],
+                    |row| {
+                        Ok(IntentsStatus {
+                            state: row.get(0)?,
+                            message: row.get(1)?,
+                            statement: row.get(2)?,
+                            updated_at: row.get(3)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+}
