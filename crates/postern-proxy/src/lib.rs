@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 pub use error::{ClientError, SessionError, UpstreamError};
 pub use tls::{TlsConfig, TlsError};
+pub use upstream_tls::client_config as upstream_client_config;
 
 /// Limits and timeouts of the proxy.
 #[derive(Debug, Clone)]

@@ -134,8 +134,9 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, UpstreamError> {
     Ok(roots)
 }
 
-/// The rustls client configuration for a target's `sslMode` (not for `disable`).
-pub(crate) fn client_config(
+/// The rustls client configuration for a target's `sslMode` (not for `disable`); the
+/// reconciler's admin connections use it too, so both legs verify alike.
+pub fn client_config(
     mode: SslMode,
     ca_file: Option<&Path>,
 ) -> Result<Arc<ClientConfig>, UpstreamError> {
