@@ -51,6 +51,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Timeout for opening and authenticating an upstream connection, in seconds.
     pub upstream_connect_timeout_secs: u64,
+    /// The grant reconciler runs this often, in seconds (0: only after `apply` and on
+    /// `postern reconcile`).
+    pub reconcile_interval_secs: u64,
     /// Async worker threads; unset means half the cores, at least one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
@@ -82,6 +85,7 @@ impl fmt::Debug for Config {
             .field("max_message_size", &self.max_message_size)
             .field("auth_timeout_secs", &self.auth_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("reconcile_interval_secs", &self.reconcile_interval_secs)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +105,7 @@ impl Default for Config {
             auth_timeout_secs: 30,
             shutdown_grace_secs: 30,
             upstream_connect_timeout_secs: 10,
+            reconcile_interval_secs: 30,
             worker_threads: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -133,6 +138,8 @@ pub struct Overrides {
     pub shutdown_grace_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_connect_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_interval_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +211,9 @@ impl Config {
         }
         if self.worker_threads == Some(0) {
             return invalid("worker_threads must be at least 1");
+        }
+        if self.reconcile_interval_secs > 365 * 24 * 3600 {
+            return invalid("reconcile_interval_secs must be at most a year");
         }
         if self.auth_timeout_secs == 0 {
             return invalid("auth_timeout_secs must be at least 1");

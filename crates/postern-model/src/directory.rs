@@ -55,7 +55,7 @@ pub struct IdentityCredentials {
 /// The outcome of looking up where an identity's session to a service goes.
 #[derive(Debug, Clone)]
 pub enum RouteLookup {
-    Found(UpstreamRoute),
+    Found(Box<UpstreamRoute>),
     /// No such service, or one the identity may not see.
     NoService,
     /// The service exists but this identity may not use it; the text is for the client.

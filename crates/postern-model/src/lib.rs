@@ -22,7 +22,7 @@ pub use intents::{
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use resource::{
-    AdminCredentials, ClientCertificateSpec, IdentitySpec, IdentityType, IntentsUpstream, Kind, Metadata,
-    NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode, StaticUpstream, TargetSpec,
-    TimeoutSpec, UpstreamSpec, ValidationError,
+    AdminCredentials, ClientCertificateSpec, IdentitySpec, IdentityType, IntentsUpstream, Kind,
+    Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode, StaticUpstream,
+    TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
 };

@@ -23,12 +23,7 @@ pub enum Kind {
 
 /// Kinds from the product definition that later releases add; named so that a file using
 /// them gets a clear "not supported yet" rather than "unknown kind".
-const LATER_KINDS: &[&str] = &[
-    "CredentialRole",
-    "StaticRole",
-    "RoleBinding",
-    "Plugin",
-];
+const LATER_KINDS: &[&str] = &["CredentialRole", "StaticRole", "RoleBinding", "Plugin"];
 
 impl Kind {
     pub const ALL: [Kind; 5] = [

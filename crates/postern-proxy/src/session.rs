@@ -381,7 +381,7 @@ async fn establish<'g>(
     let route = match lookup_route(gateway, &service, &identity).await? {
         // Until role bindings exist, an identity reaches only its own namespace's services;
         // other namespaces look exactly like missing services.
-        RouteLookup::Found(route) if identity.namespace == service.namespace => route,
+        RouteLookup::Found(route) if identity.namespace == service.namespace => *route,
         RouteLookup::Found(_) | RouteLookup::NoService => {
             return Err(SessionError::UnknownService {
                 dbname,

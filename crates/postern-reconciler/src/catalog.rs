@@ -21,7 +21,10 @@ pub async fn read_roles(
     names: &[String],
     marker_prefix: &str,
 ) -> Result<BTreeMap<String, ActualRole>, ReconcileError> {
-    let pattern = format!("{} %", marker_prefix.replace('%', "\\%").replace('_', "\\_"));
+    let pattern = format!(
+        "{} %",
+        marker_prefix.replace('%', "\\%").replace('_', "\\_")
+    );
     let rows = client
         .query(
             "SELECT r.rolname::text,
@@ -45,11 +48,21 @@ pub async fn read_roles(
     let mut roles = BTreeMap::new();
     for row in rows {
         let role = ActualRole {
-            name: row.try_get(0).map_err(ReconcileError::query("reading roles"))?,
-            attributes_as_managed: row.try_get(1).map_err(ReconcileError::query("reading roles"))?,
-            comment: row.try_get(2).map_err(ReconcileError::query("reading roles"))?,
-            member_of: row.try_get(3).map_err(ReconcileError::query("reading roles"))?,
-            members: row.try_get(4).map_err(ReconcileError::query("reading roles"))?,
+            name: row
+                .try_get(0)
+                .map_err(ReconcileError::query("reading roles"))?,
+            attributes_as_managed: row
+                .try_get(1)
+                .map_err(ReconcileError::query("reading roles"))?,
+            comment: row
+                .try_get(2)
+                .map_err(ReconcileError::query("reading roles"))?,
+            member_of: row
+                .try_get(3)
+                .map_err(ReconcileError::query("reading roles"))?,
+            members: row
+                .try_get(4)
+                .map_err(ReconcileError::query("reading roles"))?,
         };
         roles.insert(role.name.clone(), role);
     }
@@ -128,8 +141,7 @@ pub async fn read_catalog(
     }
     let rows = client
         .query(
-            &format!(
-                "WITH managed AS (
+            "WITH managed AS (
                      SELECT oid, rolname::text AS name FROM pg_roles WHERE rolname::text = ANY($1::text[])
                  )
                  SELECT CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
@@ -150,8 +162,7 @@ pub async fn read_catalog(
                  FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
                       aclexplode(d.defaclacl) a JOIN managed m ON m.oid = a.grantee
                  WHERE d.defaclobjtype IN ('r', 'S')
-                   AND d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
-            ),
+                   AND d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
             &[&managed],
         )
         .await
@@ -191,6 +202,9 @@ pub async fn databases(client: &Client) -> Result<Vec<String>, ReconcileError> {
         .await
         .map_err(ReconcileError::query("listing databases"))?;
     rows.iter()
-        .map(|row| row.try_get(0).map_err(ReconcileError::query("listing databases")))
+        .map(|row| {
+            row.try_get(0)
+                .map_err(ReconcileError::query("listing databases"))
+        })
         .collect()
 }

@@ -62,10 +62,7 @@ pub async fn connect(
         )
         .map_err(|e| fail(e.to_string()))?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-        let (client, connection) = config
-            .connect(tls)
-            .await
-            .map_err(|e| fail(describe(&e)))?;
+        let (client, connection) = config.connect(tls).await.map_err(|e| fail(describe(&e)))?;
         tokio::spawn(connection);
         client
     };

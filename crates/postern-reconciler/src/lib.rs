@@ -16,4 +16,4 @@ mod run;
 pub mod sql;
 
 pub use error::ReconcileError;
-pub use run::{reconcile, Options, Report};
+pub use run::{reconcile, Options, PlannedStatement, Report};

@@ -172,10 +172,9 @@ pub fn expand(entries: &[Entry], catalog: &Catalog) -> (Desired, Vec<Problem>) {
             want(Object::schema(schema), Privilege::Usage, entry);
         }
         if let ObjectPattern::One { schema, name } = &scope.pattern {
-            let found = catalog
-                .relations
-                .iter()
-                .any(|r| &r.schema == schema && &r.name == name && r.is_sequence == scope.sequences);
+            let found = catalog.relations.iter().any(|r| {
+                &r.schema == schema && &r.name == name && r.is_sequence == scope.sequences
+            });
             if !found {
                 let what = if scope.sequences { "sequence" } else { "table" };
                 problems.push(Problem {
@@ -529,7 +528,11 @@ mod tests {
         let (desired, problems) = expand(
             &[
                 entry("r", one("public", "missing"), &[Privilege::Select]),
-                entry("r", ObjectPattern::Schema("nope".into()), &[Privilege::Select]),
+                entry(
+                    "r",
+                    ObjectPattern::Schema("nope".into()),
+                    &[Privilege::Select],
+                ),
                 entry("r", one("public", "other"), &[Privilege::Select]),
             ],
             &catalog(),

@@ -46,11 +46,15 @@ impl RoleStatement {
     }
 }
 
-const ATTRIBUTES: &str = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";
+const ATTRIBUTES: &str =
+    "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";
 
 /// The comment that marks a role as this installation's, and for whom.
 pub fn marker(installation_id: &str, identity: &QualifiedName) -> String {
-    format!("{} managed role of identity {identity}", marker_prefix(installation_id))
+    format!(
+        "{} managed role of identity {identity}",
+        marker_prefix(installation_id)
+    )
 }
 
 pub fn marker_prefix(installation_id: &str) -> String {
@@ -87,8 +91,9 @@ pub fn plan_roles(
         };
         match actual.get(&want.role) {
             None => {
-                plan.statements
-                    .push(RoleStatement::plain(format!("CREATE ROLE {role} {ATTRIBUTES}")));
+                plan.statements.push(RoleStatement::plain(format!(
+                    "CREATE ROLE {role} {ATTRIBUTES}"
+                )));
                 plan.statements.push(RoleStatement::plain(format!(
                     "COMMENT ON ROLE {role} IS {}",
                     literal(&marker(installation_id, &want.identity))
@@ -109,8 +114,9 @@ pub fn plan_roles(
             }
             Some(found) => {
                 if !found.attributes_as_managed {
-                    plan.statements
-                        .push(RoleStatement::plain(format!("ALTER ROLE {role} {ATTRIBUTES}")));
+                    plan.statements.push(RoleStatement::plain(format!(
+                        "ALTER ROLE {role} {ATTRIBUTES}"
+                    )));
                 }
                 if let Some(verifier) = &want.verifier {
                     plan.statements.push(password(verifier));
@@ -152,7 +158,11 @@ mod tests {
 
     #[test]
     fn new_roles_are_created_marked_and_given_their_password_unprinted() {
-        let plan = plan_roles(&[wanted("pn_a", Some("SCRAM-SHA-256$4096:x$y:z"))], &BTreeMap::new(), "id1");
+        let plan = plan_roles(
+            &[wanted("pn_a", Some("SCRAM-SHA-256$4096:x$y:z"))],
+            &BTreeMap::new(),
+            "id1",
+        );
         assert_eq!(
             displays(&plan),
             [
@@ -180,7 +190,11 @@ mod tests {
             ..ours.clone()
         };
         let actual = [("pn_a".to_owned(), ours), ("pn_b".to_owned(), theirs)].into();
-        let plan = plan_roles(&[wanted("pn_a", None), wanted("pn_b", None)], &actual, "id1");
+        let plan = plan_roles(
+            &[wanted("pn_a", None), wanted("pn_b", None)],
+            &actual,
+            "id1",
+        );
         assert_eq!(
             displays(&plan),
             [

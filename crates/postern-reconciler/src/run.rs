@@ -17,7 +17,7 @@ use crate::catalog::{databases, read_catalog, read_roles};
 use crate::connect::connect;
 use crate::error::describe;
 use crate::privileges::{diff, expand, Entry, Problem};
-use crate::roles::{marker_prefix, plan_roles, RoleStatement, WantedRole};
+use crate::roles::{is_ours, marker_prefix, plan_roles, RoleStatement, WantedRole};
 use crate::sql::ident;
 use crate::ReconcileError;
 
@@ -28,12 +28,19 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// A changing statement as printable SQL (passwords masked) and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStatement {
+    /// `namespace/target/database`
+    pub place: String,
+    pub sql: String,
+}
+
 /// What a run did (or, dry, would do).
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Every changing statement, in order, as printable text (passwords masked), each
-    /// prefixed with the target and database it runs in.
-    pub statements: Vec<String>,
+    /// Every changing statement, in order.
+    pub statements: Vec<PlannedStatement>,
     /// One line per problem, naming the Intents resource or target.
     pub problems: Vec<String>,
 }
@@ -48,7 +55,12 @@ struct TargetWork {
 /// Outcome per Intents resource: problems (message, failed statement).
 type Outcomes = BTreeMap<QualifiedName, Vec<(String, Option<String>)>>;
 
-fn note(outcomes: &mut Outcomes, source: &QualifiedName, message: String, statement: Option<String>) {
+fn note(
+    outcomes: &mut Outcomes,
+    source: &QualifiedName,
+    message: String,
+    statement: Option<String>,
+) {
     outcomes
         .entry(source.clone())
         .or_default()
@@ -118,7 +130,12 @@ pub async fn reconcile(store: &Store, options: Options) -> Result<Report, Reconc
             let scope = match access.scope() {
                 Ok(scope) => scope,
                 Err(message) => {
-                    note(&mut outcomes, &source, format!("spec.access[{index}]: {message}"), None);
+                    note(
+                        &mut outcomes,
+                        &source,
+                        format!("spec.access[{index}]: {message}"),
+                        None,
+                    );
                     continue;
                 }
             };
@@ -249,7 +266,14 @@ impl TargetRun<'_> {
                     0,
                 ),
             };
-            wanted.push((WantedRole { role, identity: identity.clone(), verifier }, version));
+            wanted.push((
+                WantedRole {
+                    role,
+                    identity: identity.clone(),
+                    verifier,
+                },
+                version,
+            ));
         }
         let dropping: Vec<_> = records
             .iter()
@@ -265,10 +289,14 @@ impl TargetRun<'_> {
             .cloned()
             .unwrap_or_else(|| "postgres".to_owned());
         let label = target.to_string();
-        let mut client = connect(&label, self.spec, &admin.user, &password, &maintenance_db).await?;
+        let mut client =
+            connect(&label, self.spec, &admin.user, &password, &maintenance_db).await?;
         // Runs of several gateways (or a CLI beside the server) take turns per cluster.
         client
-            .execute("SELECT pg_advisory_lock(1886352244, hashtext($1))", &[&self.store.installation_id()])
+            .execute(
+                "SELECT pg_advisory_lock(1886352244, hashtext($1))",
+                &[&self.store.installation_id()],
+            )
             .await
             .map_err(ReconcileError::query("taking the reconcile lock"))?;
 
@@ -281,24 +309,31 @@ impl TargetRun<'_> {
         let mut conflicting = BTreeSet::new();
         for (role, message) in &plan.conflicts {
             conflicting.insert(role.role.clone());
-            for entry in self.work.databases.values().flatten().filter(|e| e.role == role.role) {
+            for entry in self
+                .work
+                .databases
+                .values()
+                .flatten()
+                .filter(|e| e.role == role.role)
+            {
                 note(outcomes, &entry.source, message.clone(), None);
             }
         }
         // Roles carrying this installation's mark that no record knows (a record lost
         // with a restored state file, say) go too.
+        // A record whose role upstream is not ours (a name clash) only loses the record.
+        let installation = self.store.installation_id();
         let mut drop_roles: Vec<String> = dropping
             .iter()
             .map(|r| r.role.clone())
-            .filter(|r| actual.contains_key(r))
+            .filter(|r| actual.get(r).is_some_and(|a| is_ours(a, installation)))
             .collect();
-        for role in actual.keys() {
-            if crate::roles::is_ours(&actual[role], self.store.installation_id())
-                && !names.contains(role)
-            {
-                drop_roles.push(role.clone());
-            }
-        }
+        drop_roles.extend(
+            actual
+                .values()
+                .filter(|a| is_ours(a, installation) && !names.contains(&a.name))
+                .map(|a| a.name.clone()),
+        );
 
         let place = format!("{target}/{maintenance_db}");
         let mut role_statements = plan.statements.clone();
@@ -380,7 +415,15 @@ impl TargetRun<'_> {
                         format!("DROP OWNED BY {}", ident(role)),
                     ]
                 })
-                .map(|sql| (RoleStatement { display: sql.clone(), sql }, BTreeSet::new()))
+                .map(|sql| {
+                    (
+                        RoleStatement {
+                            display: sql.clone(),
+                            sql,
+                        },
+                        BTreeSet::new(),
+                    )
+                })
                 .collect();
             statements.extend(diff(&desired, &catalog.granted).into_iter().map(|s| {
                 (
@@ -423,7 +466,10 @@ impl TargetRun<'_> {
                 .iter()
                 .map(|role| {
                     let sql = format!("DROP ROLE IF EXISTS {}", ident(role));
-                    RoleStatement { display: sql.clone(), sql }
+                    RoleStatement {
+                        display: sql.clone(),
+                        sql,
+                    }
                 })
                 .collect();
             self.execute(&mut client, &place, &statements, report)
@@ -438,9 +484,10 @@ impl TargetRun<'_> {
             }
         } else if self.options.dry_run {
             for role in &drop_roles {
-                report
-                    .statements
-                    .push(format!("{place}: DROP ROLE IF EXISTS {}", ident(role)));
+                report.statements.push(PlannedStatement {
+                    place: place.clone(),
+                    sql: format!("DROP ROLE IF EXISTS {}", ident(role)),
+                });
             }
         }
         Ok(())
@@ -460,7 +507,10 @@ impl TargetRun<'_> {
         }
         report
             .statements
-            .extend(statements.iter().map(|s| format!("{place}: {}", s.display)));
+            .extend(statements.iter().map(|s| PlannedStatement {
+                place: place.to_owned(),
+                sql: s.display.clone(),
+            }));
         if self.options.dry_run {
             return Ok(());
         }

@@ -49,14 +49,24 @@ type RoleRow = (String, String, String, Vec<u8>, Vec<u8>, i64, i64);
 
 impl Store {
     fn unseal_role(&self, target: &QualifiedName, row: RoleRow) -> Result<ManagedRole, StateError> {
-        let (identity_namespace, identity_name, role, nonce, sealed, password_version, applied_version) =
-            row;
+        let (
+            identity_namespace,
+            identity_name,
+            role,
+            nonce,
+            sealed,
+            password_version,
+            applied_version,
+        ) = row;
         let plain = self
             .key
             .unseal(&nonce, &sealed, &role_aad(target, &role))
-            .ok_or_else(|| StateError::Corrupt(format!("password of managed role {role} does not unseal")))?;
-        let password = String::from_utf8(plain)
-            .map_err(|_| StateError::Corrupt(format!("password of managed role {role} is not UTF-8")))?;
+            .ok_or_else(|| {
+                StateError::Corrupt(format!("password of managed role {role} does not unseal"))
+            })?;
+        let password = String::from_utf8(plain).map_err(|_| {
+            StateError::Corrupt(format!("password of managed role {role} is not UTF-8"))
+        })?;
         Ok(ManagedRole {
             target: target.clone(),
             identity: QualifiedName::new(identity_namespace, identity_name),
@@ -94,7 +104,9 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })?;
-        rows.into_iter().map(|row| self.unseal_role(target, row)).collect()
+        rows.into_iter()
+            .map(|row| self.unseal_role(target, row))
+            .collect()
     }
 
     /// The role managed for `identity` on `target`, if one is recorded.
@@ -111,7 +123,12 @@ impl Store {
                          AND target_name = ?2 AND identity_namespace = ?3 AND identity_name = ?4",
                         Self::ROLE_COLUMNS
                     ),
-                    params![target.namespace, target.name, identity.namespace, identity.name],
+                    params![
+                        target.namespace,
+                        target.name,
+                        identity.namespace,
+                        identity.name
+                    ],
                     Self::role_row,
                 )
                 .optional()?)
@@ -216,7 +233,12 @@ impl Store {
             tx.execute(
                 "DELETE FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
                  AND identity_namespace = ?3 AND identity_name = ?4",
-                params![target.namespace, target.name, identity.namespace, identity.name],
+                params![
+                    target.namespace,
+                    target.name,
+                    identity.namespace,
+                    identity.name
+                ],
             )?;
             Ok(())
         })
@@ -234,13 +256,23 @@ impl Store {
                 "INSERT INTO intents_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (namespace, name) DO UPDATE SET state = ?3, message = ?4,
                      statement = ?5, updated_at = ?6",
-                params![intents.namespace, intents.name, state, message, statement, now()],
+                params![
+                    intents.namespace,
+                    intents.name,
+                    state,
+                    message,
+                    statement,
+                    now()
+                ],
             )?;
             Ok(())
         })
     }
 
-    pub fn intents_status(&self, intents: &QualifiedName) -> Result<Option<IntentsStatus>, StateError> {
+    pub fn intents_status(
+        &self,
+        intents: &QualifiedName,
+    ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
             Ok(conn
                 .query_row(

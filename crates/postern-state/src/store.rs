@@ -9,8 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
     plan_apply, Change, Directory, DirectoryError, IdentityCredentials, Kind, LoadedResource,
-    Metadata, QualifiedName, Resource, RouteLookup, SecretValue, Spec, UpstreamRoute,
-    UpstreamSpec,
+    Metadata, QualifiedName, Resource, RouteLookup, SecretValue, Spec, UpstreamRoute, UpstreamSpec,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
@@ -805,7 +804,7 @@ impl Store {
                 }
             }
         };
-        Ok(RouteLookup::Found(UpstreamRoute {
+        Ok(RouteLookup::Found(Box::new(UpstreamRoute {
             target,
             address: target_spec.address,
             ssl_mode: target_spec.ssl_mode,
@@ -815,7 +814,7 @@ impl Store {
             password,
             pool: spec.pool,
             timeouts: spec.timeouts,
-        }))
+        })))
     }
 
     /// Whether some Intents in the service's namespace name `identity` and cover the service.
@@ -877,7 +876,10 @@ mod tests {
         let alice = QualifiedName::new("a", "alice");
         let target = QualifiedName::new("a", "pg");
         let lookup = |who: &QualifiedName| store.upstream_route(&service, who).unwrap();
-        assert!(matches!(lookup(&QualifiedName::new("a", "bob")), RouteLookup::Denied(_)));
+        assert!(matches!(
+            lookup(&QualifiedName::new("a", "bob")),
+            RouteLookup::Denied(_)
+        ));
         assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
 
         let role = store.record_managed_role(&target, &alice).unwrap();
@@ -918,15 +920,13 @@ mod tests {
             "stable across opens"
         );
         let alice = QualifiedName::new("a", "alice");
-        let route = |service: &str| {
-            match store
-                .upstream_route(&QualifiedName::new("a", service), &alice)
-                .unwrap()
-            {
-                RouteLookup::Found(route) => Some(route),
-                RouteLookup::NoService => None,
-                other => panic!("unexpected {other:?}"),
-            }
+        let route = |service: &str| match store
+            .upstream_route(&QualifiedName::new("a", service), &alice)
+            .unwrap()
+        {
+            RouteLookup::Found(route) => Some(*route),
+            RouteLookup::NoService => None,
+            other => panic!("unexpected {other:?}"),
         };
         let found = route("s").unwrap();
         assert_eq!(found.user, "u");

@@ -89,6 +89,14 @@ pub struct SettingFlags {
         value_name = "SECS"
     )]
     pub upstream_connect_timeout_secs: Option<u64>,
+    /// Seconds between grant reconciler runs in `serve`; 0 turns the timer off [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_RECONCILE_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
+    pub reconcile_interval_secs: Option<u64>,
     /// Async worker threads [default: half the cores, at least 1]
     #[arg(long, global = true, env = "POSTERN_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
@@ -138,6 +146,7 @@ impl SettingFlags {
             auth_timeout_secs: self.auth_timeout_secs,
             shutdown_grace_secs: self.shutdown_grace_secs,
             upstream_connect_timeout_secs: self.upstream_connect_timeout_secs,
+            reconcile_interval_secs: self.reconcile_interval_secs,
             worker_threads: self.worker_threads,
             tls_cert_file: self.tls_cert_file.clone(),
             tls_key_file: self.tls_key_file.clone(),
@@ -198,6 +207,13 @@ pub enum Command {
     /// Manage identities' credentials
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Bring every managed role's privileges in line with the Intents now (the server also
+    /// does this after each apply and every --reconcile-interval-secs)
+    Reconcile {
+        /// Print the SQL it would run and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +255,12 @@ pub enum IdentityCommand {
     /// API keys: secrets an identity logs in with (SCRAM-SHA-256; only verifiers are stored)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Give the identity's managed upstream roles (Service mode intents) new passwords
+    RotatePassword {
+        identity: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

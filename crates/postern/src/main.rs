@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod reconcile;
 mod resources;
 mod serve;
 mod setup;
@@ -37,7 +38,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             files,
             dry_run,
             prune,
-        } => resources::apply(&setup::open_store(&config)?, &files, dry_run, prune),
+        } => {
+            let store = setup::open_store(&config)?;
+            let changes = resources::apply(&store, &files, dry_run, prune)?;
+            if !dry_run && reconcile::changes_affect_grants(&changes) {
+                reconcile::after_change(&store);
+            }
+            Ok(())
+        }
         Command::Get {
             kind,
             name,
@@ -54,7 +62,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             name,
             namespace,
-        } => resources::delete(&setup::open_store(&config)?, &kind, &name, &namespace),
+        } => {
+            let store = setup::open_store(&config)?;
+            if resources::delete(&store, &kind, &name, &namespace)?
+                .is_some_and(reconcile::affects_grants)
+            {
+                reconcile::after_change(&store);
+            }
+            Ok(())
+        }
+        Command::Reconcile { dry_run } => reconcile::command(&setup::open_store(&config)?, dry_run),
         Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
         Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
     }

@@ -105,10 +105,16 @@ fn print_plan(changes: &[Change], dry_run: bool) {
     );
 }
 
-pub fn apply(store: &Store, files: &[PathBuf], dry_run: bool, prune: bool) -> anyhow::Result<()> {
+/// Applies the files (or, dry, prints the plan); returns the changes made.
+pub fn apply(
+    store: &Store,
+    files: &[PathBuf],
+    dry_run: bool,
+    prune: bool,
+) -> anyhow::Result<Vec<Change>> {
     let changes = store.apply_resources(&load(files)?, prune, dry_run)?;
     print_plan(&changes, dry_run);
-    Ok(())
+    Ok(changes)
 }
 
 pub fn check_config(config: &Config, files: &[PathBuf]) -> anyhow::Result<()> {
@@ -335,11 +341,18 @@ fn emit(output: Output, docs: &[serde_json::Value], rows: &[Vec<String>]) -> any
     Ok(())
 }
 
-pub fn delete(store: &Store, kind: &str, name: &str, namespace: &str) -> anyhow::Result<()> {
+/// Deletes a resource or secret; returns the resource kind deleted, if it was one.
+pub fn delete(
+    store: &Store,
+    kind: &str,
+    name: &str,
+    namespace: &str,
+) -> anyhow::Result<Option<Kind>> {
     match parse_kind(kind)? {
         Target::Secret => {
             store.delete_secret(namespace, name)?;
             println!("Secret {namespace}/{name} deleted");
+            Ok(None)
         }
         Target::Resource(kind) => {
             let ns = if kind.is_namespaced() { namespace } else { "" };
@@ -349,9 +362,9 @@ pub fn delete(store: &Store, kind: &str, name: &str, namespace: &str) -> anyhow:
             } else {
                 println!("{kind} {name} deleted");
             }
+            Ok(Some(kind))
         }
     }
-    Ok(())
 }
 
 fn read_secret_input(value: Option<String>, file: Option<&Path>) -> anyhow::Result<String> {
@@ -400,7 +413,13 @@ pub fn secret(store: &Store, command: SecretCommand) -> anyhow::Result<()> {
 }
 
 pub fn identity(store: &Store, command: IdentityCommand) -> anyhow::Result<()> {
-    let IdentityCommand::Key(command) = command;
+    let command = match command {
+        IdentityCommand::Key(command) => command,
+        IdentityCommand::RotatePassword {
+            identity,
+            namespace,
+        } => return crate::reconcile::rotate(store, &QualifiedName::new(namespace, identity)),
+    };
     match command {
         KeyCommand::Create {
             identity,

@@ -100,7 +100,14 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let address = listener.local_addr().context("listener address")?;
         info!(%address, "postern listening");
         let mock_secret = store.mock_auth_secret();
-        let directory: Arc<dyn Directory> = Arc::new(store);
+        let store = Arc::new(store);
+        let directory: Arc<dyn Directory> = store.clone();
+        let reconciler = (config.reconcile_interval_secs > 0).then(|| {
+            tokio::spawn(crate::reconcile::periodically(
+                store.clone(),
+                Duration::from_secs(config.reconcile_interval_secs),
+            ))
+        });
         let gateway = Gateway::new(
             proxy_settings(config),
             directory,
@@ -110,6 +117,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let reloader = tokio::spawn(reload_on_sighup(gateway.clone()));
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;
         reloader.abort();
+        if let Some(reconciler) = reconciler {
+            reconciler.abort();
+        }
         Ok(())
     })
 }
