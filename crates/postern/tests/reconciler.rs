@@ -287,6 +287,9 @@ async fn deleting_intents_and_identities_cleans_up_their_roles() {
     let (ns, db) = ("jit-b", "jit_b");
     create_database(pg, db).await;
     let gateway = gateway("0").await;
+    // A schema the admin owns: "all tables" intents also set default privileges there.
+    let superuser = pg.connect(db).await.unwrap();
+    superuser.batch_execute("CREATE SCHEMA app").await.unwrap();
     let keys = provision(&gateway, pg, ns, db, &["reader", "worker"]);
     apply_intents(
         &gateway,
