@@ -275,6 +275,31 @@ async fn intents_grant_exactly_what_is_declared_and_changes_apply_without_reconn
         .get(0);
     assert_eq!(memberships, 1);
 
+    // Rotation sets a new password upstream; the gateway keeps connecting with it.
+    let verifier = |client: tokio_postgres::Client| async move {
+        let row = client
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+    let before = verifier(pg.connect(db).await.unwrap()).await;
+    let rotated = gateway.cli(&["identity", "rotate-password", "server", "-n", ns]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert_ne!(verifier(pg.connect(db).await.unwrap()).await, before);
+    let again = gateway.connect(user, dbname, &keys[0]).await.unwrap();
+    again
+        .batch_execute("SELECT * FROM public.example")
+        .await
+        .unwrap();
+
     // The status says applied; no password anywhere in what the CLI printed.
     let status = gateway.cli_ok(&["get", "intents", "server-needs", "-n", ns, "-o", "yaml"]);
     assert!(status.contains("state: applied"), "{status}");
