@@ -281,16 +281,28 @@ impl TargetRun<'_> {
             .cloned()
             .collect();
 
-        let maintenance_db = self
-            .work
-            .databases
-            .keys()
-            .next()
-            .cloned()
-            .unwrap_or_else(|| "postgres".to_owned());
+        // Cluster-wide work (roles, the database list) goes through the first database an
+        // Intents names, else `postgres`; a misspelt database must not stop the rest.
         let label = target.to_string();
-        let mut client =
-            connect(&label, self.spec, &admin.user, &password, &maintenance_db).await?;
+        let mut candidates: Vec<String> = self.work.databases.keys().take(1).cloned().collect();
+        candidates.push("postgres".to_owned());
+        candidates.dedup();
+        let mut connected = None;
+        let mut last_error = None;
+        for database in candidates {
+            match connect(&label, self.spec, &admin.user, &password, &database).await {
+                Ok(client) => {
+                    connected = Some((client, database));
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let (mut client, maintenance_db) = match (connected, last_error) {
+            (Some(found), _) => found,
+            (None, Some(error)) => return Err(error),
+            (None, None) => return Ok(()),
+        };
         // Runs of several gateways (or a CLI beside the server) take turns per cluster.
         client
             .execute(

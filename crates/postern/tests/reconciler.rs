@@ -414,10 +414,14 @@ async fn problems_stay_with_their_intents_and_the_timer_corrects_drift() {
         ns,
         "app-needs",
         "app",
-        "  - {service: shop, table: public.missing}\n  - {service: shop, table: public.other, operations: [SELECT]}\n",
+        "  - {service: shop, table: public.missing}\n  - {service: shop, table: public.other, operations: [SELECT]}\n  - {target: main-pg, database: aaa_missing}\n",
     );
     assert!(
         summary.contains("table public.missing does not exist in database jit_c"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("database \"aaa_missing\" does not exist"),
         "{summary}"
     );
     apply_intents(
