@@ -50,15 +50,6 @@ impl Privilege {
             Privilege::Connect => "CONNECT",
         }
     }
-
-    /// Parses `aclexplode`'s spelling; `None` for privileges intents never grant
-    /// (CREATE, TEMPORARY, MAINTAIN, ...), which the reconciler treats as drift by name.
-    pub fn from_sql(text: &str) -> Option<Privilege> {
-        [Privilege::Usage, Privilege::Connect]
-            .into_iter()
-            .chain(Privilege::TABLE)
-            .find(|p| p.as_sql() == text)
-    }
 }
 
 impl fmt::Display for Privilege {
@@ -99,11 +90,6 @@ impl ObjectPattern {
                 name: name.to_owned(),
             }
         })
-    }
-
-    /// Whether new objects may later fall under the pattern.
-    pub fn is_wildcard(&self) -> bool {
-        !matches!(self, ObjectPattern::One { .. })
     }
 }
 

@@ -378,16 +378,19 @@ async fn establish<'g>(
     let server_final =
         authenticate(gateway, client, pending, &mut out, &identity, &user, tls).await?;
 
+    // Until role bindings exist, an identity reaches only its own namespace's services;
+    // other namespaces look exactly like missing services (asked before any lookup, so
+    // no answer can tell them apart).
+    let unknown = || SessionError::UnknownService {
+        dbname: dbname.clone(),
+        identity: identity.to_string(),
+    };
+    if identity.namespace != service.namespace {
+        return Err(unknown());
+    }
     let route = match lookup_route(gateway, &service, &identity).await? {
-        // Until role bindings exist, an identity reaches only its own namespace's services;
-        // other namespaces look exactly like missing services.
-        RouteLookup::Found(route) if identity.namespace == service.namespace => *route,
-        RouteLookup::Found(_) | RouteLookup::NoService => {
-            return Err(SessionError::UnknownService {
-                dbname,
-                identity: identity.to_string(),
-            })
-        }
+        RouteLookup::Found(route) => *route,
+        RouteLookup::NoService => return Err(unknown()),
         RouteLookup::Denied(reason) => return Err(SessionError::Denied(reason)),
         RouteLookup::NotReady(reason) => return Err(SessionError::NotReady(reason)),
     };

@@ -148,14 +148,15 @@ pub async fn read_catalog(
                         n.nspname::text, c.relname::text, m.name, a.privilege_type, a.is_grantable
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
                       aclexplode(c.relacl) a JOIN managed m ON m.oid = a.grantee
-                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND a.grantee <> c.relowner
                  UNION ALL
                  SELECT 'schema', '', n.nspname::text, m.name, a.privilege_type, a.is_grantable
                  FROM pg_namespace n, aclexplode(n.nspacl) a JOIN managed m ON m.oid = a.grantee
+                 WHERE a.grantee <> n.nspowner
                  UNION ALL
                  SELECT 'database', '', d.datname::text, m.name, a.privilege_type, a.is_grantable
                  FROM pg_database d, aclexplode(d.datacl) a JOIN managed m ON m.oid = a.grantee
-                 WHERE d.datname = current_database()
+                 WHERE d.datname = current_database() AND a.grantee <> d.datdba
                  UNION ALL
                  SELECT CASE WHEN d.defaclobjtype = 'S' THEN 'default_sequences' ELSE 'default_tables' END,
                         n.nspname::text, '', m.name, a.privilege_type, a.is_grantable

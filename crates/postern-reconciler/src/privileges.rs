@@ -356,11 +356,13 @@ fn render(
     let objects = objects.join(", ");
     let grantees: Vec<String> = grantees.iter().map(|g| ident(g)).collect();
     let grantees = grantees.join(", ");
-    let (verb, to) = match action {
-        Action::Grant => ("GRANT", "TO"),
-        Action::Revoke => ("REVOKE", "FROM"),
-        Action::RevokeGrantOption => ("REVOKE GRANT OPTION FOR", "FROM"),
+    // CASCADE: grants a managed role passed on with a grant option go with its own.
+    let (verb, to, cascade) = match action {
+        Action::Grant => ("GRANT", "TO", ""),
+        Action::Revoke => ("REVOKE", "FROM", " CASCADE"),
+        Action::RevokeGrantOption => ("REVOKE GRANT OPTION FOR", "FROM", " CASCADE"),
     };
+    let grantees = format!("{grantees}{cascade}");
     match kind {
         ObjectKind::Database => format!("{verb} {privileges} ON DATABASE {objects} {to} {grantees}"),
         ObjectKind::Schema => format!("{verb} {privileges} ON SCHEMA {objects} {to} {grantees}"),
@@ -494,9 +496,9 @@ mod tests {
         assert_eq!(
             sql(&diff(&desired, &actual)),
             [
-                r#"REVOKE GRANT OPTION FOR SELECT ON TABLE "public"."example" FROM "r""#,
-                r#"REVOKE CREATE ON SCHEMA "public" FROM "r""#,
-                r#"REVOKE DELETE, UPDATE ON TABLE "public"."example" FROM "r""#,
+                r#"REVOKE GRANT OPTION FOR SELECT ON TABLE "public"."example" FROM "r" CASCADE"#,
+                r#"REVOKE CREATE ON SCHEMA "public" FROM "r" CASCADE"#,
+                r#"REVOKE DELETE, UPDATE ON TABLE "public"."example" FROM "r" CASCADE"#,
             ]
         );
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use postern_model::QualifiedName;
+use postern_model::{QualifiedName, SecretValue};
 
 use crate::sql::{ident, literal};
 
@@ -26,19 +26,21 @@ pub struct ActualRole {
 pub struct WantedRole {
     pub role: String,
     pub identity: QualifiedName,
-    /// The SCRAM verifier to set when the stored password is not yet the upstream one.
-    pub verifier: Option<String>,
+    /// The stored password; `None` in a dry run for a role not recorded yet.
+    pub password: Option<SecretValue>,
+    /// Whether the upstream role already has the stored password.
+    pub password_applied: bool,
 }
 
 /// A statement and its form for printing (no password in it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RoleStatement {
     pub sql: String,
     pub display: String,
 }
 
 impl RoleStatement {
-    fn plain(sql: String) -> RoleStatement {
+    pub fn plain(sql: String) -> RoleStatement {
         RoleStatement {
             display: sql.clone(),
             sql,
@@ -46,25 +48,36 @@ impl RoleStatement {
     }
 }
 
+/// Only the printable form: `sql` may carry a password verifier.
+impl std::fmt::Debug for RoleStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
 const ATTRIBUTES: &str =
     "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";
 
-/// The comment that marks a role as this installation's, and for whom.
-pub fn marker(installation_id: &str, identity: &QualifiedName) -> String {
+/// The comment that marks a role as made by this installation for this target, and
+/// for whom. The target is part of it so two targets on one cluster never take (or drop)
+/// each other's roles.
+pub fn marker(installation_id: &str, target: &QualifiedName, identity: &QualifiedName) -> String {
     format!(
         "{} managed role of identity {identity}",
-        marker_prefix(installation_id)
+        marker_prefix(installation_id, target)
     )
 }
 
-pub fn marker_prefix(installation_id: &str) -> String {
-    format!("postern:{installation_id}")
+/// `postern:<installation> target=<ns>/<name>`; names never contain spaces.
+pub fn marker_prefix(installation_id: &str, target: &QualifiedName) -> String {
+    format!("postern:{installation_id} target={target}")
 }
 
-pub fn is_ours(role: &ActualRole, installation_id: &str) -> bool {
+/// Whether the role's comment carries `prefix` (from [`marker_prefix`]).
+pub fn is_ours(role: &ActualRole, prefix: &str) -> bool {
     role.comment
         .as_deref()
-        .is_some_and(|c| c.starts_with(&format!("{} ", marker_prefix(installation_id))))
+        .is_some_and(|c| c.starts_with(&format!("{prefix} ")))
 }
 
 /// What to do with the roles of one target.
@@ -77,16 +90,24 @@ pub struct RolePlan {
     pub conflicts: Vec<(WantedRole, String)>,
 }
 
+/// Plans the role statements; `verifier` turns a stored password into the SCRAM verifier
+/// sent upstream (so not even the server's statement log sees the password).
 pub fn plan_roles(
     wanted: &[WantedRole],
     actual: &BTreeMap<String, ActualRole>,
     installation_id: &str,
+    target: &QualifiedName,
+    verifier: impl Fn(&SecretValue) -> String,
 ) -> RolePlan {
     let mut plan = RolePlan::default();
+    let prefix = marker_prefix(installation_id, target);
     for want in wanted {
         let role = ident(&want.role);
-        let password = |verifier: &str| RoleStatement {
-            sql: format!("ALTER ROLE {role} PASSWORD {}", literal(verifier)),
+        let password = |password: Option<&SecretValue>| RoleStatement {
+            sql: format!(
+                "ALTER ROLE {role} PASSWORD {}",
+                literal(&password.map(&verifier).unwrap_or_default())
+            ),
             display: format!("ALTER ROLE {role} PASSWORD '***'"),
         };
         match actual.get(&want.role) {
@@ -96,14 +117,13 @@ pub fn plan_roles(
                 )));
                 plan.statements.push(RoleStatement::plain(format!(
                     "COMMENT ON ROLE {role} IS {}",
-                    literal(&marker(installation_id, &want.identity))
+                    literal(&marker(installation_id, target, &want.identity))
                 )));
-                if let Some(verifier) = &want.verifier {
-                    plan.statements.push(password(verifier));
-                    plan.passwords_set.push(want.role.clone());
-                }
+                // A new role always gets the stored password, applied before or not.
+                plan.statements.push(password(want.password.as_ref()));
+                plan.passwords_set.push(want.role.clone());
             }
-            Some(found) if !is_ours(found, installation_id) => {
+            Some(found) if !is_ours(found, &prefix) => {
                 plan.conflicts.push((
                     want.clone(),
                     format!(
@@ -118,8 +138,8 @@ pub fn plan_roles(
                         "ALTER ROLE {role} {ATTRIBUTES}"
                     )));
                 }
-                if let Some(verifier) = &want.verifier {
-                    plan.statements.push(password(verifier));
+                if !want.password_applied {
+                    plan.statements.push(password(want.password.as_ref()));
                     plan.passwords_set.push(want.role.clone());
                 }
                 for group in &found.member_of {
@@ -144,12 +164,21 @@ pub fn plan_roles(
 mod tests {
     use super::*;
 
-    fn wanted(role: &str, verifier: Option<&str>) -> WantedRole {
+    fn wanted(role: &str, password_applied: bool) -> WantedRole {
         WantedRole {
             role: role.into(),
             identity: QualifiedName::new("team-a", "server"),
-            verifier: verifier.map(Into::into),
+            password: Some(SecretValue::new("pw")),
+            password_applied,
         }
+    }
+
+    fn target() -> QualifiedName {
+        QualifiedName::new("team-a", "pg")
+    }
+
+    fn fake_verifier(password: &SecretValue) -> String {
+        format!("SCRAM-SHA-256$4096:x${}:z", password.expose())
     }
 
     fn displays(plan: &RolePlan) -> Vec<&str> {
@@ -159,19 +188,25 @@ mod tests {
     #[test]
     fn new_roles_are_created_marked_and_given_their_password_unprinted() {
         let plan = plan_roles(
-            &[wanted("pn_a", Some("SCRAM-SHA-256$4096:x$y:z"))],
+            &[wanted("pn_a", true)],
             &BTreeMap::new(),
             "id1",
+            &target(),
+            fake_verifier,
         );
         assert_eq!(
             displays(&plan),
             [
                 r#"CREATE ROLE "pn_a" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"#,
-                r#"COMMENT ON ROLE "pn_a" IS 'postern:id1 managed role of identity team-a/server'"#,
+                r#"COMMENT ON ROLE "pn_a" IS 'postern:id1 target=team-a/pg managed role of identity team-a/server'"#,
                 r#"ALTER ROLE "pn_a" PASSWORD '***'"#,
             ]
         );
-        assert!(plan.statements[2].sql.contains("SCRAM-SHA-256$4096:x$y:z"));
+        assert!(plan.statements[2].sql.contains("SCRAM-SHA-256$4096:x$pw:z"));
+        assert!(
+            !format!("{plan:?}").contains("$pw"),
+            "Debug shows no verifier"
+        );
         assert_eq!(plan.passwords_set, ["pn_a"]);
     }
 
@@ -180,20 +215,26 @@ mod tests {
         let ours = ActualRole {
             name: "pn_a".into(),
             attributes_as_managed: false,
-            comment: Some(marker("id1", &QualifiedName::new("team-a", "server"))),
+            comment: Some(marker(
+                "id1",
+                &target(),
+                &QualifiedName::new("team-a", "server"),
+            )),
             member_of: vec!["pg_read_all_data".into()],
             members: vec!["bob".into()],
         };
         let theirs = ActualRole {
             name: "pn_b".into(),
-            comment: Some("postern:other-installation managed role".into()),
+            comment: Some("postern:id1 target=team-a/other-pg managed role".into()),
             ..ours.clone()
         };
         let actual = [("pn_a".to_owned(), ours), ("pn_b".to_owned(), theirs)].into();
         let plan = plan_roles(
-            &[wanted("pn_a", None), wanted("pn_b", None)],
+            &[wanted("pn_a", true), wanted("pn_b", true)],
             &actual,
             "id1",
+            &target(),
+            fake_verifier,
         );
         assert_eq!(
             displays(&plan),

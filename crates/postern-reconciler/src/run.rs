@@ -81,6 +81,7 @@ pub async fn reconcile(store: &Store, options: Options) -> Result<Report, Reconc
     };
     let mut outcomes = Outcomes::new();
     let mut work: BTreeMap<QualifiedName, TargetWork> = BTreeMap::new();
+    let mut unresolved = BTreeSet::new();
     for resource in &resources {
         let Spec::Intents(intents) = &resource.spec else {
             continue;
@@ -116,9 +117,11 @@ pub async fn reconcile(store: &Store, options: Options) -> Result<Report, Reconc
                 _ => None,
             };
             let Some((target, database)) = location else {
+                unresolved.insert(identity.clone());
                 continue;
             };
             if find(Kind::Target, ns, &target).is_none() {
+                unresolved.insert(identity.clone());
                 note(
                     &mut outcomes,
                     &source,
@@ -172,10 +175,13 @@ pub async fn reconcile(store: &Store, options: Options) -> Result<Report, Reconc
             target: &target,
             spec: target_spec,
             work: target_work,
+            keep: &unresolved,
         };
         if let Err(error) = run.run(&mut report, &mut outcomes).await {
             warn!(target = %target, error = %error, "reconcile of a target failed");
-            report.problems.push(format!("Target {target}: {error}"));
+            if sources.is_empty() {
+                report.problems.push(format!("Target {target}: {error}"));
+            }
             for source in &sources {
                 note(&mut outcomes, source, error.to_string(), None);
             }
@@ -214,6 +220,8 @@ struct TargetRun<'a> {
     target: &'a QualifiedName,
     spec: &'a TargetSpec,
     work: TargetWork,
+    /// Identities with an Intents entry that did not resolve: their roles stay.
+    keep: &'a BTreeSet<QualifiedName>,
 }
 
 fn verifier_for(password: &SecretValue) -> String {
@@ -224,11 +232,10 @@ fn verifier_for(password: &SecretValue) -> String {
 
 impl TargetRun<'_> {
     async fn run(self, report: &mut Report, outcomes: &mut Outcomes) -> Result<(), ReconcileError> {
-        let records = self.store.managed_roles(self.target)?;
-        if self.work.identities.is_empty() && records.is_empty() {
+        let target = self.target;
+        if self.work.identities.is_empty() && self.store.managed_roles(target)?.is_empty() {
             return Ok(());
         }
-        let target = self.target;
         let admin = self.spec.admin.as_ref().ok_or_else(|| {
             ReconcileError::Config(format!(
                 "Target {target} has no spec.admin, which the reconciler connects as"
@@ -243,43 +250,6 @@ impl TargetRun<'_> {
                     target.namespace, admin.password_secret
                 ))
             })?;
-
-        // Record every wanted role (with its password) before it is created, so a crash
-        // in between leaves something the next run finishes.
-        let mut wanted = Vec::new();
-        for identity in &self.work.identities {
-            let existing = records.iter().find(|r| &r.identity == identity).cloned();
-            let record = match existing {
-                Some(record) => Some(record),
-                None if self.options.dry_run => None,
-                None => Some(self.store.record_managed_role(target, identity)?),
-            };
-            let (role, verifier, version) = match &record {
-                Some(r) => (
-                    r.role.clone(),
-                    (!r.password_applied()).then(|| verifier_for(&r.password)),
-                    r.password_version,
-                ),
-                None => (
-                    managed_role_name(&identity.namespace, &identity.name),
-                    Some("SCRAM-SHA-256$0:x$y:z".to_owned()),
-                    0,
-                ),
-            };
-            wanted.push((
-                WantedRole {
-                    role,
-                    identity: identity.clone(),
-                    verifier,
-                },
-                version,
-            ));
-        }
-        let dropping: Vec<_> = records
-            .iter()
-            .filter(|r| !self.work.identities.contains(&r.identity))
-            .cloned()
-            .collect();
 
         // Cluster-wide work (roles, the database list) goes through the first database an
         // Intents names, else `postgres`; a misspelt database must not stop the rest.
@@ -303,21 +273,63 @@ impl TargetRun<'_> {
             (None, Some(error)) => return Err(error),
             (None, None) => return Ok(()),
         };
-        // Runs of several gateways (or a CLI beside the server) take turns per cluster.
+        // Runs of several gateways (or a CLI beside the server) take turns per target;
+        // the records are read only once the lock is held.
+        let installation = self.store.installation_id();
+        let prefix = marker_prefix(installation, target);
         client
             .execute(
                 "SELECT pg_advisory_lock(1886352244, hashtext($1))",
-                &[&self.store.installation_id()],
+                &[&prefix],
             )
             .await
             .map_err(ReconcileError::query("taking the reconcile lock"))?;
+        let records = self.store.managed_roles(target)?;
+
+        // Record every wanted role (with its password) before it is created, so a crash
+        // in between leaves something the next run finishes.
+        let mut wanted = Vec::new();
+        for identity in &self.work.identities {
+            let existing = records.iter().find(|r| &r.identity == identity).cloned();
+            let record = match existing {
+                Some(record) => Some(record),
+                None if self.options.dry_run => None,
+                None => Some(self.store.record_managed_role(target, identity)?),
+            };
+            wanted.push(match record {
+                Some(r) => (
+                    WantedRole {
+                        role: r.role.clone(),
+                        identity: identity.clone(),
+                        password_applied: r.password_applied(),
+                        password: Some(r.password),
+                    },
+                    r.password_version,
+                ),
+                None => (
+                    WantedRole {
+                        role: managed_role_name(&identity.namespace, &identity.name),
+                        identity: identity.clone(),
+                        password: None,
+                        password_applied: false,
+                    },
+                    0,
+                ),
+            });
+        }
+        // Roles of identities whose Intents only failed to resolve (a Service renamed, a
+        // typo) are kept: a passing mistake must not kill sessions and hand objects away.
+        let (kept, dropping): (Vec<_>, Vec<_>) = records
+            .iter()
+            .filter(|r| !self.work.identities.contains(&r.identity))
+            .cloned()
+            .partition(|r| self.keep.contains(&r.identity));
 
         let mut names: Vec<String> = wanted.iter().map(|(w, _)| w.role.clone()).collect();
-        names.extend(dropping.iter().map(|r| r.role.clone()));
-        let prefix = marker_prefix(self.store.installation_id());
+        names.extend(records.iter().map(|r| r.role.clone()));
         let actual = read_roles(&client, &names, &prefix).await?;
         let only_roles: Vec<WantedRole> = wanted.iter().map(|(w, _)| w.clone()).collect();
-        let plan = plan_roles(&only_roles, &actual, self.store.installation_id());
+        let plan = plan_roles(&only_roles, &actual, installation, target, verifier_for);
         let mut conflicting = BTreeSet::new();
         for (role, message) in &plan.conflicts {
             conflicting.insert(role.role.clone());
@@ -331,30 +343,28 @@ impl TargetRun<'_> {
                 note(outcomes, &entry.source, message.clone(), None);
             }
         }
-        // Roles carrying this installation's mark that no record knows (a record lost
-        // with a restored state file, say) go too.
-        // A record whose role upstream is not ours (a name clash) only loses the record.
-        let installation = self.store.installation_id();
+        // Only roles carrying this target's mark are ever dropped: a record whose role
+        // upstream is somebody else's (a name clash) only loses the record. Marked roles
+        // no record knows (a state file restored from backup, say) go too.
         let mut drop_roles: Vec<String> = dropping
             .iter()
             .map(|r| r.role.clone())
-            .filter(|r| actual.get(r).is_some_and(|a| is_ours(a, installation)))
+            .filter(|r| actual.get(r).is_some_and(|a| is_ours(a, &prefix)))
             .collect();
         drop_roles.extend(
             actual
                 .values()
-                .filter(|a| is_ours(a, installation) && !names.contains(&a.name))
+                .filter(|a| is_ours(a, &prefix) && !names.contains(&a.name))
                 .map(|a| a.name.clone()),
         );
 
+        // Roles first; roles about to go lose LOGIN before their sessions are ended, so
+        // none can come back in between.
         let place = format!("{target}/{maintenance_db}");
         let mut role_statements = plan.statements.clone();
-        if !drop_roles.is_empty() {
-            role_statements.push(RoleStatement {
-                sql: terminate_sql(&drop_roles),
-                display: terminate_sql(&drop_roles),
-            });
-        }
+        role_statements.extend(drop_roles.iter().map(|role| {
+            RoleStatement::plain(format!("ALTER ROLE {} NOLOGIN PASSWORD NULL", ident(role)))
+        }));
         self.execute(&mut client, &place, &role_statements, report)
             .await
             .map_err(|(statement, error)| ReconcileError::Query {
@@ -369,12 +379,26 @@ impl TargetRun<'_> {
                 }
             }
         }
+        if !drop_roles.is_empty() {
+            let terminate = [RoleStatement::plain(terminate_sql(&drop_roles))];
+            self.execute(&mut client, &place, &terminate, report)
+                .await
+                .map_err(|(statement, error)| ReconcileError::Query {
+                    what: format!("ending sessions of roles to drop ({statement})"),
+                    reason: error,
+                })?;
+        }
 
-        let managed: Vec<String> = wanted
+        let mut managed: Vec<String> = wanted
             .iter()
             .map(|(w, _)| w.role.clone())
             .filter(|r| !conflicting.contains(r))
             .collect();
+        managed.extend(
+            kept.iter()
+                .map(|r| r.role.clone())
+                .filter(|r| actual.get(r).is_some_and(|a| is_ours(a, &prefix))),
+        );
         let mut drops_blocked = false;
         let all_databases = databases(&client).await?;
         for database in all_databases.iter().chain(
@@ -414,12 +438,10 @@ impl TargetRun<'_> {
                     }
                 }
             };
-            let catalog = read_catalog(db_client, database, &managed).await?;
-            let (desired, problems) = expand(&entries, &catalog);
-            for Problem { source, message } in problems {
-                note(outcomes, &source, message, None);
-            }
-            let mut statements: Vec<(RoleStatement, BTreeSet<QualifiedName>)> = drop_roles
+            let place = format!("{target}/{database}");
+            // Objects of roles to drop go to the admin, their privileges with them; in a
+            // transaction of its own, so a failure here never blocks the grants.
+            let cleanup: Vec<RoleStatement> = drop_roles
                 .iter()
                 .flat_map(|role| {
                     [
@@ -427,37 +449,32 @@ impl TargetRun<'_> {
                         format!("DROP OWNED BY {}", ident(role)),
                     ]
                 })
-                .map(|sql| {
-                    (
-                        RoleStatement {
-                            display: sql.clone(),
-                            sql,
-                        },
-                        BTreeSet::new(),
-                    )
-                })
+                .map(RoleStatement::plain)
                 .collect();
-            statements.extend(diff(&desired, &catalog.granted).into_iter().map(|s| {
-                (
-                    RoleStatement {
-                        display: s.sql.clone(),
-                        sql: s.sql,
-                    },
-                    s.sources,
-                )
-            }));
-            let place = format!("{target}/{database}");
-            let only: Vec<RoleStatement> = statements.iter().map(|(s, _)| s.clone()).collect();
-            if let Err((failed, error)) = self.execute(db_client, &place, &only, report).await {
-                drops_blocked |= !drop_roles.is_empty();
-                let to_blame = statements
-                    .iter()
-                    .find(|(s, _)| s.display == failed)
-                    .map(|(_, sources)| sources.clone())
-                    .unwrap_or_default();
+            if let Err((failed, error)) = self.execute(db_client, &place, &cleanup, report).await {
+                drops_blocked = true;
                 report
                     .problems
                     .push(format!("Target {place}: {error} (statement: {failed})"));
+            }
+
+            let catalog = read_catalog(db_client, database, &managed).await?;
+            let (desired, problems) = expand(&entries, &catalog);
+            for Problem { source, message } in problems {
+                note(outcomes, &source, message, None);
+            }
+            let statements = diff(&desired, &catalog.granted);
+            let printable: Vec<RoleStatement> = statements
+                .iter()
+                .map(|s| RoleStatement::plain(s.sql.clone()))
+                .collect();
+            if let Err((failed, error)) = self.execute(db_client, &place, &printable, report).await
+            {
+                let to_blame = statements
+                    .iter()
+                    .find(|s| s.sql == failed)
+                    .map(|s| s.sources.clone())
+                    .unwrap_or_default();
                 for entry in &entries {
                     if to_blame.contains(&entry.source) || to_blame.is_empty() {
                         note(outcomes, &entry.source, error.clone(), Some(failed.clone()));
@@ -473,33 +490,23 @@ impl TargetRun<'_> {
             }
         }
 
-        if !drops_blocked && !self.options.dry_run {
-            let statements: Vec<RoleStatement> = drop_roles
-                .iter()
-                .map(|role| {
-                    let sql = format!("DROP ROLE IF EXISTS {}", ident(role));
-                    RoleStatement {
-                        display: sql.clone(),
-                        sql,
-                    }
-                })
-                .collect();
-            self.execute(&mut client, &place, &statements, report)
-                .await
-                .map_err(|(statement, error)| ReconcileError::Query {
-                    what: format!("dropping roles ({statement})"),
-                    reason: error,
-                })?;
+        if drops_blocked {
+            return Ok(());
+        }
+        let statements: Vec<RoleStatement> = drop_roles
+            .iter()
+            .map(|role| RoleStatement::plain(format!("DROP ROLE IF EXISTS {}", ident(role))))
+            .collect();
+        self.execute(&mut client, &place, &statements, report)
+            .await
+            .map_err(|(statement, error)| ReconcileError::Query {
+                what: format!("dropping roles ({statement})"),
+                reason: error,
+            })?;
+        if !self.options.dry_run {
             for record in &dropping {
                 self.store.forget_managed_role(target, &record.identity)?;
                 info!(role = %record.role, target = %target, "dropped managed role");
-            }
-        } else if self.options.dry_run {
-            for role in &drop_roles {
-                report.statements.push(PlannedStatement {
-                    place: place.clone(),
-                    sql: format!("DROP ROLE IF EXISTS {}", ident(role)),
-                });
             }
         }
         Ok(())
@@ -542,7 +549,7 @@ impl TargetRun<'_> {
     }
 }
 
-/// Ends the sessions of roles about to be dropped, so none keeps working after.
+/// Ends the sessions of roles about to be dropped (they already lost LOGIN).
 fn terminate_sql(roles: &[String]) -> String {
     let names: Vec<String> = roles.iter().map(|r| crate::sql::literal(r)).collect();
     format!(

@@ -526,6 +526,17 @@ impl Store {
                             users.join(", ")
                         )));
                     }
+                    // Its managed roles can only be dropped through its admin connection.
+                    let roles: i64 = tx.query_row(
+                        "SELECT count(*) FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2",
+                        params![namespace, name],
+                        |row| row.get(0),
+                    )?;
+                    if roles > 0 {
+                        return Err(StateError::Conflict(format!(
+                            "Target {namespace}/{name} still has {roles} managed roles; delete the Intents naming it and reconcile first"
+                        )));
+                    }
                 }
                 Kind::Service | Kind::Identity | Kind::Intents => {}
             }

@@ -15,7 +15,12 @@ pub fn load_config(flags: &SettingFlags) -> anyhow::Result<Config> {
 /// `RUST_LOG` says otherwise.
 pub fn init_logging(format: LogFormat, long_running: bool) {
     let default = if long_running { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // tokio-postgres logs each statement batch at debug, and the reconciler's batches set
+    // role passwords (as SCRAM verifiers, but still not for logs): never below info.
+    if let Ok(directive) = "tokio_postgres=info".parse() {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -233,7 +233,7 @@ async fn intents_grant_exactly_what_is_declared_and_changes_apply_without_reconn
     assert!(
         dry.contains(&format!("REVOKE \"pg_read_all_data\" FROM \"{role}\";"))
             && dry.contains(&format!(
-                "REVOKE DELETE ON TABLE \"public\".\"example\" FROM \"{role}\";"
+                "REVOKE DELETE ON TABLE \"public\".\"example\" FROM \"{role}\" CASCADE;"
             ))
             && dry.contains(&format!(
                 "GRANT SELECT ON TABLE \"public\".\"example\" TO \"{role}\";"
