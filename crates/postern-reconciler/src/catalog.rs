@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::Client;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Client, Row};
 
 use crate::privileges::{Catalog, Grant, Object, ObjectKind, Relation};
 use crate::roles::ActualRole;
@@ -14,6 +15,11 @@ use crate::ReconcileError;
 /// Schemas users make: not `pg_catalog`, `information_schema`, TOAST or temp schemas.
 const USER_SCHEMA: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'";
+
+/// Column `index` of `row`; a value that does not decode is reported as `what` failing.
+fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize, what: &str) -> Result<T, ReconcileError> {
+    row.try_get(index).map_err(ReconcileError::query(what))
+}
 
 /// Roles named in `names`, plus every role carrying `marker_prefix` in its comment.
 pub async fn read_roles(
@@ -48,21 +54,11 @@ pub async fn read_roles(
     let mut roles = BTreeMap::new();
     for row in rows {
         let role = ActualRole {
-            name: row
-                .try_get(0)
-                .map_err(ReconcileError::query("reading roles"))?,
-            attributes_as_managed: row
-                .try_get(1)
-                .map_err(ReconcileError::query("reading roles"))?,
-            comment: row
-                .try_get(2)
-                .map_err(ReconcileError::query("reading roles"))?,
-            member_of: row
-                .try_get(3)
-                .map_err(ReconcileError::query("reading roles"))?,
-            members: row
-                .try_get(4)
-                .map_err(ReconcileError::query("reading roles"))?,
+            name: column(&row, 0, "reading roles")?,
+            attributes_as_managed: column(&row, 1, "reading roles")?,
+            comment: column(&row, 2, "reading roles")?,
+            member_of: column(&row, 3, "reading roles")?,
+            members: column(&row, 4, "reading roles")?,
         };
         roles.insert(role.name.clone(), role);
     }
@@ -92,8 +88,8 @@ pub async fn read_catalog(
         .map_err(ReconcileError::query(what))?
     {
         catalog.schemas.insert(
-            row.try_get(0).map_err(ReconcileError::query(what))?,
-            row.try_get(1).map_err(ReconcileError::query(what))?,
+            column(&row, 0, what)?,
+            column(&row, 1, what)?,
         );
     }
     for row in client
@@ -109,9 +105,9 @@ pub async fn read_catalog(
         .map_err(ReconcileError::query(what))?
     {
         catalog.relations.push(Relation {
-            schema: row.try_get(0).map_err(ReconcileError::query(what))?,
-            name: row.try_get(1).map_err(ReconcileError::query(what))?,
-            is_sequence: row.try_get(2).map_err(ReconcileError::query(what))?,
+            schema: column(&row, 0, what)?,
+            name: column(&row, 1, what)?,
+            is_sequence: column(&row, 2, what)?,
         });
     }
     for row in client
@@ -130,10 +126,10 @@ pub async fn read_catalog(
         .map_err(ReconcileError::query(what))?
     {
         catalog.owned_sequences.push((
-            row.try_get(0).map_err(ReconcileError::query(what))?,
-            row.try_get(1).map_err(ReconcileError::query(what))?,
-            row.try_get(2).map_err(ReconcileError::query(what))?,
-            row.try_get(3).map_err(ReconcileError::query(what))?,
+            column(&row, 0, what)?,
+            column(&row, 1, what)?,
+            column(&row, 2, what)?,
+            column(&row, 3, what)?,
         ));
     }
     if managed.is_empty() {
@@ -169,9 +165,9 @@ pub async fn read_catalog(
         .await
         .map_err(ReconcileError::query(what))?;
     for row in rows {
-        let kind: String = row.try_get(0).map_err(ReconcileError::query(what))?;
-        let schema: String = row.try_get(1).map_err(ReconcileError::query(what))?;
-        let name: String = row.try_get(2).map_err(ReconcileError::query(what))?;
+        let kind: String = column(&row, 0, what)?;
+        let schema: String = column(&row, 1, what)?;
+        let name: String = column(&row, 2, what)?;
         let object = match kind.as_str() {
             "table" => Object::relation(ObjectKind::Table, &schema, &name),
             "sequence" => Object::relation(ObjectKind::Sequence, &schema, &name),
@@ -182,10 +178,10 @@ pub async fn read_catalog(
         };
         let grant = Grant {
             object,
-            grantee: row.try_get(3).map_err(ReconcileError::query(what))?,
-            privilege: row.try_get(4).map_err(ReconcileError::query(what))?,
+            grantee: column(&row, 3, what)?,
+            privilege: column(&row, 4, what)?,
         };
-        let grantable: bool = row.try_get(5).map_err(ReconcileError::query(what))?;
+        let grantable: bool = column(&row, 5, what)?;
         *catalog.granted.entry(grant).or_insert(false) |= grantable;
     }
     Ok(catalog)
@@ -203,9 +199,6 @@ pub async fn databases(client: &Client) -> Result<Vec<String>, ReconcileError> {
         .await
         .map_err(ReconcileError::query("listing databases"))?;
     rows.iter()
-        .map(|row| {
-            row.try_get(0)
-                .map_err(ReconcileError::query("listing databases"))
-        })
+        .map(|row| column(row, 0, "listing databases"))
         .collect()
 }

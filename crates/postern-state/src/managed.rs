@@ -58,20 +58,17 @@ impl Store {
             password_version,
             applied_version,
         ) = row;
-        let plain = self
-            .key
-            .unseal(&nonce, &sealed, &role_aad(target, &role))
-            .ok_or_else(|| {
-                StateError::Corrupt(format!("password of managed role {role} does not unseal"))
-            })?;
-        let password = String::from_utf8(plain).map_err(|_| {
-            StateError::Corrupt(format!("password of managed role {role} is not UTF-8"))
-        })?;
+        let password = self.unseal_text(
+            &nonce,
+            &sealed,
+            &role_aad(target, &role),
+            &format!("password of managed role {role}"),
+        )?;
         Ok(ManagedRole {
             target: target.clone(),
             identity: QualifiedName::new(identity_namespace, identity_name),
             role,
-            password: SecretValue::new(password),
+            password,
             password_version,
             applied_version,
         })
@@ -192,35 +189,32 @@ impl Store {
     /// Gives every managed role of `identity` a new password, which the next reconcile
     /// sets upstream; returns how many roles it touched.
     pub fn rotate_managed_passwords(&self, identity: &QualifiedName) -> Result<usize, StateError> {
-        let roles: Vec<(String, String, String)> = self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT target_namespace, target_name, role_name FROM managed_roles
-                 WHERE identity_namespace = ?1 AND identity_name = ?2",
-            )?;
-            let rows = stmt
+        let now = now();
+        // One transaction: every role of the identity rotates, or none does.
+        self.write(|tx| {
+            let roles: Vec<(String, String, String)> = tx
+                .prepare(
+                    "SELECT target_namespace, target_name, role_name FROM managed_roles
+                     WHERE identity_namespace = ?1 AND identity_name = ?2",
+                )?
                 .query_map(params![identity.namespace, identity.name], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })?;
-        let now = now();
-        for (target_namespace, target_name, role) in &roles {
-            let target = QualifiedName::new(target_namespace, target_name);
-            let (nonce, sealed) = self
-                .key
-                .seal(new_password().expose().as_bytes(), &role_aad(&target, role))?;
-            self.write(|tx| {
+            for (target_namespace, target_name, role) in &roles {
+                let target = QualifiedName::new(target_namespace, target_name);
+                let (nonce, sealed) = self
+                    .key
+                    .seal(new_password().expose().as_bytes(), &role_aad(&target, role))?;
                 tx.execute(
                     "UPDATE managed_roles SET nonce = ?4, ciphertext = ?5,
                          password_version = password_version + 1, updated_at = ?6
                      WHERE target_namespace = ?1 AND target_name = ?2 AND role_name = ?3",
                     params![target_namespace, target_name, role, nonce, sealed, now],
                 )?;
-                Ok(())
-            })?;
-        }
-        Ok(roles.len())
+            }
+            Ok(roles.len())
+        })
     }
 
     /// Forgets a role after it was dropped upstream.

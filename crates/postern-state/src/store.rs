@@ -599,15 +599,30 @@ impl Store {
         let Some((nonce, sealed)) = row else {
             return Ok(None);
         };
+        self.unseal_text(
+            &nonce,
+            &sealed,
+            &secret_aad(namespace, name),
+            &format!("secret {namespace}/{name}"),
+        )
+        .map(Some)
+    }
+
+    /// Opens a sealed UTF-8 value; `what` names it in the error when it does not open.
+    pub(crate) fn unseal_text(
+        &self,
+        nonce: &[u8],
+        sealed: &[u8],
+        aad: &[u8],
+        what: &str,
+    ) -> Result<SecretValue, StateError> {
         let plain = self
             .key
-            .unseal(&nonce, &sealed, &secret_aad(namespace, name))
-            .ok_or_else(|| {
-                StateError::Corrupt(format!("secret {namespace}/{name} does not unseal"))
-            })?;
+            .unseal(nonce, sealed, aad)
+            .ok_or_else(|| StateError::Corrupt(format!("{what} does not unseal")))?;
         let text = String::from_utf8(plain)
-            .map_err(|_| StateError::Corrupt(format!("secret {namespace}/{name} is not UTF-8")))?;
-        Ok(Some(SecretValue::new(text)))
+            .map_err(|_| StateError::Corrupt(format!("{what} is not UTF-8")))?;
+        Ok(SecretValue::new(text))
     }
 
     pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretInfo>, StateError> {
