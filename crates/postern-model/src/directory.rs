@@ -41,6 +41,9 @@ pub struct UpstreamRoute {
     pub password: Option<SecretValue>,
     pub pool: PoolSpec,
     pub timeouts: TimeoutSpec,
+    /// `mode: dynamic`: the CredentialRole each session gets a fresh role from; `user`
+    /// and `password` are then empty until the session's lease fills them.
+    pub dynamic_role: Option<QualifiedName>,
 }
 
 /// How an identity may log in.

@@ -2,6 +2,7 @@
 //! files, the pure apply planner, and the traits through which the proxy reaches state.
 //! No I/O and no async here.
 
+mod credentials;
 mod directory;
 mod document;
 mod error;
@@ -10,6 +11,11 @@ mod name;
 mod plan;
 mod resource;
 
+pub use credentials::{
+    format_duration, parse_duration, CredentialRoleSpec, PasswordPolicy, Piece, StatementList,
+    StaticRoleSpec, Template, DEFAULT_USERNAME_TEMPLATE, STATEMENT_PLACEHOLDERS,
+    USERNAME_PLACEHOLDERS,
+};
 pub use directory::{
     Directory, DirectoryError, IdentityCredentials, RouteLookup, SecretValue, UpstreamRoute,
 };
@@ -22,7 +28,7 @@ pub use intents::{
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use resource::{
-    AdminCredentials, ClientCertificateSpec, IdentitySpec, IdentityType, IntentsUpstream, Kind,
-    Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode, StaticUpstream,
-    TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
+    AdminCredentials, ClientCertificateSpec, DynamicUpstream, IdentitySpec, IdentityType,
+    IntentsUpstream, Kind, Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode,
+    StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
 };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::document::LoadedResource;
 use crate::name::DEFAULT_NAMESPACE;
-use crate::resource::{Kind, Resource, Spec};
+use crate::resource::{Kind, Resource, Spec, StaticUpstream, UpstreamSpec};
 
 /// One planned change, keyed by kind, namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,12 +121,32 @@ pub fn plan_apply(
                 }
             ));
         }
-        if let Spec::Service(service) = &resource.spec {
-            if !exists(Kind::Target, ns, &service.target) {
-                problems.push(format!(
-                    "{place} spec.target: Target {ns}/{} does not exist",
-                    service.target
-                ));
+        let mut references: Vec<(&str, Kind, &str)> = Vec::new();
+        match &resource.spec {
+            Spec::Service(service) => {
+                references.push(("spec.target", Kind::Target, &service.target));
+                match &service.upstream {
+                    UpstreamSpec::Static(StaticUpstream {
+                        static_role: Some(role),
+                        ..
+                    }) => references.push(("spec.upstream.staticRole", Kind::StaticRole, role)),
+                    UpstreamSpec::Dynamic(dynamic) => references.push((
+                        "spec.upstream.credentialRole",
+                        Kind::CredentialRole,
+                        &dynamic.credential_role,
+                    )),
+                    _ => {}
+                }
+            }
+            Spec::CredentialRole(role) => {
+                references.push(("spec.target", Kind::Target, &role.target))
+            }
+            Spec::StaticRole(role) => references.push(("spec.target", Kind::Target, &role.target)),
+            _ => {}
+        }
+        for (path, kind, name) in references {
+            if !exists(kind, ns, name) {
+                problems.push(format!("{place} {path}: {kind} {ns}/{name} does not exist"));
             }
         }
     }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::{CredentialRoleSpec, StaticRoleSpec};
 use crate::intents::IntentsSpec;
 use crate::name::{validate_name, QualifiedName, DEFAULT_NAMESPACE};
 
@@ -19,16 +20,21 @@ pub enum Kind {
     Service,
     Identity,
     Intents,
+    CredentialRole,
+    StaticRole,
 }
 
 /// Kinds from the product definition that later releases add; named so that a file using
 /// them gets a clear "not supported yet" rather than "unknown kind".
-const LATER_KINDS: &[&str] = &["CredentialRole", "StaticRole", "RoleBinding", "Plugin"];
+const LATER_KINDS: &[&str] = &["RoleBinding", "Plugin"];
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    /// In dependency order: a kind may refer only to kinds before it.
+    pub const ALL: [Kind; 7] = [
         Kind::Namespace,
         Kind::Target,
+        Kind::StaticRole,
+        Kind::CredentialRole,
         Kind::Service,
         Kind::Identity,
         Kind::Intents,
@@ -41,6 +47,8 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Identity => "Identity",
             Kind::Intents => "Intents",
+            Kind::CredentialRole => "CredentialRole",
+            Kind::StaticRole => "StaticRole",
         }
     }
 
@@ -61,7 +69,7 @@ impl Kind {
                     format!("kind {text} is not supported by this version yet")
                 } else {
                     format!(
-                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents)"
+                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents, CredentialRole, StaticRole)"
                     )
                 }
             })
@@ -85,8 +93,12 @@ impl FromStr for Kind {
             "service" | "services" | "svc" => Ok(Kind::Service),
             "identity" | "identities" => Ok(Kind::Identity),
             "intents" | "intent" => Ok(Kind::Intents),
+            "credentialrole" | "credentialroles" | "credential-role" | "credential-roles" => {
+                Ok(Kind::CredentialRole)
+            }
+            "staticrole" | "staticroles" | "static-role" | "static-roles" => Ok(Kind::StaticRole),
             _ => Err(format!(
-                "unknown kind {s:?} (expected namespace, target, service, identity, intents or secret)"
+                "unknown kind {s:?} (expected namespace, target, service, identity, intents, credentialrole, staticrole or secret)"
             )),
         }
     }
@@ -144,11 +156,24 @@ pub struct TargetSpec {
     pub admin: Option<AdminCredentials>,
 }
 
+/// One fixed upstream user for every identity: `user` with the password in
+/// `passwordSecret`, or the user and current password of a `staticRole`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StaticUpstream {
-    pub user: String,
-    pub password_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_role: Option<String>,
+}
+
+/// `mode: dynamic`: every session gets a fresh role from a CredentialRole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DynamicUpstream {
+    pub credential_role: String,
 }
 
 /// `mode: intents` takes no settings: the role is the identity's managed role.
@@ -164,6 +189,8 @@ pub enum UpstreamSpec {
     Static(StaticUpstream),
     /// Each identity as its own role, which the reconciler keeps equal to its Intents.
     Intents(IntentsUpstream),
+    /// A fresh role per session from a CredentialRole, dropped when the session ends.
+    Dynamic(DynamicUpstream),
 }
 
 /// Reuse of idle upstream connections between client sessions of a service. A session
@@ -285,6 +312,8 @@ pub enum Spec {
     Service(ServiceSpec),
     Identity(IdentitySpec),
     Intents(IntentsSpec),
+    CredentialRole(CredentialRoleSpec),
+    StaticRole(StaticRoleSpec),
 }
 
 /// Upper bound on durations in specs, far from any clock's overflow.
@@ -299,7 +328,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
         ValidationError {
             path: path.into(),
             message: message.to_string(),
@@ -373,6 +402,8 @@ impl Resource {
             Kind::Service => Spec::Service(decode_spec(spec)?),
             Kind::Identity => Spec::Identity(decode_spec(spec)?),
             Kind::Intents => Spec::Intents(decode_spec(spec)?),
+            Kind::CredentialRole => Spec::CredentialRole(decode_spec(spec)?),
+            Kind::StaticRole => Spec::StaticRole(decode_spec(spec)?),
         };
         let resource = Resource { metadata, spec };
         resource.validate_spec()?;
@@ -408,9 +439,26 @@ impl Resource {
             Spec::Service(s) => {
                 check_name("spec.target", &s.target)?;
                 check_not_empty("spec.database", &s.database)?;
-                if let UpstreamSpec::Static(up) = &s.upstream {
-                    check_not_empty("spec.upstream.user", &up.user)?;
-                    check_name("spec.upstream.passwordSecret", &up.password_secret)?;
+                match &s.upstream {
+                    UpstreamSpec::Static(up) => {
+                        match (&up.user, &up.password_secret, &up.static_role) {
+                            (Some(user), Some(secret), None) => {
+                                check_not_empty("spec.upstream.user", user)?;
+                                check_name("spec.upstream.passwordSecret", secret)?;
+                            }
+                            (None, None, Some(role)) => {
+                                check_name("spec.upstream.staticRole", role)?
+                            }
+                            _ => return Err(ValidationError::new(
+                                "spec.upstream",
+                                "mode static takes either user and passwordSecret, or staticRole",
+                            )),
+                        }
+                    }
+                    UpstreamSpec::Dynamic(up) => {
+                        check_name("spec.upstream.credentialRole", &up.credential_role)?
+                    }
+                    UpstreamSpec::Intents(_) => {}
                 }
                 if s.pool.enabled {
                     check_not_empty("spec.pool.resetQuery", &s.pool.reset_query)?;
@@ -443,6 +491,8 @@ impl Resource {
                 Ok(())
             }
             Spec::Intents(i) => i.validate(),
+            Spec::CredentialRole(c) => c.validate(),
+            Spec::StaticRole(r) => r.validate(),
         }
     }
 
@@ -453,6 +503,8 @@ impl Resource {
             Spec::Service(_) => Kind::Service,
             Spec::Identity(_) => Kind::Identity,
             Spec::Intents(_) => Kind::Intents,
+            Spec::CredentialRole(_) => Kind::CredentialRole,
+            Spec::StaticRole(_) => Kind::StaticRole,
         }
     }
 
@@ -485,6 +537,8 @@ impl Resource {
             Spec::Service(s) => serde_json::to_value(s),
             Spec::Identity(s) => serde_json::to_value(s),
             Spec::Intents(s) => serde_json::to_value(s),
+            Spec::CredentialRole(s) => serde_json::to_value(s),
+            Spec::StaticRole(s) => serde_json::to_value(s),
         };
         // Serialising these plain structs cannot fail.
         value.unwrap_or(serde_json::Value::Null)

@@ -3,12 +3,14 @@
 //! small pool of their own connections, so they never wait for a writer.
 
 mod error;
+mod leases;
 mod managed;
 mod master_key;
 mod migrations;
 mod store;
 
 pub use error::StateError;
+pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole};
 pub use master_key::{KeySettings, MasterKey};
 pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};

@@ -73,6 +73,44 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, name)
     );
     "#,
+    // 3: the credential issuer. A lease row is written (state `creating`) before its role
+    // is created upstream and keeps the CredentialRole spec it was made with, so the role
+    // can always be rolled back or revoked, even after the resource changed or went.
+    r#"
+    CREATE TABLE leases (
+        id              TEXT PRIMARY KEY,
+        namespace       TEXT NOT NULL,
+        credential_role TEXT NOT NULL,
+        target_name     TEXT NOT NULL,
+        username        TEXT NOT NULL,
+        issued_for      TEXT NOT NULL,
+        spec            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        owner           TEXT NOT NULL,
+        issued_at       INTEGER NOT NULL,
+        expires_at      INTEGER NOT NULL,
+        max_expires_at  INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE INDEX leases_by_state ON leases (state, expires_at);
+    CREATE INDEX leases_by_role ON leases (namespace, credential_role);
+    CREATE TABLE static_roles (
+        namespace          TEXT NOT NULL,
+        name               TEXT NOT NULL,
+        username           TEXT NOT NULL,
+        nonce              BLOB,
+        ciphertext         BLOB,
+        pending_nonce      BLOB,
+        pending_ciphertext BLOB,
+        rotated_at         INTEGER NOT NULL DEFAULT 0,
+        last_error         TEXT,
+        updated_at         INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -9,7 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
     plan_apply, Change, Directory, DirectoryError, IdentityCredentials, Kind, LoadedResource,
-    Metadata, QualifiedName, Resource, RouteLookup, SecretValue, Spec, UpstreamRoute, UpstreamSpec,
+    Metadata, QualifiedName, Resource, RouteLookup, SecretValue, Spec, StaticUpstream,
+    UpstreamRoute, UpstreamSpec,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
@@ -489,9 +490,39 @@ impl Store {
                     params![r.namespace(), r.name()],
                 )?;
             }
-            Kind::Namespace | Kind::Target | Kind::Service => {}
+            Kind::StaticRole => {
+                tx.execute(
+                    "DELETE FROM static_roles WHERE namespace = ?1 AND name = ?2",
+                    params![r.namespace(), r.name()],
+                )?;
+            }
+            Kind::Namespace | Kind::Target | Kind::Service | Kind::CredentialRole => {}
         }
         Ok(())
+    }
+
+    /// Refuses when a resource in the same namespace names `r` at `path` of its spec.
+    fn check_unreferenced(
+        tx: &Transaction<'_>,
+        r: &Resource,
+        path: &str,
+    ) -> Result<(), StateError> {
+        let mut stmt = tx.prepare(
+            "SELECT kind || ' ' || name FROM resources WHERE namespace = ?1
+             AND kind IN ('Service', 'CredentialRole', 'StaticRole')
+             AND json_extract(spec, ?3) = ?2 ORDER BY kind, name",
+        )?;
+        let users: Vec<String> = stmt
+            .query_map(params![r.namespace(), r.name(), path], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(StateError::Conflict(format!(
+            "{} is used by {}; delete or change those first",
+            r.describe(),
+            users.join(", ")
+        )))
     }
 
     /// Deletes one resource after checking nothing still depends on it.
@@ -513,19 +544,7 @@ impl Store {
             match kind {
                 Kind::Namespace => Self::check_namespace_deletable(tx, name)?,
                 Kind::Target => {
-                    let mut stmt = tx.prepare(
-                        "SELECT name FROM resources WHERE kind = 'Service' AND namespace = ?1
-                         AND json_extract(spec, '$.target') = ?2 ORDER BY name",
-                    )?;
-                    let users: Vec<String> = stmt
-                        .query_map(params![namespace, name], |row| row.get(0))?
-                        .collect::<Result<_, _>>()?;
-                    if !users.is_empty() {
-                        return Err(StateError::Conflict(format!(
-                            "Target {namespace}/{name} is used by Service {}; delete or change those first",
-                            users.join(", ")
-                        )));
-                    }
+                    Self::check_unreferenced(tx, r, "$.target")?;
                     // Its managed roles can only be dropped through its admin connection.
                     let roles: i64 = tx.query_row(
                         "SELECT count(*) FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2",
@@ -535,6 +554,21 @@ impl Store {
                     if roles > 0 {
                         return Err(StateError::Conflict(format!(
                             "Target {namespace}/{name} still has {roles} managed roles; delete the Intents naming it and reconcile first"
+                        )));
+                    }
+                }
+                Kind::StaticRole => Self::check_unreferenced(tx, r, "$.upstream.staticRole")?,
+                Kind::CredentialRole => {
+                    Self::check_unreferenced(tx, r, "$.upstream.credentialRole")?;
+                    let live: i64 = tx.query_row(
+                        "SELECT count(*) FROM leases WHERE namespace = ?1 AND credential_role = ?2
+                         AND state NOT IN ('revoked', 'rolled-back')",
+                        params![namespace, name],
+                        |row| row.get(0),
+                    )?;
+                    if live > 0 {
+                        return Err(StateError::Conflict(format!(
+                            "CredentialRole {namespace}/{name} still has {live} leases; revoke them first (postern lease revoke --prefix {name} -n {namespace})"
                         )));
                     }
                 }
@@ -807,11 +841,40 @@ impl Store {
                 "Target {target} of Service {service}"
             )));
         };
+        let mut dynamic_role = None;
         let (user, password) = match &spec.upstream {
-            UpstreamSpec::Static(upstream) => (
-                upstream.user.clone(),
-                self.secret_value(&service.namespace, &upstream.password_secret)?,
-            ),
+            UpstreamSpec::Static(StaticUpstream {
+                user: Some(user),
+                password_secret: Some(secret),
+                ..
+            }) => (user.clone(), self.secret_value(&service.namespace, secret)?),
+            UpstreamSpec::Static(StaticUpstream {
+                static_role: Some(role),
+                ..
+            }) => {
+                let role = QualifiedName::new(&service.namespace, role);
+                match self.static_role_password(&role)? {
+                    Some(stored) if stored.current.is_some() => (stored.username, stored.current),
+                    _ => {
+                        return Ok(RouteLookup::NotReady(format!(
+                            "the password of service {}.{} is not rotated in yet",
+                            service.name, service.namespace
+                        )))
+                    }
+                }
+            }
+            UpstreamSpec::Static(_) => {
+                return Err(StateError::Corrupt(format!(
+                    "Service {service} has neither user nor staticRole"
+                )))
+            }
+            UpstreamSpec::Dynamic(dynamic) => {
+                dynamic_role = Some(QualifiedName::new(
+                    &service.namespace,
+                    &dynamic.credential_role,
+                ));
+                (String::new(), None)
+            }
             UpstreamSpec::Intents(_) => {
                 if !self.has_intents_for(service, &spec, identity)? {
                     return Ok(RouteLookup::Denied(format!(
@@ -840,6 +903,7 @@ impl Store {
             password,
             pool: spec.pool,
             timeouts: spec.timeouts,
+            dynamic_role,
         })))
     }
 

@@ -175,9 +175,21 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
         Spec::Namespace(_) => String::new(),
         Spec::Target(t) => format!("{} sslMode={:?}", t.address, t.ssl_mode).to_lowercase(),
         Spec::Service(s) => match &s.upstream {
-            UpstreamSpec::Static(up) => format!(
-                "target={} database={} user={} (static)",
-                s.target, s.database, up.user
+            UpstreamSpec::Static(up) => match (&up.user, &up.static_role) {
+                (Some(user), _) => format!(
+                    "target={} database={} user={user} (static)",
+                    s.target, s.database
+                ),
+                (None, role) => format!(
+                    "target={} database={} staticRole={} (static, rotated)",
+                    s.target,
+                    s.database,
+                    role.as_deref().unwrap_or_default()
+                ),
+            },
+            UpstreamSpec::Dynamic(up) => format!(
+                "target={} database={} credentialRole={} (dynamic: a role per session)",
+                s.target, s.database, up.credential_role
             ),
             UpstreamSpec::Intents(_) => format!(
                 "target={} database={} (intents: a role per identity)",
@@ -187,6 +199,14 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
         Spec::Identity(i) => {
             format!("{:?} groups=[{}]", i.identity_type, i.groups.join(",")).to_lowercase()
         }
+        Spec::CredentialRole(c) => format!(
+            "target={} database={} defaultTtl={} maxTtl={}",
+            c.target, c.database, c.default_ttl, c.max_ttl
+        ),
+        Spec::StaticRole(r) => format!(
+            "target={} username={} rotationPeriod={}",
+            r.target, r.username, r.rotation_period
+        ),
         Spec::Intents(i) => {
             let state = match status {
                 Some(status) if status.state == "applied" => "applied".to_owned(),
