@@ -14,7 +14,9 @@ use crate::ReconcileError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects as the target's admin to `database`; the connection runs on a spawned task.
+/// `application_name` shows who is working in `pg_stat_activity`.
 pub async fn connect(
+    application_name: &str,
     target_label: &str,
     target: &TargetSpec,
     user: &str,
@@ -40,7 +42,7 @@ pub async fn connect(
         .user(user)
         .password(password.expose())
         .dbname(database)
-        .application_name("postern-reconciler")
+        .application_name(application_name)
         .connect_timeout(CONNECT_TIMEOUT);
     let client = if target.ssl_mode == SslMode::Disable {
         config.ssl_mode(PgSslMode::Disable);

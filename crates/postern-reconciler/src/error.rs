@@ -20,7 +20,7 @@ pub enum ReconcileError {
 }
 
 /// PostgreSQL's own text for an error: the server's message when there is one.
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => error.to_string(),

@@ -15,5 +15,6 @@ pub mod roles;
 mod run;
 pub mod sql;
 
-pub use error::ReconcileError;
+pub use connect::connect;
+pub use error::{describe, ReconcileError};
 pub use run::{reconcile, Options, PlannedStatement, Report};

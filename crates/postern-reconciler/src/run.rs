@@ -21,6 +21,8 @@ use crate::roles::{is_ours, marker_prefix, plan_roles, RoleStatement, WantedRole
 use crate::sql::ident;
 use crate::ReconcileError;
 
+const APPLICATION_NAME: &str = "postern-reconciler";
+
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -260,7 +262,16 @@ impl TargetRun<'_> {
         let mut connected = None;
         let mut last_error = None;
         for database in candidates {
-            match connect(&label, self.spec, &admin.user, &password, &database).await {
+            match connect(
+                APPLICATION_NAME,
+                &label,
+                self.spec,
+                &admin.user,
+                &password,
+                &database,
+            )
+            .await
+            {
                 Ok(client) => {
                     connected = Some((client, database));
                     break;
@@ -423,7 +434,16 @@ impl TargetRun<'_> {
             let db_client = if *database == maintenance_db {
                 &mut client
             } else {
-                match connect(&label, self.spec, &admin.user, &password, database).await {
+                match connect(
+                    APPLICATION_NAME,
+                    &label,
+                    self.spec,
+                    &admin.user,
+                    &password,
+                    database,
+                )
+                .await
+                {
                     Ok(c) => {
                         other = c;
                         &mut other

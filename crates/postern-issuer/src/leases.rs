@@ -1,0 +1,581 @@
+//! Issue, renew and revoke leases, and the reaper that revokes them at expiry, retries
+//! failed revocations with backoff and rolls back creations a dead process left behind.
+
+use std::time::Duration;
+
+use postern_model::{
+    format_duration, CredentialRoleSpec, Kind, QualifiedName, SecretValue, Spec, StatementList,
+    Template, STATEMENT_PLACEHOLDERS,
+};
+use postern_state::{Lease, LeaseState, NewLease};
+use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use crate::admin::TargetAccess;
+use crate::render::{self, StatementValues, UsernameInput};
+use crate::{now, secs, Issuer, IssuerError};
+
+/// A creation still `creating` after this long is abandoned, whoever owns it.
+const CREATION_LIMIT: i64 = 120;
+/// Longest wait between revocation attempts.
+const MAX_BACKOFF: i64 = 60;
+
+/// A new credential. The password exists only here: it is not stored anywhere.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub lease_id: String,
+    pub username: String,
+    pub password: SecretValue,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// `host:port` and database to log in to.
+    pub address: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewed {
+    pub expires_at: i64,
+    /// The increment asked for went past the lease's maxTtl and was cut to it.
+    pub capped: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The role was revoked (or rolled back) just now.
+    Done,
+    /// The role was already gone upstream; the lease is closed all the same.
+    AlreadyGone,
+    /// The lease had ended before.
+    AlreadyEnded,
+}
+
+/// What one reaper pass did.
+#[derive(Debug, Default, Clone)]
+pub struct ReapReport {
+    pub ended: usize,
+    pub failed: usize,
+}
+
+/// The SCRAM verifier stored upstream in place of the password.
+fn verifier(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
+    Verifier::generate(password.as_bytes(), &salt, DEFAULT_ITERATIONS).encode()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_templates(
+    role: &QualifiedName,
+    spec: &CredentialRoleSpec,
+    list: StatementList,
+) -> Result<Vec<Template>, IssuerError> {
+    spec.templates(list)
+        .map_err(|e| IssuerError::Config(format!("CredentialRole {role}: {e}")))
+}
+
+/// Runs one statement list in a transaction; a failure names the list and index.
+async fn run_statements(
+    client: &mut Client,
+    role: &QualifiedName,
+    list: StatementList,
+    templates: &[Template],
+    values: &StatementValues,
+) -> Result<(), IssuerError> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(IssuerError::upstream(format!(
+            "CredentialRole {role}: BEGIN"
+        )))?;
+    for (index, template) in templates.iter().enumerate() {
+        transaction
+            .batch_execute(&render::statement(template, values))
+            .await
+            .map_err(|e| IssuerError::Statement {
+                role: role.to_string(),
+                list,
+                index,
+                reason: postern_reconciler::describe(&e),
+            })?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(IssuerError::upstream(format!(
+            "CredentialRole {role}: COMMIT"
+        )))
+}
+
+/// Whether the process named in an owner tag (`<pid>:<random>`) still runs here.
+fn owner_alive(owner: &str) -> bool {
+    let pid = owner
+        .split(':')
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    match pid {
+        Some(pid) => match rustix::process::test_kill_process(pid) {
+            Ok(()) => true,
+            Err(e) => e == rustix::io::Errno::PERM,
+        },
+        None => false,
+    }
+}
+
+fn lease_spec(lease: &Lease) -> Result<CredentialRoleSpec, IssuerError> {
+    serde_json::from_str(&lease.spec).map_err(|e| {
+        IssuerError::Config(format!(
+            "lease {} holds an unreadable CredentialRole spec: {e}",
+            lease.id
+        ))
+    })
+}
+
+impl Issuer {
+    /// The CredentialRole named `role`.
+    fn credential_role(&self, role: &QualifiedName) -> Result<CredentialRoleSpec, IssuerError> {
+        match self
+            .store
+            .get_resource(Kind::CredentialRole, &role.namespace, &role.name)?
+            .map(|s| s.resource.spec)
+        {
+            Some(Spec::CredentialRole(spec)) => Ok(spec),
+            _ => Err(IssuerError::Request(format!(
+                "CredentialRole {role} does not exist"
+            ))),
+        }
+    }
+
+    /// Issues a credential from `role` for `ttl` (its defaultTtl when `None`).
+    /// `requester` fills `{{identity}}` of the username; `issued_for` is recorded.
+    pub async fn issue(
+        &self,
+        role: &QualifiedName,
+        ttl: Option<Duration>,
+        requester: &str,
+        issued_for: &str,
+    ) -> Result<Issued, IssuerError> {
+        let spec = self.credential_role(role)?;
+        let ttl = ttl.unwrap_or_else(|| spec.default_ttl());
+        if ttl.is_zero() {
+            return Err(IssuerError::Request("the TTL must be positive".into()));
+        }
+        if ttl > spec.max_ttl() {
+            return Err(IssuerError::Request(format!(
+                "TTL {} exceeds maxTtl {} of CredentialRole {role}",
+                format_duration(ttl),
+                spec.max_ttl
+            )));
+        }
+        let creation = parse_templates(role, &spec, StatementList::Creation)?;
+        let target = QualifiedName::new(&role.namespace, &spec.target);
+        let access = TargetAccess::load(&self.store, &target)?;
+        // Reach the upstream before anything is recorded: an unreachable upstream leaves
+        // no lease behind.
+        let mut connection = self.admin.get(&access, &spec.database).await?;
+
+        let issued_at = now();
+        let expires_at = issued_at.saturating_add(secs(ttl));
+        let username = render::username(
+            &spec.username_template(),
+            &UsernameInput {
+                identity: requester,
+                role: &role.name,
+                namespace: &role.namespace,
+                unix_time: issued_at,
+            },
+        );
+        let password = render::password(&spec.password_policy);
+        let id = format!("{}/{}/{}", role.namespace, role.name, random_hex(8));
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|e| IssuerError::Config(format!("CredentialRole {role}: {e}")))?;
+        self.store.record_lease(&NewLease {
+            id: &id,
+            credential_role: role,
+            target: &spec.target,
+            username: &username,
+            issued_for,
+            spec: &spec_json,
+            owner: &self.owner,
+            issued_at,
+            expires_at,
+            max_expires_at: issued_at.saturating_add(secs(spec.max_ttl())),
+        })?;
+        let values = StatementValues::new(&username, &verifier(&password), expires_at);
+        let created = run_statements(
+            &mut connection.client,
+            role,
+            StatementList::Creation,
+            &creation,
+            &values,
+        )
+        .await;
+        if let Err(error) = created {
+            // The connection may be mid-transaction or broken: it is not reused.
+            drop(connection);
+            self.undo_failed_creation(&id).await;
+            return Err(error);
+        }
+        self.admin.put(connection);
+        if !self
+            .store
+            .move_lease(&id, &[LeaseState::Creating], LeaseState::Active)?
+        {
+            return Err(IssuerError::Request(format!(
+                "lease {id} was rolled back while it was being created"
+            )));
+        }
+        info!(lease = %id, username = %username, expires_at, "issued a credential");
+        Ok(Issued {
+            lease_id: id,
+            username,
+            password: SecretValue::new(password),
+            issued_at,
+            expires_at,
+            address: access.spec.address,
+            database: spec.database,
+        })
+    }
+
+    /// After a failed creation: roll back, and drop the record when nothing is left
+    /// upstream; otherwise the record stays for the reaper to retry.
+    async fn undo_failed_creation(&self, id: &str) {
+        let lease = match self.store.lease(id) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(lease = %id, error = %error, "cannot read a failed lease back");
+                return;
+            }
+        };
+        match self.end(&lease).await {
+            Ok(_) => {
+                if let Err(error) = self.store.forget_lease(id) {
+                    warn!(lease = %id, error = %error, "cannot remove a rolled-back lease");
+                }
+            }
+            Err(error) => {
+                warn!(lease = %id, error = %error, "rollback failed; the reaper retries it")
+            }
+        }
+    }
+
+    /// Extends an active lease by `increment` (its role's defaultTtl when `None`), never
+    /// past maxTtl from issue.
+    pub async fn renew(
+        &self,
+        id: &str,
+        increment: Option<Duration>,
+    ) -> Result<Renewed, IssuerError> {
+        let lease = self
+            .store
+            .lease(id)?
+            .ok_or_else(|| IssuerError::Request(format!("lease {id} does not exist")))?;
+        let now = now();
+        if lease.state != LeaseState::Active || lease.expires_at <= now {
+            return Err(IssuerError::Request(format!(
+                "lease {id} is {}, so it cannot be renewed",
+                if lease.state == LeaseState::Active {
+                    "expired"
+                } else {
+                    lease.state.as_str()
+                }
+            )));
+        }
+        let spec = lease_spec(&lease)?;
+        let wanted = now.saturating_add(secs(increment.unwrap_or_else(|| spec.default_ttl())));
+        let expires_at = wanted.min(lease.max_expires_at);
+        let templates = if spec.renew_statements.is_empty() {
+            vec![Template::parse(
+                "ALTER ROLE {{name}} VALID UNTIL {{expiration}}",
+                STATEMENT_PLACEHOLDERS,
+            )
+            .map_err(IssuerError::Config)?]
+        } else {
+            parse_templates(&lease.credential_role, &spec, StatementList::Renew)?
+        };
+        let access = TargetAccess::load(&self.store, &lease.target)?;
+        let mut connection = self.admin.get(&access, &spec.database).await?;
+        let values = StatementValues::new(&lease.username, "", expires_at);
+        run_statements(
+            &mut connection.client,
+            &lease.credential_role,
+            StatementList::Renew,
+            &templates,
+            &values,
+        )
+        .await?;
+        self.admin.put(connection);
+        self.store.renew_lease(id, expires_at)?;
+        Ok(Renewed {
+            expires_at,
+            capped: wanted > lease.max_expires_at,
+        })
+    }
+
+    /// Revokes a lease now. A failure is recorded on the lease (state `revoking`) and
+    /// retried by the reaper.
+    pub async fn revoke(&self, id: &str) -> Result<RevokeOutcome, IssuerError> {
+        let lease = self
+            .store
+            .lease(id)?
+            .ok_or_else(|| IssuerError::Request(format!("lease {id} does not exist")))?;
+        if lease.state.is_ended() {
+            return Ok(RevokeOutcome::AlreadyEnded);
+        }
+        if lease.state == LeaseState::Creating && !self.abandoned(&lease) {
+            return Err(IssuerError::Request(format!(
+                "lease {id} is still being created; try again in a moment"
+            )));
+        }
+        self.end(&lease).await
+    }
+
+    /// Revokes every live lease whose id starts with `prefix`; returns each lease's result.
+    pub async fn revoke_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Result<RevokeOutcome, IssuerError>)>, IssuerError> {
+        let mut results = Vec::new();
+        for lease in self.store.list_leases(None, false)? {
+            if lease.id.starts_with(prefix) {
+                let outcome = self.revoke(&lease.id).await;
+                results.push((lease.id, outcome));
+            }
+        }
+        Ok(results)
+    }
+
+    fn abandoned(&self, lease: &Lease) -> bool {
+        lease.issued_at < now() - CREATION_LIMIT
+            || (lease.owner != self.owner && !owner_alive(&lease.owner))
+    }
+
+    /// Ends a lease: rollback for one still `creating`, revocation otherwise. The state
+    /// says which was started before anything runs upstream; a failure is noted on the
+    /// lease with the next attempt's time.
+    async fn end(&self, lease: &Lease) -> Result<RevokeOutcome, IssuerError> {
+        let rolling_back = lease.state == LeaseState::Creating;
+        if lease.state == LeaseState::Active {
+            self.store
+                .move_lease(&lease.id, &[LeaseState::Active], LeaseState::Revoking)?;
+        }
+        let dropped = match lease_spec(lease) {
+            Ok(spec) => {
+                self.drop_role(
+                    &lease.credential_role,
+                    &spec,
+                    &lease.target,
+                    &lease.username,
+                    rolling_back,
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        match dropped {
+            Ok(outcome) => {
+                let end = if rolling_back {
+                    LeaseState::RolledBack
+                } else {
+                    LeaseState::Revoked
+                };
+                self.store.move_lease(
+                    &lease.id,
+                    &[
+                        LeaseState::Creating,
+                        LeaseState::Active,
+                        LeaseState::Revoking,
+                    ],
+                    end,
+                )?;
+                info!(lease = %lease.id, username = %lease.username, state = %end, "lease ended");
+                Ok(outcome)
+            }
+            Err(error) => {
+                let delay = 1i64
+                    .checked_shl(u32::try_from(lease.attempts.clamp(0, 6)).unwrap_or(6))
+                    .unwrap_or(MAX_BACKOFF)
+                    .min(MAX_BACKOFF);
+                self.store
+                    .lease_attempt_failed(&lease.id, &error.to_string(), now() + delay)?;
+                warn!(lease = %lease.id, error = %error, retry_in_secs = delay, "revocation failed");
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes the lease's role upstream: its sessions are ended first whatever the
+    /// statements are; the role's own statements run if it has them, else the default.
+    pub(crate) async fn drop_role(
+        &self,
+        role: &QualifiedName,
+        spec: &CredentialRoleSpec,
+        target: &QualifiedName,
+        username: &str,
+        rolling_back: bool,
+    ) -> Result<RevokeOutcome, IssuerError> {
+        let access = TargetAccess::load(&self.store, target)?;
+        let mut connection = self.admin.get(&access, &spec.database).await?;
+        let client = &mut connection.client;
+        let exists = client
+            .query_opt("SELECT oid FROM pg_roles WHERE rolname = $1", &[&username])
+            .await
+            .map_err(IssuerError::upstream("looking the role up"))?
+            .is_some();
+        if !exists {
+            self.admin.put(connection);
+            return Ok(RevokeOutcome::AlreadyGone);
+        }
+        let name = postern_reconciler::sql::ident(username);
+        client
+            .batch_execute(&format!("ALTER ROLE {name} NOLOGIN"))
+            .await
+            .map_err(IssuerError::upstream(format!(
+                "closing role {username} to logins"
+            )))?;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE usename = $1 AND pid <> pg_backend_pid()",
+                &[&username],
+            )
+            .await
+            .map_err(IssuerError::upstream(format!(
+                "ending the sessions of role {username}"
+            )))?;
+        let list = if rolling_back && !spec.rollback_statements.is_empty() {
+            Some(StatementList::Rollback)
+        } else if !spec.revocation_statements.is_empty() {
+            Some(StatementList::Revocation)
+        } else {
+            None
+        };
+        match list {
+            Some(list) => {
+                let templates = parse_templates(role, spec, list)?;
+                let values = StatementValues::new(username, "", now());
+                run_statements(client, role, list, &templates, &values).await?;
+            }
+            None => {
+                self.default_revocation(&access, client, &spec.database, username)
+                    .await?
+            }
+        }
+        self.admin.put(connection);
+        Ok(RevokeOutcome::Done)
+    }
+
+    /// Hands the role's objects to the admin and drops its privileges in every database
+    /// where it has any (`pg_shdepend` says which), then drops the role.
+    async fn default_revocation(
+        &self,
+        access: &TargetAccess,
+        client: &mut Client,
+        home_database: &str,
+        username: &str,
+    ) -> Result<(), IssuerError> {
+        let name = postern_reconciler::sql::ident(username);
+        let databases: Vec<String> = client
+            .query(
+                "SELECT DISTINCT d.datname FROM pg_shdepend s
+                 JOIN pg_database d ON d.oid = s.dbid
+                 JOIN pg_roles r ON r.oid = s.refobjid
+                 WHERE s.refclassid = 'pg_authid'::regclass AND r.rolname = $1",
+                &[&username],
+            )
+            .await
+            .map_err(IssuerError::upstream("finding the role's databases"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let cleanup = format!(
+            "BEGIN; REASSIGN OWNED BY {name} TO CURRENT_USER; DROP OWNED BY {name}; COMMIT"
+        );
+        for database in &databases {
+            let what =
+                format!("handing objects of role {username} in database {database} to the admin");
+            if database == home_database {
+                client
+                    .batch_execute(&cleanup)
+                    .await
+                    .map_err(IssuerError::upstream(what))?;
+            } else {
+                let other = self.admin.get(access, database).await?;
+                other
+                    .client
+                    .batch_execute(&cleanup)
+                    .await
+                    .map_err(IssuerError::upstream(what))?;
+                self.admin.put(other);
+            }
+        }
+        client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
+            .await
+            .map_err(IssuerError::upstream(format!("dropping role {username}")))
+    }
+
+    /// One reaper pass: expired leases revoked, failed revocations retried when due,
+    /// abandoned creations rolled back.
+    pub async fn reap_once(&self) -> Result<ReapReport, IssuerError> {
+        let mut report = ReapReport::default();
+        for lease in self.store.due_leases(now())? {
+            if lease.state == LeaseState::Creating && !self.abandoned(&lease) {
+                continue;
+            }
+            match self.end(&lease).await {
+                Ok(_) => report.ended += 1,
+                Err(_) => report.failed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Leases of sessions whose gateway process is gone: their sessions ended with it.
+    pub async fn end_orphaned_session_leases(&self) -> Result<usize, IssuerError> {
+        let mut ended = 0;
+        for lease in self.store.list_leases(None, false)? {
+            if lease.state == LeaseState::Active
+                && lease.issued_for.starts_with("session ")
+                && lease.owner != self.owner
+                && !owner_alive(&lease.owner)
+                && self.end(&lease).await.is_ok()
+            {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The reaper: a pass every `interval`, for as long as the server runs. The first pass
+    /// runs at once, so whatever expired while the server was down goes first.
+    pub async fn run_reaper(self: std::sync::Arc<Self>, interval: Duration) {
+        if let Err(error) = self.end_orphaned_session_leases().await {
+            warn!(error = %error, "ending leases of a previous run's sessions failed");
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match self.reap_once().await {
+                Ok(report) if report.ended + report.failed > 0 => {
+                    info!(
+                        ended = report.ended,
+                        failed = report.failed,
+                        "lease reaper pass"
+                    )
+                }
+                Ok(_) => {}
+                Err(error) => warn!(error = %error, "lease reaper pass failed"),
+            }
+        }
+    }
+}
