@@ -63,3 +63,60 @@ pub(crate) fn now() -> i64 {
 pub(crate) fn secs(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
+
+/// The issuer as the gateway sees it in `mode: dynamic`: a role per session, revoked when
+/// the session ends.
+pub struct SessionIssuer(pub Arc<Issuer>);
+
+impl postern_model::SessionCredentials for SessionIssuer {
+    fn acquire<'a>(
+        &'a self,
+        credential_role: &'a postern_model::QualifiedName,
+        identity: &'a postern_model::QualifiedName,
+    ) -> postern_model::BoxFuture<
+        'a,
+        Result<postern_model::SessionLease, postern_model::LeaseRefused>,
+    > {
+        Box::pin(async move {
+            let issued = self
+                .0
+                .issue(
+                    credential_role,
+                    None,
+                    &identity.name,
+                    &format!("session {identity}"),
+                )
+                .await
+                .map_err(|error| postern_model::LeaseRefused {
+                    sqlstate: error.sqlstate(),
+                    message: format!(
+                        "could not issue a role from CredentialRole {}",
+                        credential_role.name
+                    ),
+                    detail: error.to_string(),
+                })?;
+            let expires_at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(issued.expires_at).unwrap_or(0));
+            Ok(postern_model::SessionLease {
+                lease_id: issued.lease_id,
+                user: issued.username,
+                password: issued.password,
+                expires_at,
+            })
+        })
+    }
+
+    fn release(&self, lease_id: String) {
+        // Without a runtime (the process is exiting) the lease simply expires; the next
+        // start ends leases of sessions whose process is gone.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let issuer = self.0.clone();
+        runtime.spawn(async move {
+            if let Err(error) = issuer.revoke(&lease_id).await {
+                tracing::warn!(lease = %lease_id, error = %error, "revoking a session's role failed; the reaper retries");
+            }
+        });
+    }
+}

@@ -2,6 +2,9 @@
 //! `Arc<dyn Directory>` and never sees the store, so tests can give it a fake.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
 
 use crate::name::QualifiedName;
 use crate::resource::{PoolSpec, SslMode, TimeoutSpec};
@@ -87,4 +90,39 @@ pub trait Directory: Send + Sync + 'static {
         service: &QualifiedName,
         identity: &QualifiedName,
     ) -> Result<RouteLookup, DirectoryError>;
+}
+
+/// A boxed future, so the traits below stay object-safe without an async runtime here.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A role issued for one session (`mode: dynamic`).
+#[derive(Debug, Clone)]
+pub struct SessionLease {
+    pub lease_id: String,
+    pub user: String,
+    pub password: SecretValue,
+    /// The session is ended when the lease runs out.
+    pub expires_at: SystemTime,
+}
+
+/// Why a session got no role: what the client is told, and what the log gets.
+#[derive(Debug, Clone)]
+pub struct LeaseRefused {
+    pub sqlstate: &'static str,
+    /// Safe for the client: names the service and role, never a password.
+    pub message: String,
+    pub detail: String,
+}
+
+/// Issues and revokes per-session roles; the credential issuer implements it.
+pub trait SessionCredentials: Send + Sync + 'static {
+    /// A fresh role from `credential_role` for `identity`'s session.
+    fn acquire<'a>(
+        &'a self,
+        credential_role: &'a QualifiedName,
+        identity: &'a QualifiedName,
+    ) -> BoxFuture<'a, Result<SessionLease, LeaseRefused>>;
+
+    /// The session ended: revoke its role (in the background; failures are retried).
+    fn release(&self, lease_id: String);
 }

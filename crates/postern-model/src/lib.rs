@@ -17,7 +17,8 @@ pub use credentials::{
     USERNAME_PLACEHOLDERS,
 };
 pub use directory::{
-    Directory, DirectoryError, IdentityCredentials, RouteLookup, SecretValue, UpstreamRoute,
+    BoxFuture, Directory, DirectoryError, IdentityCredentials, LeaseRefused, RouteLookup,
+    SecretValue, SessionCredentials, SessionLease, UpstreamRoute,
 };
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;

@@ -103,6 +103,10 @@ pub enum SessionError {
     IdleInTransactionTimeout { secs: u64 },
     #[error("client closed the connection")]
     ClientGone,
+    #[error("the session's credential lease expired")]
+    LeaseExpired,
+    #[error("no role for the session: {}", .0.detail)]
+    NoLease(postern_model::LeaseRefused),
     #[error("TLS handshake failed: {0}")]
     TlsHandshake(std::io::Error),
     #[error("client connected without TLS, which this gateway requires")]
@@ -139,7 +143,8 @@ impl SessionError {
             | SessionError::Unsupported(_)
             | SessionError::IdleTimeout { .. }
             | SessionError::IdleInTransactionTimeout { .. } => ErrorKind::User,
-            SessionError::Upstream { .. } => ErrorKind::Upstream,
+            SessionError::Upstream { .. } | SessionError::NoLease(_) => ErrorKind::Upstream,
+            SessionError::LeaseExpired => ErrorKind::User,
             SessionError::ShuttingDown | SessionError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -190,6 +195,11 @@ impl SessionError {
                     "terminating connection due to idle-in-transaction timeout (the service allows {secs} s idle in a transaction)"
                 ),
             ),
+            SessionError::LeaseExpired => (
+                "57P01",
+                "terminating connection because its credential lease expired".to_owned(),
+            ),
+            SessionError::NoLease(refused) => (refused.sqlstate, refused.message.clone()),
             SessionError::ShuttingDown => (
                 "57P01",
                 "terminating connection due to administrator command".to_owned(),

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_model::Directory;
+use postern_model::{Directory, SessionCredentials};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -64,6 +64,8 @@ pub struct Gateway {
     pool: pool::Pool,
     /// Client-leg TLS, when a certificate is configured.
     tls: Option<TlsConfig>,
+    /// Roles per session for `mode: dynamic` services; without it they are refused.
+    session_credentials: Option<Arc<dyn SessionCredentials>>,
 }
 
 impl Gateway {
@@ -72,6 +74,7 @@ impl Gateway {
         directory: Arc<dyn Directory>,
         mock_secret: [u8; 32],
         tls: Option<TlsConfig>,
+        session_credentials: Option<Arc<dyn SessionCredentials>>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             settings,
@@ -80,6 +83,7 @@ impl Gateway {
             cancels: cancel::CancelMap::default(),
             pool: pool::Pool::default(),
             tls,
+            session_credentials,
         })
     }
 

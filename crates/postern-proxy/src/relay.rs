@@ -72,11 +72,13 @@ impl Direction {
     }
 }
 
-/// Idle limits of a session; `None` is off.
+/// Limits of a session; `None` is off.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct IdleLimits {
+pub(crate) struct SessionLimits {
     pub idle: Option<Duration>,
     pub in_transaction: Option<Duration>,
+    /// When the session's credential lease runs out.
+    pub deadline: Option<Instant>,
 }
 
 /// What the idle timer needs to know, published by the pumps after each write.
@@ -120,7 +122,7 @@ impl Activity {
 }
 
 /// Resolves with the timeout error once the session has been idle longer than its limit.
-async fn idle_timer(activity: &Activity, limits: IdleLimits) -> SessionError {
+async fn idle_timer(activity: &Activity, limits: SessionLimits) -> SessionError {
     let Some(shortest) = [limits.idle, limits.in_transaction]
         .into_iter()
         .flatten()
@@ -158,6 +160,14 @@ async fn idle_timer(activity: &Activity, limits: IdleLimits) -> SessionError {
                 SessionError::IdleInTransactionTimeout { secs }
             };
         }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -218,8 +228,8 @@ where
     }
 }
 
-/// Relays until either side closes, the client terminates, a frame is invalid, or the
-/// gateway stops. An error that strikes while a message to the client is half written
+/// Relays until either side closes, the client terminates, a frame is invalid, the
+/// session's `deadline` (its credential lease) passes, or the gateway stops. An error that strikes while a message to the client is half written
 /// comes back as [`SessionError::MidMessage`]: the client cannot be sent an
 /// ErrorResponse then.
 pub(crate) async fn relay<CR, CW, UR, UW>(
@@ -228,7 +238,7 @@ pub(crate) async fn relay<CR, CW, UR, UW>(
     from_client: &mut Direction,
     from_upstream: &mut Direction,
     service: &str,
-    limits: IdleLimits,
+    limits: SessionLimits,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError>
 where
@@ -270,6 +280,7 @@ where
             Err(PumpError::Wire(e)) => Err(upstream_failed(UpstreamError::Protocol(e))),
         },
         error = idle_timer(&activity, limits) => Err(error),
+        () = until(limits.deadline) => Err(SessionError::LeaseExpired),
         _ = stop.wait_for(|stopping| *stopping) => Err(SessionError::ShuttingDown),
     };
     match result {

@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
 use postern_model::{
-    IdentityCredentials, QualifiedName, RouteLookup, UpstreamRoute, DEFAULT_NAMESPACE,
+    IdentityCredentials, QualifiedName, RouteLookup, SessionCredentials, UpstreamRoute,
+    DEFAULT_NAMESPACE,
 };
 use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
 use postern_wire::certificate::subject_common_name;
@@ -29,7 +30,7 @@ use crate::cancel::{self, Registration, UpstreamKey};
 use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
-use crate::relay::{relay, Direction, IdleLimits, RelayEnd};
+use crate::relay::{relay, Direction, SessionLimits, RelayEnd};
 use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;
@@ -50,6 +51,33 @@ struct Established<'g> {
     upstream_pending: BytesMut,
     /// Keeps the session cancellable until it ends.
     cancel: Option<Registration<'g>>,
+    /// The session's own role (`mode: dynamic`), revoked when this is dropped.
+    lease: Option<LeaseHold>,
+}
+
+/// A per-session role; dropping it (the session ended, or its login failed) has the
+/// issuer revoke the role.
+struct LeaseHold {
+    credentials: Arc<dyn SessionCredentials>,
+    id: String,
+    expires_at: std::time::SystemTime,
+}
+
+impl LeaseHold {
+    /// When the session must end, as a monotonic instant.
+    fn deadline(&self) -> std::time::Instant {
+        let left = self
+            .expires_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        std::time::Instant::now() + left
+    }
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        self.credentials.release(std::mem::take(&mut self.id));
+    }
 }
 
 /// Runs one connection to its end, logging the outcome; never panics on client input.
@@ -121,7 +149,7 @@ async fn session(
     let mut from_client = Direction::from_client(client_pending, gateway.settings.max_message_size);
     let mut from_upstream =
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
-    let limits = idle_limits(&established.route);
+    let limits = session_limits(&established.route, established.lease.as_ref());
     let upstream = &mut established.upstream.stream;
     // Plain TCP splits into borrowed halves without a lock; TLS through tokio's split.
     let (mut client_rx, mut client_tx) = client.split().map_err(SessionError::ClientIo)?;
@@ -175,11 +203,12 @@ async fn session(
     Ok(())
 }
 
-fn idle_limits(route: &UpstreamRoute) -> IdleLimits {
+fn session_limits(route: &UpstreamRoute, lease: Option<&LeaseHold>) -> SessionLimits {
     let limit = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
-    IdleLimits {
+    SessionLimits {
         idle: limit(route.timeouts.idle_secs),
         in_transaction: limit(route.timeouts.idle_in_transaction_secs),
+        deadline: lease.map(LeaseHold::deadline),
     }
 }
 
@@ -388,11 +417,32 @@ async fn establish<'g>(
     if identity.namespace != service.namespace {
         return Err(unknown());
     }
-    let route = match lookup_route(gateway, &service, &identity).await? {
+    let mut route = match lookup_route(gateway, &service, &identity).await? {
         RouteLookup::Found(route) => *route,
         RouteLookup::NoService => return Err(unknown()),
         RouteLookup::Denied(reason) => return Err(SessionError::Denied(reason)),
         RouteLookup::NotReady(reason) => return Err(SessionError::NotReady(reason)),
+    };
+    let lease = match route.dynamic_role.clone() {
+        None => None,
+        Some(credential_role) => {
+            let credentials = gateway.session_credentials.clone().ok_or_else(|| {
+                SessionError::Internal("a dynamic-mode service but no issuer".into())
+            })?;
+            let lease = credentials
+                .acquire(&credential_role, &identity)
+                .await
+                .map_err(SessionError::NoLease)?;
+            route.user = lease.user;
+            route.password = Some(lease.password);
+            // The role is this session's alone and goes with it.
+            route.pool.enabled = false;
+            Some(LeaseHold {
+                credentials,
+                id: lease.lease_id,
+                expires_at: lease.expires_at,
+            })
+        }
     };
     let service_label = format!("{}.{}", service.name, service.namespace);
     let forwarded = forwarded_params(&params);
@@ -458,6 +508,7 @@ async fn establish<'g>(
         upstream,
         upstream_pending,
         cancel: registration,
+        lease,
     }))
 }
 

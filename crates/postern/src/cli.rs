@@ -207,6 +207,18 @@ pub enum Command {
     /// Manage identities' credentials
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Short-lived credentials from a CredentialRole
+    #[command(subcommand)]
+    Creds(CredsCommand),
+    /// Leases of issued credentials: list, renew, revoke
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Upstream targets: check the admin's rights, rotate its password
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Static roles: rotate a password now
+    #[command(subcommand)]
+    StaticRole(StaticRoleCommand),
     /// Bring every managed role's privileges in line with the Intents now (the server also
     /// does this after each apply and every --reconcile-interval-secs)
     Reconcile {
@@ -281,6 +293,96 @@ pub enum KeyCommand {
     Revoke {
         identity: String,
         id: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CredsOutput {
+    /// One `key: value` line each
+    Table,
+    Json,
+    /// PGUSER/PGPASSWORD/… lines for `eval`
+    Env,
+    /// A postgresql:// connection URI
+    Uri,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredsCommand {
+    /// Create a role from a CredentialRole and print its login once
+    Issue {
+        /// The CredentialRole
+        role: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// How long the credential lives (e.g. 15m, 1h) [default: the role's defaultTtl]
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: CredsOutput,
+    },
+    /// List (and unless --dry-run, drop) upstream roles that fit a CredentialRole's
+    /// username template but have no lease
+    Sweep {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// List leases (ended ones with --all)
+    List {
+        #[command(flatten)]
+        scope: Scope,
+        /// Include revoked and rolled-back leases
+        #[arg(long)]
+        all: bool,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Extend a lease (never past its role's maxTtl from issue)
+    Renew {
+        id: String,
+        /// How far from now [default: the role's defaultTtl]
+        #[arg(long)]
+        increment: Option<String>,
+    },
+    /// Revoke a lease now, or every lease of a CredentialRole with --prefix
+    Revoke {
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        id: Option<String>,
+        /// A CredentialRole name: revoke all its leases
+        #[arg(long, value_name = "ROLE")]
+        prefix: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Log in as the target's admin and report what each feature needs and lacks
+    Check {
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Give the target's admin role a new password (stored in its passwordSecret)
+    RotateAdmin {
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StaticRoleCommand {
+    /// Rotate the role's password now
+    Rotate {
+        name: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod issuer;
 mod reconcile;
 mod resources;
 mod serve;
@@ -11,6 +12,7 @@ mod setup;
 use std::process::ExitCode;
 
 use clap::Parser;
+use postern_model::{Change, Kind};
 
 use crate::cli::{Cli, Command};
 
@@ -44,6 +46,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !dry_run && reconcile::changes_affect_grants(&changes) {
                 reconcile::after_change(&store);
             }
+            if !dry_run
+                && changes.iter().any(|c| {
+                    !matches!(c, Change::Unchanged(_) | Change::Delete(_))
+                        && c.resource().kind() == Kind::StaticRole
+                })
+            {
+                issuer::after_apply(store);
+            }
             Ok(())
         }
         Command::Get {
@@ -71,6 +81,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Creds(command) => issuer::creds(setup::open_store(&config)?, command),
+        Command::Lease(command) => issuer::lease(setup::open_store(&config)?, command),
+        Command::Target(command) => issuer::target(setup::open_store(&config)?, command),
+        Command::StaticRole(command) => issuer::static_role(setup::open_store(&config)?, command),
         Command::Reconcile { dry_run } => reconcile::command(&setup::open_store(&config)?, dry_run),
         Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
         Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),

@@ -155,7 +155,7 @@ fn age(timestamp: i64) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
         .collect();

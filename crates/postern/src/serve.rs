@@ -108,15 +108,19 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 Duration::from_secs(config.reconcile_interval_secs),
             ))
         });
+        let issuer = postern_issuer::Issuer::new(store.clone());
+        let issuer_work = tokio::spawn(crate::issuer::background(issuer.clone()));
         let gateway = Gateway::new(
             proxy_settings(config),
             directory,
             mock_secret,
             tls_config(config)?,
+            Some(Arc::new(postern_issuer::SessionIssuer(issuer.clone()))),
         );
         let reloader = tokio::spawn(reload_on_sighup(gateway.clone()));
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;
         reloader.abort();
+        issuer_work.abort();
         if let Some(reconciler) = reconciler {
             reconciler.abort();
         }

@@ -176,7 +176,7 @@ fn a_bad_file_is_one_line_naming_file_document_and_field_and_applies_nothing() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
         stderr.contains(
-            "bad.yaml: document 3: (Service team-a/orders) spec.upstream: missing field `user`"
+            "bad.yaml: document 3: (Service team-a/orders) spec.upstream: mode static takes either user and passwordSecret, or staticRole"
         ),
         "{stderr}"
     );
