@@ -383,6 +383,20 @@ impl Gateway {
         }
     }
 
+    /// SIGKILL to the gateway process (no clean-up of any kind), then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts `serve` again on the same state (after [`Gateway::kill`]), on a new port.
+    pub async fn restart(&mut self, extra: &[&str]) {
+        self.kill();
+        self.spawn(extra).await;
+    }
+
     /// Sends SIGTERM to the gateway process.
     pub fn terminate(&self) {
         self.signal(rustix::process::Signal::TERM);

@@ -80,10 +80,21 @@ fn parse_templates(
         .map_err(|e| IssuerError::Config(format!("CredentialRole {role}: {e}")))
 }
 
-/// Runs one statement list in a transaction; a failure names the list and index.
+/// Makes the issuer's transactions on one target take turns: concurrent GRANTs or DROP
+/// OWNEDs on one object fail in PostgreSQL with "tuple concurrently updated" (Vault's
+/// issuer trips over this under load).
+const TARGET_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(1886352245, hashtext($1))";
+
+fn lock_key(target: &QualifiedName) -> String {
+    format!("postern-issuer:{target}")
+}
+
+/// Runs one statement list in a transaction, in turn with the issuer's other transactions
+/// on the target; a failure names the list and index.
 async fn run_statements(
     client: &mut Client,
     role: &QualifiedName,
+    target: &QualifiedName,
     list: StatementList,
     templates: &[Template],
     values: &StatementValues,
@@ -93,6 +104,12 @@ async fn run_statements(
         .await
         .map_err(IssuerError::upstream(format!(
             "CredentialRole {role}: BEGIN"
+        )))?;
+    transaction
+        .execute(TARGET_LOCK_SQL, &[&lock_key(target)])
+        .await
+        .map_err(IssuerError::upstream(format!(
+            "CredentialRole {role}: taking the target's lock"
         )))?;
     for (index, template) in templates.iter().enumerate() {
         transaction
@@ -111,6 +128,16 @@ async fn run_statements(
         .map_err(IssuerError::upstream(format!(
             "CredentialRole {role}: COMMIT"
         )))
+}
+
+/// Runs a `BEGIN; …; COMMIT` script; on failure rolls back, so a pooled connection is
+/// never left inside a failed transaction.
+async fn run_script(client: &Client, script: &str, what: String) -> Result<(), IssuerError> {
+    let result = client.batch_execute(script).await;
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result.map_err(IssuerError::upstream(what))
 }
 
 /// Whether the process named in an owner tag (`<pid>:<random>`) still runs here.
@@ -212,6 +239,7 @@ impl Issuer {
         let created = run_statements(
             &mut connection.client,
             role,
+            &target,
             StatementList::Creation,
             &creation,
             &values,
@@ -307,6 +335,7 @@ impl Issuer {
         run_statements(
             &mut connection.client,
             &lease.credential_role,
+            &lease.target,
             StatementList::Renew,
             &templates,
             &values,
@@ -462,7 +491,7 @@ impl Issuer {
             Some(list) => {
                 let templates = parse_templates(role, spec, list)?;
                 let values = StatementValues::new(username, "", now());
-                run_statements(client, role, list, &templates, &values).await?;
+                run_statements(client, role, target, list, &templates, &values).await?;
             }
             None => {
                 self.default_revocation(&access, client, &spec.database, username)
@@ -497,23 +526,18 @@ impl Issuer {
             .map(|row| row.get(0))
             .collect();
         let cleanup = format!(
-            "BEGIN; REASSIGN OWNED BY {name} TO CURRENT_USER; DROP OWNED BY {name}; COMMIT"
+            "BEGIN; SELECT pg_advisory_xact_lock(1886352245, hashtext({})); \
+             REASSIGN OWNED BY {name} TO CURRENT_USER; DROP OWNED BY {name}; COMMIT",
+            postern_reconciler::sql::literal(&lock_key(&access.target))
         );
         for database in &databases {
             let what =
                 format!("handing objects of role {username} in database {database} to the admin");
             if database == home_database {
-                client
-                    .batch_execute(&cleanup)
-                    .await
-                    .map_err(IssuerError::upstream(what))?;
+                run_script(client, &cleanup, what).await?;
             } else {
                 let other = self.admin.get(access, database).await?;
-                other
-                    .client
-                    .batch_execute(&cleanup)
-                    .await
-                    .map_err(IssuerError::upstream(what))?;
+                run_script(&other.client, &cleanup, what).await?;
                 self.admin.put(other);
             }
         }

@@ -302,8 +302,12 @@ impl LocalPg {
         settings: &[&str],
     ) -> Result<(), LocalPgError> {
         let mut last_error = None;
+        let fixed_port = (self.port != 0).then_some(self.port);
         for _ in 0..3 {
-            self.port = free_port()?;
+            self.port = match fixed_port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             let log = std::fs::File::create(self.dir.join("postgres.log"))
                 .map_err(io("creating the server log"))?;
             let mut postgres = Command::new(bin.join("postgres"));
@@ -407,6 +411,23 @@ impl LocalPg {
             let _ = connection.await;
         });
         Ok(client)
+    }
+
+    /// Stops the server (fast shutdown) and keeps its data, for [`LocalPg::resume`]:
+    /// how a test makes the upstream unreachable for a while.
+    pub fn pause(&mut self) {
+        self.interrupt_and_reap();
+    }
+
+    /// Starts a paused server again on the same port. Plain settings only (no TLS).
+    pub async fn resume(&mut self) -> Result<(), LocalPgError> {
+        let bin = find_bin_dir()?;
+        let run_as = if rustix::process::geteuid().is_root() {
+            Some(postgres_os_user()?)
+        } else {
+            None
+        };
+        self.launch(&bin, run_as, &[]).await
     }
 
     /// Stops the server (fast shutdown) and removes its directory; waits for both.

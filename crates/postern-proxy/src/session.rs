@@ -30,7 +30,7 @@ use crate::cancel::{self, Registration, UpstreamKey};
 use crate::error::SessionError;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
-use crate::relay::{relay, Direction, SessionLimits, RelayEnd};
+use crate::relay::{relay, Direction, RelayEnd, SessionLimits};
 use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
 use crate::Gateway;

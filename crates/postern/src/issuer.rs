@@ -18,7 +18,7 @@ use crate::resources::print_table;
 /// How often the reaper looks for expired leases and due retries.
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// How often static roles are checked for a due rotation.
-const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
