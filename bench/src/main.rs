@@ -265,7 +265,14 @@ fn start_postern(bin: &Path, dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16, S
     let state = dir.join("postern-state");
     let resources = format!(
         "kind: Namespace\nmetadata: {{name: bench}}\n---\n\
-         kind: Target\nmetadata: {{name: pg, namespace: bench}}\nspec: {{address: '{}', sslMode: disable}}\n---\n\
+         kind: Target\nmetadata: {{name: pg, namespace: bench}}\n\
+         spec: {{address: '{}', sslMode: disable, admin: {{user: postgres, passwordSecret: pg-admin}}}}\n---\n\
+         kind: CredentialRole\nmetadata: {{name: reader, namespace: bench}}\n\
+         spec: {{target: pg, database: pgbench, creationStatements: [\
+         'CREATE ROLE {{{{name}}}} LOGIN PASSWORD {{{{password}}}} VALID UNTIL {{{{expiration}}}}', \
+         'GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}']}}\n---\n\
+         kind: Service\nmetadata: {{name: dyn, namespace: bench}}\n\
+         spec: {{target: pg, database: pgbench, upstream: {{mode: dynamic, credentialRole: reader}}}}\n---\n\
          kind: Service\nmetadata: {{name: pgbench, namespace: bench}}\n\
          spec: {{target: pg, database: pgbench, upstream: {{mode: static, user: bench, passwordSecret: bench-password}}}}\n---\n\
          kind: Identity\nmetadata: {{name: bench, namespace: bench}}\nspec: {{type: workload}}\n",
@@ -280,6 +287,12 @@ fn start_postern(bin: &Path, dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16, S
         &state,
         &["secret", "set", "bench-password", "-n", "bench"],
         PASSWORD,
+    )?;
+    postern_cli(
+        bin,
+        &state,
+        &["secret", "set", "pg-admin", "-n", "bench"],
+        pg.superuser_password(),
     )?;
     let key = postern_cli(
         bin,
@@ -382,7 +395,7 @@ fn run() -> Result<()> {
             port: postern_port,
             user: "bench.bench".into(),
             dbname: "pgbench.bench".into(),
-            password: key,
+            password: key.clone(),
             pid: Some(postern.0.id()),
         },
     ];
@@ -440,6 +453,28 @@ fn run() -> Result<()> {
             cpu[2]
         );
     }
+    // Connect latency of a dynamic-mode service, where every session's role is created
+    // (and dropped after it): pgbench -C logs in for every transaction.
+    let connect_case = Case {
+        label: "-S -C -c1".into(),
+        args: vec!["-S".into(), "-C".into()],
+        clients: 1,
+    };
+    let dynamic = Endpoint {
+        name: "postern dynamic",
+        port: postern_port,
+        user: "bench.bench".into(),
+        dbname: "dyn.bench".into(),
+        password: key,
+        pid: Some(postern.0.id()),
+    };
+    let direct = run_pgbench(&endpoints[0], &connect_case, options.seconds)?;
+    let fixed = run_pgbench(&endpoints[2], &connect_case, options.seconds)?;
+    let per_session = run_pgbench(&dynamic, &connect_case, options.seconds)?;
+    println!(
+        "\nlogin + one SELECT (pgbench -S -C -c1), ms: direct {:.2}, postern static {:.2}, postern dynamic (a role created and revoked per session) {:.2}",
+        direct.latency_ms, fixed.latency_ms, per_session.latency_ms
+    );
     drop(postern);
     drop(bouncer);
     pg.stop();

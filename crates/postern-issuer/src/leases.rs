@@ -8,7 +8,6 @@ use postern_model::{
     Template, STATEMENT_PLACEHOLDERS,
 };
 use postern_state::{Lease, LeaseState, NewLease};
-use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -56,13 +55,6 @@ pub enum RevokeOutcome {
 pub struct ReapReport {
     pub ended: usize,
     pub failed: usize,
-}
-
-/// The SCRAM verifier stored upstream in place of the password.
-fn verifier(password: &str) -> String {
-    let mut salt = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
-    Verifier::generate(password.as_bytes(), &salt, DEFAULT_ITERATIONS).encode()
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -235,7 +227,7 @@ impl Issuer {
             expires_at,
             max_expires_at: issued_at.saturating_add(secs(spec.max_ttl())),
         })?;
-        let values = StatementValues::new(&username, &verifier(&password), expires_at);
+        let values = StatementValues::new(&username, &render::verifier(&password), expires_at);
         let created = run_statements(
             &mut connection.client,
             role,

@@ -13,17 +13,6 @@ use crate::{now, secs, Issuer, IssuerError};
 /// Database admin work that belongs to no database in particular connects to.
 const MAINTENANCE_DATABASE: &str = "postgres";
 
-fn verifier(password: &SecretValue) -> String {
-    let mut salt = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
-    postern_wire::scram::Verifier::generate(
-        password.expose().as_bytes(),
-        &salt,
-        postern_wire::scram::DEFAULT_ITERATIONS,
-    )
-    .encode()
-}
-
 /// The name of the secret holding an admin password that is being rotated in.
 pub fn pending_secret_name(secret: &str) -> String {
     format!("{secret}-next")
@@ -71,7 +60,7 @@ impl Issuer {
                 .batch_execute(&format!(
                     "ALTER ROLE {} PASSWORD {}",
                     ident(&spec.username),
-                    literal(&verifier(&password))
+                    literal(&render::verifier(password.expose()))
                 ))
                 .await
                 .map_err(IssuerError::upstream(format!(
@@ -166,7 +155,7 @@ impl Issuer {
             .client
             .batch_execute(&format!(
                 "ALTER ROLE CURRENT_USER PASSWORD {}",
-                literal(&verifier(&fresh))
+                literal(&render::verifier(fresh.expose()))
             ))
             .await
             .map_err(IssuerError::upstream(format!(

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use postern_model::{Kind, QualifiedName, Spec};
+use postern_model::{QualifiedName, Spec};
 
 use crate::admin::TargetAccess;
 use crate::render::matches_template;
@@ -45,7 +45,6 @@ impl Issuer {
             let Spec::CredentialRole(spec) = &stored.resource.spec else {
                 continue;
             };
-            debug_assert_eq!(stored.resource.kind(), Kind::CredentialRole);
             let role = stored.resource.qualified_name();
             let target = QualifiedName::new(&role.namespace, &spec.target);
             let leased: BTreeSet<String> =

@@ -105,9 +105,10 @@ fn issue(gateway: &Gateway, role: &str, ttl: Option<&str>) -> serde_json::Value 
 }
 
 fn text<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
+    // The value holds a password: a failure names only the key.
     value[key]
         .as_str()
-        .unwrap_or_else(|| panic!("{key} in {value}"))
+        .unwrap_or_else(|| panic!("no {key} in the issue output"))
 }
 
 /// Every lease of team-a, ended ones included.
