@@ -1,7 +1,7 @@
 //! `postern target check`: logs in as the target's admin and reports, per feature, whether
 //! the admin role has what that feature needs, with the statement that fixes each gap.
 
-use postern_model::{Kind, QualifiedName, Spec, UpstreamSpec};
+use postern_model::{QualifiedName, Spec, UpstreamSpec};
 use postern_reconciler::sql::ident;
 
 use crate::admin::TargetAccess;
@@ -48,6 +48,12 @@ pub async fn check_target(
         .map_err(IssuerError::upstream("reading the admin's attributes"))?;
     let (superuser, createrole, signal, version): (bool, bool, bool, i32) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
+    let resources: Vec<_> = issuer
+        .store
+        .list_resources(None, Some(&target.namespace))?
+        .into_iter()
+        .map(|s| s.resource)
+        .collect();
     let mut items = vec![item(
         "connect",
         format!("log in as {} to database postgres", access.user),
@@ -81,9 +87,8 @@ pub async fn check_target(
     // Before PostgreSQL 16 a CREATEROLE admin is not a member of the roles it creates, and
     // REASSIGN OWNED / DROP OWNED need that membership.
     if !superuser && version < 160_000 {
-        let resources = issuer.store.list_resources(None, Some(&target.namespace))?;
-        for stored in &resources {
-            if let Spec::CredentialRole(role) = &stored.resource.spec {
+        for resource in &resources {
+            if let Spec::CredentialRole(role) = &resource.spec {
                 if role.target != target.name {
                     continue;
                 }
@@ -95,25 +100,23 @@ pub async fn check_target(
                     "issuer",
                     format!(
                         "membership in the roles CredentialRole {} creates, so revocation can REASSIGN OWNED (PostgreSQL 15)",
-                        stored.resource.name()
+                        resource.name()
                     ),
                     grants_membership || !role.revocation_statements.is_empty(),
                     Some(format!(
                         "add `GRANT {{{{name}}}} TO {admin}` to spec.creationStatements of CredentialRole {}",
-                        stored.resource.qualified_name()
+                        resource.qualified_name()
                     )),
                 ));
             }
         }
     }
-    let databases: Vec<String> = issuer
-        .store
-        .list_resources(None, Some(&target.namespace))?
-        .into_iter()
-        .filter_map(|s| match s.resource.spec {
-            Spec::CredentialRole(r) if r.target == target.name => Some(r.database),
+    let databases: Vec<&String> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::CredentialRole(r) if r.target == target.name => Some(&r.database),
             Spec::Service(svc) if svc.target == target.name => match svc.upstream {
-                UpstreamSpec::Intents(_) => Some(svc.database),
+                UpstreamSpec::Intents(_) => Some(&svc.database),
                 _ => None,
             },
             _ => None,
@@ -136,16 +139,13 @@ pub async fn check_target(
             format!("CONNECT on database {database}"),
             can_connect == Some(true),
             Some(match can_connect {
-                None => format!("CREATE DATABASE {};", ident(&database)),
-                Some(_) => format!("GRANT CONNECT ON DATABASE {} TO {admin};", ident(&database)),
+                None => format!("CREATE DATABASE {};", ident(database)),
+                Some(_) => format!("GRANT CONNECT ON DATABASE {} TO {admin};", ident(database)),
             }),
         ));
     }
-    for stored in issuer
-        .store
-        .list_resources(Some(Kind::StaticRole), Some(&target.namespace))?
-    {
-        let Spec::StaticRole(role) = &stored.resource.spec else {
+    for resource in &resources {
+        let Spec::StaticRole(role) = &resource.spec else {
             continue;
         };
         if role.target != target.name {
@@ -175,7 +175,7 @@ pub async fn check_target(
             format!(
                 "set the password of {} (StaticRole {})",
                 role.username,
-                stored.resource.name()
+                resource.name()
             ),
             ok,
             Some(fix),

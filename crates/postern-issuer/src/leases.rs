@@ -7,13 +7,14 @@ use postern_model::{
     format_duration, CredentialRoleSpec, Kind, QualifiedName, SecretValue, Spec, StatementList,
     Template, STATEMENT_PLACEHOLDERS,
 };
+use postern_reconciler::verifier_for;
 use postern_state::{Lease, LeaseState, NewLease};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::admin::TargetAccess;
 use crate::render::{self, StatementValues, UsernameInput};
-use crate::{now, secs, Issuer, IssuerError};
+use crate::{now, random_hex, secs, Issuer, IssuerError};
 
 /// A creation still `creating` after this long is abandoned, whoever owns it.
 const CREATION_LIMIT: i64 = 120;
@@ -55,12 +56,6 @@ pub enum RevokeOutcome {
 pub struct ReapReport {
     pub ended: usize,
     pub failed: usize,
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_templates(
@@ -211,7 +206,7 @@ impl Issuer {
                 unix_time: issued_at,
             },
         );
-        let password = render::password(&spec.password_policy);
+        let password = SecretValue::new(render::password(&spec.password_policy));
         let id = format!("{}/{}/{}", role.namespace, role.name, random_hex(8));
         let spec_json = serde_json::to_string(&spec)
             .map_err(|e| IssuerError::Config(format!("CredentialRole {role}: {e}")))?;
@@ -227,7 +222,7 @@ impl Issuer {
             expires_at,
             max_expires_at: issued_at.saturating_add(secs(spec.max_ttl())),
         })?;
-        let values = StatementValues::new(&username, &render::verifier(&password), expires_at);
+        let values = StatementValues::new(&username, &verifier_for(&password), expires_at);
         let created = run_statements(
             &mut connection.client,
             role,
@@ -256,7 +251,7 @@ impl Issuer {
         Ok(Issued {
             lease_id: id,
             username,
-            password: SecretValue::new(password),
+            password,
             issued_at,
             expires_at,
             address: access.spec.address,

@@ -38,12 +38,9 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn new(store: Arc<Store>) -> Arc<Issuer> {
-        let mut random = [0u8; 6];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut random);
-        let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
         Arc::new(Issuer {
             store,
-            owner: format!("{}:{random}", std::process::id()),
+            owner: format!("{}:{}", std::process::id(), random_hex(6)),
             admin: admin::AdminPool::default(),
         })
     }
@@ -51,6 +48,13 @@ impl Issuer {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Seconds since the Unix epoch.

@@ -113,19 +113,6 @@ pub fn password(policy: &PasswordPolicy) -> String {
     String::from_utf8_lossy(&chars).into_owned()
 }
 
-/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (fresh salt): what the
-/// issuer sends in place of a password, so the password never reaches the server.
-pub fn verifier(password: &str) -> String {
-    let mut salt = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
-    postern_wire::scram::Verifier::generate(
-        password.as_bytes(),
-        &salt,
-        postern_wire::scram::DEFAULT_ITERATIONS,
-    )
-    .encode()
-}
-
 /// Values of statement placeholders, already quoted for SQL.
 #[derive(Debug, Clone)]
 pub struct StatementValues {

@@ -4,6 +4,7 @@
 
 use postern_model::{Kind, QualifiedName, SecretValue, Spec, StaticRoleSpec};
 use postern_reconciler::sql::{ident, literal};
+use postern_reconciler::verifier_for;
 use tracing::{info, warn};
 
 use crate::admin::TargetAccess;
@@ -60,7 +61,7 @@ impl Issuer {
                 .batch_execute(&format!(
                     "ALTER ROLE {} PASSWORD {}",
                     ident(&spec.username),
-                    literal(&render::verifier(password.expose()))
+                    literal(&verifier_for(&password))
                 ))
                 .await
                 .map_err(IssuerError::upstream(format!(
@@ -155,7 +156,7 @@ impl Issuer {
             .client
             .batch_execute(&format!(
                 "ALTER ROLE CURRENT_USER PASSWORD {}",
-                literal(&render::verifier(fresh.expose()))
+                literal(&verifier_for(&fresh))
             ))
             .await
             .map_err(IssuerError::upstream(format!(

@@ -17,4 +17,4 @@ pub mod sql;
 
 pub use connect::connect;
 pub use error::{describe, ReconcileError};
-pub use run::{reconcile, Options, PlannedStatement, Report};
+pub use run::{reconcile, verifier_for, Options, PlannedStatement, Report};

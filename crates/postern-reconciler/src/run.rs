@@ -226,7 +226,9 @@ struct TargetRun<'a> {
     keep: &'a BTreeSet<QualifiedName>,
 }
 
-fn verifier_for(password: &SecretValue) -> String {
+/// The SCRAM-SHA-256 verifier (fresh salt) sent upstream in place of a password, so the
+/// password itself never reaches the server or its log.
+pub fn verifier_for(password: &SecretValue) -> String {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     Verifier::generate(password.expose().as_bytes(), &salt, DEFAULT_ITERATIONS).encode()

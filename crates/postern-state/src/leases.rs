@@ -330,18 +330,6 @@ impl Store {
         )
     }
 
-    /// The earliest time some lease needs work, if any does.
-    pub fn next_lease_deadline(&self) -> Result<Option<i64>, StateError> {
-        self.read(|conn| {
-            Ok(conn.query_row(
-                "SELECT min(CASE state WHEN 'active' THEN expires_at ELSE next_attempt_at END)
-                 FROM leases WHERE state IN ('active', 'revoking', 'creating')",
-                [],
-                |row| row.get(0),
-            )?)
-        })
-    }
-
     /// Usernames of every lease of `target` whose role may still exist.
     pub fn leased_usernames(&self, target: &QualifiedName) -> Result<Vec<String>, StateError> {
         Ok(self
