@@ -21,6 +21,70 @@ pub enum LogFormat {
     Json,
 }
 
+/// What happens when the access log cannot keep up or its sinks fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFailure {
+    /// Keep events on disk and go on; past the disk budget, count them as dropped.
+    #[default]
+    Spill,
+    /// Refuse statements (58030) while events are being dropped.
+    Block,
+}
+
+/// The `[audit]` section: the access log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// Log bind parameter values (off: only their count).
+    pub log_parameters: bool,
+    /// Bytes of each parameter value logged.
+    pub max_parameter_bytes: usize,
+    /// Functions whose string-literal arguments are redacted from logged statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact_functions: Option<Vec<String>>,
+    /// JSON Lines file sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    pub file_max_bytes: u64,
+    pub file_max_age_secs: u64,
+    pub file_keep: usize,
+    /// JSON lines on standard output.
+    pub stdout: bool,
+    /// The state database's table, read by `postern logs`.
+    pub state: bool,
+    pub state_retention_secs: u64,
+    /// Spill files; `<state_dir>/audit-spill` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<PathBuf>,
+    pub spill_max_bytes: u64,
+    pub queue_capacity: usize,
+    pub on_failure: AuditFailure,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            log_parameters: false,
+            max_parameter_bytes: 256,
+            redact_functions: None,
+            file: None,
+            file_max_bytes: 100 << 20,
+            file_max_age_secs: 24 * 3600,
+            file_keep: 7,
+            stdout: false,
+            state: true,
+            state_retention_secs: 7 * 24 * 3600,
+            spill_dir: None,
+            spill_max_bytes: 1 << 30,
+            queue_capacity: 65_536,
+            on_failure: AuditFailure::Spill,
+        }
+    }
+}
+
 /// The typed runtime configuration.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +134,8 @@ pub struct Config {
     /// whose common name an Identity declares logs that identity in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 impl fmt::Debug for Config {
@@ -111,6 +177,7 @@ impl Default for Config {
             tls_key_file: None,
             require_tls: false,
             tls_client_ca_file: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -218,7 +285,21 @@ impl Config {
         if self.auth_timeout_secs == 0 {
             return invalid("auth_timeout_secs must be at least 1");
         }
+        if self.audit.queue_capacity == 0 {
+            return invalid("audit.queue_capacity must be at least 1");
+        }
+        if self.audit.file_max_bytes == 0 || self.audit.file_max_age_secs == 0 {
+            return invalid("audit.file_max_bytes and audit.file_max_age_secs must be at least 1");
+        }
         Ok(())
+    }
+
+    /// Where the access log's spill files go.
+    pub fn audit_spill_dir(&self) -> PathBuf {
+        self.audit
+            .spill_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit-spill"))
     }
 
     /// The master key file in force.

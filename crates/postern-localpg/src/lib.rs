@@ -383,6 +383,11 @@ impl LocalPg {
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
+    /// Everything the server has logged so far (its stderr).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use crate::name::QualifiedName;
+use crate::policy::{ClientFacts, Denial, SessionPolicy};
 use crate::resource::{PoolSpec, SslMode, TimeoutSpec};
 
 /// A secret value in memory. It prints as `***` so it cannot leak through `{:?}` or logs;
@@ -47,6 +48,12 @@ pub struct UpstreamRoute {
     /// `mode: dynamic`: the CredentialRole each session gets a fresh role from; `user`
     /// and `password` are then empty until the session's lease fills them.
     pub dynamic_role: Option<QualifiedName>,
+    /// `mode: dynamicConfig`: the config the route rules chose.
+    pub config_name: Option<String>,
+    /// The service's rules bound to this session; `None` when it has none.
+    pub policy: Option<std::sync::Arc<dyn SessionPolicy>>,
+    /// The identity's groups, for the access log.
+    pub identity_groups: Vec<String>,
 }
 
 /// How an identity may log in.
@@ -68,6 +75,10 @@ pub enum RouteLookup {
     Denied(String),
     /// The route is not ready yet (its managed role is still being created); for the client.
     NotReady(String),
+    /// The service's rules refuse this identity at connect.
+    PolicyDenied(Denial),
+    /// No `dynamicConfig` route rule matched; the text is for the client.
+    NoRouteRule(String),
 }
 
 /// The state store failed; the message is for logs, never for clients.
@@ -84,11 +95,13 @@ pub trait Directory: Send + Sync + 'static {
         identity: &QualifiedName,
     ) -> Result<Option<IdentityCredentials>, DirectoryError>;
 
-    /// Where and as whom `identity`'s session to `service` logs in upstream.
+    /// Where and as whom `identity`'s session to `service` logs in upstream, after the
+    /// service's rules have seen the session (`client` is what the proxy knows of it).
     fn upstream_route(
         &self,
         service: &QualifiedName,
         identity: &QualifiedName,
+        client: &ClientFacts,
     ) -> Result<RouteLookup, DirectoryError>;
 }
 

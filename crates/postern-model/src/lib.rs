@@ -2,6 +2,7 @@
 //! files, the pure apply planner, and the traits through which the proxy reaches state.
 //! No I/O and no async here.
 
+mod audit;
 mod credentials;
 mod directory;
 mod document;
@@ -9,8 +10,14 @@ mod error;
 mod intents;
 mod name;
 mod plan;
+mod policy;
 mod resource;
+mod time;
 
+pub use audit::{
+    AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, IdentityInfo, SessionInfo,
+    SessionTotals, UpstreamInfo,
+};
 pub use credentials::{
     format_duration, parse_duration, CredentialRoleSpec, PasswordPolicy, Piece, StatementList,
     StaticRoleSpec, Template, DEFAULT_USERNAME_TEMPLATE, STATEMENT_PLACEHOLDERS,
@@ -28,8 +35,14 @@ pub use intents::{
 };
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
+pub use policy::{
+    AuthorizationRule, AuthorizationSpec, ClientFacts, ConnectDecision, Denial,
+    DynamicConfigUpstream, PolicyEngine, RouteRule, RuleEffect, RuleError, SessionFacts,
+    SessionPolicy, UpstreamConfig,
+};
 pub use resource::{
     AdminCredentials, ClientCertificateSpec, DynamicUpstream, IdentitySpec, IdentityType,
     IntentsUpstream, Kind, Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode,
     StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
 };
+pub use time::{civil_from_unix, rfc3339_millis, unix_millis};

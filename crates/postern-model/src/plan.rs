@@ -121,27 +121,42 @@ pub fn plan_apply(
                 }
             ));
         }
-        let mut references: Vec<(&str, Kind, &str)> = Vec::new();
+        let mut references: Vec<(String, Kind, &str)> = Vec::new();
         match &resource.spec {
             Spec::Service(service) => {
-                references.push(("spec.target", Kind::Target, &service.target));
+                references.push(("spec.target".into(), Kind::Target, &service.target));
                 match &service.upstream {
                     UpstreamSpec::Static(StaticUpstream {
                         static_role: Some(role),
                         ..
-                    }) => references.push(("spec.upstream.staticRole", Kind::StaticRole, role)),
+                    }) => {
+                        references.push(("spec.upstream.staticRole".into(), Kind::StaticRole, role))
+                    }
                     UpstreamSpec::Dynamic(dynamic) => references.push((
-                        "spec.upstream.credentialRole",
+                        "spec.upstream.credentialRole".into(),
                         Kind::CredentialRole,
                         &dynamic.credential_role,
                     )),
+                    UpstreamSpec::DynamicConfig(routes) => {
+                        for (index, config) in routes.configs.iter().enumerate() {
+                            if let Some(target) = &config.target {
+                                references.push((
+                                    format!("spec.upstream.configs[{index}].target"),
+                                    Kind::Target,
+                                    target,
+                                ));
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
             Spec::CredentialRole(role) => {
-                references.push(("spec.target", Kind::Target, &role.target))
+                references.push(("spec.target".into(), Kind::Target, &role.target))
             }
-            Spec::StaticRole(role) => references.push(("spec.target", Kind::Target, &role.target)),
+            Spec::StaticRole(role) => {
+                references.push(("spec.target".into(), Kind::Target, &role.target))
+            }
             _ => {}
         }
         for (path, kind, name) in references {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::{CredentialRoleSpec, StaticRoleSpec};
 use crate::intents::IntentsSpec;
 use crate::name::{validate_name, QualifiedName, DEFAULT_NAMESPACE};
+use crate::policy::{AuthorizationSpec, DynamicConfigUpstream};
 
 /// The kinds this build manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -191,6 +192,8 @@ pub enum UpstreamSpec {
     Intents(IntentsUpstream),
     /// A fresh role per session from a CredentialRole, dropped when the session ends.
     Dynamic(DynamicUpstream),
+    /// One of several named logins, chosen per session by ordered CEL rules.
+    DynamicConfig(DynamicConfigUpstream),
 }
 
 /// Reuse of idle upstream connections between client sessions of a service. A session
@@ -273,6 +276,8 @@ pub struct ServiceSpec {
     pub pool: PoolSpec,
     #[serde(default, skip_serializing_if = "TimeoutSpec::is_default")]
     pub timeouts: TimeoutSpec,
+    #[serde(default, skip_serializing_if = "AuthorizationSpec::is_empty")]
+    pub authorization: AuthorizationSpec,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,7 +363,7 @@ fn decode_spec<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn check_name(path: &str, name: &str) -> Result<(), ValidationError> {
+pub(crate) fn check_name(path: &str, name: &str) -> Result<(), ValidationError> {
     validate_name(name).map_err(|e| ValidationError::new(path, e))
 }
 
@@ -458,8 +463,10 @@ impl Resource {
                     UpstreamSpec::Dynamic(up) => {
                         check_name("spec.upstream.credentialRole", &up.credential_role)?
                     }
+                    UpstreamSpec::DynamicConfig(up) => up.validate()?,
                     UpstreamSpec::Intents(_) => {}
                 }
+                s.authorization.validate()?;
                 if s.pool.enabled {
                     check_not_empty("spec.pool.resetQuery", &s.pool.reset_query)?;
                 }

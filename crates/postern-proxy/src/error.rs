@@ -86,6 +86,10 @@ pub enum SessionError {
     Denied(String),
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error("rule {rule:?} of service {service} refuses the connection")]
+    PolicyDenied { rule: String, service: String },
+    #[error("no route: {0}")]
+    NoRoute(String),
     #[error("upstream of service {service}: {source}")]
     Upstream {
         service: String,
@@ -137,7 +141,9 @@ impl SessionError {
             | SessionError::AuthFailed { .. }
             | SessionError::AuthTimeout
             | SessionError::TlsRequired => ErrorKind::Auth,
-            SessionError::Denied(_) => ErrorKind::Policy,
+            SessionError::Denied(_)
+            | SessionError::PolicyDenied { .. }
+            | SessionError::NoRoute(_) => ErrorKind::Policy,
             SessionError::UnknownService { .. }
             | SessionError::NotReady(_)
             | SessionError::Unsupported(_)
@@ -168,6 +174,11 @@ impl SessionError {
             // The texts come from the directory and name only the identity and service.
             SessionError::Denied(reason) => ("42501", format!("permission denied: {reason}")),
             SessionError::NotReady(reason) => ("57P03", reason.clone()),
+            SessionError::PolicyDenied { rule, service } => (
+                "42501",
+                format!("permission denied: rule \"{rule}\" of service {service} refuses this connection"),
+            ),
+            SessionError::NoRoute(reason) => ("28000", reason.clone()),
             SessionError::Upstream { service, source } => (
                 source.sqlstate(),
                 format!(

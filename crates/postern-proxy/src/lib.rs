@@ -4,6 +4,7 @@
 
 mod cancel;
 mod error;
+mod inspect;
 mod io;
 mod pool;
 mod relay;
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_model::{Directory, SessionCredentials};
+use postern_model::{AccessLog, Directory, SessionCredentials};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -66,6 +67,8 @@ pub struct Gateway {
     tls: Option<TlsConfig>,
     /// Roles per session for `mode: dynamic` services; without it they are refused.
     session_credentials: Option<Arc<dyn SessionCredentials>>,
+    /// The access log; without it sessions are not recorded.
+    access_log: Option<Arc<dyn AccessLog>>,
 }
 
 impl Gateway {
@@ -75,6 +78,7 @@ impl Gateway {
         mock_secret: [u8; 32],
         tls: Option<TlsConfig>,
         session_credentials: Option<Arc<dyn SessionCredentials>>,
+        access_log: Option<Arc<dyn AccessLog>>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             settings,
@@ -84,6 +88,7 @@ impl Gateway {
             pool: pool::Pool::default(),
             tls,
             session_credentials,
+            access_log,
         })
     }
 

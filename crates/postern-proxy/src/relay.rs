@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::error::{SessionError, UpstreamError};
+use crate::inspect::{client_whole, upstream_whole, ClientAction, Inspector};
+use futures_util::future::Either;
 
 const BUFFER_SIZE: usize = 32 * 1024;
 
@@ -228,6 +230,147 @@ where
     }
 }
 
+/// Where a walk over relayed bytes stands: how much of a message body not needed whole
+/// is still to come.
+#[derive(Default)]
+struct Walker {
+    body_remaining: usize,
+}
+
+/// What happens to one whole message in an inspected stream.
+enum Edit {
+    Keep,
+    Drop,
+    Replace(BytesMut),
+}
+
+impl Walker {
+    /// Walks `buf`, handing each message to `visit` (with its body when `whole(tag)`,
+    /// header only otherwise). Stops in front of a `whole` message that has not fully
+    /// arrived. Returns the bytes walked and the edits, as (start, end, edit).
+    fn walk(
+        &mut self,
+        buf: &[u8],
+        limit: usize,
+        whole: fn(u8) -> bool,
+        mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
+    ) -> Result<(usize, Vec<(usize, usize, Edit)>), WireError> {
+        let mut pos = 0;
+        let mut edits = Vec::new();
+        while pos < buf.len() {
+            if self.body_remaining > 0 {
+                let take = self.body_remaining.min(buf.len() - pos);
+                pos += take;
+                self.body_remaining -= take;
+                continue;
+            }
+            let Some((tag, body_len)) = postern_wire::frame::peek_header(&buf[pos..], limit)?
+            else {
+                break;
+            };
+            // Nothing after a Terminate is sent on; the scanner stops in front of it.
+            if tag == b'X' {
+                break;
+            }
+            let start = pos;
+            let body_start = pos + postern_wire::frame::HEADER_LEN;
+            if whole(tag) {
+                let end = body_start + body_len;
+                let Some(body) = buf.get(body_start..end) else {
+                    break;
+                };
+                match visit(tag, Some(body))? {
+                    Edit::Keep => {}
+                    edit => edits.push((start, end, edit)),
+                }
+                pos = end;
+            } else {
+                // Messages seen by header only pass as they are.
+                visit(tag, None)?;
+                pos = body_start;
+                self.body_remaining = body_len;
+            }
+        }
+        Ok((pos, edits))
+    }
+}
+
+/// [`pump`] for a watched session: whole messages of the `whole` types are handed to
+/// `visit` before they are forwarded, and may be dropped or replaced.
+async fn pump_inspected<R, W>(
+    from: &mut R,
+    to: &mut W,
+    dir: &mut Direction,
+    limit: usize,
+    whole: fn(u8) -> bool,
+    mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
+    forwarded: impl Fn(&FrameScanner, usize),
+) -> Result<(), PumpError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut walker = Walker::default();
+    let mut walked = 0;
+    let mut out = BytesMut::new();
+    loop {
+        if !dir.buf.is_empty() {
+            if walked == 0 {
+                let (upto, edits) = walker
+                    .walk(&dir.buf, limit, whole, &mut visit)
+                    .map_err(PumpError::Wire)?;
+                walked = upto;
+                out.clear();
+                if !edits.is_empty() {
+                    let mut at = 0;
+                    for (start, end, edit) in edits {
+                        out.extend_from_slice(&dir.buf[at..start]);
+                        if let Edit::Replace(bytes) = edit {
+                            out.extend_from_slice(&bytes);
+                        }
+                        at = end;
+                    }
+                    out.extend_from_slice(&dir.buf[at..walked]);
+                }
+            }
+            let ready = dir
+                .scanner
+                .scan(&dir.buf[..walked])
+                .map_err(PumpError::Wire)?;
+            if ready > 0 {
+                dir.released = ready;
+                // Edits are only made in messages wholly inside `walked`, and the scanner
+                // releases all of it unless it stopped in front of a Terminate, after
+                // which nothing more is sent.
+                let bytes: &[u8] = if out.is_empty() {
+                    &dir.buf[..ready]
+                } else {
+                    &out
+                };
+                let sent = bytes.len();
+                to.write_all(bytes).await.map_err(PumpError::Write)?;
+                to.flush().await.map_err(PumpError::Write)?;
+                dir.buf.advance(ready);
+                dir.released = 0;
+                walked -= ready;
+                out.clear();
+                forwarded(&dir.scanner, sent);
+            }
+            if dir.scanner.stopped() {
+                return Ok(());
+            }
+        }
+        if dir.buf.capacity() - dir.buf.len() < BUFFER_SIZE / 4 {
+            dir.buf.reserve(BUFFER_SIZE);
+        }
+        match from.read_buf(&mut dir.buf).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(PumpError::Read(e)),
+        }
+    }
+}
+
 /// Relays until either side closes, the client terminates, a frame is invalid, the
 /// session's `deadline` (its credential lease) passes, or the gateway stops. An error that strikes while a message to the client is half written
 /// comes back as [`SessionError::MidMessage`]: the client cannot be sent an
@@ -239,6 +382,7 @@ pub(crate) async fn relay<CR, CW, UR, UW>(
     from_upstream: &mut Direction,
     service: &str,
     limits: SessionLimits,
+    watched: Option<(&Inspector, usize)>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError>
 where
@@ -252,20 +396,65 @@ where
         source,
     };
     let activity = Activity::new();
-    let to_upstream = pump(client_rx, upstream_tx, from_client, |scanner| {
+    let to_upstream = |scanner: &FrameScanner, _: usize| {
         activity
             .requests
             .store(scanner.counted(), Ordering::Relaxed);
         activity.status.store(0, Ordering::Relaxed);
         activity.touch();
-    });
-    let to_client = pump(upstream_rx, client_tx, from_upstream, |scanner| {
+    };
+    let to_client = |scanner: &FrameScanner, _: usize| {
         activity.replies.store(scanner.counted(), Ordering::Relaxed);
         activity
             .status
             .store(scanner.ready_status().unwrap_or(0), Ordering::Relaxed);
         activity.touch();
-    });
+    };
+    let (to_upstream, to_client) = match watched {
+        None => (
+            Either::Left(pump(client_rx, upstream_tx, from_client, |s| {
+                to_upstream(s, 0)
+            })),
+            Either::Left(pump(upstream_rx, client_tx, from_upstream, |s| {
+                to_client(s, 0)
+            })),
+        ),
+        Some((inspector, limit)) => (
+            Either::Right(pump_inspected(
+                client_rx,
+                upstream_tx,
+                from_client,
+                limit,
+                client_whole,
+                |tag, body| match inspector.client_message(tag, body.unwrap_or_default())? {
+                    ClientAction::Forward => Ok(Edit::Keep),
+                    ClientAction::Replace(bytes) => Ok(Edit::Replace(bytes)),
+                },
+                |s, sent| {
+                    inspector.count_from_client(sent);
+                    to_upstream(s, sent)
+                },
+            )),
+            Either::Right(pump_inspected(
+                upstream_rx,
+                client_tx,
+                from_upstream,
+                UPSTREAM_MESSAGE_LIMIT,
+                upstream_whole,
+                |tag, body| {
+                    Ok(if inspector.upstream_message(tag, body) {
+                        Edit::Keep
+                    } else {
+                        Edit::Drop
+                    })
+                },
+                |s, sent| {
+                    inspector.count_to_client(sent);
+                    to_client(s, sent)
+                },
+            )),
+        ),
+    };
     let result = tokio::select! {
         result = to_upstream => match result {
             Ok(()) => Ok(RelayEnd::ClientClosed),

@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
 use postern_model::{
-    IdentityCredentials, QualifiedName, RouteLookup, SessionCredentials, UpstreamRoute,
+    AuditEvent, ClientFacts, EventType, IdentityCredentials, IdentityInfo, QualifiedName,
+    RouteLookup, SessionCredentials, SessionInfo, SessionTotals, UpstreamInfo, UpstreamRoute,
     DEFAULT_NAMESPACE,
 };
 use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
@@ -28,6 +29,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cancel::{self, Registration, UpstreamKey};
 use crate::error::SessionError;
+use crate::inspect::Inspector;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, RelayEnd, SessionLimits};
@@ -53,6 +55,8 @@ struct Established<'g> {
     cancel: Option<Registration<'g>>,
     /// The session's own role (`mode: dynamic`), revoked when this is dropped.
     lease: Option<LeaseHold>,
+    /// What the access log says of every event of this session.
+    info: Arc<SessionInfo>,
 }
 
 /// A per-session role; dropping it (the session ended, or its login failed) has the
@@ -93,14 +97,35 @@ pub(crate) async fn run(
         // Latency of small messages matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let mut client = ClientStream::Plain(tcp);
-        let result = session(&gateway, &mut client, &mut stop).await;
+        let peer_facts = Peer {
+            address: peer,
+            connection_id,
+        };
+        let result = session(&gateway, &mut client, &peer_facts, &mut stop).await;
         if let Err(error) = result {
             match &error {
                 SessionError::ClientGone => {
                     debug!("client closed the connection before logging in")
                 }
                 SessionError::AuthFailed { user } => {
-                    warn!(user = %user, "authentication failed")
+                    warn!(user = %user, "authentication failed");
+                    if let Some(log) = &gateway.access_log {
+                        let who = QualifiedName::parse(user, DEFAULT_NAMESPACE);
+                        let info = SessionInfo {
+                            connection_id,
+                            session_id: new_session_id(),
+                            identity: IdentityInfo {
+                                name: who.name,
+                                namespace: who.namespace,
+                                groups: Vec::new(),
+                            },
+                            client_address: peer.to_string(),
+                            ..SessionInfo::default()
+                        };
+                        let mut event = AuditEvent::new(EventType::AuthFailed, Arc::new(info));
+                        event.reason = Some("password authentication failed".into());
+                        log.record(event);
+                    }
                 }
                 SessionError::ShuttingDown => info!("session closed by gateway shutdown"),
                 e => warn!(kind = e.kind().as_str(), error = %e, "session failed"),
@@ -128,16 +153,39 @@ pub(crate) async fn run(
     .await
 }
 
+/// Where a connection comes from.
+struct Peer {
+    address: SocketAddr,
+    connection_id: u64,
+}
+
+fn new_session_id() -> String {
+    let mut id = [0u8; 8];
+    rand::rng().fill_bytes(&mut id);
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a relay ended, for SESSION_END.
+fn end_reason(result: &Result<RelayEnd, SessionError>) -> String {
+    match result {
+        Ok(RelayEnd::ClientTerminated) => "client terminated".into(),
+        Ok(RelayEnd::ClientClosed) => "client closed the connection".into(),
+        Ok(RelayEnd::UpstreamClosed) => "upstream closed the connection".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
 async fn session(
     gateway: &Gateway,
     client: &mut ClientStream,
+    peer: &Peer,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let mut client_pending = BytesMut::with_capacity(8 * 1024);
     let established = tokio::select! {
         result = tokio::time::timeout(
             gateway.settings.auth_timeout,
-            establish(gateway, client, &mut client_pending),
+            establish(gateway, client, &mut client_pending, peer),
         ) => result.map_err(|_| SessionError::AuthTimeout)??,
         _ = stop.wait_for(|stopping| *stopping) => return Err(SessionError::ShuttingDown),
     };
@@ -150,20 +198,54 @@ async fn session(
     let mut from_upstream =
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
     let limits = session_limits(&established.route, established.lease.as_ref());
+    // Sessions with neither rules nor an access log take the relay's untouched path.
+    let inspector =
+        (established.route.policy.is_some() || gateway.access_log.is_some()).then(|| {
+            Inspector::new(
+                established.route.policy.clone(),
+                gateway.access_log.clone(),
+                established.info.clone(),
+                service.clone(),
+            )
+        });
+    if let Some(inspector) = &inspector {
+        inspector.record(AuditEvent::new(
+            EventType::SessionStart,
+            established.info.clone(),
+        ));
+    }
+    let started = std::time::Instant::now();
     let upstream = &mut established.upstream.stream;
     // Plain TCP splits into borrowed halves without a lock; TLS through tokio's split.
     let (mut client_rx, mut client_tx) = client.split().map_err(SessionError::ClientIo)?;
     let (mut upstream_rx, mut upstream_tx) = upstream.split();
-    let end = relay(
+    let result = relay(
         (&mut client_rx, &mut client_tx),
         (&mut upstream_rx, &mut upstream_tx),
         &mut from_client,
         &mut from_upstream,
         &service,
         limits,
+        inspector
+            .as_ref()
+            .map(|i| (i, gateway.settings.max_message_size)),
         stop,
     )
-    .await?;
+    .await;
+    if let Some(inspector) = &inspector {
+        let (bytes_from_client, bytes_to_client) = inspector.bytes();
+        let mut event = AuditEvent::new(EventType::SessionEnd, inspector.session().clone());
+        event.totals = Some(SessionTotals {
+            bytes_from_client,
+            bytes_to_client,
+            statements: inspector.statements_run(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            end_reason: end_reason(&result),
+            events_dropped: inspector.session().dropped(),
+        });
+        inspector.record(event);
+    }
+    let end = result?;
     let Established {
         identity,
         route,
@@ -373,6 +455,7 @@ async fn establish<'g>(
     gateway: &'g Gateway,
     client: &mut ClientStream,
     pending: &mut BytesMut,
+    peer: &Peer,
 ) -> Result<Option<Established<'g>>, SessionError> {
     let Some(Startup {
         minor_version,
@@ -417,12 +500,52 @@ async fn establish<'g>(
     if identity.namespace != service.namespace {
         return Err(unknown());
     }
-    let mut route = match lookup_route(gateway, &service, &identity).await? {
+    let application_name = params
+        .get("application_name")
+        .unwrap_or_default()
+        .to_owned();
+    let client_facts = ClientFacts {
+        address: peer.address.to_string(),
+        tls: client.is_tls(),
+        application_name: application_name.clone(),
+    };
+    let service_label = format!("{}.{}", service.name, service.namespace);
+    let mut info = SessionInfo {
+        connection_id: peer.connection_id,
+        session_id: new_session_id(),
+        identity: IdentityInfo {
+            name: identity.name.clone(),
+            namespace: identity.namespace.clone(),
+            groups: Vec::new(),
+        },
+        service: service_label.clone(),
+        namespace: service.namespace.clone(),
+        upstream: None,
+        client_address: client_facts.address.clone(),
+        application_name,
+        dropped: Default::default(),
+    };
+    let mut route = match lookup_route(gateway, &service, &identity, client_facts).await? {
         RouteLookup::Found(route) => *route,
         RouteLookup::NoService => return Err(unknown()),
         RouteLookup::Denied(reason) => return Err(SessionError::Denied(reason)),
         RouteLookup::NotReady(reason) => return Err(SessionError::NotReady(reason)),
+        RouteLookup::NoRouteRule(reason) => return Err(SessionError::NoRoute(reason)),
+        RouteLookup::PolicyDenied(denial) => {
+            if let Some(log) = &gateway.access_log {
+                let mut event = AuditEvent::new(EventType::PolicyDenied, Arc::new(info));
+                event.rule = Some(denial.rule.clone());
+                event.statement_kind = Some(denial.kind);
+                event.sqlstate = Some("42501".into());
+                log.record(event);
+            }
+            return Err(SessionError::PolicyDenied {
+                rule: denial.rule,
+                service: service_label,
+            });
+        }
     };
+    info.identity.groups = route.identity_groups.clone();
     let lease = match route.dynamic_role.clone() {
         None => None,
         Some(credential_role) => {
@@ -444,7 +567,11 @@ async fn establish<'g>(
             })
         }
     };
-    let service_label = format!("{}.{}", service.name, service.namespace);
+    info.upstream = Some(UpstreamInfo {
+        target: route.target.to_string(),
+        user: route.user.clone(),
+        database: route.database.clone(),
+    });
     let forwarded = forwarded_params(&params);
     let pool_key = PoolKey {
         service: service_label.clone(),
@@ -509,6 +636,7 @@ async fn establish<'g>(
         upstream_pending,
         cancel: registration,
         lease,
+        info: Arc::new(info),
     }))
 }
 
@@ -516,10 +644,11 @@ async fn lookup_route(
     gateway: &Gateway,
     service: &QualifiedName,
     identity: &QualifiedName,
+    client: ClientFacts,
 ) -> Result<RouteLookup, SessionError> {
     let directory = gateway.directory.clone();
     let (service, identity) = (service.clone(), identity.clone());
-    tokio::task::spawn_blocking(move || directory.upstream_route(&service, &identity))
+    tokio::task::spawn_blocking(move || directory.upstream_route(&service, &identity, &client))
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?
         .map_err(|e| SessionError::Internal(e.to_string()))

@@ -2,13 +2,16 @@
 //! verifiers. Writes go through one connection inside a transaction each; reads use a
 //! small pool of their own connections, so they never wait for a writer.
 
+mod audit;
 mod error;
 mod leases;
 mod managed;
 mod master_key;
 mod migrations;
+mod route;
 mod store;
 
+pub use audit::{AuditQuery, StateAuditSink, StoredEvent};
 pub use error::StateError;
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole};

@@ -111,6 +111,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, name)
     );
     "#,
+    // 4: the access log's queryable recent events (the JSON line as written, plus the
+    // columns `postern logs` filters on).
+    r#"
+    CREATE TABLE audit_events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id   TEXT NOT NULL,
+        time_ms    INTEGER NOT NULL,
+        type       TEXT NOT NULL,
+        identity   TEXT NOT NULL,
+        namespace  TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        json       TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_by_time ON audit_events (time_ms);
+    CREATE UNIQUE INDEX audit_events_by_event_id ON audit_events (event_id);
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -8,9 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
-    plan_apply, Change, Directory, DirectoryError, IdentityCredentials, Kind, LoadedResource,
-    Metadata, QualifiedName, Resource, RouteLookup, SecretValue, Spec, StaticUpstream,
-    UpstreamRoute, UpstreamSpec,
+    plan_apply, Change, Kind, LoadedResource, Metadata, QualifiedName, Resource, SecretValue,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
@@ -68,6 +66,8 @@ pub struct Store {
     mock_auth_secret: [u8; 32],
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Evaluates services' rules while routes are resolved (see `route.rs`).
+    pub(crate) policy_engine: std::sync::OnceLock<std::sync::Arc<dyn postern_model::PolicyEngine>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,6 +191,7 @@ impl Store {
             generated_key,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            policy_engine: std::sync::OnceLock::new(),
         })
     }
 
@@ -772,171 +773,10 @@ impl Store {
     }
 }
 
-impl Directory for Store {
-    fn identity_credentials(
-        &self,
-        identity: &QualifiedName,
-    ) -> Result<Option<IdentityCredentials>, DirectoryError> {
-        let lookup = || -> Result<Option<IdentityCredentials>, StateError> {
-            let Some(stored) =
-                self.get_resource(Kind::Identity, &identity.namespace, &identity.name)?
-            else {
-                return Ok(None);
-            };
-            let certificate_common_name = match stored.resource.spec {
-                Spec::Identity(spec) => spec.client_certificate.map(|c| c.common_name),
-                _ => None,
-            };
-            let verifiers = self.read(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
-                )?;
-                let rows = stmt
-                    .query_map(params![identity.namespace, identity.name], |row| row.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?;
-                Ok(rows)
-            })?;
-            Ok(Some(IdentityCredentials {
-                verifiers,
-                certificate_common_name,
-            }))
-        };
-        lookup().map_err(|e| DirectoryError(e.to_string()))
-    }
-
-    fn upstream_route(
-        &self,
-        service: &QualifiedName,
-        identity: &QualifiedName,
-    ) -> Result<RouteLookup, DirectoryError> {
-        self.route(service, identity)
-            .map_err(|e| DirectoryError(e.to_string()))
-    }
-}
-
-impl Store {
-    fn route(
-        &self,
-        service: &QualifiedName,
-        identity: &QualifiedName,
-    ) -> Result<RouteLookup, StateError> {
-        let Some(stored) = self.get_resource(Kind::Service, &service.namespace, &service.name)?
-        else {
-            return Ok(RouteLookup::NoService);
-        };
-        let Spec::Service(spec) = stored.resource.spec else {
-            return Err(StateError::Corrupt(format!(
-                "Service {service} has another kind's spec"
-            )));
-        };
-        let target = QualifiedName::new(&service.namespace, &spec.target);
-        let Some(Resource {
-            spec: Spec::Target(target_spec),
-            ..
-        }) = self
-            .get_resource(Kind::Target, &target.namespace, &target.name)?
-            .map(|s| s.resource)
-        else {
-            return Err(StateError::NotFound(format!(
-                "Target {target} of Service {service}"
-            )));
-        };
-        let mut dynamic_role = None;
-        let (user, password) = match &spec.upstream {
-            UpstreamSpec::Static(StaticUpstream {
-                user: Some(user),
-                password_secret: Some(secret),
-                ..
-            }) => (user.clone(), self.secret_value(&service.namespace, secret)?),
-            UpstreamSpec::Static(StaticUpstream {
-                static_role: Some(role),
-                ..
-            }) => {
-                let role = QualifiedName::new(&service.namespace, role);
-                match self.static_role_password(&role)? {
-                    Some(stored) if stored.current.is_some() => (stored.username, stored.current),
-                    _ => {
-                        return Ok(RouteLookup::NotReady(format!(
-                            "the password of service {}.{} is not rotated in yet",
-                            service.name, service.namespace
-                        )))
-                    }
-                }
-            }
-            UpstreamSpec::Static(_) => {
-                return Err(StateError::Corrupt(format!(
-                    "Service {service} has neither user nor staticRole"
-                )))
-            }
-            UpstreamSpec::Dynamic(dynamic) => {
-                dynamic_role = Some(QualifiedName::new(
-                    &service.namespace,
-                    &dynamic.credential_role,
-                ));
-                (String::new(), None)
-            }
-            UpstreamSpec::Intents(_) => {
-                if !self.has_intents_for(service, &spec, identity)? {
-                    return Ok(RouteLookup::Denied(format!(
-                        "no Intents give {}.{} access to service {}.{}",
-                        identity.name, identity.namespace, service.name, service.namespace
-                    )));
-                }
-                match self.managed_role(&target, identity)? {
-                    Some(role) if role.applied_version > 0 => (role.role, Some(role.password)),
-                    _ => {
-                        return Ok(RouteLookup::NotReady(format!(
-                            "the role of {}.{} on service {}.{} is not created yet (the next reconcile creates it)",
-                            identity.name, identity.namespace, service.name, service.namespace
-                        )))
-                    }
-                }
-            }
-        };
-        Ok(RouteLookup::Found(Box::new(UpstreamRoute {
-            target,
-            address: target_spec.address,
-            ssl_mode: target_spec.ssl_mode,
-            ca_file: target_spec.ca_file,
-            database: spec.database,
-            user,
-            password,
-            pool: spec.pool,
-            timeouts: spec.timeouts,
-            dynamic_role,
-        })))
-    }
-
-    /// Whether some Intents in the service's namespace name `identity` and cover the service.
-    fn has_intents_for(
-        &self,
-        service: &QualifiedName,
-        spec: &postern_model::ServiceSpec,
-        identity: &QualifiedName,
-    ) -> Result<bool, StateError> {
-        if identity.namespace != service.namespace {
-            return Ok(false);
-        }
-        Ok(self
-            .list_resources(Some(Kind::Intents), Some(&service.namespace))?
-            .into_iter()
-            .any(|stored| match &stored.resource.spec {
-                Spec::Intents(intents) => {
-                    intents.identity == identity.name
-                        && intents
-                            .access
-                            .iter()
-                            .any(|entry| entry.covers_service(&service.name, spec))
-                }
-                _ => false,
-            }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_model::{parse_documents, Format};
+    use postern_model::{parse_documents, Directory, Format, RouteLookup};
 
     fn settings(dir: &Path) -> KeySettings {
         KeySettings {
@@ -965,7 +805,11 @@ mod tests {
         let service = QualifiedName::new("a", "jit");
         let alice = QualifiedName::new("a", "alice");
         let target = QualifiedName::new("a", "pg");
-        let lookup = |who: &QualifiedName| store.upstream_route(&service, who).unwrap();
+        let lookup = |who: &QualifiedName| {
+            store
+                .upstream_route(&service, who, &Default::default())
+                .unwrap()
+        };
         assert!(matches!(
             lookup(&QualifiedName::new("a", "bob")),
             RouteLookup::Denied(_)
@@ -1011,7 +855,11 @@ mod tests {
         );
         let alice = QualifiedName::new("a", "alice");
         let route = |service: &str| match store
-            .upstream_route(&QualifiedName::new("a", service), &alice)
+            .upstream_route(
+                &QualifiedName::new("a", service),
+                &alice,
+                &Default::default(),
+            )
             .unwrap()
         {
             RouteLookup::Found(route) => Some(*route),

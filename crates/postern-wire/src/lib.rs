@@ -9,6 +9,7 @@ pub mod backend;
 pub mod certificate;
 mod error;
 pub mod frame;
+pub mod frontend;
 pub mod scram;
 pub mod startup;
 

@@ -213,6 +213,8 @@ pub enum Command {
     /// Leases of issued credentials: list, renew, revoke
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// The access log: recent events from the state database
+    Logs(LogsArgs),
     /// Upstream targets: check the admin's rights, rotate its password
     #[command(subcommand)]
     Target(TargetCommand),
@@ -386,4 +388,35 @@ pub enum StaticRoleCommand {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Keep printing new events as they arrive
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only this identity (`name` or `name.namespace`)
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Only this service (`name` or `name.namespace`)
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only this event type (QUERY, EXECUTE, POLICY_DENIED…)
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Only events newer than this (90s, 10m, 2h, 7d)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// How many of the newest events to show first
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: LogsOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogsOutput {
+    Table,
+    Json,
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod demo;
 mod issuer;
+mod logs;
 mod reconcile;
 mod resources;
 mod serve;
@@ -81,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Logs(args) => logs::run(&setup::open_store(&config)?, &args),
         Command::Creds(command) => issuer::creds(setup::open_store(&config)?, command),
         Command::Lease(command) => issuer::lease(setup::open_store(&config)?, command),
         Command::Target(command) => issuer::target(setup::open_store(&config)?, command),

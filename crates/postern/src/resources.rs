@@ -55,7 +55,28 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
         let format = Format::from_path(&file).unwrap_or(Format::Yaml);
         loaded.extend(parse_documents(&file.display().to_string(), &text, format)?);
     }
+    check_rules(&loaded)?;
     Ok(loaded)
+}
+
+/// Compiles every CEL expression of every Service, so a bad rule fails here and not at
+/// the first connection.
+fn check_rules(loaded: &[LoadedResource]) -> anyhow::Result<()> {
+    use postern_model::{PolicyEngine, Spec, UpstreamSpec};
+    let engine = postern_policy::CelEngine::new();
+    for item in loaded {
+        let Spec::Service(spec) = &item.resource.spec else {
+            continue;
+        };
+        let routes = match &spec.upstream {
+            UpstreamSpec::DynamicConfig(dynamic) => dynamic.rules.as_slice(),
+            _ => &[],
+        };
+        if let Err(e) = engine.validate(&spec.authorization, routes) {
+            bail!("{}: ({}) {e}", item.origin, item.resource.describe());
+        }
+    }
+    Ok(())
 }
 
 fn to_yaml(value: &serde_json::Value) -> String {
@@ -194,6 +215,16 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
             UpstreamSpec::Intents(_) => format!(
                 "target={} database={} (intents: a role per identity)",
                 s.target, s.database
+            ),
+            UpstreamSpec::DynamicConfig(up) => format!(
+                "target={} database={} configs=[{}] (dynamicConfig: chosen by rules)",
+                s.target,
+                s.database,
+                up.configs
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         },
         Spec::Identity(i) => {

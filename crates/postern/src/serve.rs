@@ -73,6 +73,58 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The access log with the sinks `[audit]` names; `None` when it is off.
+fn access_log(
+    config: &Config,
+    store: &Arc<postern_state::Store>,
+) -> anyhow::Result<Option<Arc<dyn postern_model::AccessLog>>> {
+    use postern_audit::{AuditPipeline, AuditSettings, JsonlFileSink, StdoutSink};
+    let audit = &config.audit;
+    if !audit.enabled {
+        return Ok(None);
+    }
+    let mut sinks: Vec<Box<dyn postern_model::AuditSink>> = Vec::new();
+    if audit.state {
+        sinks.push(Box::new(postern_state::StateAuditSink::new(
+            store.clone(),
+            Duration::from_secs(audit.state_retention_secs),
+        )));
+    }
+    if let Some(path) = &audit.file {
+        sinks.push(Box::new(JsonlFileSink::new(
+            path.clone(),
+            audit.file_max_bytes,
+            Duration::from_secs(audit.file_max_age_secs),
+            audit.file_keep,
+        )));
+    }
+    if audit.stdout {
+        sinks.push(Box::new(StdoutSink));
+    }
+    let settings = AuditSettings {
+        queue_capacity: audit.queue_capacity,
+        log_parameters: audit.log_parameters.then_some(audit.max_parameter_bytes),
+        secret_functions: audit.redact_functions.clone().unwrap_or_else(|| {
+            postern_policy::DEFAULT_SECRET_FUNCTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }),
+        spill_dir: config.audit_spill_dir(),
+        spill_budget: audit.spill_max_bytes,
+        block_on_failure: audit.on_failure == postern_config::AuditFailure::Block,
+    };
+    let spill_dir = settings.spill_dir.clone();
+    let pipeline = AuditPipeline::start(settings, sinks).with_context(|| {
+        format!(
+            "cannot start the access log (spill dir {})",
+            spill_dir.display()
+        )
+    })?;
+    info!(file = ?audit.file, state = audit.state, stdout = audit.stdout, "access log on");
+    Ok(Some(pipeline))
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -110,12 +162,14 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         });
         let issuer = postern_issuer::Issuer::new(store.clone());
         let issuer_work = tokio::spawn(crate::issuer::background(issuer.clone()));
+        let access_log = access_log(config, &store)?;
         let gateway = Gateway::new(
             proxy_settings(config),
             directory,
             mock_secret,
             tls_config(config)?,
             Some(Arc::new(postern_issuer::SessionIssuer(issuer.clone()))),
+            access_log,
         );
         let reloader = tokio::spawn(reload_on_sighup(gateway.clone()));
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;

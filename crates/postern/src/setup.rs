@@ -43,6 +43,7 @@ pub fn key_settings(config: &Config) -> KeySettings {
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::open(&config.state_dir, &key_settings(config))
         .with_context(|| format!("cannot open state in {}", config.state_dir.display()))?;
+    store.set_policy_engine(std::sync::Arc::new(postern_policy::CelEngine::new()));
     if store.generated_key() {
         tracing::warn!(
             path = %store.key_origin(),

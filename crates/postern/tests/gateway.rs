@@ -493,9 +493,10 @@ async fn no_secret_or_api_key_appears_in_state_or_logs() {
     let mut checked = 0;
     for entry in std::fs::read_dir(gateway.state_dir()).unwrap() {
         let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .is_some_and(|n| n == "master.key" || n == "provision.yaml")
+        if path.is_dir()
+            || path
+                .file_name()
+                .is_some_and(|n| n == "master.key" || n == "provision.yaml")
         {
             continue;
         }

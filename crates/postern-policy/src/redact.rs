@@ -1,0 +1,154 @@
+//! Takes literal secrets out of statement text before it is logged: the string after
+//! `PASSWORD` (CREATE/ALTER ROLE, user mappings) and every string literal inside calls of
+//! configured functions (`pgp_sym_encrypt(data, 'key')`). Uses PostgreSQL's own scanner,
+//! so quoting tricks (`E'…'`, `''`, dollar quotes, comments) cannot hide a literal.
+
+use std::borrow::Cow;
+
+use pg_query::protobuf::Token;
+
+/// What a redacted literal is replaced with.
+pub const REDACTED: &str = "'[redacted]'";
+
+/// Functions whose string arguments are redacted unless configured otherwise.
+pub const DEFAULT_SECRET_FUNCTIONS: &[&str] = &[
+    "pgp_sym_encrypt",
+    "pgp_sym_encrypt_bytea",
+    "pgp_sym_decrypt",
+    "pgp_sym_decrypt_bytea",
+    "pgp_pub_decrypt",
+    "pgp_pub_decrypt_bytea",
+    "encrypt",
+    "decrypt",
+    "encrypt_iv",
+    "decrypt_iv",
+    "hmac",
+    "crypt",
+    "dblink_connect",
+    "dblink_connect_u",
+];
+
+fn is_string(token: i32) -> bool {
+    matches!(Token::try_from(token), Ok(Token::Sconst | Token::Usconst))
+}
+
+/// `sql` with secret literals replaced by [`REDACTED`]; text the scanner cannot read is
+/// replaced whole, since nothing in it can be trusted to be harmless.
+pub fn redact<'a>(sql: &'a str, secret_functions: &[String]) -> Cow<'a, str> {
+    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+        return Cow::Owned(format!("[unscannable statement of {} bytes]", sql.len()));
+    };
+    let span = |i: usize| -> Option<(usize, usize)> {
+        let t = tokens.get(i)?;
+        Some((usize::try_from(t.start).ok()?, usize::try_from(t.end).ok()?))
+    };
+    let word = |i: usize| span(i).and_then(|(s, e)| sql.get(s..e)).unwrap_or("");
+    let mut secret = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let next_is_string = tokens.get(i + 1).is_some_and(|t| is_string(t.token));
+        let opens_call = tokens
+            .get(i + 1)
+            .is_some_and(|t| Token::try_from(t.token) == Ok(Token::Ascii40));
+        let name = word(i).trim_matches('"');
+        if name.eq_ignore_ascii_case("password") && next_is_string {
+            secret.push(i + 1);
+            i += 2;
+            continue;
+        }
+        if opens_call
+            && secret_functions
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(name))
+        {
+            let mut depth = 0;
+            let mut j = i + 1;
+            while let Some(token) = tokens.get(j) {
+                match Token::try_from(token.token) {
+                    Ok(Token::Ascii40) => depth += 1,
+                    Ok(Token::Ascii41) => depth -= 1,
+                    _ if is_string(token.token) => secret.push(j),
+                    _ => {}
+                }
+                j += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    if secret.is_empty() {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    for index in secret {
+        let Some((start, end)) = span(index) else {
+            continue;
+        };
+        if start < at || end > sql.len() {
+            continue;
+        }
+        out.push_str(&sql[at..start]);
+        out.push_str(REDACTED);
+        at = end;
+    }
+    out.push_str(&sql[at..]);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn functions() -> Vec<String> {
+        DEFAULT_SECRET_FUNCTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn passwords_and_keys_are_redacted() {
+        let cases = [
+            (
+                "ALTER ROLE app PASSWORD 'hunter2'",
+                "ALTER ROLE app PASSWORD '[redacted]'",
+            ),
+            (
+                "create user x with encrypted password E'it''s\\'secret'",
+                "create user x with encrypted password '[redacted]'",
+            ),
+            (
+                "SELECT pgp_sym_encrypt(data, 'k3y') FROM t",
+                "SELECT pgp_sym_encrypt(data, '[redacted]') FROM t",
+            ),
+            (
+                "select PGP_SYM_DECRYPT(x::bytea, $$k3y$$, 'cipher-algo=aes256')",
+                "select PGP_SYM_DECRYPT(x::bytea, '[redacted]', '[redacted]')",
+            ),
+            (
+                "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password 'pw')",
+                "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password '[redacted]')",
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact(input, &functions()), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_kept_without_copying() {
+        let sql = "select 'password' as word, encrypt_me('x')";
+        assert!(matches!(redact(sql, &functions()), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unscannable_text_is_dropped() {
+        let out = redact("select 'unterminated password", &functions());
+        assert!(!out.contains("unterminated"), "{out}");
+    }
+}

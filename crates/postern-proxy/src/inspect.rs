@@ -1,0 +1,593 @@
+//! Statement-level watching of a session, for the access log and the service's rules: the
+//! client's Query / Parse / Bind / Execute / Close / FunctionCall messages are checked
+//! and recorded as they pass, and the server's replies are matched to them in order to
+//! time them and read their command tag, row count or error.
+//!
+//! A denied statement never reaches the upstream. In its place goes a `DO` block that
+//! raises 42501 naming the rule, so the error reaches the client in order and the
+//! upstream's transaction fails exactly as it would have for the real statement
+//! (extended protocol: unnamed Parse + Bind + Execute, whose ParseComplete and
+//! BindComplete are kept from the client).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use postern_model::{AccessLog, AuditEvent, Denial, EventType, SessionInfo, SessionPolicy};
+use postern_wire::backend::parse_error_fields;
+use postern_wire::frontend;
+use postern_wire::WireError;
+
+/// Statement texts kept per session for EXECUTE events; beyond it the oldest names are
+/// forgotten (their events then say `[unknown statement]`).
+const MAX_TRACKED_STATEMENTS: usize = 10_000;
+/// Longest statement text kept for EXECUTE events.
+const MAX_TRACKED_TEXT: usize = 64 * 1024;
+
+/// What a client message turns into.
+pub(crate) enum ClientAction {
+    Forward,
+    /// Send these bytes upstream instead.
+    Replace(BytesMut),
+}
+
+/// A request whose reply is still to come.
+enum Pending {
+    Query {
+        text: String,
+        started: Instant,
+        tags: Vec<String>,
+        rows: u64,
+        error: Option<(String, String)>,
+        /// Replaced by a refusal; no QUERY event.
+        refused: bool,
+    },
+    Parse,
+    Bind,
+    Describe,
+    Close,
+    Sync,
+    Execute {
+        statement_name: String,
+        portal: String,
+        text: Arc<str>,
+        started: Instant,
+        rows: u64,
+    },
+    FunctionCall {
+        oid: u32,
+        started: Instant,
+        refused: bool,
+    },
+    /// A reply to a message the gateway put in itself, kept from the client.
+    Swallow(u8),
+    /// The refusal standing in for a denied Parse.
+    Refusal,
+}
+
+struct Tracking {
+    pending: VecDeque<Pending>,
+    /// Prepared statement name → text.
+    statements: HashMap<String, Arc<str>>,
+    /// Portal → (statement name, text).
+    portals: HashMap<String, (String, Arc<str>)>,
+    /// Statements run (Query statements and Executes).
+    statements_run: u64,
+}
+
+/// Everything the relay needs to watch one session.
+pub(crate) struct Inspector {
+    policy: Option<Arc<dyn SessionPolicy>>,
+    log: Option<Arc<dyn AccessLog>>,
+    session: Arc<SessionInfo>,
+    service: String,
+    tracking: Mutex<Tracking>,
+    bytes_from_client: AtomicU64,
+    bytes_to_client: AtomicU64,
+}
+
+fn truncated(text: &str) -> Arc<str> {
+    if text.len() <= MAX_TRACKED_TEXT {
+        return Arc::from(text);
+    }
+    let mut end = MAX_TRACKED_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Arc::from(&text[..end])
+}
+
+/// Rows a command tag reports (`SELECT 5`, `INSERT 0 5`, `UPDATE 3`…).
+fn tag_rows(tag: &str) -> Option<u64> {
+    let mut words = tag.split(' ');
+    match words.next()? {
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "COPY" | "FETCH" | "MOVE" | "MERGE" => {
+            words.last()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// A SQL literal of `text` (which we build ourselves from validated names).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The `DO` block that fails with `sqlstate` and `message` in place of a statement.
+fn refusal_sql(sqlstate: &str, message: &str) -> String {
+    format!(
+        "DO $postern$BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}; END$postern$",
+        literal(sqlstate),
+        literal(message)
+    )
+}
+
+impl Inspector {
+    pub fn new(
+        policy: Option<Arc<dyn SessionPolicy>>,
+        log: Option<Arc<dyn AccessLog>>,
+        session: Arc<SessionInfo>,
+        service: String,
+    ) -> Inspector {
+        Inspector {
+            policy,
+            log,
+            session,
+            service,
+            tracking: Mutex::new(Tracking {
+                pending: VecDeque::new(),
+                statements: HashMap::new(),
+                portals: HashMap::new(),
+                statements_run: 0,
+            }),
+            bytes_from_client: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+        }
+    }
+
+    pub fn count_from_client(&self, bytes: usize) {
+        self.bytes_from_client
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn count_to_client(&self, bytes: usize) {
+        self.bytes_to_client
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes relayed (from the client, to the client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_from_client.load(Ordering::Relaxed),
+            self.bytes_to_client.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Logs an event of this session (SESSION_START, SESSION_END).
+    pub fn record(&self, event: AuditEvent) {
+        self.emit(event);
+    }
+
+    pub fn session(&self) -> &Arc<SessionInfo> {
+        &self.session
+    }
+
+    pub fn statements_run(&self) -> u64 {
+        self.tracking.lock().map_or(0, |t| t.statements_run)
+    }
+
+    fn emit(&self, event: AuditEvent) {
+        if let Some(log) = &self.log {
+            log.record(event);
+        }
+    }
+
+    fn event(&self, event_type: EventType) -> AuditEvent {
+        AuditEvent::new(event_type, self.session.clone())
+    }
+
+    /// Whether a statement may run now: the rules allow it and, when the log must not
+    /// lose events, the log is taking them. Logs POLICY_DENIED; the error is
+    /// (sqlstate, message) for the client.
+    fn admit(
+        &self,
+        text: Option<&str>,
+        check: impl FnOnce(&dyn SessionPolicy) -> Result<(), Denial>,
+    ) -> Result<(), (String, String)> {
+        if let Some(policy) = &self.policy {
+            if let Err(denial) = check(policy.as_ref()) {
+                let mut event = self.event(EventType::PolicyDenied);
+                event.statement = text.map(str::to_owned);
+                event.rule = Some(denial.rule.clone());
+                event.statement_kind = Some(denial.kind.clone());
+                event.sqlstate = Some("42501".into());
+                self.emit(event);
+                return Err((
+                    "42501".into(),
+                    format!(
+                        "permission denied: rule \"{}\" of service {} does not allow this {} statement",
+                        denial.rule, self.service, denial.kind
+                    ),
+                ));
+            }
+        }
+        if self.log.as_ref().is_some_and(|log| !log.accepting()) {
+            return Err((
+                "58030".into(),
+                "the access log cannot record statements right now and audit.on_failure is \"block\"; statement not run".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Looks at one whole client message.
+    pub fn client_message(&self, tag: u8, body: &[u8]) -> Result<ClientAction, WireError> {
+        let Ok(mut t) = self.tracking.lock() else {
+            return Ok(ClientAction::Forward);
+        };
+        match tag {
+            b'Q' => {
+                let text = frontend::parse_query(body)?;
+                let refusal = self.admit(Some(text), |p| p.check_statement(text)).err();
+                t.pending.push_back(Pending::Query {
+                    text: text.to_owned(),
+                    started: Instant::now(),
+                    tags: Vec::new(),
+                    rows: 0,
+                    error: None,
+                    refused: refusal.is_some(),
+                });
+                if let Some((sqlstate, message)) = refusal {
+                    let mut out = BytesMut::new();
+                    frontend::query(&mut out, &refusal_sql(&sqlstate, &message));
+                    return Ok(ClientAction::Replace(out));
+                }
+            }
+            b'P' => {
+                let (name, text) = frontend::parse_parse(body)?;
+                if let Err((sqlstate, message)) =
+                    self.admit(Some(text), |p| p.check_statement(text))
+                {
+                    t.pending.push_back(Pending::Swallow(b'1'));
+                    t.pending.push_back(Pending::Swallow(b'2'));
+                    t.pending.push_back(Pending::Refusal);
+                    // PostgreSQL drops the old unnamed statement even when a Parse fails.
+                    t.statements.remove(name);
+                    let mut out = BytesMut::new();
+                    frontend::parse_bind_execute(&mut out, &refusal_sql(&sqlstate, &message));
+                    return Ok(ClientAction::Replace(out));
+                }
+                if t.statements.len() >= MAX_TRACKED_STATEMENTS && !t.statements.contains_key(name)
+                {
+                    t.statements.clear();
+                }
+                t.statements.insert(name.to_owned(), truncated(text));
+                t.pending.push_back(Pending::Parse);
+                let mut event = self.event(EventType::Parse);
+                event.statement_name = Some(name.to_owned());
+                event.statement = Some(text.to_owned());
+                self.emit(event);
+            }
+            b'B' => {
+                let bind = frontend::parse_bind(body)?;
+                let text = t
+                    .statements
+                    .get(bind.statement)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("[unknown statement]"));
+                if t.portals.len() >= MAX_TRACKED_STATEMENTS && !t.portals.contains_key(bind.portal)
+                {
+                    t.portals.clear();
+                }
+                t.portals
+                    .insert(bind.portal.to_owned(), (bind.statement.to_owned(), text));
+                t.pending.push_back(Pending::Bind);
+                let mut event = self.event(EventType::Bind);
+                event.portal = Some(bind.portal.to_owned());
+                event.statement_name = Some(bind.statement.to_owned());
+                event.parameter_count =
+                    Some(u16::try_from(bind.parameters.len()).unwrap_or(u16::MAX));
+                if let Some(cap) = self.log.as_ref().and_then(|l| l.parameter_cap()) {
+                    event.parameters = Some(
+                        bind.parameters
+                            .iter()
+                            .map(|p| p.value.map(|v| show_parameter(v, p.binary, cap)))
+                            .collect(),
+                    );
+                }
+                self.emit(event);
+            }
+            b'E' => {
+                let portal = frontend::parse_execute(body)?;
+                let (statement_name, text) = t
+                    .portals
+                    .get(portal)
+                    .cloned()
+                    .unwrap_or_else(|| (String::new(), Arc::from("[unknown portal]")));
+                t.pending.push_back(Pending::Execute {
+                    statement_name,
+                    portal: portal.to_owned(),
+                    text,
+                    started: Instant::now(),
+                    rows: 0,
+                });
+            }
+            b'D' => t.pending.push_back(Pending::Describe),
+            b'C' => {
+                let (which, name) = frontend::parse_close(body)?;
+                let mut event = self.event(EventType::Close);
+                if which == b'S' {
+                    t.statements.remove(name);
+                    event.statement_name = Some(name.to_owned());
+                    event.closes = Some("statement");
+                } else {
+                    t.portals.remove(name);
+                    event.portal = Some(name.to_owned());
+                    event.closes = Some("portal");
+                }
+                t.pending.push_back(Pending::Close);
+                self.emit(event);
+            }
+            b'S' => t.pending.push_back(Pending::Sync),
+            b'F' => {
+                let oid = frontend::parse_function_call(body)?;
+                let refusal = self.admit(None, |p| p.check_function_call()).err();
+                t.pending.push_back(Pending::FunctionCall {
+                    oid,
+                    started: Instant::now(),
+                    refused: refusal.is_some(),
+                });
+                // A FunctionCall is answered with its own ReadyForQuery.
+                t.pending.push_back(Pending::Sync);
+                if let Some((sqlstate, message)) = refusal {
+                    let mut out = BytesMut::new();
+                    frontend::query(&mut out, &refusal_sql(&sqlstate, &message));
+                    return Ok(ClientAction::Replace(out));
+                }
+            }
+            _ => {}
+        }
+        Ok(ClientAction::Forward)
+    }
+
+    /// Looks at one server message (whole for the tags in [`UPSTREAM_WHOLE`], header only
+    /// otherwise); false keeps it from the client.
+    pub fn upstream_message(&self, tag: u8, body: Option<&[u8]>) -> bool {
+        let Ok(mut t) = self.tracking.lock() else {
+            return true;
+        };
+        let t = &mut *t;
+        match tag {
+            b'D' => match t.pending.front_mut() {
+                Some(Pending::Execute { rows, .. }) => *rows += 1,
+                _ => {}
+            },
+            b'C' => {
+                let tag_text = body
+                    .and_then(|b| frontend::parse_command_tag(b).ok())
+                    .unwrap_or("")
+                    .to_owned();
+                match t.pending.front_mut() {
+                    Some(Pending::Query { tags, rows, .. }) => {
+                        *rows += tag_rows(&tag_text).unwrap_or(0);
+                        tags.push(tag_text);
+                        t.statements_run += 1;
+                    }
+                    Some(Pending::Execute { .. }) => {
+                        t.statements_run += 1;
+                        if let Some(done) = t.pending.pop_front() {
+                            let rows = tag_rows(&tag_text);
+                            self.finish_execute(done, Some(tag_text), rows, None);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b'I' | b's' => {
+                if matches!(t.pending.front(), Some(Pending::Execute { .. })) {
+                    if let Some(done) = t.pending.pop_front() {
+                        let suspended = (tag == b's').then_some("[suspended]".to_owned());
+                        self.finish_execute(done, suspended, None, None);
+                    }
+                }
+            }
+            b'E' => {
+                let fields = body
+                    .and_then(|b| parse_error_fields(b).ok())
+                    .unwrap_or_default();
+                let error = (fields.code, fields.message);
+                match t.pending.front_mut() {
+                    Some(Pending::Query { error: slot, .. }) => *slot = Some(error),
+                    Some(Pending::Sync) | None => {}
+                    Some(_) => {
+                        if let Some(failed) = t.pending.pop_front() {
+                            match failed {
+                                Pending::Execute { .. } => {
+                                    self.finish_execute(failed, None, None, Some(error))
+                                }
+                                Pending::FunctionCall { .. } => {
+                                    self.finish_function_call(failed, Some(error))
+                                }
+                                _ => {}
+                            }
+                        }
+                        // The server skips everything up to the next Sync.
+                        while t
+                            .pending
+                            .front()
+                            .is_some_and(|p| !matches!(p, Pending::Sync))
+                        {
+                            t.pending.pop_front();
+                        }
+                    }
+                }
+            }
+            b'Z' => {
+                while let Some(done) = t.pending.pop_front() {
+                    match done {
+                        Pending::Query { .. } => {
+                            self.finish_query(done);
+                            break;
+                        }
+                        Pending::Sync => break,
+                        _ => {}
+                    }
+                }
+            }
+            b'1' | b'2' => match t.pending.front() {
+                Some(Pending::Swallow(expected)) if *expected == tag => {
+                    t.pending.pop_front();
+                    return false;
+                }
+                Some(Pending::Parse | Pending::Bind) => {
+                    t.pending.pop_front();
+                }
+                _ => {}
+            },
+            b'3' => {
+                if matches!(t.pending.front(), Some(Pending::Close)) {
+                    t.pending.pop_front();
+                }
+            }
+            b'T' | b'n' => {
+                if matches!(t.pending.front(), Some(Pending::Describe)) {
+                    t.pending.pop_front();
+                }
+            }
+            b'V' => {
+                if matches!(t.pending.front(), Some(Pending::FunctionCall { .. })) {
+                    if let Some(done) = t.pending.pop_front() {
+                        self.finish_function_call(done, None);
+                    }
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn finish_query(&self, done: Pending) {
+        let Pending::Query {
+            text,
+            started,
+            mut tags,
+            rows,
+            error,
+            refused: false,
+        } = done
+        else {
+            return;
+        };
+        let mut event = self.event(EventType::Query);
+        event.duration_ms = Some(millis(started));
+        event.statement = Some(text);
+        event.command_tag = tags.pop();
+        event.rows = Some(rows);
+        if let Some((sqlstate, message)) = error {
+            event.sqlstate = Some(sqlstate);
+            event.error_message = Some(message);
+        }
+        self.emit(event);
+    }
+
+    fn finish_execute(
+        &self,
+        done: Pending,
+        tag: Option<String>,
+        tag_rows: Option<u64>,
+        error: Option<(String, String)>,
+    ) {
+        let Pending::Execute {
+            statement_name,
+            portal,
+            text,
+            started,
+            rows,
+        } = done
+        else {
+            return;
+        };
+        let mut event = self.event(EventType::Execute);
+        event.duration_ms = Some(millis(started));
+        event.statement = Some(text.to_string());
+        event.statement_name = Some(statement_name);
+        event.portal = Some(portal);
+        event.command_tag = tag;
+        event.rows = Some(tag_rows.unwrap_or(rows));
+        if let Some((sqlstate, message)) = error {
+            event.sqlstate = Some(sqlstate);
+            event.error_message = Some(message);
+        }
+        self.emit(event);
+    }
+
+    fn finish_function_call(&self, done: Pending, error: Option<(String, String)>) {
+        let Pending::FunctionCall {
+            oid,
+            started,
+            refused: false,
+        } = done
+        else {
+            return;
+        };
+        let mut event = self.event(EventType::FunctionCall);
+        event.function_oid = Some(oid);
+        event.duration_ms = Some(millis(started));
+        if let Some((sqlstate, message)) = error {
+            event.sqlstate = Some(sqlstate);
+            event.error_message = Some(message);
+        }
+        self.emit(event);
+    }
+}
+
+/// A bind parameter for the log: text as is, binary as `\x` hex, cut to `cap` bytes.
+fn show_parameter(value: &[u8], binary: bool, cap: usize) -> String {
+    let value = &value[..value.len().min(cap)];
+    if binary {
+        let mut hex = String::with_capacity(2 + value.len() * 2);
+        hex.push_str("\\x");
+        for b in value {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        hex
+    } else {
+        String::from_utf8_lossy(value).into_owned()
+    }
+}
+
+/// Client messages the inspector needs whole.
+pub(crate) fn client_whole(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'F')
+}
+
+/// Server messages the inspector needs whole (the rest it sees by header).
+pub(crate) const UPSTREAM_WHOLE: &[u8] = b"CE12";
+
+pub(crate) fn upstream_whole(tag: u8) -> bool {
+    UPSTREAM_WHOLE.contains(&tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_come_from_command_tags() {
+        assert_eq!(tag_rows("SELECT 5"), Some(5));
+        assert_eq!(tag_rows("INSERT 0 7"), Some(7));
+        assert_eq!(tag_rows("CREATE TABLE"), None);
+    }
+
+    #[test]
+    fn refusals_quote_their_message() {
+        let sql = refusal_sql("42501", "rule \"it's\"");
+        assert!(sql.contains("MESSAGE = 'rule \"it''s\"'"), "{sql}");
+    }
+}

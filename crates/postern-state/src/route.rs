@@ -1,0 +1,281 @@
+//! The proxy's `Directory` lookups: how an identity logs in, and where its session to a
+//! service goes, after the service's rules (through the injected policy engine) have seen
+//! the session and, for `mode: dynamicConfig`, chosen the upstream login.
+
+use std::sync::Arc;
+
+use postern_model::{
+    ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, Kind,
+    PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec, StaticUpstream,
+    TargetSpec, UpstreamRoute, UpstreamSpec,
+};
+use rusqlite::params;
+
+use crate::{StateError, Store};
+
+impl Directory for Store {
+    fn identity_credentials(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<IdentityCredentials>, DirectoryError> {
+        let lookup = || -> Result<Option<IdentityCredentials>, StateError> {
+            let Some(stored) =
+                self.get_resource(Kind::Identity, &identity.namespace, &identity.name)?
+            else {
+                return Ok(None);
+            };
+            let certificate_common_name = match stored.resource.spec {
+                Spec::Identity(spec) => spec.client_certificate.map(|c| c.common_name),
+                _ => None,
+            };
+            let verifiers = self.read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
+                )?;
+                let rows = stmt
+                    .query_map(params![identity.namespace, identity.name], |row| row.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(rows)
+            })?;
+            Ok(Some(IdentityCredentials {
+                verifiers,
+                certificate_common_name,
+            }))
+        };
+        lookup().map_err(|e| DirectoryError(e.to_string()))
+    }
+
+    fn upstream_route(
+        &self,
+        service: &QualifiedName,
+        identity: &QualifiedName,
+        client: &ClientFacts,
+    ) -> Result<RouteLookup, DirectoryError> {
+        self.route(service, identity, client)
+            .map_err(|e| DirectoryError(e.to_string()))
+    }
+}
+
+impl Store {
+    /// Sets the engine that evaluates services' rules; without one, services that have
+    /// rules or `mode: dynamicConfig` refuse connections.
+    pub fn set_policy_engine(&self, engine: Arc<dyn PolicyEngine>) {
+        let _ = self.policy_engine.set(engine);
+    }
+
+    pub fn policy_engine(&self) -> Option<&Arc<dyn PolicyEngine>> {
+        self.policy_engine.get()
+    }
+
+    fn target(
+        &self,
+        target: &QualifiedName,
+        service: &QualifiedName,
+    ) -> Result<TargetSpec, StateError> {
+        match self
+            .get_resource(Kind::Target, &target.namespace, &target.name)?
+            .map(|s| s.resource)
+        {
+            Some(Resource {
+                spec: Spec::Target(spec),
+                ..
+            }) => Ok(spec),
+            _ => Err(StateError::NotFound(format!(
+                "Target {target} of Service {service}"
+            ))),
+        }
+    }
+
+    /// What the rules see of `identity`'s session.
+    fn session_facts(
+        &self,
+        identity: &QualifiedName,
+        client: &ClientFacts,
+    ) -> Result<SessionFacts, StateError> {
+        let spec = match self
+            .get_resource(Kind::Identity, &identity.namespace, &identity.name)?
+            .map(|s| s.resource.spec)
+        {
+            Some(Spec::Identity(spec)) => spec,
+            _ => Default::default(),
+        };
+        Ok(SessionFacts {
+            identity: identity.clone(),
+            identity_type: match spec.identity_type {
+                postern_model::IdentityType::Human => "human".into(),
+                postern_model::IdentityType::Workload => "workload".into(),
+            },
+            groups: spec.groups,
+            attributes: spec.attributes,
+            client: client.clone(),
+            user: String::new(),
+            database: String::new(),
+        })
+    }
+
+    fn route(
+        &self,
+        service: &QualifiedName,
+        identity: &QualifiedName,
+        client: &ClientFacts,
+    ) -> Result<RouteLookup, StateError> {
+        let Some(stored) = self.get_resource(Kind::Service, &service.namespace, &service.name)?
+        else {
+            return Ok(RouteLookup::NoService);
+        };
+        let Spec::Service(spec) = stored.resource.spec else {
+            return Err(StateError::Corrupt(format!(
+                "Service {service} has another kind's spec"
+            )));
+        };
+        let cache_key = format!("{service}@{}", stored.generation);
+        let mut facts = self.session_facts(identity, client)?;
+        let needs_engine = !spec.authorization.is_empty()
+            || matches!(spec.upstream, UpstreamSpec::DynamicConfig(_));
+        let engine = match (needs_engine, self.policy_engine.get()) {
+            (false, _) => None,
+            (true, Some(engine)) => Some(engine),
+            (true, None) => {
+                return Ok(RouteLookup::NotReady(format!(
+                    "service {}.{} has rules and this gateway has no policy engine",
+                    service.name, service.namespace
+                )))
+            }
+        };
+        let mut target = QualifiedName::new(&service.namespace, &spec.target);
+        let mut database = spec.database.clone();
+        let mut dynamic_role = None;
+        let mut config_name = None;
+        let (user, password) = match &spec.upstream {
+            UpstreamSpec::Static(StaticUpstream {
+                user: Some(user),
+                password_secret: Some(secret),
+                ..
+            }) => (user.clone(), self.secret_value(&service.namespace, secret)?),
+            UpstreamSpec::Static(StaticUpstream {
+                static_role: Some(role),
+                ..
+            }) => {
+                let role = QualifiedName::new(&service.namespace, role);
+                match self.static_role_password(&role)? {
+                    Some(stored) if stored.current.is_some() => (stored.username, stored.current),
+                    _ => {
+                        return Ok(RouteLookup::NotReady(format!(
+                            "the password of service {}.{} is not rotated in yet",
+                            service.name, service.namespace
+                        )))
+                    }
+                }
+            }
+            UpstreamSpec::Static(_) => {
+                return Err(StateError::Corrupt(format!(
+                    "Service {service} has neither user nor staticRole"
+                )))
+            }
+            UpstreamSpec::Dynamic(dynamic) => {
+                dynamic_role = Some(QualifiedName::new(
+                    &service.namespace,
+                    &dynamic.credential_role,
+                ));
+                (String::new(), None)
+            }
+            UpstreamSpec::DynamicConfig(routes) => {
+                let chosen = match engine {
+                    Some(engine) => engine
+                        .choose_route(&format!("{cache_key}/routes"), &routes.rules, &facts)
+                        .map_err(|e| StateError::Corrupt(e.to_string()))?,
+                    None => None,
+                };
+                let Some(config) =
+                    chosen.and_then(|name| routes.configs.iter().find(|c| c.name == name))
+                else {
+                    return Ok(RouteLookup::NoRouteRule(format!(
+                        "no route of service {}.{} matches {}.{}",
+                        service.name, service.namespace, identity.name, identity.namespace
+                    )));
+                };
+                if let Some(name) = &config.target {
+                    target = QualifiedName::new(&service.namespace, name);
+                }
+                if let Some(name) = &config.database {
+                    database = name.clone();
+                }
+                config_name = Some(config.name.clone());
+                (
+                    config.user.clone(),
+                    self.secret_value(&service.namespace, &config.password_secret)?,
+                )
+            }
+            UpstreamSpec::Intents(_) => {
+                if !self.has_intents_for(service, &spec, identity)? {
+                    return Ok(RouteLookup::Denied(format!(
+                        "no Intents give {}.{} access to service {}.{}",
+                        identity.name, identity.namespace, service.name, service.namespace
+                    )));
+                }
+                match self.managed_role(&target, identity)? {
+                    Some(role) if role.applied_version > 0 => (role.role, Some(role.password)),
+                    _ => {
+                        return Ok(RouteLookup::NotReady(format!(
+                            "the role of {}.{} on service {}.{} is not created yet (the next reconcile creates it)",
+                            identity.name, identity.namespace, service.name, service.namespace
+                        )))
+                    }
+                }
+            }
+        };
+        facts.user = user.clone();
+        facts.database = database.clone();
+        let policy = match engine {
+            Some(engine) => match engine
+                .connect(&cache_key, &spec.authorization, &facts)
+                .map_err(|e| StateError::Corrupt(e.to_string()))?
+            {
+                ConnectDecision::Allow(policy) => policy,
+                ConnectDecision::Deny(denial) => return Ok(RouteLookup::PolicyDenied(denial)),
+            },
+            None => None,
+        };
+        let target_spec = self.target(&target, service)?;
+        Ok(RouteLookup::Found(Box::new(UpstreamRoute {
+            target,
+            address: target_spec.address,
+            ssl_mode: target_spec.ssl_mode,
+            ca_file: target_spec.ca_file,
+            database,
+            user,
+            password,
+            pool: spec.pool,
+            timeouts: spec.timeouts,
+            dynamic_role,
+            config_name,
+            policy,
+            identity_groups: facts.groups,
+        })))
+    }
+
+    /// Whether some Intents in the service's namespace name `identity` and cover the service.
+    fn has_intents_for(
+        &self,
+        service: &QualifiedName,
+        spec: &postern_model::ServiceSpec,
+        identity: &QualifiedName,
+    ) -> Result<bool, StateError> {
+        if identity.namespace != service.namespace {
+            return Ok(false);
+        }
+        Ok(self
+            .list_resources(Some(Kind::Intents), Some(&service.namespace))?
+            .into_iter()
+            .any(|stored| match &stored.resource.spec {
+                Spec::Intents(intents) => {
+                    intents.identity == identity.name
+                        && intents
+                            .access
+                            .iter()
+                            .any(|entry| entry.covers_service(&service.name, spec))
+                }
+                _ => false,
+            }))
+    }
+}
