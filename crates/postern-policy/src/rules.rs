@@ -30,12 +30,24 @@ pub(crate) struct CompiledRule {
 
 /// Compiles a condition, naming `path` in the error.
 pub(crate) fn compile(path: &str, condition: Option<&str>) -> Result<Option<Program>, RuleError> {
+    let invalid = |message: String| RuleError {
+        path: path.to_owned(),
+        message: format!("invalid CEL: {}", one_line(&message)),
+    };
     condition
         .map(|source| {
-            Program::compile(source).map_err(|e| RuleError {
-                path: path.to_owned(),
-                message: format!("invalid CEL: {}", one_line(&e.to_string())),
-            })
+            // cel-parser's ANTLR runtime panics on some malformed input instead of
+            // returning an error. Catch it, with the panic message kept off stderr (the
+            // hook is process-wide; compiling happens at apply and once per rules version).
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let compiled = std::panic::catch_unwind(|| Program::compile(source));
+            std::panic::set_hook(hook);
+            match compiled {
+                Ok(Ok(program)) => Ok(program),
+                Ok(Err(e)) => Err(invalid(e.to_string())),
+                Err(_) => Err(invalid("the expression is incomplete or malformed".into())),
+            }
         })
         .transpose()
 }
@@ -264,5 +276,22 @@ impl SessionPolicy for BoundRules {
             functions: Vec::new(),
             text: String::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_expressions_are_errors_not_panics() {
+        for source in ["'a' in ctx.groups &&", "ctx.(", "1 +"] {
+            let error = compile("rules[0].condition", Some(source)).unwrap_err();
+            assert!(
+                error.message.starts_with("invalid CEL"),
+                "{source}: {error}"
+            );
+        }
+        assert!(compile("p", Some("'a' in ctx.groups")).unwrap().is_some());
     }
 }

@@ -402,6 +402,12 @@ impl Inspector {
                     .and_then(|b| parse_error_fields(b).ok())
                     .unwrap_or_default();
                 let error = (fields.code, fields.message);
+                if matches!(
+                    t.pending.front(),
+                    Some(Pending::Query { .. } | Pending::Execute { .. })
+                ) {
+                    t.statements_run += 1;
+                }
                 match t.pending.front_mut() {
                     Some(Pending::Query { error: slot, .. }) => *slot = Some(error),
                     Some(Pending::Sync) | None => {}

@@ -568,7 +568,7 @@ async fn establish<'g>(
         }
     };
     info.upstream = Some(UpstreamInfo {
-        target: route.target.to_string(),
+        target: format!("{}.{}", route.target.name, route.target.namespace),
         user: route.user.clone(),
         database: route.database.clone(),
     });
