@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
-# (SQLite is built from source), PostgreSQL server binaries and psql, a Python venv with
+# (SQLite and libpg_query are built from source), libclang (bindgen), PostgreSQL server binaries and psql, a Python venv with
 # psycopg 3 (bundling libpq 18) for the client tests, rustfmt and clippy.
 set -euo pipefail
 
@@ -10,6 +10,9 @@ as_root() {
 
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# pg_query (PostgreSQL's parser, for the policy engine) generates its bindings with
+# bindgen, which needs libclang and clang's headers.
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi

@@ -261,8 +261,32 @@ fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<S
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn start_postern(bin: &Path, dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16, String)> {
-    let state = dir.join("postern-state");
+/// Ten rules that pgbench's statements pass: nine DENYs that never match, then ALLOW.
+const TEN_RULES: &str = "  authorization:\n    rules:\n\
+      - {name: no-ddl, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'ddl'\"}\n\
+      - {name: no-secrets, effect: DENY, condition: \"'public.secrets' in ctx.request.postgres.statement.tables\"}\n\
+      - {name: no-mallory, effect: DENY, condition: \"ctx.identity.name == 'mallory'\"}\n\
+      - {name: no-contractors, effect: DENY, condition: \"'contractors' in ctx.identity.groups\"}\n\
+      - {name: copy-admins, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'copy' && !('admins' in ctx.identity.groups)\"}\n\
+      - {name: no-app, effect: DENY, condition: \"ctx.client.application_name == 'forbidden'\"}\n\
+      - {name: no-sleep, effect: DENY, condition: \"ctx.request.postgres.statement.text.contains('pg_sleep')\"}\n\
+      - {name: no-call, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'call'\"}\n\
+      - {name: office-hours, effect: DENY, condition: \"ctx.time.hour > 99\"}\n\
+      - {name: the-rest, effect: ALLOW, matchAny: true}\n";
+
+/// A gateway in front of `pg`: plain (access log off, no rules on `pgbench`) or watched
+/// (access log on, ten rules on `pgbench`).
+fn start_postern(
+    bin: &Path,
+    dir: &Path,
+    pg: &LocalPg,
+    watched: bool,
+) -> Result<(Daemon, u16, String)> {
+    let state = dir.join(if watched {
+        "postern-watched"
+    } else {
+        "postern-state"
+    });
     let resources = format!(
         "kind: Namespace\nmetadata: {{name: bench}}\n---\n\
          kind: Target\nmetadata: {{name: pg, namespace: bench}}\n\
@@ -274,10 +298,21 @@ fn start_postern(bin: &Path, dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16, S
          kind: Service\nmetadata: {{name: dyn, namespace: bench}}\n\
          spec: {{target: pg, database: pgbench, upstream: {{mode: dynamic, credentialRole: reader}}}}\n---\n\
          kind: Service\nmetadata: {{name: pgbench, namespace: bench}}\n\
-         spec: {{target: pg, database: pgbench, upstream: {{mode: static, user: bench, passwordSecret: bench-password}}}}\n---\n\
+         spec:\n  target: pg\n  database: pgbench\n  upstream: {{mode: static, user: bench, passwordSecret: bench-password}}\n{}---\n\
          kind: Identity\nmetadata: {{name: bench, namespace: bench}}\nspec: {{type: workload}}\n",
-        pg.address()
+        pg.address(),
+        if watched { TEN_RULES } else { "" }
     );
+    let config = dir.join(if watched {
+        "watched.toml"
+    } else {
+        "plain.toml"
+    });
+    std::fs::write(
+        &config,
+        format!("[audit]\nenabled = {watched}\nstate = true\n"),
+    )
+    .map_err(|e| e.to_string())?;
     let file = dir.join("resources.yaml");
     std::fs::write(&file, resources).map_err(|e| e.to_string())?;
     let file = file.to_string_lossy().into_owned();
@@ -307,6 +342,8 @@ fn start_postern(bin: &Path, dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16, S
         .env("POSTERN_STATE_DIR", &state)
         .env("RUST_LOG", "warn")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -372,7 +409,9 @@ fn run() -> Result<()> {
         .tempdir()
         .map_err(|e| e.to_string())?;
     let (bouncer, bouncer_port) = start_pgbouncer(dir.path(), &pg)?;
-    let (postern, postern_port, key) = start_postern(&options.postern, dir.path(), &pg)?;
+    let (postern, postern_port, key) = start_postern(&options.postern, dir.path(), &pg, false)?;
+    let (watched, watched_port, watched_key) =
+        start_postern(&options.postern, dir.path(), &pg, true)?;
     let endpoints = [
         Endpoint {
             name: "direct",
@@ -398,6 +437,14 @@ fn run() -> Result<()> {
             password: key.clone(),
             pid: Some(postern.0.id()),
         },
+        Endpoint {
+            name: "postern audit+10 rules",
+            port: watched_port,
+            user: "bench.bench".into(),
+            dbname: "pgbench.bench".into(),
+            password: watched_key,
+            pid: Some(watched.0.id()),
+        },
     ];
 
     let cases = cases(options.quick);
@@ -422,9 +469,9 @@ fn run() -> Result<()> {
     }
 
     println!(
-        "| case | direct tps | pgbouncer tps (ratio) | postern tps (ratio) | latency ms direct / pgbouncer / postern | CPU µs/txn pgbouncer / postern |"
+        "| case | direct tps | pgbouncer tps (ratio) | postern tps (ratio) | postern audit+10 rules tps (ratio; to postern) | latency ms direct / pgbouncer / postern / watched | CPU µs/txn pgbouncer / postern / watched |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (c, case) in cases.iter().enumerate() {
         let tps: Vec<f64> = samples[c]
             .iter()
@@ -439,18 +486,23 @@ fn run() -> Result<()> {
             .map(|s| median(s.iter().filter_map(|x| x.cpu_us_per_txn).collect()))
             .collect();
         println!(
-            "| {} | {:.0} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.3} / {:.3} / {:.3} | {:.1} / {:.1} |",
+            "| {} | {:.0} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.0} ({:.2}; {:.2}) | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} / {:.1} |",
             case.label,
             tps[0],
             tps[1],
             tps[1] / tps[0],
             tps[2],
             tps[2] / tps[0],
+            tps[3],
+            tps[3] / tps[0],
+            tps[3] / tps[2],
             latency[0],
             latency[1],
             latency[2],
+            latency[3],
             cpu[1],
-            cpu[2]
+            cpu[2],
+            cpu[3]
         );
     }
     // Connect latency of a dynamic-mode service, where every session's role is created

@@ -159,7 +159,7 @@ impl Dispatcher {
     fn run(mut self) {
         while let Ok(event) = self.receiver.recv() {
             let session = event.session.clone();
-            let Some(record) = self.to_record(event) else {
+            let Some(record) = self.make_record(event) else {
                 continue;
             };
             let record = Arc::new(record);
@@ -185,7 +185,7 @@ impl Dispatcher {
     }
 
     /// Redacts, numbers and serialises one event.
-    fn to_record(&mut self, mut event: AuditEvent) -> Option<AuditRecord> {
+    fn make_record(&mut self, mut event: AuditEvent) -> Option<AuditRecord> {
         if let Some(text) = &event.statement {
             if let std::borrow::Cow::Owned(redacted) =
                 postern_policy::redact(text, &self.secret_functions)

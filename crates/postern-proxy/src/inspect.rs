@@ -104,7 +104,7 @@ fn tag_rows(tag: &str) -> Option<u64> {
     let mut words = tag.split(' ');
     match words.next()? {
         "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "COPY" | "FETCH" | "MOVE" | "MERGE" => {
-            words.last()?.parse().ok()
+            words.next_back()?.parse().ok()
         }
         _ => None,
     }
@@ -364,10 +364,11 @@ impl Inspector {
         };
         let t = &mut *t;
         match tag {
-            b'D' => match t.pending.front_mut() {
-                Some(Pending::Execute { rows, .. }) => *rows += 1,
-                _ => {}
-            },
+            b'D' => {
+                if let Some(Pending::Execute { rows, .. }) = t.pending.front_mut() {
+                    *rows += 1;
+                }
+            }
             b'C' => {
                 let tag_text = body
                     .and_then(|b| frontend::parse_command_tag(b).ok())

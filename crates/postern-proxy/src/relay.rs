@@ -244,6 +244,9 @@ enum Edit {
     Replace(BytesMut),
 }
 
+/// Edits to a walked stretch of bytes: (start, end, edit), in order.
+type Edits = Vec<(usize, usize, Edit)>;
+
 impl Walker {
     /// Walks `buf`, handing each message to `visit` (with its body when `whole(tag)`,
     /// header only otherwise). Stops in front of a `whole` message that has not fully
@@ -254,7 +257,7 @@ impl Walker {
         limit: usize,
         whole: fn(u8) -> bool,
         mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
-    ) -> Result<(usize, Vec<(usize, usize, Edit)>), WireError> {
+    ) -> Result<(usize, Edits), WireError> {
         let mut pos = 0;
         let mut edits = Vec::new();
         while pos < buf.len() {
@@ -378,8 +381,7 @@ where
 pub(crate) async fn relay<CR, CW, UR, UW>(
     (client_rx, client_tx): (&mut CR, &mut CW),
     (upstream_rx, upstream_tx): (&mut UR, &mut UW),
-    from_client: &mut Direction,
-    from_upstream: &mut Direction,
+    (from_client, from_upstream): (&mut Direction, &mut Direction),
     service: &str,
     limits: SessionLimits,
     watched: Option<(&Inspector, usize)>,

@@ -222,8 +222,7 @@ async fn session(
     let result = relay(
         (&mut client_rx, &mut client_tx),
         (&mut upstream_rx, &mut upstream_tx),
-        &mut from_client,
-        &mut from_upstream,
+        (&mut from_client, &mut from_upstream),
         &service,
         limits,
         inspector
