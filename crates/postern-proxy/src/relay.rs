@@ -336,9 +336,12 @@ where
                     out.extend_from_slice(&dir.buf[at..walked]);
                 }
             }
+            // The walk stops in front of a Terminate; the scanner must reach it to stop.
+            let at_terminate = walker.body_remaining == 0 && dir.buf.get(walked) == Some(&b'X');
+            let scan_to = if at_terminate { dir.buf.len() } else { walked };
             let ready = dir
                 .scanner
-                .scan(&dir.buf[..walked])
+                .scan(&dir.buf[..scan_to])
                 .map_err(PumpError::Wire)?;
             if ready > 0 {
                 dir.released = ready;
