@@ -262,17 +262,18 @@ fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<S
 }
 
 /// Ten rules that pgbench's statements pass: nine DENYs that never match, then ALLOW.
-const TEN_RULES: &str = "  authorization:\n    rules:\n\
-      - {name: no-ddl, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'ddl'\"}\n\
-      - {name: no-secrets, effect: DENY, condition: \"'public.secrets' in ctx.request.postgres.statement.tables\"}\n\
-      - {name: no-mallory, effect: DENY, condition: \"ctx.identity.name == 'mallory'\"}\n\
-      - {name: no-contractors, effect: DENY, condition: \"'contractors' in ctx.identity.groups\"}\n\
-      - {name: copy-admins, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'copy' && !('admins' in ctx.identity.groups)\"}\n\
-      - {name: no-app, effect: DENY, condition: \"ctx.client.application_name == 'forbidden'\"}\n\
-      - {name: no-sleep, effect: DENY, condition: \"ctx.request.postgres.statement.text.contains('pg_sleep')\"}\n\
-      - {name: no-call, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'call'\"}\n\
-      - {name: office-hours, effect: DENY, condition: \"ctx.time.hour > 99\"}\n\
-      - {name: the-rest, effect: ALLOW, matchAny: true}\n";
+const TEN_RULES: &[&str] = &[
+    "- {name: no-ddl, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'ddl'\"}",
+    "- {name: no-secrets, effect: DENY, condition: \"'public.secrets' in ctx.request.postgres.statement.tables\"}",
+    "- {name: no-mallory, effect: DENY, condition: \"ctx.identity.name == 'mallory'\"}",
+    "- {name: no-contractors, effect: DENY, condition: \"'contractors' in ctx.identity.groups\"}",
+    "- {name: copy-admins, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'copy' && !('admins' in ctx.identity.groups)\"}",
+    "- {name: no-app, effect: DENY, condition: \"ctx.client.application_name == 'forbidden'\"}",
+    "- {name: no-sleep, effect: DENY, condition: \"ctx.request.postgres.statement.text.contains('pg_sleep')\"}",
+    "- {name: no-call, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'call'\"}",
+    "- {name: office-hours, effect: DENY, condition: \"ctx.time.hour > 99\"}",
+    "- {name: the-rest, effect: ALLOW, matchAny: true}",
+];
 
 /// A gateway in front of `pg`: plain (access log off, no rules on `pgbench`) or watched
 /// (access log on, ten rules on `pgbench`).
@@ -301,7 +302,12 @@ fn start_postern(
          spec:\n  target: pg\n  database: pgbench\n  upstream: {{mode: static, user: bench, passwordSecret: bench-password}}\n{}---\n\
          kind: Identity\nmetadata: {{name: bench, namespace: bench}}\nspec: {{type: workload}}\n",
         pg.address(),
-        if watched { TEN_RULES } else { "" }
+        if watched {
+            let rules: String = TEN_RULES.iter().map(|r| format!("      {r}\n")).collect();
+            format!("  authorization:\n    rules:\n{rules}")
+        } else {
+            String::new()
+        }
     );
     let config = dir.join(if watched {
         "watched.toml"
