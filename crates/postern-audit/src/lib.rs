@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern_model::{AccessLog, AuditEvent, AuditRecord, AuditSink, SessionInfo};
 use rand::Rng;
@@ -237,20 +237,23 @@ impl LaneWorker {
     fn run(mut self) {
         let name = self.sink.name().to_owned();
         let mut retry = RETRY_FIRST;
-        let mut failing_since: Option<Instant> = None;
+        let mut failing = false;
+        let mark_failing = |failing: &mut bool, error: String| {
+            if !*failing {
+                error!(sink = %name, error = %error, "audit sink failing; events go to the spill file");
+                *failing = true;
+            }
+        };
         loop {
             // Spilled records go first, so the sink sees events in order.
             let healthy = match self.replay() {
                 Ok(()) => true,
                 Err(e) => {
-                    if failing_since.is_none() {
-                        error!(sink = %name, error = %e, "audit sink failing; events go to the spill file");
-                        failing_since = Some(Instant::now());
-                    }
+                    mark_failing(&mut failing, e);
                     false
                 }
             };
-            if healthy && failing_since.take().is_some() {
+            if healthy && std::mem::take(&mut failing) {
                 info!(sink = %name, "audit sink recovered; spilled events replayed");
                 self.losing.store(false, Ordering::Relaxed);
                 retry = RETRY_FIRST;
@@ -277,14 +280,10 @@ impl LaneWorker {
             }
             let spill_empty = self.spill.lock().map(|s| s.is_empty()).unwrap_or(false);
             if healthy && spill_empty {
-                let records: Vec<AuditRecord> =
-                    batch.iter().map(|(r, _)| AuditRecord::clone(r)).collect();
+                let records: Vec<&AuditRecord> = batch.iter().map(|(r, _)| &**r).collect();
                 match self.sink.write(&records) {
                     Ok(()) => continue,
-                    Err(e) => {
-                        error!(sink = %name, error = %e, "audit sink failing; events go to the spill file");
-                        failing_since = Some(Instant::now());
-                    }
+                    Err(e) => mark_failing(&mut failing, e),
                 }
             }
             self.keep(&batch);
@@ -308,7 +307,7 @@ impl LaneWorker {
                 }
                 return Ok(());
             }
-            self.sink.write(&records)?;
+            self.sink.write(&records.iter().collect::<Vec<_>>())?;
             if let Ok(mut spill) = self.spill.lock() {
                 spill.replayed_to(offset);
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use postern_model::{AuditRecord, AuditSink};
 
-fn lines(batch: &[AuditRecord]) -> String {
+fn lines(batch: &[&AuditRecord]) -> String {
     let mut text = String::with_capacity(batch.iter().map(|r| r.json.len() + 1).sum());
     for record in batch {
         text.push_str(&record.json);
@@ -95,7 +95,7 @@ impl AuditSink for JsonlFileSink {
         "file"
     }
 
-    fn write(&mut self, batch: &[AuditRecord]) -> Result<(), String> {
+    fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
         let path = self.path.clone();
         let failed = |e: std::io::Error| format!("{}: {e}", path.display());
         if let Some((_, size, started)) = &self.file {
@@ -130,7 +130,7 @@ impl AuditSink for StdoutSink {
         "stdout"
     }
 
-    fn write(&mut self, batch: &[AuditRecord]) -> Result<(), String> {
+    fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         out.write_all(lines(batch).as_bytes())
             .and_then(|()| out.flush())

@@ -224,5 +224,5 @@ pub struct AuditRecord {
 /// from the hot path; an error makes the pipeline keep the batch on disk and retry.
 pub trait AuditSink: Send + 'static {
     fn name(&self) -> &str;
-    fn write(&mut self, batch: &[AuditRecord]) -> Result<(), String>;
+    fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String>;
 }

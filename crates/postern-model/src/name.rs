@@ -67,6 +67,12 @@ impl QualifiedName {
     pub fn is_qualified(text: &str) -> bool {
         text.contains('.')
     }
+
+    /// `name.namespace`: how clients write it in `user` and `dbname`, and how the access
+    /// log names services and targets.
+    pub fn dotted(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
 }
 
 impl fmt::Display for QualifiedName {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::name::QualifiedName;
-use crate::resource::{check_name, ValidationError};
+use crate::resource::{check_name, check_not_empty, ValidationError};
 
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,18 +100,30 @@ fn check_condition(
     }
 }
 
+/// Checks `name` at `{path}.name` and that no earlier `what` in `seen` has it.
+fn check_unique_name<'a>(
+    seen: &mut std::collections::BTreeSet<&'a str>,
+    path: &str,
+    what: &str,
+    name: &'a str,
+) -> Result<(), ValidationError> {
+    let path = format!("{path}.name");
+    check_name(&path, name)?;
+    if !seen.insert(name) {
+        return Err(ValidationError::new(
+            path,
+            format!("{what} {name:?} is named twice"),
+        ));
+    }
+    Ok(())
+}
+
 impl AuthorizationSpec {
     pub(crate) fn validate(&self) -> Result<(), ValidationError> {
         let mut seen = std::collections::BTreeSet::new();
         for (index, rule) in self.rules.iter().enumerate() {
             let path = format!("spec.authorization.rules[{index}]");
-            check_name(&format!("{path}.name"), &rule.name)?;
-            if !seen.insert(rule.name.as_str()) {
-                return Err(ValidationError::new(
-                    format!("{path}.name"),
-                    format!("rule {:?} is named twice", rule.name),
-                ));
-            }
+            check_unique_name(&mut seen, &path, "rule", &rule.name)?;
             check_condition(&path, &rule.condition, rule.match_any)?;
         }
         Ok(())
@@ -129,19 +141,8 @@ impl DynamicConfigUpstream {
         let mut names = std::collections::BTreeSet::new();
         for (index, config) in self.configs.iter().enumerate() {
             let path = format!("spec.upstream.configs[{index}]");
-            check_name(&format!("{path}.name"), &config.name)?;
-            if !names.insert(config.name.as_str()) {
-                return Err(ValidationError::new(
-                    format!("{path}.name"),
-                    format!("config {:?} is named twice", config.name),
-                ));
-            }
-            if config.user.trim().is_empty() {
-                return Err(ValidationError::new(
-                    format!("{path}.user"),
-                    "must not be empty",
-                ));
-            }
+            check_unique_name(&mut names, &path, "config", &config.name)?;
+            check_not_empty(&format!("{path}.user"), &config.user)?;
             check_name(&format!("{path}.passwordSecret"), &config.password_secret)?;
             if let Some(target) = &config.target {
                 check_name(&format!("{path}.target"), target)?;

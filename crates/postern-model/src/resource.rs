@@ -367,7 +367,7 @@ pub(crate) fn check_name(path: &str, name: &str) -> Result<(), ValidationError> 
     validate_name(name).map_err(|e| ValidationError::new(path, e))
 }
 
-fn check_not_empty(path: &str, value: &str) -> Result<(), ValidationError> {
+pub(crate) fn check_not_empty(path: &str, value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         return Err(ValidationError::new(path, "must not be empty"));
     }

@@ -82,7 +82,6 @@ pub(crate) struct Inspector {
     policy: Option<Arc<dyn SessionPolicy>>,
     log: Option<Arc<dyn AccessLog>>,
     session: Arc<SessionInfo>,
-    service: String,
     tracking: Mutex<Tracking>,
     bytes_from_client: AtomicU64,
     bytes_to_client: AtomicU64,
@@ -133,13 +132,11 @@ impl Inspector {
         policy: Option<Arc<dyn SessionPolicy>>,
         log: Option<Arc<dyn AccessLog>>,
         session: Arc<SessionInfo>,
-        service: String,
     ) -> Inspector {
         Inspector {
             policy,
             log,
             session,
-            service,
             tracking: Mutex::new(Tracking {
                 pending: VecDeque::new(),
                 statements: HashMap::new(),
@@ -169,11 +166,6 @@ impl Inspector {
         )
     }
 
-    /// Logs an event of this session (SESSION_START, SESSION_END).
-    pub fn record(&self, event: AuditEvent) {
-        self.emit(event);
-    }
-
     pub fn session(&self) -> &Arc<SessionInfo> {
         &self.session
     }
@@ -182,7 +174,8 @@ impl Inspector {
         self.tracking.lock().map_or(0, |t| t.statements_run)
     }
 
-    fn emit(&self, event: AuditEvent) {
+    /// Logs an event of this session, when there is an access log.
+    pub fn record(&self, event: AuditEvent) {
         if let Some(log) = &self.log {
             log.record(event);
         }
@@ -207,12 +200,12 @@ impl Inspector {
                 event.rule = Some(denial.rule.clone());
                 event.statement_kind = Some(denial.kind.clone());
                 event.sqlstate = Some("42501".into());
-                self.emit(event);
+                self.record(event);
                 return Err((
                     "42501".into(),
                     format!(
                         "permission denied: rule \"{}\" of service {} does not allow this {} statement",
-                        denial.rule, self.service, denial.kind
+                        denial.rule, self.session.service, denial.kind
                     ),
                 ));
             }
@@ -272,7 +265,7 @@ impl Inspector {
                 let mut event = self.event(EventType::Parse);
                 event.statement_name = Some(name.to_owned());
                 event.statement = Some(text.to_owned());
-                self.emit(event);
+                self.record(event);
             }
             b'B' => {
                 let bind = frontend::parse_bind(body)?;
@@ -301,7 +294,7 @@ impl Inspector {
                             .collect(),
                     );
                 }
-                self.emit(event);
+                self.record(event);
             }
             b'E' => {
                 let portal = frontend::parse_execute(body)?;
@@ -332,7 +325,7 @@ impl Inspector {
                     event.closes = Some("portal");
                 }
                 t.pending.push_back(Pending::Close);
-                self.emit(event);
+                self.record(event);
             }
             b'S' => t.pending.push_back(Pending::Sync),
             b'F' => {
@@ -496,11 +489,8 @@ impl Inspector {
         event.statement = Some(text);
         event.command_tag = tags.pop();
         event.rows = Some(rows);
-        if let Some((sqlstate, message)) = error {
-            event.sqlstate = Some(sqlstate);
-            event.error_message = Some(message);
-        }
-        self.emit(event);
+        set_error(&mut event, error);
+        self.record(event);
     }
 
     fn finish_execute(
@@ -527,11 +517,8 @@ impl Inspector {
         event.portal = Some(portal);
         event.command_tag = tag;
         event.rows = Some(tag_rows.unwrap_or(rows));
-        if let Some((sqlstate, message)) = error {
-            event.sqlstate = Some(sqlstate);
-            event.error_message = Some(message);
-        }
-        self.emit(event);
+        set_error(&mut event, error);
+        self.record(event);
     }
 
     fn finish_function_call(&self, done: Pending, error: Option<(String, String)>) {
@@ -546,11 +533,16 @@ impl Inspector {
         let mut event = self.event(EventType::FunctionCall);
         event.function_oid = Some(oid);
         event.duration_ms = Some(millis(started));
-        if let Some((sqlstate, message)) = error {
-            event.sqlstate = Some(sqlstate);
-            event.error_message = Some(message);
-        }
-        self.emit(event);
+        set_error(&mut event, error);
+        self.record(event);
+    }
+}
+
+/// The SQLSTATE and message of a failed request, if it failed.
+fn set_error(event: &mut AuditEvent, error: Option<(String, String)>) {
+    if let Some((sqlstate, message)) = error {
+        event.sqlstate = Some(sqlstate);
+        event.error_message = Some(message);
     }
 }
 

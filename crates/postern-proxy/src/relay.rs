@@ -188,6 +188,22 @@ enum PumpError {
     Wire(WireError),
 }
 
+/// Reads what `from` has into `buf`, growing it when it runs low; false at end of stream.
+/// Cancel-safe: bytes read are in `buf` whenever the future is dropped.
+async fn read_more<R: AsyncRead + Unpin>(
+    from: &mut R,
+    buf: &mut BytesMut,
+) -> Result<bool, PumpError> {
+    if buf.capacity() - buf.len() < BUFFER_SIZE / 4 {
+        buf.reserve(BUFFER_SIZE);
+    }
+    match from.read_buf(buf).await {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(PumpError::Read(e)),
+    }
+}
+
 /// Moves bytes from `from` to `to`, frame-checked, until `from` ends or the scanner stops.
 /// Not cancel-safe as a stream operation (a write may be cut short), but `dir` always
 /// says what was released and what not.
@@ -219,13 +235,8 @@ where
                 return Ok(());
             }
         }
-        if dir.buf.capacity() - dir.buf.len() < BUFFER_SIZE / 4 {
-            dir.buf.reserve(BUFFER_SIZE);
-        }
-        match from.read_buf(&mut dir.buf).await {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(PumpError::Read(e)),
+        if !read_more(from, &mut dir.buf).await? {
+            return Ok(());
         }
     }
 }
@@ -366,13 +377,8 @@ where
                 return Ok(());
             }
         }
-        if dir.buf.capacity() - dir.buf.len() < BUFFER_SIZE / 4 {
-            dir.buf.reserve(BUFFER_SIZE);
-        }
-        match from.read_buf(&mut dir.buf).await {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(PumpError::Read(e)),
+        if !read_more(from, &mut dir.buf).await? {
+            return Ok(());
         }
     }
 }

@@ -205,7 +205,6 @@ async fn session(
                 established.route.policy.clone(),
                 gateway.access_log.clone(),
                 established.info.clone(),
-                service.clone(),
             )
         });
     if let Some(inspector) = &inspector {
@@ -508,7 +507,7 @@ async fn establish<'g>(
         tls: client.is_tls(),
         application_name: application_name.clone(),
     };
-    let service_label = format!("{}.{}", service.name, service.namespace);
+    let service_label = service.dotted();
     let mut info = SessionInfo {
         connection_id: peer.connection_id,
         session_id: new_session_id(),
@@ -567,7 +566,7 @@ async fn establish<'g>(
         }
     };
     info.upstream = Some(UpstreamInfo {
-        target: format!("{}.{}", route.target.name, route.target.namespace),
+        target: route.target.dotted(),
         user: route.user.clone(),
         database: route.database.clone(),
     });

@@ -33,7 +33,7 @@ pub struct StoredEvent {
 impl Store {
     /// Stores a batch in one transaction; an event id seen before (a replay after a
     /// failure) is skipped.
-    pub fn insert_audit_records(&self, batch: &[AuditRecord]) -> Result<(), StateError> {
+    pub fn insert_audit_records(&self, batch: &[&AuditRecord]) -> Result<(), StateError> {
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO audit_events
@@ -141,7 +141,7 @@ impl AuditSink for StateAuditSink {
         "state"
     }
 
-    fn write(&mut self, batch: &[AuditRecord]) -> Result<(), String> {
+    fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
         self.store
             .insert_audit_records(batch)
             .map_err(|e| e.to_string())?;
