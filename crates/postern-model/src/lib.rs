@@ -11,6 +11,7 @@ mod intents;
 mod name;
 mod plan;
 mod policy;
+mod rbac;
 mod resource;
 mod time;
 
@@ -40,6 +41,7 @@ pub use policy::{
     DynamicConfigUpstream, PolicyEngine, RouteRule, RuleEffect, RuleError, SessionFacts,
     SessionPolicy, UpstreamConfig,
 };
+pub use rbac::{Access, Permission, Role, RoleBindingSpec, Subject};
 pub use resource::{
     AdminCredentials, ClientCertificateSpec, DynamicUpstream, IdentitySpec, IdentityType,
     IntentsUpstream, Kind, Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode,

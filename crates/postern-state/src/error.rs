@@ -19,6 +19,9 @@ pub enum StateError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// An optimistic-concurrency check failed (the resource changed, or already exists).
+    #[error("{0}")]
+    Stale(String),
     #[error(transparent)]
     Plan(#[from] postern_model::PlanError),
     #[error("state database holds an invalid row: {0}")]
@@ -33,7 +36,10 @@ impl StateError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StateError::NotFound(_) | StateError::Conflict(_) | StateError::Plan(_) => {
+            StateError::NotFound(_)
+            | StateError::Conflict(_)
+            | StateError::Stale(_)
+            | StateError::Plan(_) => {
                 ErrorKind::User
             }
             _ => ErrorKind::Internal,

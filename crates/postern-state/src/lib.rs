@@ -10,10 +10,12 @@ mod master_key;
 mod migrations;
 mod route;
 mod store;
+mod tenancy;
 
 pub use audit::{AuditQuery, StateAuditSink, StoredEvent};
 pub use error::StateError;
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole};
 pub use master_key::{KeySettings, MasterKey};
+pub use tenancy::{ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord};
 pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};

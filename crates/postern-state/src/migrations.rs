@@ -128,6 +128,40 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_events_by_time ON audit_events (time_ms);
     CREATE UNIQUE INDEX audit_events_by_event_id ON audit_events (event_id);
     "#,
+    // 5: tenancy: workload client credentials (argon2 hashes), the token signing keys
+    // (private halves sealed), issued access tokens by `jti` for revocation, and the
+    // admin API's opaque bootstrap token (SHA-256 only).
+    r#"
+    CREATE TABLE identity_clients (
+        client_id   TEXT PRIMARY KEY,
+        namespace   TEXT NOT NULL,
+        identity    TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX identity_clients_by_identity ON identity_clients (namespace, identity);
+    CREATE TABLE signing_keys (
+        kid        TEXT PRIMARY KEY,
+        nonce      BLOB NOT NULL,
+        sealed     BLOB NOT NULL,
+        public_key BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER
+    );
+    CREATE TABLE access_tokens (
+        jti        TEXT PRIMARY KEY,
+        namespace  TEXT NOT NULL,
+        identity   TEXT NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE INDEX access_tokens_by_expiry ON access_tokens (expires_at);
+    CREATE TABLE admin_tokens (
+        token_hash TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use postern_model::{
     ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, Kind,
-    PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec, StaticUpstream,
+    Permission, PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec, StaticUpstream,
     TargetSpec, UpstreamRoute, UpstreamSpec,
 };
 use rusqlite::params;
@@ -128,6 +128,23 @@ impl Store {
                 "Service {service} has another kind's spec"
             )));
         };
+        // Other tenants' services are invisible: refused as if absent, unless the
+        // identity may read the namespace and so knows the service is there.
+        let access = self.access_of(identity)?.map(|(_, access)| access);
+        let allowed = |permission| {
+            access
+                .as_ref()
+                .is_some_and(|a| a.allows(&service.namespace, permission))
+        };
+        if !allowed(Permission::Connect) {
+            if !allowed(Permission::Read) {
+                return Ok(RouteLookup::NoService);
+            }
+            return Ok(RouteLookup::Denied(format!(
+                "{}.{} has no namespace-connect role in namespace {}",
+                identity.name, identity.namespace, service.namespace
+            )));
+        }
         let cache_key = format!("{service}@{}", stored.generation);
         let mut facts = self.session_facts(identity, client)?;
         let needs_engine = !spec.authorization.is_empty()

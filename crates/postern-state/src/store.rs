@@ -110,7 +110,7 @@ pub(crate) fn random_token(bytes: usize) -> String {
     B64URL.encode(buf)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
@@ -324,7 +324,7 @@ impl Store {
         self.read(|conn| Self::list_in(conn, kind, namespace))
     }
 
-    fn list_in(
+    pub(crate) fn list_in(
         conn: &Connection,
         kind: Option<Kind>,
         namespace: Option<&str>,
@@ -354,7 +354,7 @@ impl Store {
         self.read(|conn| Self::get_in(conn, kind, namespace, name))
     }
 
-    fn get_in(
+    pub(crate) fn get_in(
         conn: &Connection,
         kind: Kind,
         namespace: &str,
@@ -453,7 +453,7 @@ impl Store {
     }
 
     /// A namespace may go only when empty: secrets are never deleted as a side effect.
-    fn check_namespace_deletable(conn: &Connection, name: &str) -> Result<(), StateError> {
+    pub(crate) fn check_namespace_deletable(conn: &Connection, name: &str) -> Result<(), StateError> {
         if name == postern_model::DEFAULT_NAMESPACE {
             return Err(StateError::Conflict(
                 "the default namespace cannot be deleted".into(),
@@ -473,17 +473,19 @@ impl Store {
         Ok(())
     }
 
-    fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+    pub(crate) fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
         tx.execute(
             "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
             params![r.kind().as_str(), r.namespace(), r.name()],
         )?;
         match r.kind() {
             Kind::Identity => {
-                tx.execute(
-                    "DELETE FROM api_keys WHERE namespace = ?1 AND identity = ?2",
-                    params![r.namespace(), r.name()],
-                )?;
+                for table in ["api_keys", "identity_clients"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE namespace = ?1 AND identity = ?2"),
+                        params![r.namespace(), r.name()],
+                    )?;
+                }
             }
             Kind::Intents => {
                 tx.execute(
@@ -497,7 +499,11 @@ impl Store {
                     params![r.namespace(), r.name()],
                 )?;
             }
-            Kind::Namespace | Kind::Target | Kind::Service | Kind::CredentialRole => {}
+            Kind::Namespace
+            | Kind::Target
+            | Kind::Service
+            | Kind::CredentialRole
+            | Kind::RoleBinding => {}
         }
         Ok(())
     }
@@ -573,7 +579,7 @@ impl Store {
                         )));
                     }
                 }
-                Kind::Service | Kind::Identity | Kind::Intents => {}
+                Kind::Service | Kind::Identity | Kind::Intents | Kind::RoleBinding => {}
             }
             Self::delete_in(tx, r)
         })

@@ -238,6 +238,13 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
             "target={} username={} rotationPeriod={}",
             r.target, r.username, r.rotation_period
         ),
+        Spec::RoleBinding(b) => {
+            let subject = match (&b.subject.identity, &b.subject.group) {
+                (Some(identity), _) => format!("identity={identity}"),
+                (None, group) => format!("group={}", group.as_deref().unwrap_or_default()),
+            };
+            format!("role={} {subject}", b.role)
+        }
         Spec::Intents(i) => {
             let state = match status {
                 Some(status) if status.state == "applied" => "applied".to_owned(),

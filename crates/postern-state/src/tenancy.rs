@@ -1,0 +1,543 @@
+//! Tenancy state: workload client credentials (argon2 hashes), token signing keys (private
+//! halves sealed), issued access tokens for revocation by `jti`, the admin API's bootstrap
+//! token, role bindings resolved to an identity's access, and single-resource writes with
+//! optimistic concurrency for the admin API.
+
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use postern_model::{
+    plan_apply, Access, Change, Kind, LoadedResource, QualifiedName, Resource, SecretValue, Spec,
+};
+use rand::Rng;
+use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use crate::store::{now, random_hex, random_token, StoredResource};
+use crate::{StateError, Store};
+
+/// Client credentials just made: the only moment the secret exists outside the client.
+#[derive(Debug)]
+pub struct CreatedClient {
+    pub client_id: String,
+    pub identity: QualifiedName,
+    pub secret: SecretValue,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub identity: QualifiedName,
+    pub created_at: i64,
+}
+
+/// An Ed25519 token signing key. The PKCS#8 document is secret and never printed.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub pkcs8: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: i64,
+    /// `None` for the key that signs; retired keys still verify until they are pruned.
+    pub retired_at: Option<i64>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An issued access token, by its `jti`.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub jti: String,
+    pub identity: QualifiedName,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What a single-resource write expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Nothing of that kind and name yet.
+    Absent,
+    /// The stored resource is at this generation.
+    Generation(i64),
+}
+
+fn signing_key_aad(kid: &str) -> Vec<u8> {
+    format!("signing-key:{kid}").into_bytes()
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hash_secret(secret: &str) -> Result<String, StateError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| StateError::Corrupt(e.to_string()))?;
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| StateError::Corrupt(format!("hashing a client secret: {e}")))
+}
+
+/// A hash of nothing anyone holds, checked when a client id is unknown so that a wrong
+/// id costs the same time as a wrong secret.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Qe+7aGqFv7LMHwqiWy4Q0eH9y7Hh3sMiYQ6E5s3I0f4";
+
+impl Store {
+    // ---- client credentials --------------------------------------------------------------
+
+    /// Makes a client id and secret for an identity; only an argon2 hash is stored.
+    pub fn create_identity_client(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<CreatedClient, StateError> {
+        let client_id = format!("pc_{}", random_hex(10));
+        let secret = SecretValue::new(format!("pcs_{}", random_token(32)));
+        let hash = hash_secret(secret.expose())?;
+        self.write(|tx| {
+            if Self::get_in(tx, Kind::Identity, &identity.namespace, &identity.name)?.is_none() {
+                return Err(StateError::NotFound(format!("Identity {identity}")));
+            }
+            tx.execute(
+                "INSERT INTO identity_clients VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![client_id, identity.namespace, identity.name, hash, now()],
+            )?;
+            Ok(())
+        })?;
+        Ok(CreatedClient {
+            client_id,
+            identity: identity.clone(),
+            secret,
+        })
+    }
+
+    /// The identity whose client id and secret these are, or `None`. Slow by design
+    /// (argon2): call it off the async executor.
+    pub fn verify_identity_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Option<QualifiedName>, StateError> {
+        let row: Option<(String, String, String)> = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT namespace, identity, secret_hash FROM identity_clients WHERE client_id = ?1",
+                    [client_id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?)
+        })?;
+        let hash_text = row.as_ref().map_or(DECOY_HASH, |(_, _, hash)| hash.as_str());
+        let hash = PasswordHash::new(hash_text)
+            .map_err(|e| StateError::Corrupt(format!("client secret hash: {e}")))?;
+        let matches = Argon2::default()
+            .verify_password(secret.as_bytes(), &hash)
+            .is_ok();
+        Ok(match row {
+            Some((namespace, identity, _)) if matches => {
+                Some(QualifiedName::new(namespace, identity))
+            }
+            _ => None,
+        })
+    }
+
+    pub fn list_identity_clients(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Vec<ClientInfo>, StateError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT client_id, created_at FROM identity_clients
+                 WHERE namespace = ?1 AND identity = ?2 ORDER BY created_at, client_id",
+            )?;
+            let rows = stmt
+                .query_map(params![identity.namespace, identity.name], |row| {
+                    Ok(ClientInfo {
+                        client_id: row.get(0)?,
+                        identity: identity.clone(),
+                        created_at: row.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn delete_identity_client(
+        &self,
+        identity: &QualifiedName,
+        client_id: &str,
+    ) -> Result<(), StateError> {
+        let deleted = self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM identity_clients WHERE namespace = ?1 AND identity = ?2 AND client_id = ?3",
+                params![identity.namespace, identity.name, client_id],
+            )?)
+        })?;
+        if deleted == 0 {
+            return Err(StateError::NotFound(format!(
+                "client {client_id} of Identity {identity}"
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- signing keys --------------------------------------------------------------------
+
+    /// Every signing key, newest first.
+    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StateError> {
+        let rows: Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<i64>)> =
+            self.read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT kid, nonce, sealed, public_key, created_at, retired_at
+                     FROM signing_keys ORDER BY created_at DESC, kid",
+                )?;
+                let rows = stmt
+                    .query_map([], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })?;
+        rows.into_iter()
+            .map(|(kid, nonce, sealed, public_key, created_at, retired_at)| {
+                let pkcs8 = self
+                    .key
+                    .unseal(&nonce, &sealed, &signing_key_aad(&kid))
+                    .ok_or_else(|| {
+                        StateError::Corrupt(format!("signing key {kid} does not unseal"))
+                    })?;
+                Ok(SigningKey {
+                    kid,
+                    pkcs8,
+                    public_key,
+                    created_at,
+                    retired_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a new signing key, which signs from now on; the previous one is retired and
+    /// keeps verifying the tokens it signed.
+    pub fn add_signing_key(
+        &self,
+        kid: &str,
+        pkcs8: &[u8],
+        public_key: &[u8],
+    ) -> Result<(), StateError> {
+        let (nonce, sealed) = self.key.seal(pkcs8, &signing_key_aad(kid))?;
+        let now = now();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                [now],
+            )?;
+            tx.execute(
+                "INSERT INTO signing_keys VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                params![kid, nonce, sealed, public_key, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Deletes keys retired before `before` (unix seconds); returns how many.
+    pub fn prune_signing_keys(&self, before: i64) -> Result<usize, StateError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
+                [before],
+            )?)
+        })
+    }
+
+    // ---- access tokens -------------------------------------------------------------------
+
+    pub fn record_access_token(&self, record: &TokenRecord) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM access_tokens WHERE expires_at < ?1",
+                [now() - 60],
+            )?;
+            tx.execute(
+                "INSERT INTO access_tokens VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                params![
+                    record.jti,
+                    record.identity.namespace,
+                    record.identity.name,
+                    record.issued_at,
+                    record.expires_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn access_token(&self, jti: &str) -> Result<Option<TokenRecord>, StateError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT jti, namespace, identity, issued_at, expires_at, revoked_at
+                     FROM access_tokens WHERE jti = ?1",
+                    [jti],
+                    |row| {
+                        Ok(TokenRecord {
+                            jti: row.get(0)?,
+                            identity: QualifiedName::new(
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                            ),
+                            issued_at: row.get(3)?,
+                            expires_at: row.get(4)?,
+                            revoked_at: row.get(5)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    /// Marks a token revoked; revoking twice is a no-op.
+    pub fn revoke_access_token(&self, jti: &str) -> Result<(), StateError> {
+        let found = self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE access_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE jti = ?1",
+                params![jti, now()],
+            )?)
+        })?;
+        if found == 0 {
+            return Err(StateError::NotFound(format!("token {jti}")));
+        }
+        Ok(())
+    }
+
+    // ---- bootstrap admin token -----------------------------------------------------------
+
+    /// Makes the bootstrap admin token when there is none yet; `None` when one exists.
+    pub fn create_bootstrap_token(&self) -> Result<Option<SecretValue>, StateError> {
+        let token = SecretValue::new(format!("pat_{}", random_token(32)));
+        let hash = sha256_hex(token.expose());
+        self.write(|tx| {
+            let existing: i64 =
+                tx.query_row("SELECT count(*) FROM admin_tokens", [], |row| row.get(0))?;
+            if existing > 0 {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO admin_tokens VALUES (?1, ?2)",
+                params![hash, now()],
+            )?;
+            Ok(Some(token))
+        })
+    }
+
+    /// Whether `token` is the bootstrap admin token. Only its SHA-256 is stored: it is 32
+    /// random bytes, so a fast hash is enough.
+    pub fn is_admin_token(&self, token: &str) -> Result<bool, StateError> {
+        let hash = sha256_hex(token);
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM admin_tokens WHERE token_hash = ?1",
+                    [hash],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
+    // ---- role bindings -------------------------------------------------------------------
+
+    /// The identity's groups and the access its role bindings give it; `None` when the
+    /// identity does not exist.
+    pub fn access_of(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<(Vec<String>, Access)>, StateError> {
+        self.read(|conn| {
+            let Some(stored) = Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
+            else {
+                return Ok(None);
+            };
+            let groups = match stored.resource.spec {
+                Spec::Identity(spec) => spec.groups,
+                _ => Vec::new(),
+            };
+            let bindings = Self::list_in(conn, Some(Kind::RoleBinding), None)?;
+            let access = Access::of_identity(
+                identity,
+                &groups,
+                bindings.iter().filter_map(|b| match &b.resource.spec {
+                    Spec::RoleBinding(spec) => Some((b.resource.namespace(), spec)),
+                    _ => None,
+                }),
+            );
+            Ok(Some((groups, access)))
+        })
+    }
+
+    // ---- single-resource writes ----------------------------------------------------------
+
+    /// Creates or replaces one resource, checked as `apply` checks it (references must
+    /// exist), if the stored one matches `precondition`. Not marked as applied, so
+    /// `apply --prune` leaves it alone.
+    pub fn put_resource(
+        &self,
+        resource: Resource,
+        precondition: Precondition,
+    ) -> Result<StoredResource, StateError> {
+        let (kind, namespace, name) = (
+            resource.kind(),
+            resource.namespace().to_owned(),
+            resource.name().to_owned(),
+        );
+        self.write(|tx| {
+            let stored = Self::get_in(tx, kind, &namespace, &name)?;
+            match (precondition, &stored) {
+                (Precondition::Absent, Some(_)) => {
+                    return Err(StateError::Stale(format!(
+                        "{} already exists",
+                        resource.describe()
+                    )))
+                }
+                (Precondition::Generation(_), None) => {
+                    return Err(StateError::NotFound(resource.describe()))
+                }
+                (Precondition::Generation(expected), Some(current))
+                    if current.generation != expected =>
+                {
+                    return Err(StateError::Stale(format!(
+                        "{} is at generation {}, not {expected}; read it again and retry",
+                        resource.describe(),
+                        current.generation
+                    )))
+                }
+                _ => {}
+            }
+            let current: Vec<(Resource, bool)> = Self::list_in(tx, None, None)?
+                .into_iter()
+                .map(|s| (s.resource, s.applied))
+                .collect();
+            let desired = [LoadedResource {
+                origin: "request".to_owned(),
+                resource: resource.clone(),
+            }];
+            let changes = plan_apply(&desired, &current, false)?;
+            let metadata = serde_json::to_string(&resource.metadata)
+                .map_err(|e| StateError::Corrupt(e.to_string()))?;
+            let spec = resource.spec_json().to_string();
+            let now = now();
+            match changes.first() {
+                Some(Change::Create(_)) => {
+                    tx.execute(
+                        "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?6)",
+                        params![kind.as_str(), namespace, name, metadata, spec, now],
+                    )?;
+                }
+                Some(Change::Update { .. }) => {
+                    tx.execute(
+                        "UPDATE resources SET metadata = ?4, spec = ?5, generation = generation + 1,
+                             updated_at = ?6
+                         WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                        params![kind.as_str(), namespace, name, metadata, spec, now],
+                    )?;
+                }
+                _ => {}
+            }
+            Self::get_in(tx, kind, &namespace, &name)?
+                .ok_or_else(|| StateError::Corrupt(format!("{} vanished", resource.describe())))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master_key::KeySettings;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeySettings {
+            inline: None,
+            credentials_directory: None,
+            key_file: dir.path().join("master.key"),
+        };
+        let store = Store::open(dir.path(), &keys).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn decoy_hash_parses() {
+        PasswordHash::new(DECOY_HASH).unwrap();
+    }
+
+    #[test]
+    fn client_secrets_verify_only_when_right() {
+        let (_dir, store) = store();
+        let docs = postern_model::parse_documents(
+            "t.yaml",
+            "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload}\n",
+            postern_model::Format::Yaml,
+        )
+        .unwrap();
+        store.apply_resources(&docs, false, false).unwrap();
+        let who = QualifiedName::new("a", "w");
+        let client = store.create_identity_client(&who).unwrap();
+        assert_eq!(
+            store
+                .verify_identity_client(&client.client_id, client.secret.expose())
+                .unwrap(),
+            Some(who.clone())
+        );
+        assert_eq!(
+            store
+                .verify_identity_client(&client.client_id, "pcs_wrong")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .verify_identity_client("pc_unknown", client.secret.expose())
+                .unwrap(),
+            None
+        );
+        let stored: String = store
+            .read(|c| {
+                Ok(c.query_row("SELECT secret_hash FROM identity_clients", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert!(!stored.contains(client.secret.expose()));
+    }
+
+    #[test]
+    fn bootstrap_token_is_made_once() {
+        let (_dir, store) = store();
+        let token = store.create_bootstrap_token().unwrap().unwrap();
+        assert!(store.create_bootstrap_token().unwrap().is_none());
+        assert!(store.is_admin_token(token.expose()).unwrap());
+        assert!(!store.is_admin_token("pat_other").unwrap());
+    }
+}
