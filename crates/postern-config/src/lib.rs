@@ -85,6 +85,47 @@ impl Default for AuditConfig {
     }
 }
 
+/// Where the wire proxy takes an access token as a cleartext password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenPasswordSetting {
+    Off,
+    /// Only over TLS.
+    #[default]
+    Tls,
+    /// Over TLS, or plain TCP from a loopback address.
+    TlsOrLoopback,
+}
+
+/// The `[api]` section: the admin API and the access tokens it issues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the admin API on `admin_listen`.
+    pub enabled: bool,
+    /// Lifetime of tokens from the token endpoint and of `token issue` without `--ttl`.
+    pub token_ttl_secs: u64,
+    /// Longest lifetime `token issue --ttl` may ask for.
+    pub max_token_ttl_secs: u64,
+    /// A new signing key is made when the current one is this old; the old one keeps
+    /// verifying for `max_token_ttl_secs`.
+    pub signing_key_rotation_secs: u64,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            token_ttl_secs: 900,
+            max_token_ttl_secs: 24 * 3600,
+            signing_key_rotation_secs: 30 * 24 * 3600,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
 /// The typed runtime configuration.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,8 +175,13 @@ pub struct Config {
     /// whose common name an Identity declares logs that identity in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Access tokens as cleartext passwords on the wire: `off`, `tls`, `tls-or-loopback`.
+    #[serde(default)]
+    pub token_password: TokenPasswordSetting,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 impl fmt::Debug for Config {
@@ -177,7 +223,9 @@ impl Default for Config {
             tls_key_file: None,
             require_tls: false,
             tls_client_ca_file: None,
+            token_password: TokenPasswordSetting::default(),
             audit: AuditConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -217,6 +265,8 @@ pub struct Overrides {
     pub require_tls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_password: Option<TokenPasswordSetting>,
 }
 
 /// A setting that could not be read; one line saying which and why.
@@ -284,6 +334,12 @@ impl Config {
         }
         if self.auth_timeout_secs == 0 {
             return invalid("auth_timeout_secs must be at least 1");
+        }
+        if self.api.token_ttl_secs == 0 || self.api.token_ttl_secs > self.api.max_token_ttl_secs {
+            return invalid("api.token_ttl_secs must be between 1 and api.max_token_ttl_secs");
+        }
+        if self.api.signing_key_rotation_secs < 60 {
+            return invalid("api.signing_key_rotation_secs must be at least 60");
         }
         if self.audit.queue_capacity == 0 {
             return invalid("audit.queue_capacity must be at least 1");

@@ -139,3 +139,15 @@ pub trait SessionCredentials: Send + Sync + 'static {
     /// The session ended: revoke its role (in the background; failures are retried).
     fn release(&self, lease_id: String);
 }
+
+/// Why an access token was not accepted; for logs, never for clients (they get 28P01).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("access token refused: {0}")]
+pub struct TokenRejected(pub String);
+
+/// Checks access tokens offered as passwords. Implementations may block briefly (a
+/// revocation lookup); async callers run them on a blocking thread.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Accepts `token` only when it is a valid, unexpired, unrevoked token of `identity`.
+    fn verify(&self, token: &str, identity: &QualifiedName) -> Result<(), TokenRejected>;
+}

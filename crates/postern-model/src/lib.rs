@@ -26,7 +26,7 @@ pub use credentials::{
 };
 pub use directory::{
     BoxFuture, Directory, DirectoryError, IdentityCredentials, LeaseRefused, RouteLookup,
-    SecretValue, SessionCredentials, SessionLease, UpstreamRoute,
+    SecretValue, SessionCredentials, SessionLease, TokenRejected, TokenVerifier, UpstreamRoute,
 };
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;

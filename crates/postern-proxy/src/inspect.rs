@@ -85,6 +85,7 @@ pub(crate) struct Inspector {
     tracking: Mutex<Tracking>,
     bytes_from_client: AtomicU64,
     bytes_to_client: AtomicU64,
+    statements_denied: AtomicU64,
 }
 
 fn truncated(text: &str) -> Arc<str> {
@@ -145,7 +146,13 @@ impl Inspector {
             }),
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
+            statements_denied: AtomicU64::new(0),
         }
+    }
+
+    /// Statements the rules refused.
+    pub fn statements_denied(&self) -> u64 {
+        self.statements_denied.load(Ordering::Relaxed)
     }
 
     pub fn count_from_client(&self, bytes: usize) {
@@ -195,6 +202,7 @@ impl Inspector {
     ) -> Result<(), (String, String)> {
         if let Some(policy) = &self.policy {
             if let Err(denial) = check(policy.as_ref()) {
+                self.statements_denied.fetch_add(1, Ordering::Relaxed);
                 let mut event = self.event(EventType::PolicyDenied);
                 event.statement = text.map(str::to_owned);
                 event.rule = Some(denial.rule.clone());

@@ -1,5 +1,5 @@
 //! Postern's PostgreSQL wire proxy: accepts clients, authenticates them as identities with
-//! SCRAM-SHA-256, logs in upstream with credentials the client never sees, and relays.
+//! SCRAM-SHA-256 (API keys) or an access token as a password, logs in upstream with credentials the client never sees, and relays.
 //! It reaches state only through [`postern_model::Directory`].
 
 mod cancel;
@@ -15,10 +15,11 @@ mod upstream;
 mod upstream_tls;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_model::{AccessLog, Directory, SessionCredentials};
+use postern_model::{AccessLog, Directory, SessionCredentials, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -39,6 +40,21 @@ pub struct ProxySettings {
     pub shutdown_grace: Duration,
     /// Refuse clients that do not switch to TLS (28000).
     pub require_tls: bool,
+    /// Where an identity without API keys may log in with an access token as a cleartext
+    /// password.
+    pub token_password: TokenPassword,
+}
+
+/// Where access tokens are accepted as cleartext passwords. Never over plain TCP from
+/// another host: the token would cross the network readable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenPassword {
+    Off,
+    /// Over TLS only.
+    #[default]
+    Tls,
+    /// Over TLS, or over plain TCP from a loopback address.
+    TlsOrLoopback,
 }
 
 impl Default for ProxySettings {
@@ -50,7 +66,24 @@ impl Default for ProxySettings {
             upstream_connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             require_tls: false,
+            token_password: TokenPassword::default(),
         }
+    }
+}
+
+/// Counters of the proxy since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    pub sessions_started: AtomicU64,
+    pub sessions_active: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub policy_denials: AtomicU64,
+    pub statements: AtomicU64,
+}
+
+impl GatewayStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -69,6 +102,9 @@ pub struct Gateway {
     session_credentials: Option<Arc<dyn SessionCredentials>>,
     /// The access log; without it sessions are not recorded.
     access_log: Option<Arc<dyn AccessLog>>,
+    /// Checks access tokens given as passwords; without it only API keys log in.
+    tokens: Option<Arc<dyn TokenVerifier>>,
+    pub stats: GatewayStats,
 }
 
 impl Gateway {
@@ -79,6 +115,7 @@ impl Gateway {
         tls: Option<TlsConfig>,
         session_credentials: Option<Arc<dyn SessionCredentials>>,
         access_log: Option<Arc<dyn AccessLog>>,
+        tokens: Option<Arc<dyn TokenVerifier>>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             settings,
@@ -89,7 +126,14 @@ impl Gateway {
             tls,
             session_credentials,
             access_log,
+            tokens,
+            stats: GatewayStats::default(),
         })
+    }
+
+    /// Idle upstream connections kept for reuse.
+    pub fn pooled_connections(&self) -> usize {
+        self.pool.idle_count()
     }
 
     /// Re-reads the TLS certificate and key (on SIGHUP); the old ones stay on failure.

@@ -111,6 +111,11 @@ impl Pool {
         pool.retain(|_, list| !list.is_empty());
     }
 
+    /// Idle connections, over every key.
+    pub fn idle_count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
     /// Closes every idle connection (at shutdown).
     pub fn clear(&self) {
         let drained: Vec<Idle> = self.lock().drain().flat_map(|(_, list)| list).collect();

@@ -10,8 +10,8 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use postern_model::{
     AuditEvent, ClientFacts, EventType, IdentityCredentials, IdentityInfo, QualifiedName,
-    RouteLookup, SessionCredentials, SessionInfo, SessionTotals, UpstreamInfo, UpstreamRoute,
-    DEFAULT_NAMESPACE,
+    RouteLookup, SessionCredentials, SessionInfo, SessionTotals, TokenVerifier, UpstreamInfo,
+    UpstreamRoute, DEFAULT_NAMESPACE,
 };
 use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
 use postern_wire::certificate::subject_common_name;
@@ -35,7 +35,7 @@ use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, RelayEnd, SessionLimits};
 use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::{forwarded_params, login, UpstreamConnection};
-use crate::Gateway;
+use crate::{Gateway, GatewayStats, TokenPassword};
 
 /// How long writing the final error to a client may take.
 const FAREWELL_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -109,6 +109,7 @@ pub(crate) async fn run(
                 }
                 SessionError::AuthFailed { user } => {
                     warn!(user = %user, "authentication failed");
+                    GatewayStats::add(&gateway.stats.auth_failures, 1);
                     if let Some(log) = &gateway.access_log {
                         let who = QualifiedName::parse(user, DEFAULT_NAMESPACE);
                         let info = SessionInfo {
@@ -153,6 +154,25 @@ pub(crate) async fn run(
     .await
 }
 
+/// Counts a session as active for as long as it lives.
+struct ActiveSession<'a>(&'a GatewayStats);
+
+impl<'a> ActiveSession<'a> {
+    fn new(stats: &'a GatewayStats) -> Self {
+        GatewayStats::add(&stats.sessions_started, 1);
+        GatewayStats::add(&stats.sessions_active, 1);
+        ActiveSession(stats)
+    }
+}
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.0
+            .sessions_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Where a connection comes from.
 struct Peer {
     address: SocketAddr,
@@ -194,6 +214,7 @@ async fn session(
     };
     let service = established.service.to_string();
     info!(identity = %established.identity, service = %service, "session started");
+    let _active = ActiveSession::new(&gateway.stats);
     let mut from_client = Direction::from_client(client_pending, gateway.settings.max_message_size);
     let mut from_upstream =
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
@@ -242,6 +263,8 @@ async fn session(
             events_dropped: inspector.session().dropped(),
         });
         inspector.record(event);
+        GatewayStats::add(&gateway.stats.statements, inspector.statements_run());
+        GatewayStats::add(&gateway.stats.policy_denials, inspector.statements_denied());
     }
     let end = result?;
     let Established {
@@ -486,18 +509,17 @@ async fn establish<'g>(
         backend::negotiate_protocol_version(&mut out, 3, 0, options.into_iter());
     }
     let server_final =
-        authenticate(gateway, client, pending, &mut out, &identity, &user, tls).await?;
+        authenticate(
+            gateway, client, pending, &mut out, &identity, &user, tls, peer,
+        )
+        .await?;
 
-    // Until role bindings exist, an identity reaches only its own namespace's services;
-    // other namespaces look exactly like missing services (asked before any lookup, so
-    // no answer can tell them apart).
+    // Services of namespaces the identity may not see answer as missing ones do (the
+    // store decides from its role bindings).
     let unknown = || SessionError::UnknownService {
         dbname: dbname.clone(),
         identity: identity.to_string(),
     };
-    if identity.namespace != service.namespace {
-        return Err(unknown());
-    }
     let application_name = params
         .get("application_name")
         .unwrap_or_default()
@@ -530,6 +552,7 @@ async fn establish<'g>(
         RouteLookup::NotReady(reason) => return Err(SessionError::NotReady(reason)),
         RouteLookup::NoRouteRule(reason) => return Err(SessionError::NoRoute(reason)),
         RouteLookup::PolicyDenied(denial) => {
+            GatewayStats::add(&gateway.stats.policy_denials, 1);
             if let Some(log) = &gateway.access_log {
                 let mut event = AuditEvent::new(EventType::PolicyDenied, Arc::new(info));
                 event.rule = Some(denial.rule.clone());
@@ -700,12 +723,12 @@ fn scram_material(
     }
 }
 
-/// SCRAM-SHA-256 against the identity's API keys. `out` holds messages to send first;
-/// returns the server-final-message for AuthenticationSASLFinal.
 /// Authenticates the identity: by its client certificate when the TLS handshake
-/// presented a verified one with the identity's common name, else by SCRAM against its API
-/// keys. `out` holds messages to send first; returns the server-final-message for
-/// AuthenticationSASLFinal, or `None` after certificate authentication.
+/// presented a verified one with the identity's common name; by an access token as a
+/// cleartext password when the identity has no API keys and the connection may carry
+/// one; else by SCRAM against its API keys. `out` holds messages to send first; returns
+/// the server-final-message for AuthenticationSASLFinal, or `None` when there is none.
+#[allow(clippy::too_many_arguments)]
 async fn authenticate(
     gateway: &Gateway,
     client: &mut ClientStream,
@@ -714,10 +737,11 @@ async fn authenticate(
     identity: &QualifiedName,
     user: &str,
     tls: TlsFacts,
+    peer: &Peer,
 ) -> Result<Option<Vec<u8>>, SessionError> {
-    let credentials = identity_credentials(gateway, identity)
-        .await?
-        .unwrap_or_default();
+    let found = identity_credentials(gateway, identity).await?;
+    let exists = found.is_some();
+    let credentials = found.unwrap_or_default();
     if let (Some(presented), Some(expected)) = (
         tls.client_common_name.as_deref(),
         credentials.certificate_common_name.as_deref(),
@@ -725,6 +749,16 @@ async fn authenticate(
         if presented == expected {
             debug!(identity = %identity, "authenticated by client certificate");
             return Ok(None);
+        }
+    }
+    let token_channel = match gateway.settings.token_password {
+        TokenPassword::Off => false,
+        TokenPassword::Tls => client.is_tls(),
+        TokenPassword::TlsOrLoopback => client.is_tls() || peer.address.ip().is_loopback(),
+    };
+    if let Some(tokens) = gateway.tokens.as_ref().filter(|_| token_channel) {
+        if exists && credentials.verifiers.is_empty() {
+            return authenticate_token(tokens, client, pending, out, identity, user).await;
         }
     }
     let (salt, iterations, keys) = scram_material(gateway, identity, &credentials.verifiers);
@@ -755,6 +789,45 @@ async fn authenticate(
         ScramOutcome::Rejected => Err(SessionError::AuthFailed {
             user: user.to_owned(),
         }),
+    }
+}
+
+/// Asks for a cleartext password and accepts it only as an access token of `identity`.
+async fn authenticate_token(
+    tokens: &Arc<dyn TokenVerifier>,
+    client: &mut ClientStream,
+    pending: &mut BytesMut,
+    out: &mut BytesMut,
+    identity: &QualifiedName,
+    user: &str,
+) -> Result<Option<Vec<u8>>, SessionError> {
+    backend::authentication_cleartext_password(out);
+    send(client, out).await?;
+    let message = read_password_message(client, pending).await?;
+    // PasswordMessage: the password as a C string.
+    let password = message
+        .strip_suffix(b"\0")
+        .and_then(|text| std::str::from_utf8(text).ok())
+        .ok_or(WireError::Malformed {
+            what: "password message",
+        })?
+        .to_owned();
+    let tokens = tokens.clone();
+    let who = identity.clone();
+    let verdict = tokio::task::spawn_blocking(move || tokens.verify(&password, &who))
+        .await
+        .map_err(|e| SessionError::Internal(e.to_string()))?;
+    match verdict {
+        Ok(()) => {
+            debug!(identity = %identity, "authenticated by access token");
+            Ok(None)
+        }
+        Err(rejected) => {
+            debug!(identity = %identity, reason = %rejected, "access token refused");
+            Err(SessionError::AuthFailed {
+                user: user.to_owned(),
+            })
+        }
     }
 }
 

@@ -25,12 +25,18 @@ pub fn put_cstr(out: &mut BytesMut, s: &str) {
 }
 
 const AUTH_OK: i32 = 0;
+const AUTH_CLEARTEXT_PASSWORD: i32 = 3;
 const AUTH_SASL: i32 = 10;
 const AUTH_SASL_CONTINUE: i32 = 11;
 const AUTH_SASL_FINAL: i32 = 12;
 
 pub fn authentication_ok(out: &mut BytesMut) {
     put_message(out, b'R', |b| b.put_i32(AUTH_OK));
+}
+
+/// AuthenticationCleartextPassword: the client answers with a PasswordMessage.
+pub fn authentication_cleartext_password(out: &mut BytesMut) {
+    put_message(out, b'R', |b| b.put_i32(AUTH_CLEARTEXT_PASSWORD));
 }
 
 /// AuthenticationSASL offering the given mechanisms, most preferred first.

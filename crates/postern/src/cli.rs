@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use postern_config::{LogFormat, Overrides};
+use postern_config::{LogFormat, Overrides, TokenPasswordSetting};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -122,6 +122,16 @@ pub struct SettingFlags {
         value_name = "FILE"
     )]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Where access tokens are taken as cleartext passwords [default: tls]
+    #[arg(long, global = true, env = "POSTERN_TOKEN_PASSWORD", value_enum)]
+    pub token_password: Option<TokenPasswordArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TokenPasswordArg {
+    Off,
+    Tls,
+    TlsOrLoopback,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,6 +162,11 @@ impl SettingFlags {
             tls_key_file: self.tls_key_file.clone(),
             require_tls: self.require_tls,
             tls_client_ca_file: self.tls_client_ca_file.clone(),
+            token_password: self.token_password.map(|t| match t {
+                TokenPasswordArg::Off => TokenPasswordSetting::Off,
+                TokenPasswordArg::Tls => TokenPasswordSetting::Tls,
+                TokenPasswordArg::TlsOrLoopback => TokenPasswordSetting::TlsOrLoopback,
+            }),
         }
     }
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use postern_config::Config;
+use postern_config::{Config, TokenPasswordSetting};
 use postern_model::Directory;
-use postern_proxy::{Gateway, ProxySettings, TlsConfig};
+use postern_proxy::{Gateway, ProxySettings, TlsConfig, TokenPassword};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -20,6 +20,11 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         upstream_connect_timeout: Duration::from_secs(config.upstream_connect_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         require_tls: config.require_tls,
+        token_password: match config.token_password {
+            TokenPasswordSetting::Off => TokenPassword::Off,
+            TokenPasswordSetting::Tls => TokenPassword::Tls,
+            TokenPasswordSetting::TlsOrLoopback => TokenPassword::TlsOrLoopback,
+        },
     }
 }
 
