@@ -348,6 +348,7 @@ fn start_postern(
         .env("POSTERN_STATE_DIR", &state)
         .env("RUST_LOG", "warn")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())

@@ -188,7 +188,13 @@ impl Gateway {
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let child = self
             .command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -204,6 +210,26 @@ impl Gateway {
             address.rsplit(':').next()?.parse().ok()
         })
         .await;
+    }
+
+    /// The admin API's port (it starts just after the proxy).
+    pub async fn api_port(&self) -> u16 {
+        let log_path = self.log_path();
+        wait_for("the admin API to listen", Duration::from_secs(30), || {
+            let log = std::fs::read_to_string(&log_path).ok()?;
+            let line = log.lines().find(|l| l.contains("admin API listening"))?;
+            let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+            address.rsplit(':').next()?.parse().ok()
+        })
+        .await
+    }
+
+    /// The bootstrap admin token `serve` wrote on first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin-token"))
+            .expect("bootstrap admin token")
+            .trim()
+            .to_owned()
     }
 
     /// A `postern` command using this gateway's state directory.
@@ -624,4 +650,84 @@ pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
     let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     packet.extend_from_slice(&body);
     packet
+}
+
+/// A blocking HTTP client for the admin API that keeps every answer, so a test can check
+/// at the end that no secret was ever in one.
+pub struct Http {
+    base: String,
+    agent: ureq::Agent,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Http {
+    pub fn new(port: u16) -> Http {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Http {
+            base: format!("http://127.0.0.1:{port}"),
+            agent,
+            seen: Default::default(),
+        }
+    }
+
+    /// `method path` with an optional bearer token and body; (status, body).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (method, body) => {
+                let mut r = match method {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    other => panic!("method {other}"),
+                };
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                let (content_type, text) = body.unwrap_or(("application/json", ""));
+                r.header("Content-Type", content_type).send(text)
+            }
+        };
+        let mut response = response.expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        self.seen.lock().unwrap().push(text.clone());
+        (status, text)
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> (u16, String) {
+        self.call("GET", path, Some(token), None)
+    }
+
+    pub fn send_json(&self, method: &str, path: &str, token: &str, json: &str) -> (u16, String) {
+        self.call(method, path, Some(token), Some(("application/json", json)))
+    }
+
+    /// Every body answered so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
 }

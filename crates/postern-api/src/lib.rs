@@ -1,1 +1,85 @@
-//! Admin HTTP API.
+//! Postern's admin HTTP API (axum on hyper): resources by namespace with RBAC from role
+//! bindings, the OAuth2 client-credentials token endpoint, JWKS, health, Prometheus
+//! metrics and the OpenAPI document that describes all of it.
+
+mod auth;
+mod error;
+mod metrics;
+mod oauth;
+pub mod openapi;
+mod resources;
+pub mod tokens;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use postern_state::Store;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use metrics::{MetricFamily, MetricType, MetricsSource};
+pub use tokens::{Claims, IssuedToken, TokenAuthority, TokenError, TokenSettings};
+
+/// What every request handler shares.
+pub struct Api {
+    pub store: Arc<Store>,
+    pub tokens: Arc<TokenAuthority>,
+    pub metrics: Vec<Arc<dyn MetricsSource>>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Every route of the API.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(metrics::healthz))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/api/v1/token", post(oauth::token))
+        .route("/api/v1/tokens/{jti}", delete(resources::revoke_token))
+        .route(
+            "/api/v1/namespaces",
+            get(resources::list_namespaces).post(resources::create_namespace),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}",
+            get(resources::get_namespace)
+                .put(resources::replace_namespace)
+                .delete(resources::delete_namespace),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/{kind}",
+            get(resources::list).post(resources::create),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/{kind}/{name}",
+            get(resources::get)
+                .put(resources::replace)
+                .delete(resources::remove),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/identities/{name}/clients",
+            get(resources::list_clients),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/identities/{name}/clients/{client_id}",
+            delete(resources::delete_client),
+        )
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

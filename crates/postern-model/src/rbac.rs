@@ -159,6 +159,11 @@ impl Access {
         self.account.contains(&Role::AccountAdmin)
     }
 
+    /// Whether the principal may read everything, account-wide (metrics, audit).
+    pub fn reads_account(&self) -> bool {
+        self.account.contains(&Role::AccountAdmin) || self.account.contains(&Role::AccountReader)
+    }
+
     /// Whether the principal may do `permission` in `namespace`.
     pub fn allows(&self, namespace: &str, permission: Permission) -> bool {
         if self.is_account_admin() {
@@ -215,7 +220,11 @@ mod tests {
         let access = Access::of_identity(
             &alice,
             &groups,
-            [("team-a", &admin), ("team-b", &elsewhere), ("team-c", &readers)],
+            [
+                ("team-a", &admin),
+                ("team-b", &elsewhere),
+                ("team-c", &readers),
+            ],
         );
         assert!(access.allows("team-a", Permission::Write));
         // `alice` in team-b's binding means alice.team-b, someone else.

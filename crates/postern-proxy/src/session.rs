@@ -508,11 +508,10 @@ async fn establish<'g>(
     if minor_version > 0 || !options.is_empty() {
         backend::negotiate_protocol_version(&mut out, 3, 0, options.into_iter());
     }
-    let server_final =
-        authenticate(
-            gateway, client, pending, &mut out, &identity, &user, tls, peer,
-        )
-        .await?;
+    let server_final = authenticate(
+        gateway, client, pending, &mut out, &identity, &user, tls, peer,
+    )
+    .await?;
 
     // Services of namespaces the identity may not see answer as missing ones do (the
     // store decides from its role bindings).

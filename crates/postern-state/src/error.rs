@@ -39,9 +39,7 @@ impl StateError {
             StateError::NotFound(_)
             | StateError::Conflict(_)
             | StateError::Stale(_)
-            | StateError::Plan(_) => {
-                ErrorKind::User
-            }
+            | StateError::Plan(_) => ErrorKind::User,
             _ => ErrorKind::Internal,
         }
     }

@@ -307,6 +307,18 @@ impl Store {
         rows.into_iter().map(decode).collect()
     }
 
+    /// How many leases are in each state, for metrics.
+    pub fn lease_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT state, count(*) FROM leases GROUP BY state ORDER BY state")?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Leases in `namespace` (all when `None`); ended ones only when asked.
     pub fn list_leases(
         &self,

@@ -17,5 +17,5 @@ pub use error::StateError;
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole};
 pub use master_key::{KeySettings, MasterKey};
-pub use tenancy::{ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord};
 pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};
+pub use tenancy::{ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord};

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use postern_model::{
-    ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, Kind,
-    Permission, PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec, StaticUpstream,
+    ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, Kind, Permission,
+    PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec, StaticUpstream,
     TargetSpec, UpstreamRoute, UpstreamSpec,
 };
 use rusqlite::params;

@@ -453,7 +453,10 @@ impl Store {
     }
 
     /// A namespace may go only when empty: secrets are never deleted as a side effect.
-    pub(crate) fn check_namespace_deletable(conn: &Connection, name: &str) -> Result<(), StateError> {
+    pub(crate) fn check_namespace_deletable(
+        conn: &Connection,
+        name: &str,
+    ) -> Result<(), StateError> {
         if name == postern_model::DEFAULT_NAMESPACE {
             return Err(StateError::Conflict(
                 "the default namespace cannot be deleted".into(),

@@ -142,7 +142,9 @@ impl Store {
                 )
                 .optional()?)
         })?;
-        let hash_text = row.as_ref().map_or(DECOY_HASH, |(_, _, hash)| hash.as_str());
+        let hash_text = row
+            .as_ref()
+            .map_or(DECOY_HASH, |(_, _, hash)| hash.as_str());
         let hash = PasswordHash::new(hash_text)
             .map_err(|e| StateError::Corrupt(format!("client secret hash: {e}")))?;
         let matches = Argon2::default()
@@ -378,7 +380,8 @@ impl Store {
         identity: &QualifiedName,
     ) -> Result<Option<(Vec<String>, Access)>, StateError> {
         self.read(|conn| {
-            let Some(stored) = Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
+            let Some(stored) =
+                Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
             else {
                 return Ok(None);
             };
@@ -525,9 +528,9 @@ mod tests {
             None
         );
         let stored: String = store
-            .read(|c| {
-                Ok(c.query_row("SELECT secret_hash FROM identity_clients", [], |r| r.get(0))?)
-            })
+            .read(
+                |c| Ok(c.query_row("SELECT secret_hash FROM identity_clients", [], |r| r.get(0))?),
+            )
             .unwrap();
         assert!(!stored.contains(client.secret.expose()));
     }

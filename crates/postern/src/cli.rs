@@ -222,6 +222,9 @@ pub enum Command {
     /// Manage identities' credentials
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Access tokens: issue, revoke, rotate the signing key
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Short-lived credentials from a CredentialRole
     #[command(subcommand)]
     Creds(CredsCommand),
@@ -284,6 +287,9 @@ pub enum IdentityCommand {
     /// API keys: secrets an identity logs in with (SCRAM-SHA-256; only verifiers are stored)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Client credentials (workloads): exchanged for access tokens at POST /api/v1/token
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Give the identity's managed upstream roles (Service mode intents) new passwords
     RotatePassword {
         identity: String,
@@ -313,6 +319,46 @@ pub enum KeyCommand {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a client id and secret; the secret is printed once (only an argon2 hash is kept)
+    Create {
+        identity: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// List an identity's client ids
+    List {
+        identity: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Delete a client id and its secret
+    Delete {
+        identity: String,
+        client_id: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue an access token (a signed JWT) for an identity and print it once
+    Issue {
+        identity: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Lifetime, e.g. 15m, 1h [default: api.token_ttl_secs]
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Revoke an access token by its jti
+    Revoke { jti: String },
+    /// Make a new signing key now; tokens signed by the old one stay valid until they expire
+    RotateKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ mod reconcile;
 mod resources;
 mod serve;
 mod setup;
+mod tenancy;
 
 use std::process::ExitCode;
 
@@ -90,5 +91,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reconcile { dry_run } => reconcile::command(&setup::open_store(&config)?, dry_run),
         Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
         Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
+        Command::Token(command) => tenancy::token(setup::open_store(&config)?, &config, command),
     }
 }

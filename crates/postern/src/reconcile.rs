@@ -96,11 +96,16 @@ pub fn rotate(store: &Store, identity: &QualifiedName) -> anyhow::Result<()> {
 }
 
 /// Runs the reconciler every `interval` for as long as the server runs.
-pub async fn periodically(store: std::sync::Arc<Store>, interval: Duration) {
+pub async fn periodically(
+    store: std::sync::Arc<Store>,
+    interval: Duration,
+    runs: std::sync::Arc<crate::tenancy::ReconcileRuns>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        runs.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match reconcile(&store, Options::default()).await {
             Ok(report) if report.statements.is_empty() && report.problems.is_empty() => {}
             Ok(report) => info!(

@@ -473,6 +473,7 @@ pub fn secret(store: &Store, command: SecretCommand) -> anyhow::Result<()> {
 pub fn identity(store: &Store, command: IdentityCommand) -> anyhow::Result<()> {
     let command = match command {
         IdentityCommand::Key(command) => command,
+        IdentityCommand::Client(command) => return crate::tenancy::client(store, command),
         IdentityCommand::RotatePassword {
             identity,
             namespace,

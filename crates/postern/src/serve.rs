@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::setup::open_store;
+use crate::tenancy::{token_settings, write_bootstrap_token, GatewayMetrics, ReconcileRuns};
+use postern_api::TokenAuthority;
 
 pub fn proxy_settings(config: &Config) -> ProxySettings {
     ProxySettings {
@@ -82,7 +84,7 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 fn access_log(
     config: &Config,
     store: &Arc<postern_state::Store>,
-) -> anyhow::Result<Option<Arc<dyn postern_model::AccessLog>>> {
+) -> anyhow::Result<Option<Arc<postern_audit::AuditPipeline>>> {
     use postern_audit::{AuditPipeline, AuditSettings, JsonlFileSink, StdoutSink};
     let audit = &config.audit;
     if !audit.enabled {
@@ -159,25 +161,87 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let mock_secret = store.mock_auth_secret();
         let store = Arc::new(store);
         let directory: Arc<dyn Directory> = store.clone();
+        let reconcile_runs = Arc::new(ReconcileRuns::default());
         let reconciler = (config.reconcile_interval_secs > 0).then(|| {
             tokio::spawn(crate::reconcile::periodically(
                 store.clone(),
                 Duration::from_secs(config.reconcile_interval_secs),
+                reconcile_runs.clone(),
             ))
         });
         let issuer = postern_issuer::Issuer::new(store.clone());
         let issuer_work = tokio::spawn(crate::issuer::background(issuer.clone()));
-        let access_log = access_log(config, &store)?;
+        let audit = access_log(config, &store)?;
+        let tokens = Arc::new(TokenAuthority::new(store.clone(), token_settings(config))?);
+        if let Some(kid) = tokens.maintain_keys()? {
+            info!(kid = %kid, "new token signing key");
+        }
         let gateway = Gateway::new(
             proxy_settings(config),
             directory,
             mock_secret,
             tls_config(config)?,
             Some(Arc::new(postern_issuer::SessionIssuer(issuer.clone()))),
-            access_log,
+            audit
+                .clone()
+                .map(|a| a as Arc<dyn postern_model::AccessLog>),
+            Some(tokens.clone()),
         );
+        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api_server = if config.api.enabled {
+            write_bootstrap_token(&store, &config.state_dir)?;
+            let api_listener = TcpListener::bind(config.admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin API)", config.admin_listen))?;
+            let api_address = api_listener
+                .local_addr()
+                .context("admin listener address")?;
+            info!(address = %api_address, "admin API listening");
+            let metrics = GatewayMetrics {
+                gateway: gateway.clone(),
+                audit,
+                store: store.clone(),
+                reconcile_runs,
+            };
+            let api = Arc::new(postern_api::Api {
+                store: store.clone(),
+                tokens: tokens.clone(),
+                metrics: vec![Arc::new(metrics)],
+                max_body_bytes: config.api.max_body_bytes,
+            });
+            Some(tokio::spawn(async move {
+                let stopped = async {
+                    let _ = api_stopped.await;
+                };
+                if let Err(e) = postern_api::serve(api_listener, api, stopped).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            }))
+        } else {
+            None
+        };
+        let key_maintenance = tokio::spawn(async move {
+            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                hourly.tick().await;
+                let tokens = tokens.clone();
+                match tokio::task::spawn_blocking(move || tokens.maintain_keys()).await {
+                    Ok(Ok(Some(kid))) => info!(kid = %kid, "token signing key rotated"),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "token signing key maintenance failed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "token signing key maintenance failed"),
+                }
+            }
+        });
         let reloader = tokio::spawn(reload_on_sighup(gateway.clone()));
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;
+        let _ = api_stop.send(());
+        if let Some(api_server) = api_server {
+            let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
+        }
+        key_maintenance.abort();
         reloader.abort();
         issuer_work.abort();
         if let Some(reconciler) = reconciler {

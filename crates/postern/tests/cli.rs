@@ -295,7 +295,13 @@ fn serve_refuses_to_start_without_its_master_key() {
     let out = std::process::Command::new(BIN)
         .env_clear()
         .env("POSTERN_STATE_DIR", gateway_dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -1,0 +1,336 @@
+//! The OpenAPI 3.1 document of the admin API, built from the same collection table the
+//! router dispatches on, so the two cannot drift apart.
+
+use serde_json::{json, Map, Value};
+
+use crate::resources::{Collection, COLLECTIONS};
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+fn json_response(description: &str, schema: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+    })
+}
+
+/// The errors every authenticated operation may answer with.
+fn with_errors(mut responses: Map<String, Value>, body: bool) -> Value {
+    let mut errors = vec![
+        ("400", "malformed request"),
+        ("401", "missing, invalid, expired or revoked bearer token"),
+        ("403", "the caller may see but not do this"),
+        ("404", "not found, or not visible to the caller"),
+    ];
+    if body {
+        errors.extend([
+            (
+                "409",
+                "already exists, changed since read (generation), or still in use",
+            ),
+            ("413", "request body too large"),
+            ("422", "the resource is invalid (same checks as apply)"),
+        ]);
+    }
+    for (status, description) in errors {
+        responses.insert(status.to_owned(), error_response(description));
+    }
+    Value::Object(responses)
+}
+
+fn responses(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(status, value)| ((*status).to_owned(), value.clone()))
+        .collect()
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn list_params() -> Vec<Value> {
+    vec![
+        json!({"name": "labelSelector", "in": "query", "required": false,
+               "description": "comma-separated terms: key=value, key!=value, key, !key",
+               "schema": {"type": "string"}}),
+        json!({"name": "limit", "in": "query", "required": false,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 500}}),
+        json!({"name": "continue", "in": "query", "required": false,
+               "description": "the `continue` value of the previous page",
+               "schema": {"type": "string"}}),
+    ]
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn op(summary: &str, params: Vec<Value>, responses: Value, request: Option<Value>) -> Value {
+    let mut op = json!({"summary": summary, "parameters": params, "responses": responses});
+    if let Some(request) = request {
+        op["requestBody"] = request;
+    }
+    op
+}
+
+fn public(mut operation: Value) -> Value {
+    operation["security"] = json!([]);
+    operation
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    let ok = |d: &str, s: &str| json_response(d, s);
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": public(op("liveness", vec![], json!({"200": ok("alive", "Status")}), None))}),
+    );
+    paths.insert(
+        "/readyz".into(),
+        json!({"get": public(op("readiness: the state store answers", vec![],
+            json!({"200": ok("ready", "Status"), "503": ok("not ready", "Status")}), None))}),
+    );
+    paths.insert(
+        "/metrics".into(),
+        json!({"get": op("Prometheus metrics (needs account-admin or account-reader)", vec![],
+            with_errors(responses(&[("200", json!({"description": "text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}))]), false), None)}),
+    );
+    paths.insert(
+        "/.well-known/jwks.json".into(),
+        json!({"get": public(op("public keys that verify access tokens", vec![],
+            json!({"200": ok("JWK set", "Jwks")}), None))}),
+    );
+    paths.insert(
+        "/api/v1/openapi.json".into(),
+        json!({"get": public(op("this document", vec![],
+            json!({"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}), None))}),
+    );
+    paths.insert(
+        "/api/v1/token".into(),
+        json!({"post": public(op("OAuth2 client-credentials grant (RFC 6749 §4.4)", vec![],
+        json!({
+            "200": ok("an access token", "TokenResponse"),
+            "400": ok("invalid request or unsupported grant type", "OAuthError"),
+            "401": ok("unknown client or wrong secret", "OAuthError"),
+            "413": error_response("request body too large"),
+        }),
+        Some(json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object",
+            "required": ["grant_type"],
+            "properties": {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                "client_id": {"type": "string"},
+                "client_secret": {"type": "string"}
+            }}}}}))))}),
+    );
+    let no_content = json!({"description": "done"});
+    paths.insert(
+        "/api/v1/tokens/{jti}".into(),
+        json!({"delete": op("revoke an access token by its jti", vec![path_param("jti")],
+            with_errors(responses(&[("204", no_content.clone())]), false), None)}),
+    );
+    paths.insert(
+        "/api/v1/namespaces".into(),
+        json!({
+            "get": op("namespaces the caller may read", list_params(),
+                with_errors(responses(&[("200", ok("a page", "ResourceList"))]), false), None),
+            "post": op("create a namespace (account-admin)", vec![],
+                with_errors(responses(&[("201", ok("created", "Resource"))]), true), Some(body("ResourceWrite"))),
+        }),
+    );
+    let ns = || path_param("namespace");
+    paths.insert(
+        "/api/v1/namespaces/{namespace}".into(),
+        json!({
+            "get": op("a namespace", vec![ns()],
+                with_errors(responses(&[("200", ok("the namespace", "Resource"))]), false), None),
+            "put": op("replace a namespace (metadata.generation required)", vec![ns()],
+                with_errors(responses(&[("200", ok("replaced", "Resource"))]), true), Some(body("ResourceWrite"))),
+            "delete": op("delete an empty namespace (account-admin)", vec![ns()],
+                with_errors(responses(&[("204", no_content.clone())]), true), None),
+        }),
+    );
+    for (segment, collection) in COLLECTIONS {
+        let (item, list, write, create) = match collection {
+            Collection::Resource(_) => {
+                ("Resource", "ResourceList", "ResourceWrite", "ResourceWrite")
+            }
+            Collection::Secrets => ("Secret", "SecretList", "SecretValue", "SecretCreate"),
+        };
+        let mut list_parameters = vec![ns()];
+        list_parameters.extend(list_params());
+        paths.insert(
+            format!("/api/v1/namespaces/{{namespace}}/{segment}"),
+            json!({
+                "get": op(&format!("list {segment}"), list_parameters,
+                    with_errors(responses(&[("200", ok("a page", list))]), false), None),
+                "post": op(&format!("create one of {segment}"), vec![ns()],
+                    with_errors(responses(&[("201", ok("created", item))]), true), Some(body(create))),
+            }),
+        );
+        let replace_summary = match collection {
+            Collection::Resource(_) => {
+                format!("replace one of {segment} (metadata.generation required)")
+            }
+            Collection::Secrets => "set a secret's value (write-only: never returned)".to_owned(),
+        };
+        paths.insert(
+            format!("/api/v1/namespaces/{{namespace}}/{segment}/{{name}}"),
+            json!({
+                "get": op(&format!("one of {segment}"), vec![ns(), path_param("name")],
+                    with_errors(responses(&[("200", ok("found", item))]), false), None),
+                "put": op(&replace_summary, vec![ns(), path_param("name")],
+                    with_errors(responses(&[("200", ok("replaced", item)), ("201", ok("created", item))]), true), Some(body(write))),
+                "delete": op(&format!("delete one of {segment}"), vec![ns(), path_param("name")],
+                    with_errors(responses(&[("204", no_content.clone())]), true), None),
+            }),
+        );
+    }
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/identities/{name}/clients".into(),
+        json!({"get": op("an identity's client ids (secrets are never shown)", vec![ns(), path_param("name")],
+            with_errors(responses(&[("200", ok("client ids", "ClientList"))]), false), None)}),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/identities/{name}/clients/{client_id}".into(),
+        json!({"delete": op("delete a client id and its secret", vec![ns(), path_param("name"), path_param("client_id")],
+            with_errors(responses(&[("204", no_content)]), false), None)}),
+    );
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Postern admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Resources by namespace, role bindings, tokens. Errors are {code, message, field}."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn schemas() -> Value {
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"}
+            }
+        },
+        "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        "Metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "generation": {"type": "integer"}
+            }
+        },
+        "Resource": {
+            "type": "object",
+            "required": ["kind", "metadata", "spec"],
+            "properties": {
+                "kind": {"type": "string"},
+                "metadata": {"$ref": "#/components/schemas/Metadata"},
+                "spec": {"type": "object"}
+            }
+        },
+        "ResourceWrite": {
+            "type": "object",
+            "required": ["metadata"],
+            "description": "kind is optional (the path names it); spec is the kind's spec, as in resource files",
+            "properties": {
+                "kind": {"type": "string"},
+                "metadata": {"$ref": "#/components/schemas/Metadata"},
+                "spec": {"type": "object"}
+            }
+        },
+        "ResourceList": {
+            "type": "object",
+            "required": ["items", "continue"],
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}},
+                "continue": {"type": ["string", "null"]}
+            }
+        },
+        "Secret": {
+            "type": "object",
+            "required": ["kind", "metadata", "createdAt", "updatedAt"],
+            "description": "a secret's name and dates; its value is never returned",
+            "properties": {
+                "kind": {"type": "string", "const": "Secret"},
+                "metadata": {"$ref": "#/components/schemas/Metadata"},
+                "createdAt": {"type": "integer"},
+                "updatedAt": {"type": "integer"}
+            }
+        },
+        "SecretList": {
+            "type": "object",
+            "required": ["items", "continue"],
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Secret"}},
+                "continue": {"type": ["string", "null"]}
+            }
+        },
+        "SecretValue": {
+            "type": "object",
+            "required": ["value"],
+            "properties": {"value": {"type": "string", "minLength": 1}}
+        },
+        "SecretCreate": {
+            "type": "object",
+            "required": ["name", "value"],
+            "properties": {"name": {"type": "string"}, "value": {"type": "string", "minLength": 1}}
+        },
+        "ClientList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {
+                "type": "object",
+                "required": ["clientId", "createdAt"],
+                "properties": {"clientId": {"type": "string"}, "createdAt": {"type": "integer"}}
+            }}}
+        },
+        "TokenResponse": {
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in"],
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string", "const": "Bearer"},
+                "expires_in": {"type": "integer"}
+            }
+        },
+        "OAuthError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}
+        },
+        "Jwks": {
+            "type": "object",
+            "required": ["keys"],
+            "properties": {"keys": {"type": "array", "items": {"type": "object"}}}
+        }
+    })
+}
+
+pub async fn serve() -> axum::Json<Value> {
+    axum::Json(document())
+}

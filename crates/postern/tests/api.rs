@@ -1,0 +1,496 @@
+//! Tenancy end to end against a real PostgreSQL 15: client credentials exchanged for a
+//! token that logs psql in through the gateway; expired, revoked, wrongly signed and
+//! wrong-identity tokens refused on the wire (28P01) and the API (401); role bindings that
+//! hide other tenants (404), stop readers writing and admins widening themselves (403);
+//! optimistic concurrency (409); and no secret in any answer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use postern_testkit::{psql, shared_pg, sqlstate, wait_until, Gateway, Http, APP_PASSWORD};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+const WAIT: Duration = Duration::from_secs(30);
+
+const TENANTS: &str = "\
+kind: Namespace
+metadata: {name: team-b}
+---
+kind: Identity
+metadata: {name: worker, namespace: team-a}
+spec: {type: workload, groups: [batch]}
+---
+kind: Identity
+metadata: {name: worker, namespace: team-b}
+spec: {type: workload}
+---
+kind: Identity
+metadata: {name: admin-a, namespace: team-a}
+---
+kind: Identity
+metadata: {name: reader-a, namespace: team-a}
+---
+kind: Identity
+metadata: {name: bob, namespace: team-b}
+---
+kind: RoleBinding
+metadata: {name: admin-a, namespace: team-a}
+spec: {role: namespace-admin, subject: {identity: admin-a}}
+---
+kind: RoleBinding
+metadata: {name: readers, namespace: team-a}
+spec: {role: namespace-reader, subject: {identity: reader-a.team-a}}
+";
+
+/// A token from `postern token issue`, with its jti (from the note on stderr).
+fn issue(gateway: &Gateway, identity: &str, namespace: &str, ttl: &str) -> (String, String) {
+    let output = gateway.cli(&["token", "issue", identity, "-n", namespace, "--ttl", ttl]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let note = String::from_utf8_lossy(&output.stderr).into_owned();
+    let jti = note
+        .split_whitespace()
+        .nth(1)
+        .expect("jti in the note")
+        .to_owned();
+    (
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        jti,
+    )
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Logs in through the gateway with `password`; the SQLSTATE on failure.
+async fn login(gateway: &Gateway, user: &str, password: &str) -> Result<(), String> {
+    let conninfo = gateway.conninfo(user, "orders.team-a", password);
+    match tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| sqlstate(&e).unwrap_or_else(|| e.to_string()))?;
+            Ok(())
+        }
+        Err(e) => Err(sqlstate(&e).unwrap_or_else(|| e.to_string())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_role_bindings_and_the_admin_api() {
+    let pg = shared_pg().await;
+    // A small body limit, so the test's oversized body fits in the socket's buffers.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[api]\nmax_body_bytes = 16384\n").unwrap();
+    let gateway = Gateway::start(
+        BIN,
+        &[
+            "--token-password",
+            "tls-or-loopback",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    let api_key = gateway.provision(&pg.address());
+    let file = gateway.write_file("tenants.yaml", TENANTS);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let http = Http::new(gateway.api_port().await);
+    let admin = gateway.admin_token();
+
+    // Health needs no token; everything else does.
+    assert_eq!(http.call("GET", "/healthz", None, None).0, 200);
+    assert_eq!(http.call("GET", "/readyz", None, None).0, 200);
+    let (status, body) = http.call("GET", "/api/v1/namespaces", None, None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(json(&body)["code"], "unauthorized");
+
+    // Client credentials → token (RFC 6749 §4.4) → psql through the gateway.
+    let created = gateway.cli_ok(&["identity", "client", "create", "worker", "-n", "team-a"]);
+    let field = |name: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (client_id, client_secret) = (field("client_id"), field("client_secret"));
+    let form = format!(
+        "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}"
+    );
+    let (status, body) = http.call(
+        "POST",
+        "/api/v1/token",
+        None,
+        Some(("application/x-www-form-urlencoded", &form)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json(&body);
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["expires_in"], 900);
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    let conninfo = gateway.conninfo("worker.team-a", "orders.team-a", &token);
+    let (ok, out, err) = psql(&conninfo, "SELECT current_user");
+    assert!(ok, "psql with a token failed: {err}");
+    assert_eq!(out.trim(), "app_rw");
+    // The same identity's token works on the API for its own namespace's... nothing: a
+    // workload has no role binding, so team-a is invisible to it.
+    assert_eq!(
+        http.get("/api/v1/namespaces/team-a/services", &token).0,
+        404
+    );
+
+    // Token endpoint errors are RFC 6749 §5.2 bodies.
+    let wrong =
+        format!("grant_type=client_credentials&client_id={client_id}&client_secret=pcs_wrong");
+    let (status, body) = http.call(
+        "POST",
+        "/api/v1/token",
+        None,
+        Some(("application/x-www-form-urlencoded", &wrong)),
+    );
+    assert_eq!(
+        (status, json(&body)["error"].clone()),
+        (401, "invalid_client".into())
+    );
+    let (status, body) = http.call(
+        "POST",
+        "/api/v1/token",
+        None,
+        Some(("application/x-www-form-urlencoded", "grant_type=password")),
+    );
+    assert_eq!(
+        (status, json(&body)["error"].clone()),
+        (400, "unsupported_grant_type".into())
+    );
+
+    // Refused tokens: 28P01 on the wire, 401 on the API.
+    let (admin_a, _) = issue(&gateway, "admin-a", "team-a", "10m");
+    let (revoked, jti) = issue(&gateway, "admin-a", "team-a", "10m");
+    assert_eq!(http.get("/api/v1/namespaces/team-a", &revoked).0, 200);
+    let (status, body) = http.call(
+        "DELETE",
+        &format!("/api/v1/tokens/{jti}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(http.get("/api/v1/namespaces/team-a", &revoked).0, 401);
+    let (worker_revoked, worker_jti) = issue(&gateway, "worker", "team-a", "10m");
+    gateway.cli_ok(&["token", "revoke", &worker_jti]);
+    assert_eq!(
+        login(&gateway, "worker.team-a", &worker_revoked).await,
+        Err("28P01".into())
+    );
+
+    let (short, _) = issue(&gateway, "worker", "team-a", "1s");
+    let (short_admin, _) = issue(&gateway, "admin-a", "team-a", "1s");
+    wait_until("the 1s tokens to expire", WAIT, || {
+        let answer = http.get("/api/v1/namespaces/team-a", &short_admin).0;
+        async move { answer == 401 }
+    })
+    .await;
+    assert_eq!(
+        login(&gateway, "worker.team-a", &short).await,
+        Err("28P01".into())
+    );
+
+    // Wrongly signed: the signature altered, or signed by another installation's key.
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        login(&gateway, "worker.team-a", &tampered).await,
+        Err("28P01".into())
+    );
+    assert_eq!(http.get("/api/v1/namespaces", &tampered).0, 401);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let foreign = {
+        let run = |args: &[&str]| {
+            let output = std::process::Command::new(BIN)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("POSTERN_STATE_DIR", elsewhere.path())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        };
+        let file = elsewhere.path().join("t.yaml");
+        std::fs::write(&file, TENANTS.replace("kind: Namespace\nmetadata: {name: team-b}", "kind: Namespace\nmetadata: {name: team-a}\n---\nkind: Namespace\nmetadata: {name: team-b}")).unwrap();
+        run(&["apply", "-f", file.to_str().unwrap()]);
+        run(&["token", "issue", "admin-a", "-n", "team-a"])
+    };
+    assert_eq!(http.get("/api/v1/namespaces", &foreign).0, 401);
+    assert_eq!(
+        login(&gateway, "admin-a.team-a", &foreign).await,
+        Err("28P01".into())
+    );
+
+    // Wrong namespace: worker.team-a's token does not log in worker.team-b.
+    assert_eq!(
+        login(&gateway, "worker.team-b", &token).await,
+        Err("28P01".into())
+    );
+    // And the identity still logs in with its own token, while API-key identities keep
+    // using SCRAM.
+    assert_eq!(login(&gateway, "worker.team-a", &token).await, Ok(()));
+    assert_eq!(login(&gateway, "alice.team-a", &api_key).await, Ok(()));
+    // Other tenants' services need a namespace-connect binding: bob.team-b sees none.
+    let bob_key = gateway.create_key("bob", "team-b");
+    assert_eq!(
+        login(&gateway, "bob.team-b", &bob_key).await,
+        Err("3D000".into())
+    );
+    let binding = r#"{"metadata": {"name": "bob-connects"}, "spec": {"role": "namespace-connect", "subject": {"identity": "bob.team-b"}}}"#;
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/rolebindings",
+        &admin_a,
+        binding,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(login(&gateway, "bob.team-b", &bob_key).await, Ok(()));
+
+    // A namespace-admin of team-a: team-b is invisible, and it cannot widen itself.
+    for path in [
+        "/api/v1/namespaces/team-b",
+        "/api/v1/namespaces/team-b/identities",
+        "/api/v1/namespaces/team-b/identities/worker",
+        "/api/v1/namespaces/team-b/identities/no-such-name",
+        "/api/v1/namespaces/team-b/secrets",
+    ] {
+        let (status, body) = http.get(path, &admin_a);
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (status, _) = http.send_json(
+        "PUT",
+        "/api/v1/namespaces/team-b/secrets/stolen",
+        &admin_a,
+        r#"{"value": "x"}"#,
+    );
+    assert_eq!(status, 404);
+    let (_, body) = http.get("/api/v1/namespaces", &admin_a);
+    let names: Vec<String> = json(&body)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["team-a"]);
+    let widen = r#"{"metadata": {"name": "me-everything"}, "spec": {"role": "account-admin", "subject": {"identity": "admin-a"}}}"#;
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/rolebindings",
+        &admin_a,
+        widen,
+    );
+    assert_eq!(status, 403, "{body}");
+    let elsewhere_admin = r#"{"metadata": {"name": "me-b"}, "spec": {"role": "namespace-admin", "subject": {"identity": "admin-a.team-a"}}}"#;
+    let (status, _) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-b/rolebindings",
+        &admin_a,
+        elsewhere_admin,
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http.send_json(
+        "POST",
+        "/api/v1/namespaces",
+        &admin_a,
+        r#"{"metadata": {"name": "team-c"}}"#,
+    );
+    assert_eq!(status, 403);
+    // Within team-a it may work: a secret, write-only.
+    let (status, body) = http.send_json(
+        "PUT",
+        "/api/v1/namespaces/team-a/secrets/api-made",
+        &admin_a,
+        r#"{"value": "api-Secret-Value-777"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(!body.contains("api-Secret-Value-777"));
+
+    // A namespace-reader reads and cannot write.
+    let (reader, _) = issue(&gateway, "reader-a", "team-a", "10m");
+    let (status, body) = http.get("/api/v1/namespaces/team-a/services/orders", &reader);
+    assert_eq!(status, 200, "{body}");
+    let service = json(&body);
+    assert_eq!(service["spec"]["upstream"]["user"], "app_rw");
+    let (status, body) = http.send_json(
+        "PUT",
+        "/api/v1/namespaces/team-a/services/orders",
+        &reader,
+        &service.to_string(),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        http.call(
+            "DELETE",
+            "/api/v1/namespaces/team-a/identities/worker",
+            Some(&reader),
+            None
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        http.send_json(
+            "PUT",
+            "/api/v1/namespaces/team-a/secrets/x",
+            &reader,
+            r#"{"value": "v"}"#
+        )
+        .0,
+        403
+    );
+
+    // Optimistic concurrency: two writers from one read; one wins, one gets 409.
+    let mut labelled = service.clone();
+    labelled["metadata"]["labels"] = serde_json::json!({"tier": "gold"});
+    let mut other = service.clone();
+    other["metadata"]["labels"] = serde_json::json!({"tier": "silver"});
+    let (a, b) = std::thread::scope(|scope| {
+        let one = scope.spawn(|| {
+            http.send_json(
+                "PUT",
+                "/api/v1/namespaces/team-a/services/orders",
+                &admin_a,
+                &labelled.to_string(),
+            )
+        });
+        let two = scope.spawn(|| {
+            http.send_json(
+                "PUT",
+                "/api/v1/namespaces/team-a/services/orders",
+                &admin_a,
+                &other.to_string(),
+            )
+        });
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let (status, body) = http.send_json(
+        "PUT",
+        "/api/v1/namespaces/team-a/services/orders",
+        &admin_a,
+        &labelled.to_string(),
+    );
+    assert_eq!(status, 409, "a stale generation is refused: {body}");
+    // Label selectors and pagination.
+    let (_, body) = http.get(
+        "/api/v1/namespaces/team-a/services?labelSelector=tier",
+        &admin_a,
+    );
+    assert_eq!(json(&body)["items"].as_array().unwrap().len(), 1);
+    let (_, body) = http.get("/api/v1/namespaces/team-a/identities?limit=2", &admin_a);
+    let first = json(&body);
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["continue"].as_str().unwrap();
+    let (_, body) = http.get(
+        &format!("/api/v1/namespaces/team-a/identities?limit=2&continue={cursor}"),
+        &admin_a,
+    );
+    let second = json(&body);
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
+    assert_ne!(first["items"][0], second["items"][0]);
+
+    // Validation as in apply, malformed JSON with its position, and the body limit.
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/services",
+        &admin_a,
+        r#"{"metadata": {"name": "broken"}, "spec": {"target": "nowhere", "database": "d", "upstream": {"mode": "static", "user": "u", "passwordSecret": "p"}}}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("Target team-a/nowhere does not exist"),
+        "{body}"
+    );
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities",
+        &admin_a,
+        "{\"metadata\": {\"name\": \"x\"},\n \"spec\": {,}}",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2 column"),
+        "{body}"
+    );
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities",
+        &admin_a,
+        &format!(
+            "{{\"metadata\": {{\"name\": \"{}\"}}}}",
+            "x".repeat(32 << 10)
+        ),
+    );
+    assert_eq!(status, 413, "{body}");
+
+    // Metrics need an account-level reader; they count what happened.
+    assert_eq!(http.get("/metrics", &admin_a).0, 403);
+    let (status, metrics) = http.get("/metrics", &admin);
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("postern_sessions_started_total") >= 3.0);
+    assert!(value("postern_auth_failures_total") >= 5.0);
+
+    // The JWKS publishes the key that verifies tokens.
+    let (_, jwks) = http.call("GET", "/.well-known/jwks.json", None, None);
+    assert_eq!(json(&jwks)["keys"][0]["kty"], "OKP");
+
+    // No answer, and not the gateway's log, ever held a secret.
+    let (_, body) = http.get("/api/v1/namespaces/team-a/secrets/app-rw-password", &admin);
+    assert_eq!(json(&body)["metadata"]["name"], "app-rw-password");
+    let (_, body) = http.get(
+        "/api/v1/namespaces/team-a/identities/worker/clients",
+        &admin,
+    );
+    assert_eq!(json(&body)["items"][0]["clientId"], client_id.as_str());
+    let log = gateway.logs();
+    for secret in [
+        APP_PASSWORD,
+        "api-Secret-Value-777",
+        client_secret.as_str(),
+        api_key.as_str(),
+        token.as_str(),
+        admin.as_str(),
+    ] {
+        for body in http.seen() {
+            if secret != token.as_str() {
+                assert!(
+                    !body.contains(secret),
+                    "an API answer holds a secret: {body}"
+                );
+            }
+        }
+        assert!(!log.contains(secret), "the gateway log holds a secret");
+    }
+}
