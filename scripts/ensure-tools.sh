@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
 # (SQLite and libpg_query are built from source), libclang (bindgen), PostgreSQL server binaries and psql, a Python venv with
-# psycopg 3 (bundling libpq 18) for the client tests, rustfmt and clippy.
+# psycopg 3 (bundling libpq 18) for the client tests and schemathesis for the admin API,
+# rustfmt and clippy.
 set -euo pipefail
 
 as_root() {
@@ -31,6 +32,10 @@ venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-tests"
 if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'psycopg[binary]==3.3.9'
+fi
+# schemathesis fuzzes the admin API against its own OpenAPI document (tests/schemathesis.rs).
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

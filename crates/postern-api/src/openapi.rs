@@ -50,8 +50,16 @@ fn responses(pairs: &[(&str, Value)]) -> Map<String, Value> {
         .collect()
 }
 
+/// Resource names are DNS labels (see `postern_model::validate_name`).
+const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
 fn path_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+    let schema = match name {
+        "namespace" => json!({"type": "string", "pattern": NAME_PATTERN, "example": "default"}),
+        "name" => json!({"type": "string", "pattern": NAME_PATTERN}),
+        _ => json!({"type": "string"}),
+    };
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
 }
 
 fn list_params() -> Vec<Value> {
@@ -238,8 +246,8 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["name"],
             "properties": {
-                "name": {"type": "string"},
-                "namespace": {"type": "string"},
+                "name": {"type": "string", "pattern": NAME_PATTERN},
+                "namespace": {"type": "string", "pattern": NAME_PATTERN},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "generation": {"type": "integer"}
             }

@@ -203,41 +203,37 @@ impl Store {
 
     /// Every signing key, newest first.
     pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StateError> {
-        let rows: Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<i64>)> =
-            self.read(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT kid, nonce, sealed, public_key, created_at, retired_at
-                     FROM signing_keys ORDER BY created_at DESC, kid",
-                )?;
-                let rows = stmt
-                    .query_map([], |row| {
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                            row.get(5)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
-            })?;
+        // Read sealed (the nonce rides in `pkcs8` until unsealed below).
+        let rows: Vec<(SigningKey, Vec<u8>)> = self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT kid, nonce, sealed, public_key, created_at, retired_at
+                 FROM signing_keys ORDER BY created_at DESC, kid",
+            )?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        SigningKey {
+                            kid: row.get(0)?,
+                            pkcs8: row.get(2)?,
+                            public_key: row.get(3)?,
+                            created_at: row.get(4)?,
+                            retired_at: row.get(5)?,
+                        },
+                        row.get(1)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
         rows.into_iter()
-            .map(|(kid, nonce, sealed, public_key, created_at, retired_at)| {
-                let pkcs8 = self
+            .map(|(mut key, nonce)| {
+                key.pkcs8 = self
                     .key
-                    .unseal(&nonce, &sealed, &signing_key_aad(&kid))
+                    .unseal(&nonce, &key.pkcs8, &signing_key_aad(&key.kid))
                     .ok_or_else(|| {
-                        StateError::Corrupt(format!("signing key {kid} does not unseal"))
+                        StateError::Corrupt(format!("signing key {} does not unseal", key.kid))
                     })?;
-                Ok(SigningKey {
-                    kid,
-                    pkcs8,
-                    public_key,
-                    created_at,
-                    retired_at,
-                })
+                Ok(key)
             })
             .collect()
     }

@@ -1,0 +1,53 @@
+//! The admin API against its own OpenAPI 3.1 document: schemathesis (from PyPI, installed
+//! by scripts/ensure-tools.sh) generates requests for every operation and checks that none
+//! gets a 5xx and every answer matches the documented statuses, content types and schemas.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use postern_testkit::{test_python, Gateway};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_errors_or_schema_violations() {
+    let gateway = Gateway::start(BIN, &[]).await;
+    // Something to find: a namespace with one of each simple kind.
+    let file = gateway.write_file(
+        "seed.yaml",
+        "kind: Namespace\nmetadata: {name: team-a}\n---\n\
+         kind: Identity\nmetadata: {name: alice, namespace: default}\n---\n\
+         kind: RoleBinding\nmetadata: {name: alice, namespace: default}\nspec: {role: namespace-reader, subject: {identity: alice}}\n",
+    );
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let port = gateway.api_port().await;
+    let schemathesis = test_python().with_file_name("schemathesis");
+    let output = std::process::Command::new(&schemathesis)
+        .args([
+            "run",
+            &format!("http://127.0.0.1:{port}/api/v1/openapi.json"),
+            "--header",
+            &format!("Authorization: Bearer {}", gateway.admin_token()),
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--no-color",
+        ])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .output()
+        .unwrap_or_else(|e| panic!("{} ({e}): run scripts/ensure-tools.sh", schemathesis.display()));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis failed:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("passed"), "{report}");
+    assert!(
+        !gateway.logs().contains("admin API request failed"),
+        "{}",
+        gateway.logs()
+    );
+}
