@@ -808,7 +808,7 @@ mod tests {
     fn intents_mode_routes_to_the_managed_role_once_created() {
         let dir = tempfile::tempdir().unwrap();
         let store = seeded(dir.path());
-        let more = "kind: Service\nmetadata: {name: jit, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: intents}}\n---\nkind: Intents\nmetadata: {name: alice-needs, namespace: a}\nspec: {identity: alice, access: [{target: pg, database: d, table: public.t, operations: [SELECT]}]}\n";
+        let more = "kind: Service\nmetadata: {name: jit, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: intents}}\n---\nkind: Intents\nmetadata: {name: alice-needs, namespace: a}\nspec: {identity: alice, access: [{target: pg, database: d, table: public.t, operations: [SELECT]}]}\n---\nkind: Identity\nmetadata: {name: bob, namespace: a}\n";
         let docs = parse_documents("m.yaml", more, Format::Yaml).unwrap();
         store.apply_resources(&docs, false, false).unwrap();
         let service = QualifiedName::new("a", "jit");

@@ -122,6 +122,13 @@ pub struct SettingFlags {
         value_name = "FILE"
     )]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Act on a remote gateway's admin API (e.g. http://127.0.0.1:8432) instead of the
+    /// local state directory: get, apply, delete and secret set
+    #[arg(long, global = true, env = "POSTERN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// File holding the bearer token for --server
+    #[arg(long, global = true, env = "POSTERN_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Where access tokens are taken as cleartext passwords [default: tls]
     #[arg(long, global = true, env = "POSTERN_TOKEN_PASSWORD", value_enum)]
     pub token_password: Option<TokenPasswordArg>,

@@ -6,6 +6,7 @@ mod demo;
 mod issuer;
 mod logs;
 mod reconcile;
+mod remote;
 mod resources;
 mod serve;
 mod setup;
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(server) = &cli.settings.server {
+        return remote::run(server, cli.settings.token_file.as_ref(), cli.command);
+    }
     let config = setup::load_config(&cli.settings)?;
     let long_running = matches!(cli.command, Command::Serve | Command::Demo);
     setup::init_logging(config.log_format, long_running);

@@ -1,6 +1,6 @@
 //! Resource commands: `apply`, `get`, `delete`, `secret set`, `identity key …` and
 //! `check-config`. They act on the state store directly; a running gateway sees the
-//! changes on its next connection.
+//! changes on its next connection (`remote.rs` does the same through the admin API).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
+pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
     let mut loaded = Vec::new();
     for file in collect_files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
@@ -380,7 +380,11 @@ pub fn get(
     }
 }
 
-fn emit(output: Output, docs: &[serde_json::Value], rows: &[Vec<String>]) -> anyhow::Result<()> {
+pub(crate) fn emit(
+    output: Output,
+    docs: &[serde_json::Value],
+    rows: &[Vec<String>],
+) -> anyhow::Result<()> {
     match output {
         Output::Table => print_table(rows),
         Output::Json => {
@@ -425,7 +429,10 @@ pub fn delete(
     }
 }
 
-fn read_secret_input(value: Option<String>, file: Option<&Path>) -> anyhow::Result<String> {
+pub(crate) fn read_secret_input(
+    value: Option<String>,
+    file: Option<&Path>,
+) -> anyhow::Result<String> {
     let mut text = match (value, file) {
         (Some(v), _) => return Ok(v),
         (None, Some(path)) => {

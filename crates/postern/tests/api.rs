@@ -103,7 +103,8 @@ async fn tokens_role_bindings_and_the_admin_api() {
     let api_key = gateway.provision(&pg.address());
     let file = gateway.write_file("tenants.yaml", TENANTS);
     gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
-    let http = Http::new(gateway.api_port().await);
+    let api_port = gateway.api_port().await;
+    let http = Http::new(api_port);
     let admin = gateway.admin_token();
 
     // Health needs no token; everything else does.
@@ -446,6 +447,55 @@ async fn tokens_role_bindings_and_the_admin_api() {
         ),
     );
     assert_eq!(status, 413, "{body}");
+
+    // The CLI acts on a gateway through the API, under the same role bindings.
+    let token_file = gateway.write_file("admin-a.token", &admin_a);
+    let server = format!("http://127.0.0.1:{api_port}");
+    let remote = |args: &[&str]| {
+        let mut full = vec![
+            "--server",
+            server.as_str(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        gateway.cli(&full)
+    };
+    let output = remote(&["get", "services", "-n", "team-a", "-o", "json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        json(&String::from_utf8_lossy(&output.stdout))["metadata"]["name"],
+        "orders"
+    );
+    let output = remote(&["get", "identities", "-n", "team-b"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("404"));
+    let remote_file = gateway.write_file(
+        "remote.yaml",
+        "kind: Identity\nmetadata: {name: remote-made, namespace: team-a}\nspec: {groups: [x]}\n",
+    );
+    let output = remote(&["apply", "-f", remote_file.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("+ Identity team-a/remote-made (create)")
+    );
+    let output = remote(&["apply", "-f", remote_file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(unchanged)"));
+    let output = remote(&[
+        "secret",
+        "set",
+        "remote-secret",
+        "-n",
+        "team-a",
+        "--value",
+        "remote-Value-9",
+    ]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created"));
+    let output = remote(&["get", "secrets", "-n", "team-a", "-o", "json"]);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("remote-Value-9"));
 
     // Metrics need an account-level reader; they count what happened.
     assert_eq!(http.get("/metrics", &admin_a).0, 403);

@@ -1,0 +1,277 @@
+//! `--server URL --token-file F`: `get`, `apply`, `delete` and `secret set` against a
+//! remote gateway's admin API instead of the local state directory, with the same role
+//! bindings as every other API caller.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use postern_model::{Kind, LoadedResource};
+use serde_json::Value;
+
+use crate::cli::{Command, Output, SecretCommand};
+use crate::resources::{emit, load, read_secret_input};
+
+/// The API's path segment of a kind's collection.
+fn collection(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Namespace => "namespaces",
+        Kind::Target => "targets",
+        Kind::Service => "services",
+        Kind::Identity => "identities",
+        Kind::Intents => "intents",
+        Kind::CredentialRole => "credentialroles",
+        Kind::StaticRole => "staticroles",
+        Kind::RoleBinding => "rolebindings",
+    }
+}
+
+struct Remote {
+    base: String,
+    authorization: String,
+    agent: ureq::Agent,
+}
+
+impl Remote {
+    fn new(server: &str, token_file: Option<&PathBuf>) -> anyhow::Result<Remote> {
+        let Some(token_file) = token_file else {
+            bail!("--server needs --token-file (a bearer token: an access token or the bootstrap admin token)");
+        };
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("--token-file {}", token_file.display()))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Remote {
+            base: server.trim_end_matches('/').to_owned(),
+            authorization: format!("Bearer {}", token.trim()),
+            agent,
+        })
+    }
+
+    /// `method path` with an optional JSON body: the status and the parsed answer.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let response = match (method, body) {
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.authorization)
+                .call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &self.authorization)
+                .call(),
+            (method, body) => {
+                let request = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                request
+                    .header("Authorization", &self.authorization)
+                    .header("Content-Type", "application/json")
+                    .send(body.map(Value::to_string).unwrap_or_default())
+            }
+        };
+        let mut response = response.with_context(|| format!("{method} {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    /// Like [`Remote::call`], but an error status becomes the API's one-line message.
+    fn expect(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let (status, value) = self.call(method, path, body)?;
+        if status >= 400 {
+            bail!("{}", api_message(status, &value));
+        }
+        Ok(value)
+    }
+}
+
+fn api_message(status: u16, value: &Value) -> String {
+    let message = value["message"].as_str().unwrap_or("no message");
+    match value["field"].as_str() {
+        Some(field) => format!("{status}: {field}: {message}"),
+        None => format!("{status}: {message}"),
+    }
+}
+
+fn resource_path(kind: Kind, namespace: &str, name: Option<&str>) -> String {
+    let mut path = if kind == Kind::Namespace {
+        "/api/v1/namespaces".to_owned()
+    } else {
+        format!("/api/v1/namespaces/{namespace}/{}", collection(kind))
+    };
+    if let Some(name) = name {
+        path.push('/');
+        path.push_str(name);
+    }
+    path
+}
+
+/// Runs a command against the admin API at `server`.
+pub fn run(server: &str, token_file: Option<&PathBuf>, command: Command) -> anyhow::Result<()> {
+    let remote = Remote::new(server, token_file)?;
+    match command {
+        Command::Get {
+            kind,
+            name,
+            scope,
+            output,
+        } => {
+            if scope.all_namespaces {
+                bail!("-A is not available with --server; name a namespace with -n");
+            }
+            let namespace = scope
+                .namespace
+                .unwrap_or_else(|| postern_model::DEFAULT_NAMESPACE.to_owned());
+            let path = if matches!(kind.to_ascii_lowercase().as_str(), "secret" | "secrets") {
+                let mut path = format!("/api/v1/namespaces/{namespace}/secrets");
+                if let Some(name) = &name {
+                    path = format!("{path}/{name}");
+                }
+                path
+            } else {
+                let kind = kind.parse::<Kind>().map_err(anyhow::Error::msg)?;
+                resource_path(kind, &namespace, name.as_deref())
+            };
+            let answer = remote.expect("GET", &path, None)?;
+            let docs: Vec<Value> = match answer.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                _ => vec![answer],
+            };
+            print_docs(output, &docs)
+        }
+        Command::Apply {
+            files,
+            dry_run,
+            prune,
+        } => {
+            if prune {
+                bail!("--prune is not available with --server (deletes go one by one: postern delete)");
+            }
+            apply(&remote, &load(&files)?, dry_run)
+        }
+        Command::Delete {
+            kind,
+            name,
+            namespace,
+        } => {
+            let path = if matches!(kind.to_ascii_lowercase().as_str(), "secret" | "secrets") {
+                format!("/api/v1/namespaces/{namespace}/secrets/{name}")
+            } else {
+                let kind = kind.parse::<Kind>().map_err(anyhow::Error::msg)?;
+                resource_path(kind, &namespace, Some(&name))
+            };
+            remote.expect("DELETE", &path, None)?;
+            println!("{kind} {namespace}/{name} deleted");
+            Ok(())
+        }
+        Command::Secret(SecretCommand::Set {
+            name,
+            namespace,
+            value,
+            file,
+        }) => {
+            let value = read_secret_input(value, file.as_deref())?;
+            if value.is_empty() {
+                bail!("the secret value is empty");
+            }
+            let (status, answer) = remote.call(
+                "PUT",
+                &format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+                Some(&serde_json::json!({ "value": value })),
+            )?;
+            match status {
+                200 => println!("Secret {namespace}/{name} updated"),
+                201 => println!("Secret {namespace}/{name} created"),
+                _ => bail!("{}", api_message(status, &answer)),
+            }
+            Ok(())
+        }
+        _ => bail!(
+            "this command is not available with --server; run it on the gateway's host (get, apply, delete and secret set are)"
+        ),
+    }
+}
+
+fn print_docs(output: Output, docs: &[Value]) -> anyhow::Result<()> {
+    let mut rows = vec![vec![
+        "NAMESPACE".to_owned(),
+        "NAME".to_owned(),
+        "GENERATION".to_owned(),
+    ]];
+    for doc in docs {
+        let field = |key: &str| match &doc["metadata"][key] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        rows.push(vec![field("namespace"), field("name"), field("generation")]);
+    }
+    emit(output, docs, &rows)
+}
+
+/// Creates what is missing and replaces what differs, one resource at a time in
+/// dependency order (the API has no multi-resource transaction).
+fn apply(remote: &Remote, loaded: &[LoadedResource], dry_run: bool) -> anyhow::Result<()> {
+    let mut ordered: Vec<&LoadedResource> = loaded.iter().collect();
+    ordered.sort_by_key(|l| {
+        Kind::ALL
+            .iter()
+            .position(|k| *k == l.resource.kind())
+            .unwrap_or(usize::MAX)
+    });
+    for item in ordered {
+        let r = &item.resource;
+        let path = resource_path(r.kind(), r.namespace(), Some(r.name()));
+        let wanted = r.to_document();
+        let (status, current) = remote.call("GET", &path, None)?;
+        let fail = |status: u16, answer: &Value| {
+            anyhow::anyhow!(
+                "{}: ({}) {}",
+                item.origin,
+                r.describe(),
+                api_message(status, answer)
+            )
+        };
+        match status {
+            404 => {
+                if !dry_run {
+                    let collection_path = resource_path(r.kind(), r.namespace(), None);
+                    let (status, answer) = remote.call("POST", &collection_path, Some(&wanted))?;
+                    if status != 201 {
+                        return Err(fail(status, &answer));
+                    }
+                }
+                println!("+ {} (create)", r.describe());
+            }
+            200 => {
+                let unchanged = current["spec"] == wanted["spec"]
+                    && current["metadata"]["labels"] == wanted["metadata"]["labels"];
+                if unchanged {
+                    println!("= {} (unchanged)", r.describe());
+                    continue;
+                }
+                if !dry_run {
+                    let mut body = wanted.clone();
+                    body["metadata"]["generation"] = current["metadata"]["generation"].clone();
+                    let (status, answer) = remote.call("PUT", &path, Some(&body))?;
+                    if status != 200 {
+                        return Err(fail(status, &answer));
+                    }
+                }
+                println!("~ {} (update)", r.describe());
+            }
+            _ => return Err(fail(status, &current)),
+        }
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
