@@ -309,3 +309,84 @@ impl TokenVerifier for TokenAuthority {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_state::KeySettings;
+
+    fn authority(dir: &std::path::Path, max_ttl: Duration) -> TokenAuthority {
+        let keys = KeySettings {
+            inline: None,
+            credentials_directory: None,
+            key_file: dir.join("master.key"),
+        };
+        let store = Store::open(dir, &keys).unwrap();
+        let docs = postern_model::parse_documents(
+            "t.yaml",
+            "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {groups: [g]}\n",
+            postern_model::Format::Yaml,
+        )
+        .unwrap();
+        store.apply_resources(&docs, false, false).unwrap();
+        let settings = TokenSettings {
+            default_ttl: Duration::from_secs(60),
+            max_ttl,
+            rotation: Duration::from_secs(3600),
+        };
+        TokenAuthority::new(Arc::new(store), settings).unwrap()
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_until_their_keys_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = authority(dir.path(), Duration::from_secs(3600));
+        let who = QualifiedName::new("a", "w");
+        let old = tokens.issue(&who, None).unwrap();
+        assert_eq!(old.claims.groups, ["g"]);
+        assert_eq!(tokens.verify(old.token.expose()).unwrap().sub, "w");
+        // Fresh key: not rotated again.
+        assert_eq!(tokens.maintain_keys().unwrap(), None);
+        tokens.rotate().unwrap();
+        let new = tokens.issue(&who, None).unwrap();
+        assert!(tokens.verify(old.token.expose()).is_ok());
+        assert!(tokens.verify(new.token.expose()).is_ok());
+        assert_eq!(tokens.jwks()["keys"].as_array().unwrap().len(), 2);
+
+        // Pruned (past every token's lifetime), the retired key's tokens go with it.
+        tokens.store.prune_signing_keys(i64::MAX).unwrap();
+        tokens.reload().unwrap();
+        assert!(matches!(
+            tokens.verify(old.token.expose()),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(tokens.verify(new.token.expose()).is_ok());
+    }
+
+    #[test]
+    fn ttl_above_the_maximum_and_unknown_identities_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = authority(dir.path(), Duration::from_secs(600));
+        let who = QualifiedName::new("a", "w");
+        assert!(matches!(
+            tokens.issue(&who, Some(Duration::from_secs(601))),
+            Err(TokenError::TtlTooLong {
+                asked: 601,
+                max: 600
+            })
+        ));
+        assert!(matches!(
+            tokens.issue(&QualifiedName::new("a", "nobody"), None),
+            Err(TokenError::UnknownIdentity(_))
+        ));
+        let issued = tokens.issue(&who, None).unwrap();
+        tokens
+            .store
+            .revoke_access_token(&issued.claims.jti)
+            .unwrap();
+        assert!(matches!(
+            tokens.verify(issued.token.expose()),
+            Err(TokenError::Invalid(why)) if why == "revoked"
+        ));
+    }
+}
