@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use metrics::{MetricFamily, MetricType, MetricsSource};
+pub use resources::collection_segment;
 pub use tokens::{Claims, IssuedToken, TokenAuthority, TokenError, TokenSettings};
 
 /// What every request handler shares.
@@ -29,6 +30,21 @@ pub struct Api {
     pub metrics: Vec<Arc<dyn MetricsSource>>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Bounds the argon2 checks the token endpoint runs at once (each takes ~19 MiB and
+    /// tens of ms), so unauthenticated callers cannot exhaust memory or threads.
+    pub client_checks: tokio::sync::Semaphore,
+}
+
+/// Concurrent client-secret checks at the token endpoint.
+pub const CONCURRENT_CLIENT_CHECKS: usize = 4;
+
+/// Runs blocking work (state reads and writes, argon2) off the async executor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// Every route of the API.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::{Api, ApiError};
+use crate::{blocking, Api, ApiError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
@@ -81,10 +81,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    let ready = tokio::task::spawn_blocking(move || {
-        api.store
+    let ready = blocking(move || {
+        Ok(api
+            .store
             .list_resources(Some(postern_model::Kind::Namespace), None)
-            .is_ok()
+            .is_ok())
     })
     .await
     .unwrap_or(false);
@@ -104,7 +105,7 @@ pub async fn prometheus(
     State(api): State<Arc<Api>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let families = tokio::task::spawn_blocking(move || {
+    let families = blocking(move || {
         let caller = api.caller(&headers)?;
         if !caller.access.reads_account() {
             return Err(ApiError::forbidden(format!(
@@ -117,8 +118,7 @@ pub async fn prometheus(
             .flat_map(|source| source.collect())
             .collect::<Vec<_>>())
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -105,7 +105,13 @@ pub async fn token(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) 
             )
         }
     };
+    // Each check holds ~19 MiB for tens of ms: a few at a time, the rest wait.
+    let Ok(_permit) = api.client_checks.acquire().await else {
+        return crate::ApiError::internal("client check semaphore closed").into_response();
+    };
+    let checker = api.clone();
     let issued = tokio::task::spawn_blocking(move || {
+        let api = checker;
         let identity = api.store.verify_identity_client(&id, &secret)?;
         let Some(identity) = identity else {
             debug!(client_id = %id, "client credentials refused");

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::Api;
+use crate::{blocking, Api};
 
 /// A collection under a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,21 +54,20 @@ fn params<T>(path: Params<T>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
 }
 
+/// The path segment of a namespaced kind's collection (`None` for Namespace).
+pub fn collection_segment(kind: Kind) -> Option<&'static str> {
+    COLLECTIONS
+        .iter()
+        .find(|(_, c)| *c == Collection::Resource(kind))
+        .map(|(segment, _)| *segment)
+}
+
 fn collection(segment: &str) -> Result<Collection, ApiError> {
     COLLECTIONS
         .iter()
         .find(|(name, _)| *name == segment)
         .map(|(_, c)| *c)
         .ok_or_else(|| ApiError::not_found(format!("collection {segment:?}")))
-}
-
-/// Runs blocking work (state reads and writes) off the async executor.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
 }
 
 /// The request body, refused past the limit (413).
@@ -84,7 +83,14 @@ async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
     axum::body::to_bytes(body, limit)
         .await
         .map(|b| b.to_vec())
-        .map_err(|_| ApiError::too_large(limit))
+        .map_err(|e| {
+            // The limit's error is the only one that names a length.
+            if e.to_string().contains("length limit") {
+                ApiError::too_large(limit)
+            } else {
+                ApiError::bad_request(format!("reading the body failed: {e}"))
+            }
+        })
 }
 
 /// Parses a JSON body; malformed JSON is a 400 that says where.
@@ -481,9 +487,7 @@ pub async fn create(
         match collection {
             Collection::Resource(kind) => {
                 let (resource, _) = decode_resource(&api, &bytes, kind, Some(&namespace), None)?;
-                if let Spec::RoleBinding(binding) = &resource.spec {
-                    caller.check_grant(&namespace, binding.role)?;
-                }
+                check_widening(&api, &caller, &resource)?;
                 let stored = api.store.put_resource(resource, Precondition::Absent)?;
                 Ok((StatusCode::CREATED, Json(document(&stored))).into_response())
             }
@@ -507,7 +511,7 @@ pub async fn create(
                         "Secret {namespace}/{name} already exists"
                     )));
                 }
-                let info = set_secret(&api, &namespace, &name, body)?;
+                let (info, _) = set_secret(&api, &namespace, &name, body)?;
                 Ok((StatusCode::CREATED, Json(secret_document(&info))).into_response())
             }
         }
@@ -515,13 +519,14 @@ pub async fn create(
     .await
 }
 
-/// Stores a secret from a body's `value`; returns its (value-free) description.
+/// Stores a secret from a body's `value`; returns its (value-free) description and
+/// whether it was created rather than replaced.
 fn set_secret(
     api: &Api,
     namespace: &str,
     name: &str,
     mut body: serde_json::Map<String, Value>,
-) -> Result<SecretInfo, ApiError> {
+) -> Result<(SecretInfo, bool), ApiError> {
     let value = match body.remove("value") {
         Some(Value::String(value)) if !value.is_empty() => SecretValue::new(value),
         _ => {
@@ -535,8 +540,8 @@ fn set_secret(
     }
     postern_model::validate_name(name)
         .map_err(|e| ApiError::invalid(e.to_string()).with_field("name"))?;
-    api.store.set_secret(namespace, name, &value)?;
-    find_secret(api, namespace, name)
+    let created = api.store.set_secret(namespace, name, &value)?;
+    Ok((find_secret(api, namespace, name)?, created))
 }
 
 fn find_secret(api: &Api, namespace: &str, name: &str) -> Result<SecretInfo, ApiError> {
@@ -594,10 +599,7 @@ pub async fn replace(
                 caller.check_write(&namespace, &what)?;
                 let (resource, generation) =
                     decode_resource(&api, &bytes, kind, Some(&namespace), Some(&name))?;
-                if let Spec::RoleBinding(binding) = &resource.spec {
-                    caller.check_grant(&namespace, binding.role)?;
-                    check_existing_binding(&api, &caller, &namespace, &name)?;
-                }
+                check_widening(&api, &caller, &resource)?;
                 let stored = api
                     .store
                     .put_resource(resource, required_generation(generation)?)?;
@@ -606,22 +608,59 @@ pub async fn replace(
             Collection::Secrets => {
                 caller.check_write(&namespace, &format!("Secret {namespace}/{name}"))?;
                 namespace_exists(&api, &namespace)?;
-                let existed = api
-                    .store
-                    .list_secrets(Some(&namespace))?
-                    .iter()
-                    .any(|s| s.name == name);
-                let info = set_secret(&api, &namespace, &name, json_body(&bytes)?)?;
-                let status = if existed {
-                    StatusCode::OK
-                } else {
+                let (info, created) = set_secret(&api, &namespace, &name, json_body(&bytes)?)?;
+                let status = if created {
                     StatusCode::CREATED
+                } else {
+                    StatusCode::OK
                 };
                 Ok((status, Json(secret_document(&info))).into_response())
             }
         }
     })
     .await
+}
+
+/// An Identity may be written or removed only by a caller who could have granted all
+/// it holds and would hold: its groups and login certificate decide who gets that access.
+fn check_identity(
+    api: &Api,
+    caller: &Caller,
+    identity: &QualifiedName,
+    groups: Option<&[String]>,
+) -> Result<(), ApiError> {
+    let mut holds = Vec::new();
+    if let Some((_, current)) = api.store.access_of(identity)? {
+        holds.push(current);
+    }
+    if let Some(groups) = groups {
+        holds.push(api.store.access_for(identity, groups)?);
+    }
+    if holds.iter().all(|access| caller.access.covers(access)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{caller} may not change Identity {identity}: its role bindings reach further than {caller}'s"
+        )))
+    }
+}
+
+/// Checks a write of `resource` beyond the namespace: bindings may not grant more than
+/// the caller holds, identities may not carry more than it could grant.
+fn check_widening(api: &Api, caller: &Caller, resource: &Resource) -> Result<(), ApiError> {
+    match &resource.spec {
+        Spec::RoleBinding(binding) => {
+            caller.check_grant(resource.namespace(), binding.role)?;
+            check_existing_binding(api, caller, resource.namespace(), resource.name())
+        }
+        Spec::Identity(identity) => check_identity(
+            api,
+            caller,
+            &resource.qualified_name(),
+            Some(&identity.groups),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A binding may be changed or removed only by a caller who could have granted it.
@@ -650,8 +689,12 @@ pub async fn remove(
         match collection(&segment)? {
             Collection::Resource(kind) => {
                 caller.check_write(&namespace, &describe(kind, &namespace, &name))?;
-                if kind == Kind::RoleBinding {
-                    check_existing_binding(&api, &caller, &namespace, &name)?;
+                match kind {
+                    Kind::RoleBinding => check_existing_binding(&api, &caller, &namespace, &name)?,
+                    Kind::Identity => {
+                        check_identity(&api, &caller, &QualifiedName::new(&namespace, &name), None)?
+                    }
+                    _ => {}
                 }
                 api.store.delete_resource(kind, &namespace, &name)?;
             }

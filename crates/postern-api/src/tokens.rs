@@ -71,10 +71,12 @@ pub enum TokenError {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    postern_model::unix_millis(std::time::SystemTime::now()) / 1000
 }
+
+/// Unknown key ids reload the keys at most this often, so made-up ids cannot keep the
+/// store busy.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
@@ -86,6 +88,7 @@ pub struct TokenAuthority {
     store: Arc<Store>,
     settings: TokenSettings,
     keys: RwLock<Vec<SigningKey>>,
+    last_reload: std::sync::Mutex<std::time::Instant>,
 }
 
 impl std::fmt::Debug for TokenAuthority {
@@ -103,6 +106,7 @@ impl TokenAuthority {
             store,
             settings,
             keys: RwLock::new(keys),
+            last_reload: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -113,6 +117,16 @@ impl TokenAuthority {
     fn reload(&self) -> Result<(), TokenError> {
         let keys = self.store.signing_keys()?;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Reloads unless that happened within [`RELOAD_INTERVAL`].
+    fn reload_if_stale(&self) -> Result<(), TokenError> {
+        let last = *self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= RELOAD_INTERVAL {
+            self.reload()?;
+        }
         Ok(())
     }
 
@@ -155,8 +169,10 @@ impl TokenAuthority {
         Ok(rotated)
     }
 
-    /// Signs `claims` with the current key.
+    /// Signs `claims` with the current key (read afresh: another process may have
+    /// rotated it).
     pub fn sign(&self, claims: &Claims) -> Result<SecretValue, TokenError> {
+        self.reload()?;
         let current = self.cached(|keys| keys.iter().find(|k| k.retired_at.is_none()).cloned());
         let key = match current {
             Some(key) => key,
@@ -240,7 +256,7 @@ impl TokenAuthority {
         let public_key = match self.cached(find) {
             Some(key) => key,
             None => {
-                self.reload()?;
+                self.reload_if_stale()?;
                 self.cached(find)
                     .ok_or_else(|| invalid("unknown signing key"))?
             }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+pub use postern_model::TokenPassword;
 use serde::{Deserialize, Serialize};
 
 /// Where the config file is looked for when none is named.
@@ -83,18 +84,6 @@ impl Default for AuditConfig {
             on_failure: AuditFailure::Spill,
         }
     }
-}
-
-/// Where the wire proxy takes an access token as a cleartext password.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TokenPasswordSetting {
-    Off,
-    /// Only over TLS.
-    #[default]
-    Tls,
-    /// Over TLS, or plain TCP from a loopback address.
-    TlsOrLoopback,
 }
 
 /// The `[api]` section: the admin API and the access tokens it issues.
@@ -177,7 +166,7 @@ pub struct Config {
     pub tls_client_ca_file: Option<PathBuf>,
     /// Access tokens as cleartext passwords on the wire: `off`, `tls`, `tls-or-loopback`.
     #[serde(default)]
-    pub token_password: TokenPasswordSetting,
+    pub token_password: TokenPassword,
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
@@ -223,7 +212,7 @@ impl Default for Config {
             tls_key_file: None,
             require_tls: false,
             tls_client_ca_file: None,
-            token_password: TokenPasswordSetting::default(),
+            token_password: TokenPassword::default(),
             audit: AuditConfig::default(),
             api: ApiConfig::default(),
         }
@@ -266,7 +255,7 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_password: Option<TokenPasswordSetting>,
+    pub token_password: Option<TokenPassword>,
 }
 
 /// A setting that could not be read; one line saying which and why.

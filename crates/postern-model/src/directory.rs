@@ -140,6 +140,19 @@ pub trait SessionCredentials: Send + Sync + 'static {
     fn release(&self, lease_id: String);
 }
 
+/// Where the wire proxy takes an access token as a cleartext password. Never over plain
+/// TCP from another host: the token would cross the network readable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenPassword {
+    Off,
+    /// Over TLS only.
+    #[default]
+    Tls,
+    /// Over TLS, or over plain TCP from a loopback address.
+    TlsOrLoopback,
+}
+
 /// Why an access token was not accepted; for logs, never for clients (they get 28P01).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("access token refused: {0}")]

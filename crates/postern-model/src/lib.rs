@@ -26,7 +26,8 @@ pub use credentials::{
 };
 pub use directory::{
     BoxFuture, Directory, DirectoryError, IdentityCredentials, LeaseRefused, RouteLookup,
-    SecretValue, SessionCredentials, SessionLease, TokenRejected, TokenVerifier, UpstreamRoute,
+    SecretValue, SessionCredentials, SessionLease, TokenPassword, TokenRejected, TokenVerifier,
+    UpstreamRoute,
 };
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;

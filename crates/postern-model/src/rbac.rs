@@ -82,6 +82,10 @@ impl RoleBindingSpec {
                 }
                 Ok(())
             }
+            (None, Some(_)) if self.role.is_account_wide() => Err(ValidationError::new(
+                "spec.subject.group",
+                format!("{} is bound to identities only, not groups", self.role),
+            )),
             (None, Some(group)) => check_not_empty("spec.subject.group", group),
             _ => Err(ValidationError::new(
                 "spec.subject",
@@ -90,11 +94,16 @@ impl RoleBindingSpec {
         }
     }
 
-    /// Whether the binding (living in `namespace`) names this identity.
+    /// Whether the binding (living in `namespace`) names this identity. A group means
+    /// that group's members in the binding's own namespace: groups are written on
+    /// Identities by their namespace's admins, so a group must not reach further than
+    /// they do.
     pub fn names(&self, namespace: &str, identity: &QualifiedName, groups: &[String]) -> bool {
         match (&self.subject.identity, &self.subject.group) {
             (Some(subject), _) => QualifiedName::parse(subject, namespace) == *identity,
-            (None, Some(group)) => groups.iter().any(|g| g == group),
+            (None, Some(group)) => {
+                identity.namespace == namespace && groups.iter().any(|g| g == group)
+            }
             (None, None) => false,
         }
     }
@@ -186,6 +195,17 @@ impl Access {
         }
     }
 
+    /// Whether the principal could have granted everything `other` holds: only then may
+    /// it change `other`'s identity (its groups or login certificate), which would hand
+    /// it that access.
+    pub fn covers(&self, other: &Access) -> bool {
+        other.account.iter().all(|role| self.may_grant("", *role))
+            && other
+                .namespaces
+                .iter()
+                .all(|(namespace, roles)| roles.iter().all(|role| self.may_grant(namespace, *role)))
+    }
+
     /// Whether the principal may grant `role` in `namespace` by writing a binding.
     pub fn may_grant(&self, namespace: &str, role: Role) -> bool {
         if role.is_account_wide() {
@@ -224,17 +244,22 @@ mod tests {
                 ("team-a", &admin),
                 ("team-b", &elsewhere),
                 ("team-c", &readers),
+                ("team-a", &readers),
             ],
         );
         assert!(access.allows("team-a", Permission::Write));
         // `alice` in team-b's binding means alice.team-b, someone else.
         assert!(!access.allows("team-b", Permission::Read));
         assert!(!access.allows("team-b", Permission::Connect));
-        assert!(access.allows("team-c", Permission::Read));
-        assert!(!access.allows("team-c", Permission::Write));
+        // A group binding reaches its own namespace's members only.
+        assert!(!access.allows("team-c", Permission::Read));
         assert!(!access.may_grant("team-a", Role::AccountAdmin));
         assert!(access.may_grant("team-a", Role::NamespaceAdmin));
         assert!(!access.may_grant("team-c", Role::NamespaceReader));
+        let reader = Access::of_identity(&alice, &groups, [("team-a", &readers)]);
+        assert!(access.covers(&reader));
+        assert!(!reader.covers(&access));
+        assert!(!access.covers(&Access::account_admin()));
     }
 
     #[test]
@@ -256,5 +281,7 @@ mod tests {
         assert_eq!(both.validate().unwrap_err().path, "spec.subject");
         let bad = binding(Role::NamespaceReader, Some("Alice"), None);
         assert_eq!(bad.validate().unwrap_err().path, "spec.subject.identity");
+        let wide = binding(Role::AccountReader, None, Some("everyone"));
+        assert_eq!(wide.validate().unwrap_err().path, "spec.subject.group");
     }
 }

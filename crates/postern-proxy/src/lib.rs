@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use postern_model::TokenPassword;
 use postern_model::{AccessLog, Directory, SessionCredentials, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -43,18 +44,6 @@ pub struct ProxySettings {
     /// Where an identity without API keys may log in with an access token as a cleartext
     /// password.
     pub token_password: TokenPassword,
-}
-
-/// Where access tokens are accepted as cleartext passwords. Never over plain TCP from
-/// another host: the token would cross the network readable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TokenPassword {
-    Off,
-    /// Over TLS only.
-    #[default]
-    Tls,
-    /// Over TLS, or over plain TCP from a loopback address.
-    TlsOrLoopback,
 }
 
 impl Default for ProxySettings {

@@ -453,10 +453,7 @@ impl Store {
     }
 
     /// A namespace may go only when empty: secrets are never deleted as a side effect.
-    pub(crate) fn check_namespace_deletable(
-        conn: &Connection,
-        name: &str,
-    ) -> Result<(), StateError> {
+    fn check_namespace_deletable(conn: &Connection, name: &str) -> Result<(), StateError> {
         if name == postern_model::DEFAULT_NAMESPACE {
             return Err(StateError::Conflict(
                 "the default namespace cannot be deleted".into(),
@@ -476,14 +473,15 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+    fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
         tx.execute(
             "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
             params![r.kind().as_str(), r.namespace(), r.name()],
         )?;
         match r.kind() {
             Kind::Identity => {
-                for table in ["api_keys", "identity_clients"] {
+                // Its tokens go too: a later identity of the same name must not inherit them.
+                for table in ["api_keys", "identity_clients", "access_tokens"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE namespace = ?1 AND identity = ?2"),
                         params![r.namespace(), r.name()],
@@ -517,10 +515,15 @@ impl Store {
         r: &Resource,
         path: &str,
     ) -> Result<(), StateError> {
+        // A dynamicConfig Service may also name targets in its configs.
         let mut stmt = tx.prepare(
             "SELECT kind || ' ' || name FROM resources WHERE namespace = ?1
              AND kind IN ('Service', 'CredentialRole', 'StaticRole')
-             AND json_extract(spec, ?3) = ?2 ORDER BY kind, name",
+             AND (json_extract(spec, ?3) = ?2
+                  OR (?3 = '$.target' AND EXISTS (
+                      SELECT 1 FROM json_each(spec, '$.upstream.configs')
+                      WHERE json_extract(value, '$.target') = ?2)))
+             ORDER BY kind, name",
         )?;
         let users: Vec<String> = stmt
             .query_map(params![r.namespace(), r.name(), path], |row| row.get(0))?

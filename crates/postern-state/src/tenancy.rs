@@ -333,21 +333,26 @@ impl Store {
 
     // ---- bootstrap admin token -----------------------------------------------------------
 
-    /// Makes the bootstrap admin token when there is none yet; `None` when one exists.
-    pub fn create_bootstrap_token(&self) -> Result<Option<SecretValue>, StateError> {
-        let token = SecretValue::new(format!("pat_{}", random_token(32)));
-        let hash = sha256_hex(token.expose());
+    /// Makes the bootstrap admin token when there is none yet and hands it to `publish`
+    /// (which writes it where the operator finds it); it counts only once published, so
+    /// a failed write leaves no token behind that nobody holds. False when one exists.
+    pub fn create_bootstrap_token(
+        &self,
+        publish: impl FnOnce(&SecretValue) -> std::io::Result<()>,
+    ) -> Result<bool, StateError> {
         self.write(|tx| {
             let existing: i64 =
                 tx.query_row("SELECT count(*) FROM admin_tokens", [], |row| row.get(0))?;
             if existing > 0 {
-                return Ok(None);
+                return Ok(false);
             }
+            let token = SecretValue::new(format!("pat_{}", random_token(32)));
             tx.execute(
                 "INSERT INTO admin_tokens VALUES (?1, ?2)",
-                params![hash, now()],
+                params![sha256_hex(token.expose()), now()],
             )?;
-            Ok(Some(token))
+            publish(&token).map_err(StateError::io("the bootstrap admin token file"))?;
+            Ok(true)
         })
     }
 
@@ -369,6 +374,32 @@ impl Store {
 
     // ---- role bindings -------------------------------------------------------------------
 
+    /// The access role bindings give `identity` with `groups`, whether or not it exists
+    /// (yet): what an identity written with those groups would hold.
+    pub fn access_for(
+        &self,
+        identity: &QualifiedName,
+        groups: &[String],
+    ) -> Result<Access, StateError> {
+        self.read(|conn| Self::access_in(conn, identity, groups))
+    }
+
+    fn access_in(
+        conn: &rusqlite::Connection,
+        identity: &QualifiedName,
+        groups: &[String],
+    ) -> Result<Access, StateError> {
+        let bindings = Self::list_in(conn, Some(Kind::RoleBinding), None)?;
+        Ok(Access::of_identity(
+            identity,
+            groups,
+            bindings.iter().filter_map(|b| match &b.resource.spec {
+                Spec::RoleBinding(spec) => Some((b.resource.namespace(), spec)),
+                _ => None,
+            }),
+        ))
+    }
+
     /// The identity's groups and the access its role bindings give it; `None` when the
     /// identity does not exist.
     pub fn access_of(
@@ -385,15 +416,7 @@ impl Store {
                 Spec::Identity(spec) => spec.groups,
                 _ => Vec::new(),
             };
-            let bindings = Self::list_in(conn, Some(Kind::RoleBinding), None)?;
-            let access = Access::of_identity(
-                identity,
-                &groups,
-                bindings.iter().filter_map(|b| match &b.resource.spec {
-                    Spec::RoleBinding(spec) => Some((b.resource.namespace(), spec)),
-                    _ => None,
-                }),
-            );
+            let access = Self::access_in(conn, identity, &groups)?;
             Ok(Some((groups, access)))
         })
     }
@@ -436,10 +459,15 @@ impl Store {
                 }
                 _ => {}
             }
-            let current: Vec<(Resource, bool)> = Self::list_in(tx, None, None)?
-                .into_iter()
-                .map(|s| (s.resource, s.applied))
-                .collect();
+            // References never leave a namespace, so the written resource is checked
+            // against its own namespace and the namespaces only: another tenant's
+            // state can neither block this write nor show up in its errors.
+            let mut scope = Self::list_in(tx, Some(Kind::Namespace), None)?;
+            if kind.is_namespaced() {
+                scope.extend(Self::list_in(tx, None, Some(&namespace))?);
+            }
+            let current: Vec<(Resource, bool)> =
+                scope.into_iter().map(|s| (s.resource, s.applied)).collect();
             let desired = [LoadedResource {
                 origin: "request".to_owned(),
                 resource: resource.clone(),
@@ -532,11 +560,19 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_token_is_made_once() {
+    fn bootstrap_token_is_made_once_and_only_when_published() {
         let (_dir, store) = store();
-        let token = store.create_bootstrap_token().unwrap().unwrap();
-        assert!(store.create_bootstrap_token().unwrap().is_none());
-        assert!(store.is_admin_token(token.expose()).unwrap());
+        let failed = store.create_bootstrap_token(|_| Err(std::io::Error::other("disk full")));
+        assert!(failed.is_err());
+        let mut kept = None;
+        assert!(store
+            .create_bootstrap_token(|token| {
+                kept = Some(token.clone());
+                Ok(())
+            })
+            .unwrap());
+        assert!(!store.create_bootstrap_token(|_| Ok(())).unwrap());
+        assert!(store.is_admin_token(kept.unwrap().expose()).unwrap());
         assert!(!store.is_admin_token("pat_other").unwrap());
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use postern_config::{LogFormat, Overrides, TokenPasswordSetting};
+use postern_config::{LogFormat, Overrides, TokenPassword};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -170,9 +170,9 @@ impl SettingFlags {
             require_tls: self.require_tls,
             tls_client_ca_file: self.tls_client_ca_file.clone(),
             token_password: self.token_password.map(|t| match t {
-                TokenPasswordArg::Off => TokenPasswordSetting::Off,
-                TokenPasswordArg::Tls => TokenPasswordSetting::Tls,
-                TokenPasswordArg::TlsOrLoopback => TokenPasswordSetting::TlsOrLoopback,
+                TokenPasswordArg::Off => TokenPassword::Off,
+                TokenPasswordArg::Tls => TokenPassword::Tls,
+                TokenPasswordArg::TlsOrLoopback => TokenPassword::TlsOrLoopback,
             }),
         }
     }

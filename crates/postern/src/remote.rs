@@ -11,20 +11,6 @@ use serde_json::Value;
 use crate::cli::{Command, Output, SecretCommand};
 use crate::resources::{emit, load, read_secret_input};
 
-/// The API's path segment of a kind's collection.
-fn collection(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Namespace => "namespaces",
-        Kind::Target => "targets",
-        Kind::Service => "services",
-        Kind::Identity => "identities",
-        Kind::Intents => "intents",
-        Kind::CredentialRole => "credentialroles",
-        Kind::StaticRole => "staticroles",
-        Kind::RoleBinding => "rolebindings",
-    }
-}
-
 struct Remote {
     base: String,
     authorization: String,
@@ -101,10 +87,9 @@ fn api_message(status: u16, value: &Value) -> String {
 }
 
 fn resource_path(kind: Kind, namespace: &str, name: Option<&str>) -> String {
-    let mut path = if kind == Kind::Namespace {
-        "/api/v1/namespaces".to_owned()
-    } else {
-        format!("/api/v1/namespaces/{namespace}/{}", collection(kind))
+    let mut path = match postern_api::collection_segment(kind) {
+        Some(segment) => format!("/api/v1/namespaces/{namespace}/{segment}"),
+        None => "/api/v1/namespaces".to_owned(),
     };
     if let Some(name) = name {
         path.push('/');

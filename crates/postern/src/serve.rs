@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use postern_config::{Config, TokenPasswordSetting};
+use postern_config::Config;
 use postern_model::Directory;
-use postern_proxy::{Gateway, ProxySettings, TlsConfig, TokenPassword};
+use postern_proxy::{Gateway, ProxySettings, TlsConfig};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -22,11 +22,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         upstream_connect_timeout: Duration::from_secs(config.upstream_connect_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         require_tls: config.require_tls,
-        token_password: match config.token_password {
-            TokenPasswordSetting::Off => TokenPassword::Off,
-            TokenPasswordSetting::Tls => TokenPassword::Tls,
-            TokenPasswordSetting::TlsOrLoopback => TokenPassword::TlsOrLoopback,
-        },
+        token_password: config.token_password,
     }
 }
 
@@ -208,6 +204,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 tokens: tokens.clone(),
                 metrics: vec![Arc::new(metrics)],
                 max_body_bytes: config.api.max_body_bytes,
+                client_checks: tokio::sync::Semaphore::new(postern_api::CONCURRENT_CLIENT_CHECKS),
             });
             Some(tokio::spawn(async move {
                 let stopped = async {

@@ -2,7 +2,7 @@
 //! admin API that `serve` runs beside the proxy (bootstrap token, metrics sources).
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -109,28 +109,28 @@ pub fn token(store: Store, config: &Config, command: TokenCommand) -> anyhow::Re
 /// says where; later starts find one already made and say nothing new.
 pub fn write_bootstrap_token(store: &Store, state_dir: &Path) -> anyhow::Result<()> {
     let path: PathBuf = state_dir.join(BOOTSTRAP_TOKEN_FILE);
-    let Some(token) = store.create_bootstrap_token()? else {
-        return Ok(());
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
+    let created = store
+        .create_bootstrap_token(|token| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            // `mode` applies only to a new file; an old one is tightened as well.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            writeln!(file, "{}", token.expose())?;
+            file.sync_all()
+        })
         .with_context(|| {
             format!(
                 "cannot write the bootstrap admin token to {}",
                 path.display()
             )
         })?;
-    writeln!(file, "{}", token.expose()).with_context(|| {
-        format!(
-            "cannot write the bootstrap admin token to {}",
-            path.display()
-        )
-    })?;
-    info!(path = %path.display(), "bootstrap admin token written (account-admin; use it as a Bearer token and keep it safe)");
+    if created {
+        info!(path = %path.display(), "bootstrap admin token written (account-admin; use it as a Bearer token and keep it safe)");
+    }
     Ok(())
 }
 

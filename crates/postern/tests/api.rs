@@ -42,6 +42,17 @@ spec: {role: namespace-admin, subject: {identity: admin-a}}
 kind: RoleBinding
 metadata: {name: readers, namespace: team-a}
 spec: {role: namespace-reader, subject: {identity: reader-a.team-a}}
+---
+kind: Identity
+metadata: {name: boss, namespace: team-a}
+---
+kind: RoleBinding
+metadata: {name: boss-reads-all, namespace: default}
+spec: {role: account-reader, subject: {identity: boss.team-a}}
+---
+kind: RoleBinding
+metadata: {name: future-reads-all, namespace: default}
+spec: {role: account-reader, subject: {identity: future.team-a}}
 ";
 
 /// A token from `postern token issue`, with its jti (from the note on stderr).
@@ -315,6 +326,71 @@ async fn tokens_role_bindings_and_the_admin_api() {
         r#"{"metadata": {"name": "team-c"}}"#,
     );
     assert_eq!(status, 403);
+    // Nor may it take over an identity of its namespace that holds more than it could
+    // grant (by its groups or login certificate), or create one that bindings await.
+    let (status, body) = http.get("/api/v1/namespaces/team-a/identities/boss", &admin_a);
+    assert_eq!(status, 200, "{body}");
+    let mut boss = json(&body);
+    boss["spec"]["clientCertificate"] = serde_json::json!({"commonName": "admin-a-laptop"});
+    let (status, body) = http.send_json(
+        "PUT",
+        "/api/v1/namespaces/team-a/identities/boss",
+        &admin_a,
+        &boss.to_string(),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        http.call(
+            "DELETE",
+            "/api/v1/namespaces/team-a/identities/boss",
+            Some(&admin_a),
+            None
+        )
+        .0,
+        403
+    );
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities",
+        &admin_a,
+        r#"{"metadata": {"name": "future"}}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/rolebindings",
+        &admin_a,
+        r#"{"metadata": {"name": "group-wide"}, "spec": {"role": "account-reader", "subject": {"group": "batch"}}}"#,
+    );
+    assert_eq!(status, 422, "account roles go to identities only: {body}");
+    // An identity deleted and made again does not inherit the old one's tokens.
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities",
+        &admin_a,
+        r#"{"metadata": {"name": "temp"}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (temp_token, _) = issue(&gateway, "temp", "team-a", "10m");
+    assert_eq!(http.get("/api/v1/namespaces", &temp_token).0, 200);
+    assert_eq!(
+        http.call(
+            "DELETE",
+            "/api/v1/namespaces/team-a/identities/temp",
+            Some(&admin_a),
+            None
+        )
+        .0,
+        204
+    );
+    http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities",
+        &admin_a,
+        r#"{"metadata": {"name": "temp"}}"#,
+    );
+    assert_eq!(http.get("/api/v1/namespaces", &temp_token).0, 401);
+
     // Within team-a it may work: a secret, write-only.
     let (status, body) = http.send_json(
         "PUT",

@@ -36,6 +36,8 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
             "--no-color",
         ])
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Its cache and reports go to the test's state directory, not the source tree.
+        .current_dir(gateway.state_dir())
         .output()
         .unwrap_or_else(|e| panic!("{} ({e}): run scripts/ensure-tools.sh", schemathesis.display()));
     let report = String::from_utf8_lossy(&output.stdout);
