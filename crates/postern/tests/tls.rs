@@ -292,3 +292,43 @@ async fn a_client_certificate_logs_its_identity_in_without_a_key() {
     let conninfo = format!("{} sslmode=require", gateway.conninfo(USER, DB, &key));
     assert!(psql(&conninfo, "SELECT 1").0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_taken_as_passwords_over_tls_only_by_default() {
+    let cert = TestCert::new();
+    let (gateway, key) = tls_gateway(&cert, &[]).await;
+    let file = gateway.write_file(
+        "worker.yaml",
+        "kind: Identity\nmetadata: {name: worker, namespace: team-a}\nspec: {type: workload}\n",
+    );
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let token = gateway.cli_ok(&["token", "issue", "worker", "-n", "team-a"]);
+    let token = token.trim();
+    let base = gateway.conninfo("worker.team-a", DB, token);
+    let (ok, out, err) = psql(
+        &format!(
+            "{base} sslmode=verify-full sslrootcert={}",
+            cert.cert.display()
+        ),
+        "SELECT current_user",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "app_rw\n");
+    // Over plain TCP the gateway asks for SCRAM, which a token cannot answer: even from
+    // loopback unless token_password says tls-or-loopback.
+    let (ok, _, err) = psql(&format!("{base} sslmode=disable"), "SELECT 1");
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+    // API-key identities keep SCRAM with channel binding over TLS.
+    let (ok, _, err) = psql(
+        &format!(
+            "{} sslmode=verify-full sslrootcert={} channel_binding=require",
+            gateway.conninfo(USER, DB, &key),
+            cert.cert.display()
+        ),
+        "SELECT 1",
+    );
+    assert!(ok, "{err}");
+}
