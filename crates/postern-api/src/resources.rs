@@ -501,17 +501,7 @@ pub async fn create(
                         )
                     }
                 };
-                if api
-                    .store
-                    .list_secrets(Some(&namespace))?
-                    .iter()
-                    .any(|s| s.name == name)
-                {
-                    return Err(ApiError::conflict(format!(
-                        "Secret {namespace}/{name} already exists"
-                    )));
-                }
-                let (info, _) = set_secret(&api, &namespace, &name, body)?;
+                let (info, _) = set_secret(&api, &namespace, &name, body, false)?;
                 Ok((StatusCode::CREATED, Json(secret_document(&info))).into_response())
             }
         }
@@ -519,13 +509,14 @@ pub async fn create(
     .await
 }
 
-/// Stores a secret from a body's `value`; returns its (value-free) description and
-/// whether it was created rather than replaced.
+/// Stores a secret from a body's `value` (replacing one of that name only when
+/// `replace`); returns its (value-free) description and whether it was created.
 fn set_secret(
     api: &Api,
     namespace: &str,
     name: &str,
     mut body: serde_json::Map<String, Value>,
+    replace: bool,
 ) -> Result<(SecretInfo, bool), ApiError> {
     let value = match body.remove("value") {
         Some(Value::String(value)) if !value.is_empty() => SecretValue::new(value),
@@ -540,7 +531,12 @@ fn set_secret(
     }
     postern_model::validate_name(name)
         .map_err(|e| ApiError::invalid(e.to_string()).with_field("name"))?;
-    let created = api.store.set_secret(namespace, name, &value)?;
+    let created = if replace {
+        api.store.set_secret(namespace, name, &value)?
+    } else {
+        api.store.create_secret(namespace, name, &value)?;
+        true
+    };
     Ok((find_secret(api, namespace, name)?, created))
 }
 
@@ -608,7 +604,8 @@ pub async fn replace(
             Collection::Secrets => {
                 caller.check_write(&namespace, &format!("Secret {namespace}/{name}"))?;
                 namespace_exists(&api, &namespace)?;
-                let (info, created) = set_secret(&api, &namespace, &name, json_body(&bytes)?)?;
+                let (info, created) =
+                    set_secret(&api, &namespace, &name, json_body(&bytes)?, true)?;
                 let status = if created {
                     StatusCode::CREATED
                 } else {
@@ -651,7 +648,9 @@ fn check_widening(api: &Api, caller: &Caller, resource: &Resource) -> Result<(),
     match &resource.spec {
         Spec::RoleBinding(binding) => {
             caller.check_grant(resource.namespace(), binding.role)?;
-            check_existing_binding(api, caller, resource.namespace(), resource.name())
+            // A replace insists on the generation its caller read, so what was checked
+            // here is what gets replaced.
+            check_existing_binding(api, caller, resource.namespace(), resource.name()).map(|_| ())
         }
         Spec::Identity(identity) => check_identity(
             api,
@@ -664,18 +663,20 @@ fn check_widening(api: &Api, caller: &Caller, resource: &Resource) -> Result<(),
 }
 
 /// A binding may be changed or removed only by a caller who could have granted it.
+/// Returns the generation checked, so the change can insist on it.
 fn check_existing_binding(
     api: &Api,
     caller: &Caller,
     namespace: &str,
     name: &str,
-) -> Result<(), ApiError> {
-    if let Some(stored) = api.store.get_resource(Kind::RoleBinding, namespace, name)? {
-        if let Spec::RoleBinding(binding) = &stored.resource.spec {
-            caller.check_grant(namespace, binding.role)?;
-        }
+) -> Result<Option<i64>, ApiError> {
+    let Some(stored) = api.store.get_resource(Kind::RoleBinding, namespace, name)? else {
+        return Ok(None);
+    };
+    if let Spec::RoleBinding(binding) = &stored.resource.spec {
+        caller.check_grant(namespace, binding.role)?;
     }
-    Ok(())
+    Ok(Some(stored.generation))
 }
 
 pub async fn remove(
@@ -689,14 +690,21 @@ pub async fn remove(
         match collection(&segment)? {
             Collection::Resource(kind) => {
                 caller.check_write(&namespace, &describe(kind, &namespace, &name))?;
-                match kind {
+                let checked = match kind {
                     Kind::RoleBinding => check_existing_binding(&api, &caller, &namespace, &name)?,
                     Kind::Identity => {
-                        check_identity(&api, &caller, &QualifiedName::new(&namespace, &name), None)?
+                        check_identity(
+                            &api,
+                            &caller,
+                            &QualifiedName::new(&namespace, &name),
+                            None,
+                        )?;
+                        None
                     }
-                    _ => {}
-                }
-                api.store.delete_resource(kind, &namespace, &name)?;
+                    _ => None,
+                };
+                api.store
+                    .delete_resource_at(kind, &namespace, &name, checked)?;
             }
             Collection::Secrets => {
                 caller.check_write(&namespace, &format!("Secret {namespace}/{name}"))?;

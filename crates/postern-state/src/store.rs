@@ -545,6 +545,18 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<(), StateError> {
+        self.delete_resource_at(kind, namespace, name, None)
+    }
+
+    /// Deletes one resource, only if it is still at `generation` when one is given (the
+    /// one its deleter checked).
+    pub fn delete_resource_at(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        generation: Option<i64>,
+    ) -> Result<(), StateError> {
         self.write(|tx| {
             let Some(stored) = Self::get_in(tx, kind, namespace, name)? else {
                 return Err(StateError::NotFound(if kind.is_namespaced() {
@@ -553,6 +565,12 @@ impl Store {
                     format!("{kind} {name}")
                 }));
             };
+            if generation.is_some_and(|g| g != stored.generation) {
+                return Err(StateError::Stale(format!(
+                    "{} changed since it was checked; read it again and retry",
+                    stored.resource.describe()
+                )));
+            }
             let r = &stored.resource;
             match kind {
                 Kind::Namespace => Self::check_namespace_deletable(tx, name)?,
@@ -607,6 +625,26 @@ impl Store {
         name: &str,
         value: &SecretValue,
     ) -> Result<bool, StateError> {
+        self.store_secret(namespace, name, value, true)
+    }
+
+    /// Seals and stores a new secret; one of that name already there is a conflict.
+    pub fn create_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        value: &SecretValue,
+    ) -> Result<(), StateError> {
+        self.store_secret(namespace, name, value, false).map(|_| ())
+    }
+
+    fn store_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        value: &SecretValue,
+        replace: bool,
+    ) -> Result<bool, StateError> {
         postern_model::validate_name(name).map_err(|e| StateError::Conflict(e.to_string()))?;
         let (nonce, sealed) = self
             .key
@@ -614,16 +652,25 @@ impl Store {
         let now = now();
         self.write(|tx| {
             Self::require_namespace(tx, namespace)?;
-            let replaced = tx.execute(
-                "UPDATE secrets SET nonce = ?3, ciphertext = ?4, updated_at = ?5
-                 WHERE namespace = ?1 AND name = ?2",
-                params![namespace, name, nonce, sealed, now],
-            )?;
-            if replaced == 0 {
+            let replaced = if replace {
                 tx.execute(
-                    "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    "UPDATE secrets SET nonce = ?3, ciphertext = ?4, updated_at = ?5
+                     WHERE namespace = ?1 AND name = ?2",
+                    params![namespace, name, nonce, sealed, now],
+                )?
+            } else {
+                0
+            };
+            if replaced == 0 {
+                let inserted = tx.execute(
+                    "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
                     params![namespace, name, nonce, sealed, now],
                 )?;
+                if inserted == 0 {
+                    return Err(StateError::Stale(format!(
+                        "Secret {namespace}/{name} already exists"
+                    )));
+                }
             }
             Ok(replaced == 0)
         })

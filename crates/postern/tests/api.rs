@@ -400,6 +400,14 @@ async fn tokens_role_bindings_and_the_admin_api() {
     );
     assert_eq!(status, 201, "{body}");
     assert!(!body.contains("api-Secret-Value-777"));
+    let create = r#"{"name": "api-made", "value": "other"}"#;
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/secrets",
+        &admin_a,
+        create,
+    );
+    assert_eq!(status, 409, "creating an existing secret: {body}");
 
     // A namespace-reader reads and cannot write.
     let (reader, _) = issue(&gateway, "reader-a", "team-a", "10m");
