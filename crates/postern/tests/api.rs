@@ -252,11 +252,36 @@ async fn tokens_role_bindings_and_the_admin_api() {
         Err("28P01".into())
     );
 
-    // Wrong namespace: worker.team-a's token does not log in worker.team-b.
+    // Wrong namespace: worker.team-a's token does not log in worker.team-b; nor does a
+    // token correctly signed with this gateway's own key whose claims were moved to
+    // team-b (made here with the store's key, as an insider could).
     assert_eq!(
         login(&gateway, "worker.team-b", &token).await,
         Err("28P01".into())
     );
+    let moved = {
+        let keys = postern_state::KeySettings {
+            inline: None,
+            credentials_directory: None,
+            key_file: gateway.state_dir().join("master.key"),
+        };
+        let store =
+            std::sync::Arc::new(postern_state::Store::open(gateway.state_dir(), &keys).unwrap());
+        let settings = postern_api::TokenSettings {
+            default_ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(3600),
+            rotation: Duration::from_secs(3600),
+        };
+        let authority = postern_api::TokenAuthority::new(store, settings).unwrap();
+        let mut claims = authority.verify(&token).unwrap();
+        claims.ns = "team-b".into();
+        authority.sign(&claims).unwrap().expose().to_owned()
+    };
+    assert_eq!(
+        login(&gateway, "worker.team-b", &moved).await,
+        Err("28P01".into())
+    );
+    assert_eq!(http.get("/api/v1/namespaces", &moved).0, 401);
     // And the identity still logs in with its own token, while API-key identities keep
     // using SCRAM.
     assert_eq!(login(&gateway, "worker.team-a", &token).await, Ok(()));
