@@ -109,15 +109,15 @@ pub async fn token(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) 
     let Ok(_permit) = api.client_checks.acquire().await else {
         return crate::ApiError::internal("client check semaphore closed").into_response();
     };
-    let checker = api.clone();
+    // The permit borrows `api`; the blocking task gets its own handle.
+    let state = Arc::clone(&api);
     let issued = tokio::task::spawn_blocking(move || {
-        let api = checker;
-        let identity = api.store.verify_identity_client(&id, &secret)?;
+        let identity = state.store.verify_identity_client(&id, &secret)?;
         let Some(identity) = identity else {
             debug!(client_id = %id, "client credentials refused");
             return Ok(None);
         };
-        let issued = api.tokens.issue(&identity, None)?;
+        let issued = state.tokens.issue(&identity, None)?;
         info!(identity = %identity, client_id = %id, jti = %issued.claims.jti, "access token issued");
         Ok::<_, crate::TokenError>(Some(issued))
     })
