@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use postern_model::{
-    ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, Kind, Permission,
-    PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec, StaticUpstream,
-    TargetSpec, UpstreamRoute, UpstreamSpec,
+    ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, IdentitySpec,
+    Kind, Permission, PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec,
+    StaticUpstream, TargetSpec, UpstreamRoute, UpstreamSpec,
 };
 use rusqlite::params;
 
@@ -88,18 +88,11 @@ impl Store {
 
     /// What the rules see of `identity`'s session.
     fn session_facts(
-        &self,
         identity: &QualifiedName,
+        spec: IdentitySpec,
         client: &ClientFacts,
-    ) -> Result<SessionFacts, StateError> {
-        let spec = match self
-            .get_resource(Kind::Identity, &identity.namespace, &identity.name)?
-            .map(|s| s.resource.spec)
-        {
-            Some(Spec::Identity(spec)) => spec,
-            _ => Default::default(),
-        };
-        Ok(SessionFacts {
+    ) -> SessionFacts {
+        SessionFacts {
             identity: identity.clone(),
             identity_type: match spec.identity_type {
                 postern_model::IdentityType::Human => "human".into(),
@@ -110,7 +103,7 @@ impl Store {
             client: client.clone(),
             user: String::new(),
             database: String::new(),
-        })
+        }
     }
 
     fn route(
@@ -130,7 +123,10 @@ impl Store {
         };
         // Other tenants' services are invisible: refused as if absent, unless the
         // identity may read the namespace and so knows the service is there.
-        let access = self.access_of(identity)?.map(|(_, access)| access);
+        let (identity_spec, access) = match self.access_of(identity)? {
+            Some((identity_spec, access)) => (identity_spec, Some(access)),
+            None => (IdentitySpec::default(), None),
+        };
         let allowed = |permission| {
             access
                 .as_ref()
@@ -146,7 +142,7 @@ impl Store {
             )));
         }
         let cache_key = format!("{service}@{}", stored.generation);
-        let mut facts = self.session_facts(identity, client)?;
+        let mut facts = Self::session_facts(identity, identity_spec, client);
         let needs_engine = !spec.authorization.is_empty()
             || matches!(spec.upstream, UpstreamSpec::DynamicConfig(_));
         let engine = match (needs_engine, self.policy_engine.get()) {

@@ -8,7 +8,8 @@ use std::fmt;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use postern_model::{
-    plan_apply, Access, Change, Kind, LoadedResource, QualifiedName, Resource, SecretValue, Spec,
+    plan_apply, Access, Change, IdentitySpec, Kind, LoadedResource, QualifiedName, Resource,
+    SecretValue, Spec,
 };
 use rand::Rng;
 use rusqlite::{params, OptionalExtension};
@@ -400,24 +401,24 @@ impl Store {
         ))
     }
 
-    /// The identity's groups and the access its role bindings give it; `None` when the
+    /// The identity's spec and the access its role bindings give it; `None` when the
     /// identity does not exist.
     pub fn access_of(
         &self,
         identity: &QualifiedName,
-    ) -> Result<Option<(Vec<String>, Access)>, StateError> {
+    ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
         self.read(|conn| {
             let Some(stored) =
                 Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
             else {
                 return Ok(None);
             };
-            let groups = match stored.resource.spec {
-                Spec::Identity(spec) => spec.groups,
-                _ => Vec::new(),
+            let spec = match stored.resource.spec {
+                Spec::Identity(spec) => spec,
+                _ => IdentitySpec::default(),
             };
-            let access = Self::access_in(conn, identity, &groups)?;
-            Ok(Some((groups, access)))
+            let access = Self::access_in(conn, identity, &spec.groups)?;
+            Ok(Some((spec, access)))
         })
     }
 
