@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use postern_testkit::{test_python, Gateway};
+use postern_testkit::{test_python, Gateway, Http};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
@@ -52,4 +52,40 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
         "{}",
         gateway.logs()
     );
+}
+
+/// Every operation the document lists reaches a handler: none answers with the router's
+/// fallback (`route not found`) or 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_is_routed() {
+    let gateway = Gateway::start(BIN, &[]).await;
+    let http = Http::new(gateway.api_port().await);
+    let admin = gateway.admin_token();
+    let (status, text) = http.call("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() > 20, "{}", paths.len());
+    let mut operations = 0;
+    for (template, item) in paths {
+        let path = template
+            .replace("{namespace}", "default")
+            .replace("{name}", "nothing-here")
+            .replace("{client_id}", "pc_none")
+            .replace("{jti}", "none");
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let body =
+                matches!(method.as_str(), "POST" | "PUT").then_some(("application/json", "{}"));
+            let (status, answer) = http.call(&method, &path, Some(&admin), body);
+            assert_ne!(status, 405, "{method} {path}");
+            assert!(
+                !answer.contains("route not found"),
+                "{method} {path}: {answer}"
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 50, "{operations}");
 }
