@@ -673,6 +673,31 @@ impl Http {
         }
     }
 
+    /// Over https, trusting only the certificate in `ca` (PEM).
+    pub fn new_tls(port: u16, ca: &Path) -> Http {
+        let pem = std::fs::read(ca).expect("read CA");
+        let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item.expect("PEM") {
+                ureq::tls::PemItem::Certificate(cert) => Some(cert),
+                _ => None,
+            })
+            .collect();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                    .build(),
+            )
+            .build()
+            .into();
+        Http {
+            base: format!("https://127.0.0.1:{port}"),
+            agent,
+            seen: Default::default(),
+        }
+    }
+
     /// `method path` with an optional bearer token and body; (status, body).
     pub fn call(
         &self,

@@ -1,6 +1,6 @@
 //! Postern's admin HTTP API (axum on hyper): resources by namespace with RBAC from role
 //! bindings, the OAuth2 client-credentials token endpoint, JWKS, health, Prometheus
-//! metrics and the OpenAPI document that describes all of it.
+//! metrics and the OpenAPI document that describes all of it; over TLS when configured.
 
 mod auth;
 mod error;
@@ -8,6 +8,7 @@ mod metrics;
 mod oauth;
 pub mod openapi;
 mod resources;
+mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub use metrics::{MetricFamily, MetricType, MetricsSource};
 pub use resources::collection_segment;
+pub use tls::{server_config as tls_server_config, ApiTlsError};
 pub use tokens::{Claims, IssuedToken, TokenAuthority, TokenError, TokenSettings};
 
 /// What every request handler shares.
@@ -89,13 +91,23 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener`, over TLS when `tls` is given, until `shutdown`
+/// completes.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(config) => {
+            tls::serve_tls(listener, router(api), config, shutdown).await;
+            Ok(())
+        }
+        None => {
+            axum::serve(listener, router(api))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

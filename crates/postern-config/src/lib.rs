@@ -101,6 +101,9 @@ pub struct ApiConfig {
     pub signing_key_rotation_secs: u64,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Serve the API over TLS with `tls_cert_file` and `tls_key_file` (bearer tokens and
+    /// secret values must not cross a network in the clear).
+    pub tls: bool,
 }
 
 impl Default for ApiConfig {
@@ -111,6 +114,7 @@ impl Default for ApiConfig {
             max_token_ttl_secs: 24 * 3600,
             signing_key_rotation_secs: 30 * 24 * 3600,
             max_body_bytes: 1 << 20,
+            tls: false,
         }
     }
 }
@@ -326,6 +330,9 @@ impl Config {
         }
         if self.api.token_ttl_secs == 0 || self.api.token_ttl_secs > self.api.max_token_ttl_secs {
             return invalid("api.token_ttl_secs must be between 1 and api.max_token_ttl_secs");
+        }
+        if self.api.tls && self.tls_cert_file.is_none() {
+            return invalid("api.tls needs tls_cert_file and tls_key_file");
         }
         if self.api.signing_key_rotation_secs < 60 {
             return invalid("api.signing_key_rotation_secs must be at least 60");

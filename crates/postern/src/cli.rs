@@ -129,6 +129,9 @@ pub struct SettingFlags {
     /// File holding the bearer token for --server
     #[arg(long, global = true, env = "POSTERN_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM CA bundle that verifies an https --server (default: the public web roots)
+    #[arg(long, global = true, env = "POSTERN_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Where access tokens are taken as cleartext passwords [default: tls]
     #[arg(long, global = true, env = "POSTERN_TOKEN_PASSWORD", value_enum)]
     pub token_password: Option<TokenPasswordArg>,

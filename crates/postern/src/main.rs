@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(server) = &cli.settings.server {
-        return remote::run(server, cli.settings.token_file.as_ref(), cli.command);
+        return remote::run(server, &cli.settings, cli.command);
     }
     let config = setup::load_config(&cli.settings)?;
     let long_running = matches!(cli.command, Command::Serve | Command::Demo);

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use postern_model::{Kind, LoadedResource};
 use serde_json::Value;
 
-use crate::cli::{Command, Output, SecretCommand};
+use crate::cli::{Command, Output, SecretCommand, SettingFlags};
 use crate::resources::{emit, load, read_secret_input};
 
 struct Remote {
@@ -18,16 +18,38 @@ struct Remote {
 }
 
 impl Remote {
-    fn new(server: &str, token_file: Option<&PathBuf>) -> anyhow::Result<Remote> {
+    fn new(
+        server: &str,
+        token_file: Option<&PathBuf>,
+        ca_file: Option<&PathBuf>,
+    ) -> anyhow::Result<Remote> {
         let Some(token_file) = token_file else {
             bail!("--server needs --token-file (a bearer token: an access token or the bootstrap admin token)");
         };
         let token = std::fs::read_to_string(token_file)
             .with_context(|| format!("--token-file {}", token_file.display()))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca_file) = ca_file {
+            let pem = std::fs::read(ca_file)
+                .with_context(|| format!("--ca-file {}", ca_file.display()))?;
+            let roots = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--ca-file {}", ca_file.display()))?;
+            if roots.is_empty() {
+                bail!("--ca-file {}: no certificate in it", ca_file.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                    .build(),
+            );
+        }
+        let agent: ureq::Agent = config.build().into();
         Ok(Remote {
             base: server.trim_end_matches('/').to_owned(),
             authorization: format!("Bearer {}", token.trim()),
@@ -99,8 +121,12 @@ fn resource_path(kind: Kind, namespace: &str, name: Option<&str>) -> String {
 }
 
 /// Runs a command against the admin API at `server`.
-pub fn run(server: &str, token_file: Option<&PathBuf>, command: Command) -> anyhow::Result<()> {
-    let remote = Remote::new(server, token_file)?;
+pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::Result<()> {
+    let remote = Remote::new(
+        server,
+        settings.token_file.as_ref(),
+        settings.ca_file.as_ref(),
+    )?;
     match command {
         Command::Get {
             kind,

@@ -192,7 +192,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             let api_address = api_listener
                 .local_addr()
                 .context("admin listener address")?;
-            info!(address = %api_address, "admin API listening");
+            let api_tls = match (config.api.tls, &config.tls_cert_file, &config.tls_key_file) {
+                (true, Some(cert), Some(key)) => Some(postern_api::tls_server_config(cert, key)?),
+                _ => None,
+            };
+            info!(address = %api_address, tls = api_tls.is_some(), "admin API listening");
             let metrics = GatewayMetrics {
                 gateway: gateway.clone(),
                 audit,
@@ -210,7 +214,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 let stopped = async {
                     let _ = api_stopped.await;
                 };
-                if let Err(e) = postern_api::serve(api_listener, api, stopped).await {
+                if let Err(e) = postern_api::serve(api_listener, api, api_tls, stopped).await {
                     tracing::error!(error = %e, "admin API stopped");
                 }
             }))

@@ -332,3 +332,58 @@ async fn tokens_are_taken_as_passwords_over_tls_only_by_default() {
     );
     assert!(ok, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_serves_tls_with_the_gateway_certificate() {
+    let cert = TestCert::new();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[api]\ntls = true\n").unwrap();
+    let (gateway, _) = tls_gateway(&cert, &["--config", config.path().to_str().unwrap()]).await;
+    let port = gateway.api_port().await;
+    let http = postern_testkit::Http::new_tls(port, &cert.cert);
+    let (status, body) = http.call("GET", "/healthz", None, None);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let admin = gateway.admin_token();
+    assert_eq!(http.get("/api/v1/namespaces/team-a", &admin).0, 200);
+    // Plain HTTP gets no HTTP answer.
+    let answer = postern_testkit::raw_exchange(
+        port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The CLI reaches it with --ca-file, and refuses it without.
+    let token_file = gateway.write_file("admin.token", &admin);
+    let server = format!("https://127.0.0.1:{port}");
+    let base = [
+        "--server",
+        server.as_str(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--ca-file",
+        cert.cert.to_str().unwrap(),
+        "get",
+        "services",
+        "-n",
+        "team-a",
+    ]);
+    let output = gateway.cli(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("orders"));
+    let mut args = base.to_vec();
+    args.extend(["get", "services", "-n", "team-a"]);
+    let output = gateway.cli(&args);
+    assert!(!output.status.success());
+}
