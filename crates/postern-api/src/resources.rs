@@ -193,14 +193,6 @@ fn secret_document(info: &SecretInfo) -> Value {
     })
 }
 
-fn describe(kind: Kind, namespace: &str, name: &str) -> String {
-    if kind.is_namespaced() {
-        format!("{kind} {namespace}/{name}")
-    } else {
-        format!("{kind} {name}")
-    }
-}
-
 // ---- list queries ---------------------------------------------------------------------
 
 enum Term {
@@ -370,7 +362,7 @@ pub async fn get_namespace(
     let namespace = params(path)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        let what = describe(Kind::Namespace, "", &namespace);
+        let what = Kind::Namespace.describe("", &namespace);
         caller.check_read(&namespace, &what)?;
         let stored = api
             .store
@@ -391,7 +383,7 @@ pub async fn replace_namespace(
     let bytes = read_body(&api, &headers, body).await?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        caller.check_write(&namespace, &describe(Kind::Namespace, "", &namespace))?;
+        caller.check_write(&namespace, &Kind::Namespace.describe("", &namespace))?;
         let (resource, generation) =
             decode_resource(&api, &bytes, Kind::Namespace, None, Some(&namespace))?;
         let stored = api
@@ -410,7 +402,7 @@ pub async fn delete_namespace(
     let namespace = params(path)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        caller.check_read(&namespace, &describe(Kind::Namespace, "", &namespace))?;
+        caller.check_read(&namespace, &Kind::Namespace.describe("", &namespace))?;
         caller.check_account_admin("delete namespaces")?;
         api.store.delete_resource(Kind::Namespace, "", &namespace)?;
         Ok(StatusCode::NO_CONTENT)
@@ -559,7 +551,7 @@ pub async fn get(
         let collection = collection(&segment)?;
         match collection {
             Collection::Resource(kind) => {
-                let what = describe(kind, &namespace, &name);
+                let what = kind.describe(&namespace, &name);
                 caller.check_read(&namespace, &what)?;
                 let stored = api
                     .store
@@ -591,7 +583,7 @@ pub async fn replace(
         let collection = collection(&segment)?;
         match collection {
             Collection::Resource(kind) => {
-                let what = describe(kind, &namespace, &name);
+                let what = kind.describe(&namespace, &name);
                 caller.check_write(&namespace, &what)?;
                 let (resource, generation) =
                     decode_resource(&api, &bytes, kind, Some(&namespace), Some(&name))?;
@@ -689,7 +681,7 @@ pub async fn remove(
         let caller = api.caller(&headers)?;
         match collection(&segment)? {
             Collection::Resource(kind) => {
-                caller.check_write(&namespace, &describe(kind, &namespace, &name))?;
+                caller.check_write(&namespace, &kind.describe(&namespace, &name))?;
                 let checked = match kind {
                     Kind::RoleBinding => check_existing_binding(&api, &caller, &namespace, &name)?,
                     Kind::Identity => {
@@ -726,7 +718,7 @@ pub async fn list_clients(
     let (namespace, name) = params(path)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        let what = describe(Kind::Identity, &namespace, &name);
+        let what = Kind::Identity.describe(&namespace, &name);
         caller.check_read(&namespace, &what)?;
         if api
             .store
@@ -755,7 +747,7 @@ pub async fn delete_client(
     let (namespace, name, client_id) = params(path)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        caller.check_write(&namespace, &describe(Kind::Identity, &namespace, &name))?;
+        caller.check_write(&namespace, &Kind::Identity.describe(&namespace, &name))?;
         api.store
             .delete_identity_client(&QualifiedName::new(&namespace, &name), &client_id)?;
         Ok(StatusCode::NO_CONTENT)

@@ -156,17 +156,17 @@ impl TokenAuthority {
         let now = unix_now();
         self.store
             .prune_signing_keys(now - secs(self.settings.max_ttl))?;
+        // Read afresh: the prune, or another process, may have changed the keys.
+        self.reload()?;
         let current_age = self.cached(|keys| {
             keys.iter()
                 .find(|k| k.retired_at.is_none())
                 .map(|k| now - k.created_at)
         });
-        let rotated = match current_age {
-            Some(age) if age < secs(self.settings.rotation) => None,
-            _ => Some(self.rotate()?),
-        };
-        self.reload()?;
-        Ok(rotated)
+        match current_age {
+            Some(age) if age < secs(self.settings.rotation) => Ok(None),
+            _ => self.rotate().map(Some),
+        }
     }
 
     /// Signs `claims` with the current key (read afresh: another process may have

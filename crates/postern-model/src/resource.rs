@@ -61,6 +61,16 @@ impl Kind {
         self != Kind::Namespace
     }
 
+    /// `Service team-a/orders`, or `Namespace team-a`: how messages name a resource,
+    /// whether or not it exists.
+    pub fn describe(self, namespace: &str, name: &str) -> String {
+        if self.is_namespaced() {
+            format!("{self} {namespace}/{name}")
+        } else {
+            format!("{self} {name}")
+        }
+    }
+
     /// Parses the `kind:` field of a document (exact spelling).
     pub fn from_document(text: &str) -> Result<Kind, String> {
         Kind::ALL
@@ -541,11 +551,7 @@ impl Resource {
 
     /// `Service team-a/orders`, or `Namespace team-a`.
     pub fn describe(&self) -> String {
-        if self.kind().is_namespaced() {
-            format!("{} {}/{}", self.kind(), self.namespace(), self.name())
-        } else {
-            format!("{} {}", self.kind(), self.name())
-        }
+        self.kind().describe(self.namespace(), self.name())
     }
 
     pub fn spec_json(&self) -> serde_json::Value {

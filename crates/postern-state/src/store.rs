@@ -110,10 +110,14 @@ pub(crate) fn random_token(bytes: usize) -> String {
     B64URL.encode(buf)
 }
 
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&buf)
 }
 
 impl Store {
@@ -559,11 +563,7 @@ impl Store {
     ) -> Result<(), StateError> {
         self.write(|tx| {
             let Some(stored) = Self::get_in(tx, kind, namespace, name)? else {
-                return Err(StateError::NotFound(if kind.is_namespaced() {
-                    format!("{kind} {namespace}/{name}")
-                } else {
-                    format!("{kind} {name}")
-                }));
+                return Err(StateError::NotFound(kind.describe(namespace, name)));
             };
             if generation.is_some_and(|g| g != stored.generation) {
                 return Err(StateError::Stale(format!(

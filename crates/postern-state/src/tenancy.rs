@@ -15,7 +15,7 @@ use rand::Rng;
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use crate::store::{now, random_hex, random_token, StoredResource};
+use crate::store::{hex, now, random_hex, random_token, StoredResource};
 use crate::{StateError, Store};
 
 /// Client credentials just made: the only moment the secret exists outside the client.
@@ -78,10 +78,7 @@ fn signing_key_aad(kid: &str) -> Vec<u8> {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 fn hash_secret(secret: &str) -> Result<String, StateError> {

@@ -419,11 +419,7 @@ pub fn delete(
         Target::Resource(kind) => {
             let ns = if kind.is_namespaced() { namespace } else { "" };
             store.delete_resource(kind, ns, name)?;
-            if kind.is_namespaced() {
-                println!("{kind} {namespace}/{name} deleted");
-            } else {
-                println!("{kind} {name} deleted");
-            }
+            println!("{} deleted", kind.describe(namespace, name));
             Ok(Some(kind))
         }
     }
