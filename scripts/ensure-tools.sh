@@ -3,21 +3,48 @@
 # (SQLite and libpg_query are built from source), libclang (bindgen), PostgreSQL server binaries and psql, a Python venv with
 # psycopg 3 (bundling libpq 18) for the client tests and schemathesis for the admin API,
 # rustfmt and clippy.
+#
+# Each check looks for the exact file or command the build or the tests use, never a loose
+# glob: `libclang*.so*` once matched libclang-cpp (present on fresh machines) and skipped the
+# libclang that bindgen loads. `scripts/fresh-machine-check.sh` proves this on a new root.
 set -euo pipefail
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# True when any path matches one of the patterns (no match leaves the pattern unexpanded).
+any_file() {
+    local pattern path
+    for pattern in "$@"; do
+        for path in $pattern; do
+            [ -e "$path" ] && return 0
+        done
+    done
+    return 1
+}
+
 missing=()
-command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-# pg_query (PostgreSQL's parser, for the policy engine) generates its bindings with
-# bindgen, which needs libclang and clang's headers.
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    missing+=(postgresql)
+# The cc crate runs `cc` and compiles against libc's headers.
+{ command -v cc >/dev/null 2>&1 && [ -f /usr/include/stdio.h ]; } || missing+=(gcc libc6-dev)
+# pg_query (PostgreSQL's parser, for the policy engine) generates its bindings with bindgen,
+# whose clang-sys loads libclang itself (libclang.so / libclang-N.so, never libclang-cpp) and
+# needs clang's own headers (stddef.h) beside it.
+if ! any_file '/usr/lib/llvm-*/lib/libclang.so' '/usr/lib/llvm-*/lib/libclang.so.[0-9]*' \
+    '/usr/lib/x86_64-linux-gnu/libclang.so' '/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*' ||
+    ! any_file '/usr/lib/llvm-*/lib/clang/*/include/stddef.h'; then
+    missing+=(libclang-dev)
 fi
-command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# postern-localpg needs one directory holding both initdb and postgres: on PATH, or a
+# Debian cluster directory.
+has_server=no
+IFS=: read -ra path_dirs <<<"$PATH"
+for dir in "${path_dirs[@]}" /usr/lib/postgresql/*/bin; do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ]; then has_server=yes; break; fi
+done
+[ "$has_server" = yes ] || missing+=(postgresql)
+# Debian's psql is a wrapper (postgresql-client-common) that fails without a real client.
+psql --version >/dev/null 2>&1 || missing+=(postgresql-client)
 # The Python client tests run in a venv of the system Python (python3-venv).
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
