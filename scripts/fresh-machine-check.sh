@@ -3,7 +3,7 @@
 # debootstrap, copies this checkout in, and runs scripts/ensure-tools.sh then `cargo build`
 # inside it with only the Rust toolchain bind-mounted (read-only) and the package clients'
 # configuration of this kind of machine carried in (pip's and npm's config files, PIP_*
-# variables, the CA bundle), so the root reaches the same registries.
+# variables, the machine's CAs), so the root reaches the same registries.
 #
 #   scripts/fresh-machine-check.sh            # both variants below, one after the other
 #   scripts/fresh-machine-check.sh bare       # a minbase root only
@@ -81,8 +81,13 @@ run_variant() {
     for f in /etc/pip.conf /root/.config/pip/pip.conf /root/.pip/pip.conf /root/.npmrc /etc/npmrc; do
         if [ -f "$f" ]; then mkdir -p "$root$(dirname "$f")" && cp "$f" "$root$f"; fi
     done
+    # The machine's own CAs (registries are reached through them): in the bundle, and
+    # where update-ca-certificates finds them again when a package rebuilds the bundle.
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
         mkdir -p "$root/etc/ssl/certs" && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    fi
+    if [ -d /usr/local/share/ca-certificates ]; then
+        mkdir -p "$root/usr/local/share" && cp -r /usr/local/share/ca-certificates "$root/usr/local/share/"
     fi
     [ -d /opt/wheels ] && bind /opt/wheels "$root/opt/wheels" ro
     local pip_env=()
@@ -96,7 +101,7 @@ run_variant() {
         /bin/bash -c 'set -euo pipefail
             cd /work/postern
             scripts/ensure-tools.sh
-            cargo build --locked --workspace --all-targets
+            cargo build --locked --workspace
             echo "installed by ensure-tools: $(dpkg-query -W -f="\${Package} " libclang-dev postgresql postgresql-client python3-venv 2>/dev/null)"' \
         >"$logs/$variant-build.log" 2>&1
     local rc=$?
