@@ -149,6 +149,8 @@ pub const SUPERUSER: &str = "postgres";
 pub struct Options {
     /// PEM certificate and key: the server then accepts TLS (`ssl = on`).
     pub tls: Option<(String, String)>,
+    /// `max_connections` (300 when unset).
+    pub max_connections: Option<u32>,
 }
 
 /// Stops the server named in `$1/data/postmaster.pid`, if any, then removes `$1`; runs
@@ -226,6 +228,10 @@ impl LocalPg {
                 "ssl_key_file=server.key",
             ]);
         }
+        let max_connections = options
+            .max_connections
+            .map(|n| format!("max_connections={n}"));
+        settings.extend(max_connections.as_deref());
         pg.launch(&bin, run_as, &settings).await?;
         Ok(pg)
     }

@@ -44,6 +44,8 @@ pub struct UpstreamRoute {
     /// `None` when the service's password secret has not been set yet.
     pub password: Option<SecretValue>,
     pub pool: PoolSpec,
+    /// The target's bounds on the gateway's connections (`maxConnections…`).
+    pub limits: ConnectionLimits,
     pub timeouts: TimeoutSpec,
     /// `mode: dynamic`: the CredentialRole each session gets a fresh role from; `user`
     /// and `password` are then empty until the session's lease fills them.
@@ -54,6 +56,14 @@ pub struct UpstreamRoute {
     pub policy: Option<std::sync::Arc<dyn SessionPolicy>>,
     /// The identity's groups, for the access log.
     pub identity_groups: Vec<String>,
+}
+
+/// Bounds a target sets on the gateway's own connections to it, in use and idle together;
+/// `None` leaves the bound to what the server says of itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub total: Option<u32>,
+    pub per_user: Option<u32>,
 }
 
 /// How an identity may log in.

@@ -25,9 +25,9 @@ pub use credentials::{
     USERNAME_PLACEHOLDERS,
 };
 pub use directory::{
-    BoxFuture, Directory, DirectoryError, IdentityCredentials, LeaseRefused, RouteLookup,
-    SecretValue, SessionCredentials, SessionLease, TokenPassword, TokenRejected, TokenVerifier,
-    UpstreamRoute,
+    BoxFuture, ConnectionLimits, Directory, DirectoryError, IdentityCredentials, LeaseRefused,
+    RouteLookup, SecretValue, SessionCredentials, SessionLease, TokenPassword, TokenRejected,
+    TokenVerifier, UpstreamRoute,
 };
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;

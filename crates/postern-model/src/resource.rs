@@ -172,6 +172,14 @@ pub struct TargetSpec {
     pub ca_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminCredentials>,
+    /// The most connections the gateway keeps open to this server, in use and idle
+    /// together. Unset: 90 % of what the server allows (`max_connections` less its
+    /// reserved slots), read from the server at the first login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// The same bound for each upstream user. Unset: the role's own `CONNECTION LIMIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// One fixed upstream user for every identity: `user` with the password in
@@ -457,6 +465,14 @@ impl Resource {
                 if let Some(admin) = &t.admin {
                     check_not_empty("spec.admin.user", &admin.user)?;
                     check_name("spec.admin.passwordSecret", &admin.password_secret)?;
+                }
+                for (path, limit) in [
+                    ("spec.maxConnections", t.max_connections),
+                    ("spec.maxConnectionsPerUser", t.max_connections_per_user),
+                ] {
+                    if limit == Some(0) {
+                        return Err(ValidationError::new(path, "must be at least 1"));
+                    }
                 }
                 Ok(())
             }

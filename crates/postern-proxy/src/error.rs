@@ -18,8 +18,10 @@ pub enum UpstreamError {
     Lost(std::io::Error),
     #[error("upstream closed the connection during login")]
     Closed,
-    #[error("upstream refused the login: {sqlstate} {message}")]
+    #[error("upstream refused the session: {sqlstate} {message}")]
     Refused { sqlstate: String, message: String },
+    #[error("the target's {setting} ({limit}) is reached and no idle connection can be closed")]
+    LimitReached { setting: &'static str, limit: usize },
     #[error("the password secret of the service is not set")]
     MissingPassword,
     #[error("upstream asked for {0}, which the gateway does not support")]
@@ -37,18 +39,43 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// SQLSTATE for the client: 08006 when an open connection broke, 08001 when one
-    /// could not be established.
-    fn sqlstate(&self) -> &'static str {
+    /// SQLSTATE for the client: the server's own when it refused the session for a reason
+    /// other than the gateway's credentials (53300 stays 53300); 08006 when an open
+    /// connection broke, 08001 when one could not be established.
+    fn sqlstate(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            UpstreamError::Lost(_) | UpstreamError::Closed | UpstreamError::Protocol(_) => "08006",
-            _ => "08001",
+            UpstreamError::Refused { sqlstate, .. }
+                if !is_credentials_refusal(sqlstate) && is_sqlstate(sqlstate) =>
+            {
+                sqlstate.clone().into()
+            }
+            UpstreamError::LimitReached { .. } => "53300".into(),
+            UpstreamError::Lost(_) | UpstreamError::Closed | UpstreamError::Protocol(_) => {
+                "08006".into()
+            }
+            _ => "08001".into(),
         }
     }
 
-    /// The reason shown to clients: coarse on purpose (upstream texts stay in our log).
-    fn client_reason(&self) -> &'static str {
+    /// The reason shown to clients: coarse on purpose where the server's words could
+    /// tell about the gateway's credentials (those stay in our log); the server's own
+    /// words when it refused for another reason (too many clients, a bad parameter value,
+    /// shutting down), which name nothing secret.
+    fn client_reason(&self) -> String {
         match self {
+            UpstreamError::Refused { sqlstate, message } if !is_credentials_refusal(sqlstate) => {
+                format!("the upstream server said: {message}")
+            }
+            UpstreamError::LimitReached { setting, limit } => {
+                format!("the target's {setting} ({limit}) is reached")
+            }
+            other => other.coarse_reason().to_owned(),
+        }
+    }
+
+    fn coarse_reason(&self) -> &'static str {
+        match self {
+            UpstreamError::LimitReached { .. } => "the target's connection limit is reached",
             UpstreamError::Connect { .. } => "the upstream server is unreachable",
             UpstreamError::Timeout { .. } => "the upstream server did not answer in time",
             UpstreamError::Lost(_) | UpstreamError::Closed | UpstreamError::Protocol(_) => {
@@ -70,6 +97,20 @@ impl UpstreamError {
             }
         }
     }
+}
+
+/// Class 28 (invalid authorization): the server did not take the gateway's credentials
+/// for the service. Said to the client in general terms only.
+fn is_credentials_refusal(sqlstate: &str) -> bool {
+    sqlstate.starts_with("28")
+}
+
+/// Five digits or upper-case letters: what a server that is not PostgreSQL could get wrong.
+fn is_sqlstate(code: &str) -> bool {
+    code.len() == 5
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +166,7 @@ pub enum SessionError {
 
 /// What the client is told: SQLSTATE and message.
 pub struct ClientError {
-    pub sqlstate: &'static str,
+    pub sqlstate: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
@@ -179,13 +220,15 @@ impl SessionError {
                 format!("permission denied: rule \"{rule}\" of service {service} refuses this connection"),
             ),
             SessionError::NoRoute(reason) => ("28000", reason.clone()),
-            SessionError::Upstream { service, source } => (
-                source.sqlstate(),
-                format!(
-                    "could not connect to service \"{service}\": {}",
-                    source.client_reason()
-                ),
-            ),
+            SessionError::Upstream { service, source } => {
+                return Some(ClientError {
+                    sqlstate: source.sqlstate(),
+                    message: format!(
+                        "could not connect to service \"{service}\": {}",
+                        source.client_reason()
+                    ),
+                })
+            }
             // PostgreSQL's words for a pg_hba.conf `hostssl`-only rejection.
             SessionError::TlsRequired => (
                 "28000",
@@ -223,6 +266,9 @@ impl SessionError {
                 return None
             }
         };
-        Some(ClientError { sqlstate, message })
+        Some(ClientError {
+            sqlstate: sqlstate.into(),
+            message,
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! It reaches state only through [`postern_model::Directory`].
 
 mod cancel;
+mod connect;
 mod error;
 mod inspect;
 mod io;

@@ -28,13 +28,14 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::cancel::{self, Registration, UpstreamKey};
+use crate::connect::{connect, Connected};
 use crate::error::SessionError;
 use crate::inspect::Inspector;
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, RelayEnd, SessionLimits};
 use crate::stream::{ClientStream, UpstreamStream};
-use crate::upstream::{forwarded_params, login, UpstreamConnection};
+use crate::upstream::{ForwardedParams, UpstreamConnection};
 use crate::{Gateway, GatewayStats, TokenPassword};
 
 /// How long writing the final error to a client may take.
@@ -136,7 +137,7 @@ pub(crate) async fn run(
                 backend::error_response(
                     &mut out,
                     Severity::Fatal,
-                    reply.sqlstate,
+                    &reply.sqlstate,
                     &reply.message,
                     None,
                 );
@@ -592,7 +593,7 @@ async fn establish<'g>(
         user: route.user.clone(),
         database: route.database.clone(),
     });
-    let forwarded = forwarded_params(&params);
+    let forwarded = ForwardedParams::of(&params);
     let pool_key = PoolKey {
         service: service_label.clone(),
         address: route.address.clone(),
@@ -600,38 +601,31 @@ async fn establish<'g>(
         ca_file: route.ca_file.clone(),
         user: route.user.clone(),
         database: route.database.clone(),
-        params: forwarded.clone(),
+        params: forwarded.startup.clone(),
     };
-    let pooled = if route.pool.enabled {
-        gateway.pool.take(&pool_key)
-    } else {
-        None
-    };
-    let (upstream, upstream_pending) = match pooled {
-        Some(connection) => {
-            debug!("reusing an idle upstream connection");
-            (connection, BytesMut::new())
-        }
-        None => tokio::time::timeout(
-            gateway.settings.upstream_connect_timeout,
-            login(&route, &forwarded),
-        )
-        .await
-        .map_err(|_| crate::error::UpstreamError::Timeout {
-            address: route.address.clone(),
-        })
-        .and_then(|r| r)
-        .map_err(|source| SessionError::Upstream {
-            service: service_label,
-            source,
-        })?,
-    };
+    let Connected {
+        upstream,
+        pending: upstream_pending,
+        greeting,
+        ready,
+    } = connect(
+        &gateway.pool,
+        &route,
+        &pool_key,
+        &forwarded,
+        gateway.settings.upstream_connect_timeout,
+    )
+    .await
+    .map_err(|source| SessionError::Upstream {
+        service: service_label,
+        source,
+    })?;
 
     if let Some(server_final) = &server_final {
         backend::authentication_sasl_final(&mut out, server_final);
     }
     backend::authentication_ok(&mut out);
-    out.extend_from_slice(&upstream.greeting);
+    out.extend_from_slice(&greeting);
     // The client gets its own random cancel key, never the upstream's.
     let registration = upstream.key_data.clone().map(|key_data| {
         gateway
@@ -645,7 +639,7 @@ async fn establish<'g>(
             registration.key.secret,
         );
     }
-    out.extend_from_slice(&upstream.ready);
+    out.extend_from_slice(&ready);
     send(client, &mut out).await?;
     Ok(Some(Established {
         identity,

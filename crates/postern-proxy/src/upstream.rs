@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::error::UpstreamError;
 use crate::io::{read_message, ReadError};
+use crate::pool::OpenSlot;
 use crate::stream::UpstreamStream;
 use crate::upstream_tls::{client_config, server_name};
 
@@ -32,6 +33,8 @@ pub(crate) struct UpstreamConnection {
     /// The ReadyForQuery message, raw.
     pub ready: Bytes,
     pub logged_in_at: Instant,
+    /// Counts this connection against its target's bounds while it is open.
+    _slot: OpenSlot,
 }
 
 /// Cap on any message during upstream login (ParameterStatus, notices, auth requests are
@@ -41,17 +44,46 @@ const LOGIN_MESSAGE_LIMIT: usize = 64 * 1024;
 /// Startup parameters the gateway decides itself rather than forwarding.
 const NOT_FORWARDED: &[&str] = &["user", "database", "replication"];
 
+/// Parameters a session may change itself with SET, as pgbouncer tracks them (plus the
+/// timeouts drivers such as pgx send at startup). They are applied after login or
+/// checkout instead of in the startup packet, so a pool is never split by them.
+const SESSION_SETTABLE: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "search_path",
+    "standard_conforming_strings",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+
 fn put_raw(out: &mut BytesMut, tag: u8, body: &[u8]) {
     postern_wire::backend::put_message(out, tag, |b| b.extend_from_slice(body));
 }
 
-/// The startup parameters sent upstream besides user and database, in the client's order.
-pub(crate) fn forwarded_params(client_params: &StartupParams) -> Vec<(String, String)> {
-    client_params
-        .iter()
-        .filter(|(k, _)| !NOT_FORWARDED.contains(k) && !k.starts_with("_pq_."))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+/// The client's parameters the upstream gets, in the client's order: those for the
+/// startup packet (besides user and database; part of the pool key), and those applied
+/// with SET once the session is the client's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ForwardedParams {
+    pub startup: Vec<(String, String)>,
+    pub settable: Vec<(String, String)>,
+}
+
+impl ForwardedParams {
+    pub fn of(client_params: &StartupParams) -> ForwardedParams {
+        let (settable, startup) = client_params
+            .iter()
+            .filter(|(k, _)| !NOT_FORWARDED.contains(k) && !k.starts_with("_pq_."))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            // GUC names are case-insensitive.
+            .partition(|(k, _)| SESSION_SETTABLE.iter().any(|s| s.eq_ignore_ascii_case(k)));
+        ForwardedParams { startup, settable }
+    }
 }
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
@@ -126,7 +158,8 @@ fn choose_sasl(
 /// connection).
 pub(crate) async fn login(
     route: &UpstreamRoute,
-    forwarded: &[(String, String)],
+    startup_params: &[(String, String)],
+    slot: OpenSlot,
 ) -> Result<(UpstreamConnection, BytesMut), UpstreamError> {
     let tcp =
         TcpStream::connect(&route.address)
@@ -145,7 +178,7 @@ pub(crate) async fn login(
         ("database", route.database.as_str()),
     ]
     .into_iter()
-    .chain(forwarded.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    .chain(startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut out = BytesMut::new();
     frontend::startup_message(params, &mut out).map_err(UpstreamError::Lost)?;
     send(&mut stream, &out).await?;
@@ -253,6 +286,7 @@ pub(crate) async fn login(
                     key_data,
                     ready: ready.freeze(),
                     logged_in_at: Instant::now(),
+                    _slot: slot,
                 };
                 return Ok((connection, buf));
             }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use postern_model::{
-    ClientFacts, ConnectDecision, Directory, DirectoryError, IdentityCredentials, IdentitySpec,
-    Kind, Permission, PolicyEngine, QualifiedName, Resource, RouteLookup, SessionFacts, Spec,
-    StaticUpstream, TargetSpec, UpstreamRoute, UpstreamSpec,
+    ClientFacts, ConnectDecision, ConnectionLimits, Directory, DirectoryError, IdentityCredentials,
+    IdentitySpec, Kind, Permission, PolicyEngine, QualifiedName, Resource, RouteLookup,
+    SessionFacts, Spec, StaticUpstream, TargetSpec, UpstreamRoute, UpstreamSpec,
 };
 use rusqlite::params;
 
@@ -259,6 +259,10 @@ impl Store {
             user,
             password,
             pool: spec.pool,
+            limits: ConnectionLimits {
+                total: target_spec.max_connections,
+                per_user: target_spec.max_connections_per_user,
+            },
             timeouts: spec.timeouts,
             dynamic_role,
             config_name,

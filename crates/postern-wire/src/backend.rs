@@ -179,6 +179,51 @@ pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest<'_>, WireError> {
     })
 }
 
+/// A ParameterStatus message (`S`): a run-time parameter's current value.
+pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
+    put_message(out, b'S', |b| {
+        put_cstr(b, name);
+        put_cstr(b, value);
+    });
+}
+
+/// The name and value of a ParameterStatus body.
+pub fn parse_parameter_status(body: &[u8]) -> Result<(&str, &str), WireError> {
+    let mut rest = body;
+    let name = take_cstr(&mut rest)?;
+    let value = take_cstr(&mut rest)?;
+    Ok((name, value))
+}
+
+/// The columns of a DataRow body as text (`None` for SQL NULL); every column must be
+/// valid UTF-8, as text-format results are.
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&str>>, WireError> {
+    let mut rest = body;
+    let (count, tail) = rest
+        .split_first_chunk::<2>()
+        .ok_or(WireError::malformed("data row"))?;
+    rest = tail;
+    let count = u16::from_be_bytes(*count);
+    let mut columns = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = take_i32(&mut rest)?;
+        if len < 0 {
+            columns.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| WireError::malformed("data row"))?;
+        if rest.len() < len {
+            return Err(WireError::malformed("data row"));
+        }
+        let (value, tail) = rest.split_at(len);
+        rest = tail;
+        columns.push(Some(
+            std::str::from_utf8(value).map_err(|_| WireError::malformed("UTF-8 column"))?,
+        ));
+    }
+    Ok(columns)
+}
+
 /// The fields of an ErrorResponse or NoticeResponse that the gateway acts on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {
@@ -212,6 +257,29 @@ mod tests {
     use super::*;
     use fallible_iterator::FallibleIterator;
     use postgres_protocol::message::backend::Message as ClientView;
+
+    #[test]
+    fn parameter_status_and_data_row_parse_what_postgres_sends() {
+        let mut out = BytesMut::new();
+        parameter_status(&mut out, "application_name", "job-7");
+        let Some(ClientView::ParameterStatus(body)) = ClientView::parse(&mut out).unwrap() else {
+            panic!("not a parameter status")
+        };
+        assert_eq!(body.name().unwrap(), "application_name");
+        let mut encoded = BytesMut::new();
+        parameter_status(&mut encoded, "TimeZone", "UTC");
+        assert_eq!(
+            parse_parameter_status(&encoded[5..]).unwrap(),
+            ("TimeZone", "UTC")
+        );
+        assert!(parse_parameter_status(b"TimeZone\0UTC").is_err());
+
+        // Two columns: "27" and NULL.
+        let row = [0u8, 2, 0, 0, 0, 2, b'2', b'7', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(parse_data_row(&row).unwrap(), [Some("27"), None]);
+        assert!(parse_data_row(&row[..7]).is_err(), "truncated column");
+        assert!(parse_data_row(&[0u8]).is_err(), "no column count");
+    }
 
     #[test]
     fn error_response_round_trips_through_the_client_parser() {

@@ -330,19 +330,8 @@ async fn upstream_sessions_are_released_when_clients_go() {
     let mut gateway = Gateway::start(BIN, &["--shutdown-grace-secs", "5"]).await;
     let key = gateway.provision(&pg.address());
     let admin = pg.connect("postgres").await.unwrap();
-    // (all backends of these clients, those idle after the gateway's reset)
-    let backends = || async {
-        let row = admin
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE state = 'idle' AND query = 'DISCARD ALL')
-                 FROM pg_stat_activity WHERE usename = 'app_rw' AND application_name = 'release-check'",
-                &[],
-            )
-            .await
-            .unwrap();
-        (row.get::<_, i64>(0), row.get::<_, i64>(1))
-    };
     let mut clients = Vec::new();
+    let mut pids = Vec::new();
     for _ in 0..10 {
         let conninfo = format!(
             "{} application_name=release-check",
@@ -352,9 +341,22 @@ async fn upstream_sessions_are_released_when_clients_go() {
             .await
             .unwrap();
         tokio::spawn(connection);
-        client.simple_query("SELECT 1").await.unwrap();
+        pids.push(backend_of(&client).await);
         clients.push(client);
     }
+    // (all backends of these clients, those idle after the gateway's reset; a reset
+    // backend is back to the server's application_name, so they are found by pid)
+    let backends = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'idle' AND query = 'DISCARD ALL')
+                 FROM pg_stat_activity WHERE usename = 'app_rw' AND pid = ANY($1)",
+                &[&pids],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
     assert_eq!(backends().await, (10, 0));
     drop(clients);
     // Every backend is reset and idle, kept for reuse; none is left busy.
@@ -482,7 +484,7 @@ async fn upstream_connections_are_reused_only_after_a_clean_reset() {
     assert_eq!(row.get::<_, String>(5), "app_rw");
     assert_eq!(row.get::<_, String>(6), "reuse-a");
 
-    // Different startup parameters never share a backend.
+    // A backend in use is never lent to another client.
     let other = connect(conninfo("reuse-b")).await;
     assert_ne!(backend_of(&other).await, pid);
 
@@ -729,7 +731,7 @@ async fn run_psycopg_flows(conninfo: String) {
     let stdout = python(vec![script.to_owned(), conninfo]).await;
     assert_eq!(
         stdout,
-        "pipeline ok\nbinary copy ok\ncancel ok\nparameter status ok\n"
+        "pipeline ok\nbinary copy ok\ncancel ok\nparameter status ok\nstartup parameters ok\n"
     );
 }
 

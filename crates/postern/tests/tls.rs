@@ -117,6 +117,7 @@ async fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
 async fn tls_postgres(cert: &TestCert) -> postern_testkit::LocalPg {
     let pg = postern_testkit::LocalPg::start_with(postern_localpg::Options {
         tls: Some(cert.pem()),
+        ..Default::default()
     })
     .await
     .expect("start PostgreSQL with TLS");

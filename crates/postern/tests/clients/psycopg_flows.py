@@ -105,7 +105,22 @@ def parameter_status():
     print("parameter status ok")
 
 
+def startup_parameters():
+    # Settable parameters given at connect time are applied after login or checkout (so
+    # they never split the pool) and reported to the client as PostgreSQL would.
+    for name, zone in [("startup-a", "Asia/Kathmandu"), ("startup-b", "America/Lima")]:
+        with psycopg.connect(CONNINFO, application_name=name, options=f"-c TimeZone={zone}") as conn:
+            assert conn.info.parameter_status("application_name") == name
+            assert conn.execute("SHOW application_name").fetchone()[0] == name
+            assert conn.execute("SHOW TimeZone").fetchone()[0] == zone
+        with psycopg.connect(CONNINFO, application_name=name) as conn:
+            assert conn.info.parameter_status("application_name") == name
+            assert conn.info.parameter_status("TimeZone") != zone
+    print("startup parameters ok")
+
+
 pipeline()
 binary_copy()
 cancel()
 parameter_status()
+startup_parameters()
