@@ -62,7 +62,12 @@ pub(crate) async fn connect(
     if route.pool.enabled {
         while let Some(connection) = pool.take(key) {
             debug!("reusing an idle upstream connection");
-            match prepare(connection, BytesMut::new(), &params.settable, false).await {
+            let prepared = prepare_within(
+                login_timeout,
+                &route.address,
+                prepare(connection, BytesMut::new(), &params.settable, false),
+            );
+            match prepared.await {
                 Ok((connected, _)) => return Ok(connected),
                 Err(Prepare::Refused(e)) => return Err(e),
                 // It died while idle: try the next one, or a new login.
@@ -73,9 +78,13 @@ pub(crate) async fn connect(
     let (connection, pending) =
         login_with_room(pool, route, &params.startup, login_timeout).await?;
     let learn = route.pool.enabled && pool.needs_server_limits(&route.address, &route.user);
-    let (connected, learned) = prepare(connection, pending, &params.settable, learn)
-        .await
-        .map_err(Prepare::into_error)?;
+    let (connected, learned) = prepare_within(
+        login_timeout,
+        &route.address,
+        prepare(connection, pending, &params.settable, learn),
+    )
+    .await
+    .map_err(Prepare::into_error)?;
     if let Some(limits) = learned {
         debug!(?limits, "learned what the upstream allows");
         pool.learn_server_limits(&route.address, &route.user, limits);
@@ -160,6 +169,21 @@ impl Prepare {
             Prepare::Refused(e) | Prepare::Broken(e) => e,
         }
     }
+}
+
+/// `prepare`, given up as broken after `limit`.
+async fn prepare_within<T>(
+    limit: Duration,
+    address: &str,
+    prepare: impl std::future::Future<Output = Result<T, Prepare>>,
+) -> Result<T, Prepare> {
+    tokio::time::timeout(limit, prepare)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Prepare::Broken(UpstreamError::Timeout {
+                address: address.to_owned(),
+            }))
+        })
 }
 
 /// The ParameterStatus values of a greeting.
@@ -247,7 +271,7 @@ async fn prepare(
             })
             .collect();
         frontend::query(&format!("SELECT {}", calls.join(", ")), &mut out)
-            .map_err(|e| Prepare::Refused(UpstreamError::Lost(e)))?;
+            .map_err(|e| broken(UpstreamError::Lost(e)))?;
         queries += 1;
     }
     let learn_index = learn.then_some(queries);

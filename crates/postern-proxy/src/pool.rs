@@ -143,8 +143,12 @@ impl Drop for OpenSlot {
         let mut state = lock(&self.state);
         if let Some(target) = state.targets.get_mut(&self.address) {
             target.open = target.open.saturating_sub(1);
+            // Users come and go (a role per session in dynamic mode): keep only live counts.
             if let Some(count) = target.open_by_user.get_mut(&self.user) {
                 *count = count.saturating_sub(1);
+                if *count == 0 {
+                    target.open_by_user.remove(&self.user);
+                }
             }
         }
     }
