@@ -275,19 +275,35 @@ const TEN_RULES: &[&str] = &[
     "- {name: the-rest, effect: ALLOW, matchAny: true}",
 ];
 
-/// A gateway in front of `pg`: plain (access log off, no rules on `pgbench`) or watched
-/// (access log on, ten rules on `pgbench`).
+/// How a benchmarked gateway is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    /// The default configuration: access log on (state sink), no rules.
+    Shipped,
+    /// Access log off, no rules: the plain relay.
+    Plain,
+    /// The default configuration plus ten rules on `pgbench`.
+    TenRules,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Shipped => "postern",
+            Profile::Plain => "postern-plain",
+            Profile::TenRules => "postern-10-rules",
+        }
+    }
+}
+
+/// A gateway in front of `pg`, configured as `profile` says.
 fn start_postern(
     bin: &Path,
     dir: &Path,
     pg: &LocalPg,
-    watched: bool,
+    profile: Profile,
 ) -> Result<(Daemon, u16, String)> {
-    let state = dir.join(if watched {
-        "postern-watched"
-    } else {
-        "postern-state"
-    });
+    let state = dir.join(profile.name());
     let resources = format!(
         "kind: Namespace\nmetadata: {{name: bench}}\n---\n\
          kind: Target\nmetadata: {{name: pg, namespace: bench}}\n\
@@ -302,23 +318,20 @@ fn start_postern(
          spec:\n  target: pg\n  database: pgbench\n  upstream: {{mode: static, user: bench, passwordSecret: bench-password}}\n{}---\n\
          kind: Identity\nmetadata: {{name: bench, namespace: bench}}\nspec: {{type: workload}}\n",
         pg.address(),
-        if watched {
+        if profile == Profile::TenRules {
             let rules: String = TEN_RULES.iter().map(|r| format!("      {r}\n")).collect();
             format!("  authorization:\n    rules:\n{rules}")
         } else {
             String::new()
         }
     );
-    let config = dir.join(if watched {
-        "watched.toml"
-    } else {
-        "plain.toml"
-    });
-    std::fs::write(
-        &config,
-        format!("[audit]\nenabled = {watched}\nstate = true\n"),
-    )
-    .map_err(|e| e.to_string())?;
+    // As shipped means no configuration file at all.
+    let config = dir.join(format!("{}.toml", profile.name()));
+    let config_text = match profile {
+        Profile::Plain => "[audit]\nenabled = false\n",
+        Profile::Shipped | Profile::TenRules => "",
+    };
+    std::fs::write(&config, config_text).map_err(|e| e.to_string())?;
     let file = dir.join("resources.yaml");
     std::fs::write(&file, resources).map_err(|e| e.to_string())?;
     let file = file.to_string_lossy().into_owned();
@@ -416,10 +429,7 @@ fn run() -> Result<()> {
         .tempdir()
         .map_err(|e| e.to_string())?;
     let (bouncer, bouncer_port) = start_pgbouncer(dir.path(), &pg)?;
-    let (postern, postern_port, key) = start_postern(&options.postern, dir.path(), &pg, false)?;
-    let (watched, watched_port, watched_key) =
-        start_postern(&options.postern, dir.path(), &pg, true)?;
-    let endpoints = [
+    let mut endpoints = vec![
         Endpoint {
             name: "direct",
             port: pg.port(),
@@ -436,23 +446,20 @@ fn run() -> Result<()> {
             password: PASSWORD.into(),
             pid: Some(bouncer.0.id()),
         },
-        Endpoint {
-            name: "postern",
-            port: postern_port,
-            user: "bench.bench".into(),
-            dbname: "pgbench.bench".into(),
-            password: key.clone(),
-            pid: Some(postern.0.id()),
-        },
-        Endpoint {
-            name: "postern audit+10 rules",
-            port: watched_port,
-            user: "bench.bench".into(),
-            dbname: "pgbench.bench".into(),
-            password: watched_key,
-            pid: Some(watched.0.id()),
-        },
     ];
+    let mut gateways = Vec::new();
+    for profile in [Profile::Shipped, Profile::Plain, Profile::TenRules] {
+        let (daemon, port, key) = start_postern(&options.postern, dir.path(), &pg, profile)?;
+        endpoints.push(Endpoint {
+            name: profile.name(),
+            port,
+            user: "bench.bench".into(),
+            dbname: "pgbench.bench".into(),
+            password: key,
+            pid: Some(daemon.0.id()),
+        });
+        gateways.push(daemon);
+    }
 
     let cases = cases(options.quick);
     // samples[case][endpoint] = one Sample per rep
@@ -475,41 +482,44 @@ fn run() -> Result<()> {
         }
     }
 
+    // Ratios are to direct PostgreSQL; "÷ plain" is the price of the access log (and rules).
     println!(
-        "| case | direct tps | pgbouncer tps (ratio) | postern tps (ratio) | postern audit+10 rules tps (ratio; to postern) | latency ms direct / pgbouncer / postern / watched | CPU µs/txn pgbouncer / postern / watched |"
+        "| case | direct tps | pgbouncer tps (ratio) | postern as shipped tps (ratio; ÷ plain) | plain tps (ratio) | 10 rules tps (ratio; ÷ plain) | latency ms direct / pgbouncer / shipped / plain / 10 rules | CPU µs/txn pgbouncer / shipped / plain / 10 rules |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (c, case) in cases.iter().enumerate() {
-        let tps: Vec<f64> = samples[c]
-            .iter()
-            .map(|s| median(s.iter().map(|x| x.tps).collect()))
-            .collect();
-        let latency: Vec<f64> = samples[c]
-            .iter()
-            .map(|s| median(s.iter().map(|x| x.latency_ms).collect()))
-            .collect();
-        let cpu: Vec<f64> = samples[c]
-            .iter()
-            .map(|s| median(s.iter().filter_map(|x| x.cpu_us_per_txn).collect()))
-            .collect();
+        let per_endpoint = |value: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
+            samples[c]
+                .iter()
+                .map(|s| median(s.iter().filter_map(value).collect()))
+                .collect()
+        };
+        let tps = per_endpoint(&|x| Some(x.tps));
+        let latency = per_endpoint(&|x| Some(x.latency_ms));
+        let cpu = per_endpoint(&|x| x.cpu_us_per_txn);
+        let join = |values: &[f64], digits: usize| {
+            values
+                .iter()
+                .map(|v| format!("{v:.digits$}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         println!(
-            "| {} | {:.0} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.0} ({:.2}; {:.2}) | {:.3} / {:.3} / {:.3} / {:.3} | {:.1} / {:.1} / {:.1} |",
+            "| {} | {:.0} | {:.0} ({:.2}) | {:.0} ({:.2}; {:.2}) | {:.0} ({:.2}) | {:.0} ({:.2}; {:.2}) | {} | {} |",
             case.label,
             tps[0],
             tps[1],
             tps[1] / tps[0],
             tps[2],
             tps[2] / tps[0],
+            tps[2] / tps[3],
             tps[3],
             tps[3] / tps[0],
-            tps[3] / tps[2],
-            latency[0],
-            latency[1],
-            latency[2],
-            latency[3],
-            cpu[1],
-            cpu[2],
-            cpu[3]
+            tps[4],
+            tps[4] / tps[0],
+            tps[4] / tps[3],
+            join(&latency, 3),
+            join(&cpu[1..], 1),
         );
     }
     // Connect latency of a dynamic-mode service, where every session's role is created
@@ -521,11 +531,11 @@ fn run() -> Result<()> {
     };
     let dynamic = Endpoint {
         name: "postern dynamic",
-        port: postern_port,
+        port: endpoints[2].port,
         user: "bench.bench".into(),
         dbname: "dyn.bench".into(),
-        password: key,
-        pid: Some(postern.0.id()),
+        password: endpoints[2].password.clone(),
+        pid: endpoints[2].pid,
     };
     let direct = run_pgbench(&endpoints[0], &connect_case, options.seconds)?;
     let fixed = run_pgbench(&endpoints[2], &connect_case, options.seconds)?;
@@ -534,7 +544,7 @@ fn run() -> Result<()> {
         "\nlogin + one SELECT (pgbench -S -C -c1), ms: direct {:.2}, postern static {:.2}, postern dynamic (a role created and revoked per session) {:.2}",
         direct.latency_ms, fixed.latency_ms, per_session.latency_ms
     );
-    drop(postern);
+    drop(gateways);
     drop(bouncer);
     pg.stop();
     Ok(())
