@@ -1,9 +1,12 @@
 //! The access-log pipeline. The proxy hands events to [`AuditPipeline::record`], which
-//! never waits: a bounded queue feeds one dispatcher thread that redacts secret literals,
-//! numbers the events and turns them into JSON once; each sink then has a lane (its own
-//! bounded queue and thread). When a sink fails or falls behind, its records go to a spill
-//! file and are replayed when it works again; past the disk budget they are dropped and
-//! counted on their session (SESSION_END `events_dropped`) and in the pipeline's totals.
+//! never waits and wakes nobody: it pushes onto a bounded inbox under a short lock. One
+//! dispatcher thread takes the whole inbox at once, every [`FLUSH_INTERVAL`] or as soon as
+//! [`HIGH_WATER`] events wait, redacts secret literals, numbers the events and turns them
+//! into JSON once; each sink then has a lane (its own bounded queue of batches and thread).
+//! So a busy gateway pays one hand-off per batch, not per statement. When a sink fails or
+//! falls behind, its records go to a spill file and are replayed when it works again; past
+//! the disk budget they are dropped and counted on their session (SESSION_END
+//! `events_dropped`) and in the pipeline's totals.
 
 mod sinks;
 mod spill;
@@ -11,8 +14,8 @@ mod spill;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use postern_model::{AccessLog, AuditEvent, AuditRecord, AuditSink, SessionInfo};
 use rand::Rng;
@@ -21,8 +24,13 @@ use tracing::{error, info, warn};
 pub use sinks::{JsonlFileSink, StdoutSink};
 use spill::Spill;
 
-/// Records written to a sink at once.
+/// Records a lane gathers from its queue before writing (a batch from the dispatcher is
+/// never split, so a failed write spills exactly what was not written).
 const BATCH: usize = 512;
+/// The longest an event waits in the inbox before the dispatcher takes it.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Events in the inbox that wake the dispatcher before its interval is up.
+pub const HIGH_WATER: usize = 1024;
 /// Waits between attempts at a failing sink: from the first to the last, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_LAST: Duration = Duration::from_secs(5);
@@ -50,8 +58,30 @@ pub struct AuditCounters {
     pub spilled: AtomicU64,
 }
 
+/// Events waiting for the dispatcher.
+#[derive(Default)]
+struct InboxState {
+    events: Vec<AuditEvent>,
+    /// The pipeline is gone: the dispatcher drains what is left and stops.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    /// Signalled at the high-water mark and at close only, never per event.
+    wake: Condvar,
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
+        // A push or a swap cannot leave the state torn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub struct AuditPipeline {
-    queue: SyncSender<AuditEvent>,
+    inbox: Arc<Inbox>,
     settings: AuditSettings,
     counters: Arc<AuditCounters>,
     /// Set while some sink is failing with its spill full: events are being lost.
@@ -63,7 +93,7 @@ type Item = (Arc<AuditRecord>, Arc<SessionInfo>);
 
 struct Lane {
     name: String,
-    queue: SyncSender<Item>,
+    queue: SyncSender<Vec<Item>>,
     spill: Arc<Mutex<Spill>>,
 }
 
@@ -85,7 +115,9 @@ impl AuditPipeline {
                 spilled_bytes.clone(),
                 settings.spill_budget,
             )));
-            let (queue, receiver) = mpsc::sync_channel(settings.queue_capacity);
+            // The lane holds about as many events as the inbox, in batches.
+            let (queue, receiver) =
+                mpsc::sync_channel((settings.queue_capacity / HIGH_WATER).max(1));
             let worker = LaneWorker {
                 sink,
                 receiver,
@@ -98,11 +130,11 @@ impl AuditPipeline {
                 .spawn(move || worker.run())?;
             lanes.push(Lane { name, queue, spill });
         }
-        let (queue, receiver) = mpsc::sync_channel(settings.queue_capacity);
+        let inbox = Arc::new(Inbox::default());
         let mut prefix = [0u8; 4];
         rand::rng().fill_bytes(&mut prefix);
         let dispatcher = Dispatcher {
-            receiver,
+            inbox: inbox.clone(),
             lanes,
             secret_functions: settings.secret_functions.clone(),
             prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
@@ -113,7 +145,7 @@ impl AuditPipeline {
             .name("audit-dispatch".into())
             .spawn(move || dispatcher.run())?;
         Ok(Arc::new(AuditPipeline {
-            queue,
+            inbox,
             settings,
             counters,
             losing,
@@ -125,15 +157,26 @@ impl AuditPipeline {
     }
 }
 
+impl Drop for AuditPipeline {
+    fn drop(&mut self) {
+        self.inbox.lock().closed = true;
+        self.inbox.wake.notify_one();
+    }
+}
+
 impl AccessLog for AuditPipeline {
     fn record(&self, event: AuditEvent) {
         self.counters.recorded.fetch_add(1, Ordering::Relaxed);
-        match self.queue.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) => {
-                event.session.count_dropped();
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let mut inbox = self.inbox.lock();
+        if inbox.events.len() >= self.settings.queue_capacity {
+            drop(inbox);
+            event.session.count_dropped();
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        inbox.events.push(event);
+        if inbox.events.len() == HIGH_WATER {
+            self.inbox.wake.notify_one();
         }
     }
 
@@ -147,7 +190,7 @@ impl AccessLog for AuditPipeline {
 }
 
 struct Dispatcher {
-    receiver: Receiver<AuditEvent>,
+    inbox: Arc<Inbox>,
     lanes: Vec<Lane>,
     secret_functions: Vec<String>,
     prefix: String,
@@ -157,26 +200,69 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn run(mut self) {
-        while let Ok(event) = self.receiver.recv() {
-            let session = event.session.clone();
-            let Some(record) = self.make_record(event) else {
-                continue;
+        let mut events = Vec::new();
+        loop {
+            let closed = {
+                let deadline = Instant::now() + FLUSH_INTERVAL;
+                let mut inbox = self.inbox.lock();
+                while inbox.events.len() < HIGH_WATER && !inbox.closed {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    inbox = self
+                        .inbox
+                        .wake
+                        .wait_timeout(inbox, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                // The inbox keeps the capacity of the batch handed back last time.
+                std::mem::swap(&mut inbox.events, &mut events);
+                inbox.closed
             };
-            let record = Arc::new(record);
-            for lane in &self.lanes {
-                match lane.queue.try_send((record.clone(), session.clone())) {
-                    Ok(()) => {}
-                    // The sink is behind: keep the record on disk instead of waiting.
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                        let dropped = match lane.spill.lock() {
-                            Ok(mut spill) => spill.append([&*record]),
-                            Err(_) => 1,
-                        };
-                        self.counters.spilled.fetch_add(1, Ordering::Relaxed);
-                        if dropped > 0 {
-                            warn!(sink = %lane.name, "audit event dropped: sink behind and spill budget spent");
+            if !events.is_empty() {
+                self.dispatch(&mut events);
+            }
+            if closed && events.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Turns a batch of events into records and hands them to every lane at once.
+    fn dispatch(&mut self, events: &mut Vec<AuditEvent>) {
+        let items: Vec<Item> = events
+            .drain(..)
+            .filter_map(|event| {
+                let session = event.session.clone();
+                self.make_record(event)
+                    .map(|record| (Arc::new(record), session))
+            })
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        for lane in &self.lanes {
+            match lane.queue.try_send(items.clone()) {
+                Ok(()) => {}
+                // The sink is behind: keep the records on disk instead of waiting.
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    let dropped = match lane.spill.lock() {
+                        Ok(mut spill) => spill.append(items.iter().map(|(r, _)| &**r)),
+                        Err(_) => items.len(),
+                    };
+                    self.counters
+                        .spilled
+                        .fetch_add(items.len() as u64, Ordering::Relaxed);
+                    if dropped > 0 {
+                        warn!(sink = %lane.name, dropped, "audit events dropped: sink behind and spill budget spent");
+                        self.counters
+                            .dropped
+                            .fetch_add(dropped as u64, Ordering::Relaxed);
+                        // Which ones did not fit is not known; charge the last sessions.
+                        for (_, session) in items.iter().rev().take(dropped) {
                             session.count_dropped();
-                            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -227,7 +313,7 @@ impl Dispatcher {
 
 struct LaneWorker {
     sink: Box<dyn AuditSink>,
-    receiver: Receiver<Item>,
+    receiver: Receiver<Vec<Item>>,
     spill: Arc<Mutex<Spill>>,
     counters: Arc<AuditCounters>,
     losing: Arc<AtomicBool>,
@@ -263,18 +349,17 @@ impl LaneWorker {
             } else {
                 retry
             };
-            let first = match self.receiver.recv_timeout(wait) {
-                Ok(item) => item,
+            let mut batch = match self.receiver.recv_timeout(wait) {
+                Ok(batch) => batch,
                 Err(RecvTimeoutError::Timeout) => {
                     retry = (retry * 2).min(RETRY_LAST);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            let mut batch = vec![first];
             while batch.len() < BATCH {
                 match self.receiver.try_recv() {
-                    Ok(item) => batch.push(item),
+                    Ok(more) => batch.extend(more),
                     Err(_) => break,
                 }
             }
