@@ -14,6 +14,8 @@ const PASSWORD: &str = "bench-password";
 
 struct Options {
     postern: PathBuf,
+    /// Another build of Postern, run as shipped beside this one (`--baseline BIN`).
+    baseline: Option<PathBuf>,
     seconds: u32,
     reps: usize,
     quick: bool,
@@ -22,6 +24,7 @@ struct Options {
 fn parse_options() -> Result<Options> {
     let mut options = Options {
         postern: PathBuf::from("target/release/postern"),
+        baseline: None,
         seconds: 20,
         reps: 3,
         quick: false,
@@ -31,6 +34,7 @@ fn parse_options() -> Result<Options> {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--postern" => options.postern = PathBuf::from(value("--postern")?),
+            "--baseline" => options.baseline = Some(PathBuf::from(value("--baseline")?)),
             "--seconds" => {
                 options.seconds = value("--seconds")?
                     .parse()
@@ -460,6 +464,20 @@ fn run() -> Result<()> {
         });
         gateways.push(daemon);
     }
+    if let Some(baseline) = &options.baseline {
+        let dir = dir.path().join("baseline");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (daemon, port, key) = start_postern(baseline, &dir, &pg, Profile::Shipped)?;
+        endpoints.push(Endpoint {
+            name: "baseline",
+            port,
+            user: "bench.bench".into(),
+            dbname: "pgbench.bench".into(),
+            password: key,
+            pid: Some(daemon.0.id()),
+        });
+        gateways.push(daemon);
+    }
 
     let cases = cases(options.quick);
     // samples[case][endpoint] = one Sample per rep
@@ -521,6 +539,31 @@ fn run() -> Result<()> {
             join(&latency, 3),
             join(&cpu[1..], 1),
         );
+    }
+    if options.baseline.is_some() {
+        println!("\n| case | baseline as shipped tps (ratio) | this build as shipped tps (ratio) | CPU µs/txn baseline / this build |");
+        println!("|---|---|---|---|");
+        for (c, case) in cases.iter().enumerate() {
+            let tps = |e: usize| median(samples[c][e].iter().map(|x| x.tps).collect());
+            let cpu = |e: usize| {
+                median(
+                    samples[c][e]
+                        .iter()
+                        .filter_map(|x| x.cpu_us_per_txn)
+                        .collect(),
+                )
+            };
+            println!(
+                "| {} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.1} / {:.1} |",
+                case.label,
+                tps(5),
+                tps(5) / tps(0),
+                tps(2),
+                tps(2) / tps(0),
+                cpu(5),
+                cpu(2)
+            );
+        }
     }
     // Connect latency of a dynamic-mode service, where every session's role is created
     // (and dropped after it): pgbench -C logs in for every transaction.
