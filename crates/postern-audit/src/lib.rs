@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postern_model::{AccessLog, AuditEvent, AuditRecord, AuditSink, SessionInfo};
+use postern_model::{AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, SessionInfo};
 use rand::Rng;
 use tracing::{error, info, warn};
 
@@ -48,6 +48,8 @@ pub struct AuditSettings {
     pub spill_budget: u64,
     /// Refuse statements while events are being lost (`on_failure = "block"`).
     pub block_on_failure: bool,
+    /// The event types recorded.
+    pub events: Vec<EventType>,
 }
 
 /// Pipeline-wide counts.
@@ -186,6 +188,10 @@ impl AccessLog for AuditPipeline {
 
     fn parameter_cap(&self) -> Option<usize> {
         self.settings.log_parameters
+    }
+
+    fn records(&self, event_type: EventType) -> bool {
+        self.settings.events.contains(&event_type)
     }
 }
 

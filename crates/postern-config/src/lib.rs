@@ -62,6 +62,10 @@ pub struct AuditConfig {
     pub spill_max_bytes: u64,
     pub queue_capacity: usize,
     pub on_failure: AuditFailure,
+    /// Event types recorded (`SESSION_START`, `QUERY`, `PARSE`, …); unset: one event per
+    /// statement executed plus session, authentication and denial events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
 }
 
 impl Default for AuditConfig {
@@ -82,6 +86,7 @@ impl Default for AuditConfig {
             spill_max_bytes: 1 << 30,
             queue_capacity: 65_536,
             on_failure: AuditFailure::Spill,
+            events: None,
         }
     }
 }
@@ -343,10 +348,33 @@ impl Config {
         if self.audit.file_max_bytes == 0 || self.audit.file_max_age_secs == 0 {
             return invalid("audit.file_max_bytes and audit.file_max_age_secs must be at least 1");
         }
+        if let Some(unknown) = self
+            .audit
+            .events
+            .iter()
+            .flatten()
+            .find(|name| postern_model::EventType::parse(name).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "audit.events: unknown event type {unknown:?} (one of {})",
+                postern_model::EventType::ALL.map(|t| t.as_str()).join(", ")
+            )));
+        }
         Ok(())
     }
 
     /// Where the access log's spill files go.
+    /// The event types `audit.events` names, or the default set.
+    pub fn audit_events(&self) -> Vec<postern_model::EventType> {
+        match &self.audit.events {
+            Some(names) => names
+                .iter()
+                .filter_map(|name| postern_model::EventType::parse(name))
+                .collect(),
+            None => postern_model::EventType::DEFAULT_RECORDED.to_vec(),
+        }
+    }
+
     pub fn audit_spill_dir(&self) -> PathBuf {
         self.audit
             .spill_dir
@@ -408,6 +436,35 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn audit_events_default_to_statements_run_and_name_typos() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            let events = config.audit_events();
+            assert!(events.contains(&postern_model::EventType::Execute));
+            assert!(!events.contains(&postern_model::EventType::Parse));
+            jail.create_file("postern.toml", "[audit]\nevents = ['query', 'PARSE']\n")?;
+            let config =
+                Config::load(Some(Path::new("postern.toml")), &Overrides::default()).unwrap();
+            assert_eq!(
+                config.audit_events(),
+                [
+                    postern_model::EventType::Query,
+                    postern_model::EventType::Parse
+                ]
+            );
+            jail.create_file("postern.toml", "[audit]\nevents = ['QUERY', 'PRASE']\n")?;
+            let err = Config::load(Some(Path::new("postern.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("audit.events") && err.contains("PRASE"),
+                "{err}"
+            );
             Ok(())
         });
     }

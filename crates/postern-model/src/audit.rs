@@ -52,6 +52,19 @@ impl EventType {
         }
     }
 
+    /// What the access log records unless `audit.events` says otherwise: one event per
+    /// statement executed, and the session, authentication and denial events. PARSE, BIND
+    /// and CLOSE (full protocol capture) are opt-in.
+    pub const DEFAULT_RECORDED: [EventType; 7] = [
+        EventType::SessionStart,
+        EventType::SessionEnd,
+        EventType::Query,
+        EventType::Execute,
+        EventType::FunctionCall,
+        EventType::AuthFailed,
+        EventType::PolicyDenied,
+    ];
+
     /// Parses a type as written in the log, case-insensitively.
     pub fn parse(text: &str) -> Option<EventType> {
         EventType::ALL
@@ -204,6 +217,10 @@ pub trait AccessLog: Send + Sync + 'static {
 
     /// With `audit.log_parameters`, the byte cap per parameter value.
     fn parameter_cap(&self) -> Option<usize>;
+
+    /// Whether events of this type are recorded at all (`audit.events`); callers skip
+    /// building the others.
+    fn records(&self, event_type: EventType) -> bool;
 }
 
 /// One event ready for a sink: its JSON line (secrets already redacted) and the columns a

@@ -181,11 +181,18 @@ impl Inspector {
         self.tracking.lock().map_or(0, |t| t.statements_run)
     }
 
-    /// Logs an event of this session, when there is an access log.
+    /// Logs an event of this session, when there is an access log that records its type.
     pub fn record(&self, event: AuditEvent) {
         if let Some(log) = &self.log {
-            log.record(event);
+            if log.records(event.event_type) {
+                log.record(event);
+            }
         }
+    }
+
+    /// Whether events of this type are recorded: callers skip building the others.
+    fn records(&self, event_type: EventType) -> bool {
+        self.log.as_ref().is_some_and(|log| log.records(event_type))
     }
 
     fn event(&self, event_type: EventType) -> AuditEvent {
@@ -270,10 +277,12 @@ impl Inspector {
                 }
                 t.statements.insert(name.to_owned(), truncated(text));
                 t.pending.push_back(Pending::Parse);
-                let mut event = self.event(EventType::Parse);
-                event.statement_name = Some(name.to_owned());
-                event.statement = Some(text.to_owned());
-                self.record(event);
+                if self.records(EventType::Parse) {
+                    let mut event = self.event(EventType::Parse);
+                    event.statement_name = Some(name.to_owned());
+                    event.statement = Some(text.to_owned());
+                    self.record(event);
+                }
             }
             b'B' => {
                 let bind = frontend::parse_bind(body)?;
@@ -289,6 +298,9 @@ impl Inspector {
                 t.portals
                     .insert(bind.portal.to_owned(), (bind.statement.to_owned(), text));
                 t.pending.push_back(Pending::Bind);
+                if !self.records(EventType::Bind) {
+                    return Ok(ClientAction::Forward);
+                }
                 let mut event = self.event(EventType::Bind);
                 event.portal = Some(bind.portal.to_owned());
                 event.statement_name = Some(bind.statement.to_owned());

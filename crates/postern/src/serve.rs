@@ -116,6 +116,7 @@ fn access_log(
         spill_dir: config.audit_spill_dir(),
         spill_budget: audit.spill_max_bytes,
         block_on_failure: audit.on_failure == postern_config::AuditFailure::Block,
+        events: config.audit_events(),
     };
     let spill_dir = settings.spill_dir.clone();
     let pipeline = AuditPipeline::start(settings, sinks).with_context(|| {

@@ -17,7 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A gateway whose access log also goes to a JSON Lines file (returned), with bind
-/// parameters logged.
+/// parameters logged and every event type recorded (full protocol capture).
 async fn gateway_with_file_log() -> (Gateway, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();
     let log = dir.join("access.jsonl");
@@ -25,7 +25,9 @@ async fn gateway_with_file_log() -> (Gateway, std::path::PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "[audit]\nfile = '{}'\nlog_parameters = true\n",
+            "[audit]\nfile = '{}'\nlog_parameters = true\n\
+             events = ['SESSION_START', 'SESSION_END', 'QUERY', 'PARSE', 'BIND', 'EXECUTE', \
+             'CLOSE', 'FUNCTION_CALL', 'AUTH_FAILED', 'POLICY_DENIED']\n",
             log.display()
         ),
     )
@@ -543,6 +545,24 @@ async fn logs_follow_shows_events_as_they_happen() {
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["type"], "QUERY");
     assert_eq!(event["identity"]["name"], "alice");
+
+    // By default one event per statement run: the extended protocol's EXECUTE carries
+    // the text; PARSE, BIND and CLOSE are opt-in.
+    let row = client
+        .query_one("SELECT 'extended-marker'::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "extended-marker");
+    let line = wait_for("the follower to print the execute", WAIT, || {
+        seen.try_iter().find(|l| l.contains("extended-marker"))
+    })
+    .await;
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "EXECUTE");
+    let all = gateway.cli_ok(&["logs", "--limit", "1000", "-o", "json"]);
+    for opt_in in ["\"PARSE\"", "\"BIND\"", "\"CLOSE\""] {
+        assert!(!all.contains(opt_in), "{opt_in} recorded by default: {all}");
+    }
     follower.kill().unwrap();
     let _ = follower.wait();
 }
