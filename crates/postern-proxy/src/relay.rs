@@ -242,10 +242,11 @@ where
 }
 
 /// Where a walk over relayed bytes stands: how much of a message body not needed whole
-/// is still to come.
-#[derive(Default)]
+/// is still to come, and the message type nothing is sent after (its direction's
+/// scanner's stop type: Terminate from the client, none from the server).
 struct Walker {
     body_remaining: usize,
+    stop_tag: Option<u8>,
 }
 
 /// What happens to one whole message in an inspected stream.
@@ -282,8 +283,8 @@ impl Walker {
             else {
                 break;
             };
-            // Nothing after a Terminate is sent on; the scanner stops in front of it.
-            if tag == b'X' {
+            // Nothing after the stop type is sent on; the scanner stops in front of it.
+            if Some(tag) == self.stop_tag {
                 break;
             }
             let start = pos;
@@ -324,7 +325,10 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut walker = Walker::default();
+    let mut walker = Walker {
+        body_remaining: 0,
+        stop_tag: dir.scanner.stop_tag(),
+    };
     let mut walked = 0;
     let mut out = BytesMut::new();
     loop {
@@ -347,9 +351,11 @@ where
                     out.extend_from_slice(&dir.buf[at..walked]);
                 }
             }
-            // The walk stops in front of a Terminate; the scanner must reach it to stop.
-            let at_terminate = walker.body_remaining == 0 && dir.buf.get(walked) == Some(&b'X');
-            let scan_to = if at_terminate { dir.buf.len() } else { walked };
+            // The walk stops in front of the stop type; the scanner must reach it to stop.
+            let at_stop = walker.body_remaining == 0
+                && walker.stop_tag.is_some()
+                && dir.buf.get(walked).copied() == walker.stop_tag;
+            let scan_to = if at_stop { dir.buf.len() } else { walked };
             let ready = dir
                 .scanner
                 .scan(&dir.buf[..scan_to])
@@ -357,8 +363,8 @@ where
             if ready > 0 {
                 dir.released = ready;
                 // Edits are only made in messages wholly inside `walked`, and the scanner
-                // releases all of it unless it stopped in front of a Terminate, after
-                // which nothing more is sent.
+                // releases all of it and no more: past `walked` lies only the stop type,
+                // in front of which it stops.
                 let bytes: &[u8] = if out.is_empty() {
                     &dir.buf[..ready]
                 } else {
@@ -490,5 +496,48 @@ where
         Ok(end) => Ok(end),
         Err(error) if from_upstream.sent_whole_messages() => Err(error),
         Err(error) => Err(SessionError::MidMessage(Box::new(error))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use postern_model::SessionInfo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_sending_terminate_is_relayed_not_a_panic() {
+        // PostgreSQL never sends 'X'; a broken or hostile upstream might. The watched
+        // relay passes it on like any other message.
+        let (mut client_app, client_end) = tokio::io::duplex(4096);
+        let (mut server_app, server_end) = tokio::io::duplex(4096);
+        let (mut client_rx, mut client_tx) = tokio::io::split(client_end);
+        let (mut server_rx, mut server_tx) = tokio::io::split(server_end);
+        let from_server: &[u8] = b"X\0\0\0\x04Z\0\0\0\x05I";
+        server_app.write_all(from_server).await.unwrap();
+        drop(server_app);
+        let inspector = Inspector::new(None, None, Arc::new(SessionInfo::default()));
+        let mut from_client = Direction::from_client(BytesMut::new(), 1 << 20);
+        let mut from_upstream = Direction::from_upstream(BytesMut::new());
+        let (_stop, mut stop) = watch::channel(false);
+        let end = relay(
+            (&mut client_rx, &mut client_tx),
+            (&mut server_rx, &mut server_tx),
+            (&mut from_client, &mut from_upstream),
+            "svc",
+            SessionLimits::default(),
+            Some((&inspector, 1 << 20)),
+            &mut stop,
+        )
+        .await
+        .unwrap();
+        assert_eq!(end, RelayEnd::UpstreamClosed);
+        drop((client_rx, client_tx));
+        let mut seen = Vec::new();
+        client_app.read_to_end(&mut seen).await.unwrap();
+        assert_eq!(seen, from_server);
     }
 }
