@@ -22,11 +22,27 @@ pub struct Unparsable(pub String);
 
 /// Classifies every statement of `sql`. An empty query yields no statements.
 pub fn classify(sql: &str) -> Result<Vec<Statement>, Unparsable> {
+    Ok(classify_located(sql)?
+        .into_iter()
+        .map(|(statement, _)| statement)
+        .collect())
+}
+
+/// [`classify`], with where each statement's text starts in `sql`.
+pub(crate) fn classify_located(sql: &str) -> Result<Vec<(Statement, usize)>, Unparsable> {
     let pieces = pg_query::split_with_parser(sql).map_err(|e| Unparsable(e.to_string()))?;
     pieces
         .into_iter()
-        .filter(|piece| !piece.trim().is_empty())
-        .map(classify_one)
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            // The parser hands back slices of `sql`: their addresses tell where they sit.
+            let start = (piece.as_ptr() as usize).wrapping_sub(sql.as_ptr() as usize);
+            if sql.get(start..start + piece.len()) != Some(piece) {
+                return Err(Unparsable("statement outside its message".into()));
+            }
+            Ok((classify_one(piece)?, start))
+        })
         .collect()
 }
 

@@ -6,6 +6,8 @@
 mod classify;
 mod redact;
 mod rules;
+mod shape;
+mod statement_cache;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,8 @@ use postern_model::{
 pub use classify::{classify, Statement, Unparsable};
 pub use redact::{redact, DEFAULT_SECRET_FUNCTIONS, REDACTED};
 pub use rules::DEFAULT_DENY;
+pub use shape::shape;
+pub use statement_cache::{CacheStats, StatementCache};
 
 use rules::{compile, compile_rules, evaluate, BoundRules, CompiledRule, Outcome, SessionValues};
 
@@ -25,16 +29,23 @@ use rules::{compile, compile_rules, evaluate, BoundRules, CompiledRule, Outcome,
 /// services change).
 const CACHE_LIMIT: usize = 1024;
 
-/// The CEL engine, with every version of every service's rules compiled once.
+/// The CEL engine, with every version of every service's rules compiled once, and every
+/// shape of statement classified once.
 #[derive(Default)]
 pub struct CelEngine {
     rules: Mutex<HashMap<String, Arc<Vec<CompiledRule>>>>,
     routes: Mutex<HashMap<String, Arc<Vec<Option<Program>>>>>,
+    statements: Arc<StatementCache>,
 }
 
 impl CelEngine {
     pub fn new() -> CelEngine {
         CelEngine::default()
+    }
+
+    /// The classification cache's counts.
+    pub fn statement_cache(&self) -> CacheStats {
+        self.statements.stats()
     }
 }
 
@@ -91,7 +102,7 @@ impl PolicyEngine for CelEngine {
             return Ok(ConnectDecision::Allow(None));
         }
         let rules = cached(&self.rules, cache_key, || compile_rules(authorization))?;
-        Ok(BoundRules::new(rules, facts).connect())
+        Ok(BoundRules::new(rules, self.statements.clone(), facts).connect())
     }
 
     fn choose_route(

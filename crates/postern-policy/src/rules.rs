@@ -15,7 +15,8 @@ use postern_model::{
     AuthorizationSpec, ConnectDecision, Denial, RuleEffect, RuleError, SessionFacts, SessionPolicy,
 };
 
-use crate::classify::{classify, Statement};
+use crate::classify::Statement;
+use crate::statement_cache::StatementCache;
 
 /// Rule name reported when rules exist and none matched.
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -180,6 +181,7 @@ impl SessionValues {
 /// A service's rules bound to one session.
 pub(crate) struct BoundRules {
     rules: Arc<Vec<CompiledRule>>,
+    statements: Arc<StatementCache>,
     values: SessionValues,
     /// CEL's built-in functions, registered once per session rather than per statement.
     functions: Context<'static>,
@@ -194,9 +196,14 @@ impl std::fmt::Debug for BoundRules {
 }
 
 impl BoundRules {
-    pub fn new(rules: Arc<Vec<CompiledRule>>, facts: &SessionFacts) -> BoundRules {
+    pub fn new(
+        rules: Arc<Vec<CompiledRule>>,
+        statements: Arc<StatementCache>,
+        facts: &SessionFacts,
+    ) -> BoundRules {
         BoundRules {
             rules,
+            statements,
             values: SessionValues::new(facts),
             functions: Context::default(),
         }
@@ -256,7 +263,7 @@ enum Decision<'a> {
 
 impl SessionPolicy for BoundRules {
     fn check_statement(&self, sql: &str) -> Result<(), Denial> {
-        match classify(sql) {
+        match self.statements.classify(sql) {
             Ok(statements) => statements.iter().try_for_each(|s| self.check(s)),
             // PostgreSQL refuses what does not parse, so it can pass: the client gets the
             // server's own syntax error. Rules still see it, as kind `other`.
