@@ -40,7 +40,7 @@ pub use plan::{plan_apply, Change, PlanError};
 pub use policy::{
     AuthorizationRule, AuthorizationSpec, ClientFacts, ConnectDecision, Denial,
     DynamicConfigUpstream, PolicyEngine, RouteRule, RuleEffect, RuleError, SessionFacts,
-    SessionPolicy, UpstreamConfig,
+    SessionPolicy, StatementCacheStats, UpstreamConfig,
 };
 pub use rbac::{Access, Permission, Role, RoleBindingSpec, Subject};
 pub use resource::{

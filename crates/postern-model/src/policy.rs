@@ -244,4 +244,17 @@ pub trait PolicyEngine: Send + Sync + 'static {
         routes: &[RouteRule],
         facts: &SessionFacts,
     ) -> Result<Option<String>, RuleError>;
+
+    /// How the classification cache is doing, for metrics.
+    fn statement_cache(&self) -> StatementCacheStats;
+}
+
+/// Counts of a policy engine's statement classification cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatementCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub entries: u64,
+    pub bytes: u64,
 }

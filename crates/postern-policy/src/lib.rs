@@ -42,11 +42,6 @@ impl CelEngine {
     pub fn new() -> CelEngine {
         CelEngine::default()
     }
-
-    /// The classification cache's counts.
-    pub fn statement_cache(&self) -> CacheStats {
-        self.statements.stats()
-    }
 }
 
 /// The cached value under `key`, or `build`'s, remembered.
@@ -103,6 +98,10 @@ impl PolicyEngine for CelEngine {
         }
         let rules = cached(&self.rules, cache_key, || compile_rules(authorization))?;
         Ok(BoundRules::new(rules, self.statements.clone(), facts).connect())
+    }
+
+    fn statement_cache(&self) -> CacheStats {
+        self.statements.stats()
     }
 
     fn choose_route(

@@ -44,14 +44,7 @@ impl Weighter<Vec<u8>, Arc<Entry>> for ByBytes {
 }
 
 /// Counts for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-    pub entries: u64,
-    pub bytes: u64,
-}
+pub type CacheStats = postern_model::StatementCacheStats;
 
 /// The classification cache of one policy engine, shared by every session.
 pub struct StatementCache {

@@ -217,6 +217,36 @@ impl MetricsSource for GatewayMetrics {
                 read(&counters.dropped),
             ));
         }
+        if let Some(engine) = self.store.policy_engine() {
+            let cache = engine.statement_cache();
+            families.push(MetricFamily {
+                name: "postern_statement_cache_lookups_total",
+                help: "Statement classifications asked of the cache, by result (a miss parses)",
+                kind: Counter,
+                samples: vec![
+                    (vec![("result", "hit".into())], cache.hits as f64),
+                    (vec![("result", "miss".into())], cache.misses as f64),
+                ],
+            });
+            families.push(MetricFamily::single(
+                "postern_statement_cache_evictions_total",
+                "Statement shapes evicted from the classification cache",
+                Counter,
+                cache.evictions as f64,
+            ));
+            families.push(MetricFamily::single(
+                "postern_statement_cache_entries",
+                "Statement shapes in the classification cache",
+                Gauge,
+                cache.entries as f64,
+            ));
+            families.push(MetricFamily::single(
+                "postern_statement_cache_bytes",
+                "Bytes the classification cache holds (its bound is 16 MiB)",
+                Gauge,
+                cache.bytes as f64,
+            ));
+        }
         if let Ok(counts) = self.store.lease_counts() {
             families.push(MetricFamily {
                 name: "postern_leases",

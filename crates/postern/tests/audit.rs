@@ -362,6 +362,22 @@ async fn rules_deny_writes_in_the_same_session_and_denied_statements_never_reach
     assert!(denials.contains("\"rule\":\"no-writes\""));
     assert!(denials.contains("\"statement_kind\":\"delete\""));
 
+    // Each statement shape was parsed once: the repeated count(*) came from the cache.
+    let http = postern_testkit::Http::new(gateway.api_port().await);
+    let (status, metrics) = http.get("/metrics", &gateway.admin_token());
+    assert_eq!(status, 200);
+    let lookups = |result: &str| -> f64 {
+        let prefix = format!("postern_statement_cache_lookups_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing: {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(lookups("hit") >= 4.0, "{metrics}");
+    assert!(lookups("miss") >= 1.0, "{metrics}");
+
     // A bad expression fails apply with the rule's path and the CEL error.
     let bad = gateway.write_file(
         "bad.yaml",
