@@ -138,7 +138,7 @@ impl AuditPipeline {
         let dispatcher = Dispatcher {
             inbox: inbox.clone(),
             lanes,
-            secret_functions: settings.secret_functions.clone(),
+            redactor: postern_policy::Redactor::new(&settings.secret_functions),
             prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             sequence: 0,
             counters: counters.clone(),
@@ -198,7 +198,7 @@ impl AccessLog for AuditPipeline {
 struct Dispatcher {
     inbox: Arc<Inbox>,
     lanes: Vec<Lane>,
-    secret_functions: Vec<String>,
+    redactor: postern_policy::Redactor,
     prefix: String,
     sequence: u64,
     counters: Arc<AuditCounters>,
@@ -279,9 +279,7 @@ impl Dispatcher {
     /// Redacts, numbers and serialises one event.
     fn make_record(&mut self, mut event: AuditEvent) -> Option<AuditRecord> {
         if let Some(text) = &event.statement {
-            if let std::borrow::Cow::Owned(redacted) =
-                postern_policy::redact(text, &self.secret_functions)
-            {
+            if let std::borrow::Cow::Owned(redacted) = self.redactor.redact(text) {
                 event.statement = Some(redacted);
             }
         }

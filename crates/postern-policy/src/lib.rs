@@ -4,6 +4,7 @@
 //! context; the store calls it through [`postern_model::PolicyEngine`].
 
 mod classify;
+mod dependence;
 mod redact;
 mod rules;
 mod shape;
@@ -18,7 +19,7 @@ use postern_model::{
 };
 
 pub use classify::{classify, Statement, Unparsable};
-pub use redact::{redact, DEFAULT_SECRET_FUNCTIONS, REDACTED};
+pub use redact::{redact, Redactor, DEFAULT_SECRET_FUNCTIONS, REDACTED};
 pub use rules::DEFAULT_DENY;
 pub use shape::shape;
 pub use statement_cache::{CacheStats, StatementCache};

@@ -7,7 +7,7 @@
 //! condition needs one leaves the decision to the statement checks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cel_interpreter::{Context, Program, Value};
 use chrono::{Datelike, Timelike};
@@ -16,6 +16,7 @@ use postern_model::{
 };
 
 use crate::classify::Statement;
+use crate::dependence::{dependence, Dependence};
 use crate::statement_cache::StatementCache;
 
 /// Rule name reported when rules exist and none matched.
@@ -27,30 +28,44 @@ pub(crate) struct CompiledRule {
     pub name: String,
     pub effect: RuleEffect,
     pub program: Option<Program>,
+    /// What of `ctx` its condition reads, so its outcome can be kept.
+    pub dependence: Dependence,
 }
 
 /// Compiles a condition, naming `path` in the error.
 pub(crate) fn compile(path: &str, condition: Option<&str>) -> Result<Option<Program>, RuleError> {
+    Ok(compile_with_dependence(path, condition)?.0)
+}
+
+/// [`compile`], and what the condition depends on.
+fn compile_with_dependence(
+    path: &str,
+    condition: Option<&str>,
+) -> Result<(Option<Program>, Dependence), RuleError> {
     let invalid = |message: String| RuleError {
         path: path.to_owned(),
         message: format!("invalid CEL: {}", one_line(&message)),
     };
-    condition
-        .map(|source| {
-            // cel-parser's ANTLR runtime panics on some malformed input instead of
-            // returning an error. Catch it, with the panic message kept off stderr (the
-            // hook is process-wide; compiling happens at apply and once per rules version).
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let compiled = std::panic::catch_unwind(|| Program::compile(source));
-            std::panic::set_hook(hook);
-            match compiled {
-                Ok(Ok(program)) => Ok(program),
-                Ok(Err(e)) => Err(invalid(e.to_string())),
-                Err(_) => Err(invalid("the expression is incomplete or malformed".into())),
-            }
-        })
-        .transpose()
+    let Some(source) = condition else {
+        return Ok((None, dependence(None)));
+    };
+    // cel-parser's ANTLR runtime panics on some malformed input instead of returning an
+    // error. Catch it, with the panic message kept off stderr (the hook is process-wide;
+    // compiling happens at apply and once per rules version).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let compiled = std::panic::catch_unwind(|| {
+        let program = Program::compile(source)?;
+        // The same parse again, for its syntax tree (the program keeps its own private).
+        let tree = cel_parser::Parser::new().parse(source)?;
+        Ok::<_, cel_parser::ParseErrors>((program, dependence(Some(&tree))))
+    });
+    std::panic::set_hook(hook);
+    match compiled {
+        Ok(Ok((program, dependence))) => Ok((Some(program), dependence)),
+        Ok(Err(e)) => Err(invalid(e.to_string())),
+        Err(_) => Err(invalid("the expression is incomplete or malformed".into())),
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -62,13 +77,15 @@ pub(crate) fn compile_rules(spec: &AuthorizationSpec) -> Result<Vec<CompiledRule
         .iter()
         .enumerate()
         .map(|(index, rule)| {
+            let (program, dependence) = compile_with_dependence(
+                &format!("spec.authorization.rules[{index}].condition"),
+                rule.condition.as_deref(),
+            )?;
             Ok(CompiledRule {
                 name: rule.name.clone(),
                 effect: rule.effect,
-                program: compile(
-                    &format!("spec.authorization.rules[{index}].condition"),
-                    rule.condition.as_deref(),
-                )?,
+                program,
+                dependence,
             })
         })
         .collect()
@@ -178,13 +195,23 @@ impl SessionValues {
     }
 }
 
-/// A service's rules bound to one session.
+/// Statement classes whose rule outcomes a session keeps before it starts over.
+const KEPT_CLASSES: usize = 4096;
+
+/// A service's rules bound to one session. Outcomes that cannot change are worked out
+/// once: those of rules reading only the session at bind, those of rules also reading the
+/// statement's classification once per statement class. Only rules reading the text or
+/// the time are evaluated for every statement.
 pub(crate) struct BoundRules {
     rules: Arc<Vec<CompiledRule>>,
     statements: Arc<StatementCache>,
     values: SessionValues,
     /// CEL's built-in functions, registered once per session rather than per statement.
     functions: Context<'static>,
+    /// By rule: the outcome of each session-only rule.
+    session_outcomes: Vec<Option<Outcome>>,
+    /// By statement class, by rule: outcomes of class-only rules seen so far.
+    class_outcomes: Mutex<HashMap<u64, Vec<Option<Outcome>>>>,
 }
 
 impl std::fmt::Debug for BoundRules {
@@ -201,25 +228,94 @@ impl BoundRules {
         statements: Arc<StatementCache>,
         facts: &SessionFacts,
     ) -> BoundRules {
+        let values = SessionValues::new(facts);
+        let functions = Context::default();
+        let session_outcomes = {
+            let mut context = functions.new_inner_scope();
+            context.add_variable_from_value("ctx", values.context(None));
+            rules
+                .iter()
+                .map(|rule| {
+                    (rule.dependence == Dependence::Session)
+                        .then(|| evaluate(rule.program.as_ref(), &context))
+                })
+                .collect()
+        };
         BoundRules {
             rules,
             statements,
-            values: SessionValues::new(facts),
-            functions: Context::default(),
+            values,
+            functions,
+            session_outcomes,
+            class_outcomes: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The first rule that decides for `statement` (`None`: connect time).
-    fn decide(&self, statement: Option<&Statement>) -> Decision<'_> {
+    /// The first rule that decides for `statement` of class `class` (`None`: a class
+    /// that is not kept), from kept outcomes where they can be kept.
+    fn decide_statement(&self, statement: &Statement, class: Option<u64>) -> Decision<'_> {
+        let mut kept = class
+            .and_then(|id| {
+                self.class_outcomes
+                    .lock()
+                    .ok()
+                    .and_then(|outcomes| outcomes.get(&id).cloned())
+            })
+            .unwrap_or_else(|| vec![None; self.rules.len()]);
+        let mut learned = false;
+        let mut context = None;
+        let mut evaluate_now = |rule: &CompiledRule| {
+            let context = context.get_or_insert_with(|| {
+                let mut context = self.functions.new_inner_scope();
+                context.add_variable_from_value("ctx", self.values.context(Some(statement)));
+                context
+            });
+            evaluate(rule.program.as_ref(), context)
+        };
+        let mut decision = Decision::NoMatch;
+        for (index, rule) in self.rules.iter().enumerate() {
+            let outcome = match (rule.dependence, self.session_outcomes[index], kept[index]) {
+                (Dependence::Session, Some(outcome), _) => outcome,
+                (Dependence::StatementClass, _, Some(outcome)) if class.is_some() => outcome,
+                (Dependence::StatementClass, _, _) if class.is_some() => {
+                    let outcome = evaluate_now(rule);
+                    kept[index] = Some(outcome);
+                    learned = true;
+                    outcome
+                }
+                _ => evaluate_now(rule),
+            };
+            match (outcome, rule.effect) {
+                (Outcome::True, effect) => {
+                    decision = Decision::Rule(rule, effect);
+                    break;
+                }
+                (Outcome::Unknown, RuleEffect::Deny) => {
+                    decision = Decision::Rule(rule, RuleEffect::Deny);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(id), true) = (class, learned) {
+            if let Ok(mut outcomes) = self.class_outcomes.lock() {
+                if outcomes.len() >= KEPT_CLASSES {
+                    outcomes.clear();
+                }
+                outcomes.insert(id, kept);
+            }
+        }
+        decision
+    }
+
+    /// The first rule that decides at connect, when there is no statement yet.
+    fn decide_at_connect(&self) -> Decision<'_> {
         let mut context = self.functions.new_inner_scope();
-        context.add_variable_from_value("ctx", self.values.context(statement));
+        context.add_variable_from_value("ctx", self.values.context(None));
         for rule in self.rules.iter() {
             match (evaluate(rule.program.as_ref(), &context), rule.effect) {
                 (Outcome::True, effect) => return Decision::Rule(rule, effect),
-                (Outcome::Unknown, _) if statement.is_none() => return Decision::Undecided,
-                (Outcome::Unknown, RuleEffect::Deny) => {
-                    return Decision::Rule(rule, RuleEffect::Deny)
-                }
+                (Outcome::Unknown, _) => return Decision::Undecided,
                 _ => {}
             }
         }
@@ -227,7 +323,7 @@ impl BoundRules {
     }
 
     pub fn connect(self) -> ConnectDecision {
-        match self.decide(None) {
+        match self.decide_at_connect() {
             Decision::Rule(rule, RuleEffect::Deny) => ConnectDecision::Deny(Denial {
                 rule: rule.name.clone(),
                 kind: "connect".into(),
@@ -242,12 +338,12 @@ impl BoundRules {
         }
     }
 
-    fn check(&self, statement: &Statement) -> Result<(), Denial> {
+    fn check(&self, statement: &Statement, class: Option<u64>) -> Result<(), Denial> {
         let denial = |rule: &str| Denial {
             rule: rule.to_owned(),
             kind: statement.kind.to_owned(),
         };
-        match self.decide(Some(statement)) {
+        match self.decide_statement(statement, class) {
             Decision::Rule(_, RuleEffect::Allow) => Ok(()),
             Decision::Rule(rule, RuleEffect::Deny) => Err(denial(&rule.name)),
             Decision::NoMatch | Decision::Undecided => Err(denial(DEFAULT_DENY)),
@@ -263,32 +359,107 @@ enum Decision<'a> {
 
 impl SessionPolicy for BoundRules {
     fn check_statement(&self, sql: &str) -> Result<(), Denial> {
-        match self.statements.classify(sql) {
-            Ok(statements) => statements.iter().try_for_each(|s| self.check(s)),
+        match self.statements.classify_with_class(sql) {
+            Ok((statements, class)) => statements.iter().try_for_each(|s| self.check(s, class)),
             // PostgreSQL refuses what does not parse, so it can pass: the client gets the
             // server's own syntax error. Rules still see it, as kind `other`.
-            Err(_) => self.check(&Statement {
-                kind: "other",
-                tables: Vec::new(),
-                functions: Vec::new(),
-                text: sql.to_owned(),
-            }),
+            Err(_) => self.check(
+                &Statement {
+                    kind: "other",
+                    tables: Vec::new(),
+                    functions: Vec::new(),
+                    text: sql.to_owned(),
+                },
+                None,
+            ),
         }
     }
 
     fn check_function_call(&self) -> Result<(), Denial> {
-        self.check(&Statement {
-            kind: "call",
-            tables: Vec::new(),
-            functions: Vec::new(),
-            text: String::new(),
-        })
+        self.check(
+            &Statement {
+                kind: "call",
+                tables: Vec::new(),
+                functions: Vec::new(),
+                text: String::new(),
+            },
+            None,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_model::{AuthorizationRule, ClientFacts, QualifiedName};
+
+    fn bound(identity: &str) -> BoundRules {
+        let rule = |name: &str, effect, condition: Option<&str>| AuthorizationRule {
+            name: name.into(),
+            effect,
+            condition: condition.map(str::to_owned),
+            match_any: condition.is_none(),
+        };
+        let spec = AuthorizationSpec {
+            rules: vec![
+                rule(
+                    "no-sleep",
+                    RuleEffect::Deny,
+                    Some("ctx.request.postgres.statement.text.contains('pg_sleep')"),
+                ),
+                rule(
+                    "no-deletes",
+                    RuleEffect::Deny,
+                    Some("ctx.request.postgres.statement.kind == 'delete'"),
+                ),
+                rule(
+                    "no-mallory",
+                    RuleEffect::Deny,
+                    Some("ctx.identity.name == 'mallory'"),
+                ),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+        };
+        let facts = SessionFacts {
+            identity: QualifiedName::parse(identity, "default"),
+            identity_type: "workload".into(),
+            groups: Vec::new(),
+            attributes: Default::default(),
+            client: ClientFacts::default(),
+            user: "app".into(),
+            database: "app".into(),
+        };
+        let rules = Arc::new(compile_rules(&spec).unwrap());
+        BoundRules::new(rules, Arc::new(StatementCache::default()), &facts)
+    }
+
+    fn verdict(rules: &BoundRules, sql: &str) -> String {
+        match rules.check_statement(sql) {
+            Ok(()) => "allowed".into(),
+            Err(denial) => denial.rule,
+        }
+    }
+
+    #[test]
+    fn kept_outcomes_decide_as_evaluating_every_rule_would() {
+        let rules = bound("app");
+        // Same class, other literals: the kept class outcome, the text rule evaluated anew.
+        assert_eq!(verdict(&rules, "SELECT 'harmless'"), "allowed");
+        assert_eq!(verdict(&rules, "SELECT 'pg_sleep'"), "no-sleep");
+        assert_eq!(verdict(&rules, "SELECT 'harmless again'"), "allowed");
+        assert_eq!(verdict(&rules, "DELETE FROM t WHERE id = 1"), "no-deletes");
+        assert_eq!(verdict(&rules, "DELETE FROM t WHERE id = 2"), "no-deletes");
+        assert_eq!(verdict(&rules, "SELECT 1; DELETE FROM t"), "no-deletes");
+        assert_eq!(rules.class_outcomes.lock().unwrap().len(), 2);
+        // A session rule decided at bind.
+        let mallory = bound("mallory");
+        assert_eq!(verdict(&mallory, "SELECT 'harmless'"), "no-mallory");
+        assert_eq!(
+            verdict(&mallory, "DELETE FROM t WHERE id = 3"),
+            "no-deletes"
+        );
+        assert_eq!(verdict(&mallory, "SELECT pg_sleep(1)"), "no-sleep");
+    }
 
     #[test]
     fn malformed_expressions_are_errors_not_panics() {

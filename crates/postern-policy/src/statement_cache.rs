@@ -32,6 +32,8 @@ struct Entry {
     /// Bytes of the message before and after the statement's text.
     around: (usize, usize),
     weight: u64,
+    /// This entry's statement class, unique for the cache's life.
+    class: u64,
 }
 
 #[derive(Clone)]
@@ -80,28 +82,44 @@ impl StatementCache {
     /// What [`classify`] says of `sql`, from the cache when a statement of the same shape
     /// was classified before.
     pub fn classify(&self, sql: &str) -> Result<Vec<Statement>, Unparsable> {
+        Ok(self.classify_with_class(sql)?.0)
+    }
+
+    /// [`StatementCache::classify`], and the class of a cached statement: an id that
+    /// stands for its kind, tables and functions for as long as it is cached (an entry
+    /// cached again gets a new one, so an id never changes its meaning).
+    pub fn classify_with_class(
+        &self,
+        sql: &str,
+    ) -> Result<(Vec<Statement>, Option<u64>), Unparsable> {
         let Some(key) = shape(sql).filter(|key| key.len() <= MAX_SHAPE) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return classify(sql);
+            return Ok((classify(sql)?, None));
         };
         if let Some(entry) = self.entries.get(&key) {
             let (before, after) = entry.around;
             if let Some(text) = sql.get(before..sql.len().saturating_sub(after)) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(vec![Statement {
+                let statement = Statement {
                     text: text.to_owned(),
                     ..entry.statement.clone()
-                }]);
+                };
+                return Ok((vec![statement], Some(entry.class)));
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let mut located = classify_located(sql)?;
+        let mut class = None;
         if let [(one, start)] = located.as_slice() {
-            let entry = Entry::of(sql, one, *start, key.len());
-            self.entries.insert(key, Arc::new(entry));
-            self.inserted.fetch_add(1, Ordering::Relaxed);
+            let id = self.inserted.fetch_add(1, Ordering::Relaxed);
+            self.entries.insert(
+                key.clone(),
+                Arc::new(Entry::of(sql, one, *start, key.len(), id)),
+            );
+            class = Some(id);
         }
-        Ok(located.drain(..).map(|(statement, _)| statement).collect())
+        let statements = located.drain(..).map(|(statement, _)| statement).collect();
+        Ok((statements, class))
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -121,7 +139,7 @@ impl StatementCache {
 
 impl Entry {
     /// The entry for `statement`, the only one of `sql`, whose text starts at `start`.
-    fn of(sql: &str, statement: &Statement, start: usize, key_len: usize) -> Entry {
+    fn of(sql: &str, statement: &Statement, start: usize, key_len: usize, class: u64) -> Entry {
         let before = start;
         let after = sql.len().saturating_sub(start + statement.text.len());
         let strings: usize = statement
@@ -138,6 +156,7 @@ impl Entry {
             },
             around: (before, after),
             weight,
+            class,
         }
     }
 }
