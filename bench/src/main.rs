@@ -536,8 +536,8 @@ fn run() -> Result<()> {
             tps[4],
             tps[4] / tps[0],
             tps[4] / tps[3],
-            join(&latency, 3),
-            join(&cpu[1..], 1),
+            join(&latency[..5], 3),
+            join(&cpu[1..5], 1),
         );
     }
     if options.baseline.is_some() {
