@@ -86,6 +86,22 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
     }
 }
 
+/// Polls the async `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for_async<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls the async `check` until it holds, or panics with `what` after `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
 where

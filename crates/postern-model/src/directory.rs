@@ -113,6 +113,10 @@ pub trait Directory: Send + Sync + 'static {
         identity: &QualifiedName,
         client: &ClientFacts,
     ) -> Result<RouteLookup, DirectoryError>;
+
+    /// A number that changes whenever any resource changes, from any process: open
+    /// sessions bind their service's rules again when it moves.
+    fn resource_epoch(&self) -> Result<u64, DirectoryError>;
 }
 
 /// A boxed future, so the traits below stay object-safe without an async runtime here.

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use postern_model::{AccessLog, AuditEvent, Denial, EventType, SessionInfo, SessionPolicy};
+use postern_model::{
+    AccessLog, AuditEvent, ClientFacts, Denial, Directory, EventType, QualifiedName, RouteLookup,
+    SessionInfo, SessionPolicy,
+};
 use postern_wire::backend::parse_error_fields;
 use postern_wire::frontend;
 use postern_wire::WireError;
@@ -77,9 +80,54 @@ struct Tracking {
     statements_run: u64,
 }
 
+/// What a watched session needs to bind its service's rules again after a change.
+pub(crate) struct Rebind {
+    pub directory: Arc<dyn Directory>,
+    /// The gateway's view of the store's resource epoch.
+    pub epoch: Arc<AtomicU64>,
+    pub service: QualifiedName,
+    pub identity: QualifiedName,
+    pub client: ClientFacts,
+}
+
+/// Rule name of refusals after a change took the session's access away (the service,
+/// the identity or its rights to the namespace are gone).
+const ACCESS_REVOKED: &str = "access-revoked";
+
+impl Rebind {
+    /// The service's rules for this session as they stand now; a denial when they now
+    /// refuse the session, or it may no longer reach the service (fail closed, also when
+    /// the store cannot be read). Blocks briefly on the store: it runs only after a
+    /// resource changed.
+    fn lookup(&self) -> Result<Option<Arc<dyn SessionPolicy>>, Denial> {
+        let revoked = || Denial {
+            rule: ACCESS_REVOKED.into(),
+            kind: CONNECT.into(),
+        };
+        match self
+            .directory
+            .upstream_route(&self.service, &self.identity, &self.client)
+        {
+            Ok(RouteLookup::Found(route)) => Ok(route.policy),
+            Ok(RouteLookup::PolicyDenied(denial)) => Err(denial),
+            Ok(_) | Err(_) => Err(revoked()),
+        }
+    }
+}
+
+/// The kind a connect-time denial names.
+const CONNECT: &str = "connect";
+
+/// The rules a session checks statements against, and the resource epoch they are from.
+struct BoundPolicy {
+    epoch: u64,
+    rules: Result<Option<Arc<dyn SessionPolicy>>, Denial>,
+}
+
 /// Everything the relay needs to watch one session.
 pub(crate) struct Inspector {
-    policy: Option<Arc<dyn SessionPolicy>>,
+    policy: Mutex<BoundPolicy>,
+    rebind: Option<Rebind>,
     log: Option<Arc<dyn AccessLog>>,
     session: Arc<SessionInfo>,
     tracking: Mutex<Tracking>,
@@ -129,13 +177,21 @@ fn refusal_sql(sqlstate: &str, message: &str) -> String {
 }
 
 impl Inspector {
+    /// `policy` was bound at resource epoch `epoch`; with `rebind`, it is bound again
+    /// before the first statement after the epoch moved.
     pub fn new(
         policy: Option<Arc<dyn SessionPolicy>>,
+        epoch: u64,
+        rebind: Option<Rebind>,
         log: Option<Arc<dyn AccessLog>>,
         session: Arc<SessionInfo>,
     ) -> Inspector {
         Inspector {
-            policy,
+            policy: Mutex::new(BoundPolicy {
+                epoch,
+                rules: Ok(policy),
+            }),
+            rebind,
             log,
             session,
             tracking: Mutex::new(Tracking {
@@ -202,28 +258,62 @@ impl Inspector {
     /// Whether a statement may run now: the rules allow it and, when the log must not
     /// lose events, the log is taking them. Logs POLICY_DENIED; the error is
     /// (sqlstate, message) for the client.
+    /// The rules in force: bound again first when a resource changed since.
+    fn current_policy(&self) -> Result<Option<Arc<dyn SessionPolicy>>, Denial> {
+        let Ok(mut bound) = self.policy.lock() else {
+            return Err(Denial {
+                rule: ACCESS_REVOKED.into(),
+                kind: CONNECT.into(),
+            });
+        };
+        if let Some(rebind) = &self.rebind {
+            let now = rebind.epoch.load(Ordering::Relaxed);
+            if now != bound.epoch {
+                bound.rules = rebind.lookup();
+                // A store that could not be read is asked again at the next statement.
+                if bound
+                    .rules
+                    .as_ref()
+                    .err()
+                    .is_none_or(|d| d.rule != ACCESS_REVOKED)
+                {
+                    bound.epoch = now;
+                }
+            }
+        }
+        bound.rules.clone()
+    }
+
     fn admit(
         &self,
         text: Option<&str>,
         check: impl FnOnce(&dyn SessionPolicy) -> Result<(), Denial>,
     ) -> Result<(), (String, String)> {
-        if let Some(policy) = &self.policy {
-            if let Err(denial) = check(policy.as_ref()) {
-                self.statements_denied.fetch_add(1, Ordering::Relaxed);
-                let mut event = self.event(EventType::PolicyDenied);
-                event.statement = text.map(str::to_owned);
-                event.rule = Some(denial.rule.clone());
-                event.statement_kind = Some(denial.kind.clone());
-                event.sqlstate = Some("42501".into());
-                self.record(event);
-                return Err((
-                    "42501".into(),
-                    format!(
-                        "permission denied: rule \"{}\" of service {} does not allow this {} statement",
-                        denial.rule, self.session.service, denial.kind
-                    ),
-                ));
-            }
+        let verdict = match self.current_policy() {
+            Ok(Some(policy)) => check(policy.as_ref()),
+            Ok(None) => Ok(()),
+            Err(denial) => Err(denial),
+        };
+        if let Err(denial) = verdict {
+            self.statements_denied.fetch_add(1, Ordering::Relaxed);
+            let mut event = self.event(EventType::PolicyDenied);
+            event.statement = text.map(str::to_owned);
+            event.rule = Some(denial.rule.clone());
+            event.statement_kind = Some(denial.kind.clone());
+            event.sqlstate = Some("42501".into());
+            self.record(event);
+            let message = if denial.kind == CONNECT {
+                format!(
+                    "permission denied: rule \"{}\" of service {} refuses this session now",
+                    denial.rule, self.session.service
+                )
+            } else {
+                format!(
+                    "permission denied: rule \"{}\" of service {} does not allow this {} statement",
+                    denial.rule, self.session.service, denial.kind
+                )
+            };
+            return Err(("42501".into(), message));
         }
         if self.log.as_ref().is_some_and(|log| !log.accepting()) {
             return Err((

@@ -94,6 +94,9 @@ pub struct Gateway {
     access_log: Option<Arc<dyn AccessLog>>,
     /// Checks access tokens given as passwords; without it only API keys log in.
     tokens: Option<Arc<dyn TokenVerifier>>,
+    /// The store's resource epoch as last read; watched sessions bind their rules again
+    /// when it moves.
+    resource_epoch: Arc<AtomicU64>,
     pub stats: GatewayStats,
 }
 
@@ -117,6 +120,7 @@ impl Gateway {
             session_credentials,
             access_log,
             tokens,
+            resource_epoch: Arc::new(AtomicU64::new(0)),
             stats: GatewayStats::default(),
         })
     }
@@ -124,6 +128,16 @@ impl Gateway {
     /// Idle upstream connections kept for reuse.
     pub fn pooled_connections(&self) -> usize {
         self.pool.idle_count()
+    }
+
+    /// Notes the store's resource epoch; an error keeps the last one (and is logged).
+    async fn read_resource_epoch(&self) {
+        let directory = self.directory.clone();
+        match tokio::task::spawn_blocking(move || directory.resource_epoch()).await {
+            Ok(Ok(epoch)) => self.resource_epoch.store(epoch, Ordering::Relaxed),
+            Ok(Err(e)) => warn!(error = %e, "cannot read the resource epoch"),
+            Err(e) => warn!(error = %e, "cannot read the resource epoch"),
+        }
     }
 
     /// Re-reads the TLS certificate and key (on SIGHUP); the old ones stay on failure.
@@ -138,6 +152,10 @@ const POOL_EVICTION_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long sessions get to say goodbye after the grace period, before they are aborted.
 const FAREWELL: Duration = Duration::from_secs(5);
+
+/// How often the gateway looks whether any resource changed (rules apply to open
+/// sessions from their next statement after it noticed).
+const RESOURCE_EPOCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Waits for every session to end. Cancel-safe: unfinished sessions stay in the set.
 async fn drain(sessions: &mut JoinSet<()>) {
@@ -159,6 +177,17 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 gateway.pool.evict_expired();
+            }
+        }
+    });
+    gateway.read_resource_epoch().await;
+    let epoch_watcher = tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            let mut every = tokio::time::interval(RESOURCE_EPOCH_INTERVAL);
+            loop {
+                every.tick().await;
+                gateway.read_resource_epoch().await;
             }
         }
     });
@@ -211,6 +240,7 @@ pub async fn serve(
         }
     }
     evictor.abort();
+    epoch_watcher.abort();
     gateway.pool.clear();
     info!("proxy stopped");
 }

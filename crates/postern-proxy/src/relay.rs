@@ -519,7 +519,7 @@ mod tests {
         let from_server: &[u8] = b"X\0\0\0\x04Z\0\0\0\x05I";
         server_app.write_all(from_server).await.unwrap();
         drop(server_app);
-        let inspector = Inspector::new(None, None, Arc::new(SessionInfo::default()));
+        let inspector = Inspector::new(None, 0, None, None, Arc::new(SessionInfo::default()));
         let mut from_client = Direction::from_client(BytesMut::new(), 1 << 20);
         let mut from_upstream = Direction::from_upstream(BytesMut::new());
         let (_stop, mut stop) = watch::channel(false);

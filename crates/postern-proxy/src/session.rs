@@ -30,7 +30,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::cancel::{self, Registration, UpstreamKey};
 use crate::connect::{connect, Connected};
 use crate::error::SessionError;
-use crate::inspect::Inspector;
+use crate::inspect::{Inspector, Rebind};
 use crate::io::{read_message, read_more, ReadError};
 use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, RelayEnd, SessionLimits};
@@ -58,6 +58,10 @@ struct Established<'g> {
     lease: Option<LeaseHold>,
     /// What the access log says of every event of this session.
     info: Arc<SessionInfo>,
+    /// What the service's rules saw of the client, to bind them again after a change.
+    client: ClientFacts,
+    /// The resource epoch the route (and its rules) was looked up at.
+    epoch: u64,
 }
 
 /// A per-session role; dropping it (the session ended, or its login failed) has the
@@ -225,6 +229,14 @@ async fn session(
         (established.route.policy.is_some() || gateway.access_log.is_some()).then(|| {
             Inspector::new(
                 established.route.policy.clone(),
+                established.epoch,
+                Some(Rebind {
+                    directory: gateway.directory.clone(),
+                    epoch: gateway.resource_epoch.clone(),
+                    service: established.service.clone(),
+                    identity: established.identity.clone(),
+                    client: established.client.clone(),
+                }),
                 gateway.access_log.clone(),
                 established.info.clone(),
             )
@@ -545,7 +557,11 @@ async fn establish<'g>(
         application_name,
         dropped: Default::default(),
     };
-    let mut route = match lookup_route(gateway, &service, &identity, client_facts).await? {
+    // Read before the lookup: a change racing it makes the session bind its rules again.
+    let epoch = gateway
+        .resource_epoch
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut route = match lookup_route(gateway, &service, &identity, client_facts.clone()).await? {
         RouteLookup::Found(route) => *route,
         RouteLookup::NoService => return Err(unknown()),
         RouteLookup::Denied(reason) => return Err(SessionError::Denied(reason)),
@@ -651,6 +667,8 @@ async fn establish<'g>(
         cancel: registration,
         lease,
         info: Arc::new(info),
+        client: client_facts,
+        epoch,
     }))
 }
 

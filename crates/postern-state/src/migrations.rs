@@ -162,6 +162,18 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 6: a counter every change to a resource moves, whichever process and write path
+    // made it, so a running gateway notices changed rules with one cheap read.
+    r#"
+    CREATE TABLE resource_epoch (epoch INTEGER NOT NULL);
+    INSERT INTO resource_epoch VALUES (0);
+    CREATE TRIGGER resources_epoch_on_insert AFTER INSERT ON resources
+        BEGIN UPDATE resource_epoch SET epoch = epoch + 1; END;
+    CREATE TRIGGER resources_epoch_on_update AFTER UPDATE ON resources
+        BEGIN UPDATE resource_epoch SET epoch = epoch + 1; END;
+    CREATE TRIGGER resources_epoch_on_delete AFTER DELETE ON resources
+        BEGIN UPDATE resource_epoch SET epoch = epoch + 1; END;
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

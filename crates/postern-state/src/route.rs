@@ -54,6 +54,15 @@ impl Directory for Store {
         self.route(service, identity, client)
             .map_err(|e| DirectoryError(e.to_string()))
     }
+
+    fn resource_epoch(&self) -> Result<u64, DirectoryError> {
+        self.read(|conn| {
+            let epoch: i64 =
+                conn.query_row("SELECT epoch FROM resource_epoch", [], |row| row.get(0))?;
+            Ok(u64::try_from(epoch).unwrap_or(0))
+        })
+        .map_err(|e| DirectoryError(e.to_string()))
+    }
 }
 
 impl Store {

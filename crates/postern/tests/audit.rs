@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
-use postern_testkit::{psql, shared_pg, sqlstate, wait_for, Gateway};
+use postern_testkit::{psql, shared_pg, sqlstate, wait_for, wait_for_async, Gateway};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
@@ -581,4 +581,61 @@ async fn logs_follow_shows_events_as_they_happen() {
     }
     follower.kill().unwrap();
     let _ = follower.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_change_reaches_open_sessions_at_their_next_statement() {
+    let pg = shared_pg().await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&pg.address());
+    let client = gateway
+        .connect("alice.team-a", "orders", &key)
+        .await
+        .unwrap();
+    let reads = || async { client.query_one("SELECT count(*) FROM items", &[]).await };
+    assert_eq!(reads().await.unwrap().get::<_, i64>(0), 10);
+
+    // Another process (the CLI) changes the service's rules while the session is open.
+    let service = |rules: &str| {
+        format!(
+            "kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
+             spec:\n  target: main-pg\n  database: app\n  \
+             upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}\n{rules}"
+        )
+    };
+    let no_reads = service(
+        "  authorization:\n    rules:\n      - {name: no-reads, effect: DENY, \
+         condition: \"ctx.request.postgres.statement.kind == 'select'\"}\n      \
+         - {name: the-rest, effect: ALLOW, matchAny: true}\n",
+    );
+    let file = gateway.write_file("no-reads.yaml", &no_reads);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let denied = wait_for_async("the open session to be refused reads", WAIT, || async {
+        reads().await.err()
+    })
+    .await;
+    assert_eq!(sqlstate(&denied).as_deref(), Some("42501"));
+    assert!(message(&denied).contains("no-reads"), "{denied}");
+    // Other statements still run: the session was not cut off.
+    client.batch_execute("SET work_mem = '8MB'").await.unwrap();
+
+    // Taking the rule away lets the same session read again.
+    let file = gateway.write_file("open.yaml", &service(""));
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let row = wait_for_async("the open session to read again", WAIT, || async {
+        reads().await.ok()
+    })
+    .await;
+    assert_eq!(row.get::<_, i64>(0), 10);
+
+    // Deleting the identity takes the session's access away at its next statement.
+    gateway.cli_ok(&["delete", "identity", "alice", "-n", "team-a"]);
+    let revoked = wait_for_async(
+        "the deleted identity's session to be refused",
+        WAIT,
+        || async { reads().await.err() },
+    )
+    .await;
+    assert_eq!(sqlstate(&revoked).as_deref(), Some("42501"));
+    assert!(message(&revoked).contains("access-revoked"), "{revoked}");
 }
