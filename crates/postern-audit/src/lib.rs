@@ -56,6 +56,8 @@ pub struct AuditSettings {
 #[derive(Debug, Default)]
 pub struct AuditCounters {
     pub recorded: AtomicU64,
+    /// Records a sink took (each sink counts its own).
+    pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub spilled: AtomicU64,
 }
@@ -371,7 +373,12 @@ impl LaneWorker {
             if healthy && spill_empty {
                 let records: Vec<&AuditRecord> = batch.iter().map(|(r, _)| &**r).collect();
                 match self.sink.write(&records) {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        self.counters
+                            .written
+                            .fetch_add(records.len() as u64, Ordering::Relaxed);
+                        continue;
+                    }
                     Err(e) => mark_failing(&mut failing, e),
                 }
             }
@@ -397,6 +404,9 @@ impl LaneWorker {
                 return Ok(());
             }
             self.sink.write(&records.iter().collect::<Vec<_>>())?;
+            self.counters
+                .written
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
             if let Ok(mut spill) = self.spill.lock() {
                 spill.replayed_to(offset);
             }

@@ -1,0 +1,148 @@
+//! Events per second the access-log pipeline sustains from `record` until a sink has
+//! written them: into the state store's table, and into a JSON Lines file. Run with
+//! `cargo bench -p postern-state --bench audit_pipeline`; the figure is printed as
+//! criterion's throughput (elements = events).
+
+// Bench code: a failed unwrap is a broken bench.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use postern_audit::{AuditPipeline, AuditSettings, JsonlFileSink};
+use postern_model::{
+    AccessLog, AuditEvent, AuditSink, EventType, IdentityInfo, SessionInfo, UpstreamInfo,
+};
+use postern_state::{KeySettings, StateAuditSink, Store};
+
+/// Events recorded per measured iteration.
+const EVENTS: u64 = 50_000;
+
+fn session() -> Arc<SessionInfo> {
+    Arc::new(SessionInfo {
+        connection_id: 7,
+        session_id: "0123456789abcdef".into(),
+        identity: IdentityInfo {
+            name: "bench".into(),
+            namespace: "bench".into(),
+            groups: vec!["engineering".into()],
+        },
+        service: "pgbench.bench".into(),
+        namespace: "bench".into(),
+        upstream: Some(UpstreamInfo {
+            target: "pg.bench".into(),
+            user: "bench".into(),
+            database: "pgbench".into(),
+        }),
+        client_address: "127.0.0.1:50000".into(),
+        application_name: "pgbench".into(),
+        dropped: Default::default(),
+    })
+}
+
+/// A pgbench `-S` EXECUTE event.
+fn event(session: &Arc<SessionInfo>, n: u64) -> AuditEvent {
+    let mut event = AuditEvent::new(EventType::Execute, session.clone());
+    event.statement = Some("SELECT abalance FROM pgbench_accounts WHERE aid = $1;".into());
+    event.statement_name = Some("P0_1".into());
+    event.portal = Some(String::new());
+    event.command_tag = Some("SELECT 1".into());
+    event.rows = Some(1);
+    event.duration_ms = Some(0.05 + (n % 7) as f64 / 100.0);
+    event
+}
+
+fn pipeline(dir: &std::path::Path, sink: Box<dyn AuditSink>) -> Arc<AuditPipeline> {
+    AuditPipeline::start(
+        AuditSettings {
+            queue_capacity: 65_536,
+            log_parameters: None,
+            secret_functions: postern_policy_functions(),
+            spill_dir: dir.join("spill"),
+            spill_budget: 1 << 30,
+            block_on_failure: false,
+            events: EventType::ALL.to_vec(),
+        },
+        vec![sink],
+    )
+    .unwrap()
+}
+
+fn postern_policy_functions() -> Vec<String> {
+    [
+        "pgp_sym_encrypt",
+        "pgp_sym_decrypt",
+        "crypt",
+        "dblink_connect",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Records `EVENTS` events as fast as a gateway could and waits until the sink has them.
+fn run(pipeline: &AuditPipeline, session: &Arc<SessionInfo>) -> Duration {
+    let before = pipeline.counters().written.load(Ordering::Relaxed);
+    let started = Instant::now();
+    for n in 0..EVENTS {
+        pipeline.record(event(session, n));
+        // Stay under the inbox's capacity, as a gateway at this rate would.
+        if n % 8192 == 0 {
+            while pipeline.counters().written.load(Ordering::Relaxed) + 60_000 < before + n {
+                std::thread::yield_now();
+            }
+        }
+    }
+    while pipeline.counters().written.load(Ordering::Relaxed) < before + EVENTS {
+        assert_eq!(pipeline.counters().dropped.load(Ordering::Relaxed), 0);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    started.elapsed()
+}
+
+fn audit_pipeline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("audit pipeline");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    let session = session();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            &KeySettings {
+                inline: None,
+                credentials_directory: None,
+                key_file: dir.path().join("master.key"),
+            },
+        )
+        .unwrap(),
+    );
+    let state = pipeline(
+        dir.path(),
+        Box::new(StateAuditSink::new(store, Duration::from_secs(3600))),
+    );
+    group.bench_function("into the state store", |b| {
+        b.iter_custom(|iterations| (0..iterations).map(|_| run(&state, &session)).sum())
+    });
+
+    let file_dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        file_dir.path(),
+        Box::new(JsonlFileSink::new(
+            file_dir.path().join("access.jsonl"),
+            1 << 40,
+            Duration::from_secs(3600),
+            1,
+        )),
+    );
+    group.bench_function("into a JSON Lines file", |b| {
+        b.iter_custom(|iterations| (0..iterations).map(|_| run(&file, &session)).sum())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, audit_pipeline);
+criterion_main!(benches);
