@@ -31,26 +31,28 @@ pub struct StoredEvent {
 }
 
 impl Store {
-    /// Stores a batch in one transaction; an event id seen before (a replay after a
-    /// failure) is skipped.
+    /// Stores a batch in one transaction, [`ROWS_PER_INSERT`] rows per statement; an
+    /// event id seen before (a replay after a failure) is skipped.
     pub fn insert_audit_records(&self, batch: &[&AuditRecord]) -> Result<(), StateError> {
         self.write(|tx| {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO audit_events
-                     (event_id, time_ms, type, identity, namespace, service, session_id, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for r in batch {
-                insert.execute(params![
-                    r.event_id,
-                    r.time_ms,
-                    r.event_type,
-                    r.identity,
-                    r.namespace,
-                    r.service,
-                    r.session_id,
-                    r.json
-                ])?;
+            for rows in batch.chunks(ROWS_PER_INSERT) {
+                let mut insert = tx.prepare_cached(&insert_rows_sql(rows.len()))?;
+                let values: Vec<&dyn rusqlite::ToSql> = rows
+                    .iter()
+                    .flat_map(|r| -> [&dyn rusqlite::ToSql; 8] {
+                        [
+                            &r.event_id,
+                            &r.time_ms,
+                            &r.event_type,
+                            &r.identity,
+                            &r.namespace,
+                            &r.service,
+                            &r.session_id,
+                            &r.json,
+                        ]
+                    })
+                    .collect();
+                insert.execute(values.as_slice())?;
             }
             Ok(())
         })
@@ -114,6 +116,21 @@ impl Store {
     pub fn prune_audit_events(&self, before_ms: i64) -> Result<usize, StateError> {
         self.write(|tx| Ok(tx.execute("DELETE FROM audit_events WHERE time_ms < ?1", [before_ms])?))
     }
+}
+
+/// Rows one INSERT statement writes: fewer statements per batch, well under SQLite's
+/// limit on parameters (8 per row).
+const ROWS_PER_INSERT: usize = 32;
+
+/// `INSERT OR IGNORE … VALUES (…), (…)` for `rows` rows.
+fn insert_rows_sql(rows: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT OR IGNORE INTO audit_events
+             (event_id, time_ms, type, identity, namespace, service, session_id, json)
+         VALUES {}",
+        vec![row; rows].join(", ")
+    )
 }
 
 /// How often the state sink prunes expired events.
