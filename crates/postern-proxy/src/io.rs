@@ -3,7 +3,10 @@
 use bytes::BytesMut;
 use postern_wire::frame::{try_take_message, Message};
 use postern_wire::WireError;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::error::SessionError;
+use crate::stream::ClientStream;
 
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -43,4 +46,18 @@ pub(crate) async fn read_message<S: AsyncRead + Unpin>(
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
+}
+
+/// Writes and flushes `out` to the client, then clears it.
+pub(crate) async fn send(
+    client: &mut ClientStream,
+    out: &mut BytesMut,
+) -> Result<(), SessionError> {
+    client
+        .write_all(out)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    client.flush().await.map_err(SessionError::ClientIo)?;
+    out.clear();
+    Ok(())
 }

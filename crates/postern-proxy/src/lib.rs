@@ -2,9 +2,11 @@
 //! SCRAM-SHA-256 (API keys) or an access token as a password, logs in upstream with credentials the client never sees, and relays.
 //! It reaches state only through [`postern_model::Directory`].
 
+mod auth;
 mod cancel;
 mod connect;
 mod error;
+mod handshake;
 mod inspect;
 mod io;
 mod pool;

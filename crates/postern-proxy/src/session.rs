@@ -1,42 +1,36 @@
-//! One client connection from first byte to close: startup packet, SCRAM authentication
-//! as an identity, service resolution, upstream login with injected credentials, relay.
+//! One client connection from first byte to close, phase by phase: the handshake
+//! (`handshake.rs`), authentication as an identity (`auth.rs`), the service's route and
+//! the upstream session (`connect.rs`), the relay (`relay.rs`, watched by `inspect.rs`),
+//! and the upstream connection's reset for reuse at the end.
 //! See <https://www.postgresql.org/docs/15/protocol-flow.html>.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use bytes::BytesMut;
 use postern_model::{
-    AuditEvent, ClientFacts, EventType, IdentityCredentials, IdentityInfo, QualifiedName,
-    RouteLookup, SessionCredentials, SessionInfo, SessionTotals, TokenVerifier, UpstreamInfo,
-    UpstreamRoute, DEFAULT_NAMESPACE,
+    AuditEvent, ClientFacts, EventType, IdentityInfo, QualifiedName, RouteLookup,
+    SessionCredentials, SessionInfo, SessionTotals, UpstreamInfo, UpstreamRoute, DEFAULT_NAMESPACE,
 };
-use postern_wire::backend::{self, Severity, ENCRYPTION_DECLINED};
-use postern_wire::certificate::subject_common_name;
-use postern_wire::scram::{
-    mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
-    DEFAULT_ITERATIONS,
-};
-use postern_wire::startup::try_take_startup;
-use postern_wire::{StartupParams, StartupRequest, WireError, MAX_AUTH_MESSAGE};
+use postern_wire::backend::{self, Severity};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::cancel::{self, Registration, UpstreamKey};
+use crate::auth::authenticate;
+use crate::cancel::{Registration, UpstreamKey};
 use crate::connect::{connect, Connected};
 use crate::error::SessionError;
+use crate::handshake::{read_startup, resolve_names, Startup};
 use crate::inspect::{Inspector, Rebind};
-use crate::io::{read_message, read_more, ReadError};
+use crate::io::send;
 use crate::pool::{self, PoolKey};
 use crate::relay::{relay, Direction, RelayEnd, SessionLimits};
 use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::{ForwardedParams, UpstreamConnection};
-use crate::{Gateway, GatewayStats, TokenPassword};
+use crate::{Gateway, GatewayStats};
 
 /// How long writing the final error to a client may take.
 const FAREWELL_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -179,9 +173,9 @@ impl Drop for ActiveSession<'_> {
 }
 
 /// Where a connection comes from.
-struct Peer {
-    address: SocketAddr,
-    connection_id: u64,
+pub(crate) struct Peer {
+    pub address: SocketAddr,
+    pub connection_id: u64,
 }
 
 fn new_session_id() -> String {
@@ -363,126 +357,6 @@ async fn reset_for_reuse(
             false
         }
     }
-}
-
-/// What the first packets settle: protocol version, parameters, and the channel-binding
-/// data when the client switched to TLS.
-struct Startup {
-    minor_version: u16,
-    params: StartupParams,
-    tls: TlsFacts,
-}
-
-/// What the TLS handshake established, if there was one.
-#[derive(Default)]
-struct TlsFacts {
-    /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS.
-    channel_binding: Option<Vec<u8>>,
-    /// Common name of a client certificate that the client CA verified.
-    client_common_name: Option<String>,
-}
-
-/// Reads the startup packet. An SSLRequest is answered 'S' and the connection switches to
-/// TLS when a certificate is configured, 'N' otherwise; a GSSENCRequest gets 'N'. `None`
-/// after a CancelRequest, which is forwarded and ends the connection.
-async fn read_startup(
-    gateway: &Gateway,
-    client: &mut ClientStream,
-    pending: &mut BytesMut,
-) -> Result<Option<Startup>, SessionError> {
-    // One SSLRequest and one GSSENCRequest each (libpq may try GSS, then SSL), as
-    // PostgreSQL allows; asking again for the same one is a protocol violation.
-    let (mut ssl_answered, mut gss_declined) = (false, false);
-    let mut facts = TlsFacts::default();
-    loop {
-        match try_take_startup(pending, gateway.settings.max_startup_packet)? {
-            Some(request @ (StartupRequest::SslRequest | StartupRequest::GssEncRequest)) => {
-                let answered = if request == StartupRequest::SslRequest {
-                    &mut ssl_answered
-                } else {
-                    &mut gss_declined
-                };
-                // Nor may the client send more before it has our answer: bytes sent
-                // ahead of a TLS handshake must never be taken as if they were inside it.
-                if *answered || !pending.is_empty() {
-                    return Err(WireError::Unexpected {
-                        tag: '?',
-                        phase: "encryption negotiation",
-                    }
-                    .into());
-                }
-                *answered = true;
-                let tls = match (&request, &gateway.tls) {
-                    (StartupRequest::SslRequest, Some(tls)) => Some(tls.current()),
-                    _ => None,
-                };
-                let answer = if tls.is_some() {
-                    b'S'
-                } else {
-                    ENCRYPTION_DECLINED
-                };
-                send(client, &mut BytesMut::from(&[answer][..])).await?;
-                if let Some(tls) = tls {
-                    let ClientStream::Plain(tcp) =
-                        std::mem::replace(client, ClientStream::Upgrading)
-                    else {
-                        return Err(SessionError::ClientGone);
-                    };
-                    let stream = tls
-                        .acceptor
-                        .accept(tcp)
-                        .await
-                        .map_err(SessionError::TlsHandshake)?;
-                    facts = TlsFacts {
-                        channel_binding: tls.end_point.clone(),
-                        client_common_name: stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .and_then(|leaf| subject_common_name(leaf)),
-                    };
-                    *client = ClientStream::Tls(Box::new(stream));
-                }
-            }
-            Some(StartupRequest::Cancel {
-                process_id,
-                secret_key,
-            }) => {
-                cancel::forward(&gateway.cancels, process_id, &secret_key).await;
-                return Ok(None);
-            }
-            Some(StartupRequest::Startup {
-                minor_version,
-                params,
-            }) => {
-                return Ok(Some(Startup {
-                    minor_version,
-                    params,
-                    tls: facts,
-                }))
-            }
-            None => match read_more(client, pending).await {
-                Ok(0) => return Err(SessionError::ClientGone),
-                Ok(_) => {}
-                Err(e) => return Err(SessionError::ClientIo(e)),
-            },
-        }
-    }
-}
-
-/// Names as the client wrote them resolve with the other name's namespace when only one
-/// is qualified (`user=alice.team-a dbname=orders` means `orders.team-a`), else `default`.
-fn resolve_names(user: &str, dbname: &str) -> (QualifiedName, QualifiedName) {
-    let hint = [user, dbname]
-        .into_iter()
-        .find(|n| QualifiedName::is_qualified(n))
-        .map(|n| QualifiedName::parse(n, DEFAULT_NAMESPACE).namespace)
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-    (
-        QualifiedName::parse(user, &hint),
-        QualifiedName::parse(dbname, &hint),
-    )
 }
 
 async fn establish<'g>(
@@ -684,223 +558,4 @@ async fn lookup_route(
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?
         .map_err(|e| SessionError::Internal(e.to_string()))
-}
-
-/// How the identity may log in; `None` when it does not exist.
-async fn identity_credentials(
-    gateway: &Gateway,
-    identity: &QualifiedName,
-) -> Result<Option<IdentityCredentials>, SessionError> {
-    let directory = gateway.directory.clone();
-    let who = identity.clone();
-    tokio::task::spawn_blocking(move || directory.identity_credentials(&who))
-        .await
-        .map_err(|e| SessionError::Internal(e.to_string()))?
-        .map_err(|e| SessionError::Internal(e.to_string()))
-}
-
-/// The identity's SCRAM parameters: its keys' shared salt, or a stable fake one when it
-/// has no usable key, so the exchange looks the same either way.
-fn scram_material(
-    gateway: &Gateway,
-    identity: &QualifiedName,
-    verifiers: &[String],
-) -> (Vec<u8>, u32, Vec<ScramKeys>) {
-    let parsed: Vec<Verifier> = verifiers
-        .iter()
-        .filter_map(|text| match Verifier::parse(text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                warn!(identity = %identity, error = %e, "skipping unreadable API key verifier");
-                None
-            }
-        })
-        .collect();
-    match parsed.first() {
-        Some(first) => {
-            let (salt, iterations) = (first.salt.clone(), first.iterations);
-            let keys = parsed
-                .into_iter()
-                .filter(|v| v.salt == salt && v.iterations == iterations)
-                .map(|v| v.keys)
-                .collect();
-            (salt, iterations, keys)
-        }
-        None => (
-            mock_salt(&gateway.mock_secret, &identity.to_string()),
-            DEFAULT_ITERATIONS,
-            Vec::new(),
-        ),
-    }
-}
-
-/// Authenticates the identity: by its client certificate when the TLS handshake
-/// presented a verified one with the identity's common name; by an access token as a
-/// cleartext password when the identity has no API keys and the connection may carry
-/// one; else by SCRAM against its API keys. `out` holds messages to send first; returns
-/// the server-final-message for AuthenticationSASLFinal, or `None` when there is none.
-#[allow(clippy::too_many_arguments)]
-async fn authenticate(
-    gateway: &Gateway,
-    client: &mut ClientStream,
-    pending: &mut BytesMut,
-    out: &mut BytesMut,
-    identity: &QualifiedName,
-    user: &str,
-    tls: TlsFacts,
-    peer: &Peer,
-) -> Result<Option<Vec<u8>>, SessionError> {
-    let credentials = identity_credentials(gateway, identity)
-        .await?
-        .unwrap_or_default();
-    if let (Some(presented), Some(expected)) = (
-        tls.client_common_name.as_deref(),
-        credentials.certificate_common_name.as_deref(),
-    ) {
-        if presented == expected {
-            debug!(identity = %identity, "authenticated by client certificate");
-            return Ok(None);
-        }
-    }
-    let token_channel = match gateway.settings.token_password {
-        TokenPassword::Off => false,
-        TokenPassword::Tls => client.is_tls(),
-        TokenPassword::TlsOrLoopback => client.is_tls() || peer.address.ip().is_loopback(),
-    };
-    // Unknown identities are asked for a token as well, so the method asked for does
-    // not tell who exists (it does tell that an identity has API keys).
-    if let Some(tokens) = gateway.tokens.as_ref().filter(|_| token_channel) {
-        if credentials.verifiers.is_empty() {
-            return authenticate_token(tokens, client, pending, out, identity, user).await;
-        }
-    }
-    let (salt, iterations, keys) = scram_material(gateway, identity, &credentials.verifiers);
-    let mut nonce = [0u8; 18];
-    rand::rng().fill_bytes(&mut nonce);
-    let mut scram = ScramServer::new(salt, iterations, keys, B64.encode(nonce));
-    if let Some(data) = tls.channel_binding {
-        scram = scram.with_channel_binding(data);
-    }
-
-    backend::authentication_sasl(out, scram.mechanisms());
-    send(client, out).await?;
-
-    let initial = read_password_message(client, pending).await?;
-    let (mechanism, client_first) = parse_initial_response(&initial)?;
-    let server_first = scram
-        .client_first(mechanism, client_first)
-        .map_err(scram_protocol_error)?;
-    backend::authentication_sasl_continue(out, &server_first);
-    send(client, out).await?;
-
-    let client_final = read_password_message(client, pending).await?;
-    match scram
-        .client_final(&client_final)
-        .map_err(scram_protocol_error)?
-    {
-        ScramOutcome::Authenticated { server_final, .. } => Ok(Some(server_final)),
-        ScramOutcome::Rejected => Err(SessionError::AuthFailed {
-            user: user.to_owned(),
-        }),
-    }
-}
-
-/// Asks for a cleartext password and accepts it only as an access token of `identity`.
-async fn authenticate_token(
-    tokens: &Arc<dyn TokenVerifier>,
-    client: &mut ClientStream,
-    pending: &mut BytesMut,
-    out: &mut BytesMut,
-    identity: &QualifiedName,
-    user: &str,
-) -> Result<Option<Vec<u8>>, SessionError> {
-    backend::authentication_cleartext_password(out);
-    send(client, out).await?;
-    let message = read_password_message(client, pending).await?;
-    // PasswordMessage: the password as a C string.
-    let password = message
-        .strip_suffix(b"\0")
-        .and_then(|text| std::str::from_utf8(text).ok())
-        .ok_or(WireError::Malformed {
-            what: "password message",
-        })?
-        .to_owned();
-    let tokens = tokens.clone();
-    let who = identity.clone();
-    let verdict = tokio::task::spawn_blocking(move || tokens.verify(&password, &who))
-        .await
-        .map_err(|e| SessionError::Internal(e.to_string()))?;
-    match verdict {
-        Ok(()) => {
-            debug!(identity = %identity, "authenticated by access token");
-            Ok(None)
-        }
-        Err(rejected) => {
-            debug!(identity = %identity, reason = %rejected, "access token refused");
-            Err(SessionError::AuthFailed {
-                user: user.to_owned(),
-            })
-        }
-    }
-}
-
-/// Writes and flushes `out` to the client, then clears it.
-async fn send(client: &mut ClientStream, out: &mut BytesMut) -> Result<(), SessionError> {
-    client
-        .write_all(out)
-        .await
-        .map_err(SessionError::ClientIo)?;
-    client.flush().await.map_err(SessionError::ClientIo)?;
-    out.clear();
-    Ok(())
-}
-
-fn scram_protocol_error(e: postern_wire::scram::ScramError) -> SessionError {
-    debug!(error = %e, "SCRAM exchange rejected");
-    WireError::Malformed {
-        what: "SCRAM message",
-    }
-    .into()
-}
-
-/// Reads one 'p' message (SASLInitialResponse / SASLResponse) during authentication.
-async fn read_password_message(
-    client: &mut ClientStream,
-    pending: &mut BytesMut,
-) -> Result<bytes::Bytes, SessionError> {
-    match read_message(client, pending, MAX_AUTH_MESSAGE).await {
-        Ok(m) if m.tag == b'p' => Ok(m.body),
-        Ok(m) => Err(WireError::Unexpected {
-            tag: char::from(m.tag),
-            phase: "authentication",
-        }
-        .into()),
-        Err(ReadError::Eof) => Err(SessionError::ClientGone),
-        Err(ReadError::Io(e)) => Err(SessionError::ClientIo(e)),
-        Err(ReadError::Wire(e)) => Err(e.into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unqualified_names_borrow_the_other_namespace() {
-        let (i, s) = resolve_names("alice.team-a", "orders");
-        assert_eq!(
-            (i.namespace.as_str(), s.namespace.as_str()),
-            ("team-a", "team-a")
-        );
-        let (i, s) = resolve_names("alice", "orders.team-b");
-        assert_eq!(
-            (i.namespace.as_str(), s.namespace.as_str()),
-            ("team-b", "team-b")
-        );
-        let (i, s) = resolve_names("alice", "orders");
-        assert_eq!(
-            (i.namespace.as_str(), s.namespace.as_str()),
-            ("default", "default")
-        );
-    }
 }
