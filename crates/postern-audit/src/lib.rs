@@ -287,22 +287,25 @@ impl Dispatcher {
         }
         self.sequence += 1;
         let event_id = format!("{}-{:012x}", self.prefix, self.sequence);
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            event_id: &'a str,
-            #[serde(flatten)]
-            event: &'a AuditEvent,
-        }
-        let json = match serde_json::to_string(&Line {
-            event_id: &event_id,
-            event: &event,
-        }) {
+        let own = match serde_json::to_string(&event) {
             Ok(json) => json,
             Err(e) => {
                 error!(error = %e, "audit event not serialisable");
                 return None;
             }
         };
+        // `{"event_id":…,` + the session's members (made once per session) + the event's.
+        let own = own.strip_prefix('{').unwrap_or(&own);
+        let head = format!("{{\"event_id\":\"{event_id}\",");
+        let members = event.session.json_members();
+        let mut json = String::with_capacity(head.len() + members.len() + own.len() + 1);
+        json.push_str(&head);
+        let session_members = (!members.is_empty()).then(|| {
+            json.push_str(members);
+            json.push(',');
+            (head.len(), head.len() + members.len())
+        });
+        json.push_str(own);
         let session = &event.session;
         Some(AuditRecord {
             event_id,
@@ -313,6 +316,7 @@ impl Dispatcher {
             service: session.service.clone(),
             session_id: session.session_id.clone(),
             json,
+            session_members,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! stdout, the state store, later a WASM plugin) implements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -103,9 +103,27 @@ pub struct SessionInfo {
     /// Events of this session that were lost (sink down and disk budget spent).
     #[serde(skip)]
     pub dropped: AtomicU64,
+    /// The fields above as JSON object members, serialized once for all of its events.
+    #[serde(skip)]
+    pub json_members: OnceLock<String>,
 }
 
 impl SessionInfo {
+    /// This session's fields as JSON object members (`"a":1,"b":"x"`, no braces), made
+    /// at its first event and shared by every event after.
+    pub fn json_members(&self) -> &str {
+        self.json_members.get_or_init(|| {
+            serde_json::to_string(self)
+                .ok()
+                .and_then(|json| {
+                    json.strip_prefix('{')
+                        .and_then(|j| j.strip_suffix('}'))
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default()
+        })
+    }
+
     pub fn count_dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -133,7 +151,8 @@ pub struct AuditEvent {
     pub time: SystemTime,
     #[serde(rename = "type")]
     pub event_type: EventType,
-    #[serde(flatten)]
+    /// Its fields join the event's own in the log line (see [`AuditRecord`]).
+    #[serde(skip)]
     pub session: Arc<SessionInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statement: Option<String>,
@@ -234,7 +253,37 @@ pub struct AuditRecord {
     pub namespace: String,
     pub service: String,
     pub session_id: String,
+    /// `{"event_id":…,<session members>,<event members>}`.
     pub json: String,
+    /// Where the session's members (the same in every event of the session) sit in
+    /// `json`, so a sink can store them once per session. `None` in records spilled by
+    /// older versions, whose line is whole.
+    #[serde(default)]
+    pub session_members: Option<(usize, usize)>,
+}
+
+impl AuditRecord {
+    /// The line without the session's members, and those members; `None` when the record
+    /// does not say where they are.
+    pub fn split_session(&self) -> Option<(String, &str)> {
+        let (start, end) = self.session_members?;
+        let members = self.json.get(start..end)?;
+        // The members are followed by the comma before the event's own.
+        let rest = self.json.get(end + 1..)?;
+        Some((format!("{}{}", self.json.get(..start)?, rest), members))
+    }
+}
+
+/// The whole line again from a line without its session's members and those members.
+pub fn join_session(event: &str, session_members: &str) -> String {
+    // The line starts `{"event_id":"<id>",`; the id holds no quote.
+    match event.find("\",") {
+        Some(at) if !session_members.is_empty() => {
+            let head = at + 2;
+            format!("{}{},{}", &event[..head], session_members, &event[head..])
+        }
+        _ => event.to_owned(),
+    }
 }
 
 /// A destination of audit records. Called from the audit pipeline's own thread, never
@@ -242,4 +291,46 @@ pub struct AuditRecord {
 pub trait AuditSink: Send + 'static {
     fn name(&self) -> &str;
     fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_splits_into_its_session_and_its_own_members_and_joins_again() {
+        let session = Arc::new(SessionInfo {
+            session_id: "s-1".into(),
+            service: "orders.team-a".into(),
+            ..SessionInfo::default()
+        });
+        let members = session.json_members().to_owned();
+        assert!(members.contains("\"session_id\":\"s-1\""), "{members}");
+        assert!(!members.starts_with('{'));
+        let head = "{\"event_id\":\"ab-01\",";
+        let json = format!("{head}{members},\"type\":\"QUERY\"}}");
+        let record = AuditRecord {
+            event_id: "ab-01".into(),
+            time_ms: 0,
+            event_type: "QUERY".into(),
+            identity: String::new(),
+            namespace: String::new(),
+            service: String::new(),
+            session_id: "s-1".into(),
+            json: json.clone(),
+            session_members: Some((head.len(), head.len() + members.len())),
+        };
+        let (own, kept) = record.split_session().unwrap();
+        assert_eq!(own, "{\"event_id\":\"ab-01\",\"type\":\"QUERY\"}");
+        assert_eq!(kept, members);
+        assert_eq!(join_session(&own, kept), json);
+        let whole: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(whole["service"], "orders.team-a");
+        // A record from an older spill file says nothing of its session.
+        let old = AuditRecord {
+            session_members: None,
+            ..record
+        };
+        assert!(old.split_session().is_none());
+    }
 }

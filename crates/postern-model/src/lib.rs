@@ -16,8 +16,8 @@ mod resource;
 mod time;
 
 pub use audit::{
-    AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, IdentityInfo, SessionInfo,
-    SessionTotals, UpstreamInfo,
+    join_session, AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, IdentityInfo,
+    SessionInfo, SessionTotals, UpstreamInfo,
 };
 pub use credentials::{
     format_duration, parse_duration, CredentialRoleSpec, PasswordPolicy, Piece, StatementList,

@@ -429,7 +429,7 @@ async fn establish<'g>(
         upstream: None,
         client_address: client_facts.address.clone(),
         application_name,
-        dropped: Default::default(),
+        ..SessionInfo::default()
     };
     // Read before the lookup: a change racing it makes the session bind its rules again.
     let epoch = gateway

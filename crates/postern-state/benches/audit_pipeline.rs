@@ -38,7 +38,7 @@ fn session() -> Arc<SessionInfo> {
         }),
         client_address: "127.0.0.1:50000".into(),
         application_name: "pgbench".into(),
-        dropped: Default::default(),
+        ..SessionInfo::default()
     })
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postern_model::{AuditRecord, AuditSink};
+use postern_model::{join_session, AuditRecord, AuditSink};
 use rusqlite::params;
 
 use crate::{StateError, Store};
@@ -32,14 +32,43 @@ pub struct StoredEvent {
 
 impl Store {
     /// Stores a batch in one transaction, [`ROWS_PER_INSERT`] rows per statement; an
-    /// event id seen before (a replay after a failure) is skipped.
+    /// event id seen before (a replay after a failure) is skipped. A session's fields are
+    /// stored once, in `audit_sessions`, and joined back when events are read.
     pub fn insert_audit_records(&self, batch: &[&AuditRecord]) -> Result<(), StateError> {
+        let split: Vec<Option<(String, &str)>> = batch.iter().map(|r| r.split_session()).collect();
         self.write(|tx| {
-            for rows in batch.chunks(ROWS_PER_INSERT) {
+            let mut sessions: Vec<(&str, &str, i64)> = Vec::new();
+            for (record, split) in batch.iter().zip(&split) {
+                if let Some((_, members)) = split {
+                    match sessions
+                        .iter_mut()
+                        .find(|(id, _, _)| *id == record.session_id)
+                    {
+                        Some(seen) => seen.2 = seen.2.max(record.time_ms),
+                        None => sessions.push((&record.session_id, members, record.time_ms)),
+                    }
+                }
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (session_id) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)",
+            )?;
+            for (id, members, last_ms) in sessions {
+                upsert.execute(params![id, members, last_ms])?;
+            }
+            let rows: Vec<(&AuditRecord, &str)> = batch
+                .iter()
+                .zip(&split)
+                .map(|(record, split)| {
+                    let json = split.as_ref().map_or(record.json.as_str(), |(own, _)| own);
+                    (*record, json)
+                })
+                .collect();
+            for rows in rows.chunks(ROWS_PER_INSERT) {
                 let mut insert = tx.prepare_cached(&insert_rows_sql(rows.len()))?;
                 let values: Vec<&dyn rusqlite::ToSql> = rows
                     .iter()
-                    .flat_map(|r| -> [&dyn rusqlite::ToSql; 8] {
+                    .flat_map(|(r, json)| -> [&dyn rusqlite::ToSql; 8] {
                         [
                             &r.event_id,
                             &r.time_ms,
@@ -48,7 +77,7 @@ impl Store {
                             &r.namespace,
                             &r.service,
                             &r.session_id,
-                            &r.json,
+                            json,
                         ]
                     })
                     .collect();
@@ -78,8 +107,8 @@ impl Store {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, json FROM (
-                     SELECT id, json FROM audit_events
+                "SELECT e.id, e.json, s.json FROM (
+                     SELECT id, json, session_id FROM audit_events
                      WHERE (?1 IS NULL OR id > ?1)
                        AND (?2 IS NULL OR time_ms >= ?2)
                        AND (?3 IS NULL OR identity = ?3)
@@ -87,7 +116,8 @@ impl Store {
                        AND (?5 IS NULL OR service LIKE ?5)
                        AND (?6 IS NULL OR type = ?6)
                      ORDER BY id DESC LIMIT ?7
-                 ) ORDER BY id",
+                 ) AS e LEFT JOIN audit_sessions AS s ON s.session_id = e.session_id
+                 ORDER BY e.id",
             )?;
             let rows = stmt
                 .query_map(
@@ -101,9 +131,19 @@ impl Store {
                         limit
                     ],
                     |row| {
+                        let own: String = row.get(1)?;
+                        let session: Option<String> = row.get(2)?;
+                        // Lines stored whole (before sessions were kept apart) name the
+                        // session already.
+                        let json = match session {
+                            Some(members) if !own.contains("\"session_id\":") => {
+                                join_session(&own, &members)
+                            }
+                            _ => own,
+                        };
                         Ok(StoredEvent {
                             id: row.get(0)?,
-                            json: row.get(1)?,
+                            json,
                         })
                     },
                 )?
@@ -114,7 +154,10 @@ impl Store {
 
     /// Deletes events older than `before_ms`; returns how many.
     pub fn prune_audit_events(&self, before_ms: i64) -> Result<usize, StateError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM audit_events WHERE time_ms < ?1", [before_ms])?))
+        self.write(|tx| {
+            tx.execute("DELETE FROM audit_sessions WHERE last_ms < ?1", [before_ms])?;
+            Ok(tx.execute("DELETE FROM audit_events WHERE time_ms < ?1", [before_ms])?)
+        })
     }
 }
 

@@ -174,6 +174,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER resources_epoch_on_delete AFTER DELETE ON resources
         BEGIN UPDATE resource_epoch SET epoch = epoch + 1; END;
     "#,
+    // 7: the access log keeps each session's fields once, not in every event's line;
+    // `last_ms` is its newest event, for pruning.
+    r#"
+    CREATE TABLE audit_sessions (
+        session_id TEXT PRIMARY KEY,
+        json       TEXT NOT NULL,
+        last_ms    INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.
