@@ -256,23 +256,7 @@ impl Dispatcher {
                 Ok(()) => {}
                 // The sink is behind: keep the records on disk instead of waiting.
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    let dropped = match lane.spill.lock() {
-                        Ok(mut spill) => spill.append(items.iter().map(|(r, _)| &**r)),
-                        Err(_) => items.len(),
-                    };
-                    self.counters
-                        .spilled
-                        .fetch_add(items.len() as u64, Ordering::Relaxed);
-                    if dropped > 0 {
-                        warn!(sink = %lane.name, dropped, "audit events dropped: sink behind and spill budget spent");
-                        self.counters
-                            .dropped
-                            .fetch_add(dropped as u64, Ordering::Relaxed);
-                        // Which ones did not fit is not known; charge the last sessions.
-                        for (_, session) in items.iter().rev().take(dropped) {
-                            session.count_dropped();
-                        }
-                    }
+                    spill(&lane.spill, &items, &self.counters, &lane.name);
                 }
             }
         }
@@ -419,23 +403,31 @@ impl LaneWorker {
 
     /// Puts a batch the sink could not take into the spill file.
     fn keep(&self, batch: &[Item]) {
-        let dropped = match self.spill.lock() {
-            Ok(mut spill) => spill.append(batch.iter().map(|(r, _)| &**r)),
-            Err(_) => batch.len(),
-        };
-        self.counters
-            .spilled
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if dropped > 0 {
+        if spill(&self.spill, batch, &self.counters, self.sink.name()) > 0 {
             self.losing.store(true, Ordering::Relaxed);
-            self.counters
-                .dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-            // Which ones did not fit is not known; charge the last sessions.
-            for (_, session) in batch.iter().rev().take(dropped) {
-                session.count_dropped();
-            }
-            warn!(sink = %self.sink.name(), dropped, "audit events dropped: spill budget spent");
         }
     }
+}
+
+/// Appends `batch` to a sink's spill file, counting what was spilled and what did not fit
+/// (charged to the last sessions of the batch: which ones did not fit is not known).
+/// Returns how many records were lost.
+fn spill(spill: &Mutex<Spill>, batch: &[Item], counters: &AuditCounters, sink: &str) -> usize {
+    let dropped = match spill.lock() {
+        Ok(mut spill) => spill.append(batch.iter().map(|(r, _)| &**r)),
+        Err(_) => batch.len(),
+    };
+    counters
+        .spilled
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    if dropped > 0 {
+        counters
+            .dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        for (_, session) in batch.iter().rev().take(dropped) {
+            session.count_dropped();
+        }
+        warn!(sink, dropped, "audit events dropped: spill budget spent");
+    }
+    dropped
 }

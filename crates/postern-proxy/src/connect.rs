@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use crate::error::UpstreamError;
 use crate::io::{read_message, ReadError};
 use crate::pool::{Pool, PoolKey, ServerLimits};
+use crate::sql::literal;
 use crate::upstream::{login, ForwardedParams, UpstreamConnection};
 
 /// How long closing an evicted connection may wait for the server to let go of it.
@@ -220,11 +221,6 @@ fn merge_greeting(baseline: &[u8], changed: &[(String, String)]) -> BytesMut {
     out
 }
 
-/// `value` as an escape string literal: right whatever `standard_conforming_strings` says.
-fn literal(value: &str) -> String {
-    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 /// Applies the client's settable parameters that differ from what the server reported
 /// (one `set_config` each, in one statement), and reads the server's limits when `learn`:
 /// at most one round trip, none when there is nothing to do.
@@ -363,13 +359,6 @@ async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literals_survive_quotes_and_backslashes() {
-        assert_eq!(literal("it's"), "E'it''s'");
-        assert_eq!(literal(r"a\'b"), r"E'a\\''b'");
-        assert_eq!(literal(""), "E''");
-    }
 
     #[test]
     fn merged_greeting_replaces_changed_values_and_keeps_the_rest() {

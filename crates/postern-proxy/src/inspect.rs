@@ -23,6 +23,8 @@ use postern_wire::backend::parse_error_fields;
 use postern_wire::frontend;
 use postern_wire::WireError;
 
+use crate::sql::literal;
+
 /// Statement texts kept per session for EXECUTE events; beyond it the oldest names are
 /// forgotten (their events then say `[unknown statement]`).
 const MAX_TRACKED_STATEMENTS: usize = 10_000;
@@ -160,11 +162,6 @@ fn tag_rows(tag: &str) -> Option<u64> {
 
 fn millis(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
-}
-
-/// A SQL literal of `text` (which we build ourselves from validated names).
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The `DO` block that fails with `sqlstate` and `message` in place of a statement.
@@ -697,6 +694,6 @@ mod tests {
     #[test]
     fn refusals_quote_their_message() {
         let sql = refusal_sql("42501", "rule \"it's\"");
-        assert!(sql.contains("MESSAGE = 'rule \"it''s\"'"), "{sql}");
+        assert!(sql.contains("MESSAGE = E'rule \"it''s\"'"), "{sql}");
     }
 }

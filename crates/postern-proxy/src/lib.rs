@@ -12,6 +12,7 @@ mod io;
 mod pool;
 mod relay;
 mod session;
+mod sql;
 mod stream;
 mod tls;
 mod upstream;
