@@ -197,7 +197,7 @@ async fn read_password_message(
     pending: &mut BytesMut,
 ) -> Result<bytes::Bytes, SessionError> {
     match read_message(client, pending, MAX_AUTH_MESSAGE).await {
-        Ok(m) if m.tag == b'p' => Ok(m.body),
+        Ok(m) if m.tag == postern_wire::tags::frontend::PASSWORD => Ok(m.body),
         Ok(m) => Err(WireError::Unexpected {
             tag: char::from(m.tag),
             phase: "authentication",

@@ -13,6 +13,7 @@ use postern_wire::backend::{
     parameter_status, parse_data_row, parse_error_fields, parse_parameter_status,
 };
 use postern_wire::frame::try_take_message;
+use postern_wire::tags::{backend as be, frontend as fe};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
@@ -146,7 +147,7 @@ async fn close_all(connections: Vec<UpstreamConnection>) {
     for mut connection in connections {
         let stream = &mut connection.stream;
         let closing = async {
-            stream.write_all(&[b'X', 0, 0, 0, 4]).await?;
+            stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await?;
             stream.flush().await?;
             let mut sink = [0u8; 512];
             while stream.read(&mut sink).await? > 0 {}
@@ -192,7 +193,7 @@ fn reported(greeting: &[u8]) -> Vec<(String, String)> {
     let mut rest = BytesMut::from(greeting);
     let mut values = Vec::new();
     while let Ok(Some(message)) = try_take_message(&mut rest, PREPARE_MESSAGE_LIMIT) {
-        if message.tag == b'S' {
+        if message.tag == be::PARAMETER_STATUS {
             if let Ok((name, value)) = parse_parameter_status(&message.body) {
                 values.push((name.to_owned(), value.to_owned()));
             }
@@ -206,7 +207,7 @@ fn merge_greeting(baseline: &[u8], changed: &[(String, String)]) -> BytesMut {
     let mut rest = BytesMut::from(baseline);
     let mut out = BytesMut::with_capacity(baseline.len());
     while let Ok(Some(message)) = try_take_message(&mut rest, PREPARE_MESSAGE_LIMIT) {
-        let overridden = message.tag == b'S'
+        let overridden = message.tag == be::PARAMETER_STATUS
             && parse_parameter_status(&message.body)
                 .is_ok_and(|(name, _)| changed.iter().any(|(n, _)| n == name));
         if !overridden {
@@ -297,14 +298,14 @@ async fn prepare(
         };
         let in_learn = learn_index == Some(current);
         match message.tag {
-            b'S' => {
+            be::PARAMETER_STATUS => {
                 let (name, value) = parse_parameter_status(&message.body)
                     .map_err(|e| broken(UpstreamError::Protocol(e)))?;
                 changed.retain(|(n, _): &(String, String)| n != name);
                 changed.push((name.to_owned(), value.to_owned()));
             }
-            b'E' if in_learn => debug!("the upstream did not say what it allows"),
-            b'E' => {
+            be::ERROR_RESPONSE if in_learn => debug!("the upstream did not say what it allows"),
+            be::ERROR_RESPONSE => {
                 let fields = parse_error_fields(&message.body)
                     .map_err(|e| broken(UpstreamError::Protocol(e)))?;
                 refused = Some(UpstreamError::Refused {
@@ -312,7 +313,7 @@ async fn prepare(
                     message: fields.message,
                 });
             }
-            b'D' if in_learn => {
+            be::DATA_ROW if in_learn => {
                 let row = parse_data_row(&message.body)
                     .map_err(|e| broken(UpstreamError::Protocol(e)))?;
                 let number = |i: usize| {
@@ -327,10 +328,10 @@ async fn prepare(
                     role_limit: number(1),
                 });
             }
-            b'Z' => {
+            be::READY_FOR_QUERY => {
                 current += 1;
                 let mut raw = BytesMut::new();
-                postern_wire::backend::put_message(&mut raw, b'Z', |b| {
+                postern_wire::backend::put_message(&mut raw, be::READY_FOR_QUERY, |b| {
                     b.extend_from_slice(&message.body)
                 });
                 ready = raw.freeze();
@@ -365,7 +366,9 @@ mod tests {
         let mut baseline = BytesMut::new();
         parameter_status(&mut baseline, "application_name", "");
         parameter_status(&mut baseline, "TimeZone", "UTC");
-        postern_wire::backend::put_message(&mut baseline, b'N', |b| b.extend_from_slice(b"x\0"));
+        postern_wire::backend::put_message(&mut baseline, be::NOTICE_RESPONSE, |b| {
+            b.extend_from_slice(b"x\0")
+        });
         let merged = merge_greeting(&baseline, &[("application_name".into(), "job-7".into())]);
         assert_eq!(
             reported(&merged),
@@ -380,7 +383,12 @@ mod tests {
             tags.push(message.tag);
         }
         assert_eq!(
-            tags, b"SNS",
+            tags,
+            [
+                be::PARAMETER_STATUS,
+                be::NOTICE_RESPONSE,
+                be::PARAMETER_STATUS
+            ],
             "the notice is kept, the overridden status replaced"
         );
         assert_eq!(merge_greeting(&baseline, &[]), baseline);

@@ -21,9 +21,13 @@ use postern_model::{
 };
 use postern_wire::backend::parse_error_fields;
 use postern_wire::frontend;
+use postern_wire::tags::{backend as be, frontend as fe};
 use postern_wire::WireError;
 
 use crate::sql::literal;
+
+/// Close's target type byte: a prepared statement (the other is `P`, a portal).
+const CLOSE_STATEMENT: u8 = b'S';
 
 /// Statement texts kept per session for EXECUTE events; beyond it the oldest names are
 /// forgotten (their events then say `[unknown statement]`).
@@ -327,7 +331,7 @@ impl Inspector {
             return Ok(ClientAction::Forward);
         };
         match tag {
-            b'Q' => {
+            fe::QUERY => {
                 let text = frontend::parse_query(body)?;
                 let refusal = self.admit(Some(text), |p| p.check_statement(text)).err();
                 t.pending.push_back(Pending::Query {
@@ -344,13 +348,13 @@ impl Inspector {
                     return Ok(ClientAction::Replace(out));
                 }
             }
-            b'P' => {
+            fe::PARSE => {
                 let (name, text) = frontend::parse_parse(body)?;
                 if let Err((sqlstate, message)) =
                     self.admit(Some(text), |p| p.check_statement(text))
                 {
-                    t.pending.push_back(Pending::Swallow(b'1'));
-                    t.pending.push_back(Pending::Swallow(b'2'));
+                    t.pending.push_back(Pending::Swallow(be::PARSE_COMPLETE));
+                    t.pending.push_back(Pending::Swallow(be::BIND_COMPLETE));
                     t.pending.push_back(Pending::Refusal);
                     // PostgreSQL drops the old unnamed statement even when a Parse fails.
                     t.statements.remove(name);
@@ -371,7 +375,7 @@ impl Inspector {
                     self.record(event);
                 }
             }
-            b'B' => {
+            fe::BIND => {
                 let bind = frontend::parse_bind(body)?;
                 let text = t
                     .statements
@@ -403,7 +407,7 @@ impl Inspector {
                 }
                 self.record(event);
             }
-            b'E' => {
+            fe::EXECUTE => {
                 let portal = frontend::parse_execute(body)?;
                 let (statement_name, text) = t
                     .portals
@@ -418,11 +422,11 @@ impl Inspector {
                     rows: 0,
                 });
             }
-            b'D' => t.pending.push_back(Pending::Describe),
-            b'C' => {
+            fe::DESCRIBE => t.pending.push_back(Pending::Describe),
+            fe::CLOSE => {
                 let (which, name) = frontend::parse_close(body)?;
                 let mut event = self.event(EventType::Close);
-                if which == b'S' {
+                if which == CLOSE_STATEMENT {
                     t.statements.remove(name);
                     event.statement_name = Some(name.to_owned());
                     event.closes = Some("statement");
@@ -434,8 +438,8 @@ impl Inspector {
                 t.pending.push_back(Pending::Close);
                 self.record(event);
             }
-            b'S' => t.pending.push_back(Pending::Sync),
-            b'F' => {
+            fe::SYNC => t.pending.push_back(Pending::Sync),
+            fe::FUNCTION_CALL => {
                 let oid = frontend::parse_function_call(body)?;
                 let refusal = self.admit(None, |p| p.check_function_call()).err();
                 t.pending.push_back(Pending::FunctionCall {
@@ -464,12 +468,12 @@ impl Inspector {
         };
         let t = &mut *t;
         match tag {
-            b'D' => {
+            be::DATA_ROW => {
                 if let Some(Pending::Execute { rows, .. }) = t.pending.front_mut() {
                     *rows += 1;
                 }
             }
-            b'C' => {
+            be::COMMAND_COMPLETE => {
                 let tag_text = body
                     .and_then(|b| frontend::parse_command_tag(b).ok())
                     .unwrap_or("")
@@ -490,15 +494,16 @@ impl Inspector {
                     _ => {}
                 }
             }
-            b'I' | b's' => {
+            be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => {
                 if matches!(t.pending.front(), Some(Pending::Execute { .. })) {
                     if let Some(done) = t.pending.pop_front() {
-                        let suspended = (tag == b's').then_some("[suspended]".to_owned());
+                        let suspended =
+                            (tag == be::PORTAL_SUSPENDED).then_some("[suspended]".to_owned());
                         self.finish_execute(done, suspended, None, None);
                     }
                 }
             }
-            b'E' => {
+            be::ERROR_RESPONSE => {
                 let fields = body
                     .and_then(|b| parse_error_fields(b).ok())
                     .unwrap_or_default();
@@ -535,7 +540,7 @@ impl Inspector {
                     }
                 }
             }
-            b'Z' => {
+            be::READY_FOR_QUERY => {
                 while let Some(done) = t.pending.pop_front() {
                     match done {
                         Pending::Query { .. } => {
@@ -547,7 +552,7 @@ impl Inspector {
                     }
                 }
             }
-            b'1' | b'2' => match t.pending.front() {
+            be::PARSE_COMPLETE | be::BIND_COMPLETE => match t.pending.front() {
                 Some(Pending::Swallow(expected)) if *expected == tag => {
                     t.pending.pop_front();
                     return false;
@@ -557,17 +562,17 @@ impl Inspector {
                 }
                 _ => {}
             },
-            b'3' => {
+            be::CLOSE_COMPLETE => {
                 if matches!(t.pending.front(), Some(Pending::Close)) {
                     t.pending.pop_front();
                 }
             }
-            b'T' | b'n' => {
+            be::ROW_DESCRIPTION | be::NO_DATA => {
                 if matches!(t.pending.front(), Some(Pending::Describe)) {
                     t.pending.pop_front();
                 }
             }
-            b'V' => {
+            be::FUNCTION_CALL_RESPONSE => {
                 if matches!(t.pending.front(), Some(Pending::FunctionCall { .. })) {
                     if let Some(done) = t.pending.pop_front() {
                         self.finish_function_call(done, None);
@@ -670,11 +675,19 @@ fn show_parameter(value: &[u8], binary: bool, cap: usize) -> String {
 
 /// Client messages the inspector needs whole.
 pub(crate) fn client_whole(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'F')
+    matches!(
+        tag,
+        fe::QUERY | fe::PARSE | fe::BIND | fe::EXECUTE | fe::CLOSE | fe::FUNCTION_CALL
+    )
 }
 
 /// Server messages the inspector needs whole (the rest it sees by header).
-pub(crate) const UPSTREAM_WHOLE: &[u8] = b"CE12";
+pub(crate) const UPSTREAM_WHOLE: &[u8] = &[
+    be::COMMAND_COMPLETE,
+    be::ERROR_RESPONSE,
+    be::PARSE_COMPLETE,
+    be::BIND_COMPLETE,
+];
 
 pub(crate) fn upstream_whole(tag: u8) -> bool {
     UPSTREAM_WHOLE.contains(&tag)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use postern_model::{ConnectionLimits, PoolSpec, SslMode};
 use postern_wire::frame::{peek_header, try_take_message, HEADER_LEN};
+use postern_wire::tags::{backend as be, status};
 use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 
@@ -408,7 +409,13 @@ pub(crate) async fn reset(
             fill(stream, &mut unread).await?;
             continue;
         };
-        if !matches!(tag, b'E' | b'Z' | b'G' | b'W') {
+        if !matches!(
+            tag,
+            be::ERROR_RESPONSE
+                | be::READY_FOR_QUERY
+                | be::COPY_IN_RESPONSE
+                | be::COPY_BOTH_RESPONSE
+        ) {
             unread.advance(HEADER_LEN);
             skip = body_len;
             continue;
@@ -422,13 +429,15 @@ pub(crate) async fn reset(
         match message.tag {
             // An error in the client's own last statements is theirs; one in the reset
             // means the connection cannot be trusted.
-            b'E' if ready_owed == 1 => return Err("reset query failed"),
-            b'E' => {}
-            b'G' | b'W' => return Err("a COPY was still waiting for data"),
+            be::ERROR_RESPONSE if ready_owed == 1 => return Err("reset query failed"),
+            be::ERROR_RESPONSE => {}
+            be::COPY_IN_RESPONSE | be::COPY_BOTH_RESPONSE => {
+                return Err("a COPY was still waiting for data")
+            }
             _ => {
                 ready_owed -= 1;
                 if ready_owed == 0 {
-                    let idle = message.body.first() == Some(&b'I');
+                    let idle = message.body.first() == Some(&status::IDLE);
                     return if idle && unread.is_empty() {
                         Ok(())
                     } else {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use postern_wire::tags::{backend as be, frontend as fe, status};
 use postern_wire::{FrameScanner, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -28,7 +29,7 @@ const UPSTREAM_MESSAGE_LIMIT: usize = i32::MAX as usize;
 
 /// Client messages after which the server owes one ReadyForQuery: Query, Sync and
 /// FunctionCall.
-const READY_PRODUCING: &[u8] = b"QSF";
+const READY_PRODUCING: &[u8] = &[fe::QUERY, fe::SYNC, fe::FUNCTION_CALL];
 
 /// One direction of the relay.
 pub(crate) struct Direction {
@@ -47,7 +48,7 @@ impl Direction {
             pending,
             FrameScanner::new(max_message)
                 .counting(READY_PRODUCING)
-                .stopping_at(b'X'),
+                .stopping_at(fe::TERMINATE),
         )
     }
 
@@ -55,7 +56,7 @@ impl Direction {
     pub fn from_upstream(pending: BytesMut) -> Direction {
         Direction::new(
             pending,
-            FrameScanner::new(UPSTREAM_MESSAGE_LIMIT).counting(b"Z"),
+            FrameScanner::new(UPSTREAM_MESSAGE_LIMIT).counting(&[be::READY_FOR_QUERY]),
         )
     }
 
@@ -104,7 +105,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             replies: AtomicU64::new(0),
             // A session starts right after the login's (or reset's) ReadyForQuery, idle.
-            status: AtomicU8::new(b'I'),
+            status: AtomicU8::new(status::IDLE),
         }
     }
 
@@ -136,7 +137,7 @@ async fn idle_timer(activity: &Activity, limits: SessionLimits) -> SessionError 
         let last = activity.last_ms.load(Ordering::Relaxed);
         let status = activity.idle_status();
         let limit = match status {
-            Some(b'I') => limits.idle,
+            Some(status::IDLE) => limits.idle,
             Some(_) => limits.in_transaction,
             None => None,
         };
@@ -156,7 +157,7 @@ async fn idle_timer(activity: &Activity, limits: SessionLimits) -> SessionError 
             activity.last_ms.load(Ordering::Relaxed) == last && activity.idle_status() == status;
         if let (Some(limit), true) = (limit, unchanged) {
             let secs = limit.as_secs();
-            return if status == Some(b'I') {
+            return if status == Some(status::IDLE) {
                 SessionError::IdleTimeout { secs }
             } else {
                 SessionError::IdleInTransactionTimeout { secs }

@@ -8,6 +8,7 @@ use postern_model::{SslMode, UpstreamRoute};
 use postern_wire::backend::{parse_auth_request, parse_error_fields, AuthRequest};
 use postern_wire::certificate::tls_server_end_point;
 use postern_wire::scram::{SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
+use postern_wire::tags::backend as be;
 use postern_wire::StartupParams;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -205,7 +206,7 @@ pub(crate) async fn login(
         };
         out.clear();
         match message.tag {
-            b'R' => match parse_auth_request(&message.body).map_err(UpstreamError::Protocol)? {
+            be::AUTHENTICATION => match parse_auth_request(&message.body).map_err(UpstreamError::Protocol)? {
                 // A server that started SCRAM must finish it (proving it knows the
                 // password); an early "ok" is what an impostor would send.
                 AuthRequest::Ok if scram.is_some() && !scram_finished => {
@@ -268,16 +269,16 @@ pub(crate) async fn login(
                     )))
                 }
             },
-            b'E' => {
+            be::ERROR_RESPONSE => {
                 let fields = parse_error_fields(&message.body).map_err(UpstreamError::Protocol)?;
                 return Err(UpstreamError::Refused {
                     sqlstate: fields.code,
                     message: fields.message,
                 });
             }
-            b'K' => key_data = Some(message.body),
-            b'S' | b'N' => put_raw(&mut greeting, message.tag, &message.body),
-            b'Z' => {
+            be::BACKEND_KEY_DATA => key_data = Some(message.body),
+            be::PARAMETER_STATUS | be::NOTICE_RESPONSE => put_raw(&mut greeting, message.tag, &message.body),
+            be::READY_FOR_QUERY => {
                 let mut ready = BytesMut::new();
                 put_raw(&mut ready, message.tag, &message.body);
                 let connection = UpstreamConnection {

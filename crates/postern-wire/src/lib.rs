@@ -12,6 +12,7 @@ pub mod frame;
 pub mod frontend;
 pub mod scram;
 pub mod startup;
+pub mod tags;
 
 pub use error::WireError;
 pub use frame::{FrameScanner, Message};
