@@ -5,8 +5,9 @@
 # rustfmt and clippy.
 #
 # Each check looks for the exact file or command the build or the tests use, never a loose
-# glob: `libclang*.so*` once matched libclang-cpp (present on fresh machines) and skipped the
-# libclang that bindgen loads. `scripts/fresh-machine-check.sh` proves this on a new root.
+# glob: a pattern for any libclang-prefixed library once matched libclang-cpp (present on
+# fresh machines) and skipped the libclang that bindgen loads.
+# `scripts/fresh-machine-check.sh` proves this on a new Debian 12 root.
 set -euo pipefail
 
 as_root() {
