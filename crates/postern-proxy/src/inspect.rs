@@ -100,23 +100,27 @@ pub(crate) struct Rebind {
 /// the identity or its rights to the namespace are gone).
 const ACCESS_REVOKED: &str = "access-revoked";
 
+/// A refusal that names no rule of the service: the session's access itself is gone.
+fn revoked() -> Denial {
+    Denial {
+        rule: ACCESS_REVOKED.into(),
+        kind: CONNECT.into(),
+    }
+}
+
 impl Rebind {
     /// The service's rules for this session as they stand now; a denial when they now
-    /// refuse the session, or it may no longer reach the service (fail closed, also when
-    /// the store cannot be read). Blocks briefly on the store: it runs only after a
-    /// resource changed.
-    fn lookup(&self) -> Result<Option<Arc<dyn SessionPolicy>>, Denial> {
-        let revoked = || Denial {
-            rule: ACCESS_REVOKED.into(),
-            kind: CONNECT.into(),
-        };
+    /// refuse the session, or it may no longer reach the service; `None` when the store
+    /// cannot be read. Blocks briefly on the store: it runs only after a resource changed.
+    fn lookup(&self) -> Option<Result<Option<Arc<dyn SessionPolicy>>, Denial>> {
         match self
             .directory
             .upstream_route(&self.service, &self.identity, &self.client)
         {
-            Ok(RouteLookup::Found(route)) => Ok(route.policy),
-            Ok(RouteLookup::PolicyDenied(denial)) => Err(denial),
-            Ok(_) | Err(_) => Err(revoked()),
+            Ok(RouteLookup::Found(route)) => Some(Ok(route.policy)),
+            Ok(RouteLookup::PolicyDenied(denial)) => Some(Err(denial)),
+            Ok(_) => Some(Err(revoked())),
+            Err(_) => None,
         }
     }
 }
@@ -262,23 +266,18 @@ impl Inspector {
     /// The rules in force: bound again first when a resource changed since.
     fn current_policy(&self) -> Result<Option<Arc<dyn SessionPolicy>>, Denial> {
         let Ok(mut bound) = self.policy.lock() else {
-            return Err(Denial {
-                rule: ACCESS_REVOKED.into(),
-                kind: CONNECT.into(),
-            });
+            return Err(revoked());
         };
         if let Some(rebind) = &self.rebind {
             let now = rebind.epoch.load(Ordering::Relaxed);
             if now != bound.epoch {
-                bound.rules = rebind.lookup();
-                // A store that could not be read is asked again at the next statement.
-                if bound
-                    .rules
-                    .as_ref()
-                    .err()
-                    .is_none_or(|d| d.rule != ACCESS_REVOKED)
-                {
-                    bound.epoch = now;
+                match rebind.lookup() {
+                    Some(rules) => {
+                        bound.rules = rules;
+                        bound.epoch = now;
+                    }
+                    // Fail closed, and ask the store again at the next statement.
+                    None => return Err(revoked()),
                 }
             }
         }
