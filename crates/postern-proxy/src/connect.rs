@@ -147,7 +147,7 @@ async fn close_all(connections: Vec<UpstreamConnection>) {
     for mut connection in connections {
         let stream = &mut connection.stream;
         let closing = async {
-            stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await?;
+            stream.write_all(&fe::TERMINATE_MESSAGE).await?;
             stream.flush().await?;
             let mut sink = [0u8; 512];
             while stream.read(&mut sink).await? > 0 {}
@@ -188,20 +188,6 @@ async fn prepare_within<T>(
         })
 }
 
-/// The ParameterStatus values of a greeting.
-fn reported(greeting: &[u8]) -> Vec<(String, String)> {
-    let mut rest = BytesMut::from(greeting);
-    let mut values = Vec::new();
-    while let Ok(Some(message)) = try_take_message(&mut rest, PREPARE_MESSAGE_LIMIT) {
-        if message.tag == be::PARAMETER_STATUS {
-            if let Ok((name, value)) = parse_parameter_status(&message.body) {
-                values.push((name.to_owned(), value.to_owned()));
-            }
-        }
-    }
-    values
-}
-
 /// `baseline` with the ParameterStatus messages that `changed` overrides replaced.
 fn merge_greeting(baseline: &[u8], changed: &[(String, String)]) -> BytesMut {
     let mut rest = BytesMut::from(baseline);
@@ -231,11 +217,11 @@ async fn prepare(
     settable: &[(String, String)],
     learn: bool,
 ) -> Result<(Connected, Option<ServerLimits>), Prepare> {
-    let baseline = reported(&upstream.greeting);
     let sets: Vec<&(String, String)> = settable
         .iter()
         .filter(|(name, value)| {
-            !baseline
+            !upstream
+                .reported
                 .iter()
                 .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
         })
@@ -360,6 +346,20 @@ async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ParameterStatus values of a greeting.
+    fn reported(greeting: &[u8]) -> Vec<(String, String)> {
+        let mut rest = BytesMut::from(greeting);
+        let mut values = Vec::new();
+        while let Ok(Some(message)) = try_take_message(&mut rest, PREPARE_MESSAGE_LIMIT) {
+            if message.tag == be::PARAMETER_STATUS {
+                if let Ok((name, value)) = parse_parameter_status(&message.body) {
+                    values.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+        values
+    }
 
     #[test]
     fn merged_greeting_replaces_changed_values_and_keeps_the_rest() {

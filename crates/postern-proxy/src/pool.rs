@@ -87,7 +87,6 @@ impl TargetUse {
         let learned_total =
             capacity.map(|c| (c * DEFAULT_CAPACITY_SHARE.0 / DEFAULT_CAPACITY_SHARE.1).max(1));
         let learned_user = self.learned.get(user).and_then(|l| l.role_limit);
-        let as_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
         Bounds {
             total: limits.total.or(learned_total).map(as_usize),
             per_user: limits.per_user.or(learned_user).map(as_usize),
@@ -97,6 +96,10 @@ impl TargetUse {
     fn open_for(&self, user: &str) -> usize {
         self.open_by_user.get(user).copied().unwrap_or(0)
     }
+}
+
+fn as_usize(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The bounds in force for one new connection.
@@ -114,8 +117,8 @@ struct PoolState {
 
 impl PoolState {
     /// Takes the least recently returned idle connection of `address` (and of `user`,
-    /// when given), with its upstream user. Dropping it closes it: never under the lock.
-    fn take_oldest(&mut self, address: &str, user: Option<&str>) -> Option<(String, Idle)> {
+    /// when given). Dropping it closes it: never under the lock.
+    fn take_oldest(&mut self, address: &str, user: Option<&str>) -> Option<Idle> {
         let (key, index) = self
             .idle
             .iter()
@@ -128,7 +131,7 @@ impl PoolState {
         if list.is_empty() {
             self.idle.remove(&key);
         }
-        Some((key.user, idle))
+        Some(idle)
     }
 }
 
@@ -252,7 +255,6 @@ impl Pool {
         let target = state.targets.entry(address.to_owned()).or_default();
         let bounds = target.bounds(user, limits);
         let (mut open, mut open_user) = (target.open, target.open_for(user));
-        let as_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
         if let Some(limit) = limits.per_user.map(as_usize) {
             if open_user - idle_user.min(open_user) >= limit {
                 return Err(LimitReached {
@@ -271,7 +273,7 @@ impl Pool {
         }
         let mut evicted = Vec::new();
         while bounds.per_user.is_some_and(|b| open_user >= b) {
-            let Some((_, idle)) = state.take_oldest(address, Some(user)) else {
+            let Some(idle) = state.take_oldest(address, Some(user)) else {
                 break;
             };
             evicted.push(idle.connection);
@@ -279,7 +281,7 @@ impl Pool {
             open_user -= 1;
         }
         while bounds.total.is_some_and(|b| open >= b) {
-            let Some((_, idle)) = state.take_oldest(address, None) else {
+            let Some(idle) = state.take_oldest(address, None) else {
                 break;
             };
             evicted.push(idle.connection);
@@ -303,7 +305,7 @@ impl Pool {
     pub fn drain_target(&self, address: &str) -> Vec<UpstreamConnection> {
         let mut state = self.lock();
         let mut drained = Vec::new();
-        while let Some((_, idle)) = state.take_oldest(address, None) {
+        while let Some(idle) = state.take_oldest(address, None) {
             drained.push(idle.connection);
         }
         drained

@@ -57,7 +57,7 @@ impl UpstreamStream {
     /// left to the transport (a raw write would corrupt the record stream).
     pub fn send_terminate_nowait(&self) {
         if let UpstreamStream::Plain(tcp) = self {
-            let _ = tcp.try_write(&[postern_wire::tags::frontend::TERMINATE, 0, 0, 0, 4]);
+            let _ = tcp.try_write(&postern_wire::tags::frontend::TERMINATE_MESSAGE);
         }
     }
 }

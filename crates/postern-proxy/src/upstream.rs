@@ -5,7 +5,9 @@
 
 use bytes::{Bytes, BytesMut};
 use postern_model::{SslMode, UpstreamRoute};
-use postern_wire::backend::{parse_auth_request, parse_error_fields, AuthRequest};
+use postern_wire::backend::{
+    parse_auth_request, parse_error_fields, parse_parameter_status, AuthRequest,
+};
 use postern_wire::certificate::tls_server_end_point;
 use postern_wire::scram::{SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 use postern_wire::tags::backend as be;
@@ -29,6 +31,8 @@ pub(crate) struct UpstreamConnection {
     pub stream: UpstreamStream,
     /// ParameterStatus and NoticeResponse messages, raw, to pass to the client.
     pub greeting: Bytes,
+    /// The ParameterStatus values among them, read once at login.
+    pub reported: Vec<(String, String)>,
     /// The upstream's BackendKeyData body, for cancel requests; never sent to the client.
     pub key_data: Option<Bytes>,
     /// The ReadyForQuery message, raw.
@@ -193,6 +197,7 @@ pub(crate) async fn login(
     };
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut greeting = BytesMut::new();
+    let mut reported = Vec::new();
     let mut key_data = None;
     let mut scram: Option<ScramSha256> = None;
     let mut scram_finished = false;
@@ -277,13 +282,20 @@ pub(crate) async fn login(
                 });
             }
             be::BACKEND_KEY_DATA => key_data = Some(message.body),
-            be::PARAMETER_STATUS | be::NOTICE_RESPONSE => put_raw(&mut greeting, message.tag, &message.body),
+            be::PARAMETER_STATUS => {
+                if let Ok((name, value)) = parse_parameter_status(&message.body) {
+                    reported.push((name.to_owned(), value.to_owned()));
+                }
+                put_raw(&mut greeting, message.tag, &message.body);
+            }
+            be::NOTICE_RESPONSE => put_raw(&mut greeting, message.tag, &message.body),
             be::READY_FOR_QUERY => {
                 let mut ready = BytesMut::new();
                 put_raw(&mut ready, message.tag, &message.body);
                 let connection = UpstreamConnection {
                     stream,
                     greeting: greeting.freeze(),
+                    reported,
                     key_data,
                     ready: ready.freeze(),
                     logged_in_at: Instant::now(),

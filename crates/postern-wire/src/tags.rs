@@ -16,6 +16,8 @@ pub mod frontend {
     pub const QUERY: u8 = b'Q';
     pub const SYNC: u8 = b'S';
     pub const TERMINATE: u8 = b'X';
+    /// A whole Terminate message: the type and a length of 4, no body.
+    pub const TERMINATE_MESSAGE: [u8; 5] = [TERMINATE, 0, 0, 0, 4];
 }
 
 /// What a server (backend) sends.
