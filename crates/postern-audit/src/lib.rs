@@ -242,10 +242,9 @@ impl Dispatcher {
     fn dispatch(&mut self, events: &mut Vec<AuditEvent>) {
         let items: Vec<Item> = events
             .drain(..)
-            .filter_map(|event| {
+            .map(|event| {
                 let session = event.session.clone();
-                self.make_record(event)
-                    .map(|record| (Arc::new(record), session))
+                (Arc::new(self.make_record(event)), session)
             })
             .collect();
         if items.is_empty() {
@@ -262,46 +261,15 @@ impl Dispatcher {
         }
     }
 
-    /// Redacts, numbers and serialises one event.
-    fn make_record(&mut self, mut event: AuditEvent) -> Option<AuditRecord> {
+    /// Redacts and numbers one event. Its JSON line is left to the sinks that want one.
+    fn make_record(&mut self, mut event: AuditEvent) -> AuditRecord {
         if let Some(text) = &event.statement {
             if let std::borrow::Cow::Owned(redacted) = self.redactor.redact(text) {
-                event.statement = Some(redacted);
+                event.statement = Some(redacted.into());
             }
         }
         self.sequence += 1;
-        let event_id = format!("{}-{:012x}", self.prefix, self.sequence);
-        let own = match serde_json::to_string(&event) {
-            Ok(json) => json,
-            Err(e) => {
-                error!(error = %e, "audit event not serialisable");
-                return None;
-            }
-        };
-        // `{"event_id":…,` + the session's members (made once per session) + the event's.
-        let own = own.strip_prefix('{').unwrap_or(&own);
-        let head = format!("{{\"event_id\":\"{event_id}\",");
-        let members = event.session.json_members();
-        let mut json = String::with_capacity(head.len() + members.len() + own.len() + 1);
-        json.push_str(&head);
-        let session_members = (!members.is_empty()).then(|| {
-            json.push_str(members);
-            json.push(',');
-            (head.len(), head.len() + members.len())
-        });
-        json.push_str(own);
-        let session = &event.session;
-        Some(AuditRecord {
-            event_id,
-            time_ms: postern_model::unix_millis(event.time),
-            event_type: event.event_type.as_str().to_owned(),
-            identity: session.identity.name.clone(),
-            namespace: session.identity.namespace.clone(),
-            service: session.service.clone(),
-            session_id: session.session_id.clone(),
-            json,
-            session_members,
-        })
+        AuditRecord::new(format!("{}-{:012x}", self.prefix, self.sequence), event)
     }
 }
 
@@ -391,7 +359,7 @@ impl LaneWorker {
                 }
                 return Ok(());
             }
-            self.sink.write(&records.iter().collect::<Vec<_>>())?;
+            self.sink.replay(&records.iter().collect::<Vec<_>>())?;
             self.counters
                 .written
                 .fetch_add(records.len() as u64, Ordering::Relaxed);

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use postern_model::{AuditRecord, AuditSink};
 
 fn lines(batch: &[&AuditRecord]) -> String {
-    let mut text = String::with_capacity(batch.iter().map(|r| r.json.len() + 1).sum());
+    let mut text = String::new();
     for record in batch {
-        text.push_str(&record.json);
+        text.push_str(record.json());
         text.push('\n');
     }
     text

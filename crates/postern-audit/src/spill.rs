@@ -50,17 +50,14 @@ impl Spill {
             .budget
             .saturating_sub(self.total.load(Ordering::Relaxed));
         for record in records {
-            let Ok(line) = serde_json::to_string(record) else {
-                dropped += 1;
-                continue;
-            };
+            let line = record.json();
             let size = line.len() as u64 + 1;
             if size > room {
                 dropped += 1;
                 continue;
             }
             room -= size;
-            text.push_str(&line);
+            text.push_str(line);
             text.push('\n');
         }
         if text.is_empty() {
@@ -101,7 +98,7 @@ impl Spill {
             }
             offset += read as u64;
             // A line that does not decode (torn by a crash) is skipped, not replayed.
-            if let Ok(record) = serde_json::from_str(line.trim_end()) {
+            if let Ok(record) = AuditRecord::from_json(line.trim_end()) {
                 records.push(record);
             }
         }

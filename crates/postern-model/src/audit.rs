@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventType {
     SessionStart,
@@ -73,14 +73,14 @@ impl EventType {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdentityInfo {
     pub name: String,
     pub namespace: String,
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UpstreamInfo {
     pub target: String,
     pub user: String,
@@ -88,7 +88,7 @@ pub struct UpstreamInfo {
 }
 
 /// What every event of one session carries; shared, so an event costs no copies of it.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub connection_id: u64,
     pub session_id: String,
@@ -112,16 +112,8 @@ impl SessionInfo {
     /// This session's fields as JSON object members (`"a":1,"b":"x"`, no braces), made
     /// at its first event and shared by every event after.
     pub fn json_members(&self) -> &str {
-        self.json_members.get_or_init(|| {
-            serde_json::to_string(self)
-                .ok()
-                .and_then(|json| {
-                    json.strip_prefix('{')
-                        .and_then(|j| j.strip_suffix('}'))
-                        .map(str::to_owned)
-                })
-                .unwrap_or_default()
-        })
+        self.json_members
+            .get_or_init(|| members(serde_json::to_string(self).unwrap_or_default()))
     }
 
     pub fn count_dropped(&self) {
@@ -134,7 +126,7 @@ impl SessionInfo {
 }
 
 /// Totals of a finished session.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionTotals {
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
@@ -144,25 +136,42 @@ pub struct SessionTotals {
     pub events_dropped: u64,
 }
 
-/// One access-log event. Fields that do not apply to a type are left out of the JSON.
-#[derive(Debug, Clone, Serialize)]
+/// One access-log event: its time, type, session and statement, and the details that
+/// apply to its type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEvent {
-    #[serde(serialize_with = "serialize_time")]
+    #[serde(with = "rfc3339")]
     pub time: SystemTime,
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// Its fields join the event's own in the log line (see [`AuditRecord`]).
+    /// Its fields join the event's own in the log line (see [`AuditRecord::json`]).
     #[serde(skip)]
     pub session: Arc<SessionInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
+    /// Shared with the session's statement map, so an EXECUTE costs no copy of its text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub statement: Option<Arc<str>>,
+    #[serde(flatten)]
+    pub details: EventDetails,
+}
+
+/// What a CLOSE closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Closes {
+    Statement,
+    Portal,
+}
+
+/// An event's fields besides its time, type and statement. Those that do not apply to a
+/// type are left out of the JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statement_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portal: Option<String>,
-    /// CLOSE: `statement` or `portal`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub closes: Option<&'static str>,
+    pub closes: Option<Closes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter_count: Option<u16>,
     /// Only with `audit.log_parameters`; `null` for SQL NULL, `\x…` for binary values.
@@ -192,10 +201,25 @@ pub struct AuditEvent {
     pub totals: Option<SessionTotals>,
 }
 
-fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::time::rfc3339_millis(crate::time::unix_millis(
-        *time,
-    )))
+/// An event's time in the log: RFC 3339, UTC, milliseconds.
+mod rfc3339 {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::time::rfc3339_millis(crate::time::unix_millis(
+            *time,
+        )))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::time::parse_rfc3339_millis(&text)
+            .and_then(|millis| u64::try_from(millis).ok())
+            .map(|millis| UNIX_EPOCH + Duration::from_millis(millis))
+            .ok_or_else(|| serde::de::Error::custom(format!("not an event time: {text}")))
+    }
 }
 
 impl AuditEvent {
@@ -206,21 +230,7 @@ impl AuditEvent {
             event_type,
             session,
             statement: None,
-            statement_name: None,
-            portal: None,
-            closes: None,
-            parameter_count: None,
-            parameters: None,
-            function_oid: None,
-            duration_ms: None,
-            command_tag: None,
-            rows: None,
-            sqlstate: None,
-            error_message: None,
-            rule: None,
-            statement_kind: None,
-            reason: None,
-            totals: None,
+            details: EventDetails::default(),
         }
     }
 }
@@ -242,48 +252,123 @@ pub trait AccessLog: Send + Sync + 'static {
     fn records(&self, event_type: EventType) -> bool;
 }
 
-/// One event ready for a sink: its JSON line (secrets already redacted) and the columns a
-/// queryable sink indexes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One event ready for a sink: numbered, its secrets redacted. Its JSON line is made
+/// only if a sink asks for it, once for all sinks; a sink that keeps columns (the state
+/// store) reads the event itself.
+#[derive(Debug)]
 pub struct AuditRecord {
     pub event_id: String,
-    pub time_ms: i64,
-    pub event_type: String,
-    pub identity: String,
-    pub namespace: String,
-    pub service: String,
-    pub session_id: String,
-    /// `{"event_id":…,<session members>,<event members>}`.
-    pub json: String,
-    /// Where the session's members (the same in every event of the session) sit in
-    /// `json`, so a sink can store them once per session. `None` in records spilled by
-    /// older versions, whose line is whole.
-    #[serde(default)]
-    pub session_members: Option<(usize, usize)>,
+    pub event: AuditEvent,
+    line: OnceLock<String>,
 }
 
 impl AuditRecord {
-    /// The line without the session's members, and those members; `None` when the record
-    /// does not say where they are.
-    pub fn split_session(&self) -> Option<(String, &str)> {
-        let (start, end) = self.session_members?;
-        let members = self.json.get(start..end)?;
-        // The members are followed by the comma before the event's own.
-        let rest = self.json.get(end + 1..)?;
-        Some((format!("{}{}", self.json.get(..start)?, rest), members))
+    pub fn new(event_id: String, event: AuditEvent) -> AuditRecord {
+        AuditRecord {
+            event_id,
+            event,
+            line: OnceLock::new(),
+        }
+    }
+
+    pub fn time_ms(&self) -> i64 {
+        crate::time::unix_millis(self.event.time)
+    }
+
+    pub fn session(&self) -> &SessionInfo {
+        &self.event.session
+    }
+
+    /// The JSON line `{"event_id":…,<session members>,"time":…,"type":…,…}`.
+    pub fn json(&self) -> &str {
+        self.line.get_or_init(|| {
+            log_line(
+                &self.event_id,
+                self.event.session.json_members(),
+                self.time_ms(),
+                self.event.event_type.as_str(),
+                self.event.statement.as_deref(),
+                &self.detail_members(),
+            )
+        })
+    }
+
+    /// The event's details as JSON object members, without braces (empty when none apply).
+    pub fn detail_members(&self) -> String {
+        members(serde_json::to_string(&self.event.details).unwrap_or_default())
+    }
+
+    /// A line made by [`AuditRecord::json`] read back (a spilled record replayed), or a
+    /// line spilled by an older version, which wrapped it as `{"json":"<line>",…}`.
+    pub fn from_json(line: &str) -> Result<AuditRecord, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Line {
+            event_id: String,
+            #[serde(flatten)]
+            session: SessionInfo,
+            #[serde(flatten)]
+            event: AuditEvent,
+        }
+        #[derive(Deserialize)]
+        struct Wrapped {
+            json: String,
+        }
+        let parsed: Line = match serde_json::from_str(line) {
+            Ok(parsed) => parsed,
+            Err(e) => match serde_json::from_str::<Wrapped>(line) {
+                Ok(wrapped) => serde_json::from_str(&wrapped.json)?,
+                Err(_) => return Err(e),
+            },
+        };
+        let mut event = parsed.event;
+        event.session = Arc::new(parsed.session);
+        Ok(AuditRecord::new(parsed.event_id, event))
     }
 }
 
-/// The whole line again from a line without its session's members and those members.
-pub fn join_session(event: &str, session_members: &str) -> String {
-    // The line starts `{"event_id":"<id>",`; the id holds no quote.
-    match event.find("\",") {
-        Some(at) if !session_members.is_empty() => {
-            let head = at + 2;
-            format!("{}{},{}", &event[..head], session_members, &event[head..])
-        }
-        _ => event.to_owned(),
+/// `{…}` → `…`: an object's members, to join with others.
+fn members(object: String) -> String {
+    match object.strip_prefix('{').and_then(|o| o.strip_suffix('}')) {
+        Some(inner) => inner.to_owned(),
+        None => String::new(),
     }
+}
+
+/// An access-log line from its parts: how a record is written, and how a store that
+/// keeps the parts apart gives it back. Members are JSON without braces.
+pub fn log_line(
+    event_id: &str,
+    session_members: &str,
+    time_ms: i64,
+    event_type: &str,
+    statement: Option<&str>,
+    detail_members: &str,
+) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let mut line = String::with_capacity(
+        64 + session_members.len() + statement.map_or(0, str::len) + detail_members.len(),
+    );
+    line.push_str("{\"event_id\":");
+    line.push_str(&quoted(event_id));
+    line.push(',');
+    if !session_members.is_empty() {
+        line.push_str(session_members);
+        line.push(',');
+    }
+    line.push_str("\"time\":\"");
+    line.push_str(&crate::time::rfc3339_millis(time_ms));
+    line.push_str("\",\"type\":");
+    line.push_str(&quoted(event_type));
+    if let Some(statement) = statement {
+        line.push_str(",\"statement\":");
+        line.push_str(&quoted(statement));
+    }
+    if !detail_members.is_empty() {
+        line.push(',');
+        line.push_str(detail_members);
+    }
+    line.push('}');
+    line
 }
 
 /// A destination of audit records. Called from the audit pipeline's own thread, never
@@ -291,46 +376,71 @@ pub fn join_session(event: &str, session_members: &str) -> String {
 pub trait AuditSink: Send + 'static {
     fn name(&self) -> &str;
     fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String>;
+
+    /// Writes records from the spill file. Some may have reached the sink already (the
+    /// process stopped between a write and the spill file's truncation): a sink that can
+    /// tell skips them.
+    fn replay(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
+        self.write(batch)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_line_splits_into_its_session_and_its_own_members_and_joins_again() {
+    fn record() -> AuditRecord {
         let session = Arc::new(SessionInfo {
             session_id: "s-1".into(),
             service: "orders.team-a".into(),
+            identity: IdentityInfo {
+                name: "alice".into(),
+                namespace: "team-a".into(),
+                groups: vec!["dba".into()],
+            },
             ..SessionInfo::default()
         });
-        let members = session.json_members().to_owned();
-        assert!(members.contains("\"session_id\":\"s-1\""), "{members}");
-        assert!(!members.starts_with('{'));
-        let head = "{\"event_id\":\"ab-01\",";
-        let json = format!("{head}{members},\"type\":\"QUERY\"}}");
-        let record = AuditRecord {
-            event_id: "ab-01".into(),
-            time_ms: 0,
-            event_type: "QUERY".into(),
-            identity: String::new(),
-            namespace: String::new(),
-            service: String::new(),
-            session_id: "s-1".into(),
-            json: json.clone(),
-            session_members: Some((head.len(), head.len() + members.len())),
-        };
-        let (own, kept) = record.split_session().unwrap();
-        assert_eq!(own, "{\"event_id\":\"ab-01\",\"type\":\"QUERY\"}");
-        assert_eq!(kept, members);
-        assert_eq!(join_session(&own, kept), json);
-        let whole: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(whole["service"], "orders.team-a");
-        // A record from an older spill file says nothing of its session.
-        let old = AuditRecord {
-            session_members: None,
-            ..record
-        };
-        assert!(old.split_session().is_none());
+        let mut event = AuditEvent::new(EventType::Execute, session);
+        event.statement = Some(Arc::from("SELECT \"x\" FROM t WHERE a = $1"));
+        event.details.statement_name = Some("s1".into());
+        event.details.closes = Some(Closes::Portal);
+        event.details.rows = Some(3);
+        event.details.duration_ms = Some(0.25);
+        AuditRecord::new("ab-01".into(), event)
+    }
+
+    #[test]
+    fn a_line_holds_the_session_the_event_and_its_details_in_order() {
+        let record = record();
+        let line = record.json();
+        assert!(
+            line.starts_with("{\"event_id\":\"ab-01\",\"connection_id\":0,"),
+            "{line}"
+        );
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["service"], "orders.team-a");
+        assert_eq!(value["identity"]["groups"][0], "dba");
+        assert_eq!(value["type"], "EXECUTE");
+        assert_eq!(value["statement"], "SELECT \"x\" FROM t WHERE a = $1");
+        assert_eq!(value["closes"], "portal");
+        assert_eq!(value["rows"], 3);
+        assert!(value.get("portal").is_none(), "{line}");
+        // The line is the event's own serialization with the session's members joined in.
+        let own = serde_json::to_string(&record.event).unwrap();
+        assert!(line.ends_with(&own[1..]), "{line}\n{own}");
+    }
+
+    #[test]
+    fn a_line_reads_back_into_the_same_record() {
+        let record = record();
+        let back = AuditRecord::from_json(record.json()).unwrap();
+        assert_eq!(back.json(), record.json());
+        assert_eq!(back.session().identity.name, "alice");
+        assert_eq!(back.time_ms(), record.time_ms());
+        // As an older version spilled it: the line wrapped with its columns.
+        let wrapped = serde_json::json!({"event_id": "ab-01", "time_ms": 1, "json": record.json()});
+        let old = AuditRecord::from_json(&wrapped.to_string()).unwrap();
+        assert_eq!(old.json(), record.json());
+        assert!(AuditRecord::from_json("{\"event_id\":\"x\"}").is_err());
     }
 }

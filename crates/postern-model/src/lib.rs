@@ -16,8 +16,8 @@ mod resource;
 mod time;
 
 pub use audit::{
-    join_session, AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, IdentityInfo,
-    SessionInfo, SessionTotals, UpstreamInfo,
+    log_line, AccessLog, AuditEvent, AuditRecord, AuditSink, Closes, EventDetails, EventType,
+    IdentityInfo, SessionInfo, SessionTotals, UpstreamInfo,
 };
 pub use credentials::{
     format_duration, parse_duration, CredentialRoleSpec, PasswordPolicy, Piece, StatementList,
@@ -48,4 +48,4 @@ pub use resource::{
     IntentsUpstream, Kind, Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode,
     StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
 };
-pub use time::{civil_from_unix, rfc3339_millis, unix_millis};
+pub use time::{civil_from_unix, parse_rfc3339_millis, rfc3339_millis, unix_millis};

@@ -25,6 +25,40 @@ pub fn rfc3339_millis(unix_millis: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
+/// Milliseconds since the Unix epoch of a time written by [`rfc3339_millis`]
+/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`); `None` for any other text.
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 24 || [b[4], b[7], b[10], b[13], b[16], b[19], b[23]] != *b"--T::.Z" {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = text.get(range)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let (y, mo, d) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (h, mi, s, ms) = (
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        number(20..23)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + s) * 1000) + ms)
+}
+
 /// Milliseconds since the Unix epoch of `time` (0 before it).
 pub fn unix_millis(time: std::time::SystemTime) -> i64 {
     time.duration_since(std::time::UNIX_EPOCH)
@@ -43,5 +77,21 @@ mod tests {
             rfc3339_millis(1_795_000_000_999),
             "2026-11-18T11:06:40.999Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_nothing_else() {
+        for millis in [0, 951_782_400_007, 1_795_000_000_999, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_millis(&rfc3339_millis(millis)), Some(millis));
+        }
+        for bad in [
+            "",
+            "2026-11-18T11:06:40Z",
+            "2026-13-18T11:06:40.999Z",
+            "2026-11-18 11:06:40.999Z",
+            "+026-11-18T11:06:40.999Z",
+        ] {
+            assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
     }
 }

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use postern_model::{
-    AccessLog, AuditEvent, ClientFacts, Denial, Directory, EventType, QualifiedName, RouteLookup,
-    SessionInfo, SessionPolicy,
+    AccessLog, AuditEvent, ClientFacts, Closes, Denial, Directory, EventType, QualifiedName,
+    RouteLookup, SessionInfo, SessionPolicy,
 };
 use postern_wire::backend::parse_error_fields;
 use postern_wire::frontend;
@@ -45,7 +45,7 @@ pub(crate) enum ClientAction {
 /// A request whose reply is still to come.
 enum Pending {
     Query {
-        text: String,
+        text: Arc<str>,
         started: Instant,
         tags: Vec<String>,
         rows: u64,
@@ -297,10 +297,10 @@ impl Inspector {
         if let Err(denial) = verdict {
             self.statements_denied.fetch_add(1, Ordering::Relaxed);
             let mut event = self.event(EventType::PolicyDenied);
-            event.statement = text.map(str::to_owned);
-            event.rule = Some(denial.rule.clone());
-            event.statement_kind = Some(denial.kind.clone());
-            event.sqlstate = Some("42501".into());
+            event.statement = text.map(Arc::from);
+            event.details.rule = Some(denial.rule.clone());
+            event.details.statement_kind = Some(denial.kind.clone());
+            event.details.sqlstate = Some("42501".into());
             self.record(event);
             let message = if denial.kind == CONNECT {
                 format!(
@@ -334,7 +334,7 @@ impl Inspector {
                 let text = frontend::parse_query(body)?;
                 let refusal = self.admit(Some(text), |p| p.check_statement(text)).err();
                 t.pending.push_back(Pending::Query {
-                    text: text.to_owned(),
+                    text: Arc::from(text),
                     started: Instant::now(),
                     tags: Vec::new(),
                     rows: 0,
@@ -369,8 +369,8 @@ impl Inspector {
                 t.pending.push_back(Pending::Parse);
                 if self.records(EventType::Parse) {
                     let mut event = self.event(EventType::Parse);
-                    event.statement_name = Some(name.to_owned());
-                    event.statement = Some(text.to_owned());
+                    event.details.statement_name = Some(name.to_owned());
+                    event.statement = Some(Arc::from(text));
                     self.record(event);
                 }
             }
@@ -392,12 +392,12 @@ impl Inspector {
                     return Ok(ClientAction::Forward);
                 }
                 let mut event = self.event(EventType::Bind);
-                event.portal = Some(bind.portal.to_owned());
-                event.statement_name = Some(bind.statement.to_owned());
-                event.parameter_count =
+                event.details.portal = Some(bind.portal.to_owned());
+                event.details.statement_name = Some(bind.statement.to_owned());
+                event.details.parameter_count =
                     Some(u16::try_from(bind.parameters.len()).unwrap_or(u16::MAX));
                 if let Some(cap) = self.log.as_ref().and_then(|l| l.parameter_cap()) {
-                    event.parameters = Some(
+                    event.details.parameters = Some(
                         bind.parameters
                             .iter()
                             .map(|p| p.value.map(|v| show_parameter(v, p.binary, cap)))
@@ -427,12 +427,12 @@ impl Inspector {
                 let mut event = self.event(EventType::Close);
                 if which == CLOSE_STATEMENT {
                     t.statements.remove(name);
-                    event.statement_name = Some(name.to_owned());
-                    event.closes = Some("statement");
+                    event.details.statement_name = Some(name.to_owned());
+                    event.details.closes = Some(Closes::Statement);
                 } else {
                     t.portals.remove(name);
-                    event.portal = Some(name.to_owned());
-                    event.closes = Some("portal");
+                    event.details.portal = Some(name.to_owned());
+                    event.details.closes = Some(Closes::Portal);
                 }
                 t.pending.push_back(Pending::Close);
                 self.record(event);
@@ -596,10 +596,10 @@ impl Inspector {
             return;
         };
         let mut event = self.event(EventType::Query);
-        event.duration_ms = Some(millis(started));
+        event.details.duration_ms = Some(millis(started));
         event.statement = Some(text);
-        event.command_tag = tags.pop();
-        event.rows = Some(rows);
+        event.details.command_tag = tags.pop();
+        event.details.rows = Some(rows);
         set_error(&mut event, error);
         self.record(event);
     }
@@ -622,12 +622,12 @@ impl Inspector {
             return;
         };
         let mut event = self.event(EventType::Execute);
-        event.duration_ms = Some(millis(started));
-        event.statement = Some(text.to_string());
-        event.statement_name = Some(statement_name);
-        event.portal = Some(portal);
-        event.command_tag = tag;
-        event.rows = Some(tag_rows.unwrap_or(rows));
+        event.details.duration_ms = Some(millis(started));
+        event.statement = Some(text);
+        event.details.statement_name = Some(statement_name);
+        event.details.portal = Some(portal);
+        event.details.command_tag = tag;
+        event.details.rows = Some(tag_rows.unwrap_or(rows));
         set_error(&mut event, error);
         self.record(event);
     }
@@ -642,8 +642,8 @@ impl Inspector {
             return;
         };
         let mut event = self.event(EventType::FunctionCall);
-        event.function_oid = Some(oid);
-        event.duration_ms = Some(millis(started));
+        event.details.function_oid = Some(oid);
+        event.details.duration_ms = Some(millis(started));
         set_error(&mut event, error);
         self.record(event);
     }
@@ -652,8 +652,8 @@ impl Inspector {
 /// The SQLSTATE and message of a failed request, if it failed.
 fn set_error(event: &mut AuditEvent, error: Option<(String, String)>) {
     if let Some((sqlstate, message)) = error {
-        event.sqlstate = Some(sqlstate);
-        event.error_message = Some(message);
+        event.details.sqlstate = Some(sqlstate);
+        event.details.error_message = Some(message);
     }
 }
 

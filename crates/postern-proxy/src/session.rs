@@ -123,7 +123,7 @@ pub(crate) async fn run(
                             ..SessionInfo::default()
                         };
                         let mut event = AuditEvent::new(EventType::AuthFailed, Arc::new(info));
-                        event.reason = Some("password authentication failed".into());
+                        event.details.reason = Some("password authentication failed".into());
                         log.record(event);
                     }
                 }
@@ -261,7 +261,7 @@ async fn session(
     if let Some(inspector) = &inspector {
         let (bytes_from_client, bytes_to_client) = inspector.bytes();
         let mut event = AuditEvent::new(EventType::SessionEnd, inspector.session().clone());
-        event.totals = Some(SessionTotals {
+        event.details.totals = Some(SessionTotals {
             bytes_from_client,
             bytes_to_client,
             statements: inspector.statements_run(),
@@ -445,9 +445,9 @@ async fn establish<'g>(
             GatewayStats::add(&gateway.stats.policy_denials, 1);
             if let Some(log) = &gateway.access_log {
                 let mut event = AuditEvent::new(EventType::PolicyDenied, Arc::new(info));
-                event.rule = Some(denial.rule.clone());
-                event.statement_kind = Some(denial.kind);
-                event.sqlstate = Some("42501".into());
+                event.details.rule = Some(denial.rule.clone());
+                event.details.statement_kind = Some(denial.kind);
+                event.details.sqlstate = Some("42501".into());
                 log.record(event);
             }
             return Err(SessionError::PolicyDenied {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use postern_audit::{AuditPipeline, AuditSettings, JsonlFileSink};
 use postern_model::{
-    AccessLog, AuditEvent, AuditSink, EventType, IdentityInfo, SessionInfo, UpstreamInfo,
+    AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, IdentityInfo, SessionInfo,
+    UpstreamInfo,
 };
 use postern_state::{KeySettings, StateAuditSink, Store};
 
@@ -46,11 +47,11 @@ fn session() -> Arc<SessionInfo> {
 fn event(session: &Arc<SessionInfo>, n: u64) -> AuditEvent {
     let mut event = AuditEvent::new(EventType::Execute, session.clone());
     event.statement = Some("SELECT abalance FROM pgbench_accounts WHERE aid = $1;".into());
-    event.statement_name = Some("P0_1".into());
-    event.portal = Some(String::new());
-    event.command_tag = Some("SELECT 1".into());
-    event.rows = Some(1);
-    event.duration_ms = Some(0.05 + (n % 7) as f64 / 100.0);
+    event.details.statement_name = Some("P0_1".into());
+    event.details.portal = Some(String::new());
+    event.details.command_tag = Some("SELECT 1".into());
+    event.details.rows = Some(1);
+    event.details.duration_ms = Some(0.05 + (n % 7) as f64 / 100.0);
     event
 }
 
@@ -144,5 +145,46 @@ fn audit_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, audit_pipeline);
+/// The state sink's cost per row: batches of 512 records (as the pipeline hands them)
+/// written into the table, the same statement text in each.
+fn state_rows(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            &KeySettings {
+                inline: None,
+                credentials_directory: None,
+                key_file: dir.path().join("master.key"),
+            },
+        )
+        .unwrap(),
+    );
+    let mut sink = StateAuditSink::new(store, Duration::from_secs(3600));
+    let session = session();
+    let mut sequence = 0u64;
+    let mut group = c.benchmark_group("state sink");
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("write 512 rows", |b| {
+        b.iter_custom(|iterations| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iterations {
+                let records: Vec<AuditRecord> = (0..512)
+                    .map(|n| {
+                        sequence += 1;
+                        AuditRecord::new(format!("abcd-{sequence:012x}"), event(&session, n))
+                    })
+                    .collect();
+                let batch: Vec<&AuditRecord> = records.iter().collect();
+                let started = Instant::now();
+                sink.write(&batch).unwrap();
+                spent += started.elapsed();
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, audit_pipeline, state_rows);
 criterion_main!(benches);

@@ -1,11 +1,12 @@
 //! The access log's queryable table: records written by the audit pipeline's state sink,
 //! read back by `postern logs` (with filters, and by id for `--follow`), pruned by age.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postern_model::{join_session, AuditRecord, AuditSink};
-use rusqlite::params;
+use postern_model::{log_line, AuditRecord, AuditSink};
+use rusqlite::{params, Transaction};
 
 use crate::{StateError, Store};
 
@@ -30,61 +31,93 @@ pub struct StoredEvent {
     pub json: String,
 }
 
+/// Ids of statement texts the state sink has stored, and when each was last marked used,
+/// so a text already stored costs a lookup here, not a write.
+#[derive(Default)]
+pub struct StatementIds {
+    ids: HashMap<Arc<str>, (i64, i64)>,
+}
+
+/// Distinct statements remembered; past it the map starts over (and asks the table).
+const STATEMENT_IDS_KEPT: usize = 16_384;
+
+/// A stored statement's `last_ms` is moved forward at most this often, so its newest use
+/// is known to within this; pruning keeps that much more.
+const STATEMENT_TOUCH_MS: i64 = 60_000;
+
 impl Store {
-    /// Stores a batch in one transaction, [`ROWS_PER_INSERT`] rows per statement; an
-    /// event id seen before (a replay after a failure) is skipped. A session's fields are
-    /// stored once, in `audit_sessions`, and joined back when events are read.
-    pub fn insert_audit_records(&self, batch: &[&AuditRecord]) -> Result<(), StateError> {
-        let split: Vec<Option<(String, &str)>> = batch.iter().map(|r| r.split_session()).collect();
-        self.write(|tx| {
-            let mut sessions: Vec<(&str, &str, i64)> = Vec::new();
-            for (record, split) in batch.iter().zip(&split) {
-                if let Some((_, members)) = split {
-                    match sessions
-                        .iter_mut()
-                        .find(|(id, _, _)| *id == record.session_id)
-                    {
-                        Some(seen) => seen.2 = seen.2.max(record.time_ms),
-                        None => sessions.push((&record.session_id, members, record.time_ms)),
-                    }
+    /// Stores a batch in one transaction, [`ROWS_PER_INSERT`] rows per statement. A
+    /// session's fields are stored once, in `audit_sessions`, a statement text once, in
+    /// `audit_statements`; the line is made again when events are read. With `replayed`,
+    /// records already stored (same time and event id) are skipped.
+    pub fn insert_audit_records(
+        &self,
+        batch: &[&AuditRecord],
+        statements: &mut StatementIds,
+        replayed: bool,
+    ) -> Result<(), StateError> {
+        let written = self.write(|tx| {
+            let mut sessions: Vec<(&AuditRecord, i64)> = Vec::new();
+            for record in batch {
+                let id = &record.session().session_id;
+                match sessions
+                    .iter_mut()
+                    .find(|(seen, _)| seen.session().session_id == *id)
+                {
+                    Some(seen) => seen.1 = seen.1.max(record.time_ms()),
+                    None => sessions.push((record, record.time_ms())),
                 }
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (session_id) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)",
             )?;
-            for (id, members, last_ms) in sessions {
-                upsert.execute(params![id, members, last_ms])?;
+            for (record, last_ms) in sessions {
+                let session = record.session();
+                upsert.execute(params![session.session_id, session.json_members(), last_ms])?;
             }
-            let rows: Vec<(&AuditRecord, &str)> = batch
+            let rows = batch
                 .iter()
-                .zip(&split)
-                .map(|(record, split)| {
-                    let json = split.as_ref().map_or(record.json.as_str(), |(own, _)| own);
-                    (*record, json)
+                .map(|record| {
+                    let statement_id = match &record.event.statement {
+                        Some(text) => Some(statements.id(tx, text, record.time_ms())?),
+                        None => None,
+                    };
+                    Ok(AuditRow {
+                        record,
+                        time_ms: record.time_ms(),
+                        event_type: record.event.event_type.as_str(),
+                        statement_id,
+                        details: record.detail_members(),
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, StateError>>()?;
+            if replayed {
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO audit_events ({AUDIT_COLUMNS}) SELECT {}
+                     WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE time_ms = ?2 AND event_id = ?1)",
+                    ROW_PARAMETERS.replace(['(', ')'], "")
+                ))?;
+                for row in &rows {
+                    insert.execute(row.values().as_slice())?;
+                }
+                return Ok(());
+            }
             for rows in rows.chunks(ROWS_PER_INSERT) {
                 let mut insert = tx.prepare_cached(&insert_rows_sql(rows.len()))?;
-                let values: Vec<&dyn rusqlite::ToSql> = rows
-                    .iter()
-                    .flat_map(|(r, json)| -> [&dyn rusqlite::ToSql; 8] {
-                        [
-                            &r.event_id,
-                            &r.time_ms,
-                            &r.event_type,
-                            &r.identity,
-                            &r.namespace,
-                            &r.service,
-                            &r.session_id,
-                            json,
-                        ]
-                    })
-                    .collect();
+                let values: Vec<&dyn rusqlite::ToSql> =
+                    rows.iter().flat_map(AuditRow::values).collect();
                 insert.execute(values.as_slice())?;
             }
             Ok(())
-        })
+        });
+        if written.is_err() {
+            // Ids handed out in a transaction that did not commit point nowhere.
+            statements.ids.clear();
+        } else if statements.ids.len() > STATEMENT_IDS_KEPT {
+            statements.ids.clear();
+        }
+        written
     }
 
     /// The newest `query.limit` matching events, oldest first.
@@ -107,8 +140,9 @@ impl Store {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT e.id, e.json, s.json FROM (
-                     SELECT id, json, session_id FROM audit_events
+                "SELECT e.id, e.event_id, e.time_ms, e.type, e.json, s.json, st.text FROM (
+                     SELECT id, event_id, time_ms, type, json, session_id, statement_id
+                     FROM audit_events
                      WHERE (?1 IS NULL OR id > ?1)
                        AND (?2 IS NULL OR time_ms >= ?2)
                        AND (?3 IS NULL OR identity = ?3)
@@ -116,7 +150,9 @@ impl Store {
                        AND (?5 IS NULL OR service LIKE ?5)
                        AND (?6 IS NULL OR type = ?6)
                      ORDER BY id DESC LIMIT ?7
-                 ) AS e LEFT JOIN audit_sessions AS s ON s.session_id = e.session_id
+                 ) AS e
+                 LEFT JOIN audit_sessions AS s ON s.session_id = e.session_id
+                 LEFT JOIN audit_statements AS st ON st.id = e.statement_id
                  ORDER BY e.id",
             )?;
             let rows = stmt
@@ -131,15 +167,24 @@ impl Store {
                         limit
                     ],
                     |row| {
-                        let own: String = row.get(1)?;
-                        let session: Option<String> = row.get(2)?;
-                        // Lines stored whole (before sessions were kept apart) name the
-                        // session already.
-                        let json = match session {
-                            Some(members) if !own.contains("\"session_id\":") => {
-                                join_session(&own, &members)
-                            }
-                            _ => own,
+                        let event_id: String = row.get(1)?;
+                        let details: String = row.get(4)?;
+                        let session: Option<String> = row.get(5)?;
+                        let session = session.unwrap_or_default();
+                        let json = if details.starts_with('{') {
+                            legacy_line(details, &session)
+                        } else {
+                            let time_ms: i64 = row.get(2)?;
+                            let event_type: String = row.get(3)?;
+                            let statement: Option<String> = row.get(6)?;
+                            log_line(
+                                &event_id,
+                                &session,
+                                time_ms,
+                                &event_type,
+                                statement.as_deref(),
+                                &details,
+                            )
                         };
                         Ok(StoredEvent {
                             id: row.get(0)?,
@@ -153,26 +198,111 @@ impl Store {
     }
 
     /// Deletes events older than `before_ms`; returns how many.
+    /// Statements and sessions no kept event refers to go too.
     pub fn prune_audit_events(&self, before_ms: i64) -> Result<usize, StateError> {
         self.write(|tx| {
             tx.execute("DELETE FROM audit_sessions WHERE last_ms < ?1", [before_ms])?;
+            tx.execute(
+                "DELETE FROM audit_statements WHERE last_ms < ?1",
+                [before_ms.saturating_sub(STATEMENT_TOUCH_MS)],
+            )?;
             Ok(tx.execute("DELETE FROM audit_events WHERE time_ms < ?1", [before_ms])?)
         })
     }
 }
 
+impl StatementIds {
+    /// The id of `text` in `audit_statements`, stored now if it is not yet, its use at
+    /// `time_ms` noted (to within [`STATEMENT_TOUCH_MS`]).
+    fn id(
+        &mut self,
+        tx: &Transaction<'_>,
+        text: &Arc<str>,
+        time_ms: i64,
+    ) -> Result<i64, StateError> {
+        if let Some((id, last_ms)) = self.ids.get_mut(text) {
+            if time_ms - *last_ms >= STATEMENT_TOUCH_MS {
+                tx.prepare_cached(
+                    "UPDATE audit_statements SET last_ms = max(last_ms, ?2) WHERE id = ?1",
+                )?
+                .execute(params![*id, time_ms])?;
+                *last_ms = time_ms;
+            }
+            return Ok(*id);
+        }
+        let id = tx
+            .prepare_cached(
+                "INSERT INTO audit_statements (text, last_ms) VALUES (?1, ?2)
+                 ON CONFLICT (text) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)
+                 RETURNING id",
+            )?
+            .query_row(params![&**text, time_ms], |row| row.get(0))?;
+        self.ids.insert(text.clone(), (id, time_ms));
+        Ok(id)
+    }
+
+    /// Forgets every id (after pruning, which may have deleted some).
+    fn clear(&mut self) {
+        self.ids.clear();
+    }
+}
+
+/// One event as its row's columns.
+struct AuditRow<'a> {
+    record: &'a AuditRecord,
+    time_ms: i64,
+    event_type: &'static str,
+    statement_id: Option<i64>,
+    details: String,
+}
+
+/// The columns an event is written to, in [`AuditRow::values`]' order.
+const AUDIT_COLUMNS: &str =
+    "event_id, time_ms, type, identity, namespace, service, session_id, statement_id, json";
+const ROW_PARAMETERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+impl AuditRow<'_> {
+    fn values(&self) -> [&dyn rusqlite::ToSql; 9] {
+        let session = self.record.session();
+        [
+            &self.record.event_id,
+            &self.time_ms,
+            &self.event_type,
+            &session.identity.name,
+            &session.identity.namespace,
+            &session.service,
+            &session.session_id,
+            &self.statement_id,
+            &self.details,
+        ]
+    }
+}
+
+/// A line stored whole (before sessions were kept apart), or stored without its
+/// session's members (before events were kept in parts), given back whole.
+fn legacy_line(line: String, session_members: &str) -> String {
+    if session_members.is_empty() || line.contains("\"session_id\":") {
+        return line;
+    }
+    // The line starts `{"event_id":"<id>",`; the id holds no quote.
+    match line.find("\",") {
+        Some(at) => {
+            let head = at + 2;
+            format!("{}{},{}", &line[..head], session_members, &line[head..])
+        }
+        None => line,
+    }
+}
+
 /// Rows one INSERT statement writes: fewer statements per batch, well under SQLite's
-/// limit on parameters (8 per row).
+/// limit on parameters (9 per row).
 const ROWS_PER_INSERT: usize = 32;
 
-/// `INSERT OR IGNORE … VALUES (…), (…)` for `rows` rows.
+/// `INSERT … VALUES (…), (…)` for `rows` rows.
 fn insert_rows_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
-        "INSERT OR IGNORE INTO audit_events
-             (event_id, time_ms, type, identity, namespace, service, session_id, json)
-         VALUES {}",
-        vec![row; rows].join(", ")
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}",
+        vec![ROW_PARAMETERS; rows].join(", ")
     )
 }
 
@@ -184,6 +314,7 @@ pub struct StateAuditSink {
     store: Arc<Store>,
     retention: Duration,
     last_prune: Option<Instant>,
+    statements: StatementIds,
 }
 
 impl StateAuditSink {
@@ -192,6 +323,7 @@ impl StateAuditSink {
             store,
             retention,
             last_prune: None,
+            statements: StatementIds::default(),
         }
     }
 }
@@ -202,18 +334,197 @@ impl AuditSink for StateAuditSink {
     }
 
     fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
-        self.store
-            .insert_audit_records(batch)
-            .map_err(|e| e.to_string())?;
+        self.store_batch(batch, false)
+    }
+
+    fn replay(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
+        self.store_batch(batch, true)
+    }
+}
+
+impl StateAuditSink {
+    /// Prunes first when it is time: a batch that fails is kept and offered again, so
+    /// nothing may fail after it is written.
+    fn store_batch(&mut self, batch: &[&AuditRecord], replayed: bool) -> Result<(), String> {
         if self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
             let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
             let cutoff = postern_model::unix_millis(std::time::SystemTime::now())
                 .saturating_sub(retention_ms);
+            self.statements.clear();
             self.store
                 .prune_audit_events(cutoff)
                 .map_err(|e| e.to_string())?;
         }
-        Ok(())
+        self.store
+            .insert_audit_records(batch, &mut self.statements, replayed)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use postern_model::{AuditEvent, EventType, IdentityInfo, SessionInfo};
+
+    use super::*;
+    use crate::KeySettings;
+
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        let keys = KeySettings {
+            inline: None,
+            credentials_directory: None,
+            key_file: dir.join("master.key"),
+        };
+        Arc::new(Store::open(dir, &keys).unwrap())
+    }
+
+    fn records(session_id: &str, count: usize, first: usize) -> Vec<AuditRecord> {
+        let session = Arc::new(SessionInfo {
+            session_id: session_id.into(),
+            service: "orders.team-a".into(),
+            identity: IdentityInfo {
+                name: "alice".into(),
+                namespace: "team-a".into(),
+                groups: vec![],
+            },
+            ..SessionInfo::default()
+        });
+        (first..first + count)
+            .map(|n| {
+                let mut event = AuditEvent::new(EventType::Execute, session.clone());
+                event.statement = Some(Arc::from(format!("SELECT {}", n % 2)));
+                event.details.rows = Some(n as u64);
+                AuditRecord::new(format!("ev-{n:04}"), event)
+            })
+            .collect()
+    }
+
+    fn read_all(store: &Store) -> Vec<String> {
+        let query = AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        };
+        let events = store.audit_events(&query).unwrap();
+        events.into_iter().map(|e| e.json).collect()
+    }
+
+    #[test]
+    fn events_read_back_as_the_lines_they_were_and_texts_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+        let records = records("s-1", 6, 0);
+        let batch: Vec<&AuditRecord> = records.iter().collect();
+        sink.write(&batch).unwrap();
+        let lines: Vec<String> = records.iter().map(|r| r.json().to_owned()).collect();
+        assert_eq!(read_all(&store), lines);
+        let (texts, sessions): (i64, i64) = store
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT (SELECT count(*) FROM audit_statements), (SELECT count(*) FROM audit_sessions)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!((texts, sessions), (2, 1));
+        // Filters still apply to the columns.
+        let query = AuditQuery {
+            identity: Some("alice.team-a".into()),
+            service: Some("orders".into()),
+            limit: 2,
+            ..AuditQuery::default()
+        };
+        let newest = store.audit_events(&query).unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[1].json, lines[5]);
+    }
+
+    #[test]
+    fn a_replayed_batch_skips_what_was_stored_already() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+        let first = records("s-1", 3, 0);
+        sink.write(&first.iter().collect::<Vec<_>>()).unwrap();
+        // The spill file held the same three and two more.
+        let spilled: Vec<AuditRecord> = records("s-1", 5, 0)
+            .into_iter()
+            .zip(
+                first
+                    .iter()
+                    .map(|r| r.event.time)
+                    .chain([SystemTime::now(); 2]),
+            )
+            .map(|(mut record, time)| {
+                record.event.time = time;
+                AuditRecord::from_json(record.json()).unwrap()
+            })
+            .collect();
+        sink.replay(&spilled.iter().collect::<Vec<_>>()).unwrap();
+        let stored = read_all(&store);
+        assert_eq!(stored.len(), 5, "{stored:#?}");
+        assert_eq!(stored[4], spilled[4].json());
+    }
+
+    #[test]
+    fn rows_stored_as_whole_lines_by_older_versions_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let record = &records("s-old", 1, 0)[0];
+        let line = record.json().to_owned();
+        let members = record.session().json_members().to_owned();
+        let own = line.replacen(&format!("{members},"), "", 1);
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO audit_events (event_id, time_ms, type, identity, namespace, service, session_id, json)
+                     VALUES ('ev-whole', 1, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', ?1),
+                            ('ev-own', 2, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', ?2)",
+                    params![line, own],
+                )?;
+                tx.execute(
+                    "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES ('s-old', ?1, 2)",
+                    [&members],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(read_all(&store), vec![line.clone(), line]);
+    }
+
+    #[test]
+    fn pruning_drops_old_events_their_sessions_and_unused_texts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut statements = StatementIds::default();
+        let mut old = records("s-old", 2, 0);
+        for record in &mut old {
+            record.event.time = SystemTime::now() - Duration::from_secs(7200);
+            record.event.statement = Some(Arc::from("SELECT 'old'"));
+        }
+        let new = records("s-new", 2, 0);
+        let batch: Vec<&AuditRecord> = old.iter().chain(&new).collect();
+        store
+            .insert_audit_records(&batch, &mut statements, false)
+            .unwrap();
+        let cutoff = postern_model::unix_millis(SystemTime::now()) - 3_600_000;
+        assert_eq!(store.prune_audit_events(cutoff).unwrap(), 2);
+        let texts: Vec<String> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT text FROM audit_statements ORDER BY text")?;
+                let texts = stmt
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(texts)
+            })
+            .unwrap();
+        assert_eq!(texts, ["SELECT 0", "SELECT 1"]);
+        assert_eq!(
+            read_all(&store),
+            new.iter().map(|r| r.json()).collect::<Vec<_>>()
+        );
     }
 }
