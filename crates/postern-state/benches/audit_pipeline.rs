@@ -146,7 +146,8 @@ fn audit_pipeline(c: &mut Criterion) {
 }
 
 /// The state sink's cost per row: batches of 512 records (as the pipeline hands them)
-/// written into the table, the same statement text in each.
+/// written into the table, with one repeated statement text (prepared statements) and
+/// with a distinct text in each (literals inline).
 fn state_rows(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
@@ -165,24 +166,37 @@ fn state_rows(c: &mut Criterion) {
     let mut sequence = 0u64;
     let mut group = c.benchmark_group("state sink");
     group.throughput(Throughput::Elements(512));
-    group.bench_function("write 512 rows", |b| {
-        b.iter_custom(|iterations| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iterations {
-                let records: Vec<AuditRecord> = (0..512)
-                    .map(|n| {
-                        sequence += 1;
-                        AuditRecord::new(format!("abcd-{sequence:012x}"), event(&session, n))
-                    })
-                    .collect();
-                let batch: Vec<&AuditRecord> = records.iter().collect();
-                let started = Instant::now();
-                sink.write(&batch).unwrap();
-                spent += started.elapsed();
-            }
-            spent
-        })
-    });
+    for distinct in [false, true] {
+        let name = if distinct {
+            "write 512 rows, distinct texts"
+        } else {
+            "write 512 rows, one text"
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iterations {
+                    let records: Vec<AuditRecord> = (0..512)
+                        .map(|n| {
+                            sequence += 1;
+                            let mut event = event(&session, n);
+                            if distinct {
+                                event.statement = Some(Arc::from(format!(
+                                    "SELECT abalance FROM pgbench_accounts WHERE aid = {sequence};"
+                                )));
+                            }
+                            AuditRecord::new(format!("abcd-{sequence:012x}"), event)
+                        })
+                        .collect();
+                    let batch: Vec<&AuditRecord> = records.iter().collect();
+                    let started = Instant::now();
+                    sink.write(&batch).unwrap();
+                    spent += started.elapsed();
+                }
+                spent
+            })
+        });
+    }
     group.finish();
 }
 

@@ -1,7 +1,8 @@
 //! The access log's queryable table: records written by the audit pipeline's state sink,
 //! read back by `postern logs` (with filters, and by id for `--follow`), pruned by age.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,15 +32,20 @@ pub struct StoredEvent {
     pub json: String,
 }
 
-/// Ids of statement texts the state sink has stored, and when each was last marked used,
-/// so a text already stored costs a lookup here, not a write.
+/// Which statement texts repeat: those the state sink stored in `audit_statements`
+/// (their ids, and when each was last marked used), and those seen once lately (by hash),
+/// so a text that repeats is stored once and one that does not (literals inline) costs
+/// no dictionary entry.
 #[derive(Default)]
 pub struct StatementIds {
     ids: HashMap<Arc<str>, (i64, i64)>,
+    seen_once: HashSet<u64>,
+    hasher: std::hash::RandomState,
 }
 
-/// Distinct statements remembered; past it the map starts over (and asks the table).
+/// Distinct statements remembered, with ids and seen once; past it each starts over.
 const STATEMENT_IDS_KEPT: usize = 16_384;
+const SEEN_ONCE_KEPT: usize = 65_536;
 
 /// A stored statement's `last_ms` is moved forward at most this often, so its newest use
 /// is known to within this; pruning keeps that much more.
@@ -80,13 +86,18 @@ impl Store {
                 .iter()
                 .map(|record| {
                     let statement_id = match &record.event.statement {
-                        Some(text) => Some(statements.id(tx, text, record.time_ms())?),
+                        Some(text) => statements.id(tx, text, record.time_ms())?,
                         None => None,
+                    };
+                    let statement = match statement_id {
+                        Some(_) => None,
+                        None => record.event.statement.as_deref(),
                     };
                     Ok(AuditRow {
                         record,
                         time_ms: record.time_ms(),
                         event_type: record.event.event_type.as_str(),
+                        statement,
                         statement_id,
                         details: record.detail_members(),
                     })
@@ -111,11 +122,12 @@ impl Store {
             }
             Ok(())
         });
-        if written.is_err() {
+        if written.is_err() || statements.ids.len() > STATEMENT_IDS_KEPT {
             // Ids handed out in a transaction that did not commit point nowhere.
             statements.ids.clear();
-        } else if statements.ids.len() > STATEMENT_IDS_KEPT {
-            statements.ids.clear();
+        }
+        if statements.seen_once.len() > SEEN_ONCE_KEPT {
+            statements.seen_once.clear();
         }
         written
     }
@@ -140,8 +152,10 @@ impl Store {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT e.id, e.event_id, e.time_ms, e.type, e.json, s.json, st.text FROM (
-                     SELECT id, event_id, time_ms, type, json, session_id, statement_id
+                "SELECT e.id, e.event_id, e.time_ms, e.type, e.json, s.json,
+                        coalesce(st.text, e.statement) FROM (
+                     SELECT id, event_id, time_ms, type, json, session_id, statement,
+                            statement_id
                      FROM audit_events
                      WHERE (?1 IS NULL OR id > ?1)
                        AND (?2 IS NULL OR time_ms >= ?2)
@@ -212,14 +226,15 @@ impl Store {
 }
 
 impl StatementIds {
-    /// The id of `text` in `audit_statements`, stored now if it is not yet, its use at
-    /// `time_ms` noted (to within [`STATEMENT_TOUCH_MS`]).
+    /// The id of `text` in `audit_statements` if it repeats, stored there now if this is
+    /// its second sighting, its use at `time_ms` noted (to within [`STATEMENT_TOUCH_MS`]);
+    /// `None` the first time it is seen.
     fn id(
         &mut self,
         tx: &Transaction<'_>,
         text: &Arc<str>,
         time_ms: i64,
-    ) -> Result<i64, StateError> {
+    ) -> Result<Option<i64>, StateError> {
         if let Some((id, last_ms)) = self.ids.get_mut(text) {
             if time_ms - *last_ms >= STATEMENT_TOUCH_MS {
                 tx.prepare_cached(
@@ -228,7 +243,10 @@ impl StatementIds {
                 .execute(params![*id, time_ms])?;
                 *last_ms = time_ms;
             }
-            return Ok(*id);
+            return Ok(Some(*id));
+        }
+        if self.seen_once.insert(self.hasher.hash_one(&**text)) {
+            return Ok(None);
         }
         let id = tx
             .prepare_cached(
@@ -238,12 +256,13 @@ impl StatementIds {
             )?
             .query_row(params![&**text, time_ms], |row| row.get(0))?;
         self.ids.insert(text.clone(), (id, time_ms));
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Forgets every id (after pruning, which may have deleted some).
     fn clear(&mut self) {
         self.ids.clear();
+        self.seen_once.clear();
     }
 }
 
@@ -252,17 +271,19 @@ struct AuditRow<'a> {
     record: &'a AuditRecord,
     time_ms: i64,
     event_type: &'static str,
+    /// The text, when it is not (yet) in `audit_statements`.
+    statement: Option<&'a str>,
     statement_id: Option<i64>,
     details: String,
 }
 
 /// The columns an event is written to, in [`AuditRow::values`]' order.
-const AUDIT_COLUMNS: &str =
-    "event_id, time_ms, type, identity, namespace, service, session_id, statement_id, json";
-const ROW_PARAMETERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const AUDIT_COLUMNS: &str = "event_id, time_ms, type, identity, namespace, service, \
+     session_id, statement, statement_id, json";
+const ROW_PARAMETERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 impl AuditRow<'_> {
-    fn values(&self) -> [&dyn rusqlite::ToSql; 9] {
+    fn values(&self) -> [&dyn rusqlite::ToSql; 10] {
         let session = self.record.session();
         [
             &self.record.event_id,
@@ -272,6 +293,7 @@ impl AuditRow<'_> {
             &session.identity.namespace,
             &session.service,
             &session.session_id,
+            &self.statement,
             &self.statement_id,
             &self.details,
         ]
@@ -295,7 +317,7 @@ fn legacy_line(line: String, session_members: &str) -> String {
 }
 
 /// Rows one INSERT statement writes: fewer statements per batch, well under SQLite's
-/// limit on parameters (9 per row).
+/// limit on parameters (10 per row).
 const ROWS_PER_INSERT: usize = 32;
 
 /// `INSERT … VALUES (…), (…)` for `rows` rows.
@@ -497,6 +519,7 @@ mod tests {
 
     #[test]
     fn pruning_drops_old_events_their_sessions_and_unused_texts() {
+        // Each text below is seen twice, so each is kept in `audit_statements`.
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let mut statements = StatementIds::default();
@@ -505,7 +528,7 @@ mod tests {
             record.event.time = SystemTime::now() - Duration::from_secs(7200);
             record.event.statement = Some(Arc::from("SELECT 'old'"));
         }
-        let new = records("s-new", 2, 0);
+        let new = records("s-new", 4, 0);
         let batch: Vec<&AuditRecord> = old.iter().chain(&new).collect();
         store
             .insert_audit_records(&batch, &mut statements, false)

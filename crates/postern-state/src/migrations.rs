@@ -183,14 +183,16 @@ const MIGRATIONS: &[&str] = &[
         last_ms    INTEGER NOT NULL
     );
     "#,
-    // 8: the access log keeps parts, not lines: a distinct statement text is stored once
-    // (`last_ms` is its newest use, kept to within a minute, for pruning) and referenced;
-    // `json` holds the event's other details as object members without braces, and the
-    // line is made when read. Rows written before keep their line, which starts with `{`.
-    // Event ids lose their index: a batch is written whole or not at all, and records
-    // replayed from a spill file are looked up through the time index instead.
+    // 8: the access log keeps parts, not lines: a statement text that repeats is stored
+    // once (`last_ms` is its newest use, kept to within a minute, for pruning) and
+    // referenced, one seen once sits in its row; `json` holds the event's other details as
+    // object members without braces, and the line is made when read. Rows written before
+    // keep their line, which starts with `{`. Event ids lose their index: a batch is
+    // written whole or not at all, and records replayed from a spill file are looked up
+    // through the time index instead.
     r#"
     DROP INDEX audit_events_by_event_id;
+    ALTER TABLE audit_events ADD COLUMN statement TEXT;
     ALTER TABLE audit_events ADD COLUMN statement_id INTEGER;
     CREATE TABLE audit_statements (
         id      INTEGER PRIMARY KEY,
