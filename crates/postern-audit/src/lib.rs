@@ -87,6 +87,8 @@ impl Inbox {
 pub struct AuditPipeline {
     inbox: Arc<Inbox>,
     settings: AuditSettings,
+    /// `settings.events` as bits (1 << type), asked on every statement.
+    recorded_types: u16,
     counters: Arc<AuditCounters>,
     /// Set while some sink is failing with its spill full: events are being lost.
     losing: Arc<AtomicBool>,
@@ -150,6 +152,10 @@ impl AuditPipeline {
             .spawn(move || dispatcher.run())?;
         Ok(Arc::new(AuditPipeline {
             inbox,
+            recorded_types: settings
+                .events
+                .iter()
+                .fold(0, |bits, t| bits | type_bit(*t)),
             settings,
             counters,
             losing,
@@ -193,8 +199,12 @@ impl AccessLog for AuditPipeline {
     }
 
     fn records(&self, event_type: EventType) -> bool {
-        self.settings.events.contains(&event_type)
+        self.recorded_types & type_bit(event_type) != 0
     }
+}
+
+fn type_bit(event_type: EventType) -> u16 {
+    1 << (event_type as u16)
 }
 
 struct Dispatcher {

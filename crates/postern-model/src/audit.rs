@@ -166,10 +166,11 @@ pub enum Closes {
 /// type are left out of the JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EventDetails {
+    /// Shared with the session's statement and portal maps.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement_name: Option<String>,
+    pub statement_name: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub portal: Option<String>,
+    pub portal: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closes: Option<Closes>,
     #[serde(skip_serializing_if = "Option::is_none")]

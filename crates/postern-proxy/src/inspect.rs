@@ -59,8 +59,8 @@ enum Pending {
     Close,
     Sync,
     Execute {
-        statement_name: String,
-        portal: String,
+        statement_name: Arc<str>,
+        portal: Arc<str>,
         text: Arc<str>,
         started: Instant,
         rows: u64,
@@ -79,9 +79,9 @@ enum Pending {
 struct Tracking {
     pending: VecDeque<Pending>,
     /// Prepared statement name → text.
-    statements: HashMap<String, Arc<str>>,
+    statements: HashMap<Arc<str>, Arc<str>>,
     /// Portal → (statement name, text).
-    portals: HashMap<String, (String, Arc<str>)>,
+    portals: HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
     /// Statements run (Query statements and Executes).
     statements_run: u64,
 }
@@ -365,35 +365,38 @@ impl Inspector {
                 {
                     t.statements.clear();
                 }
-                t.statements.insert(name.to_owned(), truncated(text));
+                t.statements.insert(Arc::from(name), truncated(text));
                 t.pending.push_back(Pending::Parse);
                 if self.records(EventType::Parse) {
                     let mut event = self.event(EventType::Parse);
-                    event.details.statement_name = Some(name.to_owned());
+                    event.details.statement_name = Some(Arc::from(name));
                     event.statement = Some(Arc::from(text));
                     self.record(event);
                 }
             }
             fe::BIND => {
                 let bind = frontend::parse_bind(body)?;
-                let text = t
-                    .statements
-                    .get(bind.statement)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from("[unknown statement]"));
-                if t.portals.len() >= MAX_TRACKED_STATEMENTS && !t.portals.contains_key(bind.portal)
-                {
-                    t.portals.clear();
+                let bound = match t.statements.get_key_value(bind.statement) {
+                    Some((name, text)) => (name.clone(), text.clone()),
+                    None => (Arc::from(bind.statement), Arc::from("[unknown statement]")),
+                };
+                // Rebinding a portal (the unnamed one, usually) allocates nothing.
+                match t.portals.get_mut(bind.portal) {
+                    Some(entry) => *entry = bound,
+                    None => {
+                        if t.portals.len() >= MAX_TRACKED_STATEMENTS {
+                            t.portals.clear();
+                        }
+                        t.portals.insert(Arc::from(bind.portal), bound);
+                    }
                 }
-                t.portals
-                    .insert(bind.portal.to_owned(), (bind.statement.to_owned(), text));
                 t.pending.push_back(Pending::Bind);
                 if !self.records(EventType::Bind) {
                     return Ok(ClientAction::Forward);
                 }
                 let mut event = self.event(EventType::Bind);
-                event.details.portal = Some(bind.portal.to_owned());
-                event.details.statement_name = Some(bind.statement.to_owned());
+                event.details.portal = Some(Arc::from(bind.portal));
+                event.details.statement_name = Some(Arc::from(bind.statement));
                 event.details.parameter_count =
                     Some(u16::try_from(bind.parameters.len()).unwrap_or(u16::MAX));
                 if let Some(cap) = self.log.as_ref().and_then(|l| l.parameter_cap()) {
@@ -408,14 +411,16 @@ impl Inspector {
             }
             fe::EXECUTE => {
                 let portal = frontend::parse_execute(body)?;
-                let (statement_name, text) = t
-                    .portals
-                    .get(portal)
-                    .cloned()
-                    .unwrap_or_else(|| (String::new(), Arc::from("[unknown portal]")));
+                let (portal, (statement_name, text)) = match t.portals.get_key_value(portal) {
+                    Some((portal, bound)) => (portal.clone(), bound.clone()),
+                    None => (
+                        Arc::from(portal),
+                        (Arc::from(""), Arc::from("[unknown portal]")),
+                    ),
+                };
                 t.pending.push_back(Pending::Execute {
                     statement_name,
-                    portal: portal.to_owned(),
+                    portal,
                     text,
                     started: Instant::now(),
                     rows: 0,
@@ -427,11 +432,11 @@ impl Inspector {
                 let mut event = self.event(EventType::Close);
                 if which == CLOSE_STATEMENT {
                     t.statements.remove(name);
-                    event.details.statement_name = Some(name.to_owned());
+                    event.details.statement_name = Some(Arc::from(name));
                     event.details.closes = Some(Closes::Statement);
                 } else {
                     t.portals.remove(name);
-                    event.details.portal = Some(name.to_owned());
+                    event.details.portal = Some(Arc::from(name));
                     event.details.closes = Some(Closes::Portal);
                 }
                 t.pending.push_back(Pending::Close);

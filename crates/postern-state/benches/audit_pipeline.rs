@@ -48,7 +48,7 @@ fn event(session: &Arc<SessionInfo>, n: u64) -> AuditEvent {
     let mut event = AuditEvent::new(EventType::Execute, session.clone());
     event.statement = Some("SELECT abalance FROM pgbench_accounts WHERE aid = $1;".into());
     event.details.statement_name = Some("P0_1".into());
-    event.details.portal = Some(String::new());
+    event.details.portal = Some("".into());
     event.details.command_tag = Some("SELECT 1".into());
     event.details.rows = Some(1);
     event.details.duration_ms = Some(0.05 + (n % 7) as f64 / 100.0);
