@@ -7,8 +7,9 @@
 //! condition needs one leaves the decision to the statement checks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
+use cel_interpreter::objects::{Key, Map};
 use cel_interpreter::{Context, Program, Value};
 use chrono::{Datelike, Timelike};
 use postern_model::{
@@ -116,12 +117,69 @@ fn list(items: &[String]) -> Value {
     Value::List(Arc::new(items.iter().map(|s| string(s)).collect()))
 }
 
-fn map(entries: Vec<(&str, Value)>) -> Value {
-    let map: HashMap<String, Value> = entries
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    Value::from(map)
+/// The names in `ctx`, made once: building `ctx` for a statement allocates no key.
+struct Keys {
+    identity: Key,
+    name: Key,
+    namespace: Key,
+    kind_of_identity: Key,
+    groups: Key,
+    attributes: Key,
+    client: Key,
+    address: Key,
+    tls: Key,
+    application_name: Key,
+    request: Key,
+    postgres: Key,
+    user: Key,
+    database: Key,
+    statement: Key,
+    kind: Key,
+    tables: Key,
+    functions: Key,
+    text: Key,
+    time: Key,
+    now: Key,
+    weekday: Key,
+    hour: Key,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| {
+    let key = |name: &str| Key::from(name.to_owned());
+    Keys {
+        identity: key("identity"),
+        name: key("name"),
+        namespace: key("namespace"),
+        kind_of_identity: key("type"),
+        groups: key("groups"),
+        attributes: key("attributes"),
+        client: key("client"),
+        address: key("address"),
+        tls: key("tls"),
+        application_name: key("application_name"),
+        request: key("request"),
+        postgres: key("postgres"),
+        user: key("user"),
+        database: key("database"),
+        statement: key("statement"),
+        kind: key("kind"),
+        tables: key("tables"),
+        functions: key("functions"),
+        text: key("text"),
+        time: key("time"),
+        now: key("now"),
+        weekday: key("weekday"),
+        hour: key("hour"),
+    }
+});
+
+/// A CEL map of `entries`.
+fn map<const N: usize>(entries: [(&Key, Value); N]) -> Value {
+    let mut map = HashMap::with_capacity(N);
+    for (key, value) in entries {
+        map.insert(key.clone(), value);
+    }
+    Value::Map(Map { map: Arc::new(map) })
 }
 
 /// The parts of `ctx` that stay the same for a whole session.
@@ -140,18 +198,22 @@ impl SessionValues {
             .iter()
             .map(|(k, v)| (k.clone(), string(v)))
             .collect();
+        let keys = &*KEYS;
         SessionValues {
-            identity: map(vec![
-                ("name", string(&facts.identity.name)),
-                ("namespace", string(&facts.identity.namespace)),
-                ("type", string(&facts.identity_type)),
-                ("groups", list(&facts.groups)),
-                ("attributes", Value::from(attributes)),
+            identity: map([
+                (&keys.name, string(&facts.identity.name)),
+                (&keys.namespace, string(&facts.identity.namespace)),
+                (&keys.kind_of_identity, string(&facts.identity_type)),
+                (&keys.groups, list(&facts.groups)),
+                (&keys.attributes, Value::from(attributes)),
             ]),
-            client: map(vec![
-                ("address", string(&facts.client.address)),
-                ("tls", Value::Bool(facts.client.tls)),
-                ("application_name", string(&facts.client.application_name)),
+            client: map([
+                (&keys.address, string(&facts.client.address)),
+                (&keys.tls, Value::Bool(facts.client.tls)),
+                (
+                    &keys.application_name,
+                    string(&facts.client.application_name),
+                ),
             ]),
             user: string(&facts.user),
             database: string(&facts.database),
@@ -160,35 +222,39 @@ impl SessionValues {
 
     /// `ctx` for one evaluation; without a statement at connect.
     pub fn context(&self, statement: Option<&Statement>) -> Value {
+        let keys = &*KEYS;
         let now = chrono::Utc::now();
-        let mut postgres = vec![
-            ("user", self.user.clone()),
-            ("database", self.database.clone()),
-        ];
-        if let Some(s) = statement {
-            postgres.push((
-                "statement",
-                map(vec![
-                    ("kind", string(s.kind)),
-                    ("tables", list(&s.tables)),
-                    ("functions", list(&s.functions)),
-                    ("text", string(&s.text)),
-                ]),
-            ));
-        }
-        map(vec![
-            ("identity", self.identity.clone()),
-            ("client", self.client.clone()),
-            ("request", map(vec![("postgres", map(postgres))])),
+        let user = (&keys.user, self.user.clone());
+        let database = (&keys.database, self.database.clone());
+        let postgres = match statement {
+            Some(s) => map([
+                user,
+                database,
+                (
+                    &keys.statement,
+                    map([
+                        (&keys.kind, string(s.kind)),
+                        (&keys.tables, list(&s.tables)),
+                        (&keys.functions, list(&s.functions)),
+                        (&keys.text, string(&s.text)),
+                    ]),
+                ),
+            ]),
+            None => map([user, database]),
+        };
+        map([
+            (&keys.identity, self.identity.clone()),
+            (&keys.client, self.client.clone()),
+            (&keys.request, map([(&keys.postgres, postgres)])),
             (
-                "time",
-                map(vec![
-                    ("now", Value::Timestamp(now.fixed_offset())),
+                &keys.time,
+                map([
+                    (&keys.now, Value::Timestamp(now.fixed_offset())),
                     (
-                        "weekday",
+                        &keys.weekday,
                         Value::Int(i64::from(now.weekday().num_days_from_sunday())),
                     ),
-                    ("hour", Value::Int(i64::from(now.hour()))),
+                    (&keys.hour, Value::Int(i64::from(now.hour()))),
                 ]),
             ),
         ])
