@@ -3,6 +3,8 @@
 //! `copy`, `call`, `set`, `transaction`, `other`), the tables it names as `schema.table`,
 //! the functions it calls, and its text.
 
+use std::sync::Arc;
+
 use pg_query::protobuf::summary_result::Context as TableContext;
 use pg_query::protobuf::Token;
 
@@ -11,9 +13,10 @@ use pg_query::protobuf::Token;
 pub struct Statement {
     pub kind: &'static str,
     /// `schema.table`; unqualified names are reported in `public`.
-    pub tables: Vec<String>,
-    pub functions: Vec<String>,
-    pub text: String,
+    pub tables: Arc<[String]>,
+    pub functions: Arc<[String]>,
+    /// Shared with the CEL value rules read it from.
+    pub text: Arc<String>,
 }
 
 /// The SQL does not parse; PostgreSQL would refuse it too.
@@ -83,9 +86,9 @@ fn classify_one(text: &str) -> Result<Statement, Unparsable> {
     functions.dedup();
     Ok(Statement {
         kind,
-        tables,
-        functions,
-        text: text.trim().to_owned(),
+        tables: tables.into(),
+        functions: functions.into(),
+        text: Arc::new(text.trim().to_owned()),
     })
 }
 
@@ -218,9 +221,9 @@ mod tests {
         let s = classify("select * from app.orders o join customers c on true")
             .unwrap()
             .remove(0);
-        assert_eq!(s.tables, ["app.orders", "public.customers"]);
+        assert_eq!(*s.tables, ["app.orders", "public.customers"]);
         assert_eq!(
-            s.text,
+            s.text.as_str(),
             "select * from app.orders o join customers c on true"
         );
     }

@@ -236,7 +236,7 @@ impl SessionValues {
                         (&keys.kind, string(s.kind)),
                         (&keys.tables, list(&s.tables)),
                         (&keys.functions, list(&s.functions)),
-                        (&keys.text, string(&s.text)),
+                        (&keys.text, Value::String(s.text.clone())),
                     ]),
                 ),
             ]),
@@ -432,9 +432,9 @@ impl SessionPolicy for BoundRules {
             Err(_) => self.check(
                 &Statement {
                     kind: "other",
-                    tables: Vec::new(),
-                    functions: Vec::new(),
-                    text: sql.to_owned(),
+                    tables: Arc::default(),
+                    functions: Arc::default(),
+                    text: Arc::new(sql.to_owned()),
                 },
                 None,
             ),
@@ -445,9 +445,9 @@ impl SessionPolicy for BoundRules {
         self.check(
             &Statement {
                 kind: "call",
-                tables: Vec::new(),
-                functions: Vec::new(),
-                text: String::new(),
+                tables: Arc::default(),
+                functions: Arc::default(),
+                text: Arc::default(),
             },
             None,
         )

@@ -101,7 +101,7 @@ impl StatementCache {
             if let Some(text) = sql.get(before..sql.len().saturating_sub(after)) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 let statement = Statement {
-                    text: text.to_owned(),
+                    text: Arc::new(text.to_owned()),
                     ..entry.statement.clone()
                 };
                 return Ok((vec![statement], Some(entry.class)));
@@ -145,13 +145,13 @@ impl Entry {
         let strings: usize = statement
             .tables
             .iter()
-            .chain(&statement.functions)
+            .chain(statement.functions.iter())
             .map(String::len)
             .sum();
         let weight = ENTRY_OVERHEAD + (key_len + strings) as u64;
         Entry {
             statement: Statement {
-                text: String::new(),
+                text: Arc::default(),
                 ..statement.clone()
             },
             around: (before, after),
@@ -196,7 +196,7 @@ mod tests {
         let cache = StatementCache::default();
         for n in 0..100 {
             let sql = format!("SELECT * FROM items WHERE id = {n}");
-            assert_eq!(cache.classify(&sql).unwrap()[0].text, sql);
+            assert_eq!(cache.classify(&sql).unwrap()[0].text.as_str(), sql);
         }
         assert_eq!(cache.stats().entries, 1);
         assert_eq!(cache.stats().hits, 99);
