@@ -1,10 +1,12 @@
 //! The access-log pipeline. The proxy hands events to [`AuditPipeline::record`], which
 //! never waits and wakes nobody: it pushes onto a bounded inbox under a short lock. One
 //! dispatcher thread takes the whole inbox at once, every [`FLUSH_INTERVAL`] or as soon as
-//! [`HIGH_WATER`] events wait, redacts secret literals, numbers the events and turns them
-//! into JSON once; each sink then has a lane (its own bounded queue of batches and thread).
-//! So a busy gateway pays one hand-off per batch, not per statement. When a sink fails or
-//! falls behind, its records go to a spill file and are replayed when it works again; past
+//! [`HIGH_WATER`] events wait, redacts secret literals and numbers the events; each sink
+//! then has a lane (its own bounded queue of batches and thread). A record's JSON line is
+//! made only when a sink asks for it (once, shared by all): the state store keeps columns
+//! and makes lines when they are read. So a busy gateway pays one hand-off per batch, not
+//! per statement. When a sink fails or falls behind, its records go to a spill file (as
+//! JSON lines) and are replayed when it works again; past
 //! the disk budget they are dropped and counted on their session (SESSION_END
 //! `events_dropped`) and in the pipeline's totals.
 

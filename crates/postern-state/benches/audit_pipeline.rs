@@ -200,5 +200,38 @@ fn state_rows(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, audit_pipeline, state_rows);
+/// What recording costs the proxy: pushing events built beforehand into the pipeline's
+/// inbox (the sinks' work happens on their own threads, outside the measurement).
+fn record_cost(c: &mut Criterion) {
+    const PUSHED: u64 = 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.jsonl");
+    let sink = JsonlFileSink::new(file, 1 << 40, Duration::from_secs(3600), 1);
+    let pipeline = pipeline(dir.path(), Box::new(sink));
+    let session = session();
+    let mut group = c.benchmark_group("audit record");
+    group.throughput(Throughput::Elements(PUSHED));
+    group.bench_function("push 1024 events", |b| {
+        b.iter_custom(|iterations| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iterations {
+                let events: Vec<AuditEvent> = (0..PUSHED).map(|n| event(&session, n)).collect();
+                let written = pipeline.counters().written.load(Ordering::Relaxed);
+                let started = Instant::now();
+                for event in events {
+                    pipeline.record(event);
+                }
+                spent += started.elapsed();
+                // The inbox drains before the next round, so none is dropped.
+                while pipeline.counters().written.load(Ordering::Relaxed) < written + PUSHED {
+                    std::thread::yield_now();
+                }
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, audit_pipeline, state_rows, record_cost);
 criterion_main!(benches);
