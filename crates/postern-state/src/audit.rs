@@ -114,11 +114,19 @@ impl Store {
                 }
                 return Ok(());
             }
-            for rows in rows.chunks(ROWS_PER_INSERT) {
-                let mut insert = tx.prepare_cached(&insert_rows_sql(rows.len()))?;
+            // Two statements only, whatever the batch's size: one that varied with the
+            // remainder pushed the others out of the statement cache and was parsed again
+            // and again.
+            let mut full = tx.prepare_cached(&insert_rows_sql(ROWS_PER_INSERT))?;
+            let mut single = tx.prepare_cached(&insert_rows_sql(1))?;
+            let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+            for chunk in &mut chunks {
                 let values: Vec<&dyn rusqlite::ToSql> =
-                    rows.iter().flat_map(AuditRow::values).collect();
-                insert.execute(values.as_slice())?;
+                    chunk.iter().flat_map(AuditRow::values).collect();
+                full.execute(values.as_slice())?;
+            }
+            for row in chunks.remainder() {
+                single.execute(row.values().as_slice())?;
             }
             Ok(())
         });
