@@ -103,6 +103,17 @@ fn run(pipeline: &AuditPipeline, session: &Arc<SessionInfo>) -> Duration {
     started.elapsed()
 }
 
+/// The state store's access-log sink over a new store in `dir`.
+fn state_sink(dir: &std::path::Path) -> StateAuditSink {
+    let keys = KeySettings {
+        inline: None,
+        credentials_directory: None,
+        key_file: dir.join("master.key"),
+    };
+    let store = Arc::new(Store::open(dir, &keys).unwrap());
+    StateAuditSink::new(store, Duration::from_secs(3600))
+}
+
 fn audit_pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("audit pipeline");
     group.throughput(Throughput::Elements(EVENTS));
@@ -110,21 +121,7 @@ fn audit_pipeline(c: &mut Criterion) {
     let session = session();
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            dir.path(),
-            &KeySettings {
-                inline: None,
-                credentials_directory: None,
-                key_file: dir.path().join("master.key"),
-            },
-        )
-        .unwrap(),
-    );
-    let state = pipeline(
-        dir.path(),
-        Box::new(StateAuditSink::new(store, Duration::from_secs(3600))),
-    );
+    let state = pipeline(dir.path(), Box::new(state_sink(dir.path())));
     group.bench_function("into the state store", |b| {
         b.iter_custom(|iterations| (0..iterations).map(|_| run(&state, &session)).sum())
     });
@@ -150,18 +147,7 @@ fn audit_pipeline(c: &mut Criterion) {
 /// with a distinct text in each (literals inline).
 fn state_rows(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            dir.path(),
-            &KeySettings {
-                inline: None,
-                credentials_directory: None,
-                key_file: dir.path().join("master.key"),
-            },
-        )
-        .unwrap(),
-    );
-    let mut sink = StateAuditSink::new(store, Duration::from_secs(3600));
+    let mut sink = state_sink(dir.path());
     let session = session();
     let mut sequence = 0u64;
     let mut group = c.benchmark_group("state sink");
