@@ -19,6 +19,8 @@ struct Options {
     seconds: u32,
     reps: usize,
     quick: bool,
+    /// Only these cases, by label (`--case '-S -M prepared -c8'`, repeatable): for profiling.
+    only: Vec<String>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -28,6 +30,7 @@ fn parse_options() -> Result<Options> {
         seconds: 20,
         reps: 3,
         quick: false,
+        only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -46,6 +49,7 @@ fn parse_options() -> Result<Options> {
                     .map_err(|e| format!("--reps: {e}"))?
             }
             "--quick" => options.quick = true,
+            "--case" => options.only.push(value("--case")?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -181,7 +185,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 struct Daemon(Child);
 
 impl Drop for Daemon {
+    /// Asks the daemon to stop (so a profiler running it writes its data), and kills it
+    /// if it has not stopped within ten seconds.
     fn drop(&mut self) {
+        use rustix::process::{Pid, Signal};
+        let _ = rustix::process::kill_process(Pid::from_child(&self.0), Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -479,7 +494,13 @@ fn run() -> Result<()> {
         gateways.push(daemon);
     }
 
-    let cases = cases(options.quick);
+    let mut cases = cases(options.quick);
+    if !options.only.is_empty() {
+        cases.retain(|case| options.only.contains(&case.label));
+        if cases.is_empty() {
+            return Err(format!("no case is labelled {:?}", options.only));
+        }
+    }
     // samples[case][endpoint] = one Sample per rep
     let mut samples: Vec<Vec<Vec<Sample>>> = cases
         .iter()
@@ -564,6 +585,9 @@ fn run() -> Result<()> {
                 cpu(2)
             );
         }
+    }
+    if !options.only.is_empty() {
+        return Ok(());
     }
     // Connect latency of a dynamic-mode service, where every session's role is created
     // (and dropped after it): pgbench -C logs in for every transaction.

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postern_model::{log_line, AuditRecord, AuditSink};
+use postern_model::{log_line, AuditRecord, AuditSink, SessionInfo};
 use rusqlite::{params, Transaction};
 
 use crate::{StateError, Store};
@@ -32,24 +32,27 @@ pub struct StoredEvent {
     pub json: String,
 }
 
-/// Which statement texts repeat: those the state sink stored in `audit_statements`
-/// (their ids, and when each was last marked used), and those seen once lately (by hash),
-/// so a text that repeats is stored once and one that does not (literals inline) costs
-/// no dictionary entry.
+/// Numbers the state sink hands out and remembers: each session's key in
+/// `audit_sessions`, and the ids of statement texts that repeat, in `audit_statements`
+/// (with when each was last marked used), plus the texts seen once lately (by hash), so a
+/// text that repeats is stored once and one that does not (literals inline) costs no
+/// dictionary entry.
 #[derive(Default)]
-pub struct StatementIds {
-    ids: HashMap<Arc<str>, (i64, i64)>,
+pub struct AuditKeys {
+    sessions: HashMap<String, (i64, i64)>,
+    statements: HashMap<Arc<str>, (i64, i64)>,
     seen_once: HashSet<u64>,
     hasher: std::hash::RandomState,
 }
 
-/// Distinct statements remembered, with ids and seen once; past it each starts over.
-const STATEMENT_IDS_KEPT: usize = 16_384;
+/// Sessions and distinct statements remembered, with keys and seen once; past it each
+/// starts over.
+const KEYS_KEPT: usize = 16_384;
 const SEEN_ONCE_KEPT: usize = 65_536;
 
-/// A stored statement's `last_ms` is moved forward at most this often, so its newest use
-/// is known to within this; pruning keeps that much more.
-const STATEMENT_TOUCH_MS: i64 = 60_000;
+/// A stored session's or statement's `last_ms` is moved forward at most this often, so
+/// its newest use is known to within this; pruning keeps that much more.
+const TOUCH_MS: i64 = 60_000;
 
 impl Store {
     /// Stores a batch in one transaction, [`ROWS_PER_INSERT`] rows per statement. A
@@ -59,45 +62,27 @@ impl Store {
     pub fn insert_audit_records(
         &self,
         batch: &[&AuditRecord],
-        statements: &mut StatementIds,
+        keys: &mut AuditKeys,
         replayed: bool,
     ) -> Result<(), StateError> {
         let written = self.write(|tx| {
-            let mut sessions: Vec<(&AuditRecord, i64)> = Vec::new();
-            for record in batch {
-                let id = &record.session().session_id;
-                match sessions
-                    .iter_mut()
-                    .find(|(seen, _)| seen.session().session_id == *id)
-                {
-                    Some(seen) => seen.1 = seen.1.max(record.time_ms()),
-                    None => sessions.push((record, record.time_ms())),
-                }
-            }
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (session_id) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)",
-            )?;
-            for (record, last_ms) in sessions {
-                let session = record.session();
-                upsert.execute(params![session.session_id, session.json_members(), last_ms])?;
-            }
             let rows = batch
                 .iter()
                 .map(|record| {
+                    let time_ms = record.time_ms();
                     let statement_id = match &record.event.statement {
-                        Some(text) => statements.id(tx, text, record.time_ms())?,
+                        Some(text) => keys.statement(tx, text, time_ms)?,
                         None => None,
                     };
-                    let statement = match statement_id {
-                        Some(_) => None,
-                        None => record.event.statement.as_deref(),
-                    };
                     Ok(AuditRow {
-                        record,
-                        time_ms: record.time_ms(),
+                        event_id: &record.event_id,
+                        time_ms,
                         event_type: record.event.event_type.as_str(),
-                        statement,
+                        session_key: keys.session(tx, record.session(), time_ms)?,
+                        statement: match statement_id {
+                            Some(_) => None,
+                            None => record.event.statement.as_deref(),
+                        },
                         statement_id,
                         details: record.detail_members(),
                     })
@@ -130,12 +115,15 @@ impl Store {
             }
             Ok(())
         });
-        if written.is_err() || statements.ids.len() > STATEMENT_IDS_KEPT {
-            // Ids handed out in a transaction that did not commit point nowhere.
-            statements.ids.clear();
+        // Keys handed out in a transaction that did not commit point nowhere.
+        if written.is_err() || keys.sessions.len() > KEYS_KEPT {
+            keys.sessions.clear();
         }
-        if statements.seen_once.len() > SEEN_ONCE_KEPT {
-            statements.seen_once.clear();
+        if written.is_err() || keys.statements.len() > KEYS_KEPT {
+            keys.statements.clear();
+        }
+        if keys.seen_once.len() > SEEN_ONCE_KEPT {
+            keys.seen_once.clear();
         }
         written
     }
@@ -160,20 +148,20 @@ impl Store {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT e.id, e.event_id, e.time_ms, e.type, e.json, s.json,
+                "SELECT e.id, e.event_id, e.time_ms, e.type, e.json, e.session_json,
                         coalesce(st.text, e.statement) FROM (
-                     SELECT id, event_id, time_ms, type, json, session_id, statement,
-                            statement_id
-                     FROM audit_events
-                     WHERE (?1 IS NULL OR id > ?1)
-                       AND (?2 IS NULL OR time_ms >= ?2)
-                       AND (?3 IS NULL OR identity = ?3)
-                       AND (?4 IS NULL OR namespace = ?4)
-                       AND (?5 IS NULL OR service LIKE ?5)
-                       AND (?6 IS NULL OR type = ?6)
-                     ORDER BY id DESC LIMIT ?7
+                     SELECT e.id, e.event_id, e.time_ms, e.type, e.json, e.statement,
+                            e.statement_id, s.json AS session_json
+                     FROM audit_events AS e
+                     LEFT JOIN audit_sessions AS s ON s.key = e.session_key
+                     WHERE (?1 IS NULL OR e.id > ?1)
+                       AND (?2 IS NULL OR e.time_ms >= ?2)
+                       AND (?3 IS NULL OR s.identity = ?3)
+                       AND (?4 IS NULL OR s.namespace = ?4)
+                       AND (?5 IS NULL OR s.service LIKE ?5)
+                       AND (?6 IS NULL OR e.type = ?6)
+                     ORDER BY e.id DESC LIMIT ?7
                  ) AS e
-                 LEFT JOIN audit_sessions AS s ON s.session_id = e.session_id
                  LEFT JOIN audit_statements AS st ON st.id = e.statement_id
                  ORDER BY e.id",
             )?;
@@ -222,29 +210,75 @@ impl Store {
     /// Deletes events older than `before_ms`; returns how many.
     /// Statements and sessions no kept event refers to go too.
     pub fn prune_audit_events(&self, before_ms: i64) -> Result<usize, StateError> {
+        let unused_before = before_ms.saturating_sub(TOUCH_MS);
         self.write(|tx| {
-            tx.execute("DELETE FROM audit_sessions WHERE last_ms < ?1", [before_ms])?;
+            tx.execute(
+                "DELETE FROM audit_sessions WHERE last_ms < ?1",
+                [unused_before],
+            )?;
             tx.execute(
                 "DELETE FROM audit_statements WHERE last_ms < ?1",
-                [before_ms.saturating_sub(STATEMENT_TOUCH_MS)],
+                [unused_before],
             )?;
             Ok(tx.execute("DELETE FROM audit_events WHERE time_ms < ?1", [before_ms])?)
         })
     }
 }
 
-impl StatementIds {
+impl AuditKeys {
+    /// The key of `session` in `audit_sessions`, stored now if this sink has not stored
+    /// it yet, its use at `time_ms` noted (to within [`TOUCH_MS`]).
+    fn session(
+        &mut self,
+        tx: &Transaction<'_>,
+        session: &SessionInfo,
+        time_ms: i64,
+    ) -> Result<i64, StateError> {
+        if let Some((key, last_ms)) = self.sessions.get_mut(session.session_id.as_str()) {
+            if time_ms - *last_ms >= TOUCH_MS {
+                tx.prepare_cached(
+                    "UPDATE audit_sessions SET last_ms = max(last_ms, ?2) WHERE key = ?1",
+                )?
+                .execute(params![*key, time_ms])?;
+                *last_ms = time_ms;
+            }
+            return Ok(*key);
+        }
+        let key = tx
+            .prepare_cached(
+                "INSERT INTO audit_sessions
+                     (session_id, identity, namespace, service, json, last_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (session_id) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)
+                 RETURNING key",
+            )?
+            .query_row(
+                params![
+                    session.session_id,
+                    session.identity.name,
+                    session.identity.namespace,
+                    session.service,
+                    session.json_members(),
+                    time_ms
+                ],
+                |row| row.get(0),
+            )?;
+        self.sessions
+            .insert(session.session_id.clone(), (key, time_ms));
+        Ok(key)
+    }
+
     /// The id of `text` in `audit_statements` if it repeats, stored there now if this is
-    /// its second sighting, its use at `time_ms` noted (to within [`STATEMENT_TOUCH_MS`]);
-    /// `None` the first time it is seen.
-    fn id(
+    /// its second sighting, its use at `time_ms` noted (to within [`TOUCH_MS`]); `None`
+    /// the first time it is seen.
+    fn statement(
         &mut self,
         tx: &Transaction<'_>,
         text: &Arc<str>,
         time_ms: i64,
     ) -> Result<Option<i64>, StateError> {
-        if let Some((id, last_ms)) = self.ids.get_mut(text) {
-            if time_ms - *last_ms >= STATEMENT_TOUCH_MS {
+        if let Some((id, last_ms)) = self.statements.get_mut(text) {
+            if time_ms - *last_ms >= TOUCH_MS {
                 tx.prepare_cached(
                     "UPDATE audit_statements SET last_ms = max(last_ms, ?2) WHERE id = ?1",
                 )?
@@ -263,22 +297,24 @@ impl StatementIds {
                  RETURNING id",
             )?
             .query_row(params![&**text, time_ms], |row| row.get(0))?;
-        self.ids.insert(text.clone(), (id, time_ms));
+        self.statements.insert(text.clone(), (id, time_ms));
         Ok(Some(id))
     }
 
-    /// Forgets every id (after pruning, which may have deleted some).
+    /// Forgets every key (after pruning, which may have deleted some).
     fn clear(&mut self) {
-        self.ids.clear();
+        self.sessions.clear();
+        self.statements.clear();
         self.seen_once.clear();
     }
 }
 
 /// One event as its row's columns.
 struct AuditRow<'a> {
-    record: &'a AuditRecord,
+    event_id: &'a String,
     time_ms: i64,
     event_type: &'static str,
+    session_key: i64,
     /// The text, when it is not (yet) in `audit_statements`.
     statement: Option<&'a str>,
     statement_id: Option<i64>,
@@ -286,21 +322,16 @@ struct AuditRow<'a> {
 }
 
 /// The columns an event is written to, in [`AuditRow::values`]' order.
-const AUDIT_COLUMNS: &str = "event_id, time_ms, type, identity, namespace, service, \
-     session_id, statement, statement_id, json";
-const ROW_PARAMETERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const AUDIT_COLUMNS: &str = "event_id, time_ms, type, session_key, statement, statement_id, json";
+const ROW_PARAMETERS: &str = "(?, ?, ?, ?, ?, ?, ?)";
 
 impl AuditRow<'_> {
-    fn values(&self) -> [&dyn rusqlite::ToSql; 10] {
-        let session = self.record.session();
+    fn values(&self) -> [&dyn rusqlite::ToSql; 7] {
         [
-            &self.record.event_id,
+            self.event_id,
             &self.time_ms,
             &self.event_type,
-            &session.identity.name,
-            &session.identity.namespace,
-            &session.service,
-            &session.session_id,
+            &self.session_key,
             &self.statement,
             &self.statement_id,
             &self.details,
@@ -325,7 +356,7 @@ fn legacy_line(line: String, session_members: &str) -> String {
 }
 
 /// Rows one INSERT statement writes: fewer statements per batch, well under SQLite's
-/// limit on parameters (10 per row).
+/// limit on parameters (7 per row).
 const ROWS_PER_INSERT: usize = 32;
 
 /// `INSERT … VALUES (…), (…)` for `rows` rows.
@@ -344,7 +375,7 @@ pub struct StateAuditSink {
     store: Arc<Store>,
     retention: Duration,
     last_prune: Option<Instant>,
-    statements: StatementIds,
+    keys: AuditKeys,
 }
 
 impl StateAuditSink {
@@ -353,7 +384,7 @@ impl StateAuditSink {
             store,
             retention,
             last_prune: None,
-            statements: StatementIds::default(),
+            keys: AuditKeys::default(),
         }
     }
 }
@@ -381,13 +412,13 @@ impl StateAuditSink {
             let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
             let cutoff = postern_model::unix_millis(std::time::SystemTime::now())
                 .saturating_sub(retention_ms);
-            self.statements.clear();
+            self.keys.clear();
             self.store
                 .prune_audit_events(cutoff)
                 .map_err(|e| e.to_string())?;
         }
         self.store
-            .insert_audit_records(batch, &mut self.statements, replayed)
+            .insert_audit_records(batch, &mut self.keys, replayed)
             .map_err(|e| e.to_string())
     }
 }
@@ -500,29 +531,65 @@ mod tests {
     }
 
     #[test]
-    fn rows_stored_as_whole_lines_by_older_versions_read_back() {
+    fn rows_stored_by_older_versions_read_back_after_the_upgrade() {
+        // Schema 8 held three kinds of rows: whole lines, lines without their session's
+        // members (kept in `audit_sessions`), and parts. Row 4 was pruned already.
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
         let record = &records("s-old", 1, 0)[0];
         let line = record.json().to_owned();
         let members = record.session().json_members().to_owned();
         let own = line.replacen(&format!("{members},"), "", 1);
-        store
-            .write(|tx| {
-                tx.execute(
-                    "INSERT INTO audit_events (event_id, time_ms, type, identity, namespace, service, session_id, json)
-                     VALUES ('ev-whole', 1, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', ?1),
-                            ('ev-own', 2, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', ?2)",
-                    params![line, own],
-                )?;
-                tx.execute(
-                    "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES ('s-old', ?1, 2)",
-                    [&members],
-                )?;
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(read_all(&store), vec![line.clone(), line]);
+        let mut conn = rusqlite::Connection::open(dir.path().join(crate::STATE_DB_FILE)).unwrap();
+        crate::migrations::migrate_to(&mut conn, 8).unwrap();
+        conn.execute(
+            "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES ('s-old', ?1, 3)",
+            [&members],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO audit_events
+                 (id, event_id, time_ms, type, identity, namespace, service, session_id, statement, json)
+             VALUES (1, 'ev-0000', 1, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', NULL, ?1),
+                    (2, 'ev-0000', 2, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', NULL, ?2),
+                    (3, 'ev-0000', 3, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', ?3, ?4),
+                    (4, 'ev-gone', 4, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', NULL, '')",
+            params![line, own, record.event.statement.as_deref(), record.detail_members()],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM audit_events WHERE id = 4", []).unwrap();
+        drop(conn);
+
+        let store = store(dir.path());
+        // The parts row's time is its column's; the others keep theirs in the line.
+        let parts_line = log_line(
+            "ev-0000",
+            &members,
+            3,
+            "EXECUTE",
+            record.event.statement.as_deref(),
+            &record.detail_members(),
+        );
+        assert_eq!(read_all(&store), vec![line.clone(), line, parts_line]);
+        let query = AuditQuery {
+            identity: Some("alice.team-a".into()),
+            service: Some("orders".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        };
+        assert_eq!(store.audit_events(&query).unwrap().len(), 3);
+        // Ids go on after the highest ever handed out, so a follower misses nothing.
+        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+        let newer = records("s-old", 1, 1);
+        sink.write(&newer.iter().collect::<Vec<_>>()).unwrap();
+        let after = AuditQuery {
+            after_id: Some(3),
+            limit: 10,
+            ..AuditQuery::default()
+        };
+        let followed = store.audit_events(&after).unwrap();
+        assert_eq!(followed.len(), 1);
+        assert_eq!(followed[0].id, 5);
+        assert_eq!(followed[0].json, newer[0].json());
     }
 
     #[test]
@@ -530,7 +597,7 @@ mod tests {
         // Each text below is seen twice, so each is kept in `audit_statements`.
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let mut statements = StatementIds::default();
+        let mut keys = AuditKeys::default();
         let mut old = records("s-old", 2, 0);
         for record in &mut old {
             record.event.time = SystemTime::now() - Duration::from_secs(7200);
@@ -539,7 +606,7 @@ mod tests {
         let new = records("s-new", 4, 0);
         let batch: Vec<&AuditRecord> = old.iter().chain(&new).collect();
         store
-            .insert_audit_records(&batch, &mut statements, false)
+            .insert_audit_records(&batch, &mut keys, false)
             .unwrap();
         let cutoff = postern_model::unix_millis(SystemTime::now()) - 3_600_000;
         assert_eq!(store.prune_audit_events(cutoff).unwrap(), 2);
