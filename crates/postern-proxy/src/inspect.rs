@@ -76,12 +76,17 @@ enum Pending {
     Refusal,
 }
 
+/// Maps keyed by names the client chooses, looked up several times per statement:
+/// SipHash was a tenth of a watched session's instructions. foldhash is seeded per
+/// process, and a client can only slow its own session's bounded maps.
+type NameMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
 struct Tracking {
     pending: VecDeque<Pending>,
     /// Prepared statement name → text.
-    statements: HashMap<Arc<str>, Arc<str>>,
+    statements: NameMap<Arc<str>>,
     /// Portal → (statement name, text).
-    portals: HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
+    portals: NameMap<(Arc<str>, Arc<str>)>,
     /// Statements run (Query statements and Executes).
     statements_run: u64,
 }
@@ -201,8 +206,8 @@ impl Inspector {
             session,
             tracking: Mutex::new(Tracking {
                 pending: VecDeque::new(),
-                statements: HashMap::new(),
-                portals: HashMap::new(),
+                statements: NameMap::default(),
+                portals: NameMap::default(),
                 statements_run: 0,
             }),
             bytes_from_client: AtomicU64::new(0),

@@ -37,13 +37,17 @@ pub struct StoredEvent {
 /// (with when each was last marked used), plus the texts seen once lately (by hash), so a
 /// text that repeats is stored once and one that does not (literals inline) costs no
 /// dictionary entry.
+/// (foldhash, not SipHash: hashing each event's statement text twice with SipHash was a
+/// tenth of the sink's time; the seed is per process and the maps are bounded.)
 #[derive(Default)]
 pub struct AuditKeys {
-    sessions: HashMap<String, (i64, i64)>,
-    statements: HashMap<Arc<str>, (i64, i64)>,
-    seen_once: HashSet<u64>,
-    hasher: std::hash::RandomState,
+    sessions: HashMap<String, (i64, i64), FastHash>,
+    statements: HashMap<Arc<str>, (i64, i64), FastHash>,
+    seen_once: HashSet<u64, FastHash>,
+    hasher: FastHash,
 }
+
+type FastHash = foldhash::fast::RandomState;
 
 /// Sessions and distinct statements remembered, with keys and seen once; past it each
 /// starts over.
@@ -556,7 +560,8 @@ mod tests {
             params![line, own, record.event.statement.as_deref(), record.detail_members()],
         )
         .unwrap();
-        conn.execute("DELETE FROM audit_events WHERE id = 4", []).unwrap();
+        conn.execute("DELETE FROM audit_events WHERE id = 4", [])
+            .unwrap();
         drop(conn);
 
         let store = store(dir.path());

@@ -12,7 +12,7 @@ mod route;
 mod store;
 mod tenancy;
 
-pub use audit::{AuditQuery, AuditKeys, StateAuditSink, StoredEvent};
+pub use audit::{AuditKeys, AuditQuery, StateAuditSink, StoredEvent};
 pub use error::StateError;
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole};
