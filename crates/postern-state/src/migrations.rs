@@ -200,13 +200,19 @@ const MIGRATIONS: &[&str] = &[
         last_ms INTEGER NOT NULL
     );
     "#,
-    // 9: an event names its session by a number: the session's identity, namespace and
-    // service move to `audit_sessions` (where `postern logs` filters on them), so a row
-    // binds one integer instead of four texts. Row ids and the id sequence carry over, so
-    // a `--follow` from before the upgrade goes on where it was.
+    // 9: the access log keeps events in segments: one row per batch the sink writes, its
+    // events encoded together and compressed, so a batch costs one row however many
+    // events it holds, and repeated text (statements, details) almost nothing. A session
+    // is stored once, under a number its events carry; `postern logs` filters sessions
+    // by identity and service and reads the segments that hold them. The rows of older
+    // versions are kept under `legacy_` names here and moved into segments, as whole
+    // lines, when the store opens (`audit::legacy`).
     r#"
-    CREATE TABLE audit_sessions_v9 (
-        key        INTEGER PRIMARY KEY,
+    ALTER TABLE audit_events RENAME TO legacy_audit_events;
+    ALTER TABLE audit_sessions RENAME TO legacy_audit_sessions;
+    ALTER TABLE audit_statements RENAME TO legacy_audit_statements;
+    CREATE TABLE audit_sessions (
+        key        INTEGER PRIMARY KEY AUTOINCREMENT,
         session_id TEXT NOT NULL UNIQUE,
         identity   TEXT NOT NULL,
         namespace  TEXT NOT NULL,
@@ -214,33 +220,26 @@ const MIGRATIONS: &[&str] = &[
         json       TEXT NOT NULL,
         last_ms    INTEGER NOT NULL
     );
-    INSERT INTO audit_sessions_v9 (session_id, identity, namespace, service, json, last_ms)
+    INSERT INTO audit_sessions (session_id, identity, namespace, service, json, last_ms)
         SELECT e.session_id, e.identity, e.namespace, e.service, coalesce(s.json, ''),
                max(e.time_ms, coalesce(s.last_ms, 0))
         FROM (SELECT session_id, identity, namespace, service, max(time_ms) AS time_ms
-              FROM audit_events GROUP BY session_id) AS e
-        LEFT JOIN audit_sessions AS s ON s.session_id = e.session_id;
-    CREATE TABLE audit_events_v9 (
-        id           INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id     TEXT NOT NULL,
-        time_ms      INTEGER NOT NULL,
-        type         TEXT NOT NULL,
-        session_key  INTEGER NOT NULL,
-        statement    TEXT,
-        statement_id INTEGER,
-        json         TEXT NOT NULL
+              FROM legacy_audit_events GROUP BY session_id) AS e
+        LEFT JOIN legacy_audit_sessions AS s ON s.session_id = e.session_id;
+    CREATE TABLE audit_segments (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        first_ms INTEGER NOT NULL,
+        last_ms  INTEGER NOT NULL,
+        events   INTEGER NOT NULL,
+        data     BLOB NOT NULL
     );
-    INSERT INTO audit_events_v9
-            (id, event_id, time_ms, type, session_key, statement, statement_id, json)
-        SELECT e.id, e.event_id, e.time_ms, e.type, s.key, e.statement, e.statement_id, e.json
-        FROM audit_events AS e JOIN audit_sessions_v9 AS s ON s.session_id = e.session_id;
-    DELETE FROM sqlite_sequence WHERE name = 'audit_events_v9';
-    UPDATE sqlite_sequence SET name = 'audit_events_v9' WHERE name = 'audit_events';
-    DROP TABLE audit_events;
-    DROP TABLE audit_sessions;
-    ALTER TABLE audit_events_v9 RENAME TO audit_events;
-    ALTER TABLE audit_sessions_v9 RENAME TO audit_sessions;
-    CREATE INDEX audit_events_by_time ON audit_events (time_ms);
+    CREATE INDEX audit_segments_by_last ON audit_segments (last_ms);
+    CREATE TABLE audit_segment_sessions (
+        session_key INTEGER NOT NULL,
+        segment_id  INTEGER NOT NULL REFERENCES audit_segments (id) ON DELETE CASCADE,
+        PRIMARY KEY (session_key, segment_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX audit_segment_sessions_by_segment ON audit_segment_sessions (segment_id);
     "#,
 ];
 

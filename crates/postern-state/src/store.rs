@@ -141,6 +141,7 @@ impl Store {
             .map_err(StateError::io(&db_path))?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut writer)?;
+        crate::audit::convert_legacy_events(&mut writer)?;
 
         let check: Option<Vec<u8>> = writer
             .query_row(
