@@ -380,25 +380,26 @@ impl Inspector {
                 }
             }
             fe::BIND => {
-                let bind = frontend::parse_bind(body)?;
-                let bound = match t.statements.get_key_value(bind.statement) {
+                let (portal, statement) = frontend::parse_bind_names(body)?;
+                let bound = match t.statements.get_key_value(statement) {
                     Some((name, text)) => (name.clone(), text.clone()),
-                    None => (Arc::from(bind.statement), Arc::from("[unknown statement]")),
+                    None => (Arc::from(statement), Arc::from("[unknown statement]")),
                 };
                 // Rebinding a portal (the unnamed one, usually) allocates nothing.
-                match t.portals.get_mut(bind.portal) {
+                match t.portals.get_mut(portal) {
                     Some(entry) => *entry = bound,
                     None => {
                         if t.portals.len() >= MAX_TRACKED_STATEMENTS {
                             t.portals.clear();
                         }
-                        t.portals.insert(Arc::from(bind.portal), bound);
+                        t.portals.insert(Arc::from(portal), bound);
                     }
                 }
                 t.pending.push_back(Pending::Bind);
                 if !self.records(EventType::Bind) {
                     return Ok(ClientAction::Forward);
                 }
+                let bind = frontend::parse_bind(body)?;
                 let mut event = self.event(EventType::Bind);
                 event.details.portal = Some(Arc::from(bind.portal));
                 event.details.statement_name = Some(Arc::from(bind.statement));

@@ -49,6 +49,14 @@ pub struct Bind<'a> {
     pub parameters: Vec<BindParameter<'a>>,
 }
 
+/// Bind's portal and statement names only: what watching a session needs of every Bind
+/// (its parameters are read only for BIND events).
+pub fn parse_bind_names(body: &[u8]) -> Result<(&str, &str), WireError> {
+    let mut rest = body;
+    let portal = take_cstr(&mut rest)?;
+    Ok((portal, take_cstr(&mut rest)?))
+}
+
 pub fn parse_bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
     let mut rest = body;
     let portal = take_cstr(&mut rest)?;
