@@ -226,9 +226,12 @@ struct Dispatcher {
 /// Each entry holds its text, so an address stays its text's while it is remembered.
 #[derive(Default)]
 struct SharedTexts {
-    redacted: std::collections::HashMap<usize, (Arc<str>, Option<Arc<str>>)>,
+    /// Address → (the text, its redaction if it has secrets).
+    redacted: std::collections::HashMap<usize, SharedText, foldhash::fast::RandomState>,
     bytes: usize,
 }
+
+type SharedText = (Arc<str>, Option<Arc<str>>);
 
 /// Texts and bytes remembered; past either the dispatcher starts over.
 const SHARED_TEXTS_KEPT: usize = 4096;

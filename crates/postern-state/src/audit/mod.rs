@@ -69,12 +69,14 @@ impl Store {
                 false => HashSet::new(),
             };
             let mut segment = SegmentWriter::default();
+            let mut details = String::new();
             for record in batch {
                 let time_ms = record.time_ms();
                 if replayed && stored.contains(&(time_ms, record.event_id.clone())) {
                     continue;
                 }
-                let details = record.detail_members();
+                details.clear();
+                record.event.details.write_members(&mut details);
                 segment.push(&SegmentEvent {
                     event_id: &record.event_id,
                     time_ms,
