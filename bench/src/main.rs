@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use postern_bench::TEN_RULE_DENIALS;
 use postern_localpg::LocalPg;
 
 type Result<T> = std::result::Result<T, String>;
@@ -280,20 +281,6 @@ fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<S
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Ten rules that pgbench's statements pass: nine DENYs that never match, then ALLOW.
-const TEN_RULES: &[&str] = &[
-    "- {name: no-ddl, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'ddl'\"}",
-    "- {name: no-secrets, effect: DENY, condition: \"'public.secrets' in ctx.request.postgres.statement.tables\"}",
-    "- {name: no-mallory, effect: DENY, condition: \"ctx.identity.name == 'mallory'\"}",
-    "- {name: no-contractors, effect: DENY, condition: \"'contractors' in ctx.identity.groups\"}",
-    "- {name: copy-admins, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'copy' && !('admins' in ctx.identity.groups)\"}",
-    "- {name: no-app, effect: DENY, condition: \"ctx.client.application_name == 'forbidden'\"}",
-    "- {name: no-sleep, effect: DENY, condition: \"ctx.request.postgres.statement.text.contains('pg_sleep')\"}",
-    "- {name: no-call, effect: DENY, condition: \"ctx.request.postgres.statement.kind == 'call'\"}",
-    "- {name: office-hours, effect: DENY, condition: \"ctx.time.hour > 99\"}",
-    "- {name: the-rest, effect: ALLOW, matchAny: true}",
-];
-
 /// How a benchmarked gateway is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Profile {
@@ -338,8 +325,15 @@ fn start_postern(
          kind: Identity\nmetadata: {{name: bench, namespace: bench}}\nspec: {{type: workload}}\n",
         pg.address(),
         if profile == Profile::TenRules {
-            let rules: String = TEN_RULES.iter().map(|r| format!("      {r}\n")).collect();
-            format!("  authorization:\n    rules:\n{rules}")
+            let rules: String = TEN_RULE_DENIALS
+                .iter()
+                .map(|(name, condition)| {
+                    format!("      - {{name: {name}, effect: DENY, condition: \"{condition}\"}}\n")
+                })
+                .collect();
+            format!(
+                "  authorization:\n    rules:\n{rules}      - {{name: the-rest, effect: ALLOW, matchAny: true}}\n"
+            )
         } else {
             String::new()
         }
