@@ -205,120 +205,23 @@ async fn read_more<R: AsyncRead + Unpin>(
     }
 }
 
-/// Moves bytes from `from` to `to`, frame-checked, until `from` ends or the scanner stops.
-/// Not cancel-safe as a stream operation (a write may be cut short), but `dir` always
-/// says what was released and what not.
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    dir: &mut Direction,
-    forwarded: impl Fn(&FrameScanner),
-) -> Result<(), PumpError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        if !dir.buf.is_empty() {
-            let ready = dir.scanner.scan(&dir.buf).map_err(PumpError::Wire)?;
-            if ready > 0 {
-                dir.released = ready;
-                to.write_all(&dir.buf[..ready])
-                    .await
-                    .map_err(PumpError::Write)?;
-                // Pushes TLS records out; a no-op on plain TCP.
-                to.flush().await.map_err(PumpError::Write)?;
-                dir.buf.advance(ready);
-                dir.released = 0;
-                forwarded(&dir.scanner);
-            }
-            if dir.scanner.stopped() {
-                return Ok(());
-            }
-        }
-        if !read_more(from, &mut dir.buf).await? {
-            return Ok(());
-        }
-    }
-}
-
-/// Where a walk over relayed bytes stands: how much of a message body not needed whole
-/// is still to come, and the message type nothing is sent after (its direction's
-/// scanner's stop type: Terminate from the client, none from the server).
-struct Walker {
-    body_remaining: usize,
-    stop_tag: Option<u8>,
-}
-
-/// What happens to one whole message in an inspected stream.
+/// What happens to one whole message on its way through.
 enum Edit {
     Keep,
     Drop,
     Replace(BytesMut),
 }
 
-/// Edits to a walked stretch of bytes: (start, end, edit), in order.
-type Edits = Vec<(usize, usize, Edit)>;
-
-impl Walker {
-    /// Walks `buf`, handing each message to `visit` (with its body when `whole(tag)`,
-    /// header only otherwise). Stops in front of a `whole` message that has not fully
-    /// arrived. Returns the bytes walked and the edits, as (start, end, edit).
-    fn walk(
-        &mut self,
-        buf: &[u8],
-        limit: usize,
-        whole: fn(u8) -> bool,
-        mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
-    ) -> Result<(usize, Edits), WireError> {
-        let mut pos = 0;
-        let mut edits = Vec::new();
-        while pos < buf.len() {
-            if self.body_remaining > 0 {
-                let take = self.body_remaining.min(buf.len() - pos);
-                pos += take;
-                self.body_remaining -= take;
-                continue;
-            }
-            let Some((tag, body_len)) = postern_wire::frame::peek_header(&buf[pos..], limit)?
-            else {
-                break;
-            };
-            // Nothing after the stop type is sent on; the scanner stops in front of it.
-            if Some(tag) == self.stop_tag {
-                break;
-            }
-            let start = pos;
-            let body_start = pos + postern_wire::frame::HEADER_LEN;
-            if whole(tag) {
-                let end = body_start + body_len;
-                let Some(body) = buf.get(body_start..end) else {
-                    break;
-                };
-                match visit(tag, Some(body))? {
-                    Edit::Keep => {}
-                    edit => edits.push((start, end, edit)),
-                }
-                pos = end;
-            } else {
-                // Messages seen by header only pass as they are.
-                visit(tag, None)?;
-                pos = body_start;
-                self.body_remaining = body_len;
-            }
-        }
-        Ok((pos, edits))
-    }
-}
-
-/// [`pump`] for a watched session: whole messages of the `whole` types are handed to
-/// `visit` before they are forwarded, and may be dropped or replaced.
-async fn pump_inspected<R, W>(
+/// Moves bytes from `from` to `to`, frame-checked, until `from` ends or the scanner stops.
+/// The scanner shows `visit` each message once (whole for the types it holds whole), and
+/// a whole message may be dropped or replaced; the rest pass untouched. After each write,
+/// `forwarded` learns the scanner's state and the bytes sent.
+/// Not cancel-safe as a stream operation (a write may be cut short), but `dir` always
+/// says what was released and what not.
+async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     dir: &mut Direction,
-    limit: usize,
-    whole: fn(u8) -> bool,
     mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
     forwarded: impl Fn(&FrameScanner, usize),
 ) -> Result<(), PumpError>
@@ -326,58 +229,47 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut walker = Walker {
-        body_remaining: 0,
-        stop_tag: dir.scanner.stop_tag(),
-    };
-    let mut walked = 0;
-    let mut out = BytesMut::new();
+    // (start, end, edit) of edited messages in the bytes scanned, in order.
+    let mut edits: Vec<(usize, usize, Edit)> = Vec::new();
+    let mut edited = BytesMut::new();
     loop {
         if !dir.buf.is_empty() {
-            if walked == 0 {
-                let (upto, edits) = walker
-                    .walk(&dir.buf, limit, whole, &mut visit)
-                    .map_err(PumpError::Wire)?;
-                walked = upto;
-                out.clear();
-                if !edits.is_empty() {
-                    let mut at = 0;
-                    for (start, end, edit) in edits {
-                        out.extend_from_slice(&dir.buf[at..start]);
-                        if let Edit::Replace(bytes) = edit {
-                            out.extend_from_slice(&bytes);
-                        }
-                        at = end;
-                    }
-                    out.extend_from_slice(&dir.buf[at..walked]);
-                }
-            }
-            // The walk stops in front of the stop type; the scanner must reach it to stop.
-            let at_stop = walker.body_remaining == 0
-                && walker.stop_tag.is_some()
-                && dir.buf.get(walked).copied() == walker.stop_tag;
-            let scan_to = if at_stop { dir.buf.len() } else { walked };
             let ready = dir
                 .scanner
-                .scan(&dir.buf[..scan_to])
+                .scan_visiting(&dir.buf, |frame| {
+                    match visit(frame.tag, frame.body)? {
+                        Edit::Keep => {}
+                        // Only a message seen whole can be cut out whole.
+                        _ if frame.body.is_none() => {}
+                        edit => edits.push((frame.start, frame.end(), edit)),
+                    }
+                    Ok::<(), WireError>(())
+                })
                 .map_err(PumpError::Wire)?;
             if ready > 0 {
                 dir.released = ready;
-                // Edits are only made in messages wholly inside `walked`, and the scanner
-                // releases all of it and no more: past `walked` lies only the stop type,
-                // in front of which it stops.
-                let bytes: &[u8] = if out.is_empty() {
+                // Edited messages lie wholly inside what the scanner released.
+                let bytes: &[u8] = if edits.is_empty() {
                     &dir.buf[..ready]
                 } else {
-                    &out
+                    let mut at = 0;
+                    for (start, end, edit) in edits.drain(..) {
+                        edited.extend_from_slice(&dir.buf[at..start]);
+                        if let Edit::Replace(bytes) = edit {
+                            edited.extend_from_slice(&bytes);
+                        }
+                        at = end;
+                    }
+                    edited.extend_from_slice(&dir.buf[at..ready]);
+                    &edited
                 };
                 let sent = bytes.len();
                 to.write_all(bytes).await.map_err(PumpError::Write)?;
+                // Pushes TLS records out; a no-op on plain TCP.
                 to.flush().await.map_err(PumpError::Write)?;
                 dir.buf.advance(ready);
                 dir.released = 0;
-                walked -= ready;
-                out.clear();
+                edited.clear();
                 forwarded(&dir.scanner, sent);
             }
             if dir.scanner.stopped() {
@@ -400,7 +292,7 @@ pub(crate) async fn relay<CR, CW, UR, UW>(
     (from_client, from_upstream): (&mut Direction, &mut Direction),
     service: &str,
     limits: SessionLimits,
-    watched: Option<(&Inspector, usize)>,
+    watched: Option<&Inspector>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError>
 where
@@ -430,48 +322,56 @@ where
     };
     let (to_upstream, to_client) = match watched {
         None => (
-            Either::Left(pump(client_rx, upstream_tx, from_client, |s| {
-                to_upstream(s, 0)
-            })),
-            Either::Left(pump(upstream_rx, client_tx, from_upstream, |s| {
-                to_client(s, 0)
-            })),
-        ),
-        Some((inspector, limit)) => (
-            Either::Right(pump_inspected(
+            Either::Left(pump(
                 client_rx,
                 upstream_tx,
                 from_client,
-                limit,
-                client_whole,
-                |tag, body| match inspector.client_message(tag, body.unwrap_or_default())? {
-                    ClientAction::Forward => Ok(Edit::Keep),
-                    ClientAction::Replace(bytes) => Ok(Edit::Replace(bytes)),
-                },
-                |s, sent| {
-                    inspector.count_from_client(sent);
-                    to_upstream(s, sent)
-                },
+                |_, _| Ok(Edit::Keep),
+                to_upstream,
             )),
-            Either::Right(pump_inspected(
+            Either::Left(pump(
                 upstream_rx,
                 client_tx,
                 from_upstream,
-                UPSTREAM_MESSAGE_LIMIT,
-                upstream_whole,
-                |tag, body| {
-                    Ok(if inspector.upstream_message(tag, body) {
-                        Edit::Keep
-                    } else {
-                        Edit::Drop
-                    })
-                },
-                |s, sent| {
-                    inspector.count_to_client(sent);
-                    to_client(s, sent)
-                },
+                |_, _| Ok(Edit::Keep),
+                to_client,
             )),
         ),
+        Some(inspector) => {
+            from_client.scanner.hold_whole(client_whole);
+            from_upstream.scanner.hold_whole(upstream_whole);
+            (
+                Either::Right(pump(
+                    client_rx,
+                    upstream_tx,
+                    from_client,
+                    |tag, body| match inspector.client_message(tag, body.unwrap_or_default())? {
+                        ClientAction::Forward => Ok(Edit::Keep),
+                        ClientAction::Replace(bytes) => Ok(Edit::Replace(bytes)),
+                    },
+                    |s, sent| {
+                        inspector.count_from_client(sent);
+                        to_upstream(s, sent)
+                    },
+                )),
+                Either::Right(pump(
+                    upstream_rx,
+                    client_tx,
+                    from_upstream,
+                    |tag, body| {
+                        Ok(if inspector.upstream_message(tag, body) {
+                            Edit::Keep
+                        } else {
+                            Edit::Drop
+                        })
+                    },
+                    |s, sent| {
+                        inspector.count_to_client(sent);
+                        to_client(s, sent)
+                    },
+                )),
+            )
+        }
     };
     let result = tokio::select! {
         result = to_upstream => match result {
@@ -530,7 +430,7 @@ mod tests {
             (&mut from_client, &mut from_upstream),
             "svc",
             SessionLimits::default(),
-            Some((&inspector, 1 << 20)),
+            Some(&inspector),
             &mut stop,
         )
         .await

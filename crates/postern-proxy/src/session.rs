@@ -252,9 +252,7 @@ async fn session(
         (&mut from_client, &mut from_upstream),
         &service,
         limits,
-        inspector
-            .as_ref()
-            .map(|i| (i, gateway.settings.max_message_size)),
+        inspector.as_ref(),
         stop,
     )
     .await;

@@ -68,7 +68,10 @@ pub fn try_take_message(buf: &mut BytesMut, limit: usize) -> Result<Option<Messa
 /// a large message is still arriving.
 ///
 /// It can also count messages whose type is in a set (to know how many ReadyForQuery
-/// replies are owed) and stop in front of a message of one type (to keep a Terminate).
+/// replies are owed), stop in front of a message of one type (to keep a Terminate), and
+/// hold back messages of chosen types until they are whole, showing each message to a
+/// visitor as its header (or, for those types, its whole body) is reached: the one walk
+/// over relayed bytes, for the plain relay and the watched one alike.
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
     limit: usize,
@@ -80,6 +83,25 @@ pub struct FrameScanner {
     stopped: bool,
     current_tag: u8,
     ready_status: Option<u8>,
+    whole: fn(u8) -> bool,
+}
+
+/// One message as a scanner's visitor sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Where its header starts in the scanned buffer.
+    pub start: usize,
+    pub tag: u8,
+    /// The whole body for types the scanner holds whole; `None` for the others, which
+    /// are seen by header only.
+    pub body: Option<&'a [u8]>,
+}
+
+impl Frame<'_> {
+    /// Where the message ends in the scanned buffer (for a whole message).
+    pub fn end(&self) -> usize {
+        self.start + HEADER_LEN + self.body.map_or(0, <[u8]>::len)
+    }
 }
 
 impl FrameScanner {
@@ -94,6 +116,7 @@ impl FrameScanner {
             stopped: false,
             current_tag: 0,
             ready_status: None,
+            whole: |_| false,
         }
     }
 
@@ -110,9 +133,29 @@ impl FrameScanner {
         self
     }
 
+    /// From now on, messages whose type `whole` accepts are released only once they have
+    /// arrived whole, and are shown to the visitor with their body. Their length is
+    /// checked against the limit before any of it is waited for, so the caller's buffer
+    /// never grows past one message of the limit.
+    pub fn hold_whole(&mut self, whole: fn(u8) -> bool) {
+        self.whole = whole;
+    }
+
     /// Scans `buf` (bytes not yet forwarded) and returns how many of them may be forwarded
     /// now. Bytes of a header that is not complete yet stay behind.
     pub fn scan(&mut self, buf: &[u8]) -> Result<usize, WireError> {
+        self.scan_visiting(buf, |_| Ok::<(), WireError>(()))
+    }
+
+    /// [`FrameScanner::scan`], showing `visit` each message whose header (or, for types
+    /// held whole, whole body) lies in `buf`, once, in order. A message held whole that
+    /// has not fully arrived stays behind with its header, to be shown by a later scan.
+    /// An error from `visit` ends the scan; the messages shown before it were accepted.
+    pub fn scan_visiting<E: From<WireError>>(
+        &mut self,
+        buf: &[u8],
+        mut visit: impl FnMut(Frame<'_>) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let mut pos = 0;
         while pos < buf.len() && !self.stopped {
             if self.body_remaining > 0 {
@@ -125,24 +168,41 @@ impl FrameScanner {
                 self.body_remaining -= take;
                 continue;
             }
-            match peek_header(&buf[pos..], self.limit)? {
-                Some((tag, _)) if Some(tag) == self.stop_tag => self.stopped = true,
-                Some((tag, body_len)) => {
-                    pos += HEADER_LEN;
-                    self.body_remaining = body_len;
-                    self.current_tag = tag;
-                    // Notifications, notices and parameter changes arrive on their own
-                    // while a session is idle; they do not end "ready for query".
-                    if !ASYNCHRONOUS.contains(&tag) {
-                        self.ready_status = None;
-                    }
-                    self.messages_started += 1;
-                    if self.counted_tags.contains(&tag) {
-                        self.counted += 1;
-                    }
-                }
-                None => break,
+            let Some((tag, body_len)) = peek_header(&buf[pos..], self.limit)? else {
+                break;
+            };
+            if Some(tag) == self.stop_tag {
+                self.stopped = true;
+                break;
             }
+            let body_start = pos + HEADER_LEN;
+            let body = if (self.whole)(tag) {
+                match buf.get(body_start..body_start + body_len) {
+                    Some(body) => Some(body),
+                    None => break,
+                }
+            } else {
+                None
+            };
+            visit(Frame {
+                start: pos,
+                tag,
+                body,
+            })?;
+            self.current_tag = tag;
+            // Notifications, notices and parameter changes arrive on their own while a
+            // session is idle; they do not end "ready for query".
+            if !ASYNCHRONOUS.contains(&tag) {
+                self.ready_status = None;
+            }
+            self.messages_started += 1;
+            if self.counted_tags.contains(&tag) {
+                self.counted += 1;
+            }
+            // The body of a message held whole is walked like any other: scanned
+            // just now, released with the rest.
+            pos = body_start;
+            self.body_remaining = body_len;
         }
         Ok(pos)
     }
@@ -302,6 +362,63 @@ mod tests {
         );
         scanner.scan(&msg(b'C', b"x")).unwrap();
         assert_eq!(scanner.ready_status(), None, "a reply came after it");
+    }
+
+    #[test]
+    fn scanner_holds_chosen_types_whole_and_shows_each_message_once() {
+        let mut stream = msg(b'B', b"portal\0stmt\0");
+        stream.extend_from_slice(&msg(b'd', &[9u8; 40]));
+        stream.extend_from_slice(&msg(b'E', b"\0\0\0\0\0"));
+        stream.extend_from_slice(&msg(b'S', b""));
+        let mut scanner = FrameScanner::new(64).counting(b"S");
+        scanner.hold_whole(|tag| matches!(tag, b'B' | b'E'));
+        let mut seen = Vec::new();
+        let mut starts = Vec::new();
+        let mut pending: &[u8] = &[];
+        let mut released = 0;
+        // Bytes arrive three at a time; released bytes leave the buffer.
+        for arrived in 1..=stream.len().div_ceil(3) {
+            let upto = (arrived * 3).min(stream.len());
+            pending = &stream[released..upto];
+            let mut whole_end = 0;
+            let ready = scanner
+                .scan_visiting(pending, |frame| {
+                    if frame.body.is_some() {
+                        whole_end = frame.end();
+                    }
+                    seen.push((frame.tag, frame.body.map(<[u8]>::to_vec)));
+                    starts.push(released + frame.start);
+                    Ok::<(), WireError>(())
+                })
+                .unwrap();
+            // A whole message is released with all of its body.
+            assert!(ready >= whole_end);
+            released += ready;
+        }
+        assert_eq!(released, stream.len(), "{pending:?}");
+        assert_eq!(
+            seen,
+            vec![
+                (b'B', Some(b"portal\0stmt\0".to_vec())),
+                (b'd', None),
+                (b'E', Some(b"\0\0\0\0\0".to_vec())),
+                (b'S', None),
+            ]
+        );
+        assert_eq!(starts, vec![0, 17, 62, 72]);
+        assert_eq!(scanner.counted(), 1);
+        assert!(scanner.at_boundary());
+    }
+
+    #[test]
+    fn a_message_held_whole_is_checked_against_the_limit_before_it_is_waited_for() {
+        let stream = msg(b'Q', &[b'x'; 65]);
+        let mut scanner = FrameScanner::new(64);
+        scanner.hold_whole(|_| true);
+        assert!(matches!(
+            scanner.scan(&stream[..HEADER_LEN]),
+            Err(WireError::TooLong { .. })
+        ));
     }
 
     #[test]
