@@ -237,11 +237,6 @@ impl FrameScanner {
     pub fn stopped(&self) -> bool {
         self.stopped
     }
-
-    /// The message type this scanner stops in front of, if any.
-    pub fn stop_tag(&self) -> Option<u8> {
-        self.stop_tag
-    }
 }
 
 /// Reads a NUL-terminated string from the front of `buf`.
