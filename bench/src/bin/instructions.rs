@@ -28,6 +28,7 @@ fn main() {
         "event_push" => event_push(),
         "state_write" => state_write(),
         "frame_scan" => frame_scan(),
+        "frame_scan_watched" => frame_scan_watched(),
         other => {
             eprintln!("unknown piece {other:?}");
             std::process::exit(2);
@@ -209,6 +210,15 @@ fn piece_state_write(sink: &mut dyn AuditSink, batches: &[Vec<AuditRecord>]) -> 
 /// The server's reply to one `pgbench -S` transaction in the extended protocol
 /// (BindComplete, DataRow, CommandComplete, ReadyForQuery).
 fn frame_scan() -> u64 {
+    piece_frame_scan(&select_replies())
+}
+
+fn frame_scan_watched() -> u64 {
+    piece_frame_scan_watched(&select_replies())
+}
+
+/// What a server sends for 10,000 `pgbench -S` transactions in the extended protocol.
+fn select_replies() -> Vec<u8> {
     let message = |tag: u8, body: &[u8]| {
         let mut out = vec![tag];
         out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
@@ -219,8 +229,7 @@ fn frame_scan() -> u64 {
     reply.extend(message(b'D', b"\x00\x01\x00\x00\x00\x041234"));
     reply.extend(message(b'C', b"SELECT 1\0"));
     reply.extend(message(b'Z', b"I"));
-    let stream: Vec<u8> = reply.repeat(10_000);
-    piece_frame_scan(&stream)
+    reply.repeat(10_000)
 }
 
 #[inline(never)]
@@ -229,4 +238,22 @@ fn piece_frame_scan(stream: &[u8]) -> u64 {
     black_box(scanner.scan(black_box(stream)).unwrap());
     // Per message: four per transaction.
     scanner.counted() * 4
+}
+
+/// The one walk of a watched session's replies: the types the inspector needs whole are
+/// held and every message is shown to a visitor.
+#[inline(never)]
+fn piece_frame_scan_watched(stream: &[u8]) -> u64 {
+    let mut scanner = postern_wire::FrameScanner::new(1 << 30).counting(b"Z");
+    scanner.hold_whole(|tag| matches!(tag, b'C' | b'E' | b'1' | b'2'));
+    let mut seen = 0u64;
+    let released = scanner
+        .scan_visiting(black_box(stream), |frame| {
+            black_box(frame);
+            seen += 1;
+            Ok::<(), postern_wire::WireError>(())
+        })
+        .unwrap();
+    black_box(released);
+    seen
 }
