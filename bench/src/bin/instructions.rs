@@ -207,8 +207,6 @@ fn piece_state_write(sink: &mut dyn AuditSink, batches: &[Vec<AuditRecord>]) -> 
     ops
 }
 
-/// The server's reply to one `pgbench -S` transaction in the extended protocol
-/// (BindComplete, DataRow, CommandComplete, ReadyForQuery).
 fn frame_scan() -> u64 {
     piece_frame_scan(&select_replies())
 }
@@ -217,7 +215,8 @@ fn frame_scan_watched() -> u64 {
     piece_frame_scan_watched(&select_replies())
 }
 
-/// What a server sends for 10,000 `pgbench -S` transactions in the extended protocol.
+/// The server's replies to 10,000 `pgbench -S` transactions in the extended protocol
+/// (BindComplete, DataRow, CommandComplete, ReadyForQuery each).
 fn select_replies() -> Vec<u8> {
     let message = |tag: u8, body: &[u8]| {
         let mut out = vec![tag];
@@ -245,7 +244,13 @@ fn piece_frame_scan(stream: &[u8]) -> u64 {
 #[inline(never)]
 fn piece_frame_scan_watched(stream: &[u8]) -> u64 {
     let mut scanner = postern_wire::FrameScanner::new(1 << 30).counting(b"Z");
-    scanner.hold_whole(|tag| matches!(tag, b'C' | b'E' | b'1' | b'2'));
+    scanner.hold_whole(|tag| {
+        use postern_wire::tags::backend as be;
+        matches!(
+            tag,
+            be::COMMAND_COMPLETE | be::ERROR_RESPONSE | be::PARSE_COMPLETE | be::BIND_COMPLETE
+        )
+    });
     let mut seen = 0u64;
     let released = scanner
         .scan_visiting(black_box(stream), |frame| {
