@@ -1,9 +1,10 @@
 //! What a rule's condition reads of `ctx`, from its syntax tree: only the session (identity,
 //! client, upstream user and database), also the statement's classification (kind, tables,
-//! functions), or something that changes with every evaluation (the statement's text, the
-//! time, or `ctx` used other than through plain field paths). A rule of the first two
-//! kinds gives the same outcome for the same session and statement class, so its outcome
-//! is worked out once and kept (see `BoundRules`).
+//! functions), also the hour and weekday, or something that changes with every evaluation
+//! (the statement's text, `ctx.time.now`, or `ctx` used other than through plain field
+//! paths). A rule of the first three kinds gives the same outcome for the same session and
+//! statement class within one hour, so its outcome is worked out once and kept (see
+//! `BoundRules`).
 
 use cel_parser::ast::{EntryExpr, Expr, IdedExpr};
 
@@ -14,7 +15,10 @@ pub(crate) enum Dependence {
     Session,
     /// Also the statement's kind, tables or functions: once per statement class.
     StatementClass,
-    /// The statement's text, the time, or anything not certain: every evaluation.
+    /// Also `ctx.time.hour` or `ctx.time.weekday`, which hold still for a whole UTC hour:
+    /// once per statement class and hour.
+    Hour,
+    /// The statement's text, the exact time, or anything not certain: every evaluation.
     Every,
 }
 
@@ -26,7 +30,8 @@ fn of_path(path: &[&str]) -> Dependence {
         ["request", "postgres", "statement", "kind" | "tables" | "functions", ..] => {
             Dependence::StatementClass
         }
-        // The text, the time, a whole object that holds either, or a field this
+        ["time", "hour" | "weekday"] => Dependence::Hour,
+        // The text, the exact time, a whole object that holds either, or a field this
         // analysis does not know.
         _ => Dependence::Every,
     }
@@ -128,9 +133,16 @@ mod tests {
             of("ctx.request.postgres.statement.tables.exists(t, t.startsWith('pg_'))"),
             Dependence::StatementClass
         );
+        assert_eq!(of("ctx.time.hour > 17"), Dependence::Hour);
+        assert_eq!(
+            of("ctx.time.weekday == 0 && ctx.request.postgres.statement.kind == 'ddl'"),
+            Dependence::Hour
+        );
         for every in [
             "ctx.request.postgres.statement.text.contains('pg_sleep')",
-            "ctx.time.hour > 17",
+            "ctx.time.now > timestamp('2030-01-01T00:00:00Z')",
+            "ctx.time.hour > 17 && ctx.request.postgres.statement.text.size() > 0",
+            "ctx.time",
             "has(ctx.request.postgres.statement)",
             "ctx['time'].hour > 1",
             "size(ctx) > 0",

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use cel_interpreter::objects::{Key, Map};
 use cel_interpreter::{Context, Program, Value};
-use chrono::{Datelike, Timelike};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use postern_model::{
     AuthorizationSpec, ConnectDecision, Denial, RuleEffect, RuleError, SessionFacts, SessionPolicy,
 };
@@ -191,6 +191,47 @@ pub(crate) struct SessionValues {
     database: Value,
 }
 
+/// The parts of `ctx.request.postgres.statement` that stay the same for a statement class.
+#[derive(Debug, Clone)]
+struct ClassValues {
+    kind: Value,
+    tables: Value,
+    functions: Value,
+}
+
+impl ClassValues {
+    fn of(statement: &Statement) -> ClassValues {
+        ClassValues {
+            kind: string(statement.kind),
+            tables: list(&statement.tables),
+            functions: list(&statement.functions),
+        }
+    }
+}
+
+/// `ctx.time` at `now`.
+fn time(now: DateTime<Utc>) -> [Value; 3] {
+    [
+        Value::Timestamp(now.fixed_offset()),
+        Value::Int(i64::from(now.weekday().num_days_from_sunday())),
+        Value::Int(i64::from(now.hour())),
+    ]
+}
+
+/// The UTC hour `now` falls in: hour and weekday are the same throughout one.
+fn hour_of(now: DateTime<Utc>) -> i64 {
+    now.timestamp().div_euclid(3600)
+}
+
+/// The entry `key` of a map value, to change in place (the map is copied first only if
+/// something else still holds it).
+fn entry_mut<'v>(value: &'v mut Value, key: &Key) -> Option<&'v mut Value> {
+    match value {
+        Value::Map(map) => Arc::make_mut(&mut map.map).get_mut(key),
+        _ => None,
+    }
+}
+
 impl SessionValues {
     pub fn new(facts: &SessionFacts) -> SessionValues {
         let attributes: HashMap<String, Value> = facts
@@ -222,26 +263,35 @@ impl SessionValues {
 
     /// `ctx` for one evaluation; without a statement at connect.
     pub fn context(&self, statement: Option<&Statement>) -> Value {
+        let class = statement.map(ClassValues::of);
+        self.context_at(class.as_ref().zip(statement.map(|s| &s.text)), Utc::now())
+    }
+
+    fn context_at(
+        &self,
+        statement: Option<(&ClassValues, &Arc<String>)>,
+        now: DateTime<Utc>,
+    ) -> Value {
         let keys = &*KEYS;
-        let now = chrono::Utc::now();
         let user = (&keys.user, self.user.clone());
         let database = (&keys.database, self.database.clone());
         let postgres = match statement {
-            Some(s) => map([
+            Some((class, text)) => map([
                 user,
                 database,
                 (
                     &keys.statement,
                     map([
-                        (&keys.kind, string(s.kind)),
-                        (&keys.tables, list(&s.tables)),
-                        (&keys.functions, list(&s.functions)),
-                        (&keys.text, Value::String(s.text.clone())),
+                        (&keys.kind, class.kind.clone()),
+                        (&keys.tables, class.tables.clone()),
+                        (&keys.functions, class.functions.clone()),
+                        (&keys.text, Value::String(text.clone())),
                     ]),
                 ),
             ]),
             None => map([user, database]),
         };
+        let [now, weekday, hour] = time(now);
         map([
             (&keys.identity, self.identity.clone()),
             (&keys.client, self.client.clone()),
@@ -249,35 +299,117 @@ impl SessionValues {
             (
                 &keys.time,
                 map([
-                    (&keys.now, Value::Timestamp(now.fixed_offset())),
-                    (
-                        &keys.weekday,
-                        Value::Int(i64::from(now.weekday().num_days_from_sunday())),
-                    ),
-                    (&keys.hour, Value::Int(i64::from(now.hour()))),
+                    (&keys.now, now),
+                    (&keys.weekday, weekday),
+                    (&keys.hour, hour),
                 ]),
             ),
         ])
     }
 }
 
+/// Points `ctx` (made by [`SessionValues::context_at`] with a statement) at another
+/// statement and time by changing its entries in place: no map is built or copied, as
+/// the evaluations before have let go of it. The class's values are set only when
+/// `new_class`, the hour and weekday only when `new_hour`. `None` when `ctx` is not of
+/// that shape.
+fn repoint(
+    ctx: &mut Value,
+    (class, new_class): (&ClassValues, bool),
+    text: &Arc<String>,
+    (now, new_hour): (DateTime<Utc>, bool),
+) -> Option<()> {
+    let keys = &*KEYS;
+    let statement = entry_mut(ctx, &keys.request)
+        .and_then(|request| entry_mut(request, &keys.postgres))
+        .and_then(|postgres| entry_mut(postgres, &keys.statement))?;
+    if new_class {
+        *entry_mut(statement, &keys.kind)? = class.kind.clone();
+        *entry_mut(statement, &keys.tables)? = class.tables.clone();
+        *entry_mut(statement, &keys.functions)? = class.functions.clone();
+    }
+    *entry_mut(statement, &keys.text)? = Value::String(text.clone());
+    let time_map = entry_mut(ctx, &keys.time)?;
+    let [now, weekday, hour] = time(now);
+    *entry_mut(time_map, &keys.now)? = now;
+    if new_hour {
+        *entry_mut(time_map, &keys.weekday)? = weekday;
+        *entry_mut(time_map, &keys.hour)? = hour;
+    }
+    Some(())
+}
+
 /// Statement classes whose rule outcomes a session keeps before it starts over.
 const KEPT_CLASSES: usize = 4096;
 
+/// What a session keeps of one statement class.
+struct KeptClass {
+    /// By rule: outcomes of the rules that depend on no more than the class (and the hour).
+    outcomes: Vec<Option<Outcome>>,
+    /// The hour the kept outcomes of hour-dependent rules are for.
+    hour: i64,
+    values: ClassValues,
+}
+
+/// `ctx` for statement checks, kept from one statement to the next.
+struct Scope {
+    /// CEL's built-in functions, registered once per session rather than per statement,
+    /// and the variable `ctx`.
+    context: Context<'static>,
+    /// When `ctx` has the shape [`repoint`] changes: the statement class (`None`: not
+    /// kept) and the hour it holds.
+    holds: Option<(Option<u64>, i64)>,
+}
+
+impl Scope {
+    /// Sets `ctx` to a statement of class `id` (`None`: not kept) with `values` and
+    /// `text`, at `now`.
+    fn prepare(
+        &mut self,
+        session: &SessionValues,
+        (id, values): (Option<u64>, &ClassValues),
+        text: &Arc<String>,
+        now: DateTime<Utc>,
+    ) {
+        let Context::Root { variables, .. } = &mut self.context else {
+            return;
+        };
+        let hour = hour_of(now);
+        let repointed = self.holds.is_some_and(|(held, held_hour)| {
+            let new_class = id.is_none() || held != id;
+            variables
+                .get_mut("ctx")
+                .and_then(|ctx| repoint(ctx, (values, new_class), text, (now, held_hour != hour)))
+                .is_some()
+        });
+        if !repointed {
+            variables.insert("ctx".into(), session.context_at(Some((values, text)), now));
+        }
+        self.holds = Some((id, hour));
+    }
+}
+
+/// What a session's statement checks keep between them.
+struct Evaluation {
+    scope: Scope,
+    classes: HashMap<u64, KeptClass>,
+}
+
 /// A service's rules bound to one session. Outcomes that cannot change are worked out
 /// once: those of rules reading only the session at bind, those of rules also reading the
-/// statement's classification once per statement class. Only rules reading the text or
-/// the time are evaluated for every statement.
+/// statement's classification (and the hour) once per statement class (and hour). Only
+/// rules reading the text or the exact time are evaluated for every statement.
 pub(crate) struct BoundRules {
     rules: Arc<Vec<CompiledRule>>,
     statements: Arc<StatementCache>,
     values: SessionValues,
-    /// CEL's built-in functions, registered once per session rather than per statement.
-    functions: Context<'static>,
     /// By rule: the outcome of each session-only rule.
     session_outcomes: Vec<Option<Outcome>>,
-    /// By statement class, by rule: outcomes of class-only rules seen so far.
-    class_outcomes: Mutex<HashMap<u64, Vec<Option<Outcome>>>>,
+    /// Whether any rule's outcome is kept by statement class.
+    keeps_classes: bool,
+    /// Whether any rule's kept outcomes hold for one hour only.
+    reads_hour: bool,
+    evaluation: Mutex<Evaluation>,
 }
 
 impl std::fmt::Debug for BoundRules {
@@ -295,9 +427,9 @@ impl BoundRules {
         facts: &SessionFacts,
     ) -> BoundRules {
         let values = SessionValues::new(facts);
-        let functions = Context::default();
+        let context = Context::default();
         let session_outcomes = {
-            let mut context = functions.new_inner_scope();
+            let mut context = context.new_inner_scope();
             context.add_variable_from_value("ctx", values.context(None));
             rules
                 .iter()
@@ -308,75 +440,121 @@ impl BoundRules {
                 .collect()
         };
         BoundRules {
+            keeps_classes: rules
+                .iter()
+                .any(|r| matches!(r.dependence, Dependence::StatementClass | Dependence::Hour)),
+            reads_hour: rules.iter().any(|r| r.dependence == Dependence::Hour),
             rules,
             statements,
             values,
-            functions,
             session_outcomes,
-            class_outcomes: Mutex::new(HashMap::new()),
+            evaluation: Mutex::new(Evaluation {
+                scope: Scope {
+                    context,
+                    holds: None,
+                },
+                classes: HashMap::new(),
+            }),
         }
     }
 
+    /// What this session keeps of class `id` (made now if it is new), with the
+    /// hour-dependent outcomes of an earlier hour forgotten.
+    fn kept<'c>(
+        &self,
+        classes: &'c mut HashMap<u64, KeptClass>,
+        id: u64,
+        statement: &Statement,
+        hour: i64,
+    ) -> &'c mut KeptClass {
+        if classes.len() >= KEPT_CLASSES && !classes.contains_key(&id) {
+            classes.clear();
+        }
+        let kept = classes.entry(id).or_insert_with(|| KeptClass {
+            outcomes: vec![None; self.rules.len()],
+            hour,
+            values: ClassValues::of(statement),
+        });
+        if self.reads_hour && kept.hour != hour {
+            for (outcome, rule) in kept.outcomes.iter_mut().zip(self.rules.iter()) {
+                if rule.dependence == Dependence::Hour {
+                    *outcome = None;
+                }
+            }
+            kept.hour = hour;
+        }
+        kept
+    }
+
     /// The first rule that decides for `statement` of class `class` (`None`: a class
-    /// that is not kept), from kept outcomes where they can be kept.
-    fn decide_statement(&self, statement: &Statement, class: Option<u64>) -> Decision<'_> {
-        let mut kept = class
-            .and_then(|id| {
-                self.class_outcomes
-                    .lock()
-                    .ok()
-                    .and_then(|outcomes| outcomes.get(&id).cloned())
-            })
-            .unwrap_or_else(|| vec![None; self.rules.len()]);
-        let mut learned = false;
-        let mut context = None;
-        let mut evaluate_now = |rule: &CompiledRule| {
-            let context = context.get_or_insert_with(|| {
-                let mut context = self.functions.new_inner_scope();
-                context.add_variable_from_value("ctx", self.values.context(Some(statement)));
-                context
-            });
-            evaluate(rule.program.as_ref(), context)
+    /// that is not kept) at `now`, from kept outcomes where they can be kept.
+    fn decide_statement(
+        &self,
+        statement: &Statement,
+        class: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Decision<'_> {
+        // One task checks a session's statements: the lock is never contended.
+        let mut evaluation = self
+            .evaluation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Evaluation { scope, classes } = &mut *evaluation;
+        let (mut kept, kept_values) = match class.filter(|_| self.keeps_classes) {
+            Some(id) => {
+                let KeptClass {
+                    outcomes, values, ..
+                } = self.kept(classes, id, statement, hour_of(now));
+                (Some(outcomes), Some(&*values))
+            }
+            None => (None, None),
         };
-        let mut decision = Decision::NoMatch;
+        let mut unkept_values = None;
+        let mut prepared = false;
         for (index, rule) in self.rules.iter().enumerate() {
-            let outcome = match (rule.dependence, self.session_outcomes[index], kept[index]) {
-                (Dependence::Session, Some(outcome), _) => outcome,
-                (Dependence::StatementClass, _, Some(outcome)) if class.is_some() => outcome,
-                (Dependence::StatementClass, _, _) if class.is_some() => {
-                    let outcome = evaluate_now(rule);
-                    kept[index] = Some(outcome);
-                    learned = true;
+            let known = match (rule.dependence, self.session_outcomes[index], &kept) {
+                (Dependence::Session, Some(outcome), _) => Some(outcome),
+                (Dependence::StatementClass | Dependence::Hour, _, Some(kept)) => kept[index],
+                _ => None,
+            };
+            let outcome = match known {
+                Some(outcome) => outcome,
+                None => {
+                    if !prepared {
+                        let values = match kept_values {
+                            Some(values) => values,
+                            None => unkept_values.insert(ClassValues::of(statement)),
+                        };
+                        scope.prepare(&self.values, (class, values), &statement.text, now);
+                        prepared = true;
+                    }
+                    let outcome = evaluate(rule.program.as_ref(), &scope.context);
+                    if let (Dependence::StatementClass | Dependence::Hour, Some(kept)) =
+                        (rule.dependence, &mut kept)
+                    {
+                        kept[index] = Some(outcome);
+                    }
                     outcome
                 }
-                _ => evaluate_now(rule),
             };
             match (outcome, rule.effect) {
-                (Outcome::True, effect) => {
-                    decision = Decision::Rule(rule, effect);
-                    break;
-                }
+                (Outcome::True, effect) => return Decision::Rule(rule, effect),
                 (Outcome::Unknown, RuleEffect::Deny) => {
-                    decision = Decision::Rule(rule, RuleEffect::Deny);
-                    break;
+                    return Decision::Rule(rule, RuleEffect::Deny)
                 }
                 _ => {}
             }
         }
-        if let (Some(id), true) = (class, learned) {
-            if let Ok(mut outcomes) = self.class_outcomes.lock() {
-                if outcomes.len() >= KEPT_CLASSES {
-                    outcomes.clear();
-                }
-                outcomes.insert(id, kept);
-            }
-        }
-        decision
+        Decision::NoMatch
     }
 
     /// The first rule that decides at connect, when there is no statement yet.
     fn decide_at_connect(&self) -> Decision<'_> {
-        let mut context = self.functions.new_inner_scope();
+        let evaluation = self
+            .evaluation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut context = evaluation.scope.context.new_inner_scope();
         context.add_variable_from_value("ctx", self.values.context(None));
         for rule in self.rules.iter() {
             match (evaluate(rule.program.as_ref(), &context), rule.effect) {
@@ -405,11 +583,20 @@ impl BoundRules {
     }
 
     fn check(&self, statement: &Statement, class: Option<u64>) -> Result<(), Denial> {
+        self.check_at(statement, class, Utc::now())
+    }
+
+    fn check_at(
+        &self,
+        statement: &Statement,
+        class: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Denial> {
         let denial = |rule: &str| Denial {
             rule: rule.to_owned(),
             kind: statement.kind.to_owned(),
         };
-        match self.decide_statement(statement, class) {
+        match self.decide_statement(statement, class, now) {
             Decision::Rule(_, RuleEffect::Allow) => Ok(()),
             Decision::Rule(rule, RuleEffect::Deny) => Err(denial(&rule.name)),
             Decision::NoMatch | Decision::Undecided => Err(denial(DEFAULT_DENY)),
@@ -486,7 +673,12 @@ mod tests {
                 rule("the-rest", RuleEffect::Allow, None),
             ],
         };
-        let facts = SessionFacts {
+        let rules = Arc::new(compile_rules(&spec).unwrap());
+        BoundRules::new(rules, Arc::new(StatementCache::default()), &facts(identity))
+    }
+
+    fn facts(identity: &str) -> SessionFacts {
+        SessionFacts {
             identity: QualifiedName::parse(identity, "default"),
             identity_type: "workload".into(),
             groups: Vec::new(),
@@ -494,9 +686,7 @@ mod tests {
             client: ClientFacts::default(),
             user: "app".into(),
             database: "app".into(),
-        };
-        let rules = Arc::new(compile_rules(&spec).unwrap());
-        BoundRules::new(rules, Arc::new(StatementCache::default()), &facts)
+        }
     }
 
     fn verdict(rules: &BoundRules, sql: &str) -> String {
@@ -516,7 +706,7 @@ mod tests {
         assert_eq!(verdict(&rules, "DELETE FROM t WHERE id = 1"), "no-deletes");
         assert_eq!(verdict(&rules, "DELETE FROM t WHERE id = 2"), "no-deletes");
         assert_eq!(verdict(&rules, "SELECT 1; DELETE FROM t"), "no-deletes");
-        assert_eq!(rules.class_outcomes.lock().unwrap().len(), 2);
+        assert_eq!(rules.evaluation.lock().unwrap().classes.len(), 2);
         // A session rule decided at bind.
         let mallory = bound("mallory");
         assert_eq!(verdict(&mallory, "SELECT 'harmless'"), "no-mallory");
@@ -525,6 +715,80 @@ mod tests {
             "no-deletes"
         );
         assert_eq!(verdict(&mallory, "SELECT pg_sleep(1)"), "no-sleep");
+    }
+
+    #[test]
+    fn hour_rules_are_kept_for_their_hour_and_time_rules_see_each_check_s_time() {
+        let rule = |name: &str, effect, condition: Option<&str>| AuthorizationRule {
+            name: name.into(),
+            effect,
+            condition: condition.map(str::to_owned),
+            match_any: condition.is_none(),
+        };
+        let spec = AuthorizationSpec {
+            rules: vec![
+                rule(
+                    "evening-deletes",
+                    RuleEffect::Deny,
+                    Some("ctx.time.hour >= 18 && ctx.request.postgres.statement.kind == 'delete'"),
+                ),
+                rule(
+                    "after-2030",
+                    RuleEffect::Deny,
+                    Some("ctx.time.now > timestamp('2030-01-01T00:00:00Z')"),
+                ),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+        };
+        let compiled = compile_rules(&spec).unwrap();
+        assert_eq!(compiled[0].dependence, Dependence::Hour);
+        let rules = BoundRules::new(
+            Arc::new(compiled),
+            Arc::new(StatementCache::default()),
+            &facts("app"),
+        );
+        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let verdict = |sql: &str, now| {
+            let (statements, class) = rules.statements.classify_with_class(sql).unwrap();
+            assert!(class.is_some(), "{sql} is kept by class");
+            match rules.check_at(&statements[0], class, now) {
+                Ok(()) => "allowed".to_owned(),
+                Err(denial) => denial.rule,
+            }
+        };
+        let delete = |id: u32| format!("DELETE FROM t WHERE id = {id}");
+        assert_eq!(verdict(&delete(1), at("2029-05-04T17:00:00Z")), "allowed");
+        // Kept for the hour: the same class's outcome is not worked out again.
+        let kept = |rules: &BoundRules| {
+            let evaluation = rules.evaluation.lock().unwrap();
+            let class = evaluation
+                .classes
+                .values()
+                .next()
+                .map(|c| (c.outcomes[0], c.hour));
+            class
+        };
+        assert_eq!(
+            kept(&rules),
+            Some((Some(Outcome::False), hour_of(at("2029-05-04T17:00:00Z"))))
+        );
+        assert_eq!(verdict(&delete(2), at("2029-05-04T17:59:59Z")), "allowed");
+        // A new hour: worked out again.
+        assert_eq!(
+            verdict(&delete(3), at("2029-05-04T18:00:00Z")),
+            "evening-deletes"
+        );
+        assert_eq!(
+            kept(&rules),
+            Some((Some(Outcome::True), hour_of(at("2029-05-04T18:00:00Z"))))
+        );
+        assert_eq!(verdict(&delete(4), at("2029-05-05T09:00:00Z")), "allowed");
+        // A rule on the exact time sees each check's time, in the same class.
+        assert_eq!(
+            verdict(&delete(5), at("2030-01-01T09:00:00Z")),
+            "after-2030"
+        );
+        assert_eq!(verdict(&delete(6), at("2029-12-31T09:00:00Z")), "allowed");
     }
 
     #[test]

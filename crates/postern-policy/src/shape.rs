@@ -65,6 +65,12 @@ fn number_end(text: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// Whether a comment, quoted run or literal may start at byte `b` (the bytes the scan
+/// below treats other than by copying).
+fn may_start_something(b: u8) -> bool {
+    matches!(b, b'-' | b'/' | b'"' | b'\'' | b'$' | b'.' | b'0'..=b'9')
+}
+
 /// The shape of `sql`, or `None` when it is not certain (see the module header).
 pub fn shape(sql: &str) -> Option<Vec<u8>> {
     let text = sql.as_bytes();
@@ -130,9 +136,15 @@ pub fn shape(sql: &str) -> Option<Vec<u8>> {
                 out.push(0);
                 end
             }
+            // Up to the next byte where a comment, quote or literal may start, copied
+            // in one go.
             _ => {
-                out.push(b);
-                at + 1
+                let run = text[at + 1..]
+                    .iter()
+                    .position(|&c| may_start_something(c))
+                    .map_or(text.len(), |n| at + 1 + n);
+                out.extend_from_slice(&text[at..run]);
+                run
             }
         };
         at = end;
