@@ -47,7 +47,8 @@ enum Pending {
     Query {
         text: Arc<str>,
         started: Instant,
-        tags: Vec<String>,
+        /// The command tag of the last statement that completed.
+        tag: Option<String>,
         rows: u64,
         error: Option<(String, String)>,
         /// Replaced by a refusal; no QUERY event.
@@ -164,10 +165,12 @@ fn truncated(text: &str) -> Arc<str> {
 
 /// Rows a command tag reports (`SELECT 5`, `INSERT 0 5`, `UPDATE 3`…).
 fn tag_rows(tag: &str) -> Option<u64> {
-    let mut words = tag.split(' ');
-    match words.next()? {
+    // By bytes: splitting into words was ~300 instructions per statement.
+    let first_space = tag.bytes().position(|b| b == b' ')?;
+    match &tag[..first_space] {
         "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "COPY" | "FETCH" | "MOVE" | "MERGE" => {
-            words.next_back()?.parse().ok()
+            let last_space = tag.bytes().rposition(|b| b == b' ')?;
+            tag[last_space + 1..].parse().ok()
         }
         _ => None,
     }
@@ -341,7 +344,7 @@ impl Inspector {
                 t.pending.push_back(Pending::Query {
                     text: Arc::from(text),
                     started: Instant::now(),
-                    tags: Vec::new(),
+                    tag: None,
                     rows: 0,
                     error: None,
                     refused: refusal.is_some(),
@@ -489,9 +492,9 @@ impl Inspector {
                     .unwrap_or("")
                     .to_owned();
                 match t.pending.front_mut() {
-                    Some(Pending::Query { tags, rows, .. }) => {
+                    Some(Pending::Query { tag, rows, .. }) => {
                         *rows += tag_rows(&tag_text).unwrap_or(0);
-                        tags.push(tag_text);
+                        *tag = Some(tag_text);
                         t.statements_run += 1;
                     }
                     Some(Pending::Execute { .. }) => {
@@ -598,7 +601,7 @@ impl Inspector {
         let Pending::Query {
             text,
             started,
-            mut tags,
+            tag,
             rows,
             error,
             refused: false,
@@ -609,7 +612,7 @@ impl Inspector {
         let mut event = self.event(EventType::Query);
         event.details.duration_ms = Some(millis(started));
         event.statement = Some(text);
-        event.details.command_tag = tags.pop();
+        event.details.command_tag = tag;
         event.details.rows = Some(rows);
         set_error(&mut event, error);
         self.record(event);
@@ -712,6 +715,9 @@ mod tests {
         assert_eq!(tag_rows("SELECT 5"), Some(5));
         assert_eq!(tag_rows("INSERT 0 7"), Some(7));
         assert_eq!(tag_rows("CREATE TABLE"), None);
+        assert_eq!(tag_rows("SELECT"), None);
+        assert_eq!(tag_rows("MOVE 12"), Some(12));
+        assert_eq!(tag_rows("SELECT x"), None);
     }
 
     #[test]
