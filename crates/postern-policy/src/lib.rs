@@ -113,7 +113,7 @@ impl PolicyEngine for CelEngine {
     ) -> Result<Option<String>, RuleError> {
         let programs = cached(&self.routes, cache_key, || compile_routes(routes))?;
         let mut context = Context::default();
-        context.add_variable_from_value("ctx", SessionValues::new(facts).context(None));
+        context.add_variable_from_value("ctx", SessionValues::new(facts).connect_context());
         Ok(routes
             .iter()
             .zip(programs.iter())

@@ -261,12 +261,13 @@ impl SessionValues {
         }
     }
 
-    /// `ctx` for one evaluation; without a statement at connect.
-    pub fn context(&self, statement: Option<&Statement>) -> Value {
-        let class = statement.map(ClassValues::of);
-        self.context_at(class.as_ref().zip(statement.map(|s| &s.text)), Utc::now())
+    /// `ctx` at connect, when there is no statement yet.
+    pub fn connect_context(&self) -> Value {
+        self.context_at(None, Utc::now())
     }
 
+    /// `ctx` at `now`, for a statement (of a class with these values, and this text) or
+    /// at connect.
     fn context_at(
         &self,
         statement: Option<(&ClassValues, &Arc<String>)>,
@@ -430,7 +431,7 @@ impl BoundRules {
         let context = Context::default();
         let session_outcomes = {
             let mut context = context.new_inner_scope();
-            context.add_variable_from_value("ctx", values.context(None));
+            context.add_variable_from_value("ctx", values.connect_context());
             rules
                 .iter()
                 .map(|rule| {
@@ -555,7 +556,7 @@ impl BoundRules {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut context = evaluation.scope.context.new_inner_scope();
-        context.add_variable_from_value("ctx", self.values.context(None));
+        context.add_variable_from_value("ctx", self.values.connect_context());
         for rule in self.rules.iter() {
             match (evaluate(rule.program.as_ref(), &context), rule.effect) {
                 (Outcome::True, effect) => return Decision::Rule(rule, effect),

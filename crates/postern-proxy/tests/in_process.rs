@@ -1,0 +1,333 @@
+//! The gateway in-process, in front of a real PostgreSQL and driven by a real
+//! tokio-postgres client: `serve` on a port-0 listener with a directory, an access log and
+//! statement rules that are plain structs here. It covers the relay and the inspector —
+//! what reaches the upstream, what the client sees, which events are recorded and when —
+//! without the binary, the store or the audit pipeline (the end-to-end tests in
+//! `crates/postern/tests` cover those).
+
+// Tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::try_join;
+use postern_model::{
+    AccessLog, AuditEvent, ClientFacts, ConnectionLimits, Denial, Directory, DirectoryError,
+    EventType, IdentityCredentials, PoolSpec, QualifiedName, RouteLookup, SecretValue,
+    SessionPolicy, SslMode, TimeoutSpec, UpstreamRoute,
+};
+use postern_proxy::{serve, Gateway, ProxySettings};
+use postern_testkit::{shared_pg, wait_for, APP_PASSWORD};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+/// alice's API key; the directory holds only its SCRAM verifier.
+const KEY: &str = "in-process-Key-0042";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One identity (`alice`) and one service (`orders`), which logs in upstream as `app_rw`.
+struct OneService {
+    verifier: String,
+    upstream: String,
+    rules: Option<Arc<dyn SessionPolicy>>,
+}
+
+impl Directory for OneService {
+    fn identity_credentials(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<IdentityCredentials>, DirectoryError> {
+        Ok((identity.name == "alice").then(|| IdentityCredentials {
+            verifiers: vec![self.verifier.clone()],
+            certificate_common_name: None,
+        }))
+    }
+
+    fn upstream_route(
+        &self,
+        service: &QualifiedName,
+        _identity: &QualifiedName,
+        _client: &ClientFacts,
+    ) -> Result<RouteLookup, DirectoryError> {
+        if service.name != "orders" {
+            return Ok(RouteLookup::NoService);
+        }
+        Ok(RouteLookup::Found(Box::new(UpstreamRoute {
+            target: QualifiedName::parse("main-pg", "team"),
+            address: self.upstream.clone(),
+            ssl_mode: SslMode::Disable,
+            ca_file: None,
+            database: "app".into(),
+            user: "app_rw".into(),
+            password: Some(SecretValue::new(APP_PASSWORD)),
+            pool: PoolSpec::default(),
+            limits: ConnectionLimits::default(),
+            timeouts: TimeoutSpec::default(),
+            dynamic_role: None,
+            config_name: None,
+            policy: self.rules.clone(),
+            identity_groups: Vec::new(),
+        })))
+    }
+
+    fn resource_epoch(&self) -> Result<u64, DirectoryError> {
+        Ok(0)
+    }
+}
+
+/// Keeps every event it is given, in order; records the default event types.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<AuditEvent>>);
+
+impl Recorded {
+    fn of_type(&self, event_type: EventType) -> Vec<AuditEvent> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|e| e.event_type == event_type)
+            .cloned()
+            .collect()
+    }
+}
+
+impl AccessLog for Recorded {
+    fn record(&self, event: AuditEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+
+    fn accepting(&self) -> bool {
+        true
+    }
+
+    fn parameter_cap(&self) -> Option<usize> {
+        None
+    }
+
+    fn records(&self, event_type: EventType) -> bool {
+        !matches!(
+            event_type,
+            EventType::Parse | EventType::Bind | EventType::Close
+        )
+    }
+}
+
+/// Refuses any statement that mentions `secrets`.
+#[derive(Debug)]
+struct NoSecrets;
+
+impl SessionPolicy for NoSecrets {
+    fn check_statement(&self, sql: &str) -> Result<(), Denial> {
+        if sql.contains("secrets") {
+            return Err(Denial {
+                rule: "no-secrets".into(),
+                kind: "select".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_function_call(&self) -> Result<(), Denial> {
+        Ok(())
+    }
+}
+
+/// A running in-process gateway; it stops when dropped.
+struct InProcess {
+    port: u16,
+    gateway: Arc<Gateway>,
+    log: Arc<Recorded>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl InProcess {
+    async fn start(rules: Option<Arc<dyn SessionPolicy>>) -> InProcess {
+        let pg = shared_pg().await;
+        let directory = Arc::new(OneService {
+            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
+            upstream: pg.address(),
+            rules,
+        });
+        let log = Arc::new(Recorded::default());
+        let gateway = Gateway::new(
+            ProxySettings::default(),
+            directory,
+            [7; 32],
+            None,
+            None,
+            Some(log.clone()),
+            None,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, gateway.clone(), async {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            port,
+            gateway,
+            log,
+            _stop: stop,
+        }
+    }
+
+    async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("alice.team")
+            .dbname("orders.team")
+            .password(KEY)
+            .connect(NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    error.code().map(|c| c.code().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_pass_through_and_each_is_recorded_before_its_reply() {
+    let gateway = InProcess::start(None).await;
+    let client = gateway.connect().await;
+
+    // Simple protocol.
+    let rows = client
+        .simple_query("SELECT count(*) FROM items")
+        .await
+        .unwrap();
+    let count = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(count.as_deref(), Some("10"));
+    // The event is recorded before the reply is relayed, so it is there already.
+    let queries = gateway.log.of_type(EventType::Query);
+    assert_eq!(queries.len(), 1, "{queries:?}");
+    assert_eq!(
+        queries[0].statement.as_deref(),
+        Some("SELECT count(*) FROM items")
+    );
+    assert_eq!(queries[0].details.command_tag.as_deref(), Some("SELECT 1"));
+    assert_eq!(queries[0].details.rows, Some(1));
+
+    // Extended protocol: one Parse, then two executions of the statement, pipelined.
+    let by_id = client
+        .prepare("SELECT name FROM items WHERE id = $1")
+        .await
+        .unwrap();
+    let (first, second) = try_join(client.query(&by_id, &[&3]), client.query(&by_id, &[&4]))
+        .await
+        .unwrap();
+    assert_eq!(first[0].get::<_, String>(0), "item 3");
+    assert_eq!(second[0].get::<_, String>(0), "item 4");
+    let executes = gateway.log.of_type(EventType::Execute);
+    assert_eq!(executes.len(), 2, "{executes:?}");
+    for execute in &executes {
+        // Each EXECUTE carries the text its statement was prepared with.
+        assert_eq!(
+            execute.statement.as_deref(),
+            Some("SELECT name FROM items WHERE id = $1")
+        );
+        assert_eq!(execute.details.rows, Some(1));
+        assert_eq!(execute.details.command_tag.as_deref(), Some("SELECT 1"));
+    }
+    // PARSE and BIND are opt-in: not recorded.
+    assert!(gateway.log.of_type(EventType::Parse).is_empty());
+
+    // A failing statement's error reaches the client and the event.
+    let error = client
+        .simple_query("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(sqlstate(&error).as_deref(), Some("22012"));
+    let queries = gateway.log.of_type(EventType::Query);
+    assert_eq!(queries.len(), 2, "{queries:?}");
+    assert_eq!(queries[1].details.sqlstate.as_deref(), Some("22012"));
+    assert_eq!(gateway.log.of_type(EventType::SessionStart).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_statements_never_reach_the_upstream_and_the_session_goes_on() {
+    let gateway = InProcess::start(Some(Arc::new(NoSecrets))).await;
+    let client = gateway.connect().await;
+
+    // No table `secrets` exists upstream: had the statement reached PostgreSQL, the
+    // client would get 42P01, not the rule's 42501.
+    let simple = client
+        .simple_query("SELECT * FROM secrets")
+        .await
+        .expect_err("refused");
+    assert_eq!(sqlstate(&simple).as_deref(), Some("42501"));
+    let extended = client
+        .query("SELECT * FROM secrets WHERE id = $1", &[&1])
+        .await
+        .expect_err("refused");
+    assert_eq!(sqlstate(&extended).as_deref(), Some("42501"));
+    assert!(
+        extended
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("no-secrets")),
+        "{extended:?}"
+    );
+
+    // The same session runs what the rules allow, in and out of a transaction.
+    client.batch_execute("BEGIN").await.unwrap();
+    let row = client
+        .query_one("SELECT name FROM items WHERE id = $1", &[&5])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "item 5");
+    client.batch_execute("COMMIT").await.unwrap();
+
+    let denials = gateway.log.of_type(EventType::PolicyDenied);
+    assert_eq!(denials.len(), 2, "{denials:?}");
+    for denial in &denials {
+        assert_eq!(denial.details.rule.as_deref(), Some("no-secrets"));
+        assert_eq!(denial.details.sqlstate.as_deref(), Some("42501"));
+    }
+    // Refused statements have no QUERY or EXECUTE of their own.
+    let ran: Vec<String> = gateway
+        .log
+        .of_type(EventType::Query)
+        .into_iter()
+        .chain(gateway.log.of_type(EventType::Execute))
+        .filter_map(|e| e.statement.map(|s| s.to_string()))
+        .collect();
+    assert!(ran.iter().all(|s| !s.contains("secrets")), "{ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
+    let gateway = InProcess::start(None).await;
+    let first = gateway.connect().await;
+    first
+        .batch_execute("SET application_name = 'first'")
+        .await
+        .unwrap();
+    drop(first);
+    wait_for("the upstream connection to be pooled", WAIT, || {
+        (gateway.gateway.pooled_connections() == 1).then_some(())
+    })
+    .await;
+
+    let second = gateway.connect().await;
+    assert_eq!(gateway.gateway.pooled_connections(), 0);
+    // The pooled connection was reset: nothing of the first session is left.
+    let name: String = second
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(name, "first");
+    wait_for("the first session's end to be recorded", WAIT, || {
+        (gateway.log.of_type(EventType::SessionEnd).len() == 1).then_some(())
+    })
+    .await;
+}
