@@ -647,15 +647,28 @@ mod tests {
     use super::*;
     use postern_model::{AuthorizationRule, ClientFacts, QualifiedName};
 
-    fn bound(identity: &str) -> BoundRules {
-        let rule = |name: &str, effect, condition: Option<&str>| AuthorizationRule {
+    fn rule(name: &str, effect: RuleEffect, condition: Option<&str>) -> AuthorizationRule {
+        AuthorizationRule {
             name: name.into(),
             effect,
             condition: condition.map(str::to_owned),
             match_any: condition.is_none(),
-        };
-        let spec = AuthorizationSpec {
-            rules: vec![
+        }
+    }
+
+    /// `rules` compiled and bound to a session of `identity`.
+    fn bind(rules: Vec<AuthorizationRule>, identity: &str) -> BoundRules {
+        let compiled = Arc::new(compile_rules(&AuthorizationSpec { rules }).unwrap());
+        BoundRules::new(
+            compiled,
+            Arc::new(StatementCache::default()),
+            &facts(identity),
+        )
+    }
+
+    fn bound(identity: &str) -> BoundRules {
+        bind(
+            vec![
                 rule(
                     "no-sleep",
                     RuleEffect::Deny,
@@ -673,9 +686,8 @@ mod tests {
                 ),
                 rule("the-rest", RuleEffect::Allow, None),
             ],
-        };
-        let rules = Arc::new(compile_rules(&spec).unwrap());
-        BoundRules::new(rules, Arc::new(StatementCache::default()), &facts(identity))
+            identity,
+        )
     }
 
     fn facts(identity: &str) -> SessionFacts {
@@ -720,14 +732,8 @@ mod tests {
 
     #[test]
     fn hour_rules_are_kept_for_their_hour_and_time_rules_see_each_check_s_time() {
-        let rule = |name: &str, effect, condition: Option<&str>| AuthorizationRule {
-            name: name.into(),
-            effect,
-            condition: condition.map(str::to_owned),
-            match_any: condition.is_none(),
-        };
-        let spec = AuthorizationSpec {
-            rules: vec![
+        let rules = bind(
+            vec![
                 rule(
                     "evening-deletes",
                     RuleEffect::Deny,
@@ -740,14 +746,9 @@ mod tests {
                 ),
                 rule("the-rest", RuleEffect::Allow, None),
             ],
-        };
-        let compiled = compile_rules(&spec).unwrap();
-        assert_eq!(compiled[0].dependence, Dependence::Hour);
-        let rules = BoundRules::new(
-            Arc::new(compiled),
-            Arc::new(StatementCache::default()),
-            &facts("app"),
+            "app",
         );
+        assert_eq!(rules.rules[0].dependence, Dependence::Hour);
         let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
         let verdict = |sql: &str, now| {
             let (statements, class) = rules.statements.classify_with_class(sql).unwrap();
