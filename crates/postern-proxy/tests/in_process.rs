@@ -207,7 +207,8 @@ async fn statements_pass_through_and_each_is_recorded_before_its_reply() {
         _ => None,
     });
     assert_eq!(count.as_deref(), Some("10"));
-    // The event is recorded before the reply is relayed, so it is there already.
+    // The QUERY event is recorded before the ReadyForQuery that ends the reply is
+    // relayed, so it is there already.
     let queries = gateway.log.of_type(EventType::Query);
     assert_eq!(queries.len(), 1, "{queries:?}");
     assert_eq!(
@@ -241,15 +242,20 @@ async fn statements_pass_through_and_each_is_recorded_before_its_reply() {
     // PARSE and BIND are opt-in: not recorded.
     assert!(gateway.log.of_type(EventType::Parse).is_empty());
 
-    // A failing statement's error reaches the client and the event.
+    // A failing statement's error reaches the client and the event. The client returns
+    // on the ErrorResponse, which may be relayed before the ReadyForQuery that closes
+    // the QUERY event: wait for it.
     let error = client
         .simple_query("SELECT 1/0")
         .await
         .expect_err("division by zero");
     assert_eq!(sqlstate(&error).as_deref(), Some("22012"));
-    let queries = gateway.log.of_type(EventType::Query);
-    assert_eq!(queries.len(), 2, "{queries:?}");
-    assert_eq!(queries[1].details.sqlstate.as_deref(), Some("22012"));
+    let failed = wait_for("the failed query's event", WAIT, || {
+        gateway.log.of_type(EventType::Query).get(1).cloned()
+    })
+    .await;
+    assert_eq!(failed.statement.as_deref(), Some("SELECT 1/0"));
+    assert_eq!(failed.details.sqlstate.as_deref(), Some("22012"));
     assert_eq!(gateway.log.of_type(EventType::SessionStart).len(), 1);
 }
 
