@@ -23,6 +23,9 @@ pub enum IssuerError {
     },
     #[error("{what}: {reason}")]
     Upstream { what: String, reason: String },
+    /// A bug: work on the blocking pool panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl IssuerError {
@@ -33,6 +36,7 @@ impl IssuerError {
             IssuerError::Unreachable { .. }
             | IssuerError::Statement { .. }
             | IssuerError::Upstream { .. } => ErrorKind::Upstream,
+            IssuerError::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -42,7 +46,7 @@ impl IssuerError {
             IssuerError::Unreachable { .. } => "08001",
             IssuerError::Statement { .. } | IssuerError::Upstream { .. } => "58000",
             IssuerError::Config(_) | IssuerError::Request(_) => "28000",
-            IssuerError::State(_) => "XX000",
+            IssuerError::State(_) | IssuerError::Internal(_) => "XX000",
         }
     }
 

@@ -8,7 +8,7 @@ use postern_model::{
     Template, STATEMENT_PLACEHOLDERS,
 };
 use postern_reconciler::verifier_for;
-use postern_state::{Lease, LeaseState, NewLease};
+use postern_state::{Lease, LeaseState, NewLease, Store};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -152,19 +152,32 @@ fn lease_spec(lease: &Lease) -> Result<CredentialRoleSpec, IssuerError> {
     })
 }
 
+/// The CredentialRole named `role`.
+fn credential_role(store: &Store, role: &QualifiedName) -> Result<CredentialRoleSpec, IssuerError> {
+    match store
+        .get_resource(Kind::CredentialRole, &role.namespace, &role.name)?
+        .map(|s| s.resource.spec)
+    {
+        Some(Spec::CredentialRole(spec)) => Ok(spec),
+        _ => Err(IssuerError::Request(format!(
+            "CredentialRole {role} does not exist"
+        ))),
+    }
+}
+
 impl Issuer {
-    /// The CredentialRole named `role`.
-    fn credential_role(&self, role: &QualifiedName) -> Result<CredentialRoleSpec, IssuerError> {
-        match self
-            .store
-            .get_resource(Kind::CredentialRole, &role.namespace, &role.name)?
-            .map(|s| s.resource.spec)
-        {
-            Some(Spec::CredentialRole(spec)) => Ok(spec),
-            _ => Err(IssuerError::Request(format!(
-                "CredentialRole {role} does not exist"
-            ))),
-        }
+    /// Runs `work`, given the store, on tokio's blocking pool. A SQLite call may wait
+    /// for the shared writer (up to its busy timeout) and PBKDF2 takes milliseconds: on
+    /// the async worker either would hold up every session it relays, and a dynamic-mode
+    /// login issues its role from there.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, IssuerError> + Send + 'static,
+    ) -> Result<T, IssuerError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| IssuerError::Internal(format!("blocking task failed: {e}")))?
     }
 
     /// Issues a credential from `role` for `ttl` (its defaultTtl when `None`).
@@ -176,7 +189,11 @@ impl Issuer {
         requester: &str,
         issued_for: &str,
     ) -> Result<Issued, IssuerError> {
-        let spec = self.credential_role(role)?;
+        let spec = {
+            let role = role.clone();
+            self.blocking(move |store| credential_role(store, &role))
+                .await?
+        };
         let ttl = ttl.unwrap_or_else(|| spec.default_ttl());
         if ttl.is_zero() {
             return Err(IssuerError::Request("the TTL must be positive".into()));
@@ -190,7 +207,11 @@ impl Issuer {
         }
         let creation = parse_templates(role, &spec, StatementList::Creation)?;
         let target = QualifiedName::new(&role.namespace, &spec.target);
-        let access = TargetAccess::load(&self.store, &target)?;
+        let access = {
+            let target = target.clone();
+            self.blocking(move |store| TargetAccess::load(store, &target))
+                .await?
+        };
         // Reach the upstream before anything is recorded: an unreachable upstream leaves
         // no lease behind.
         let mut connection = self.admin.get(&access, &spec.database).await?;
@@ -210,19 +231,29 @@ impl Issuer {
         let id = format!("{}/{}/{}", role.namespace, role.name, random_hex(8));
         let spec_json = serde_json::to_string(&spec)
             .map_err(|e| IssuerError::Config(format!("CredentialRole {role}: {e}")))?;
-        self.store.record_lease(&NewLease {
-            id: &id,
-            credential_role: role,
-            target: &spec.target,
-            username: &username,
-            issued_for,
-            spec: &spec_json,
-            owner: &self.owner,
-            issued_at,
-            expires_at,
-            max_expires_at: issued_at.saturating_add(secs(spec.max_ttl())),
-        })?;
-        let values = StatementValues::new(&username, &verifier_for(&password), expires_at);
+        let verifier = {
+            let (id, role, target) = (id.clone(), role.clone(), spec.target.clone());
+            let (username, issued_for) = (username.clone(), issued_for.to_owned());
+            let (owner, password) = (self.owner.clone(), password.clone());
+            let max_expires_at = issued_at.saturating_add(secs(spec.max_ttl()));
+            self.blocking(move |store| {
+                store.record_lease(&NewLease {
+                    id: &id,
+                    credential_role: &role,
+                    target: &target,
+                    username: &username,
+                    issued_for: &issued_for,
+                    spec: &spec_json,
+                    owner: &owner,
+                    issued_at,
+                    expires_at,
+                    max_expires_at,
+                })?;
+                Ok(verifier_for(&password))
+            })
+            .await?
+        };
+        let values = StatementValues::new(&username, &verifier, expires_at);
         let created = run_statements(
             &mut connection.client,
             role,
@@ -239,10 +270,14 @@ impl Issuer {
             return Err(error);
         }
         self.admin.put(connection);
-        if !self
-            .store
-            .move_lease(&id, &[LeaseState::Creating], LeaseState::Active)?
-        {
+        let activated = {
+            let id = id.clone();
+            self.blocking(move |store| {
+                Ok(store.move_lease(&id, &[LeaseState::Creating], LeaseState::Active)?)
+            })
+            .await?
+        };
+        if !activated {
             return Err(IssuerError::Request(format!(
                 "lease {id} was rolled back while it was being created"
             )));
