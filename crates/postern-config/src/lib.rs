@@ -150,6 +150,9 @@ pub struct Config {
     pub max_message_size: usize,
     /// A client that has not finished authenticating after this many seconds is dropped.
     pub auth_timeout_secs: u64,
+    /// Client connections open at once, logged in or not; past it a new client is told
+    /// 53300 after its startup packet, as PostgreSQL does past `max_connections`.
+    pub max_client_connections: usize,
     /// On SIGTERM, sessions get this many seconds to finish before they are closed.
     pub shutdown_grace_secs: u64,
     /// Timeout for opening and authenticating an upstream connection, in seconds.
@@ -194,6 +197,7 @@ impl fmt::Debug for Config {
             .field("max_startup_packet", &self.max_startup_packet)
             .field("max_message_size", &self.max_message_size)
             .field("auth_timeout_secs", &self.auth_timeout_secs)
+            .field("max_client_connections", &self.max_client_connections)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("reconcile_interval_secs", &self.reconcile_interval_secs)
             .finish_non_exhaustive()
@@ -213,6 +217,7 @@ impl Default for Config {
             max_startup_packet: 10 * 1024,
             max_message_size: 1 << 30,
             auth_timeout_secs: 30,
+            max_client_connections: 10_000,
             shutdown_grace_secs: 30,
             upstream_connect_timeout_secs: 10,
             reconcile_interval_secs: 30,
@@ -247,6 +252,8 @@ pub struct Overrides {
     pub max_message_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_client_connections: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -332,6 +339,9 @@ impl Config {
         }
         if self.auth_timeout_secs == 0 {
             return invalid("auth_timeout_secs must be at least 1");
+        }
+        if self.max_client_connections == 0 || self.max_client_connections > 1 << 24 {
+            return invalid("max_client_connections must be between 1 and 16777216");
         }
         if self.api.token_ttl_secs == 0 || self.api.token_ttl_secs > self.api.max_token_ttl_secs {
             return invalid("api.token_ttl_secs must be between 1 and api.max_token_ttl_secs");
@@ -436,6 +446,14 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("nope.toml"), "{err}");
+            jail.set_env("POSTERN_LISTEN", "127.0.0.1:6432");
+            let none = Overrides {
+                max_client_connections: Some(0),
+                ..Overrides::default()
+            };
+            let err = Config::load(None, &none).unwrap_err().to_string();
+            assert!(err.contains("max_client_connections"), "{err}");
+            assert!(!err.contains('\n'));
             Ok(())
         });
     }

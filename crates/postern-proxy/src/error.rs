@@ -162,6 +162,8 @@ pub enum SessionError {
     ClientIo(std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("too many client connections (max_client_connections)")]
+    TooManyClients,
 }
 
 /// What the client is told: SQLSTATE and message.
@@ -191,7 +193,7 @@ impl SessionError {
             | SessionError::IdleTimeout { .. }
             | SessionError::IdleInTransactionTimeout { .. } => ErrorKind::User,
             SessionError::Upstream { .. } | SessionError::NoLease(_) => ErrorKind::Upstream,
-            SessionError::LeaseExpired => ErrorKind::User,
+            SessionError::LeaseExpired | SessionError::TooManyClients => ErrorKind::User,
             SessionError::ShuttingDown | SessionError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -259,6 +261,8 @@ impl SessionError {
                 "terminating connection due to administrator command".to_owned(),
             ),
             SessionError::Internal(_) => ("XX000", "internal error in the gateway".to_owned()),
+            // PostgreSQL's own words past max_connections.
+            SessionError::TooManyClients => ("53300", "sorry, too many clients already".to_owned()),
             SessionError::ClientGone
             | SessionError::ClientIo(_)
             | SessionError::TlsHandshake(_)

@@ -26,9 +26,11 @@ use std::time::Duration;
 pub use postern_model::TokenPassword;
 use postern_model::{AccessLog, Directory, SessionCredentials, TokenVerifier};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
+
+use session::Admission;
 
 pub use error::{ClientError, SessionError, UpstreamError};
 pub use tls::{TlsConfig, TlsError};
@@ -40,6 +42,8 @@ pub struct ProxySettings {
     pub max_startup_packet: usize,
     pub max_message_size: usize,
     pub auth_timeout: Duration,
+    /// Client connections open at once; past it new clients get 53300.
+    pub max_client_connections: usize,
     pub upstream_connect_timeout: Duration,
     /// How long sessions may run on after shutdown starts.
     pub shutdown_grace: Duration,
@@ -56,6 +60,7 @@ impl Default for ProxySettings {
             max_startup_packet: postern_wire::DEFAULT_MAX_STARTUP_PACKET,
             max_message_size: postern_wire::DEFAULT_MAX_MESSAGE,
             auth_timeout: Duration::from_secs(30),
+            max_client_connections: 10_000,
             upstream_connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             require_tls: false,
@@ -72,6 +77,8 @@ pub struct GatewayStats {
     pub auth_failures: AtomicU64,
     pub policy_denials: AtomicU64,
     pub statements: AtomicU64,
+    /// Clients refused because `max_client_connections` were open.
+    pub connections_refused: AtomicU64,
 }
 
 impl GatewayStats {
@@ -160,6 +167,10 @@ const FAREWELL: Duration = Duration::from_secs(5);
 /// sessions from their next statement after it noticed).
 const RESOURCE_EPOCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Over-the-limit clients told 53300 at once; past it they are closed without a word, so
+/// a flood of connections holds nothing but the sockets the kernel already has.
+const REFUSALS_AT_ONCE: usize = 64;
+
 /// Waits for every session to end. Cancel-safe: unfinished sessions stay in the set.
 async fn drain(sessions: &mut JoinSet<()>) {
     while sessions.join_next().await.is_some() {}
@@ -196,6 +207,8 @@ pub async fn serve(
     });
     let mut sessions = JoinSet::new();
     let mut next_connection_id = 0u64;
+    let admitted = Arc::new(Semaphore::new(gateway.settings.max_client_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -203,11 +216,23 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     next_connection_id += 1;
+                    let admission = match admitted.clone().try_acquire_owned() {
+                        Ok(slot) => Admission { slot, over_limit: false },
+                        Err(_) => {
+                            GatewayStats::add(&gateway.stats.connections_refused, 1);
+                            match refusing.clone().try_acquire_owned() {
+                                Ok(slot) => Admission { slot, over_limit: true },
+                                // Closed at once: dropping the stream.
+                                Err(_) => continue,
+                            }
+                        }
+                    };
                     sessions.spawn(session::run(
                         gateway.clone(),
                         stream,
                         peer,
                         next_connection_id,
+                        admission,
                         stop.clone(),
                     ));
                 }

@@ -16,7 +16,7 @@ use postern_wire::backend::{self, Severity};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::authenticate;
@@ -84,11 +84,20 @@ impl Drop for LeaseHold {
 }
 
 /// Runs one connection to its end, logging the outcome; never panics on client input.
+/// A connection's place under `max_client_connections`, held for as long as it is open.
+pub(crate) struct Admission {
+    /// Given back when the connection closes.
+    pub slot: OwnedSemaphorePermit,
+    /// Past the limit: `slot` is one of the few for telling such clients 53300.
+    pub over_limit: bool,
+}
+
 pub(crate) async fn run(
     gateway: Arc<Gateway>,
     tcp: TcpStream,
     peer: SocketAddr,
     connection_id: u64,
+    admission: Admission,
     mut stop: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("session", conn = connection_id, client = %peer);
@@ -99,7 +108,9 @@ pub(crate) async fn run(
         let peer_facts = Peer {
             address: peer,
             connection_id,
+            over_limit: admission.over_limit,
         };
+        let _slot = admission.slot;
         let result = session(&gateway, &mut client, &peer_facts, &mut stop).await;
         if let Err(error) = result {
             match &error {
@@ -176,6 +187,9 @@ impl Drop for ActiveSession<'_> {
 pub(crate) struct Peer {
     pub address: SocketAddr,
     pub connection_id: u64,
+    /// Past `max_client_connections`: refused once its startup packet is read (a cancel
+    /// request is still passed on).
+    pub over_limit: bool,
 }
 
 fn new_session_id() -> String {
@@ -371,6 +385,9 @@ async fn establish<'g>(
     else {
         return Ok(None);
     };
+    if peer.over_limit {
+        return Err(SessionError::TooManyClients);
+    }
     if gateway.settings.require_tls && !client.is_tls() {
         return Err(SessionError::TlsRequired);
     }

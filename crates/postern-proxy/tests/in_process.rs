@@ -8,6 +8,7 @@
 // Tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use postern_model::{
     SessionPolicy, SslMode, TimeoutSpec, UpstreamRoute,
 };
 use postern_proxy::{serve, Gateway, ProxySettings};
-use postern_testkit::{shared_pg, wait_for, APP_PASSWORD};
+use postern_testkit::{shared_pg, wait_for, wait_for_async, APP_PASSWORD};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -143,6 +144,13 @@ struct InProcess {
 
 impl InProcess {
     async fn start(rules: Option<Arc<dyn SessionPolicy>>) -> InProcess {
+        InProcess::start_with(rules, ProxySettings::default()).await
+    }
+
+    async fn start_with(
+        rules: Option<Arc<dyn SessionPolicy>>,
+        settings: ProxySettings,
+    ) -> InProcess {
         let pg = shared_pg().await;
         let directory = Arc::new(OneService {
             verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
@@ -151,7 +159,7 @@ impl InProcess {
         });
         let log = Arc::new(Recorded::default());
         let gateway = Gateway::new(
-            ProxySettings::default(),
+            settings,
             directory,
             [7; 32],
             None,
@@ -174,6 +182,10 @@ impl InProcess {
     }
 
     async fn connect(&self) -> tokio_postgres::Client {
+        self.try_connect().await.unwrap()
+    }
+
+    async fn try_connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
@@ -181,10 +193,9 @@ impl InProcess {
             .dbname("orders.team")
             .password(KEY)
             .connect(NoTls)
-            .await
-            .unwrap();
+            .await?;
         tokio::spawn(connection);
-        client
+        Ok(client)
     }
 }
 
@@ -336,4 +347,37 @@ async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
         (gateway.log.of_type(EventType::SessionEnd).len() == 1).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_client_connections_new_clients_get_53300_until_one_leaves() {
+    let settings = ProxySettings {
+        max_client_connections: 2,
+        ..ProxySettings::default()
+    };
+    let gateway = InProcess::start_with(None, settings).await;
+    let first = gateway.connect().await;
+    let second = gateway.connect().await;
+
+    let refused = gateway.try_connect().await.expect_err("over the limit");
+    assert_eq!(sqlstate(&refused).as_deref(), Some("53300"));
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message() == "sorry, too many clients already"),
+        "{refused:?}"
+    );
+    let refusals = &gateway.gateway.stats.connections_refused;
+    assert_eq!(refusals.load(Ordering::Relaxed), 1);
+    // The sessions within the limit go on undisturbed.
+    second.simple_query("SELECT 1").await.unwrap();
+
+    // Once one leaves, its place is free again.
+    drop(first);
+    let third = wait_for_async("a freed place", WAIT, || async {
+        gateway.try_connect().await.ok()
+    })
+    .await;
+    third.simple_query("SELECT 1").await.unwrap();
+    second.simple_query("SELECT 1").await.unwrap();
 }

@@ -73,6 +73,14 @@ pub struct SettingFlags {
         value_name = "SECS"
     )]
     pub auth_timeout_secs: Option<u64>,
+    /// Client connections open at once; past it new clients get 53300 [default: 10000]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_MAX_CLIENT_CONNECTIONS",
+        value_name = "N"
+    )]
+    pub max_client_connections: Option<usize>,
     /// Seconds sessions may run on after SIGTERM before they are closed [default: 30]
     #[arg(
         long,
@@ -164,6 +172,7 @@ impl SettingFlags {
             max_startup_packet: self.max_startup_packet,
             max_message_size: self.max_message_size,
             auth_timeout_secs: self.auth_timeout_secs,
+            max_client_connections: self.max_client_connections,
             shutdown_grace_secs: self.shutdown_grace_secs,
             upstream_connect_timeout_secs: self.upstream_connect_timeout_secs,
             reconcile_interval_secs: self.reconcile_interval_secs,

@@ -19,6 +19,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         max_startup_packet: config.max_startup_packet,
         max_message_size: config.max_message_size,
         auth_timeout: Duration::from_secs(config.auth_timeout_secs),
+        max_client_connections: config.max_client_connections,
         upstream_connect_timeout: Duration::from_secs(config.upstream_connect_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         require_tls: config.require_tls,

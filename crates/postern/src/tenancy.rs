@@ -172,6 +172,12 @@ impl MetricsSource for GatewayMetrics {
                 read(&stats.statements),
             ),
             MetricFamily::single(
+                "postern_client_connections_refused_total",
+                "Client connections refused because max_client_connections were open",
+                Counter,
+                read(&stats.connections_refused),
+            ),
+            MetricFamily::single(
                 "postern_auth_failures_total",
                 "Failed client logins",
                 Counter,
