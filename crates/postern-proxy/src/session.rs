@@ -83,7 +83,6 @@ impl Drop for LeaseHold {
     }
 }
 
-/// Runs one connection to its end, logging the outcome; never panics on client input.
 /// A connection's place under `max_client_connections`, held for as long as it is open.
 pub(crate) struct Admission {
     /// Given back when the connection closes.
@@ -92,6 +91,7 @@ pub(crate) struct Admission {
     pub over_limit: bool,
 }
 
+/// Runs one connection to its end, logging the outcome; never panics on client input.
 pub(crate) async fn run(
     gateway: Arc<Gateway>,
     tcp: TcpStream,
@@ -117,6 +117,8 @@ pub(crate) async fn run(
                 SessionError::ClientGone => {
                     debug!("client closed the connection before logging in")
                 }
+                // Counted in the metrics; a log line each would flood the log with them.
+                SessionError::TooManyClients => debug!("refused: max_client_connections open"),
                 SessionError::AuthFailed { user } => {
                     warn!(user = %user, "authentication failed");
                     GatewayStats::add(&gateway.stats.auth_failures, 1);
