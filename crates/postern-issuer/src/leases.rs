@@ -169,7 +169,7 @@ impl Issuer {
     /// Runs `work`, given the store, on tokio's blocking pool. A SQLite call may wait
     /// for the shared writer (up to its busy timeout) and PBKDF2 takes milliseconds: on
     /// the async worker either would hold up every session it relays, and a dynamic-mode
-    /// login issues its role from there.
+    /// session's role is issued at login and revoked at its end from there.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, IssuerError> + Send + 'static,
@@ -374,10 +374,11 @@ impl Issuer {
     /// Revokes a lease now. A failure is recorded on the lease (state `revoking`) and
     /// retried by the reaper.
     pub async fn revoke(&self, id: &str) -> Result<RevokeOutcome, IssuerError> {
-        let lease = self
-            .store
-            .lease(id)?
-            .ok_or_else(|| IssuerError::Request(format!("lease {id} does not exist")))?;
+        let lease = {
+            let id = id.to_owned();
+            self.blocking(move |store| Ok(store.lease(&id)?)).await?
+        }
+        .ok_or_else(|| IssuerError::Request(format!("lease {id} does not exist")))?;
         if lease.state.is_ended() {
             return Ok(RevokeOutcome::AlreadyEnded);
         }
@@ -415,8 +416,11 @@ impl Issuer {
     async fn end(&self, lease: &Lease) -> Result<RevokeOutcome, IssuerError> {
         let rolling_back = lease.state == LeaseState::Creating;
         if lease.state == LeaseState::Active {
-            self.store
-                .move_lease(&lease.id, &[LeaseState::Active], LeaseState::Revoking)?;
+            let id = lease.id.clone();
+            self.blocking(move |store| {
+                Ok(store.move_lease(&id, &[LeaseState::Active], LeaseState::Revoking)?)
+            })
+            .await?;
         }
         let dropped = match lease_spec(lease) {
             Ok(spec) => {
@@ -438,15 +442,16 @@ impl Issuer {
                 } else {
                     LeaseState::Revoked
                 };
-                self.store.move_lease(
-                    &lease.id,
-                    &[
+                let id = lease.id.clone();
+                self.blocking(move |store| {
+                    let from = [
                         LeaseState::Creating,
                         LeaseState::Active,
                         LeaseState::Revoking,
-                    ],
-                    end,
-                )?;
+                    ];
+                    Ok(store.move_lease(&id, &from, end)?)
+                })
+                .await?;
                 info!(lease = %lease.id, username = %lease.username, state = %end, "lease ended");
                 Ok(outcome)
             }
@@ -455,8 +460,11 @@ impl Issuer {
                     .checked_shl(u32::try_from(lease.attempts.clamp(0, 6)).unwrap_or(6))
                     .unwrap_or(MAX_BACKOFF)
                     .min(MAX_BACKOFF);
-                self.store
-                    .lease_attempt_failed(&lease.id, &error.to_string(), now() + delay)?;
+                let (id, reason) = (lease.id.clone(), error.to_string());
+                self.blocking(move |store| {
+                    Ok(store.lease_attempt_failed(&id, &reason, now() + delay)?)
+                })
+                .await?;
                 warn!(lease = %lease.id, error = %error, retry_in_secs = delay, "revocation failed");
                 Err(error)
             }
@@ -473,7 +481,11 @@ impl Issuer {
         username: &str,
         rolling_back: bool,
     ) -> Result<RevokeOutcome, IssuerError> {
-        let access = TargetAccess::load(&self.store, target)?;
+        let access = {
+            let target = target.clone();
+            self.blocking(move |store| TargetAccess::load(store, &target))
+                .await?
+        };
         let mut connection = self.admin.get(&access, &spec.database).await?;
         let client = &mut connection.client;
         let exists = client
