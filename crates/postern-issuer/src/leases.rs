@@ -180,6 +180,19 @@ impl Issuer {
             .map_err(|e| IssuerError::Internal(format!("blocking task failed: {e}")))?
     }
 
+    /// Moves lease `id` from one of `from` to `to` (see [`Store::move_lease`]), on the
+    /// blocking pool.
+    async fn move_lease(
+        &self,
+        id: &str,
+        from: &'static [LeaseState],
+        to: LeaseState,
+    ) -> Result<bool, IssuerError> {
+        let id = id.to_owned();
+        self.blocking(move |store| Ok(store.move_lease(&id, from, to)?))
+            .await
+    }
+
     /// Issues a credential from `role` for `ttl` (its defaultTtl when `None`).
     /// `requester` fills `{{identity}}` of the username; `issued_for` is recorded.
     pub async fn issue(
@@ -270,14 +283,10 @@ impl Issuer {
             return Err(error);
         }
         self.admin.put(connection);
-        let activated = {
-            let id = id.clone();
-            self.blocking(move |store| {
-                Ok(store.move_lease(&id, &[LeaseState::Creating], LeaseState::Active)?)
-            })
+        if !self
+            .move_lease(&id, &[LeaseState::Creating], LeaseState::Active)
             .await?
-        };
-        if !activated {
+        {
             return Err(IssuerError::Request(format!(
                 "lease {id} was rolled back while it was being created"
             )));
@@ -416,11 +425,8 @@ impl Issuer {
     async fn end(&self, lease: &Lease) -> Result<RevokeOutcome, IssuerError> {
         let rolling_back = lease.state == LeaseState::Creating;
         if lease.state == LeaseState::Active {
-            let id = lease.id.clone();
-            self.blocking(move |store| {
-                Ok(store.move_lease(&id, &[LeaseState::Active], LeaseState::Revoking)?)
-            })
-            .await?;
+            self.move_lease(&lease.id, &[LeaseState::Active], LeaseState::Revoking)
+                .await?;
         }
         let dropped = match lease_spec(lease) {
             Ok(spec) => {
@@ -442,15 +448,15 @@ impl Issuer {
                 } else {
                     LeaseState::Revoked
                 };
-                let id = lease.id.clone();
-                self.blocking(move |store| {
-                    let from = [
+                self.move_lease(
+                    &lease.id,
+                    &[
                         LeaseState::Creating,
                         LeaseState::Active,
                         LeaseState::Revoking,
-                    ];
-                    Ok(store.move_lease(&id, &from, end)?)
-                })
+                    ],
+                    end,
+                )
                 .await?;
                 info!(lease = %lease.id, username = %lease.username, state = %end, "lease ended");
                 Ok(outcome)

@@ -408,8 +408,6 @@ pub(crate) struct BoundRules {
     session_outcomes: Vec<Option<Outcome>>,
     /// Whether any rule's outcome is kept by statement class.
     keeps_classes: bool,
-    /// Whether any rule's kept outcomes hold for one hour only.
-    reads_hour: bool,
     evaluation: Mutex<Evaluation>,
 }
 
@@ -444,7 +442,6 @@ impl BoundRules {
             keeps_classes: rules
                 .iter()
                 .any(|r| matches!(r.dependence, Dependence::StatementClass | Dependence::Hour)),
-            reads_hour: rules.iter().any(|r| r.dependence == Dependence::Hour),
             rules,
             statements,
             values,
@@ -476,7 +473,7 @@ impl BoundRules {
             hour,
             values: ClassValues::of(statement),
         });
-        if self.reads_hour && kept.hour != hour {
+        if kept.hour != hour {
             for (outcome, rule) in kept.outcomes.iter_mut().zip(self.rules.iter()) {
                 if rule.dependence == Dependence::Hour {
                     *outcome = None;
