@@ -2,7 +2,7 @@
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
 # (SQLite and libpg_query are built from source), libclang (bindgen), PostgreSQL server binaries and psql, a Python venv with
 # psycopg 3 (bundling libpq 18) for the client tests and schemathesis for the admin API,
-# rustfmt and clippy.
+# rustfmt and clippy, and the wasm32-wasip2 target the example plugins are built for.
 #
 # Each check looks for the exact file or command the build or the tests use, never a loose
 # glob: a pattern for any libclang-prefixed library once matched libclang-cpp (present on
@@ -68,3 +68,5 @@ fi
 
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+# The example plugins (plugins/) are built for WebAssembly components by the tests.
+[ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2/lib" ] || rustup target add wasm32-wasip2

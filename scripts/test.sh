@@ -5,5 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-tools.sh
 cargo fmt --all --check
+cargo fmt --all --check --manifest-path plugins/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The example plugins are a workspace of their own (they target WebAssembly).
+CARGO_TARGET_DIR=target/plugins cargo clippy --manifest-path plugins/Cargo.toml --locked \
+    --target wasm32-wasip2 --release -- -D warnings
 cargo test --workspace --locked

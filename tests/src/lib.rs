@@ -772,3 +772,34 @@ impl Http {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// The example and test plugins of `plugins/`, built for wasm32-wasip2 once per test
+/// binary (cargo makes later builds no-ops): the directory holding `<crate>.wasm`. They
+/// get their own target directory under `target/`, so this build never waits on the
+/// lock of the build that runs the tests.
+pub fn plugin_components() -> &'static Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target/plugins");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-wasip2",
+            ])
+            .arg("--manifest-path")
+            .arg(root.join("plugins/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target)
+            .status();
+        match status {
+            Ok(status) if status.success() => target.join("wasm32-wasip2/release"),
+            other => panic!(
+                "building plugins/ for wasm32-wasip2 failed ({other:?}); \
+                 `rustup target add wasm32-wasip2` adds the target"
+            ),
+        }
+    })
+}

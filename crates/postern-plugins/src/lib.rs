@@ -1,0 +1,17 @@
+//! The WASM plugin runtime: the only crate that runs wasmtime's `bindgen!` on `wit/`.
+//! A [`Runtime`] compiles components (cached on disk by content) and checks what they
+//! import against their world and their resource's grants; a [`PolicyHook`] keeps warm
+//! instances, stops calls at their time limit, replaces instances that trap and fails
+//! closed.
+
+mod bindings;
+mod error;
+mod host;
+mod policy;
+mod runtime;
+
+pub use bindings::types;
+pub use error::PluginError;
+pub use host::{Capability, WallClock};
+pub use policy::{FailureMode, PluginSpec, PluginStats, PolicyHook, UNHEALTHY_AFTER};
+pub use runtime::{Runtime, RuntimeSettings, EPOCH_TICK, MAX_MEMORY_BYTES};

@@ -1,0 +1,364 @@
+//! Policy hooks: a plugin asked about each session and statement. Instances are kept warm
+//! and reused; one that traps or runs past its time is dropped (wasmtime will not enter
+//! it again) and the call fails closed. After [`UNHEALTHY_AFTER`] failures in a row the
+//! plugin is not called at all until a backoff ends, and then from fresh instances.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::bindings::policy::{Policy, PolicyPre};
+use crate::bindings::types::{ClientInfo, Decision, Identity, Statement, Verdict};
+use crate::error::PluginError;
+use crate::host::{check_imports, Capability, HostState, PluginClock, PluginShared};
+use crate::runtime::{Runtime, EPOCH_TICK, MAX_MEMORY_BYTES};
+
+/// Failures in a row that make a plugin unhealthy.
+pub const UNHEALTHY_AFTER: u32 = 5;
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_LAST: Duration = Duration::from_secs(60);
+/// The interfaces a policy hook may be granted: no network, no secrets.
+const POLICY_OFFERS: [Capability; 2] = [Capability::Log, Capability::Cache];
+
+/// What a failing plugin's calls answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Deny (the default: a security control that fails lets nothing through).
+    #[default]
+    Closed,
+    /// Allow, logged as a warning each time: only as an explicit choice.
+    Open,
+}
+
+/// A plugin as its resource describes it.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    /// `spec.config` as JSON text, handed to `init`.
+    pub config: String,
+    pub capabilities: Vec<Capability>,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// How long one call may run.
+    pub call_timeout: Duration,
+    /// Idle instances kept for the next calls.
+    pub warm_instances: usize,
+    pub failure: FailureMode,
+}
+
+impl PluginSpec {
+    pub fn new(name: &str, config: &str) -> PluginSpec {
+        PluginSpec {
+            name: name.to_owned(),
+            config: config.to_owned(),
+            capabilities: vec![Capability::Log],
+            memory_bytes: 16 << 20,
+            call_timeout: Duration::from_millis(100),
+            warm_instances: 4,
+            failure: FailureMode::Closed,
+        }
+    }
+}
+
+/// Counts per plugin, for `/metrics` and `postern get plugins`.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub denies: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Calls refused without running because the plugin was unhealthy.
+    pub skipped: AtomicU64,
+    pub instances_created: AtomicU64,
+    pub call_nanos: AtomicU64,
+}
+
+struct Warm {
+    store: Store<HostState>,
+    bindings: Policy,
+}
+
+#[derive(Default)]
+struct Health {
+    failures_in_a_row: u32,
+    /// Set while the plugin is unhealthy: calls fail at once until then.
+    resting_until: Option<Instant>,
+    backoff: Option<Duration>,
+}
+
+/// A loaded policy hook.
+pub struct PolicyHook {
+    runtime: Arc<Runtime>,
+    spec: PluginSpec,
+    pre: PolicyPre<HostState>,
+    shared: Arc<PluginShared>,
+    timeout_ticks: u64,
+    idle: Mutex<Vec<Warm>>,
+    health: Mutex<Health>,
+    stats: PluginStats,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its state whole.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PolicyHook {
+    /// Compiles the component, checks its imports against the policy world and the
+    /// grants, and runs `init` on a first instance (kept warm): a plugin that does not
+    /// start is never swapped in.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        spec: PluginSpec,
+        component: Arc<[u8]>,
+    ) -> Result<PolicyHook, PluginError> {
+        let plugin = spec.name.clone();
+        if spec.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(PluginError::Limits {
+                plugin,
+                what: format!(
+                    "memory limit {} MiB is over the gateway's {} MiB",
+                    spec.memory_bytes >> 20,
+                    MAX_MEMORY_BYTES >> 20
+                ),
+            });
+        }
+        let timeout_ticks = spec
+            .call_timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis());
+        if timeout_ticks == 0 || spec.call_timeout > Duration::from_secs(10) {
+            return Err(PluginError::Limits {
+                plugin,
+                what: "time per call must be from 1 ms to 10 s".into(),
+            });
+        }
+        let compiled = runtime.compile(&plugin, component).await?;
+        check_imports(
+            &plugin,
+            &runtime.engine,
+            &compiled,
+            &POLICY_OFFERS,
+            &spec.capabilities,
+        )?;
+        let wrong_kind = |e: wasmtime::Error| PluginError::WrongKind {
+            plugin: plugin.clone(),
+            kind: "policy",
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = runtime
+            .policy_linker
+            .instantiate_pre(&compiled)
+            .map_err(wrong_kind)?;
+        let pre = PolicyPre::new(instance_pre).map_err(wrong_kind)?;
+        let hook = PolicyHook {
+            runtime: runtime.clone(),
+            shared: Arc::new(PluginShared::new(&plugin)),
+            spec,
+            pre,
+            timeout_ticks: u64::try_from(timeout_ticks).unwrap_or(u64::MAX),
+            idle: Mutex::new(Vec::new()),
+            health: Mutex::new(Health::default()),
+            stats: PluginStats::default(),
+        };
+        let canary = hook.instantiate().await?;
+        lock(&hook.idle).push(canary);
+        Ok(hook)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    /// Idle instances right now.
+    pub fn idle_instances(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        if let Some(clock) = &self.runtime.settings.clock {
+            wasi.wall_clock(PluginClock(clock.clone()));
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.spec.memory_bytes)
+                .instances(16)
+                .build(),
+            shared: self.shared.clone(),
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(self.timeout_ticks);
+        store
+    }
+
+    /// A new instance with `init` run on it.
+    async fn instantiate(&self) -> Result<Warm, PluginError> {
+        let mut store = self.new_store();
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.failure(&e))?;
+        let init = bindings
+            .postern_plugin_policy_hook()
+            .call_init(&mut store, &self.spec.config)
+            .await
+            .map_err(|e| self.failure(&e))?;
+        init.map_err(|reason| PluginError::Init {
+            plugin: self.spec.name.clone(),
+            reason,
+        })?;
+        Ok(Warm { store, bindings })
+    }
+
+    /// Classifies a failed call and logs it (never to the client).
+    fn failure(&self, error: &wasmtime::Error) -> PluginError {
+        let plugin = self.spec.name.clone();
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin, timeout = ?self.spec.call_timeout, "plugin call timed out");
+            PluginError::Timeout { plugin }
+        } else {
+            self.stats.traps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin, error = format!("{error:#}"), "plugin trapped");
+            PluginError::Trap { plugin }
+        }
+    }
+
+    /// An idle instance, or a new one; refused at once while the plugin is unhealthy.
+    async fn checkout(&self) -> Result<Warm, PluginError> {
+        {
+            let health = lock(&self.health);
+            if health.resting_until.is_some_and(|t| Instant::now() < t) {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Err(PluginError::Unhealthy {
+                    plugin: self.spec.name.clone(),
+                });
+            }
+        }
+        let idle = lock(&self.idle).pop();
+        match idle {
+            Some(warm) => Ok(warm),
+            None => self.instantiate().await,
+        }
+    }
+
+    /// Keeps a healthy instance for the next call (up to `warm_instances`), or notes a
+    /// failure: the instance is already gone, and enough failures in a row rest the
+    /// plugin and drop every idle instance, so it comes back from fresh ones.
+    fn settle<R>(
+        &self,
+        warm: Option<Warm>,
+        outcome: Result<R, PluginError>,
+    ) -> Result<R, PluginError> {
+        let mut health = lock(&self.health);
+        match &outcome {
+            Ok(_) => {
+                *health = Health::default();
+                if let Some(mut warm) = warm {
+                    let mut idle = lock(&self.idle);
+                    if idle.len() < self.spec.warm_instances {
+                        warm.store.set_epoch_deadline(self.timeout_ticks);
+                        idle.push(warm);
+                    }
+                }
+            }
+            Err(PluginError::Unhealthy { .. }) => {}
+            Err(_) => {
+                health.failures_in_a_row += 1;
+                if health.failures_in_a_row >= UNHEALTHY_AFTER {
+                    let backoff = health
+                        .backoff
+                        .map_or(BACKOFF_FIRST, |b| (b * 2).min(BACKOFF_LAST));
+                    health.backoff = Some(backoff);
+                    health.resting_until = Some(Instant::now() + backoff);
+                    health.failures_in_a_row = 0;
+                    lock(&self.idle).clear();
+                    tracing::error!(
+                        plugin = self.spec.name,
+                        ?backoff,
+                        "plugin unhealthy: failing closed until it is reloaded"
+                    );
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Asks the plugin about a statement. Never fails: a failing plugin denies (or, with
+    /// `failure: open`, allows), naming itself in the reason.
+    pub async fn on_statement(&self, identity: &Identity, statement: &Statement) -> Verdict {
+        let started = Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome = match self.checkout().await {
+            Ok(mut warm) => {
+                let called = warm
+                    .bindings
+                    .postern_plugin_policy_hook()
+                    .call_on_statement(&mut warm.store, identity, statement)
+                    .await
+                    .map_err(|e| self.failure(&e));
+                let kept = called.is_ok().then_some(warm);
+                self.settle(kept, called)
+            }
+            Err(e) => self.settle(None, Err(e)),
+        };
+        self.answer(outcome, started)
+    }
+
+    /// Asks the plugin about a new session.
+    pub async fn on_connect(&self, identity: &Identity, client: &ClientInfo) -> Verdict {
+        let started = Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome = match self.checkout().await {
+            Ok(mut warm) => {
+                let called = warm
+                    .bindings
+                    .postern_plugin_policy_hook()
+                    .call_on_connect(&mut warm.store, identity, client)
+                    .await
+                    .map_err(|e| self.failure(&e));
+                let kept = called.is_ok().then_some(warm);
+                self.settle(kept, called)
+            }
+            Err(e) => self.settle(None, Err(e)),
+        };
+        self.answer(outcome, started)
+    }
+
+    fn answer(&self, outcome: Result<Verdict, PluginError>, started: Instant) -> Verdict {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.call_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let verdict = match outcome {
+            Ok(verdict) => verdict,
+            Err(e) if self.spec.failure == FailureMode::Open => {
+                tracing::warn!(plugin = self.spec.name, error = %e, "plugin failed; allowing (failure: open)");
+                Verdict {
+                    decision: Decision::Allow,
+                    cache_ttl_ms: 0,
+                }
+            }
+            Err(e) => Verdict {
+                decision: Decision::Deny(format!("denied: {e}")),
+                cache_ttl_ms: 0,
+            },
+        };
+        if matches!(verdict.decision, Decision::Deny(_)) {
+            self.stats.denies.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+}

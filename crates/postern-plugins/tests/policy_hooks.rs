@@ -1,0 +1,242 @@
+//! Policy hooks as real wasm components: the table-window example plugin end to end
+//! through the runtime (fake clock), and the failure cases — a plugin that spins, one
+//! that allocates past its limit, one that traps, one that imports what it may not, one
+//! that refuses its config, bytes that are no component.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use postern_plugins::types::{Decision, Identity, Statement, TableAccess, TableUse};
+use postern_plugins::{
+    Capability, PluginError, PluginSpec, PolicyHook, Runtime, RuntimeSettings, UNHEALTHY_AFTER,
+};
+
+fn component(name: &str) -> Arc<[u8]> {
+    let path = postern_testkit::plugin_components().join(format!("{name}.wasm"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into()
+}
+
+/// A clock the test sets: seconds since the Unix epoch.
+fn fake_clock() -> (Arc<AtomicU64>, RuntimeSettings) {
+    let now = Arc::new(AtomicU64::new(0));
+    let read = now.clone();
+    let settings = RuntimeSettings {
+        cache_dir: None,
+        clock: Some(Arc::new(move || {
+            UNIX_EPOCH + Duration::from_secs(read.load(Ordering::Relaxed))
+        })),
+    };
+    (now, settings)
+}
+
+fn identity(name: &str, groups: &[&str]) -> Identity {
+    Identity {
+        name: name.into(),
+        namespace: "default".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        attributes: Vec::new(),
+        expires_at: None,
+    }
+}
+
+fn statement(kind: &str, tables: &[&str]) -> Statement {
+    Statement {
+        kind: kind.into(),
+        tables: tables
+            .iter()
+            .map(|t| TableUse {
+                name: t.to_string(),
+                access: TableAccess::Read,
+            })
+            .collect(),
+        functions: Vec::new(),
+        fingerprint: 1,
+        text: None,
+        in_transaction: false,
+    }
+}
+
+fn denial(decision: &Decision) -> Option<&str> {
+    match decision {
+        Decision::Allow => None,
+        Decision::Deny(reason) => Some(reason),
+    }
+}
+
+const WINDOW: &str =
+    r#"{"tables": ["payroll.*"], "from_hour": 8, "until_hour": 18, "exempt_groups": ["on-call"]}"#;
+
+#[tokio::test]
+async fn table_window_denies_outside_its_hours_unless_on_call() {
+    let (now, settings) = fake_clock();
+    let runtime = Runtime::new(settings).unwrap();
+    let hook = PolicyHook::load(
+        &runtime,
+        PluginSpec::new("payroll-hours", WINDOW),
+        component("table_window"),
+    )
+    .await
+    .unwrap();
+    let day = 20_000 * 86_400;
+    let alice = identity("alice", &["analysts"]);
+    let payroll = statement("select", &["payroll.salaries"]);
+
+    // 03:00 UTC: outside the window.
+    now.store(day + 3 * 3600 + 60, Ordering::Relaxed);
+    let verdict = hook.on_statement(&alice, &payroll).await;
+    let reason = denial(&verdict.decision).expect("payroll at 03:00 is denied");
+    assert!(reason.contains("payroll.salaries"), "{reason}");
+    // The verdict may be kept until the hour ends, not longer.
+    assert_eq!(verdict.cache_ttl_ms, (3600 - 60) * 1000);
+    // Other tables, and the on-call group, are not held to the window.
+    let other = statement("select", &["public.orders", "payrollx.t"]);
+    assert_eq!(
+        hook.on_statement(&alice, &other).await.decision,
+        Decision::Allow
+    );
+    let bob = identity("bob", &["on-call"]);
+    assert_eq!(
+        hook.on_statement(&bob, &payroll).await.decision,
+        Decision::Allow
+    );
+
+    // 09:00 UTC: inside.
+    now.store(day + 9 * 3600, Ordering::Relaxed);
+    assert_eq!(
+        hook.on_statement(&alice, &payroll).await.decision,
+        Decision::Allow
+    );
+
+    let stats = hook.stats();
+    assert_eq!(stats.calls.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.denies.load(Ordering::Relaxed), 1);
+    // One warm instance served every call.
+    assert_eq!(stats.instances_created.load(Ordering::Relaxed), 1);
+}
+
+async fn misbehave(runtime: &Arc<Runtime>) -> PolicyHook {
+    let mut spec = PluginSpec::new("misbehave", "{}");
+    spec.memory_bytes = 8 << 20;
+    spec.call_timeout = Duration::from_millis(50);
+    PolicyHook::load(runtime, spec, component("misbehave"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_plugin_that_spins_is_stopped_and_denies() {
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let hook = misbehave(&runtime).await;
+    let someone = identity("someone", &[]);
+    let verdict = hook.on_statement(&someone, &statement("spin", &[])).await;
+    let reason = denial(&verdict.decision).expect("a call past its time denies");
+    assert!(
+        reason.contains("misbehave") && reason.contains("timed out"),
+        "{reason}"
+    );
+    assert_eq!(hook.stats().timeouts.load(Ordering::Relaxed), 1);
+    // The plugin keeps serving, from a new instance.
+    let verdict = hook.on_statement(&someone, &statement("select", &[])).await;
+    assert_eq!(verdict.decision, Decision::Allow);
+    assert_eq!(hook.stats().instances_created.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_plugin_past_its_memory_limit_traps_and_is_replaced() {
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let hook = misbehave(&runtime).await;
+    let someone = identity("someone", &[]);
+    for kind in ["hog", "trap"] {
+        let verdict = hook.on_statement(&someone, &statement(kind, &[])).await;
+        let reason = denial(&verdict.decision).expect("a trapped call denies");
+        assert!(
+            reason.contains("misbehave") && reason.contains("trapped"),
+            "{kind}: {reason}"
+        );
+    }
+    assert_eq!(hook.stats().traps.load(Ordering::Relaxed), 2);
+    assert_eq!(hook.idle_instances(), 0, "trapped instances are not kept");
+    assert_eq!(
+        hook.on_statement(&someone, &statement("select", &[]))
+            .await
+            .decision,
+        Decision::Allow
+    );
+    assert_eq!(hook.idle_instances(), 1);
+}
+
+#[tokio::test]
+async fn failures_in_a_row_make_a_plugin_unhealthy_and_it_fails_closed() {
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let hook = misbehave(&runtime).await;
+    let someone = identity("someone", &[]);
+    for _ in 0..UNHEALTHY_AFTER {
+        let verdict = hook.on_statement(&someone, &statement("trap", &[])).await;
+        assert!(denial(&verdict.decision).is_some());
+    }
+    // Resting: even a harmless statement is denied without running the plugin.
+    let verdict = hook.on_statement(&someone, &statement("select", &[])).await;
+    let reason = denial(&verdict.decision).expect("an unhealthy plugin denies");
+    assert!(reason.contains("unhealthy"), "{reason}");
+    assert_eq!(hook.stats().skipped.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        hook.stats().traps.load(Ordering::Relaxed),
+        u64::from(UNHEALTHY_AFTER)
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_is_refused_at_load_for_what_it_imports_or_its_config() {
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    // A policy hook importing http-client: never given to policy hooks.
+    let err = PolicyHook::load(&runtime, PluginSpec::new("nosy", "{}"), component("nosy"))
+        .await
+        .err()
+        .expect("nosy is refused");
+    assert!(matches!(err, PluginError::UngrantedImport { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("postern:plugin/http-client@0.1.0") && message.contains("never given"),
+        "{message}"
+    );
+
+    // Log is offered but not granted.
+    let mut spec = PluginSpec::new("payroll-hours", WINDOW);
+    spec.capabilities = vec![Capability::Cache];
+    let err = PolicyHook::load(&runtime, spec, component("table_window"))
+        .await
+        .err()
+        .expect("an ungranted log import is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("postern:plugin/log@0.1.0") && message.contains("spec.capabilities"),
+        "{message}"
+    );
+
+    // init refuses its config: the plugin is not loaded.
+    let err = PolicyHook::load(
+        &runtime,
+        PluginSpec::new("payroll-hours", r#"{"tables": []}"#),
+        component("table_window"),
+    )
+    .await
+    .err()
+    .expect("a config init refuses fails the load");
+    assert!(matches!(err, PluginError::Init { .. }), "{err}");
+    assert!(err.to_string().contains("from_hour"), "{err}");
+
+    // Bytes that are no component.
+    let err = PolicyHook::load(
+        &runtime,
+        PluginSpec::new("garbage", "{}"),
+        Arc::from(&b"\0asm not really"[..]),
+    )
+    .await
+    .err()
+    .expect("garbage is refused");
+    assert!(matches!(err, PluginError::Compile { .. }), "{err}");
+}
