@@ -85,6 +85,7 @@ fn ten_rule_check() -> u64 {
     });
     let facts = SessionFacts {
         identity: QualifiedName::parse("bench.bench", "default"),
+        service: QualifiedName::parse("pgbench.bench", "default"),
         identity_type: "workload".into(),
         groups: vec!["engineering".into()],
         attributes: Default::default(),
@@ -94,7 +95,14 @@ fn ten_rule_check() -> u64 {
     };
     let engine = postern_policy::CelEngine::new();
     let ConnectDecision::Allow(Some(policy)) = engine
-        .connect("bench", &AuthorizationSpec { rules }, &facts)
+        .connect(
+            "bench",
+            &AuthorizationSpec {
+                rules,
+                plugins: Vec::new(),
+            },
+            &facts,
+        )
         .unwrap()
     else {
         panic!("the ten rules allow the connection")

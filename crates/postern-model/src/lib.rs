@@ -39,8 +39,8 @@ pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use policy::{
     AuthorizationRule, AuthorizationSpec, ClientFacts, ConnectDecision, Denial,
-    DynamicConfigUpstream, PolicyEngine, RouteRule, RuleEffect, RuleError, SessionFacts,
-    SessionPolicy, StatementCacheStats, UpstreamConfig,
+    DynamicConfigUpstream, HookStatement, PolicyEngine, PolicyPlugins, RouteRule, RuleEffect,
+    RuleError, SessionFacts, SessionHook, SessionPolicy, StatementCacheStats, UpstreamConfig,
 };
 pub use rbac::{Access, Permission, Role, RoleBindingSpec, Subject};
 pub use resource::{

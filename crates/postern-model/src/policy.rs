@@ -38,11 +38,15 @@ pub struct AuthorizationRule {
 pub struct AuthorizationSpec {
     #[serde(default)]
     pub rules: Vec<AuthorizationRule>,
+    /// Policy-hook Plugins of the service's namespace, asked in order about each
+    /// statement the rules allow: a deny from any of them denies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
 }
 
 impl AuthorizationSpec {
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.plugins.is_empty()
     }
 }
 
@@ -126,6 +130,17 @@ impl AuthorizationSpec {
             check_unique_name(&mut seen, &path, "rule", &rule.name)?;
             check_condition(&path, &rule.condition, rule.match_any)?;
         }
+        let mut plugins = std::collections::BTreeSet::new();
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            let path = format!("spec.authorization.plugins[{index}]");
+            check_name(&path, plugin)?;
+            if !plugins.insert(plugin.as_str()) {
+                return Err(ValidationError::new(
+                    path,
+                    format!("{plugin:?} is named twice"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -174,6 +189,8 @@ pub struct ClientFacts {
 #[derive(Debug, Clone)]
 pub struct SessionFacts {
     pub identity: QualifiedName,
+    /// The service the session reaches.
+    pub service: QualifiedName,
     /// `human` or `workload`.
     pub identity_type: String,
     pub groups: Vec<String>,
@@ -191,6 +208,40 @@ pub struct Denial {
     pub rule: String,
     /// The statement kind that was refused (`delete`, `ddl`…), for the client and the log.
     pub kind: String,
+    /// A policy-hook plugin's own reason (then `rule` is `plugin:NAME`).
+    pub reason: Option<String>,
+}
+
+/// A statement as policy-hook plugins see it.
+#[derive(Debug, Clone, Copy)]
+pub struct HookStatement<'a> {
+    pub kind: &'a str,
+    /// `schema.table`.
+    pub tables: &'a [String],
+    pub functions: &'a [String],
+    pub text: &'a str,
+    /// Equal for statements that differ only in their literals; `None` when the
+    /// statement was too long to fold (a verdict about it is never reused).
+    pub fingerprint: Option<u64>,
+}
+
+/// A policy-hook plugin bound to one session.
+pub trait SessionHook: Send + Sync + std::fmt::Debug + 'static {
+    /// Allowed, or the plugin's denial (failing plugins deny unless their resource says
+    /// `failure: open`).
+    fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial>;
+}
+
+/// The policy-hook plugins a gateway has loaded.
+pub trait PolicyPlugins: Send + Sync + 'static {
+    /// The plugin `name` of `namespace` bound to a session; `None` when no such plugin is
+    /// loaded (the caller fails closed).
+    fn bind(
+        &self,
+        namespace: &str,
+        name: &str,
+        session: &SessionFacts,
+    ) -> Option<Box<dyn SessionHook>>;
 }
 
 /// A service's rules bound to one session.

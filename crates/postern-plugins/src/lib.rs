@@ -6,12 +6,14 @@
 
 mod bindings;
 mod error;
+mod hooks;
 mod host;
 mod policy;
 mod runtime;
 
 pub use bindings::types;
 pub use error::PluginError;
+pub use hooks::PolicyHooks;
 pub use host::{Capability, WallClock};
 pub use policy::{FailureMode, PluginSpec, PluginStats, PolicyHook, UNHEALTHY_AFTER};
 pub use runtime::{Runtime, RuntimeSettings, EPOCH_TICK, MAX_MEMORY_BYTES};

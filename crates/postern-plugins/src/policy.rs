@@ -48,6 +48,8 @@ pub struct PluginSpec {
     /// Idle instances kept for the next calls.
     pub warm_instances: usize,
     pub failure: FailureMode,
+    /// Whether `statement.text` is handed to the plugin (it may hold secrets).
+    pub pass_text: bool,
 }
 
 impl PluginSpec {
@@ -60,6 +62,7 @@ impl PluginSpec {
             call_timeout: Duration::from_millis(100),
             warm_instances: 4,
             failure: FailureMode::Closed,
+            pass_text: false,
         }
     }
 }
@@ -75,6 +78,8 @@ pub struct PluginStats {
     pub skipped: AtomicU64,
     pub instances_created: AtomicU64,
     pub call_nanos: AtomicU64,
+    /// Statements answered from a kept verdict without calling the plugin.
+    pub cache_hits: AtomicU64,
 }
 
 struct Warm {
@@ -176,6 +181,27 @@ impl PolicyHook {
 
     pub fn stats(&self) -> &PluginStats {
         &self.stats
+    }
+
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// The answer when a call would have waited, which a policy hook's imports never do:
+    /// counted as a failure and answered as one.
+    pub(crate) fn would_wait(&self) -> Verdict {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            plugin = self.spec.name,
+            "plugin call would have waited; its instance is dropped"
+        );
+        let failed = self.settle(
+            None,
+            Err::<Verdict, _>(PluginError::Trap {
+                plugin: self.spec.name.clone(),
+            }),
+        );
+        self.answer(failed, Instant::now())
     }
 
     /// Idle instances right now.

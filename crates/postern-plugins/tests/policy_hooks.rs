@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use postern_plugins::types::{Decision, Identity, Statement, TableAccess, TableUse};
+use postern_plugins::types::{Decision, Identity, Statement};
 use postern_plugins::{
     Capability, PluginError, PluginSpec, PolicyHook, Runtime, RuntimeSettings, UNHEALTHY_AFTER,
 };
@@ -46,13 +46,7 @@ fn identity(name: &str, groups: &[&str]) -> Identity {
 fn statement(kind: &str, tables: &[&str]) -> Statement {
     Statement {
         kind: kind.into(),
-        tables: tables
-            .iter()
-            .map(|t| TableUse {
-                name: t.to_string(),
-                access: TableAccess::Read,
-            })
-            .collect(),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
         functions: Vec::new(),
         fingerprint: 1,
         text: None,
@@ -239,4 +233,59 @@ async fn a_plugin_is_refused_at_load_for_what_it_imports_or_its_config() {
     .err()
     .expect("garbage is refused");
     assert!(matches!(err, PluginError::Compile { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
+    use postern_model::{ClientFacts, HookStatement, PolicyPlugins, QualifiedName, SessionFacts};
+
+    let (now, settings) = fake_clock();
+    now.store(20_000 * 86_400 + 3 * 3600, Ordering::Relaxed);
+    let runtime = Runtime::new(settings).unwrap();
+    let hooks = postern_plugins::PolicyHooks::new();
+    let hook = PolicyHook::load(
+        &runtime,
+        PluginSpec::new("payroll-hours", WINDOW),
+        component("table_window"),
+    )
+    .await
+    .unwrap();
+    hooks.install("finance", hook);
+    let facts = SessionFacts {
+        identity: QualifiedName::parse("alice", "finance"),
+        service: QualifiedName::parse("orders", "finance"),
+        identity_type: "human".into(),
+        groups: vec!["analysts".into()],
+        attributes: Default::default(),
+        client: ClientFacts::default(),
+        user: "app".into(),
+        database: "orders".into(),
+    };
+    assert!(hooks.bind("other", "payroll-hours", &facts).is_none());
+    let session = hooks.bind("finance", "payroll-hours", &facts).unwrap();
+    let tables = ["payroll.salaries".to_string()];
+    let statement = HookStatement {
+        kind: "select",
+        tables: &tables,
+        functions: &[],
+        text: "SELECT * FROM payroll.salaries",
+        fingerprint: Some(42),
+    };
+    for _ in 0..3 {
+        let denial = session.check_statement(&statement).unwrap_err();
+        assert_eq!(denial.rule, "plugin:payroll-hours");
+        assert!(denial.reason.unwrap().contains("payroll.salaries"));
+    }
+    let stats = hooks.get("finance", "payroll-hours").unwrap();
+    let stats = stats.stats();
+    // The first answer holds until the hour ends: the plugin ran once.
+    assert_eq!(stats.calls.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.cache_hits.load(Ordering::Relaxed), 2);
+    // Without a fingerprint nothing is kept.
+    let unfolded = HookStatement {
+        fingerprint: None,
+        ..statement
+    };
+    assert!(session.check_statement(&unfolded).is_err());
+    assert_eq!(stats.calls.load(Ordering::Relaxed), 2);
 }

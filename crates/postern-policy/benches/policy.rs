@@ -46,7 +46,10 @@ fn ten_rules() -> AuthorizationSpec {
         condition: None,
         match_any: true,
     });
-    AuthorizationSpec { rules }
+    AuthorizationSpec {
+        rules,
+        plugins: Vec::new(),
+    }
 }
 
 fn statement_path(c: &mut Criterion) {
@@ -65,6 +68,7 @@ fn statement_path(c: &mut Criterion) {
     let engine = CelEngine::new();
     let facts = SessionFacts {
         identity: QualifiedName::parse("bench.bench", "default"),
+        service: QualifiedName::parse("pgbench.bench", "default"),
         identity_type: "workload".into(),
         groups: vec!["engineering".into()],
         attributes: Default::default(),

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use cel_interpreter::{Context, Program};
 use postern_model::{
-    AuthorizationSpec, ConnectDecision, PolicyEngine, RouteRule, RuleError, SessionFacts,
+    AuthorizationSpec, ConnectDecision, Denial, HookStatement, PolicyEngine, PolicyPlugins,
+    RouteRule, RuleError, SessionFacts, SessionHook,
 };
 
 pub use classify::{classify, Statement, Unparsable};
@@ -37,11 +38,48 @@ pub struct CelEngine {
     rules: Mutex<HashMap<String, Arc<Vec<CompiledRule>>>>,
     routes: Mutex<HashMap<String, Arc<Vec<Option<Program>>>>>,
     statements: Arc<StatementCache>,
+    plugins: Option<Arc<dyn PolicyPlugins>>,
 }
 
 impl CelEngine {
     pub fn new() -> CelEngine {
         CelEngine::default()
+    }
+
+    /// Services' `authorization.plugins` are looked up in `plugins`.
+    pub fn with_plugins(plugins: Arc<dyn PolicyPlugins>) -> CelEngine {
+        CelEngine {
+            plugins: Some(plugins),
+            ..CelEngine::default()
+        }
+    }
+
+    /// The session's hooks, in the service's order. A plugin that is not loaded denies
+    /// every statement: a control that is missing lets nothing through.
+    fn hooks(&self, names: &[String], facts: &SessionFacts) -> Vec<Box<dyn SessionHook>> {
+        names
+            .iter()
+            .map(|name| {
+                self.plugins
+                    .as_ref()
+                    .and_then(|p| p.bind(&facts.service.namespace, name, facts))
+                    .unwrap_or_else(|| Box::new(MissingPlugin(name.clone())))
+            })
+            .collect()
+    }
+}
+
+/// Stands for a plugin a service names that this gateway has not loaded.
+#[derive(Debug)]
+struct MissingPlugin(String);
+
+impl SessionHook for MissingPlugin {
+    fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
+        Err(Denial {
+            rule: format!("plugin:{}", self.0),
+            kind: statement.kind.to_owned(),
+            reason: Some(format!("policy plugin {} is not loaded", self.0)),
+        })
     }
 }
 
@@ -98,7 +136,9 @@ impl PolicyEngine for CelEngine {
             return Ok(ConnectDecision::Allow(None));
         }
         let rules = cached(&self.rules, cache_key, || compile_rules(authorization))?;
-        Ok(BoundRules::new(rules, self.statements.clone(), facts).connect())
+        let bound = BoundRules::new(rules, self.statements.clone(), facts)
+            .with_hooks(self.hooks(&authorization.plugins, facts));
+        Ok(bound.connect())
     }
 
     fn statement_cache(&self) -> CacheStats {

@@ -13,7 +13,8 @@ use cel_interpreter::objects::{Key, Map};
 use cel_interpreter::{Context, Program, Value};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use postern_model::{
-    AuthorizationSpec, ConnectDecision, Denial, RuleEffect, RuleError, SessionFacts, SessionPolicy,
+    AuthorizationSpec, ConnectDecision, Denial, HookStatement, RuleEffect, RuleError, SessionFacts,
+    SessionHook, SessionPolicy,
 };
 
 use crate::classify::Statement;
@@ -409,12 +410,15 @@ pub(crate) struct BoundRules {
     /// Whether any rule's outcome is kept by statement class.
     keeps_classes: bool,
     evaluation: Mutex<Evaluation>,
+    /// Policy-hook plugins asked, in order, about each statement the rules allow.
+    hooks: Vec<Box<dyn SessionHook>>,
 }
 
 impl std::fmt::Debug for BoundRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundRules")
             .field("rules", &self.rules.len())
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -453,7 +457,14 @@ impl BoundRules {
                 },
                 classes: HashMap::new(),
             }),
+            hooks: Vec::new(),
         }
+    }
+
+    /// Asks `hooks` too, after the rules.
+    pub fn with_hooks(mut self, hooks: Vec<Box<dyn SessionHook>>) -> BoundRules {
+        self.hooks = hooks;
+        self
     }
 
     /// What this session keeps of class `id` (made now if it is new), with the
@@ -565,14 +576,20 @@ impl BoundRules {
     }
 
     pub fn connect(self) -> ConnectDecision {
+        if self.rules.is_empty() {
+            // Plugins only: they decide each statement.
+            return ConnectDecision::Allow(Some(Arc::new(self)));
+        }
         match self.decide_at_connect() {
             Decision::Rule(rule, RuleEffect::Deny) => ConnectDecision::Deny(Denial {
                 rule: rule.name.clone(),
                 kind: "connect".into(),
+                reason: None,
             }),
             Decision::NoMatch => ConnectDecision::Deny(Denial {
                 rule: DEFAULT_DENY.into(),
                 kind: "connect".into(),
+                reason: None,
             }),
             Decision::Rule(_, RuleEffect::Allow) | Decision::Undecided => {
                 ConnectDecision::Allow(Some(Arc::new(self)))
@@ -593,12 +610,28 @@ impl BoundRules {
         let denial = |rule: &str| Denial {
             rule: rule.to_owned(),
             kind: statement.kind.to_owned(),
+            reason: None,
         };
-        match self.decide_statement(statement, class, now) {
-            Decision::Rule(_, RuleEffect::Allow) => Ok(()),
-            Decision::Rule(rule, RuleEffect::Deny) => Err(denial(&rule.name)),
-            Decision::NoMatch | Decision::Undecided => Err(denial(DEFAULT_DENY)),
+        if !self.rules.is_empty() {
+            match self.decide_statement(statement, class, now) {
+                Decision::Rule(_, RuleEffect::Allow) => {}
+                Decision::Rule(rule, RuleEffect::Deny) => return Err(denial(&rule.name)),
+                Decision::NoMatch | Decision::Undecided => return Err(denial(DEFAULT_DENY)),
+            }
         }
+        if self.hooks.is_empty() {
+            return Ok(());
+        }
+        let asked = HookStatement {
+            kind: statement.kind,
+            tables: &statement.tables,
+            functions: &statement.functions,
+            text: &statement.text,
+            fingerprint: class,
+        };
+        self.hooks
+            .iter()
+            .try_for_each(|hook| hook.check_statement(&asked))
     }
 }
 
@@ -655,7 +688,13 @@ mod tests {
 
     /// `rules` compiled and bound to a session of `identity`.
     fn bind(rules: Vec<AuthorizationRule>, identity: &str) -> BoundRules {
-        let compiled = Arc::new(compile_rules(&AuthorizationSpec { rules }).unwrap());
+        let compiled = Arc::new(
+            compile_rules(&AuthorizationSpec {
+                rules,
+                plugins: Vec::new(),
+            })
+            .unwrap(),
+        );
         BoundRules::new(
             compiled,
             Arc::new(StatementCache::default()),
@@ -690,6 +729,7 @@ mod tests {
     fn facts(identity: &str) -> SessionFacts {
         SessionFacts {
             identity: QualifiedName::parse(identity, "default"),
+            service: QualifiedName::parse("orders", "default"),
             identity_type: "workload".into(),
             groups: Vec::new(),
             attributes: Default::default(),

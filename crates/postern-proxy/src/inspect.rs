@@ -111,6 +111,7 @@ fn revoked() -> Denial {
     Denial {
         rule: ACCESS_REVOKED.into(),
         kind: CONNECT.into(),
+        reason: None,
     }
 }
 
@@ -310,7 +311,13 @@ impl Inspector {
             event.details.statement_kind = Some(denial.kind.clone());
             event.details.sqlstate = Some("42501".into());
             self.record(event);
-            let message = if denial.kind == CONNECT {
+            let message = if let Some(reason) = &denial.reason {
+                format!(
+                    "permission denied by {} of service {}: {reason}",
+                    denial.rule.replace(':', " "),
+                    self.session.service
+                )
+            } else if denial.kind == CONNECT {
                 format!(
                     "permission denied: rule \"{}\" of service {} refuses this session now",
                     denial.rule, self.session.service

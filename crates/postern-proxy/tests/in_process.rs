@@ -124,6 +124,7 @@ impl SessionPolicy for NoSecrets {
             return Err(Denial {
                 rule: "no-secrets".into(),
                 kind: "select".into(),
+                reason: None,
             });
         }
         Ok(())

@@ -98,11 +98,13 @@ impl Store {
     /// What the rules see of `identity`'s session.
     fn session_facts(
         identity: &QualifiedName,
+        service: &QualifiedName,
         spec: IdentitySpec,
         client: &ClientFacts,
     ) -> SessionFacts {
         SessionFacts {
             identity: identity.clone(),
+            service: service.clone(),
             identity_type: match spec.identity_type {
                 postern_model::IdentityType::Human => "human".into(),
                 postern_model::IdentityType::Workload => "workload".into(),
@@ -151,7 +153,7 @@ impl Store {
             )));
         }
         let cache_key = format!("{service}@{}", stored.generation);
-        let mut facts = Self::session_facts(identity, identity_spec, client);
+        let mut facts = Self::session_facts(identity, service, identity_spec, client);
         let needs_engine = !spec.authorization.is_empty()
             || matches!(spec.upstream, UpstreamSpec::DynamicConfig(_));
         let engine = match (needs_engine, self.policy_engine.get()) {

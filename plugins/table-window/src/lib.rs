@@ -106,12 +106,12 @@ impl Guest for TableWindow {
         let guarded = statement
             .tables
             .iter()
-            .find(|table| settings.covers(&table.name));
+            .find(|table| settings.covers(table));
         match guarded {
             Some(table) if !exempt && !settings.inside_window(hour) => verdict(
                 Decision::Deny(format!(
                     "{} may only be used from {}:00 to {}:00 UTC",
-                    table.name, settings.from_hour, settings.until_hour
+                    table, settings.from_hour, settings.until_hour
                 )),
                 now_secs,
             ),

@@ -1,0 +1,242 @@
+//! Criterion benches for what a policy hook costs a statement: one `on_statement` call on a
+//! warm instance of a plugin that only allows (`misbehave`, kind "select") and of the
+//! table-window example on a `payroll.*` table, inside and outside its hours. Under
+//! `cargo bench` it also prints (not asserts) the resident memory that 10 loaded hooks and
+//! 10 warm instances of one hook take. Run with
+//! `cargo bench -p postern-plugins --bench hook_call`.
+
+// Bench code: a failed unwrap is a broken bench.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use postern_plugins::types::{Decision, Identity, Statement};
+use postern_plugins::{PluginSpec, PolicyHook, Runtime, RuntimeSettings};
+use tokio::runtime::Runtime as Tokio;
+
+const WINDOW: &str =
+    r#"{"tables": ["payroll.*"], "from_hour": 8, "until_hour": 18, "exempt_groups": ["on-call"]}"#;
+
+/// A day, and the two times of it the table-window bench runs at: a fixed clock keeps the
+/// verdict (and so the path measured) the same whenever the bench runs.
+const DAY: u64 = 20_000 * 86_400;
+const INSIDE_WINDOW: u64 = DAY + 10 * 3600;
+const OUTSIDE_WINDOW: u64 = DAY + 3 * 3600;
+
+fn component(name: &str) -> Arc<[u8]> {
+    let path = postern_testkit::plugin_components().join(format!("{name}.wasm"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into()
+}
+
+fn tokio() -> Tokio {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One engine for every hook, as in the gateway, with a clock the bench sets.
+fn plugin_runtime() -> (Arc<AtomicU64>, Arc<Runtime>) {
+    let now = Arc::new(AtomicU64::new(INSIDE_WINDOW));
+    let read = now.clone();
+    let settings = RuntimeSettings {
+        cache_dir: None,
+        clock: Some(Arc::new(move || {
+            UNIX_EPOCH + Duration::from_secs(read.load(Ordering::Relaxed))
+        })),
+    };
+    (now, Runtime::new(settings).unwrap())
+}
+
+fn alice() -> Identity {
+    Identity {
+        name: "alice".into(),
+        namespace: "default".into(),
+        groups: vec!["analysts".into()],
+        attributes: Vec::new(),
+        expires_at: None,
+    }
+}
+
+fn statement(kind: &str, tables: &[&str]) -> Statement {
+    Statement {
+        kind: kind.into(),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        functions: Vec::new(),
+        fingerprint: 1,
+        text: None,
+        in_transaction: false,
+    }
+}
+
+/// Resident set size in KiB (`VmRSS`: the same count as statm's second field, already in
+/// KiB, so no page size is assumed).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Times `iters` calls inside one `block_on`: a session's task is already on the executor
+/// when it asks a hook, so entering the runtime is no part of a call's cost.
+fn bench_calls(c: &mut Criterion, name: &str, rt: &Tokio, hook: &PolicyHook, s: &Statement) {
+    let who = alice();
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(hook.on_statement(black_box(&who), black_box(s)).await);
+                }
+                started.elapsed()
+            })
+        })
+    });
+}
+
+fn hook_call(c: &mut Criterion) {
+    let rt = tokio();
+    let (now, runtime) = plugin_runtime();
+    let misbehave = rt
+        .block_on(PolicyHook::load(
+            &runtime,
+            PluginSpec::new("misbehave", "{}"),
+            component("misbehave"),
+        ))
+        .unwrap();
+    let window = rt
+        .block_on(PolicyHook::load(
+            &runtime,
+            PluginSpec::new("payroll-hours", WINDOW),
+            component("table_window"),
+        ))
+        .unwrap();
+    let payroll = statement("select", &["payroll.salaries"]);
+    // Each case checked once, so a bench never times a failure path by mistake.
+    let verdict = rt.block_on(window.on_statement(&alice(), &payroll));
+    assert_eq!(verdict.decision, Decision::Allow);
+
+    bench_calls(
+        c,
+        "on_statement/misbehave_select_allow",
+        &rt,
+        &misbehave,
+        &statement("select", &[]),
+    );
+    bench_calls(
+        c,
+        "on_statement/table_window_payroll_inside_allow",
+        &rt,
+        &window,
+        &payroll,
+    );
+    now.store(OUTSIDE_WINDOW, Ordering::Relaxed);
+    let verdict = rt.block_on(window.on_statement(&alice(), &payroll));
+    assert!(matches!(verdict.decision, Decision::Deny(_)));
+    bench_calls(
+        c,
+        "on_statement/table_window_payroll_outside_deny",
+        &rt,
+        &window,
+        &payroll,
+    );
+
+    for hook in [&misbehave, &window] {
+        let stats = hook.stats();
+        let calls = stats.calls.load(Ordering::Relaxed).max(1);
+        eprintln!(
+            "{}: {} calls, {} instances created, {} ns per call by the hook's own clock",
+            hook.name(),
+            calls,
+            stats.instances_created.load(Ordering::Relaxed),
+            stats.call_nanos.load(Ordering::Relaxed) / calls,
+        );
+    }
+}
+
+/// Prints the resident memory of 10 loaded table-window hooks (each compiles its own copy
+/// of the component and keeps one warm instance) and of 10 warm instances of one hook.
+fn memory(_: &mut Criterion) {
+    // `cargo test --benches` runs benches once without `--bench`: skip 10 compiles there.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rt = tokio();
+    let (_, runtime) = plugin_runtime();
+    let bytes = component("table_window");
+    // One hook first, so the engine's and linker's one-time costs are not counted below.
+    let first = rt
+        .block_on(PolicyHook::load(
+            &runtime,
+            PluginSpec::new("payroll-hours", WINDOW),
+            bytes.clone(),
+        ))
+        .unwrap();
+
+    let before = rss_kib();
+    let hooks: Vec<PolicyHook> = (0..10)
+        .map(|i| {
+            let spec = PluginSpec::new(&format!("payroll-hours-{i}"), WINDOW);
+            rt.block_on(PolicyHook::load(&runtime, spec, bytes.clone()))
+                .unwrap()
+        })
+        .collect();
+    let after = rss_kib();
+    eprintln!(
+        "RSS: 10 table_window hooks loaded: +{} KiB ({} KiB each; compiled code + 1 warm instance)",
+        after.saturating_sub(before),
+        after.saturating_sub(before) / 10,
+    );
+
+    // A hook only makes a second instance while one is busy, and a call never yields, so
+    // warm instances come from calls overlapping on threads: ten threads on few cores are
+    // preempted mid-call often enough. Stops at 10 instances or after 10 s.
+    let mut spec = PluginSpec::new("payroll-hours-warm", WINDOW);
+    spec.warm_instances = 10;
+    let warm = rt
+        .block_on(PolicyHook::load(&runtime, spec, bytes.clone()))
+        .unwrap();
+    let before = rss_kib();
+    let done = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let payroll = statement("select", &["payroll.salaries"]);
+    std::thread::scope(|scope| {
+        for _ in 0..10 {
+            scope.spawn(|| {
+                let rt = tokio();
+                let who = alice();
+                while !done.load(Ordering::Relaxed) {
+                    for _ in 0..100 {
+                        black_box(rt.block_on(warm.on_statement(&who, &payroll)));
+                    }
+                    if warm.stats().instances_created.load(Ordering::Relaxed) >= 10
+                        || Instant::now() > deadline
+                    {
+                        done.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let after = rss_kib();
+    let idle = warm.idle_instances();
+    let created = warm.stats().instances_created.load(Ordering::Relaxed);
+    eprintln!(
+        "RSS: one table_window hook with {idle} warm instances ({created} created): +{} KiB over 1 instance ({} KiB per added instance)",
+        after.saturating_sub(before),
+        after.saturating_sub(before) / u64::try_from(idle.saturating_sub(1).max(1)).unwrap(),
+    );
+    drop((first, hooks, warm));
+}
+
+criterion_group!(benches, memory, hook_call);
+criterion_main!(benches);

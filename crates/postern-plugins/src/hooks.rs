@@ -1,0 +1,186 @@
+//! The gateway's loaded policy hooks, as the policy engine asks for them: a session binds
+//! each plugin its service names, and asks it about each statement synchronously on the
+//! relay's own task. A hook's imports never wait on I/O (its world offers only `log`
+//! and `cache`), so one poll runs a call to its end; a call that would wait is treated
+//! as a failure. Verdicts a plugin marks as reusable are kept per session and statement
+//! fingerprint until their TTL ends.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use postern_model::{Denial, HookStatement, PolicyPlugins, SessionFacts, SessionHook};
+
+use crate::bindings::types::{Decision, Identity, Statement};
+use crate::policy::PolicyHook;
+
+/// Verdicts one session keeps per plugin.
+const KEPT_VERDICTS: usize = 256;
+
+/// Loaded policy hooks by namespace and name. Installing one under a name in use swaps
+/// it in at once: sessions bound to the old one keep it until they are bound again
+/// (after any resource change, before their next statement).
+#[derive(Default)]
+pub struct PolicyHooks {
+    loaded: RwLock<HashMap<(String, String), Arc<PolicyHook>>>,
+}
+
+impl PolicyHooks {
+    pub fn new() -> PolicyHooks {
+        PolicyHooks::default()
+    }
+
+    pub fn install(&self, namespace: &str, hook: PolicyHook) {
+        let key = (namespace.to_owned(), hook.name().to_owned());
+        self.write().insert(key, Arc::new(hook));
+    }
+
+    pub fn remove(&self, namespace: &str, name: &str) -> bool {
+        self.write()
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PolicyHook>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// `(namespace, name)` of every loaded hook.
+    pub fn names(&self) -> Vec<(String, String)> {
+        let mut names: Vec<_> = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<PolicyHook>>> {
+        self.loaded.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PolicyPlugins for PolicyHooks {
+    fn bind(
+        &self,
+        namespace: &str,
+        name: &str,
+        session: &SessionFacts,
+    ) -> Option<Box<dyn SessionHook>> {
+        let hook = self.get(namespace, name)?;
+        Some(Box::new(BoundHook {
+            rule: format!("plugin:{name}"),
+            identity: Identity {
+                name: session.identity.name.clone(),
+                namespace: session.identity.namespace.clone(),
+                groups: session.groups.clone(),
+                attributes: session
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                expires_at: None,
+            },
+            kept: Mutex::new(HashMap::new()),
+            hook,
+        }))
+    }
+}
+
+/// Runs a future that is expected to finish without waiting; `None` if it would wait.
+fn finish_now<F: Future>(future: F) -> Option<F::Output> {
+    let future = pin!(future);
+    match future.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+/// One plugin bound to one session.
+struct BoundHook {
+    hook: Arc<PolicyHook>,
+    rule: String,
+    identity: Identity,
+    /// Reusable verdicts by statement fingerprint: the denial reason (`None`: allowed)
+    /// and until when.
+    kept: Mutex<HashMap<u64, (Option<String>, Instant)>>,
+}
+
+impl std::fmt::Debug for BoundHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundHook")
+            .field("plugin", &self.hook.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundHook {
+    fn denial(&self, statement: &HookStatement<'_>, reason: String) -> Denial {
+        Denial {
+            rule: self.rule.clone(),
+            kind: statement.kind.to_owned(),
+            reason: Some(reason),
+        }
+    }
+}
+
+impl SessionHook for BoundHook {
+    fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
+        let now = Instant::now();
+        if let Some(fingerprint) = statement.fingerprint {
+            let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((reason, until)) = kept.get(&fingerprint) {
+                if now < *until {
+                    self.hook
+                        .stats()
+                        .cache_hits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return match reason {
+                        None => Ok(()),
+                        Some(reason) => Err(self.denial(statement, reason.clone())),
+                    };
+                }
+            }
+        }
+        let asked = Statement {
+            kind: statement.kind.to_owned(),
+            tables: statement.tables.to_vec(),
+            functions: statement.functions.to_vec(),
+            fingerprint: statement.fingerprint.unwrap_or(0),
+            text: self
+                .hook
+                .spec()
+                .pass_text
+                .then(|| statement.text.to_owned()),
+            in_transaction: false,
+        };
+        let verdict = finish_now(self.hook.on_statement(&self.identity, &asked))
+            .unwrap_or_else(|| self.hook.would_wait());
+        let reason = match verdict.decision {
+            Decision::Allow => None,
+            Decision::Deny(reason) => Some(reason),
+        };
+        if let (Some(fingerprint), ttl @ 1..) = (statement.fingerprint, verdict.cache_ttl_ms) {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() >= KEPT_VERDICTS && !kept.contains_key(&fingerprint) {
+                kept.clear();
+            }
+            let until = now + Duration::from_millis(u64::from(ttl));
+            kept.insert(fingerprint, (reason.clone(), until));
+        }
+        match reason {
+            None => Ok(()),
+            Some(reason) => Err(self.denial(statement, reason)),
+        }
+    }
+}
