@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::{CredentialRoleSpec, StaticRoleSpec};
 use crate::intents::IntentsSpec;
 use crate::name::{validate_name, QualifiedName, DEFAULT_NAMESPACE};
+use crate::plugin::PluginSpec;
 use crate::policy::{AuthorizationSpec, DynamicConfigUpstream};
 use crate::rbac::RoleBindingSpec;
 
@@ -25,16 +26,18 @@ pub enum Kind {
     CredentialRole,
     StaticRole,
     RoleBinding,
+    Plugin,
 }
 
 /// Kinds from the product definition that later releases add; named so that a file using
 /// them gets a clear "not supported yet" rather than "unknown kind".
-const LATER_KINDS: &[&str] = &["Plugin"];
+const LATER_KINDS: &[&str] = &[];
 
 impl Kind {
     /// In dependency order: a kind may refer only to kinds before it.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
+        Kind::Plugin,
         Kind::Target,
         Kind::StaticRole,
         Kind::CredentialRole,
@@ -54,6 +57,7 @@ impl Kind {
             Kind::CredentialRole => "CredentialRole",
             Kind::StaticRole => "StaticRole",
             Kind::RoleBinding => "RoleBinding",
+            Kind::Plugin => "Plugin",
         }
     }
 
@@ -84,7 +88,7 @@ impl Kind {
                     format!("kind {text} is not supported by this version yet")
                 } else {
                     format!(
-                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents, CredentialRole, StaticRole, RoleBinding)"
+                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents, CredentialRole, StaticRole, RoleBinding, Plugin)"
                     )
                 }
             })
@@ -115,8 +119,9 @@ impl FromStr for Kind {
             "rolebinding" | "rolebindings" | "role-binding" | "role-bindings" => {
                 Ok(Kind::RoleBinding)
             }
+            "plugin" | "plugins" => Ok(Kind::Plugin),
             _ => Err(format!(
-                "unknown kind {s:?} (expected namespace, target, service, identity, intents, credentialrole, staticrole, rolebinding or secret)"
+                "unknown kind {s:?} (expected namespace, target, service, identity, intents, credentialrole, staticrole, rolebinding, plugin or secret)"
             )),
         }
     }
@@ -345,6 +350,7 @@ pub enum Spec {
     CredentialRole(CredentialRoleSpec),
     StaticRole(StaticRoleSpec),
     RoleBinding(RoleBindingSpec),
+    Plugin(PluginSpec),
 }
 
 /// Upper bound on durations in specs, far from any clock's overflow.
@@ -436,6 +442,7 @@ impl Resource {
             Kind::CredentialRole => Spec::CredentialRole(decode_spec(spec)?),
             Kind::StaticRole => Spec::StaticRole(decode_spec(spec)?),
             Kind::RoleBinding => Spec::RoleBinding(decode_spec(spec)?),
+            Kind::Plugin => Spec::Plugin(decode_spec(spec)?),
         };
         let resource = Resource { metadata, spec };
         resource.validate_spec()?;
@@ -536,6 +543,7 @@ impl Resource {
             Spec::CredentialRole(c) => c.validate(),
             Spec::StaticRole(r) => r.validate(),
             Spec::RoleBinding(b) => b.validate(),
+            Spec::Plugin(p) => p.validate(),
         }
     }
 
@@ -549,6 +557,7 @@ impl Resource {
             Spec::CredentialRole(_) => Kind::CredentialRole,
             Spec::StaticRole(_) => Kind::StaticRole,
             Spec::RoleBinding(_) => Kind::RoleBinding,
+            Spec::Plugin(_) => Kind::Plugin,
         }
     }
 
@@ -580,6 +589,7 @@ impl Resource {
             Spec::CredentialRole(s) => serde_json::to_value(s),
             Spec::StaticRole(s) => serde_json::to_value(s),
             Spec::RoleBinding(s) => serde_json::to_value(s),
+            Spec::Plugin(s) => serde_json::to_value(s),
         };
         // Serialising these plain structs cannot fail.
         value.unwrap_or(serde_json::Value::Null)

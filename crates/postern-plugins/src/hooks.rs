@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -20,12 +21,19 @@ use crate::policy::PolicyHook;
 /// Verdicts one session keeps per plugin.
 const KEPT_VERDICTS: usize = 256;
 
-/// Loaded policy hooks by namespace and name. Installing one under a name in use swaps
-/// it in at once: sessions bound to the old one keep it until they are bound again
-/// (after any resource change, before their next statement).
+type Loaded = HashMap<(String, String), Arc<PolicyHook>>;
+
+/// Loaded policy hooks by namespace and name. A session binds a plugin by name and looks
+/// it up at each statement, so installing a new version under the name swaps it in for
+/// every open session at its next statement (never during a call), and a plugin that
+/// loads after a session started is asked from then on (before, the session is denied).
 #[derive(Default)]
 pub struct PolicyHooks {
-    loaded: RwLock<HashMap<(String, String), Arc<PolicyHook>>>,
+    loaded: Arc<RwLock<Loaded>>,
+}
+
+fn read(loaded: &RwLock<Loaded>) -> std::sync::RwLockReadGuard<'_, Loaded> {
+    loaded.read().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PolicyHooks {
@@ -45,27 +53,19 @@ impl PolicyHooks {
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PolicyHook>> {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read(&self.loaded)
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
     }
 
     /// `(namespace, name)` of every loaded hook.
     pub fn names(&self) -> Vec<(String, String)> {
-        let mut names: Vec<_> = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut names: Vec<_> = read(&self.loaded).keys().cloned().collect();
         names.sort();
         names
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<PolicyHook>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Loaded> {
         self.loaded.write().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -77,8 +77,9 @@ impl PolicyPlugins for PolicyHooks {
         name: &str,
         session: &SessionFacts,
     ) -> Option<Box<dyn SessionHook>> {
-        let hook = self.get(namespace, name)?;
         Some(Box::new(BoundHook {
+            loaded: self.loaded.clone(),
+            key: (namespace.to_owned(), name.to_owned()),
             rule: format!("plugin:{name}"),
             identity: Identity {
                 name: session.identity.name.clone(),
@@ -92,7 +93,6 @@ impl PolicyPlugins for PolicyHooks {
                 expires_at: None,
             },
             kept: Mutex::new(HashMap::new()),
-            hook,
         }))
     }
 }
@@ -106,20 +106,28 @@ fn finish_now<F: Future>(future: F) -> Option<F::Output> {
     }
 }
 
+/// A verdict kept for reuse: which load of the plugin gave it, the denial reason
+/// (`None`: allowed) and until when.
+struct KeptVerdict {
+    load: u64,
+    reason: Option<String>,
+    until: Instant,
+}
+
 /// One plugin bound to one session.
 struct BoundHook {
-    hook: Arc<PolicyHook>,
+    loaded: Arc<RwLock<Loaded>>,
+    key: (String, String),
     rule: String,
     identity: Identity,
-    /// Reusable verdicts by statement fingerprint: the denial reason (`None`: allowed)
-    /// and until when.
-    kept: Mutex<HashMap<u64, (Option<String>, Instant)>>,
+    /// Reusable verdicts by statement fingerprint.
+    kept: Mutex<HashMap<u64, KeptVerdict>>,
 }
 
 impl std::fmt::Debug for BoundHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundHook")
-            .field("plugin", &self.hook.name())
+            .field("plugin", &self.key)
             .finish_non_exhaustive()
     }
 }
@@ -136,16 +144,17 @@ impl BoundHook {
 
 impl SessionHook for BoundHook {
     fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
+        let Some(hook) = read(&self.loaded).get(&self.key).cloned() else {
+            let reason = format!("policy plugin {} is not loaded", self.key.1);
+            return Err(self.denial(statement, reason));
+        };
         let now = Instant::now();
         if let Some(fingerprint) = statement.fingerprint {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((reason, until)) = kept.get(&fingerprint) {
-                if now < *until {
-                    self.hook
-                        .stats()
-                        .cache_hits
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return match reason {
+            if let Some(kept) = kept.get(&fingerprint) {
+                if kept.load == hook.load_id() && now < kept.until {
+                    hook.stats().cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return match &kept.reason {
                         None => Ok(()),
                         Some(reason) => Err(self.denial(statement, reason.clone())),
                     };
@@ -157,15 +166,11 @@ impl SessionHook for BoundHook {
             tables: statement.tables.to_vec(),
             functions: statement.functions.to_vec(),
             fingerprint: statement.fingerprint.unwrap_or(0),
-            text: self
-                .hook
-                .spec()
-                .pass_text
-                .then(|| statement.text.to_owned()),
+            text: hook.spec().pass_text.then(|| statement.text.to_owned()),
             in_transaction: false,
         };
-        let verdict = finish_now(self.hook.on_statement(&self.identity, &asked))
-            .unwrap_or_else(|| self.hook.would_wait());
+        let verdict = finish_now(hook.on_statement(&self.identity, &asked))
+            .unwrap_or_else(|| hook.would_wait());
         let reason = match verdict.decision {
             Decision::Allow => None,
             Decision::Deny(reason) => Some(reason),
@@ -176,7 +181,14 @@ impl SessionHook for BoundHook {
                 kept.clear();
             }
             let until = now + Duration::from_millis(u64::from(ttl));
-            kept.insert(fingerprint, (reason.clone(), until));
+            kept.insert(
+                fingerprint,
+                KeptVerdict {
+                    load: hook.load_id(),
+                    reason: reason.clone(),
+                    until,
+                },
+            );
         }
         match reason {
             None => Ok(()),

@@ -53,6 +53,28 @@ pub struct PluginSpec {
 }
 
 impl PluginSpec {
+    /// The runtime's view of a `kind: Plugin` resource named `name`.
+    pub fn from_resource(name: &str, spec: &postern_model::PluginSpec) -> PluginSpec {
+        let capabilities = spec
+            .capabilities
+            .iter()
+            .filter_map(|c| Capability::from_interface(c))
+            .collect();
+        PluginSpec {
+            name: name.to_owned(),
+            config: spec.config.to_string(),
+            capabilities,
+            memory_bytes: usize::try_from(spec.limits.memory_mib).unwrap_or(usize::MAX) << 20,
+            call_timeout: Duration::from_millis(u64::from(spec.limits.call_timeout_ms)),
+            warm_instances: 4,
+            failure: match spec.failure {
+                postern_model::PluginFailure::Closed => FailureMode::Closed,
+                postern_model::PluginFailure::Open => FailureMode::Open,
+            },
+            pass_text: spec.statement_text,
+        }
+    }
+
     pub fn new(name: &str, config: &str) -> PluginSpec {
         PluginSpec {
             name: name.to_owned(),
@@ -97,6 +119,9 @@ struct Health {
 
 /// A loaded policy hook.
 pub struct PolicyHook {
+    /// Unique per load in this process: verdicts kept from one load are not reused
+    /// after another.
+    load_id: u64,
     runtime: Arc<Runtime>,
     spec: PluginSpec,
     pre: PolicyPre<HostState>,
@@ -160,7 +185,9 @@ impl PolicyHook {
             .instantiate_pre(&compiled)
             .map_err(wrong_kind)?;
         let pre = PolicyPre::new(instance_pre).map_err(wrong_kind)?;
+        static LOADS: AtomicU64 = AtomicU64::new(0);
         let hook = PolicyHook {
+            load_id: LOADS.fetch_add(1, Ordering::Relaxed),
             runtime: runtime.clone(),
             shared: Arc::new(PluginShared::new(&plugin)),
             spec,
@@ -181,6 +208,10 @@ impl PolicyHook {
 
     pub fn stats(&self) -> &PluginStats {
         &self.stats
+    }
+
+    pub fn load_id(&self) -> u64 {
+        self.load_id
     }
 
     pub fn spec(&self) -> &PluginSpec {

@@ -261,7 +261,6 @@ async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
         user: "app".into(),
         database: "orders".into(),
     };
-    assert!(hooks.bind("other", "payroll-hours", &facts).is_none());
     let session = hooks.bind("finance", "payroll-hours", &facts).unwrap();
     let tables = ["payroll.salaries".to_string()];
     let statement = HookStatement {
@@ -271,6 +270,13 @@ async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
         text: "SELECT * FROM payroll.salaries",
         fingerprint: Some(42),
     };
+    // A plugin that is not loaded denies (fail closed), naming itself.
+    let elsewhere = hooks.bind("other", "payroll-hours", &facts).unwrap();
+    let denial = elsewhere.check_statement(&statement).unwrap_err();
+    assert_eq!(
+        denial.reason.as_deref(),
+        Some("policy plugin payroll-hours is not loaded")
+    );
     for _ in 0..3 {
         let denial = session.check_statement(&statement).unwrap_err();
         assert_eq!(denial.rule, "plugin:payroll-hours");

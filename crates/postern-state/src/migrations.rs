@@ -241,6 +241,14 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX audit_segment_sessions_by_segment ON audit_segment_sessions (segment_id);
     "#,
+    // 10: WASM components of Plugin resources, by the sha256 of their bytes.
+    r#"
+    CREATE TABLE plugin_components (
+        sha256     TEXT PRIMARY KEY,
+        bytes      BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -8,11 +8,12 @@ use std::sync::{Mutex, MutexGuard};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{
-    plan_apply, Change, Kind, LoadedResource, Metadata, QualifiedName, Resource, SecretValue,
+    plan_apply, Change, Kind, LoadedResource, Metadata, QualifiedName, Resource, SecretValue, Spec,
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
 
 use crate::master_key::{KeySettings, MasterKey};
 use crate::migrations::migrate;
@@ -412,6 +413,9 @@ impl Store {
                 .map_err(|e| StateError::Corrupt(e.to_string()))?;
             let spec = r.spec_json().to_string();
             let key = params![r.kind().as_str(), r.namespace(), r.name()];
+            if matches!(change, Change::Create(_) | Change::Update { .. }) {
+                Self::check_component_stored(tx, r)?;
+            }
             let touched = match change {
                 Change::Create(_) => tx.execute(
                     "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6)",
@@ -443,8 +447,10 @@ impl Store {
                     key,
                 )?,
                 Change::Delete(_) => {
-                    if r.kind() == Kind::Namespace {
-                        Self::check_namespace_deletable(tx, r.name())?;
+                    match r.kind() {
+                        Kind::Namespace => Self::check_namespace_deletable(tx, r.name())?,
+                        Kind::Plugin => Self::check_plugin_unused(tx, r)?,
+                        _ => {}
                     }
                     Self::delete_in(tx, r)?;
                     1
@@ -508,13 +514,82 @@ impl Store {
                     params![r.namespace(), r.name()],
                 )?;
             }
+            // A component stays stored: another Plugin, or a re-apply, may use it again.
             Kind::Namespace
             | Kind::Target
             | Kind::Service
             | Kind::CredentialRole
-            | Kind::RoleBinding => {}
+            | Kind::RoleBinding
+            | Kind::Plugin => {}
         }
         Ok(())
+    }
+
+    /// Refuses a Plugin whose component is not stored.
+    fn check_component_stored(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+        let Spec::Plugin(plugin) = &r.spec else {
+            return Ok(());
+        };
+        let sha = plugin.source.sha256.as_deref().unwrap_or_default();
+        let stored: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM plugin_components WHERE sha256 = ?1)",
+            [sha],
+            |row| row.get(0),
+        )?;
+        if stored {
+            return Ok(());
+        }
+        Err(StateError::Conflict(format!(
+            "{}: no component with sha256 {sha:?} is stored; apply it from a file whose spec.source.path names the component",
+            r.describe()
+        )))
+    }
+
+    /// Refuses when a Service of the plugin's namespace names it.
+    fn check_plugin_unused(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+        let mut stmt = tx.prepare(
+            "SELECT 'Service ' || name FROM resources WHERE namespace = ?1 AND kind = 'Service'
+             AND EXISTS (SELECT 1 FROM json_each(spec, '$.authorization.plugins') WHERE value = ?2)
+             ORDER BY name",
+        )?;
+        let users: Vec<String> = stmt
+            .query_map(params![r.namespace(), r.name()], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(StateError::Conflict(format!(
+            "{} is used by {}; delete or change those first",
+            r.describe(),
+            users.join(", ")
+        )))
+    }
+
+    /// Stores a plugin's component (once per content); returns the sha256 of its bytes
+    /// in lowercase hex, as `spec.source.sha256` names it.
+    pub fn store_plugin_component(&self, bytes: &[u8]) -> Result<String, StateError> {
+        let sha = hex(&Sha256::digest(bytes));
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO plugin_components (sha256, bytes, created_at) VALUES (?1, ?2, ?3)",
+                params![sha, bytes, now()],
+            )?;
+            Ok(())
+        })?;
+        Ok(sha)
+    }
+
+    /// A stored component's bytes.
+    pub fn plugin_component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT bytes FROM plugin_components WHERE sha256 = ?1",
+                    [sha256],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
     }
 
     /// Refuses when a resource in the same namespace names `r` at `path` of its spec.
@@ -607,6 +682,7 @@ impl Store {
                         )));
                     }
                 }
+                Kind::Plugin => Self::check_plugin_unused(tx, r)?,
                 Kind::Service | Kind::Identity | Kind::Intents | Kind::RoleBinding => {}
             }
             Self::delete_in(tx, r)

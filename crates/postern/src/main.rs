@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod issuer;
 mod logs;
+mod plugins;
 mod reconcile;
 mod remote;
 mod resources;

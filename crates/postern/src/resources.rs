@@ -53,10 +53,84 @@ pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
     for file in collect_files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
         let format = Format::from_path(&file).unwrap_or(Format::Yaml);
-        loaded.extend(parse_documents(&file.display().to_string(), &text, format)?);
+        let mut documents = parse_documents(&file.display().to_string(), &text, format)?;
+        anchor_plugin_sources(&file, &mut documents);
+        loaded.extend(documents);
     }
     check_rules(&loaded)?;
     Ok(loaded)
+}
+
+/// A Plugin's `source.path` is relative to its file; made absolute here, so `apply` from
+/// any directory reads the same component.
+fn anchor_plugin_sources(file: &Path, documents: &mut [LoadedResource]) {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    for item in documents {
+        if let postern_model::Spec::Plugin(spec) = &mut item.resource.spec {
+            if let Some(path) = &mut spec.source.path {
+                if Path::new(path.as_str()).is_relative() {
+                    let absolute =
+                        std::path::absolute(dir.join(&*path)).unwrap_or(dir.join(&*path));
+                    *path = absolute.display().to_string();
+                }
+            }
+        }
+    }
+}
+
+/// Reads each Plugin's component from `source.path`, records its sha256 in the spec (a
+/// given sha256 must match), and checks that it loads: compiled, its imports within its
+/// world and grants, its `init` accepting the config. Returns the components to store.
+pub(crate) fn read_plugin_components(
+    loaded: &mut [LoadedResource],
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    use sha2::{Digest, Sha256};
+    let mut components = Vec::new();
+    let mut runtime = None;
+    for item in loaded.iter_mut() {
+        let name = item.resource.name().to_owned();
+        let postern_model::Spec::Plugin(spec) = &mut item.resource.spec else {
+            continue;
+        };
+        let Some(path) = &spec.source.path else {
+            continue;
+        };
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{}: spec.source.path: {path}", item.origin))?;
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some(expected) = &spec.source.sha256 {
+            if *expected != sha {
+                bail!(
+                    "{}: spec.source.sha256: {path} has sha256 {sha}, not {expected}",
+                    item.origin
+                );
+            }
+        }
+        spec.source.sha256 = Some(sha);
+        let runtime = match &runtime {
+            Some(runtime) => runtime,
+            None => runtime.insert((
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+                postern_plugins::Runtime::new(Default::default())?,
+            )),
+        };
+        let plugin = postern_plugins::PluginSpec::from_resource(&name, spec);
+        runtime
+            .0
+            .block_on(postern_plugins::PolicyHook::load(
+                &runtime.1,
+                plugin,
+                bytes.clone().into(),
+            ))
+            .with_context(|| item.origin.clone())?;
+        components.push(bytes);
+    }
+    Ok(components)
 }
 
 /// Compiles every CEL expression of every Service, so a bad rule fails here and not at
@@ -133,7 +207,14 @@ pub fn apply(
     dry_run: bool,
     prune: bool,
 ) -> anyhow::Result<Vec<Change>> {
-    let changes = store.apply_resources(&load(files)?, prune, dry_run)?;
+    let mut loaded = load(files)?;
+    let components = read_plugin_components(&mut loaded)?;
+    if !dry_run {
+        for component in &components {
+            store.store_plugin_component(component)?;
+        }
+    }
+    let changes = store.apply_resources(&loaded, prune, dry_run)?;
     print_plan(&changes, dry_run);
     Ok(changes)
 }
@@ -245,6 +326,18 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
             };
             format!("role={} {subject}", b.role)
         }
+        Spec::Plugin(p) => format!(
+            "type={} sha256={} capabilities=[{}]",
+            serde_json::to_value(p.plugin_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            p.source
+                .sha256
+                .as_deref()
+                .map_or("-", |s| &s[..s.len().min(12)]),
+            p.capabilities.join(",")
+        ),
         Spec::Intents(i) => {
             let state = match status {
                 Some(status) if status.state == "applied" => "applied".to_owned(),

@@ -10,7 +10,7 @@ use postern_proxy::{Gateway, ProxySettings, TlsConfig};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::setup::open_store;
+use crate::setup::open_store_with;
 use crate::tenancy::{token_settings, write_bootstrap_token, GatewayMetrics, ReconcileRuns};
 use postern_api::TokenAuthority;
 
@@ -148,7 +148,11 @@ pub async fn shutdown_signal() {
 }
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
-    let store = open_store(config)?;
+    let policy_hooks = Arc::new(postern_plugins::PolicyHooks::new());
+    let store = open_store_with(
+        config,
+        postern_policy::CelEngine::with_plugins(policy_hooks.clone()),
+    )?;
     info!(state = %store.db_path().display(), master_key = %store.key_origin(), "state opened");
     runtime(config)?.block_on(async {
         let listener = TcpListener::bind(config.listen)
@@ -158,6 +162,17 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         info!(%address, "postern listening");
         let mock_secret = store.mock_auth_secret();
         let store = Arc::new(store);
+        let mut plugins = crate::plugins::PluginLoader::new(
+            store.clone(),
+            policy_hooks,
+            postern_plugins::RuntimeSettings {
+                cache_dir: Some(config.state_dir.join("plugin-cache")),
+                clock: None,
+            },
+        );
+        // Plugins the services name are there before the first client.
+        plugins.sync().await?;
+        let plugin_watcher = tokio::spawn(plugins.watch());
         let directory: Arc<dyn Directory> = store.clone();
         let reconcile_runs = Arc::new(ReconcileRuns::default());
         let reconciler = (config.reconcile_interval_secs > 0).then(|| {
@@ -246,6 +261,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
         key_maintenance.abort();
         reloader.abort();
+        plugin_watcher.abort();
         issuer_work.abort();
         if let Some(reconciler) = reconciler {
             reconciler.abort();

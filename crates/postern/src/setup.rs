@@ -41,9 +41,17 @@ pub fn key_settings(config: &Config) -> KeySettings {
 
 /// Opens the store the configuration names, saying where a new master key went.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    open_store_with(config, postern_policy::CelEngine::new())
+}
+
+/// [`open_store`] with the policy engine given (the gateway's knows its plugins).
+pub fn open_store_with(
+    config: &Config,
+    engine: postern_policy::CelEngine,
+) -> anyhow::Result<Store> {
     let store = Store::open(&config.state_dir, &key_settings(config))
         .with_context(|| format!("cannot open state in {}", config.state_dir.display()))?;
-    store.set_policy_engine(std::sync::Arc::new(postern_policy::CelEngine::new()));
+    store.set_policy_engine(std::sync::Arc::new(engine));
     if store.generated_key() {
         tracing::warn!(
             path = %store.key_origin(),
