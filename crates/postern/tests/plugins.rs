@@ -119,5 +119,8 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
     .await;
     assert_eq!(row.get::<_, i64>(0), 10);
     let listed = gateway.cli_ok(&["get", "plugins", "-n", "team-a"]);
-    assert!(listed.contains("items-hours") && listed.contains("type=policy"), "{listed}");
+    assert!(
+        listed.contains("items-hours") && listed.contains("type=policy"),
+        "{listed}"
+    );
 }

@@ -103,10 +103,7 @@ impl Guest for TableWindow {
             .groups
             .iter()
             .any(|group| settings.exempt_groups.contains(group));
-        let guarded = statement
-            .tables
-            .iter()
-            .find(|table| settings.covers(table));
+        let guarded = statement.tables.iter().find(|table| settings.covers(table));
         match guarded {
             Some(table) if !exempt && !settings.inside_window(hour) => verdict(
                 Decision::Deny(format!(
