@@ -100,7 +100,7 @@ impl PluginSpec {
         if self.plugin_type != PluginType::Policy {
             return Err(ValidationError::new(
                 "spec.type",
-                "only policy plugins are supported by this version yet",
+                "only policy plugins are supported by this version (authProvider and logSink are not yet)",
             ));
         }
         match (&self.source.path, &self.source.sha256) {

@@ -29,10 +29,6 @@ pub enum Kind {
     Plugin,
 }
 
-/// Kinds from the product definition that later releases add; named so that a file using
-/// them gets a clear "not supported yet" rather than "unknown kind".
-const LATER_KINDS: &[&str] = &[];
-
 impl Kind {
     /// In dependency order: a kind may refer only to kinds before it.
     pub const ALL: [Kind; 9] = [
@@ -84,8 +80,6 @@ impl Kind {
                 if text == "Secret" {
                     "Secrets are not applied from files; set their values with `postern secret set`"
                         .to_owned()
-                } else if LATER_KINDS.contains(&text) {
-                    format!("kind {text} is not supported by this version yet")
                 } else {
                     format!(
                         "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents, CredentialRole, StaticRole, RoleBinding, Plugin)"
@@ -658,10 +652,19 @@ mod tests {
     }
 
     #[test]
-    fn kinds_from_later_issues_are_named_as_unsupported() {
-        assert!(Kind::from_document("Plugin")
+    fn kinds_parse_and_plugin_types_not_built_yet_are_named_as_unsupported() {
+        assert_eq!(Kind::from_document("Plugin"), Ok(Kind::Plugin));
+        assert!(Kind::from_document("Widget")
             .unwrap_err()
-            .contains("not supported"));
+            .contains("unknown kind"));
+        let err = Resource::from_parts(
+            Kind::Plugin,
+            meta("okta", Some("default")),
+            json!({"type": "authProvider", "source": {"path": "okta.wasm"}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "spec.type");
+        assert!(err.message.contains("not yet"), "{err}");
         assert!(Kind::from_document("Secret")
             .unwrap_err()
             .contains("secret set"));

@@ -325,10 +325,9 @@ impl PolicyHook {
         match &outcome {
             Ok(_) => {
                 *health = Health::default();
-                if let Some(mut warm) = warm {
+                if let Some(warm) = warm {
                     let mut idle = lock(&self.idle);
                     if idle.len() < self.spec.warm_instances {
-                        warm.store.set_epoch_deadline(self.timeout_ticks);
                         idle.push(warm);
                     }
                 }
@@ -362,6 +361,8 @@ impl PolicyHook {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.checkout().await {
             Ok(mut warm) => {
+                // The deadline counts from now: the epoch ticks while an instance idles.
+                warm.store.set_epoch_deadline(self.timeout_ticks);
                 let called = warm
                     .bindings
                     .postern_plugin_policy_hook()
@@ -382,6 +383,8 @@ impl PolicyHook {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.checkout().await {
             Ok(mut warm) => {
+                // The deadline counts from now: the epoch ticks while an instance idles.
+                warm.store.set_epoch_deadline(self.timeout_ticks);
                 let called = warm
                     .bindings
                     .postern_plugin_policy_hook()

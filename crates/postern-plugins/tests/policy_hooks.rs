@@ -140,6 +140,21 @@ async fn a_plugin_that_spins_is_stopped_and_denies() {
 }
 
 #[tokio::test]
+async fn an_instance_that_idled_past_the_time_limit_still_gets_its_whole_time() {
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let hook = misbehave(&runtime).await;
+    let someone = identity("someone", &[]);
+    for _ in 0..2 {
+        // Idle for several call timeouts: what a quiet gateway does between statements.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let verdict = hook.on_statement(&someone, &statement("select", &[])).await;
+        assert_eq!(verdict.decision, Decision::Allow);
+    }
+    assert_eq!(hook.stats().timeouts.load(Ordering::Relaxed), 0);
+    assert_eq!(hook.stats().instances_created.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
 async fn a_plugin_past_its_memory_limit_traps_and_is_replaced() {
     let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
     let hook = misbehave(&runtime).await;
