@@ -50,6 +50,8 @@ pub struct PluginSpec {
     pub failure: FailureMode,
     /// Whether `statement.text` is handed to the plugin (it may hold secrets).
     pub pass_text: bool,
+    /// The resource's generation this was loaded from (0 outside the gateway).
+    pub generation: i64,
 }
 
 impl PluginSpec {
@@ -72,6 +74,7 @@ impl PluginSpec {
                 postern_model::PluginFailure::Open => FailureMode::Open,
             },
             pass_text: spec.statement_text,
+            generation: 0,
         }
     }
 
@@ -85,11 +88,16 @@ impl PluginSpec {
             warm_instances: 4,
             failure: FailureMode::Closed,
             pass_text: false,
+            generation: 0,
         }
     }
 }
 
-/// Counts per plugin, for `/metrics` and `postern get plugins`.
+/// Call times are counted in power-of-two buckets of nanoseconds: bucket `i` holds calls
+/// that took less than `2^i` ns (the last, from about 2 s, holds the rest).
+const TIME_BUCKETS: usize = 32;
+
+/// Counts per plugin, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PluginStats {
     pub calls: AtomicU64,
@@ -102,6 +110,39 @@ pub struct PluginStats {
     pub call_nanos: AtomicU64,
     /// Statements answered from a kept verdict without calling the plugin.
     pub cache_hits: AtomicU64,
+    call_times: [AtomicU64; TIME_BUCKETS],
+}
+
+impl PluginStats {
+    fn count_call_time(&self, nanos: u64) {
+        self.call_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
+        self.call_times[bucket.min(TIME_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The call time under which a share `q` (0 to 1) of calls finished, as the upper
+    /// bound of its power-of-two bucket (so within a factor of two); `None` before any.
+    pub fn call_time_quantile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self
+            .call_times
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        let bucket = counts
+            .iter()
+            .position(|count| {
+                seen += count;
+                seen >= wanted
+            })
+            .unwrap_or(TIME_BUCKETS - 1);
+        Some(Duration::from_nanos(1u64 << bucket))
+    }
 }
 
 struct Warm {
@@ -233,6 +274,13 @@ impl PolicyHook {
             }),
         );
         self.answer(failed, Instant::now())
+    }
+
+    /// False while the plugin rests after failures in a row (its calls fail closed).
+    pub fn healthy(&self) -> bool {
+        lock(&self.health)
+            .resting_until
+            .is_none_or(|until| Instant::now() >= until)
     }
 
     /// Idle instances right now.
@@ -401,7 +449,7 @@ impl PolicyHook {
 
     fn answer(&self, outcome: Result<Verdict, PluginError>, started: Instant) -> Verdict {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.stats.call_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats.count_call_time(nanos);
         let verdict = match outcome {
             Ok(verdict) => verdict,
             Err(e) if self.spec.failure == FailureMode::Open => {

@@ -60,7 +60,7 @@ impl PluginLoader {
             }
             self.tried.insert(key.clone(), stored.generation);
             let (namespace, name) = &key;
-            match self.load(name, spec).await {
+            match self.load(name, spec, stored.generation).await {
                 Ok(hook) => {
                     info!(plugin = %name, %namespace, generation = stored.generation, "plugin loaded");
                     self.hooks.install(namespace, hook);
@@ -84,6 +84,7 @@ impl PluginLoader {
         &mut self,
         name: &str,
         spec: &postern_model::PluginSpec,
+        generation: i64,
     ) -> anyhow::Result<PolicyHook> {
         let sha = spec.source.sha256.clone().unwrap_or_default();
         let store = self.store.clone();
@@ -99,12 +100,9 @@ impl PluginLoader {
                 runtime
             }
         };
-        Ok(PolicyHook::load(
-            &runtime,
-            PluginSpec::from_resource(name, spec),
-            bytes.into(),
-        )
-        .await?)
+        let mut plugin = PluginSpec::from_resource(name, spec);
+        plugin.generation = generation;
+        Ok(PolicyHook::load(&runtime, plugin, bytes.into()).await?)
     }
 
     /// Syncs every [`WATCH_INTERVAL`] until aborted.
@@ -116,5 +114,121 @@ impl PluginLoader {
                 error!(error = format!("{e:#}"), "cannot read Plugin resources");
             }
         }
+    }
+}
+
+/// Each loaded plugin's counters in `/metrics`, labelled by namespace and plugin.
+pub struct PluginMetrics(pub Arc<PolicyHooks>);
+
+impl postern_api::MetricsSource for PluginMetrics {
+    fn collect(&self) -> Vec<postern_api::MetricFamily> {
+        use postern_api::MetricType::{Counter, Gauge};
+        use std::sync::atomic::Ordering::Relaxed;
+        type Read = fn(&PolicyHook) -> f64;
+        let families: [(&'static str, &'static str, postern_api::MetricType, Read); 12] = [
+            (
+                "postern_plugin_generation",
+                "Generation of the Plugin resource loaded",
+                Gauge,
+                |h| h.spec().generation as f64,
+            ),
+            (
+                "postern_plugin_calls_total",
+                "Calls into the plugin (kept verdicts not counted)",
+                Counter,
+                |h| h.stats().calls.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_denials_total",
+                "Statements the plugin denied, failures included",
+                Counter,
+                |h| h.stats().denies.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_traps_total",
+                "Calls that trapped (panic, memory limit)",
+                Counter,
+                |h| h.stats().traps.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_timeouts_total",
+                "Calls stopped at their time limit",
+                Counter,
+                |h| h.stats().timeouts.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_unhealthy_refusals_total",
+                "Calls refused unrun while the plugin rested after failures",
+                Counter,
+                |h| h.stats().skipped.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_verdict_cache_hits_total",
+                "Statements answered from a kept verdict",
+                Counter,
+                |h| h.stats().cache_hits.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_instances_created_total",
+                "Instances made (a trapped one is replaced)",
+                Counter,
+                |h| h.stats().instances_created.load(Relaxed) as f64,
+            ),
+            (
+                "postern_plugin_idle_instances",
+                "Warm instances waiting for a call",
+                Gauge,
+                |h| h.idle_instances() as f64,
+            ),
+            (
+                "postern_plugin_healthy",
+                "1 unless the plugin rests after failures in a row",
+                Gauge,
+                |h| f64::from(u8::from(h.healthy())),
+            ),
+            (
+                "postern_plugin_call_seconds_p50",
+                "Median call time (upper bound of a power-of-two bucket)",
+                Gauge,
+                |h| {
+                    h.stats()
+                        .call_time_quantile(0.5)
+                        .map_or(0.0, |d| d.as_secs_f64())
+                },
+            ),
+            (
+                "postern_plugin_call_seconds_p99",
+                "99th percentile call time (upper bound of a power-of-two bucket)",
+                Gauge,
+                |h| {
+                    h.stats()
+                        .call_time_quantile(0.99)
+                        .map_or(0.0, |d| d.as_secs_f64())
+                },
+            ),
+        ];
+        let loaded: Vec<(String, String, Arc<PolicyHook>)> = self
+            .0
+            .names()
+            .into_iter()
+            .filter_map(|(ns, name)| self.0.get(&ns, &name).map(|h| (ns, name, h)))
+            .collect();
+        families
+            .into_iter()
+            .map(|(name, help, kind, read)| postern_api::MetricFamily {
+                name,
+                help,
+                kind,
+                samples: loaded
+                    .iter()
+                    .map(|(ns, plugin, hook)| {
+                        (
+                            vec![("namespace", ns.clone()), ("plugin", plugin.clone())],
+                            read(hook),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }

@@ -164,7 +164,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let store = Arc::new(store);
         let mut plugins = crate::plugins::PluginLoader::new(
             store.clone(),
-            policy_hooks,
+            policy_hooks.clone(),
             postern_plugins::RuntimeSettings {
                 cache_dir: Some(config.state_dir.join("plugin-cache")),
                 clock: None,
@@ -223,7 +223,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             let api = Arc::new(postern_api::Api {
                 store: store.clone(),
                 tokens: tokens.clone(),
-                metrics: vec![Arc::new(metrics)],
+                metrics: vec![
+                    Arc::new(metrics),
+                    Arc::new(crate::plugins::PluginMetrics(policy_hooks.clone())),
+                ],
                 max_body_bytes: config.api.max_body_bytes,
                 client_checks: tokio::sync::Semaphore::new(postern_api::CONCURRENT_CLIENT_CHECKS),
             });

@@ -14,6 +14,20 @@ use postern_testkit::{shared_pg, sqlstate, wait_for_async, Gateway};
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const WAIT: Duration = Duration::from_secs(60);
 
+/// One sample of `/metrics`.
+async fn metric(gateway: &Gateway, name: &str, labels: &str) -> f64 {
+    let http = postern_testkit::Http::new(gateway.api_port().await);
+    let (status, metrics) = http.get("/metrics", &gateway.admin_token());
+    assert_eq!(status, 200);
+    let prefix = format!("{name}{labels} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{prefix} missing: {metrics}"))
+        .parse()
+        .unwrap()
+}
+
 fn message(error: &tokio_postgres::Error) -> String {
     error
         .as_db_error()
@@ -100,6 +114,12 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
     // Statements on other tables are the plugin's to allow.
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
+    let labels = r#"{namespace="team-a",plugin="items-hours"}"#;
+    assert!(metric(&gateway, "postern_plugin_denials_total", labels).await >= 1.0);
+    assert_eq!(
+        metric(&gateway, "postern_plugin_healthy", labels).await,
+        1.0
+    );
 
     // A Plugin a Service names cannot be deleted.
     let output = gateway.cli(&["delete", "plugin", "items-hours", "-n", "team-a"]);
@@ -123,4 +143,72 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
         listed.contains("items-hours") && listed.contains("type=policy"),
         "{listed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_applying_a_policy_plugin_under_load_loses_no_statement() {
+    let pg = shared_pg().await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&pg.address());
+    let file = gateway.write_file("items-hours.yaml", &plugin("engineering", "[log]"));
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let labels = r#"{namespace="team-a",plugin="items-hours"}"#;
+    let loaded = |generation: f64| {
+        let gateway = &gateway;
+        async move {
+            wait_for_async("the gateway to load the plugin", WAIT, || async {
+                let metrics = postern_testkit::Http::new(gateway.api_port().await)
+                    .get("/metrics", &gateway.admin_token())
+                    .1;
+                metrics
+                    .contains(&format!("postern_plugin_generation{labels} {generation}"))
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    loaded(1.0).await;
+
+    // pgbench reads items through the plugin (alice is exempt) while the plugin is
+    // re-applied three times, each a new version the gateway swaps in.
+    let script = gateway.write_file(
+        "bench.sql",
+        "\\set id random(1, 10)\nSELECT name FROM items WHERE id = :id;\n",
+    );
+    let mut bench = std::process::Command::new(postern_localpg::tool("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &gateway.port().to_string()])
+        .args(["-U", "alice.team-a", "-n", "-c", "4", "-j", "2", "-T", "6"])
+        .args(["-M", "simple", "-f"])
+        .arg(&script)
+        .arg("orders")
+        .env("PGPASSWORD", &key)
+        .env("PGSSLMODE", "disable")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for generation in 2..=4 {
+        // Another exempt group each time: a changed spec, the same verdicts.
+        let exempt = format!("engineering, group-{generation}");
+        let file = gateway.write_file("items-hours.yaml", &plugin(&exempt, "[log]"));
+        gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+        loaded(f64::from(generation)).await;
+    }
+    let output = tokio::task::spawn_blocking(move || bench.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+    // The last version answered statements (it runs once per session and statement
+    // shape, then its verdict is kept until the hour ends).
+    assert!(metric(&gateway, "postern_plugin_calls_total", labels).await >= 1.0);
 }
