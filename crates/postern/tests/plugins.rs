@@ -175,7 +175,7 @@ async fn re_applying_a_policy_plugin_under_load_loses_no_statement() {
         "bench.sql",
         "\\set id random(1, 10)\nSELECT name FROM items WHERE id = :id;\n",
     );
-    let mut bench = std::process::Command::new(postern_localpg::tool("pgbench"))
+    let bench = std::process::Command::new(postern_localpg::tool("pgbench"))
         .args(["-h", "127.0.0.1", "-p", &gateway.port().to_string()])
         .args(["-U", "alice.team-a", "-n", "-c", "4", "-j", "2", "-T", "6"])
         .args(["-M", "simple", "-f"])
