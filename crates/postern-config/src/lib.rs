@@ -55,6 +55,10 @@ pub struct AuditConfig {
     pub stdout: bool,
     /// The state database's table, read by `postern logs`.
     pub state: bool,
+    /// Log-sink Plugins (`namespace/name`, or `name` in `default`) that also get every
+    /// event. Until such a plugin is applied and loaded, its events wait in the spill.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_sinks: Vec<String>,
     pub state_retention_secs: u64,
     /// Spill files; `<state_dir>/audit-spill` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +85,7 @@ impl Default for AuditConfig {
             file_keep: 7,
             stdout: false,
             state: true,
+            plugin_sinks: Vec::new(),
             state_retention_secs: 7 * 24 * 3600,
             spill_dir: None,
             spill_max_bytes: 1 << 30,
@@ -370,7 +375,27 @@ impl Config {
                 postern_model::EventType::ALL.map(|t| t.as_str()).join(", ")
             )));
         }
+        if let Some(bad) = self
+            .audit
+            .plugin_sinks
+            .iter()
+            .find(|entry| Config::plugin_sink(entry).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "audit.plugin_sinks: {bad:?} is not a Plugin name (name or namespace/name)"
+            )));
+        }
         Ok(())
+    }
+
+    /// `(namespace, name)` of an `audit.plugin_sinks` entry.
+    pub fn plugin_sink(entry: &str) -> Option<(String, String)> {
+        let (namespace, name) = entry
+            .split_once('/')
+            .unwrap_or((postern_model::DEFAULT_NAMESPACE, entry));
+        (postern_model::validate_name(namespace).is_ok()
+            && postern_model::validate_name(name).is_ok())
+        .then(|| (namespace.to_owned(), name.to_owned()))
     }
 
     /// Where the access log's spill files go.

@@ -69,6 +69,69 @@ impl Default for PluginLimits {
     }
 }
 
+/// Outbound HTTP a plugin's `http-client` import may make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginHttp {
+    /// `scheme://host:port` origins requests may go to, nothing else (no redirects).
+    /// Loopback and private addresses are reached only when an entry names the address
+    /// itself: a host name that resolves to one is refused.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default = "PluginHttp::default_timeout_ms")]
+    pub timeout_ms: u32,
+    #[serde(default = "PluginHttp::default_max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+impl PluginHttp {
+    fn default_timeout_ms() -> u32 {
+        5000
+    }
+    fn default_max_response_bytes() -> u64 {
+        1 << 20
+    }
+    fn is_default(&self) -> bool {
+        *self == PluginHttp::default()
+    }
+}
+
+impl Default for PluginHttp {
+    fn default() -> Self {
+        PluginHttp {
+            allow: Vec::new(),
+            timeout_ms: PluginHttp::default_timeout_ms(),
+            max_response_bytes: PluginHttp::default_max_response_bytes(),
+        }
+    }
+}
+
+/// Splits an allowed origin `scheme://host[:port]` (`http` or `https`; the port defaults
+/// to the scheme's; an IPv6 address in brackets needs its port) into its parts, host
+/// lowercased.
+pub fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            if host.is_empty() {
+                return None;
+            }
+            (host, port.parse().ok()?)
+        }
+        _ => (rest, default_port),
+    };
+    Some((scheme.to_owned(), host.to_ascii_lowercase(), port))
+}
+
 /// The most memory and time a plugin may be given.
 pub const MAX_PLUGIN_MEMORY_MIB: u32 = 256;
 pub const MAX_PLUGIN_CALL_TIMEOUT_MS: u32 = 10_000;
@@ -93,14 +156,38 @@ pub struct PluginSpec {
     /// Whether a policy hook is given the statement's text (which may hold secrets).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub statement_text: bool,
+    /// Where `http-client` may go (with the `http-client` capability).
+    #[serde(default, skip_serializing_if = "PluginHttp::is_default")]
+    pub http: PluginHttp,
+    /// Secrets of the plugin's namespace its `secrets` import may read (with the
+    /// `secrets` capability).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl PluginSpec {
     pub(crate) fn validate(&self) -> Result<(), ValidationError> {
-        if self.plugin_type != PluginType::Policy {
+        if self.plugin_type == PluginType::AuthProvider {
             return Err(ValidationError::new(
                 "spec.type",
-                "only policy plugins are supported by this version (authProvider and logSink are not yet)",
+                "only policy and logSink plugins are supported by this version (authProvider is not yet)",
+            ));
+        }
+        for (index, origin) in self.http.allow.iter().enumerate() {
+            if parse_origin(origin).is_none() {
+                return Err(ValidationError::new(
+                    format!("spec.http.allow[{index}]"),
+                    format!("{origin:?} is not an origin like https://host:443"),
+                ));
+            }
+        }
+        for (index, secret) in self.secrets.iter().enumerate() {
+            crate::resource::check_name(&format!("spec.secrets[{index}]"), secret)?;
+        }
+        if !(1..=MAX_PLUGIN_CALL_TIMEOUT_MS).contains(&self.http.timeout_ms) {
+            return Err(ValidationError::new(
+                "spec.http.timeoutMs",
+                format!("must be from 1 to {MAX_PLUGIN_CALL_TIMEOUT_MS}"),
             ));
         }
         match (&self.source.path, &self.source.sha256) {

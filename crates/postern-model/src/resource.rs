@@ -665,6 +665,23 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.path, "spec.type");
         assert!(err.message.contains("not yet"), "{err}");
+        assert_eq!(
+            crate::parse_origin("http://127.0.0.1:4318"),
+            Some(("http".into(), "127.0.0.1".into(), 4318))
+        );
+        assert_eq!(
+            crate::parse_origin("https://IdP.example.com"),
+            Some(("https".into(), "idp.example.com".into(), 443))
+        );
+        for bad in [
+            "ftp://x",
+            "https://x/path",
+            "https://",
+            "https://u@x:1",
+            "x:1",
+        ] {
+            assert_eq!(crate::parse_origin(bad), None, "{bad}");
+        }
         assert!(Kind::from_document("Secret")
             .unwrap_err()
             .contains("secret set"));

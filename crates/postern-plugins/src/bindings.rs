@@ -11,4 +11,19 @@ pub mod policy {
     });
 }
 
+pub mod log_sink {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "log-sink",
+        imports: { "postern:plugin/http-client.send": async },
+        exports: { default: async },
+        with: {
+            "postern:plugin/types": super::policy::postern::plugin::types,
+            "postern:plugin/log": super::policy::postern::plugin::log,
+        },
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use log_sink::postern::plugin::{http_client, secrets};
 pub use policy::postern::plugin::{cache, log, types};

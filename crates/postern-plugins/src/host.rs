@@ -10,7 +10,7 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{cache, log, types};
+use crate::bindings::{cache, http_client, log, secrets, types};
 use crate::error::PluginError;
 
 /// A host interface a plugin's resource may grant.
@@ -154,12 +154,18 @@ pub(crate) struct PluginShared {
     pub name: String,
     log: Mutex<LogBudget>,
     cache: quick_cache::sync::Cache<String, CacheEntry, EntryBytes>,
+    http: Arc<HttpGrant>,
+    secret_names: Vec<String>,
+    secrets: Option<SecretReader>,
 }
 
 impl PluginShared {
-    pub fn new(name: &str) -> PluginShared {
+    pub fn new(spec: &crate::PluginSpec, secrets: Option<SecretReader>) -> PluginShared {
         PluginShared {
-            name: name.to_owned(),
+            name: spec.name.clone(),
+            http: Arc::new(spec.http.clone()),
+            secret_names: spec.secrets.clone(),
+            secrets,
             log: Mutex::new(LogBudget {
                 tokens: LOG_BURST,
                 refilled: Instant::now(),
@@ -255,4 +261,189 @@ impl cache::Host for HostState {
     fn delete(&mut self, key: String) {
         self.shared.cache.remove(&key);
     }
+}
+
+/// Reads a secret of the plugin's namespace by name (the gateway's store).
+pub type SecretReader = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Where a plugin's `http-client` may go, and how far.
+#[derive(Debug, Clone)]
+pub struct HttpGrant {
+    /// `(scheme, host, port)`, host lowercased.
+    pub allow: Vec<(String, String, u16)>,
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
+impl Default for HttpGrant {
+    fn default() -> Self {
+        HttpGrant {
+            allow: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Whether an address is one a plugin reaches only by naming it: loopback, private,
+/// link-local, shared (CGNAT), unspecified, multicast, documentation or unique-local.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(v4.into()))
+        }
+    }
+}
+
+impl HttpGrant {
+    /// Sends one request, blocking (run it on a blocking thread).
+    fn send(
+        &self,
+        request: http_client::Request,
+    ) -> Result<http_client::Response, http_client::HttpError> {
+        use http_client::HttpError;
+        let url = url::Url::parse(&request.url).map_err(|_| HttpError::Denied)?;
+        let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+            return Err(HttpError::Denied);
+        };
+        let host_text = match &host {
+            url::Host::Domain(name) => name.to_ascii_lowercase(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => format!("[{ip}]"),
+        };
+        let listed = self
+            .allow
+            .iter()
+            .any(|(s, h, p)| *s == url.scheme() && *h == host_text && *p == port);
+        if !listed || !url.username().is_empty() {
+            return Err(HttpError::Denied);
+        }
+        if let url::Host::Domain(name) = &host {
+            // A name must not lead inside: only an origin naming the address may.
+            use std::net::ToSocketAddrs;
+            let addresses = (*name, port)
+                .to_socket_addrs()
+                .map_err(|e| HttpError::Connect(format!("cannot resolve {name}: {e}")))?;
+            if addresses.into_iter().any(|a| is_internal(a.ip())) {
+                return Err(HttpError::Denied);
+            }
+        }
+        let asked = Duration::from_millis(u64::from(request.timeout_ms));
+        let timeout = if asked.is_zero() {
+            self.timeout
+        } else {
+            asked.min(self.timeout)
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let mut builder = http::Request::builder()
+            .method(request.method.as_str())
+            .uri(request.url.as_str());
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let built = builder
+            .body(request.body)
+            .map_err(|e| HttpError::Connect(format!("bad request: {e}")))?;
+        let mut response = agent.run(built).map_err(|e| match e {
+            ureq::Error::Timeout(_) => HttpError::Timeout,
+            ureq::Error::Rustls(e) => HttpError::Tls(e.to_string()),
+            other => HttpError::Connect(other.to_string()),
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(self.max_response_bytes)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => HttpError::TooLarge,
+                ureq::Error::Timeout(_) => HttpError::Timeout,
+                other => HttpError::Connect(other.to_string()),
+            })?;
+        Ok(http_client::Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl http_client::Host for HostState {
+    async fn send(
+        &mut self,
+        request: http_client::Request,
+    ) -> Result<http_client::Response, http_client::HttpError> {
+        let grant = self.shared.http.clone();
+        tokio::task::spawn_blocking(move || grant.send(request))
+            .await
+            .unwrap_or_else(|_| Err(http_client::HttpError::Connect("internal error".into())))
+    }
+}
+
+impl secrets::Host for HostState {
+    fn get(&mut self, name: String) -> Result<String, secrets::SecretError> {
+        if !self.shared.secret_names.contains(&name) {
+            return Err(secrets::SecretError::NotGranted);
+        }
+        self.shared
+            .secrets
+            .as_ref()
+            .and_then(|read| read(&name))
+            .ok_or(secrets::SecretError::NotFound)
+    }
+}
+
+/// A store for one instance of a plugin: WASI with nothing granted (the runtime's clock),
+/// its memory limit, and the deadline of its first call.
+pub(crate) fn new_store(
+    runtime: &crate::Runtime,
+    spec: &crate::PluginSpec,
+    shared: &Arc<PluginShared>,
+    timeout_ticks: u64,
+) -> wasmtime::Store<HostState> {
+    let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+    if let Some(clock) = &runtime.settings.clock {
+        wasi.wall_clock(PluginClock(clock.clone()));
+    }
+    let state = HostState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits: wasmtime::StoreLimitsBuilder::new()
+            .memory_size(spec.memory_bytes)
+            .instances(16)
+            .build(),
+        shared: shared.clone(),
+    };
+    let mut store = wasmtime::Store::new(&runtime.engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(timeout_ticks);
+    store
 }

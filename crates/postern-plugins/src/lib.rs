@@ -10,10 +10,12 @@ mod hooks;
 mod host;
 mod policy;
 mod runtime;
+mod sink;
 
 pub use bindings::types;
 pub use error::PluginError;
 pub use hooks::PolicyHooks;
-pub use host::{Capability, WallClock};
+pub use host::{Capability, HttpGrant, SecretReader, WallClock};
 pub use policy::{FailureMode, PluginSpec, PluginStats, PolicyHook, UNHEALTHY_AFTER};
 pub use runtime::{Runtime, RuntimeSettings, EPOCH_TICK, MAX_MEMORY_BYTES};
+pub use sink::{LogSinkPlugin, LogSinks, PluginSink, SinkFailure};

@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::{Store, Trap};
 
 use crate::bindings::policy::{Policy, PolicyPre};
 use crate::bindings::types::{ClientInfo, Decision, Identity, Statement, Verdict};
 use crate::error::PluginError;
-use crate::host::{check_imports, Capability, HostState, PluginClock, PluginShared};
+use crate::host::{check_imports, new_store, Capability, HostState, HttpGrant, PluginShared};
 use crate::runtime::{Runtime, EPOCH_TICK, MAX_MEMORY_BYTES};
 
 /// Failures in a row that make a plugin unhealthy.
@@ -52,6 +50,10 @@ pub struct PluginSpec {
     pub pass_text: bool,
     /// The resource's generation this was loaded from (0 outside the gateway).
     pub generation: i64,
+    /// Where `http-client` may go.
+    pub http: HttpGrant,
+    /// Secrets `secrets.get` may read.
+    pub secrets: Vec<String>,
 }
 
 impl PluginSpec {
@@ -75,6 +77,17 @@ impl PluginSpec {
             },
             pass_text: spec.statement_text,
             generation: 0,
+            http: HttpGrant {
+                allow: spec
+                    .http
+                    .allow
+                    .iter()
+                    .filter_map(|origin| postern_model::parse_origin(origin))
+                    .collect(),
+                timeout: Duration::from_millis(u64::from(spec.http.timeout_ms)),
+                max_response_bytes: spec.http.max_response_bytes,
+            },
+            secrets: spec.secrets.clone(),
         }
     }
 
@@ -89,6 +102,8 @@ impl PluginSpec {
             failure: FailureMode::Closed,
             pass_text: false,
             generation: 0,
+            http: HttpGrant::default(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -114,7 +129,7 @@ pub struct PluginStats {
 }
 
 impl PluginStats {
-    fn count_call_time(&self, nanos: u64) {
+    pub(crate) fn count_call_time(&self, nanos: u64) {
         self.call_nanos.fetch_add(nanos, Ordering::Relaxed);
         let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
         self.call_times[bucket.min(TIME_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
@@ -178,6 +193,49 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Classifies a failed call, counts and logs it (never to the client).
+pub(crate) fn call_failure(
+    spec: &PluginSpec,
+    stats: &PluginStats,
+    error: &wasmtime::Error,
+) -> PluginError {
+    let plugin = spec.name.clone();
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(plugin, timeout = ?spec.call_timeout, "plugin call timed out");
+        PluginError::Timeout { plugin }
+    } else {
+        stats.traps.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(plugin, error = format!("{error:#}"), "plugin trapped");
+        PluginError::Trap { plugin }
+    }
+}
+
+/// The epoch ticks in a call's time limit, checked against what the gateway allows.
+pub(crate) fn timeout_ticks(spec: &PluginSpec) -> Result<u64, PluginError> {
+    if spec.memory_bytes > MAX_MEMORY_BYTES {
+        return Err(PluginError::Limits {
+            plugin: spec.name.clone(),
+            what: format!(
+                "memory limit {} MiB is over the gateway's {} MiB",
+                spec.memory_bytes >> 20,
+                MAX_MEMORY_BYTES >> 20
+            ),
+        });
+    }
+    let ticks = spec
+        .call_timeout
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis());
+    if ticks == 0 || spec.call_timeout > Duration::from_secs(10) {
+        return Err(PluginError::Limits {
+            plugin: spec.name.clone(),
+            what: "time per call must be from 1 ms to 10 s".into(),
+        });
+    }
+    Ok(u64::try_from(ticks).unwrap_or(u64::MAX))
+}
+
 impl PolicyHook {
     /// Compiles the component, checks its imports against the policy world and the
     /// grants, and runs `init` on a first instance (kept warm): a plugin that does not
@@ -188,26 +246,7 @@ impl PolicyHook {
         component: Arc<[u8]>,
     ) -> Result<PolicyHook, PluginError> {
         let plugin = spec.name.clone();
-        if spec.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(PluginError::Limits {
-                plugin,
-                what: format!(
-                    "memory limit {} MiB is over the gateway's {} MiB",
-                    spec.memory_bytes >> 20,
-                    MAX_MEMORY_BYTES >> 20
-                ),
-            });
-        }
-        let timeout_ticks = spec
-            .call_timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis());
-        if timeout_ticks == 0 || spec.call_timeout > Duration::from_secs(10) {
-            return Err(PluginError::Limits {
-                plugin,
-                what: "time per call must be from 1 ms to 10 s".into(),
-            });
-        }
+        let timeout_ticks = timeout_ticks(&spec)?;
         let compiled = runtime.compile(&plugin, component).await?;
         check_imports(
             &plugin,
@@ -230,10 +269,10 @@ impl PolicyHook {
         let hook = PolicyHook {
             load_id: LOADS.fetch_add(1, Ordering::Relaxed),
             runtime: runtime.clone(),
-            shared: Arc::new(PluginShared::new(&plugin)),
+            shared: Arc::new(PluginShared::new(&spec, None)),
             spec,
             pre,
-            timeout_ticks: u64::try_from(timeout_ticks).unwrap_or(u64::MAX),
+            timeout_ticks,
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(Health::default()),
             stats: PluginStats::default(),
@@ -289,23 +328,7 @@ impl PolicyHook {
     }
 
     fn new_store(&self) -> Store<HostState> {
-        let mut wasi = WasiCtxBuilder::new();
-        if let Some(clock) = &self.runtime.settings.clock {
-            wasi.wall_clock(PluginClock(clock.clone()));
-        }
-        let state = HostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.spec.memory_bytes)
-                .instances(16)
-                .build(),
-            shared: self.shared.clone(),
-        };
-        let mut store = Store::new(&self.runtime.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(self.timeout_ticks);
-        store
+        new_store(&self.runtime, &self.spec, &self.shared, self.timeout_ticks)
     }
 
     /// A new instance with `init` run on it.
@@ -329,18 +352,8 @@ impl PolicyHook {
         Ok(Warm { store, bindings })
     }
 
-    /// Classifies a failed call and logs it (never to the client).
     fn failure(&self, error: &wasmtime::Error) -> PluginError {
-        let plugin = self.spec.name.clone();
-        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin, timeout = ?self.spec.call_timeout, "plugin call timed out");
-            PluginError::Timeout { plugin }
-        } else {
-            self.stats.traps.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin, error = format!("{error:#}"), "plugin trapped");
-            PluginError::Trap { plugin }
-        }
+        call_failure(&self.spec, &self.stats, error)
     }
 
     /// An idle instance, or a new one; refused at once while the plugin is unhealthy.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::bindings::log_sink::LogSink;
 use crate::bindings::policy::Policy;
 use crate::error::PluginError;
 use crate::host::{HostState, WallClock};
@@ -34,6 +35,7 @@ pub struct RuntimeSettings {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) policy_linker: Linker<HostState>,
+    pub(crate) sink_linker: Linker<HostState>,
     pub(crate) settings: RuntimeSettings,
     pooled: bool,
 }
@@ -76,6 +78,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut policy_linker).map_err(engine_error)?;
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut policy_linker, |s| s)
             .map_err(engine_error)?;
+        let mut sink_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut sink_linker).map_err(engine_error)?;
+        LogSink::add_to_linker::<HostState, HasSelf<HostState>>(&mut sink_linker, |s| s)
+            .map_err(engine_error)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
@@ -90,6 +96,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             engine,
             policy_linker,
+            sink_linker,
             settings,
             pooled,
         }))

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use postern_model::PluginType;
 use postern_model::{Kind, Spec};
-use postern_plugins::{PluginSpec, PolicyHook, PolicyHooks, Runtime, RuntimeSettings};
+use postern_plugins::{
+    LogSinkPlugin, LogSinks, PluginSpec, PolicyHook, PolicyHooks, Runtime, RuntimeSettings,
+    SecretReader,
+};
 use postern_state::Store;
 use tracing::{error, info};
 
@@ -20,6 +24,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub struct PluginLoader {
     store: Arc<Store>,
     hooks: Arc<PolicyHooks>,
+    sinks: Arc<LogSinks>,
     settings: RuntimeSettings,
     /// Made at the first Plugin: a gateway without plugins runs no engine.
     runtime: Option<Arc<Runtime>>,
@@ -28,10 +33,16 @@ pub struct PluginLoader {
 }
 
 impl PluginLoader {
-    pub fn new(store: Arc<Store>, hooks: Arc<PolicyHooks>, settings: RuntimeSettings) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        hooks: Arc<PolicyHooks>,
+        sinks: Arc<LogSinks>,
+        settings: RuntimeSettings,
+    ) -> Self {
         PluginLoader {
             store,
             hooks,
+            sinks,
             settings,
             runtime: None,
             tried: HashMap::new(),
@@ -60,19 +71,20 @@ impl PluginLoader {
             }
             self.tried.insert(key.clone(), stored.generation);
             let (namespace, name) = &key;
-            match self.load(name, spec, stored.generation).await {
-                Ok(hook) => {
+            match self.load(namespace, name, spec, stored.generation).await {
+                Ok(()) => {
                     info!(plugin = %name, %namespace, generation = stored.generation, "plugin loaded");
-                    self.hooks.install(namespace, hook);
                 }
                 Err(e) => {
                     error!(plugin = %name, %namespace, error = format!("{e:#}"), "plugin not loaded; an earlier version, if any, keeps serving")
                 }
             }
         }
-        for (namespace, name) in self.hooks.names() {
+        let loaded = self.hooks.names().into_iter().chain(self.sinks.names());
+        for (namespace, name) in loaded.collect::<Vec<_>>() {
             if !present.contains(&(namespace.clone(), name.clone())) {
                 self.hooks.remove(&namespace, &name);
+                self.sinks.remove(&namespace, &name);
                 self.tried.remove(&(namespace.clone(), name.clone()));
                 info!(plugin = %name, %namespace, "plugin unloaded");
             }
@@ -80,12 +92,15 @@ impl PluginLoader {
         Ok(())
     }
 
+    /// Loads one Plugin and installs it where its type belongs (replacing its last
+    /// version only once the new one started).
     async fn load(
         &mut self,
+        namespace: &str,
         name: &str,
         spec: &postern_model::PluginSpec,
         generation: i64,
-    ) -> anyhow::Result<PolicyHook> {
+    ) -> anyhow::Result<()> {
         let sha = spec.source.sha256.clone().unwrap_or_default();
         let store = self.store.clone();
         let bytes = tokio::task::spawn_blocking(move || store.plugin_component(&sha))
@@ -102,7 +117,30 @@ impl PluginLoader {
         };
         let mut plugin = PluginSpec::from_resource(name, spec);
         plugin.generation = generation;
-        Ok(PolicyHook::load(&runtime, plugin, bytes.into()).await?)
+        let bytes: Arc<[u8]> = bytes.into();
+        match spec.plugin_type {
+            PluginType::Policy => {
+                let hook = PolicyHook::load(&runtime, plugin, bytes).await?;
+                self.hooks.install(namespace, hook);
+            }
+            PluginType::LogSink => {
+                let store = self.store.clone();
+                let secrets_of = namespace.to_owned();
+                let read: SecretReader = Arc::new(move |secret: &str| {
+                    store
+                        .secret_value(&secrets_of, secret)
+                        .ok()
+                        .flatten()
+                        .map(|value| value.expose().to_owned())
+                });
+                let sink = LogSinkPlugin::load(&runtime, plugin, bytes, Some(read)).await?;
+                self.sinks.install(namespace, sink);
+            }
+            PluginType::AuthProvider => {
+                anyhow::bail!("auth-provider plugins are not supported yet")
+            }
+        }
+        Ok(())
     }
 
     /// Syncs every [`WATCH_INTERVAL`] until aborted.

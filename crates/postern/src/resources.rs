@@ -120,14 +120,21 @@ pub(crate) fn read_plugin_components(
             )),
         };
         let plugin = postern_plugins::PluginSpec::from_resource(&name, spec);
-        runtime
-            .0
-            .block_on(postern_plugins::PolicyHook::load(
-                &runtime.1,
-                plugin,
-                bytes.clone().into(),
-            ))
-            .with_context(|| item.origin.clone())?;
+        let component: std::sync::Arc<[u8]> = bytes.clone().into();
+        let (tokio, plugins) = runtime;
+        match spec.plugin_type {
+            postern_model::PluginType::LogSink => tokio
+                .block_on(postern_plugins::LogSinkPlugin::load(
+                    plugins, plugin, component, None,
+                ))
+                .map(drop),
+            _ => tokio
+                .block_on(postern_plugins::PolicyHook::load(
+                    plugins, plugin, component,
+                ))
+                .map(drop),
+        }
+        .with_context(|| item.origin.clone())?;
         components.push(bytes);
     }
     Ok(components)

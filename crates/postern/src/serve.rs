@@ -81,6 +81,7 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 fn access_log(
     config: &Config,
     store: &Arc<postern_state::Store>,
+    log_sinks: &postern_plugins::LogSinks,
 ) -> anyhow::Result<Option<Arc<postern_audit::AuditPipeline>>> {
     use postern_audit::{AuditPipeline, AuditSettings, JsonlFileSink, StdoutSink};
     let audit = &config.audit;
@@ -104,6 +105,14 @@ fn access_log(
     }
     if audit.stdout {
         sinks.push(Box::new(StdoutSink));
+    }
+    for entry in &audit.plugin_sinks {
+        if let Some((namespace, name)) = Config::plugin_sink(entry) {
+            let sink = log_sinks
+                .sink(&namespace, &name)
+                .context("cannot start a plugin sink's runtime")?;
+            sinks.push(Box::new(sink));
+        }
     }
     let settings = AuditSettings {
         queue_capacity: audit.queue_capacity,
@@ -149,6 +158,7 @@ pub async fn shutdown_signal() {
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let policy_hooks = Arc::new(postern_plugins::PolicyHooks::new());
+    let log_sinks = Arc::new(postern_plugins::LogSinks::new());
     let store = open_store_with(
         config,
         postern_policy::CelEngine::with_plugins(policy_hooks.clone()),
@@ -165,6 +175,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let mut plugins = crate::plugins::PluginLoader::new(
             store.clone(),
             policy_hooks.clone(),
+            log_sinks.clone(),
             postern_plugins::RuntimeSettings {
                 cache_dir: Some(config.state_dir.join("plugin-cache")),
                 clock: None,
@@ -184,7 +195,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         });
         let issuer = postern_issuer::Issuer::new(store.clone());
         let issuer_work = tokio::spawn(crate::issuer::background(issuer.clone()));
-        let audit = access_log(config, &store)?;
+        let audit = access_log(config, &store, &log_sinks)?;
         let tokens = Arc::new(TokenAuthority::new(store.clone(), token_settings(config))?);
         if let Some(kid) = tokens.maintain_keys()? {
             info!(kid = %kid, "new token signing key");

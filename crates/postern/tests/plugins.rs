@@ -3,13 +3,19 @@
 //! a Service, denying reads of a table outside its hours with 42501 naming the plugin;
 //! re-applied with another config, the open session is allowed at its next statement;
 //! a component importing what it is not granted is refused at apply; a Plugin a Service
-//! names cannot be deleted.
+//! names cannot be deleted; pgbench through a plugin re-applied under load; the
+//! otlp-logs sink plugin delivering every event once, in order, after its collector
+//! refused for a while.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_testkit::{shared_pg, sqlstate, wait_for_async, Gateway};
+use postern_testkit::{shared_pg, sqlstate, wait_for, wait_for_async, Gateway};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const WAIT: Duration = Duration::from_secs(60);
@@ -211,4 +217,175 @@ async fn re_applying_a_policy_plugin_under_load_loses_no_statement() {
     // The last version answered statements (it runs once per session and statement
     // shape, then its verdict is kept until the hour ends).
     assert!(metric(&gateway, "postern_plugin_calls_total", labels).await >= 1.0);
+}
+
+/// A stand-in OTLP collector on 127.0.0.1: answers 503 until told to accept, then 200,
+/// and keeps the bodies it accepted.
+struct Collector {
+    port: u16,
+    accepting: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let collector = Collector {
+            port: listener.local_addr().unwrap().port(),
+            accepting: Arc::default(),
+            refused: Arc::default(),
+            bodies: Arc::default(),
+        };
+        let (accepting, refused, bodies) = (
+            collector.accepting.clone(),
+            collector.refused.clone(),
+            collector.bodies.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let (accepting, refused, bodies) =
+                    (accepting.clone(), refused.clone(), bodies.clone());
+                tokio::spawn(async move {
+                    let mut reader = tokio::io::BufReader::new(socket);
+                    let mut length = 0;
+                    let mut line = String::new();
+                    let mut path = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if path.is_empty() {
+                            path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                        }
+                        if let Some(value) =
+                            line.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).await.unwrap();
+                    assert_eq!(path, "/v1/logs");
+                    let status = if accepting.load(Ordering::SeqCst) {
+                        bodies
+                            .lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap());
+                        "200 OK"
+                    } else {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        "503 Service Unavailable"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = reader.get_mut().write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        collector
+    }
+
+    /// `(event type, statement, event id)` of every record accepted, in arrival order.
+    fn records(&self) -> Vec<(String, String, String)> {
+        let attribute = |record: &Value, key: &str| {
+            record["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == key)
+                .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|body| {
+                body["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .map(|record| {
+                (
+                    attribute(&record, "postern.event.type"),
+                    attribute(&record, "db.statement"),
+                    attribute(&record, "postern.event.id"),
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_sink_plugin_delivers_every_event_once_in_order_after_its_collector_recovers() {
+    let pg = shared_pg().await;
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(&config, "[audit]\nplugin_sinks = ['team-a/otlp']\n").unwrap();
+    let gateway = Gateway::start(BIN, &["--config", config.to_str().unwrap()]).await;
+    let key = gateway.provision(&pg.address());
+    let path = postern_testkit::plugin_components().join("otlp_logs.wasm");
+    let plugin = format!(
+        r#"kind: Plugin
+metadata: {{name: otlp, namespace: team-a}}
+spec:
+  type: logSink
+  source: {{path: "{}"}}
+  capabilities: [log, http-client, secrets]
+  http: {{allow: ["http://127.0.0.1:{port}"], timeoutMs: 2000}}
+  limits: {{callTimeoutMs: 5000}}
+  config: {{endpoint: "http://127.0.0.1:{port}", service_name: postern-test}}
+"#,
+        path.display(),
+        port = collector.port
+    );
+    let file = gateway.write_file("otlp.yaml", &plugin);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+
+    // The collector refuses: statements run all the same.
+    let client = gateway
+        .connect("alice.team-a", "orders", &key)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    wait_for(
+        "the sink to meet the refusing collector twice",
+        WAIT,
+        || (collector.refused.load(Ordering::SeqCst) >= 2).then_some(()),
+    )
+    .await;
+    assert!(collector.records().is_empty());
+
+    // It recovers: every statement arrives once, in the order it ran.
+    collector.accepting.store(true, Ordering::SeqCst);
+    let statements = |records: &[(String, String, String)]| -> Vec<String> {
+        records
+            .iter()
+            .filter(|(kind, _, _)| kind == "QUERY")
+            .map(|(_, statement, _)| statement.clone())
+            .collect()
+    };
+    let expected: Vec<String> = (0..20).map(|i| format!("SELECT {i}")).collect();
+    wait_for("all statements at the collector", WAIT, || {
+        (statements(&collector.records()).len() >= 20).then_some(())
+    })
+    .await;
+    let records = collector.records();
+    assert_eq!(statements(&records), expected);
+    let mut ids: Vec<&String> = records.iter().map(|(_, _, id)| id).collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "an event arrived twice");
 }
