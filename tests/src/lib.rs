@@ -416,6 +416,27 @@ impl Gateway {
             .client)
     }
 
+    /// Connects with tokio-postgres over TLS (the certificate verified) with `password`
+    /// sent in clear inside it, as clients sending a token do (so no channel binding).
+    pub async fn connect_with_token(
+        &self,
+        user: &str,
+        dbname: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let cert = self
+            .client_tls
+            .as_ref()
+            .expect("connect_with_token needs Gateway::start_tls");
+        let conninfo = format!(
+            "{} sslmode=require channel_binding=disable",
+            self.base_conninfo(user, dbname, password)
+        );
+        Ok(spawn_session(&conninfo, rustls_connector(cert))
+            .await?
+            .client)
+    }
+
     /// Whether this gateway serves TLS clients.
     pub fn leg(&self) -> Leg {
         if self.client_tls.is_some() {

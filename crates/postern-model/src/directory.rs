@@ -122,6 +122,28 @@ pub trait Directory: Send + Sync + 'static {
 /// A boxed future, so the traits below stay object-safe without an async runtime here.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a service's auth-provider plugins make of a cleartext password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderVerdict {
+    /// A provider proved the identity; `groups` come from the credential.
+    Authenticated { groups: Vec<String> },
+    /// A provider refused, or proved another identity (the reason is for the log only).
+    Rejected(String),
+    /// The service has no providers, or none took this kind of credential.
+    NotApplicable,
+}
+
+/// The auth-provider plugins services name (`spec.auth.providers`), asked in order.
+pub trait AuthProviders: Send + Sync + 'static {
+    fn authenticate<'a>(
+        &'a self,
+        service: &'a QualifiedName,
+        identity: &'a QualifiedName,
+        client: &'a ClientFacts,
+        password: &'a str,
+    ) -> BoxFuture<'a, ProviderVerdict>;
+}
+
 /// A role issued for one session (`mode: dynamic`).
 #[derive(Debug, Clone)]
 pub struct SessionLease {

@@ -26,9 +26,9 @@ pub use credentials::{
     USERNAME_PLACEHOLDERS,
 };
 pub use directory::{
-    BoxFuture, ConnectionLimits, Directory, DirectoryError, IdentityCredentials, LeaseRefused,
-    RouteLookup, SecretValue, SessionCredentials, SessionLease, TokenPassword, TokenRejected,
-    TokenVerifier, UpstreamRoute,
+    AuthProviders, BoxFuture, ConnectionLimits, Directory, DirectoryError, IdentityCredentials,
+    LeaseRefused, ProviderVerdict, RouteLookup, SecretValue, SessionCredentials, SessionLease,
+    TokenPassword, TokenRejected, TokenVerifier, UpstreamRoute,
 };
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;
@@ -50,7 +50,7 @@ pub use policy::{
 pub use rbac::{Access, Permission, Role, RoleBindingSpec, Subject};
 pub use resource::{
     AdminCredentials, ClientCertificateSpec, DynamicUpstream, IdentitySpec, IdentityType,
-    IntentsUpstream, Kind, Metadata, NamespaceSpec, PoolSpec, Resource, ServiceSpec, Spec, SslMode,
-    StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
+    IntentsUpstream, Kind, Metadata, NamespaceSpec, PoolSpec, Resource, ServiceAuth, ServiceSpec,
+    Spec, SslMode, StaticUpstream, TargetSpec, TimeoutSpec, UpstreamSpec, ValidationError,
 };
 pub use time::{civil_from_unix, parse_rfc3339_millis, rfc3339_millis, unix_millis};

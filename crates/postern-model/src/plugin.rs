@@ -167,12 +167,6 @@ pub struct PluginSpec {
 
 impl PluginSpec {
     pub(crate) fn validate(&self) -> Result<(), ValidationError> {
-        if self.plugin_type == PluginType::AuthProvider {
-            return Err(ValidationError::new(
-                "spec.type",
-                "only policy and logSink plugins are supported by this version (authProvider is not yet)",
-            ));
-        }
         for (index, origin) in self.http.allow.iter().enumerate() {
             if parse_origin(origin).is_none() {
                 return Err(ValidationError::new(

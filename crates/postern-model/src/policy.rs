@@ -183,6 +183,9 @@ pub struct ClientFacts {
     pub address: String,
     pub tls: bool,
     pub application_name: String,
+    /// Groups an auth-provider plugin read from the client's credential (a token's
+    /// `groups` claim); the session has them besides its Identity's own.
+    pub credential_groups: Vec<String>,
 }
 
 /// What the policy sees of a session at connect; statements add to it.

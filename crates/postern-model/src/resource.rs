@@ -302,6 +302,25 @@ pub struct ServiceSpec {
     pub timeouts: TimeoutSpec,
     #[serde(default, skip_serializing_if = "AuthorizationSpec::is_empty")]
     pub authorization: AuthorizationSpec,
+    #[serde(default, skip_serializing_if = "ServiceAuth::is_empty")]
+    pub auth: ServiceAuth,
+}
+
+/// How clients of a service may log in besides API keys and the gateway's own access
+/// tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAuth {
+    /// Auth-provider Plugins of the service's namespace, asked in order about a
+    /// cleartext password that is no access token of the gateway.
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+impl ServiceAuth {
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -503,6 +522,9 @@ impl Resource {
                     UpstreamSpec::Intents(_) => {}
                 }
                 s.authorization.validate()?;
+                for (index, provider) in s.auth.providers.iter().enumerate() {
+                    check_name(&format!("spec.auth.providers[{index}]"), provider)?;
+                }
                 if s.pool.enabled {
                     check_not_empty("spec.pool.resetQuery", &s.pool.reset_query)?;
                 }
@@ -652,7 +674,7 @@ mod tests {
     }
 
     #[test]
-    fn kinds_parse_and_plugin_types_not_built_yet_are_named_as_unsupported() {
+    fn kinds_parse_and_plugin_origins_are_checked() {
         assert_eq!(Kind::from_document("Plugin"), Ok(Kind::Plugin));
         assert!(Kind::from_document("Widget")
             .unwrap_err()
@@ -660,11 +682,10 @@ mod tests {
         let err = Resource::from_parts(
             Kind::Plugin,
             meta("okta", Some("default")),
-            json!({"type": "authProvider", "source": {"path": "okta.wasm"}}),
+            json!({"type": "authProvider", "source": {"path": "okta.wasm"}, "http": {"allow": ["okta.com"]}}),
         )
         .unwrap_err();
-        assert_eq!(err.path, "spec.type");
-        assert!(err.message.contains("not yet"), "{err}");
+        assert_eq!(err.path, "spec.http.allow[0]");
         assert_eq!(
             crate::parse_origin("http://127.0.0.1:4318"),
             Some(("http".into(), "127.0.0.1".into(), 4318))

@@ -25,5 +25,21 @@ pub mod log_sink {
     });
 }
 
+pub mod auth_provider {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "auth-provider",
+        exports: { default: async },
+        with: {
+            "postern:plugin/types": super::policy::postern::plugin::types,
+            "postern:plugin/log": super::policy::postern::plugin::log,
+            "postern:plugin/cache": super::policy::postern::plugin::cache,
+            "postern:plugin/http-client": super::log_sink::postern::plugin::http_client,
+            "postern:plugin/secrets": super::log_sink::postern::plugin::secrets,
+        },
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
 pub use log_sink::postern::plugin::{http_client, secrets};
 pub use policy::postern::plugin::{cache, log, types};

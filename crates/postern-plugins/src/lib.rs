@@ -4,6 +4,7 @@
 //! instances, stops calls at their time limit, replaces instances that trap and fails
 //! closed.
 
+mod auth;
 mod bindings;
 mod error;
 mod hooks;
@@ -12,6 +13,7 @@ mod policy;
 mod runtime;
 mod sink;
 
+pub use auth::{AuthProviderChain, AuthProviderPlugin, ProvidersOf};
 pub use bindings::types;
 pub use error::PluginError;
 pub use hooks::PolicyHooks;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::bindings::auth_provider::AuthProvider;
 use crate::bindings::log_sink::LogSink;
 use crate::bindings::policy::Policy;
 use crate::error::PluginError;
@@ -36,6 +37,7 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) policy_linker: Linker<HostState>,
     pub(crate) sink_linker: Linker<HostState>,
+    pub(crate) auth_linker: Linker<HostState>,
     pub(crate) settings: RuntimeSettings,
     pooled: bool,
 }
@@ -82,6 +84,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut sink_linker).map_err(engine_error)?;
         LogSink::add_to_linker::<HostState, HasSelf<HostState>>(&mut sink_linker, |s| s)
             .map_err(engine_error)?;
+        let mut auth_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut auth_linker).map_err(engine_error)?;
+        AuthProvider::add_to_linker::<HostState, HasSelf<HostState>>(&mut auth_linker, |s| s)
+            .map_err(engine_error)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
@@ -97,6 +103,7 @@ impl Runtime {
             engine,
             policy_linker,
             sink_linker,
+            auth_linker,
             settings,
             pooled,
         }))

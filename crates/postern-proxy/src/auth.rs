@@ -3,12 +3,10 @@
 //! by SCRAM-SHA-256(-PLUS) against its API keys' verifiers
 //! (<https://datatracker.ietf.org/doc/html/rfc7677>, channel binding per RFC 5929).
 
-use std::sync::Arc;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
-use postern_model::{IdentityCredentials, QualifiedName, TokenVerifier};
+use postern_model::{IdentityCredentials, ProviderVerdict, QualifiedName};
 use postern_wire::backend;
 use postern_wire::scram::{
     mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
@@ -73,11 +71,20 @@ fn scram_material(
     }
 }
 
+/// A login that succeeded.
+#[derive(Default)]
+pub(crate) struct Authenticated {
+    /// The server-final-message for AuthenticationSASLFinal, when SCRAM was used.
+    pub server_final: Option<Vec<u8>>,
+    /// Groups an auth-provider plugin read from the credential.
+    pub credential_groups: Vec<String>,
+}
+
 /// Authenticates the identity: by its client certificate when the TLS handshake
-/// presented a verified one with the identity's common name; by an access token as a
-/// cleartext password when the identity has no API keys and the connection may carry
-/// one; else by SCRAM against its API keys. `out` holds messages to send first; returns
-/// the server-final-message for AuthenticationSASLFinal, or `None` when there is none.
+/// presented a verified one with the identity's common name; by a cleartext password
+/// when the identity has no API keys and the connection may carry one (an access token
+/// of the gateway, or a credential the service's auth-provider plugins accept); else by
+/// SCRAM against its API keys. `out` holds messages to send first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn authenticate(
     gateway: &Gateway,
@@ -85,10 +92,11 @@ pub(crate) async fn authenticate(
     pending: &mut BytesMut,
     out: &mut BytesMut,
     identity: &QualifiedName,
+    service: &QualifiedName,
     user: &str,
     tls: TlsFacts,
     peer: &Peer,
-) -> Result<Option<Vec<u8>>, SessionError> {
+) -> Result<Authenticated, SessionError> {
     let credentials = identity_credentials(gateway, identity)
         .await?
         .unwrap_or_default();
@@ -98,7 +106,7 @@ pub(crate) async fn authenticate(
     ) {
         if presented == expected {
             debug!(identity = %identity, "authenticated by client certificate");
-            return Ok(None);
+            return Ok(Authenticated::default());
         }
     }
     let token_channel = match gateway.settings.token_password {
@@ -108,10 +116,53 @@ pub(crate) async fn authenticate(
     };
     // Unknown identities are asked for a token as well, so the method asked for does
     // not tell who exists (it does tell that an identity has API keys).
-    if let Some(tokens) = gateway.tokens.as_ref().filter(|_| token_channel) {
-        if credentials.verifiers.is_empty() {
-            return authenticate_token(tokens, client, pending, out, identity, user).await;
+    let providers = gateway.auth_providers.get();
+    if token_channel
+        && credentials.verifiers.is_empty()
+        && (gateway.tokens.is_some() || providers.is_some())
+    {
+        let password = read_cleartext_password(client, pending, out).await?;
+        if let Some(tokens) = &gateway.tokens {
+            let (tokens, who, token) = (tokens.clone(), identity.clone(), password.clone());
+            match tokio::task::spawn_blocking(move || tokens.verify(&token, &who))
+                .await
+                .map_err(|e| SessionError::Internal(e.to_string()))?
+            {
+                Ok(()) => {
+                    debug!(identity = %identity, "authenticated by access token");
+                    return Ok(Authenticated::default());
+                }
+                Err(rejected) => {
+                    debug!(identity = %identity, reason = %rejected, "access token refused")
+                }
+            }
         }
+        if let Some(providers) = providers {
+            let facts = postern_model::ClientFacts {
+                address: peer.address.to_string(),
+                tls: client.is_tls(),
+                ..Default::default()
+            };
+            match providers
+                .authenticate(service, identity, &facts, &password)
+                .await
+            {
+                ProviderVerdict::Authenticated { groups } => {
+                    debug!(identity = %identity, "authenticated by an auth-provider plugin");
+                    return Ok(Authenticated {
+                        server_final: None,
+                        credential_groups: groups,
+                    });
+                }
+                ProviderVerdict::Rejected(reason) => {
+                    debug!(identity = %identity, %reason, "auth-provider plugin refused")
+                }
+                ProviderVerdict::NotApplicable => {}
+            }
+        }
+        return Err(SessionError::AuthFailed {
+            user: user.to_owned(),
+        });
     }
     let (salt, iterations, keys) = scram_material(gateway, identity, &credentials.verifiers);
     let mut nonce = [0u8; 18];
@@ -137,22 +188,22 @@ pub(crate) async fn authenticate(
         .client_final(&client_final)
         .map_err(scram_protocol_error)?
     {
-        ScramOutcome::Authenticated { server_final, .. } => Ok(Some(server_final)),
+        ScramOutcome::Authenticated { server_final, .. } => Ok(Authenticated {
+            server_final: Some(server_final),
+            credential_groups: Vec::new(),
+        }),
         ScramOutcome::Rejected => Err(SessionError::AuthFailed {
             user: user.to_owned(),
         }),
     }
 }
 
-/// Asks for a cleartext password and accepts it only as an access token of `identity`.
-async fn authenticate_token(
-    tokens: &Arc<dyn TokenVerifier>,
+/// Asks for a cleartext password and reads it.
+async fn read_cleartext_password(
     client: &mut ClientStream,
     pending: &mut BytesMut,
     out: &mut BytesMut,
-    identity: &QualifiedName,
-    user: &str,
-) -> Result<Option<Vec<u8>>, SessionError> {
+) -> Result<String, SessionError> {
     backend::authentication_cleartext_password(out);
     send(client, out).await?;
     let message = read_password_message(client, pending).await?;
@@ -162,25 +213,8 @@ async fn authenticate_token(
         .and_then(|text| std::str::from_utf8(text).ok())
         .ok_or(WireError::Malformed {
             what: "password message",
-        })?
-        .to_owned();
-    let tokens = tokens.clone();
-    let who = identity.clone();
-    let verdict = tokio::task::spawn_blocking(move || tokens.verify(&password, &who))
-        .await
-        .map_err(|e| SessionError::Internal(e.to_string()))?;
-    match verdict {
-        Ok(()) => {
-            debug!(identity = %identity, "authenticated by access token");
-            Ok(None)
-        }
-        Err(rejected) => {
-            debug!(identity = %identity, reason = %rejected, "access token refused");
-            Err(SessionError::AuthFailed {
-                user: user.to_owned(),
-            })
-        }
-    }
+        })?;
+    Ok(password.to_owned())
 }
 
 fn scram_protocol_error(e: postern_wire::scram::ScramError) -> SessionError {

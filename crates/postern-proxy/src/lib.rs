@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use postern_model::TokenPassword;
-use postern_model::{AccessLog, Directory, SessionCredentials, TokenVerifier};
+use postern_model::{AccessLog, AuthProviders, Directory, SessionCredentials, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -107,6 +107,9 @@ pub struct Gateway {
     /// The store's resource epoch as last read; watched sessions bind their rules again
     /// when it moves.
     resource_epoch: Arc<AtomicU64>,
+    /// Services' auth-provider plugins; without them only API keys and access tokens
+    /// log in.
+    auth_providers: std::sync::OnceLock<Arc<dyn AuthProviders>>,
     pub stats: GatewayStats,
 }
 
@@ -131,8 +134,14 @@ impl Gateway {
             access_log,
             tokens,
             resource_epoch: Arc::new(AtomicU64::new(0)),
+            auth_providers: std::sync::OnceLock::new(),
             stats: GatewayStats::default(),
         })
+    }
+
+    /// Lets services' `auth.providers` check cleartext passwords (set once, at start).
+    pub fn set_auth_providers(&self, providers: Arc<dyn AuthProviders>) {
+        let _ = self.auth_providers.set(providers);
     }
 
     /// Idle upstream connections kept for reuse.

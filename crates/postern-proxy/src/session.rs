@@ -412,10 +412,11 @@ async fn establish<'g>(
     if minor_version > 0 || !options.is_empty() {
         backend::negotiate_protocol_version(&mut out, 3, 0, options.into_iter());
     }
-    let server_final = authenticate(
-        gateway, client, pending, &mut out, &identity, &user, tls, peer,
+    let authenticated = authenticate(
+        gateway, client, pending, &mut out, &identity, &service, &user, tls, peer,
     )
     .await?;
+    let server_final = authenticated.server_final;
 
     // Services of namespaces the identity may not see answer as missing ones do (the
     // store decides from its role bindings).
@@ -431,6 +432,7 @@ async fn establish<'g>(
         address: peer.address.to_string(),
         tls: client.is_tls(),
         application_name: application_name.clone(),
+        credential_groups: authenticated.credential_groups,
     };
     let service_label = service.dotted();
     let mut info = SessionInfo {

@@ -109,7 +109,15 @@ impl Store {
                 postern_model::IdentityType::Human => "human".into(),
                 postern_model::IdentityType::Workload => "workload".into(),
             },
-            groups: spec.groups,
+            groups: {
+                let mut groups = spec.groups;
+                for group in &client.credential_groups {
+                    if !groups.contains(group) {
+                        groups.push(group.clone());
+                    }
+                }
+                groups
+            },
             attributes: spec.attributes,
             client: client.clone(),
             user: String::new(),

@@ -12,8 +12,8 @@ use anyhow::Context;
 use postern_model::PluginType;
 use postern_model::{Kind, Spec};
 use postern_plugins::{
-    LogSinkPlugin, LogSinks, PluginSpec, PolicyHook, PolicyHooks, Runtime, RuntimeSettings,
-    SecretReader,
+    AuthProviderChain, AuthProviderPlugin, LogSinkPlugin, LogSinks, PluginSpec, PolicyHook,
+    PolicyHooks, Runtime, RuntimeSettings, SecretReader,
 };
 use postern_state::Store;
 use tracing::{error, info};
@@ -25,6 +25,7 @@ pub struct PluginLoader {
     store: Arc<Store>,
     hooks: Arc<PolicyHooks>,
     sinks: Arc<LogSinks>,
+    providers: Arc<AuthProviderChain>,
     settings: RuntimeSettings,
     /// Made at the first Plugin: a gateway without plugins runs no engine.
     runtime: Option<Arc<Runtime>>,
@@ -37,12 +38,14 @@ impl PluginLoader {
         store: Arc<Store>,
         hooks: Arc<PolicyHooks>,
         sinks: Arc<LogSinks>,
+        providers: Arc<AuthProviderChain>,
         settings: RuntimeSettings,
     ) -> Self {
         PluginLoader {
             store,
             hooks,
             sinks,
+            providers,
             settings,
             runtime: None,
             tried: HashMap::new(),
@@ -80,11 +83,17 @@ impl PluginLoader {
                 }
             }
         }
-        let loaded = self.hooks.names().into_iter().chain(self.sinks.names());
+        let loaded = self
+            .hooks
+            .names()
+            .into_iter()
+            .chain(self.sinks.names())
+            .chain(self.providers.names());
         for (namespace, name) in loaded.collect::<Vec<_>>() {
             if !present.contains(&(namespace.clone(), name.clone())) {
                 self.hooks.remove(&namespace, &name);
                 self.sinks.remove(&namespace, &name);
+                self.providers.remove(&namespace, &name);
                 self.tried.remove(&(namespace.clone(), name.clone()));
                 info!(plugin = %name, %namespace, "plugin unloaded");
             }
@@ -118,26 +127,28 @@ impl PluginLoader {
         let mut plugin = PluginSpec::from_resource(name, spec);
         plugin.generation = generation;
         let bytes: Arc<[u8]> = bytes.into();
+        let store = self.store.clone();
+        let secrets_of = namespace.to_owned();
+        let read: SecretReader = Arc::new(move |secret: &str| {
+            store
+                .secret_value(&secrets_of, secret)
+                .ok()
+                .flatten()
+                .map(|value| value.expose().to_owned())
+        });
         match spec.plugin_type {
             PluginType::Policy => {
                 let hook = PolicyHook::load(&runtime, plugin, bytes).await?;
                 self.hooks.install(namespace, hook);
             }
             PluginType::LogSink => {
-                let store = self.store.clone();
-                let secrets_of = namespace.to_owned();
-                let read: SecretReader = Arc::new(move |secret: &str| {
-                    store
-                        .secret_value(&secrets_of, secret)
-                        .ok()
-                        .flatten()
-                        .map(|value| value.expose().to_owned())
-                });
                 let sink = LogSinkPlugin::load(&runtime, plugin, bytes, Some(read)).await?;
                 self.sinks.install(namespace, sink);
             }
             PluginType::AuthProvider => {
-                anyhow::bail!("auth-provider plugins are not supported yet")
+                let provider =
+                    AuthProviderPlugin::load(&runtime, plugin, bytes, Some(read)).await?;
+                self.providers.install(namespace, provider);
             }
         }
         Ok(())
@@ -153,6 +164,20 @@ impl PluginLoader {
             }
         }
     }
+}
+
+/// The auth providers a service names (`spec.auth.providers`); none when it cannot be
+/// read (its clients then fall back to the other ways to log in).
+pub fn auth_providers_chain(store: Arc<Store>) -> Arc<AuthProviderChain> {
+    Arc::new(AuthProviderChain::new(Arc::new(
+        move |service| match store.get_resource(Kind::Service, &service.namespace, &service.name) {
+            Ok(Some(stored)) => match stored.resource.spec {
+                Spec::Service(spec) => spec.auth.providers,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        },
+    )))
 }
 
 /// Each loaded plugin's counters in `/metrics`, labelled by namespace and plugin.

@@ -128,6 +128,11 @@ pub(crate) fn read_plugin_components(
                     plugins, plugin, component, None,
                 ))
                 .map(drop),
+            postern_model::PluginType::AuthProvider => tokio
+                .block_on(postern_plugins::AuthProviderPlugin::load(
+                    plugins, plugin, component, None,
+                ))
+                .map(drop),
             _ => tokio
                 .block_on(postern_plugins::PolicyHook::load(
                     plugins, plugin, component,

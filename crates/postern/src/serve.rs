@@ -172,10 +172,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         info!(%address, "postern listening");
         let mock_secret = store.mock_auth_secret();
         let store = Arc::new(store);
+        let auth_providers = crate::plugins::auth_providers_chain(store.clone());
         let mut plugins = crate::plugins::PluginLoader::new(
             store.clone(),
             policy_hooks.clone(),
             log_sinks.clone(),
+            auth_providers.clone(),
             postern_plugins::RuntimeSettings {
                 cache_dir: Some(config.state_dir.join("plugin-cache")),
                 clock: None,
@@ -211,6 +213,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 .map(|a| a as Arc<dyn postern_model::AccessLog>),
             Some(tokens.clone()),
         );
+        gateway.set_auth_providers(auth_providers);
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let api_server = if config.api.enabled {
             write_bootstrap_token(&store, &config.state_dir)?;

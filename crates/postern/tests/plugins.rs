@@ -389,3 +389,204 @@ spec:
     ids.dedup();
     assert_eq!(ids.len(), all, "an event arrived twice");
 }
+
+/// Serves `body` as JSON at any path on 127.0.0.1; counts the requests.
+async fn serve_json(body: String) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(socket);
+                let mut line = String::new();
+                while reader.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = reader.get_mut().write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, fetches)
+}
+
+/// An ES256 signing key of the test's identity provider.
+struct Issuer {
+    key: ring::signature::EcdsaKeyPair,
+    kid: String,
+}
+
+impl Issuer {
+    fn new(kid: &str) -> Issuer {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Issuer {
+            key,
+            kid: kid.into(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        use base64::Engine as _;
+        use ring::signature::KeyPair as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let point = self.key.public_key().as_ref();
+        serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.kid,
+            "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+        })
+    }
+
+    /// A token for `sub` with `groups`, valid for `ttl` seconds from now (negative:
+    /// expired), for `audience`.
+    fn token(&self, sub: &str, groups: &[&str], audience: &str, ttl: i64) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
+        let claims = serde_json::json!({
+            "iss": "https://idp.test", "aud": audience, "sub": sub, "groups": groups,
+            "iat": now, "exp": now + ttl,
+        });
+        let signed = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = self
+            .key
+            .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+            .unwrap();
+        format!("{signed}.{}", b64.encode(signature.as_ref()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_auth_provider_logs_identities_in_with_their_tokens_groups() {
+    let pg = shared_pg().await;
+    let gateway = Gateway::start_tls(BIN, &[]).await;
+    gateway.provision(&pg.address());
+    let issuer = Issuer::new("key-1");
+    let jwks = serde_json::json!({ "keys": [issuer.jwk()] }).to_string();
+    let (port, fetches) = serve_json(jwks).await;
+    let path = postern_testkit::plugin_components().join("jwt_auth.wasm");
+    let resources = |allowed_port: u16| {
+        format!(
+            r#"kind: Plugin
+metadata: {{name: idp, namespace: team-a}}
+spec:
+  type: authProvider
+  source: {{path: "{}"}}
+  capabilities: [log, cache, http-client]
+  http: {{allow: ["http://127.0.0.1:{allowed_port}"]}}
+  config:
+    jwks_url: "http://127.0.0.1:{port}/jwks"
+    issuer: "https://idp.test"
+    audience: postern
+    namespace: team-a
+---
+kind: Identity
+metadata: {{name: carol, namespace: team-a}}
+spec: {{type: human}}
+---
+kind: Service
+metadata: {{name: sso, namespace: team-a}}
+spec:
+  target: main-pg
+  database: app
+  upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}
+  auth: {{providers: [idp]}}
+  authorization:
+    rules:
+      - {{name: analysts, effect: ALLOW, condition: "'analysts' in ctx.identity.groups"}}
+"#,
+            path.display()
+        )
+    };
+    let file = gateway.write_file("sso.yaml", &resources(port));
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let login = |token: String| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .connect_with_token("carol.team-a", "sso", &token)
+                .await
+        }
+    };
+
+    // The token's groups make carol an analyst: the service's rule lets her in.
+    let token = issuer.token("carol", &["analysts"], "postern", 300);
+    let client = wait_for_async("the gateway to load the provider", WAIT, || async {
+        login(token.clone()).await.ok()
+    })
+    .await;
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "app_rw");
+
+    // Proven, but not an analyst: the rule refuses the session.
+    let denied = login(issuer.token("carol", &["sales"], "postern", 300))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&denied).as_deref(), Some("42501"), "{denied}");
+
+    // Refused logins: 28P01, nothing more said.
+    let stranger = Issuer::new("key-2");
+    let before = fetches.load(Ordering::SeqCst);
+    for (what, token) in [
+        (
+            "expired",
+            issuer.token("carol", &["analysts"], "postern", -120),
+        ),
+        (
+            "wrong audience",
+            issuer.token("carol", &["analysts"], "other", 300),
+        ),
+        (
+            "another identity",
+            issuer.token("dave", &["analysts"], "postern", 300),
+        ),
+        (
+            "unknown key",
+            stranger.token("carol", &["analysts"], "postern", 300),
+        ),
+    ] {
+        let refused = login(token).await.unwrap_err();
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some("28P01"),
+            "{what}: {refused}"
+        );
+        assert!(!message(&refused).contains("audience"), "{what}: {refused}");
+    }
+    // The unknown key made the provider fetch the JWKS once more.
+    assert_eq!(fetches.load(Ordering::SeqCst), before + 1);
+
+    // The JWKS host is no longer allowed: the new version cannot fetch it, so even a
+    // good token is refused.
+    let file = gateway.write_file("sso.yaml", &resources(1));
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let refused = wait_for_async("the new version to refuse", WAIT, || async {
+        login(issuer.token("carol", &["analysts"], "postern", 300))
+            .await
+            .err()
+    })
+    .await;
+    assert_eq!(sqlstate(&refused).as_deref(), Some("28P01"));
+}

@@ -1,0 +1,270 @@
+//! Auth providers: plugins that check a cleartext password a client sent (a token) and
+//! say who it proves. A service names its providers (`spec.auth.providers`); they are
+//! asked in order until one answers other than `not-applicable`. A provider that traps,
+//! times out or is not loaded rejects: the client only learns that its login failed.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use postern_model::{AuthProviders, BoxFuture, ClientFacts, ProviderVerdict, QualifiedName};
+use wasmtime::Store;
+
+use crate::bindings::auth_provider::exports::postern::plugin::authn::{Credential, Outcome};
+use crate::bindings::auth_provider::{AuthProvider, AuthProviderPre};
+use crate::bindings::types::ClientInfo;
+use crate::error::PluginError;
+use crate::host::{check_imports, new_store, Capability, HostState, PluginShared, SecretReader};
+use crate::policy::{call_failure, timeout_ticks, PluginSpec, PluginStats};
+use crate::runtime::Runtime;
+
+const AUTH_OFFERS: [Capability; 4] = [
+    Capability::Log,
+    Capability::Cache,
+    Capability::HttpClient,
+    Capability::Secrets,
+];
+
+type Instance = (Store<HostState>, AuthProvider);
+
+/// A loaded auth-provider plugin with its idle instances.
+pub struct AuthProviderPlugin {
+    runtime: Arc<Runtime>,
+    spec: PluginSpec,
+    pre: AuthProviderPre<HostState>,
+    shared: Arc<PluginShared>,
+    timeout_ticks: u64,
+    idle: Mutex<Vec<Instance>>,
+    stats: PluginStats,
+}
+
+impl AuthProviderPlugin {
+    /// Compiles the component, checks its imports and runs `init` on a first instance.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        spec: PluginSpec,
+        component: Arc<[u8]>,
+        secrets: Option<SecretReader>,
+    ) -> Result<AuthProviderPlugin, PluginError> {
+        let timeout_ticks = timeout_ticks(&spec)?;
+        let compiled = runtime.compile(&spec.name, component).await?;
+        check_imports(
+            &spec.name,
+            &runtime.engine,
+            &compiled,
+            &AUTH_OFFERS,
+            &spec.capabilities,
+        )?;
+        let wrong_kind = |e: wasmtime::Error| PluginError::WrongKind {
+            plugin: spec.name.clone(),
+            kind: "auth provider",
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = runtime
+            .auth_linker
+            .instantiate_pre(&compiled)
+            .map_err(wrong_kind)?;
+        let pre = AuthProviderPre::new(instance_pre).map_err(wrong_kind)?;
+        let provider = AuthProviderPlugin {
+            runtime: runtime.clone(),
+            shared: Arc::new(PluginShared::new(&spec, secrets)),
+            spec,
+            pre,
+            timeout_ticks,
+            idle: Mutex::new(Vec::new()),
+            stats: PluginStats::default(),
+        };
+        let first = provider.instantiate().await?;
+        provider.idle_instances().push(first);
+        Ok(provider)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let mut store = new_store(&self.runtime, &self.spec, &self.shared, self.timeout_ticks);
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        let failed = |e: wasmtime::Error| call_failure(&self.spec, &self.stats, &e);
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(failed)?;
+        bindings
+            .postern_plugin_authn()
+            .call_init(&mut store, &self.spec.config)
+            .await
+            .map_err(failed)?
+            .map_err(|reason| PluginError::Init {
+                plugin: self.spec.name.clone(),
+                reason,
+            })?;
+        Ok((store, bindings))
+    }
+
+    /// What the plugin makes of a password.
+    pub async fn authenticate(
+        &self,
+        client: &ClientInfo,
+        password: &str,
+    ) -> Result<Outcome, PluginError> {
+        let started = std::time::Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let idle = self.idle_instances().pop();
+        let (mut store, bindings) = match idle {
+            Some(instance) => instance,
+            None => self.instantiate().await?,
+        };
+        store.set_epoch_deadline(self.timeout_ticks);
+        let called = bindings
+            .postern_plugin_authn()
+            .call_authenticate(
+                &mut store,
+                client,
+                &Credential::Password(password.to_owned()),
+            )
+            .await;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.count_call_time(nanos);
+        match called {
+            Ok(outcome) => {
+                let mut idle = self.idle_instances();
+                if idle.len() < self.spec.warm_instances {
+                    idle.push((store, bindings));
+                }
+                if matches!(outcome, Outcome::Rejected(_)) {
+                    self.stats.denies.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(outcome)
+            }
+            Err(e) => Err(call_failure(&self.spec, &self.stats, &e)),
+        }
+    }
+}
+
+type LoadedProviders = HashMap<(String, String), Arc<AuthProviderPlugin>>;
+
+/// Which providers a service names, read from the store (may block briefly).
+pub type ProvidersOf = Arc<dyn Fn(&QualifiedName) -> Vec<String> + Send + Sync>;
+
+/// Loaded auth-provider plugins, asked for the services that name them.
+pub struct AuthProviderChain {
+    loaded: RwLock<LoadedProviders>,
+    providers_of: ProvidersOf,
+}
+
+impl AuthProviderChain {
+    pub fn new(providers_of: ProvidersOf) -> AuthProviderChain {
+        AuthProviderChain {
+            loaded: RwLock::default(),
+            providers_of,
+        }
+    }
+
+    pub fn install(&self, namespace: &str, provider: AuthProviderPlugin) {
+        let key = (namespace.to_owned(), provider.name().to_owned());
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::new(provider));
+    }
+
+    pub fn remove(&self, namespace: &str, name: &str) -> bool {
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<AuthProviderPlugin>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    pub fn names(&self) -> Vec<(String, String)> {
+        let mut names: Vec<_> = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn ask(
+        &self,
+        service: &QualifiedName,
+        identity: &QualifiedName,
+        client: &ClientFacts,
+        password: &str,
+    ) -> ProviderVerdict {
+        let providers_of = self.providers_of.clone();
+        let who = service.clone();
+        let Ok(names) = tokio::task::spawn_blocking(move || providers_of(&who)).await else {
+            return ProviderVerdict::Rejected("cannot read the service's providers".into());
+        };
+        let info = ClientInfo {
+            peer_address: client.address.clone(),
+            database: service.to_string(),
+            user: identity.to_string(),
+            application_name: client.application_name.clone(),
+            tls: client.tls,
+        };
+        for name in names {
+            let Some(provider) = self.get(&service.namespace, &name) else {
+                return ProviderVerdict::Rejected(format!("auth provider {name} is not loaded"));
+            };
+            match provider.authenticate(&info, password).await {
+                Ok(Outcome::NotApplicable) => continue,
+                Ok(Outcome::Rejected(reason)) => {
+                    return ProviderVerdict::Rejected(format!("{name}: {reason}"))
+                }
+                Ok(Outcome::Authenticated(proven)) => {
+                    if proven.name != identity.name || proven.namespace != identity.namespace {
+                        return ProviderVerdict::Rejected(format!(
+                            "{name}: the credential is {}.{}'s, not {identity}'s",
+                            proven.name, proven.namespace
+                        ));
+                    }
+                    return ProviderVerdict::Authenticated {
+                        groups: proven.groups,
+                    };
+                }
+                Err(e) => return ProviderVerdict::Rejected(e.to_string()),
+            }
+        }
+        ProviderVerdict::NotApplicable
+    }
+}
+
+impl AuthProviders for AuthProviderChain {
+    fn authenticate<'a>(
+        &'a self,
+        service: &'a QualifiedName,
+        identity: &'a QualifiedName,
+        client: &'a ClientFacts,
+        password: &'a str,
+    ) -> BoxFuture<'a, ProviderVerdict> {
+        Box::pin(self.ask(service, identity, client, password))
+    }
+}
