@@ -22,6 +22,10 @@ struct Options {
     quick: bool,
     /// Only these cases, by label (`--case '-S -M prepared -c8'`, repeatable): for profiling.
     only: Vec<String>,
+    /// A policy-hook component run on every statement of one more gateway (as shipped
+    /// plus the plugin): `--plugin target/plugins/wasm32-wasip2/release/misbehave.wasm`
+    /// is a hook that allows everything and asks to be called every time.
+    plugin: Option<PathBuf>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -32,6 +36,7 @@ fn parse_options() -> Result<Options> {
         reps: 3,
         quick: false,
         only: Vec::new(),
+        plugin: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -51,6 +56,7 @@ fn parse_options() -> Result<Options> {
             }
             "--quick" => options.quick = true,
             "--case" => options.only.push(value("--case")?),
+            "--plugin" => options.plugin = Some(PathBuf::from(value("--plugin")?)),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -290,6 +296,8 @@ enum Profile {
     Plain,
     /// The default configuration plus ten rules on `pgbench`.
     TenRules,
+    /// The default configuration plus a policy-hook plugin on `pgbench`.
+    Plugin,
 }
 
 impl Profile {
@@ -298,6 +306,7 @@ impl Profile {
             Profile::Shipped => "postern",
             Profile::Plain => "postern-plain",
             Profile::TenRules => "postern-10-rules",
+            Profile::Plugin => "postern-plugin",
         }
     }
 }
@@ -308,9 +317,10 @@ fn start_postern(
     dir: &Path,
     pg: &LocalPg,
     profile: Profile,
+    plugin: Option<&Path>,
 ) -> Result<(Daemon, u16, String)> {
     let state = dir.join(profile.name());
-    let resources = format!(
+    let mut resources = format!(
         "kind: Namespace\nmetadata: {{name: bench}}\n---\n\
          kind: Target\nmetadata: {{name: pg, namespace: bench}}\n\
          spec: {{address: '{}', sslMode: disable, admin: {{user: postgres, passwordSecret: pg-admin}}}}\n---\n\
@@ -334,15 +344,24 @@ fn start_postern(
             format!(
                 "  authorization:\n    rules:\n{rules}      - {{name: the-rest, effect: ALLOW, matchAny: true}}\n"
             )
+        } else if profile == Profile::Plugin {
+            "  authorization:\n    plugins: [hook]\n".to_owned()
         } else {
             String::new()
         }
     );
+    if let (Profile::Plugin, Some(plugin)) = (profile, plugin) {
+        resources.push_str(&format!(
+            "---\nkind: Plugin\nmetadata: {{name: hook, namespace: bench}}\n\
+             spec: {{type: policy, source: {{path: '{}'}}, capabilities: [log]}}\n",
+            plugin.display()
+        ));
+    }
     // As shipped means no configuration file at all.
     let config = dir.join(format!("{}.toml", profile.name()));
     let config_text = match profile {
         Profile::Plain => "[audit]\nenabled = false\n",
-        Profile::Shipped | Profile::TenRules => "",
+        Profile::Shipped | Profile::TenRules | Profile::Plugin => "",
     };
     std::fs::write(&config, config_text).map_err(|e| e.to_string())?;
     let file = dir.join("resources.yaml");
@@ -462,7 +481,7 @@ fn run() -> Result<()> {
     ];
     let mut gateways = Vec::new();
     for profile in [Profile::Shipped, Profile::Plain, Profile::TenRules] {
-        let (daemon, port, key) = start_postern(&options.postern, dir.path(), &pg, profile)?;
+        let (daemon, port, key) = start_postern(&options.postern, dir.path(), &pg, profile, None)?;
         endpoints.push(Endpoint {
             name: profile.name(),
             port,
@@ -476,7 +495,7 @@ fn run() -> Result<()> {
     if let Some(baseline) = &options.baseline {
         let dir = dir.path().join("baseline");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (daemon, port, key) = start_postern(baseline, &dir, &pg, Profile::Shipped)?;
+        let (daemon, port, key) = start_postern(baseline, &dir, &pg, Profile::Shipped, None)?;
         endpoints.push(Endpoint {
             name: "baseline",
             port,
@@ -487,6 +506,29 @@ fn run() -> Result<()> {
         });
         gateways.push(daemon);
     }
+
+    let plugin_endpoint = match &options.plugin {
+        Some(plugin) => {
+            let (daemon, port, key) = start_postern(
+                &options.postern,
+                dir.path(),
+                &pg,
+                Profile::Plugin,
+                Some(&std::path::absolute(plugin).map_err(|e| e.to_string())?),
+            )?;
+            endpoints.push(Endpoint {
+                name: Profile::Plugin.name(),
+                port,
+                user: "bench.bench".into(),
+                dbname: "pgbench.bench".into(),
+                password: key,
+                pid: Some(daemon.0.id()),
+            });
+            gateways.push(daemon);
+            Some(endpoints.len() - 1)
+        }
+        None => None,
+    };
 
     let mut cases = cases(options.quick);
     if !options.only.is_empty() {
@@ -577,6 +619,31 @@ fn run() -> Result<()> {
                 tps(2) / tps(0),
                 cpu(5),
                 cpu(2)
+            );
+        }
+    }
+    if let Some(p) = plugin_endpoint {
+        println!("\n| case | policy plugin tps (ratio; ÷ plain; ÷ as shipped) | CPU µs/txn as shipped / policy plugin |");
+        println!("|---|---|---|");
+        for (c, case) in cases.iter().enumerate() {
+            let tps = |e: usize| median(samples[c][e].iter().map(|x| x.tps).collect());
+            let cpu = |e: usize| {
+                median(
+                    samples[c][e]
+                        .iter()
+                        .filter_map(|x| x.cpu_us_per_txn)
+                        .collect(),
+                )
+            };
+            println!(
+                "| {} | {:.0} ({:.2}; {:.2}; {:.2}) | {:.1} / {:.1} |",
+                case.label,
+                tps(p),
+                tps(p) / tps(0),
+                tps(p) / tps(3),
+                tps(p) / tps(2),
+                cpu(2),
+                cpu(p)
             );
         }
     }
