@@ -40,7 +40,8 @@ pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
 pub use plan::{plan_apply, Change, PlanError};
 pub use plugin::{
     is_sha256_hex, parse_origin, PluginFailure, PluginHttp, PluginLimits, PluginSource, PluginSpec,
-    PluginType, MAX_PLUGIN_CALL_TIMEOUT_MS, MAX_PLUGIN_MEMORY_MIB, PLUGIN_CAPABILITIES,
+    PluginType, StatementFilter, MAX_PLUGIN_CALL_TIMEOUT_MS, MAX_PLUGIN_MEMORY_MIB,
+    PLUGIN_CAPABILITIES,
 };
 pub use policy::{
     AuthorizationRule, AuthorizationSpec, ClientFacts, ConnectDecision, Denial,

@@ -132,6 +132,41 @@ pub fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
     Some((scheme.to_owned(), host.to_ascii_lowercase(), port))
 }
 
+/// Which statements a policy hook cares about: those of one of `kinds` (when given)
+/// that name one of `tables` (when given; `schema.*` for a whole schema).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatementFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+}
+
+impl StatementFilter {
+    /// Whether a statement is the hook's business. A function call and a statement the
+    /// classifier could not read (kinds `call`, `other`) always are: what they touch is
+    /// unknown.
+    pub fn matches(&self, kind: &str, tables: &[String]) -> bool {
+        if matches!(kind, "call" | "other") {
+            return true;
+        }
+        let kind_ok = self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind);
+        let table_ok = self.tables.is_empty()
+            || tables.iter().any(|table| {
+                self.tables
+                    .iter()
+                    .any(|pattern| match pattern.strip_suffix(".*") {
+                        Some(schema) => table
+                            .strip_prefix(schema)
+                            .is_some_and(|rest| rest.starts_with('.')),
+                        None => pattern == table,
+                    })
+            });
+        kind_ok && table_ok
+    }
+}
+
 /// The most memory and time a plugin may be given.
 pub const MAX_PLUGIN_MEMORY_MIB: u32 = 256;
 pub const MAX_PLUGIN_CALL_TIMEOUT_MS: u32 = 10_000;
@@ -156,6 +191,9 @@ pub struct PluginSpec {
     /// Whether a policy hook is given the statement's text (which may hold secrets).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub statement_text: bool,
+    /// A policy hook is asked only about statements this matches (unset: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statements: Option<StatementFilter>,
     /// Where `http-client` may go (with the `http-client` capability).
     #[serde(default, skip_serializing_if = "PluginHttp::is_default")]
     pub http: PluginHttp,

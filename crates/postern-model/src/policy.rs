@@ -230,6 +230,9 @@ pub struct HookStatement<'a> {
 
 /// A policy-hook plugin bound to one session.
 pub trait SessionHook: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether the session may start (its `kind` is `connect`).
+    fn check_connect(&self) -> Result<(), Denial>;
+
     /// Allowed, or the plugin's denial (failing plugins deny unless their resource says
     /// `failure: open`).
     fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial>;

@@ -181,6 +181,8 @@ fn hook_call(c: &mut Criterion) {
         Expect::DenyNaming("payroll.salaries may only be used"),
     );
 
+    session_path(c, &rt, &runtime);
+
     for hook in [&misbehave, &window] {
         let stats = hook.stats();
         let calls = stats.calls.load(Ordering::Relaxed).max(1);
@@ -193,6 +195,65 @@ fn hook_call(c: &mut Criterion) {
             stats.call_nanos.load(Ordering::Relaxed) / calls,
         );
     }
+}
+
+/// The path a gateway session takes (`SessionHook::check_statement`: registry lookup, the
+/// synchronous call, the kept-verdict map): a no-op hook asked every time, and the
+/// table-window hook whose verdict is kept until the hour ends (a kept-verdict hit).
+fn session_path(c: &mut Criterion, rt: &Tokio, runtime: &Arc<Runtime>) {
+    use postern_model::{ClientFacts, HookStatement, PolicyPlugins, QualifiedName, SessionFacts};
+    let hooks = postern_plugins::PolicyHooks::new();
+    for (name, config, file) in [
+        ("noop", "{}", "misbehave"),
+        ("window", WINDOW, "table_window"),
+    ] {
+        let hook = rt
+            .block_on(PolicyHook::load(
+                runtime,
+                PluginSpec::new(name, config),
+                component(file),
+            ))
+            .unwrap();
+        hooks.install("bench", name, hook);
+    }
+    let facts = SessionFacts {
+        identity: QualifiedName::parse("alice", "bench"),
+        service: QualifiedName::parse("orders", "bench"),
+        identity_type: "human".into(),
+        groups: vec!["analysts".into()],
+        attributes: Default::default(),
+        client: ClientFacts::default(),
+        user: "app".into(),
+        database: "orders".into(),
+    };
+    let tables = ["payroll.salaries".to_string()];
+    let statement = HookStatement {
+        kind: "select",
+        tables: &tables,
+        functions: &[],
+        text: "SELECT * FROM payroll.salaries WHERE id = 1",
+        fingerprint: Some(7),
+    };
+    for (name, label) in [
+        ("noop", "session/noop_hook_every_statement"),
+        ("window", "session/kept_verdict_hit"),
+    ] {
+        let session = hooks.bind("bench", name, &facts).unwrap();
+        // Allowed inside the window, denied outside: either way the same answer each time.
+        let first = session.check_statement(&statement);
+        c.bench_function(label, |b| {
+            b.iter(|| {
+                let answer = session.check_statement(black_box(&statement));
+                assert_eq!(answer.is_ok(), first.is_ok());
+            })
+        });
+    }
+    let window = hooks.get("bench", "window").unwrap();
+    eprintln!(
+        "kept verdicts: {} calls into the window hook, {} answered from the kept verdict",
+        window.stats().calls.load(Ordering::Relaxed),
+        window.stats().cache_hits.load(Ordering::Relaxed)
+    );
 }
 
 /// Loads 10 hooks of `bytes` on `runtime` and prints what they added to the resident set.

@@ -3,9 +3,8 @@
 //! asked in order until one answers other than `not-applicable`. A provider that traps,
 //! times out or is not loaded rejects: the client only learns that its login failed.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use postern_model::{AuthProviders, BoxFuture, ClientFacts, ProviderVerdict, QualifiedName};
 use wasmtime::Store;
@@ -16,6 +15,7 @@ use crate::bindings::types::ClientInfo;
 use crate::error::PluginError;
 use crate::host::{check_imports, new_store, Capability, HostState, PluginShared, SecretReader};
 use crate::policy::{call_failure, timeout_ticks, PluginSpec, PluginStats};
+use crate::registry::Registry;
 use crate::runtime::Runtime;
 
 const AUTH_OFFERS: [Capability; 4] = [
@@ -35,8 +35,14 @@ pub struct AuthProviderPlugin {
     shared: Arc<PluginShared>,
     timeout_ticks: u64,
     idle: Mutex<Vec<Instance>>,
+    /// Calls at once (each holds an instance): a flood of logins queues here, for at
+    /// most the call's time limit, instead of taking every instance slot the gateway has.
+    running: tokio::sync::Semaphore,
     stats: PluginStats,
 }
+
+/// Logins one auth provider checks at once.
+pub const CONCURRENT_LOGINS: usize = 8;
 
 impl AuthProviderPlugin {
     /// Compiles the component, checks its imports and runs `init` on a first instance.
@@ -72,6 +78,7 @@ impl AuthProviderPlugin {
             pre,
             timeout_ticks,
             idle: Mutex::new(Vec::new()),
+            running: tokio::sync::Semaphore::new(CONCURRENT_LOGINS),
             stats: PluginStats::default(),
         };
         let first = provider.instantiate().await?;
@@ -124,6 +131,13 @@ impl AuthProviderPlugin {
     ) -> Result<Outcome, PluginError> {
         let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let busy = || PluginError::Unhealthy {
+            plugin: self.spec.name.clone(),
+        };
+        let _turn = tokio::time::timeout(self.spec.call_timeout, self.running.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         let idle = self.idle_instances().pop();
         let (mut store, bindings) = match idle {
             Some(instance) => instance,
@@ -156,59 +170,21 @@ impl AuthProviderPlugin {
     }
 }
 
-type LoadedProviders = HashMap<(String, String), Arc<AuthProviderPlugin>>;
-
 /// Which providers a service names, read from the store (may block briefly).
 pub type ProvidersOf = Arc<dyn Fn(&QualifiedName) -> Vec<String> + Send + Sync>;
 
 /// Loaded auth-provider plugins, asked for the services that name them.
 pub struct AuthProviderChain {
-    loaded: RwLock<LoadedProviders>,
+    pub plugins: Registry<AuthProviderPlugin>,
     providers_of: ProvidersOf,
 }
 
 impl AuthProviderChain {
     pub fn new(providers_of: ProvidersOf) -> AuthProviderChain {
         AuthProviderChain {
-            loaded: RwLock::default(),
+            plugins: Registry::new(),
             providers_of,
         }
-    }
-
-    pub fn install(&self, namespace: &str, provider: AuthProviderPlugin) {
-        let key = (namespace.to_owned(), provider.name().to_owned());
-        self.loaded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, Arc::new(provider));
-    }
-
-    pub fn remove(&self, namespace: &str, name: &str) -> bool {
-        self.loaded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace.to_owned(), name.to_owned()))
-            .is_some()
-    }
-
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<AuthProviderPlugin>> {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-
-    pub fn names(&self) -> Vec<(String, String)> {
-        let mut names: Vec<_> = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
     }
 
     async fn ask(
@@ -225,13 +201,13 @@ impl AuthProviderChain {
         };
         let info = ClientInfo {
             peer_address: client.address.clone(),
-            database: service.to_string(),
-            user: identity.to_string(),
+            database: service.dotted(),
+            user: identity.dotted(),
             application_name: client.application_name.clone(),
             tls: client.tls,
         };
         for name in names {
-            let Some(provider) = self.get(&service.namespace, &name) else {
+            let Some(provider) = self.plugins.get(&service.namespace, &name) else {
                 return ProviderVerdict::Rejected(format!("auth provider {name} is not loaded"));
             };
             match provider.authenticate(&info, password).await {

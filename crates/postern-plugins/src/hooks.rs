@@ -15,62 +15,20 @@ use std::time::{Duration, Instant};
 
 use postern_model::{Denial, HookStatement, PolicyPlugins, SessionFacts, SessionHook};
 
-use crate::bindings::types::{Decision, Identity, Statement};
+use crate::bindings::types::{ClientInfo, Decision, Identity, Statement};
 use crate::policy::PolicyHook;
+use crate::registry::{read, Loaded, Registry};
 
 /// Verdicts one session keeps per plugin.
 const KEPT_VERDICTS: usize = 256;
 
-type Loaded = HashMap<(String, String), Arc<PolicyHook>>;
+/// Loaded policy hooks. A session binds a plugin by name and looks it up at each
+/// statement, so a new version is used from the next statement of every open session,
+/// and a plugin that loads after a session started is asked from then on (before, the
+/// session is denied).
+pub type PolicyHooks = Registry<PolicyHook>;
 
-/// Loaded policy hooks by namespace and name. A session binds a plugin by name and looks
-/// it up at each statement, so installing a new version under the name swaps it in for
-/// every open session at its next statement (never during a call), and a plugin that
-/// loads after a session started is asked from then on (before, the session is denied).
-#[derive(Default)]
-pub struct PolicyHooks {
-    loaded: Arc<RwLock<Loaded>>,
-}
-
-fn read(loaded: &RwLock<Loaded>) -> std::sync::RwLockReadGuard<'_, Loaded> {
-    loaded.read().unwrap_or_else(|p| p.into_inner())
-}
-
-impl PolicyHooks {
-    pub fn new() -> PolicyHooks {
-        PolicyHooks::default()
-    }
-
-    pub fn install(&self, namespace: &str, hook: PolicyHook) {
-        let key = (namespace.to_owned(), hook.name().to_owned());
-        self.write().insert(key, Arc::new(hook));
-    }
-
-    pub fn remove(&self, namespace: &str, name: &str) -> bool {
-        self.write()
-            .remove(&(namespace.to_owned(), name.to_owned()))
-            .is_some()
-    }
-
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PolicyHook>> {
-        read(&self.loaded)
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-
-    /// `(namespace, name)` of every loaded hook.
-    pub fn names(&self) -> Vec<(String, String)> {
-        let mut names: Vec<_> = read(&self.loaded).keys().cloned().collect();
-        names.sort();
-        names
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Loaded> {
-        self.loaded.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl PolicyPlugins for PolicyHooks {
+impl PolicyPlugins for Registry<PolicyHook> {
     fn bind(
         &self,
         namespace: &str,
@@ -78,7 +36,7 @@ impl PolicyPlugins for PolicyHooks {
         session: &SessionFacts,
     ) -> Option<Box<dyn SessionHook>> {
         Some(Box::new(BoundHook {
-            loaded: self.loaded.clone(),
+            loaded: self.shared(),
             key: (namespace.to_owned(), name.to_owned()),
             rule: format!("plugin:{name}"),
             identity: Identity {
@@ -91,6 +49,13 @@ impl PolicyPlugins for PolicyHooks {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 expires_at: None,
+            },
+            client: ClientInfo {
+                peer_address: session.client.address.clone(),
+                database: session.service.dotted(),
+                user: session.identity.dotted(),
+                application_name: session.client.application_name.clone(),
+                tls: session.client.tls,
             },
             kept: Mutex::new(HashMap::new()),
         }))
@@ -116,10 +81,11 @@ struct KeptVerdict {
 
 /// One plugin bound to one session.
 struct BoundHook {
-    loaded: Arc<RwLock<Loaded>>,
+    loaded: Arc<RwLock<Loaded<PolicyHook>>>,
     key: (String, String),
     rule: String,
     identity: Identity,
+    client: ClientInfo,
     /// Reusable verdicts by statement fingerprint.
     kept: Mutex<HashMap<u64, KeptVerdict>>,
 }
@@ -132,22 +98,66 @@ impl std::fmt::Debug for BoundHook {
     }
 }
 
+/// The most of a plugin's reason that reaches a client.
+const MAX_REASON_BYTES: usize = 256;
+
+/// A plugin's reason as a client may see it: printable characters only (no NUL to cut
+/// the wire message short, no control characters), at most [`MAX_REASON_BYTES`].
+fn client_safe(reason: &str) -> String {
+    let mut safe = String::new();
+    for c in reason.chars().filter(|c| !c.is_control()) {
+        if safe.len() + c.len_utf8() > MAX_REASON_BYTES {
+            break;
+        }
+        safe.push(c);
+    }
+    safe
+}
+
 impl BoundHook {
     fn denial(&self, statement: &HookStatement<'_>, reason: String) -> Denial {
         Denial {
             rule: self.rule.clone(),
             kind: statement.kind.to_owned(),
-            reason: Some(reason),
+            reason: Some(client_safe(&reason)),
         }
     }
 }
 
 impl SessionHook for BoundHook {
+    fn check_connect(&self) -> Result<(), Denial> {
+        let refuse = |reason: String| Denial {
+            rule: self.rule.clone(),
+            kind: "connect".into(),
+            reason: Some(client_safe(&reason)),
+        };
+        let Some(hook) = read(&self.loaded).get(&self.key).cloned() else {
+            return Err(refuse(format!(
+                "policy plugin {} is not loaded",
+                self.key.1
+            )));
+        };
+        let verdict = finish_now(hook.on_connect(&self.identity, &self.client))
+            .unwrap_or_else(|| hook.would_wait());
+        match verdict.decision {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(refuse(reason)),
+        }
+    }
+
     fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
         let Some(hook) = read(&self.loaded).get(&self.key).cloned() else {
             let reason = format!("policy plugin {} is not loaded", self.key.1);
             return Err(self.denial(statement, reason));
         };
+        let cares = hook
+            .spec()
+            .statements
+            .as_ref()
+            .is_none_or(|filter| filter.matches(statement.kind, statement.tables));
+        if !cares {
+            return Ok(());
+        }
         let now = Instant::now();
         if let Some(fingerprint) = statement.fingerprint {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -165,7 +175,10 @@ impl SessionHook for BoundHook {
             kind: statement.kind.to_owned(),
             tables: statement.tables.to_vec(),
             functions: statement.functions.to_vec(),
-            fingerprint: statement.fingerprint.unwrap_or(0),
+            // 0 is "not folded" for the plugin.
+            fingerprint: statement
+                .fingerprint
+                .map_or(0, |class| class.wrapping_add(1)),
             text: hook.spec().pass_text.then(|| statement.text.to_owned()),
             in_transaction: false,
         };

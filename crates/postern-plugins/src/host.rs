@@ -179,7 +179,7 @@ impl PluginShared {
         }
     }
 
-    fn log(&self, level: log::Level, message: &str) {
+    pub(crate) fn log(&self, level: log::Level, message: &str) {
         let suppressed = {
             let mut budget = self.log.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -218,6 +218,9 @@ pub(crate) struct HostState {
     pub table: ResourceTable,
     pub limits: StoreLimits,
     pub shared: Arc<PluginShared>,
+    /// Epoch ticks the current call spent waiting on the host (HTTP): its time limit
+    /// counts the guest's own time, so these are given back when the deadline comes.
+    pub host_wait_ticks: u64,
 }
 
 impl WasiView for HostState {
@@ -285,29 +288,77 @@ impl Default for HttpGrant {
     }
 }
 
-/// Whether an address is one a plugin reaches only by naming it: loopback, private,
-/// link-local, shared (CGNAT), unspecified, multicast, documentation or unique-local.
+/// Whether an address is one a plugin reaches only by naming it: anything but a global
+/// unicast address (loopback, private, link-local, shared, benchmarking, reserved,
+/// multicast, documentation; for IPv6 anything outside 2000::/3, and the 6to4 and
+/// documentation ranges inside it; IPv4-mapped addresses as their IPv4).
 fn is_internal(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_multicast()
                 || v4.is_broadcast()
                 || v4.is_documentation()
+                || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
         }
         std::net::IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(v4.into()))
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(v4.into());
+            }
+            let [first, second, ..] = v6.segments();
+            (first & 0xe000) != 0x2000 || first == 0x2002 || (first == 0x2001 && second == 0x0db8)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::is_internal;
+
+    #[test]
+    fn only_global_unicast_addresses_are_outside() {
+        for inside in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.8",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fec0::1",
+            "2002:7f00:1::1",
+            "2001:db8::1",
+            "64:ff9b::7f00:1",
+            "::ffff:127.0.0.1",
+            "::7f00:1",
+        ] {
+            assert!(is_internal(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(!is_internal(outside.parse().unwrap()), "{outside}");
         }
     }
 }
@@ -332,7 +383,12 @@ impl HttpGrant {
             .allow
             .iter()
             .any(|(s, h, p)| *s == url.scheme() && *h == host_text && *p == port);
-        if !listed || !url.username().is_empty() {
+        const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+        if !listed
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || !METHODS.contains(&request.method.as_str())
+        {
             return Err(HttpError::Denied);
         }
         if let url::Host::Domain(name) = &host {
@@ -352,17 +408,31 @@ impl HttpGrant {
             asked.min(self.timeout)
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            // No proxy from the environment: it would take the request past these checks.
+            .proxy(None)
             .max_redirects(0)
             .max_redirects_will_error(false)
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .build()
             .into();
+        // The URL as checked, not the plugin's text (two parsers may read it apart).
         let mut builder = http::Request::builder()
             .method(request.method.as_str())
-            .uri(request.url.as_str());
+            .uri(url.as_str());
+        const HOST_SET: [&str; 7] = [
+            "host",
+            "connection",
+            "transfer-encoding",
+            "content-length",
+            "upgrade",
+            "te",
+            "proxy-authorization",
+        ];
         for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            if !HOST_SET.contains(&name.to_ascii_lowercase().as_str()) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
         }
         let built = builder
             .body(request.body)
@@ -402,9 +472,15 @@ impl http_client::Host for HostState {
         request: http_client::Request,
     ) -> Result<http_client::Response, http_client::HttpError> {
         let grant = self.shared.http.clone();
-        tokio::task::spawn_blocking(move || grant.send(request))
+        let started = Instant::now();
+        let answer = tokio::task::spawn_blocking(move || grant.send(request))
             .await
-            .unwrap_or_else(|_| Err(http_client::HttpError::Connect("internal error".into())))
+            .unwrap_or_else(|_| Err(http_client::HttpError::Connect("internal error".into())));
+        let waited = started.elapsed().as_millis() / crate::runtime::EPOCH_TICK.as_millis();
+        self.host_wait_ticks = self
+            .host_wait_ticks
+            .saturating_add(u64::try_from(waited).unwrap_or(u64::MAX).saturating_add(1));
+        answer
     }
 }
 
@@ -421,8 +497,9 @@ impl secrets::Host for HostState {
     }
 }
 
-/// A store for one instance of a plugin: WASI with nothing granted (the runtime's clock),
-/// its memory limit, and the deadline of its first call.
+/// A store for one instance of a plugin: WASI with nothing granted (the runtime's clock;
+/// stdout and stderr into the plugin's log), its memory limit, and the deadline of its
+/// first call.
 pub(crate) fn new_store(
     runtime: &crate::Runtime,
     spec: &crate::PluginSpec,
@@ -433,6 +510,8 @@ pub(crate) fn new_store(
     if let Some(clock) = &runtime.settings.clock {
         wasi.wall_clock(PluginClock(clock.clone()));
     }
+    wasi.stdout(PluginOutput::new(shared.clone(), log::Level::Info));
+    wasi.stderr(PluginOutput::new(shared.clone(), log::Level::Warn));
     let state = HostState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
@@ -441,9 +520,114 @@ pub(crate) fn new_store(
             .instances(16)
             .build(),
         shared: shared.clone(),
+        host_wait_ticks: 0,
     };
     let mut store = wasmtime::Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(timeout_ticks);
+    store.epoch_deadline_callback(|mut store| {
+        let credit = std::mem::take(&mut store.data_mut().host_wait_ticks);
+        Ok(if credit > 0 {
+            wasmtime::UpdateDeadline::Continue(credit)
+        } else {
+            wasmtime::UpdateDeadline::Interrupt
+        })
+    });
     store
+}
+
+/// A plugin's stdout or stderr: each line goes to the gateway's log as the plugin's
+/// (rate-limited as its `log` import is), never to the gateway's own output. Writes
+/// never wait, so a policy hook that prints still runs to its end in one go.
+#[derive(Clone)]
+pub(crate) struct PluginOutput {
+    shared: Arc<PluginShared>,
+    level: log::Level,
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PluginOutput {
+    pub fn new(shared: Arc<PluginShared>, level: log::Level) -> PluginOutput {
+        PluginOutput {
+            shared,
+            level,
+            pending: Arc::default(),
+        }
+    }
+
+    fn take(&self, bytes: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.extend_from_slice(bytes);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            self.shared
+                .log(self.level, String::from_utf8_lossy(&line).trim_end());
+        }
+        if pending.len() > LOG_LINE_BYTES {
+            let line = std::mem::take(&mut *pending);
+            self.shared.log(self.level, &String::from_utf8_lossy(&line));
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for PluginOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for PluginOutput {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::OutputStream for PluginOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.take(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for PluginOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for PluginOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.take(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }

@@ -10,6 +10,7 @@ mod error;
 mod hooks;
 mod host;
 mod policy;
+mod registry;
 mod runtime;
 mod sink;
 
@@ -19,5 +20,6 @@ pub use error::PluginError;
 pub use hooks::PolicyHooks;
 pub use host::{Capability, HttpGrant, SecretReader, WallClock};
 pub use policy::{FailureMode, PluginSpec, PluginStats, PolicyHook, UNHEALTHY_AFTER};
+pub use registry::Registry;
 pub use runtime::{Runtime, RuntimeSettings, EPOCH_TICK, MAX_MEMORY_BYTES};
 pub use sink::{LogSinkPlugin, LogSinks, PluginSink, SinkFailure};

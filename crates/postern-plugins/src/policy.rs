@@ -15,6 +15,8 @@ use crate::error::PluginError;
 use crate::host::{check_imports, new_store, Capability, HostState, HttpGrant, PluginShared};
 use crate::runtime::{Runtime, EPOCH_TICK, MAX_MEMORY_BYTES};
 
+/// The longest a policy-hook call may run (it holds the session's worker thread).
+pub const MAX_POLICY_CALL: Duration = Duration::from_secs(1);
 /// Failures in a row that make a plugin unhealthy.
 pub const UNHEALTHY_AFTER: u32 = 5;
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -48,6 +50,8 @@ pub struct PluginSpec {
     pub failure: FailureMode,
     /// Whether `statement.text` is handed to the plugin (it may hold secrets).
     pub pass_text: bool,
+    /// A policy hook is asked only about statements this matches.
+    pub statements: Option<postern_model::StatementFilter>,
     /// The resource's generation this was loaded from (0 outside the gateway).
     pub generation: i64,
     /// Where `http-client` may go.
@@ -76,6 +80,7 @@ impl PluginSpec {
                 postern_model::PluginFailure::Open => FailureMode::Open,
             },
             pass_text: spec.statement_text,
+            statements: spec.statements.clone(),
             generation: 0,
             http: HttpGrant {
                 allow: spec
@@ -101,6 +106,7 @@ impl PluginSpec {
             warm_instances: 4,
             failure: FailureMode::Closed,
             pass_text: false,
+            statements: None,
             generation: 0,
             http: HttpGrant::default(),
             secrets: Vec::new(),
@@ -223,11 +229,13 @@ pub(crate) fn timeout_ticks(spec: &PluginSpec) -> Result<u64, PluginError> {
             ),
         });
     }
+    // One tick more: the first may come at once.
     let ticks = spec
         .call_timeout
         .as_millis()
-        .div_ceil(EPOCH_TICK.as_millis());
-    if ticks == 0 || spec.call_timeout > Duration::from_secs(10) {
+        .div_ceil(EPOCH_TICK.as_millis())
+        + 1;
+    if spec.call_timeout.is_zero() || spec.call_timeout > Duration::from_secs(10) {
         return Err(PluginError::Limits {
             plugin: spec.name.clone(),
             what: "time per call must be from 1 ms to 10 s".into(),
@@ -247,6 +255,16 @@ impl PolicyHook {
     ) -> Result<PolicyHook, PluginError> {
         let plugin = spec.name.clone();
         let timeout_ticks = timeout_ticks(&spec)?;
+        if spec.call_timeout > MAX_POLICY_CALL {
+            // A hook runs on the session's own task: it must not hold a worker long.
+            return Err(PluginError::Limits {
+                plugin,
+                what: format!(
+                    "a policy hook's time per call is at most {} ms",
+                    MAX_POLICY_CALL.as_millis()
+                ),
+            });
+        }
         let compiled = runtime.compile(&plugin, component).await?;
         check_imports(
             &plugin,
@@ -265,9 +283,8 @@ impl PolicyHook {
             .instantiate_pre(&compiled)
             .map_err(wrong_kind)?;
         let pre = PolicyPre::new(instance_pre).map_err(wrong_kind)?;
-        static LOADS: AtomicU64 = AtomicU64::new(0);
         let hook = PolicyHook {
-            load_id: LOADS.fetch_add(1, Ordering::Relaxed),
+            load_id: runtime.next_load_id(),
             runtime: runtime.clone(),
             shared: Arc::new(PluginShared::new(&spec, None)),
             spec,
@@ -407,7 +424,8 @@ impl PolicyHook {
                     tracing::error!(
                         plugin = self.spec.name,
                         ?backoff,
-                        "plugin unhealthy: failing closed until it is reloaded"
+                        failure = ?self.spec.failure,
+                        "plugin unhealthy: not called until the backoff ends (its calls fail as its failure mode says)"
                     );
                 }
             }

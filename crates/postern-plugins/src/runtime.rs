@@ -40,6 +40,9 @@ pub struct Runtime {
     pub(crate) auth_linker: Linker<HostState>,
     pub(crate) settings: RuntimeSettings,
     pooled: bool,
+    /// Numbers each plugin load, so what was kept from one load is not reused after
+    /// another.
+    loads: std::sync::atomic::AtomicU64,
 }
 
 fn engine_error(e: impl std::fmt::Display) -> PluginError {
@@ -106,7 +109,13 @@ impl Runtime {
             auth_linker,
             settings,
             pooled,
+            loads: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    pub(crate) fn next_load_id(&self) -> u64 {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether instances come from the pooling allocator.

@@ -3,7 +3,6 @@
 //! `retryable` answer, a trap or a timeout leaves the batch to the access log's spill
 //! and replay; a `permanent` one drops it, counted as lost.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -15,6 +14,7 @@ use crate::bindings::log_sink::{LogSink, LogSinkPre};
 use crate::error::PluginError;
 use crate::host::{check_imports, new_store, Capability, HostState, PluginShared, SecretReader};
 use crate::policy::{call_failure, timeout_ticks, PluginSpec, PluginStats};
+use crate::registry::{read, Loaded, Registry};
 use crate::runtime::Runtime;
 
 /// The interfaces a log sink may be granted.
@@ -152,62 +152,17 @@ impl LogSinkPlugin {
     }
 }
 
-type LoadedSinks = HashMap<(String, String), Arc<LogSinkPlugin>>;
+/// Loaded log-sink plugins; the access log's [`PluginSink`]s look theirs up at each
+/// batch, so a new version is used from the next batch on.
+pub type LogSinks = Registry<LogSinkPlugin>;
 
-/// Loaded log-sink plugins by namespace and name; the access log's [`PluginSink`]s look
-/// theirs up at each batch, so a new version is used from the next batch on.
-#[derive(Default)]
-pub struct LogSinks {
-    loaded: Arc<RwLock<LoadedSinks>>,
-}
-
-impl LogSinks {
-    pub fn new() -> LogSinks {
-        LogSinks::default()
-    }
-
-    pub fn install(&self, namespace: &str, sink: LogSinkPlugin) {
-        let key = (namespace.to_owned(), sink.name().to_owned());
-        self.loaded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, Arc::new(sink));
-    }
-
-    pub fn remove(&self, namespace: &str, name: &str) -> bool {
-        self.loaded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace.to_owned(), name.to_owned()))
-            .is_some()
-    }
-
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<LogSinkPlugin>> {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-
-    pub fn names(&self) -> Vec<(String, String)> {
-        let mut names: Vec<_> = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
-    }
-
+impl Registry<LogSinkPlugin> {
     /// The access-log sink that writes through plugin `name` of `namespace`.
     pub fn sink(&self, namespace: &str, name: &str) -> std::io::Result<PluginSink> {
         Ok(PluginSink {
             label: format!("plugin-{namespace}-{name}"),
             key: (namespace.to_owned(), name.to_owned()),
-            loaded: self.loaded.clone(),
+            loaded: self.shared(),
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -220,7 +175,7 @@ impl LogSinks {
 pub struct PluginSink {
     label: String,
     key: (String, String),
-    loaded: Arc<RwLock<LoadedSinks>>,
+    loaded: Arc<RwLock<Loaded<LogSinkPlugin>>>,
     /// Runs the plugin's calls on the access log's sink thread.
     runtime: tokio::runtime::Runtime,
 }
@@ -245,18 +200,12 @@ impl AuditSink for PluginSink {
     }
 
     fn write(&mut self, batch: &[&AuditRecord]) -> Result<(), String> {
-        let plugin = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&self.key)
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "log-sink plugin {}/{} is not loaded",
-                    self.key.0, self.key.1
-                )
-            })?;
+        let plugin = read(&self.loaded).get(&self.key).cloned().ok_or_else(|| {
+            format!(
+                "log-sink plugin {}/{} is not loaded",
+                self.key.0, self.key.1
+            )
+        })?;
         let events: Vec<Event> = batch.iter().map(|r| event(r)).collect();
         match self.runtime.block_on(plugin.write_batch(&events)) {
             Ok(()) => Ok(()),

@@ -250,9 +250,83 @@ async fn a_plugin_is_refused_at_load_for_what_it_imports_or_its_config() {
     assert!(matches!(err, PluginError::Compile { .. }), "{err}");
 }
 
+fn session_facts() -> postern_model::SessionFacts {
+    use postern_model::{ClientFacts, QualifiedName, SessionFacts};
+    SessionFacts {
+        identity: QualifiedName::parse("alice", "finance"),
+        service: QualifiedName::parse("orders", "finance"),
+        identity_type: "human".into(),
+        groups: vec!["analysts".into()],
+        attributes: Default::default(),
+        client: ClientFacts::default(),
+        user: "app".into(),
+        database: "orders".into(),
+    }
+}
+
+#[tokio::test]
+async fn on_connect_can_refuse_a_session_and_a_filter_spares_other_statements() {
+    use postern_model::{HookStatement, PolicyPlugins};
+
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let hooks = postern_plugins::PolicyHooks::new();
+    let hook = PolicyHook::load(
+        &runtime,
+        PluginSpec::new("gatekeeper", "\"deny-connect\""),
+        component("misbehave"),
+    )
+    .await
+    .unwrap();
+    hooks.install("finance", "gatekeeper", hook);
+    let session = hooks
+        .bind("finance", "gatekeeper", &session_facts())
+        .unwrap();
+    let denial = session.check_connect().unwrap_err();
+    assert_eq!(denial.kind, "connect");
+    assert_eq!(
+        denial.reason.as_deref(),
+        Some("alice may not connect to orders.finance")
+    );
+
+    // Asked only about deletes of payroll tables: a select, or a delete elsewhere, is
+    // not its business (not even a call); printing does not break a call.
+    let mut spec = PluginSpec::new("deletes", "{}");
+    spec.statements = Some(postern_model::StatementFilter {
+        kinds: vec!["delete".into(), "print".into()],
+        tables: vec!["payroll.*".into()],
+    });
+    let deletes = PolicyHook::load(&runtime, spec, component("misbehave"))
+        .await
+        .unwrap();
+    hooks.install("finance", "deletes", deletes);
+    let session = hooks.bind("finance", "deletes", &session_facts()).unwrap();
+    let payroll = ["payroll.salaries".to_string()];
+    let elsewhere = ["public.orders".to_string()];
+    let statement = |kind, tables| HookStatement {
+        kind,
+        tables,
+        functions: &[],
+        text: "",
+        fingerprint: None,
+    };
+    assert!(session
+        .check_statement(&statement("deny", &payroll))
+        .is_ok());
+    assert!(session
+        .check_statement(&statement("delete", &elsewhere))
+        .is_ok());
+    let stats = hooks.get("finance", "deletes").unwrap();
+    assert_eq!(stats.stats().calls.load(Ordering::Relaxed), 0);
+    assert!(session
+        .check_statement(&statement("print", &payroll))
+        .is_ok());
+    assert_eq!(stats.stats().calls.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.stats().traps.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
-    use postern_model::{ClientFacts, HookStatement, PolicyPlugins, QualifiedName, SessionFacts};
+    use postern_model::{HookStatement, PolicyPlugins};
 
     let (now, settings) = fake_clock();
     now.store(20_000 * 86_400 + 3 * 3600, Ordering::Relaxed);
@@ -265,17 +339,8 @@ async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
     )
     .await
     .unwrap();
-    hooks.install("finance", hook);
-    let facts = SessionFacts {
-        identity: QualifiedName::parse("alice", "finance"),
-        service: QualifiedName::parse("orders", "finance"),
-        identity_type: "human".into(),
-        groups: vec!["analysts".into()],
-        attributes: Default::default(),
-        client: ClientFacts::default(),
-        user: "app".into(),
-        database: "orders".into(),
-    };
+    hooks.install("finance", "payroll-hours", hook);
+    let facts = session_facts();
     let session = hooks.bind("finance", "payroll-hours", &facts).unwrap();
     let tables = ["payroll.salaries".to_string()];
     let statement = HookStatement {

@@ -73,13 +73,23 @@ impl CelEngine {
 #[derive(Debug)]
 struct MissingPlugin(String);
 
-impl SessionHook for MissingPlugin {
-    fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
-        Err(Denial {
+impl MissingPlugin {
+    fn refuse(&self, kind: &str) -> Denial {
+        Denial {
             rule: format!("plugin:{}", self.0),
-            kind: statement.kind.to_owned(),
+            kind: kind.to_owned(),
             reason: Some(format!("policy plugin {} is not loaded", self.0)),
-        })
+        }
+    }
+}
+
+impl SessionHook for MissingPlugin {
+    fn check_connect(&self) -> Result<(), Denial> {
+        Err(self.refuse("connect"))
+    }
+
+    fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
+        Err(self.refuse(statement.kind))
     }
 }
 

@@ -576,24 +576,31 @@ impl BoundRules {
     }
 
     pub fn connect(self) -> ConnectDecision {
-        if self.rules.is_empty() {
-            // Plugins only: they decide each statement.
-            return ConnectDecision::Allow(Some(Arc::new(self)));
-        }
-        match self.decide_at_connect() {
-            Decision::Rule(rule, RuleEffect::Deny) => ConnectDecision::Deny(Denial {
-                rule: rule.name.clone(),
-                kind: "connect".into(),
-                reason: None,
-            }),
-            Decision::NoMatch => ConnectDecision::Deny(Denial {
-                rule: DEFAULT_DENY.into(),
-                kind: "connect".into(),
-                reason: None,
-            }),
-            Decision::Rule(_, RuleEffect::Allow) | Decision::Undecided => {
-                ConnectDecision::Allow(Some(Arc::new(self)))
+        if !self.rules.is_empty() {
+            if let Some(denied) = self.rules_refuse_connect() {
+                return denied;
             }
+        }
+        // Plugins are asked after the rules, as for statements.
+        if let Err(denial) = self.hooks.iter().try_for_each(|hook| hook.check_connect()) {
+            return ConnectDecision::Deny(denial);
+        }
+        ConnectDecision::Allow(Some(Arc::new(self)))
+    }
+
+    /// The connect-time denial of the rules, if they deny.
+    fn rules_refuse_connect(&self) -> Option<ConnectDecision> {
+        let denial = |rule: &str| {
+            Some(ConnectDecision::Deny(Denial {
+                rule: rule.to_owned(),
+                kind: "connect".into(),
+                reason: None,
+            }))
+        };
+        match self.decide_at_connect() {
+            Decision::Rule(rule, RuleEffect::Deny) => denial(&rule.name),
+            Decision::NoMatch => denial(DEFAULT_DENY),
+            Decision::Rule(_, RuleEffect::Allow) | Decision::Undecided => None,
         }
     }
 

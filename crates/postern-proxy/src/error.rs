@@ -128,7 +128,12 @@ pub enum SessionError {
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("rule {rule:?} of service {service} refuses the connection")]
-    PolicyDenied { rule: String, service: String },
+    PolicyDenied {
+        rule: String,
+        service: String,
+        /// A policy plugin's own reason.
+        reason: Option<String>,
+    },
     #[error("no route: {0}")]
     NoRoute(String),
     #[error("upstream of service {service}: {source}")]
@@ -217,7 +222,22 @@ impl SessionError {
             // The texts come from the directory and name only the identity and service.
             SessionError::Denied(reason) => ("42501", format!("permission denied: {reason}")),
             SessionError::NotReady(reason) => ("57P03", reason.clone()),
-            SessionError::PolicyDenied { rule, service } => (
+            SessionError::PolicyDenied {
+                rule,
+                service,
+                reason: Some(reason),
+            } => (
+                "42501",
+                format!(
+                    "permission denied by {} of service {service}: {reason}",
+                    rule.replace(':', " ")
+                ),
+            ),
+            SessionError::PolicyDenied {
+                rule,
+                service,
+                reason: None,
+            } => (
                 "42501",
                 format!("permission denied: rule \"{rule}\" of service {service} refuses this connection"),
             ),

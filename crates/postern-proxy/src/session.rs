@@ -472,6 +472,7 @@ async fn establish<'g>(
             return Err(SessionError::PolicyDenied {
                 rule: denial.rule,
                 service: service_label,
+                reason: denial.reason,
             });
         }
     };

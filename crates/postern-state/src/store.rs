@@ -549,7 +549,8 @@ impl Store {
     fn check_plugin_unused(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
         let mut stmt = tx.prepare(
             "SELECT 'Service ' || name FROM resources WHERE namespace = ?1 AND kind = 'Service'
-             AND EXISTS (SELECT 1 FROM json_each(spec, '$.authorization.plugins') WHERE value = ?2)
+             AND (EXISTS (SELECT 1 FROM json_each(spec, '$.authorization.plugins') WHERE value = ?2)
+                  OR EXISTS (SELECT 1 FROM json_each(spec, '$.auth.providers') WHERE value = ?2))
              ORDER BY name",
         )?;
         let users: Vec<String> = stmt

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use postern_model::PluginType;
@@ -29,9 +29,27 @@ pub struct PluginLoader {
     settings: RuntimeSettings,
     /// Made at the first Plugin: a gateway without plugins runs no engine.
     runtime: Option<Arc<Runtime>>,
-    /// `(namespace, name)` → the generation last tried.
-    tried: HashMap<(String, String), i64>,
+    /// `(namespace, name)` → the last load tried.
+    tried: HashMap<(String, String), Tried>,
 }
+
+/// A load of one Plugin generation; a failed one is tried again after a backoff.
+struct Tried {
+    generation: i64,
+    failed: Option<(Instant, Duration)>,
+}
+
+impl Tried {
+    fn due(&self, generation: i64) -> bool {
+        generation != self.generation
+            || self
+                .failed
+                .is_some_and(|(at, backoff)| at.elapsed() >= backoff)
+    }
+}
+
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LAST: Duration = Duration::from_secs(60);
 
 impl PluginLoader {
     pub fn new(
@@ -69,31 +87,51 @@ impl PluginLoader {
                 stored.resource.name().to_owned(),
             );
             present.push(key.clone());
-            if self.tried.get(&key) == Some(&stored.generation) {
+            if self
+                .tried
+                .get(&key)
+                .is_some_and(|tried| !tried.due(stored.generation))
+            {
                 continue;
             }
-            self.tried.insert(key.clone(), stored.generation);
             let (namespace, name) = &key;
-            match self.load(namespace, name, spec, stored.generation).await {
+            let failed = match self.load(namespace, name, spec, stored.generation).await {
                 Ok(()) => {
                     info!(plugin = %name, %namespace, generation = stored.generation, "plugin loaded");
+                    None
                 }
                 Err(e) => {
-                    error!(plugin = %name, %namespace, error = format!("{e:#}"), "plugin not loaded; an earlier version, if any, keeps serving")
+                    // Fail closed: an earlier version may hold grants the new one took
+                    // away. Its users are refused until a version loads.
+                    self.unload(namespace, name);
+                    let backoff = match self.tried.get(&key) {
+                        Some(Tried {
+                            generation,
+                            failed: Some((_, last)),
+                        }) if *generation == stored.generation => (*last * 2).min(RETRY_LAST),
+                        _ => RETRY_FIRST,
+                    };
+                    error!(plugin = %name, %namespace, error = format!("{e:#}"), retry_in = ?backoff, "plugin not loaded; its services refuse what it would decide");
+                    Some((Instant::now(), backoff))
                 }
-            }
+            };
+            self.tried.insert(
+                key.clone(),
+                Tried {
+                    generation: stored.generation,
+                    failed,
+                },
+            );
         }
         let loaded = self
             .hooks
             .names()
             .into_iter()
             .chain(self.sinks.names())
-            .chain(self.providers.names());
+            .chain(self.providers.plugins.names());
         for (namespace, name) in loaded.collect::<Vec<_>>() {
             if !present.contains(&(namespace.clone(), name.clone())) {
-                self.hooks.remove(&namespace, &name);
-                self.sinks.remove(&namespace, &name);
-                self.providers.remove(&namespace, &name);
+                self.unload(&namespace, &name);
                 self.tried.remove(&(namespace.clone(), name.clone()));
                 info!(plugin = %name, %namespace, "plugin unloaded");
             }
@@ -101,8 +139,14 @@ impl PluginLoader {
         Ok(())
     }
 
+    fn unload(&self, namespace: &str, name: &str) {
+        self.hooks.remove(namespace, name);
+        self.sinks.remove(namespace, name);
+        self.providers.plugins.remove(namespace, name);
+    }
+
     /// Loads one Plugin and installs it where its type belongs (replacing its last
-    /// version only once the new one started).
+    /// version only once the new one started; out of the others, if its type changed).
     async fn load(
         &mut self,
         namespace: &str,
@@ -127,28 +171,41 @@ impl PluginLoader {
         let mut plugin = PluginSpec::from_resource(name, spec);
         plugin.generation = generation;
         let bytes: Arc<[u8]> = bytes.into();
+        // The granted secrets are read now, off the async workers: a plugin call may
+        // not wait on the store (a changed secret takes effect at the next load).
         let store = self.store.clone();
-        let secrets_of = namespace.to_owned();
-        let read: SecretReader = Arc::new(move |secret: &str| {
-            store
-                .secret_value(&secrets_of, secret)
-                .ok()
-                .flatten()
-                .map(|value| value.expose().to_owned())
-        });
+        let (secrets_of, granted) = (namespace.to_owned(), spec.secrets.clone());
+        let values: HashMap<String, String> = tokio::task::spawn_blocking(move || {
+            granted
+                .into_iter()
+                .filter_map(|name| {
+                    let value = store.secret_value(&secrets_of, &name).ok().flatten()?;
+                    Some((name, value.expose().to_owned()))
+                })
+                .collect()
+        })
+        .await
+        .context("reading the plugin's secrets")?;
+        let read: SecretReader = Arc::new(move |secret: &str| values.get(secret).cloned());
         match spec.plugin_type {
             PluginType::Policy => {
                 let hook = PolicyHook::load(&runtime, plugin, bytes).await?;
-                self.hooks.install(namespace, hook);
+                self.hooks.install(namespace, name, hook);
+                self.sinks.remove(namespace, name);
+                self.providers.plugins.remove(namespace, name);
             }
             PluginType::LogSink => {
                 let sink = LogSinkPlugin::load(&runtime, plugin, bytes, Some(read)).await?;
-                self.sinks.install(namespace, sink);
+                self.sinks.install(namespace, name, sink);
+                self.hooks.remove(namespace, name);
+                self.providers.plugins.remove(namespace, name);
             }
             PluginType::AuthProvider => {
                 let provider =
                     AuthProviderPlugin::load(&runtime, plugin, bytes, Some(read)).await?;
-                self.providers.install(namespace, provider);
+                self.providers.plugins.install(namespace, name, provider);
+                self.hooks.remove(namespace, name);
+                self.sinks.remove(namespace, name);
             }
         }
         Ok(())
@@ -180,117 +237,179 @@ pub fn auth_providers_chain(store: Arc<Store>) -> Arc<AuthProviderChain> {
     )))
 }
 
-/// Each loaded plugin's counters in `/metrics`, labelled by namespace and plugin.
-pub struct PluginMetrics(pub Arc<PolicyHooks>);
+/// Each loaded plugin's counters in `/metrics`, labelled by namespace, plugin and type.
+pub struct PluginMetrics {
+    pub hooks: Arc<PolicyHooks>,
+    pub sinks: Arc<LogSinks>,
+    pub providers: Arc<AuthProviderChain>,
+}
+
+/// What `/metrics` shows of one plugin.
+struct Row {
+    labels: Vec<(&'static str, String)>,
+    generation: i64,
+    /// calls, denials, traps, timeouts, unhealthy refusals, cache hits, instances.
+    counts: [u64; 7],
+    p50: f64,
+    p99: f64,
+    healthy: bool,
+    lost: u64,
+}
+
+fn row<T>(
+    kind: &str,
+    (namespace, name): (String, String),
+    plugin: Arc<T>,
+    spec: fn(&T) -> &PluginSpec,
+    stats: fn(&T) -> &postern_plugins::PluginStats,
+) -> Row {
+    use std::sync::atomic::Ordering::Relaxed;
+    let of = stats(&plugin);
+    let quantile = |q| of.call_time_quantile(q).map_or(0.0, |d| d.as_secs_f64());
+    let (p50, p99) = (quantile(0.5), quantile(0.99));
+    let counts = [
+        of.calls.load(Relaxed),
+        of.denies.load(Relaxed),
+        of.traps.load(Relaxed),
+        of.timeouts.load(Relaxed),
+        of.skipped.load(Relaxed),
+        of.cache_hits.load(Relaxed),
+        of.instances_created.load(Relaxed),
+    ];
+    Row {
+        labels: vec![
+            ("namespace", namespace),
+            ("plugin", name),
+            ("type", kind.to_owned()),
+        ],
+        generation: spec(&plugin).generation,
+        counts,
+        p50,
+        p99,
+        healthy: true,
+        lost: 0,
+    }
+}
 
 impl postern_api::MetricsSource for PluginMetrics {
     fn collect(&self) -> Vec<postern_api::MetricFamily> {
         use postern_api::MetricType::{Counter, Gauge};
-        use std::sync::atomic::Ordering::Relaxed;
-        type Read = fn(&PolicyHook) -> f64;
+        let mut rows = Vec::new();
+        for key in self.hooks.names() {
+            if let Some(hook) = self.hooks.get(&key.0, &key.1) {
+                let healthy = hook.healthy();
+                let mut r = row("policy", key, hook, PolicyHook::spec, PolicyHook::stats);
+                r.healthy = healthy;
+                rows.push(r);
+            }
+        }
+        for key in self.sinks.names() {
+            if let Some(sink) = self.sinks.get(&key.0, &key.1) {
+                let lost = sink.lost.load(std::sync::atomic::Ordering::Relaxed);
+                let mut r = row(
+                    "logSink",
+                    key,
+                    sink,
+                    LogSinkPlugin::spec,
+                    LogSinkPlugin::stats,
+                );
+                r.lost = lost;
+                rows.push(r);
+            }
+        }
+        for key in self.providers.plugins.names() {
+            if let Some(provider) = self.providers.plugins.get(&key.0, &key.1) {
+                rows.push(row(
+                    "authProvider",
+                    key,
+                    provider,
+                    AuthProviderPlugin::spec,
+                    AuthProviderPlugin::stats,
+                ));
+            }
+        }
+        type Read = fn(&Row) -> f64;
         let families: [(&'static str, &'static str, postern_api::MetricType, Read); 12] = [
             (
                 "postern_plugin_generation",
                 "Generation of the Plugin resource loaded",
                 Gauge,
-                |h| h.spec().generation as f64,
+                |r| r.generation as f64,
             ),
             (
                 "postern_plugin_calls_total",
-                "Calls into the plugin (kept verdicts not counted)",
+                "Calls into the plugin (kept verdicts and skipped statements not counted)",
                 Counter,
-                |h| h.stats().calls.load(Relaxed) as f64,
+                |r| r.counts[0] as f64,
             ),
             (
                 "postern_plugin_denials_total",
-                "Statements the plugin denied, failures included",
+                "Statements or logins the plugin refused, failures included",
                 Counter,
-                |h| h.stats().denies.load(Relaxed) as f64,
+                |r| r.counts[1] as f64,
             ),
             (
                 "postern_plugin_traps_total",
                 "Calls that trapped (panic, memory limit)",
                 Counter,
-                |h| h.stats().traps.load(Relaxed) as f64,
+                |r| r.counts[2] as f64,
             ),
             (
                 "postern_plugin_timeouts_total",
                 "Calls stopped at their time limit",
                 Counter,
-                |h| h.stats().timeouts.load(Relaxed) as f64,
+                |r| r.counts[3] as f64,
             ),
             (
                 "postern_plugin_unhealthy_refusals_total",
                 "Calls refused unrun while the plugin rested after failures",
                 Counter,
-                |h| h.stats().skipped.load(Relaxed) as f64,
+                |r| r.counts[4] as f64,
             ),
             (
                 "postern_plugin_verdict_cache_hits_total",
                 "Statements answered from a kept verdict",
                 Counter,
-                |h| h.stats().cache_hits.load(Relaxed) as f64,
+                |r| r.counts[5] as f64,
             ),
             (
                 "postern_plugin_instances_created_total",
                 "Instances made (a trapped one is replaced)",
                 Counter,
-                |h| h.stats().instances_created.load(Relaxed) as f64,
-            ),
-            (
-                "postern_plugin_idle_instances",
-                "Warm instances waiting for a call",
-                Gauge,
-                |h| h.idle_instances() as f64,
+                |r| r.counts[6] as f64,
             ),
             (
                 "postern_plugin_healthy",
                 "1 unless the plugin rests after failures in a row",
                 Gauge,
-                |h| f64::from(u8::from(h.healthy())),
+                |r| f64::from(u8::from(r.healthy)),
+            ),
+            (
+                "postern_plugin_events_lost_total",
+                "Access-log events a log-sink plugin refused for good",
+                Counter,
+                |r| r.lost as f64,
             ),
             (
                 "postern_plugin_call_seconds_p50",
                 "Median call time (upper bound of a power-of-two bucket)",
                 Gauge,
-                |h| {
-                    h.stats()
-                        .call_time_quantile(0.5)
-                        .map_or(0.0, |d| d.as_secs_f64())
-                },
+                |r| r.p50,
             ),
             (
                 "postern_plugin_call_seconds_p99",
                 "99th percentile call time (upper bound of a power-of-two bucket)",
                 Gauge,
-                |h| {
-                    h.stats()
-                        .call_time_quantile(0.99)
-                        .map_or(0.0, |d| d.as_secs_f64())
-                },
+                |r| r.p99,
             ),
         ];
-        let loaded: Vec<(String, String, Arc<PolicyHook>)> = self
-            .0
-            .names()
-            .into_iter()
-            .filter_map(|(ns, name)| self.0.get(&ns, &name).map(|h| (ns, name, h)))
-            .collect();
         families
             .into_iter()
             .map(|(name, help, kind, read)| postern_api::MetricFamily {
                 name,
                 help,
                 kind,
-                samples: loaded
-                    .iter()
-                    .map(|(ns, plugin, hook)| {
-                        (
-                            vec![("namespace", ns.clone()), ("plugin", plugin.clone())],
-                            read(hook),
-                        )
-                    })
-                    .collect(),
+                samples: rows.iter().map(|r| (r.labels.clone(), read(r))).collect(),
             })
             .collect()
     }

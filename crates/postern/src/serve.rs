@@ -173,6 +173,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let mock_secret = store.mock_auth_secret();
         let store = Arc::new(store);
         let auth_providers = crate::plugins::auth_providers_chain(store.clone());
+        let auth_providers_for_metrics = auth_providers.clone();
         let mut plugins = crate::plugins::PluginLoader::new(
             store.clone(),
             policy_hooks.clone(),
@@ -239,7 +240,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 tokens: tokens.clone(),
                 metrics: vec![
                     Arc::new(metrics),
-                    Arc::new(crate::plugins::PluginMetrics(policy_hooks.clone())),
+                    Arc::new(crate::plugins::PluginMetrics {
+                        hooks: policy_hooks.clone(),
+                        sinks: log_sinks.clone(),
+                        providers: auth_providers_for_metrics.clone(),
+                    }),
                 ],
                 max_body_bytes: config.api.max_body_bytes,
                 client_checks: tokio::sync::Semaphore::new(postern_api::CONCURRENT_CLIENT_CHECKS),

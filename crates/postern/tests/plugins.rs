@@ -98,12 +98,21 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
 
     let file = gateway.write_file("items-hours.yaml", &plugin("on-call", "[log]"));
     gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
-    let client = gateway
+    // Until the gateway has loaded the plugin (within a second), the service refuses
+    // sessions: a missing control lets nothing through.
+    let first = gateway
         .connect("alice.team-a", "orders", &key)
         .await
-        .unwrap();
+        .err()
+        .map(|e| message(&e));
+    if let Some(refused) = first {
+        assert!(refused.contains("items-hours is not loaded"), "{refused}");
+    }
+    let client = wait_for_async("the plugin to load", WAIT, || async {
+        gateway.connect("alice.team-a", "orders", &key).await.ok()
+    })
+    .await;
     let reads = || async { client.query_one("SELECT count(*) FROM items", &[]).await };
-    // The gateway loads the plugin within a second of the apply.
     let denied = wait_for_async("the plugin to deny reading items", WAIT, || async {
         reads()
             .await
@@ -120,7 +129,7 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
     // Statements on other tables are the plugin's to allow.
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
-    let labels = r#"{namespace="team-a",plugin="items-hours"}"#;
+    let labels = r#"{namespace="team-a",plugin="items-hours",type="policy"}"#;
     assert!(metric(&gateway, "postern_plugin_denials_total", labels).await >= 1.0);
     assert_eq!(
         metric(&gateway, "postern_plugin_healthy", labels).await,
@@ -158,7 +167,7 @@ async fn re_applying_a_policy_plugin_under_load_loses_no_statement() {
     let key = gateway.provision(&pg.address());
     let file = gateway.write_file("items-hours.yaml", &plugin("engineering", "[log]"));
     gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
-    let labels = r#"{namespace="team-a",plugin="items-hours"}"#;
+    let labels = r#"{namespace="team-a",plugin="items-hours",type="policy"}"#;
     let loaded = |generation: f64| {
         let gateway = &gateway;
         async move {

@@ -1,7 +1,7 @@
 //! An auth provider for OIDC/JWT bearer tokens sent as the password. The signature
 //! (ES256 or RS256) is checked against the issuer's JWKS, fetched through `http-client`
 //! and kept in the plugin cache; a token signed by a key the cached JWKS lacks fetches it
-//! once more. Then `iss`, `aud`, `exp` and `nbf` (with some leeway) are checked; the
+//! once more (at most once a minute). Then `iss`, `aud`, `exp` and `nbf` (with some leeway) are checked; the
 //! `identity_claim` names the identity (in `namespace`), `groups_claim` gives its groups.
 //! A password that is no JWT is not this provider's: the next one in the chain decides.
 
@@ -52,6 +52,7 @@ fn default_leeway_seconds() -> i64 {
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 const JWKS_KEY: &str = "jwks";
+const REFETCHED_KEY: &str = "jwks-refetched";
 
 fn decode_json(part: &str) -> Result<Value, String> {
     let bytes = B64URL
@@ -159,7 +160,9 @@ fn check(settings: &Settings, token: &str) -> Result<Identity, String> {
     let (keys, cached) = jwks(settings, false)?;
     let key = match find_key(&keys, kid) {
         Some(key) => key.clone(),
-        None if cached => {
+        // Once per minute at most: unknown keys must not make every login a fetch.
+        None if cached && cache::get(REFETCHED_KEY).is_none() => {
+            cache::set(REFETCHED_KEY, b"1", 60_000);
             let (keys, _) = jwks(settings, true)?;
             find_key(&keys, kid)
                 .cloned()
