@@ -399,8 +399,9 @@ spec:
     assert_eq!(ids.len(), all, "an event arrived twice");
 }
 
-/// Serves `body` as JSON at any path on 127.0.0.1; counts the requests.
-async fn serve_json(body: String) -> (u16, Arc<AtomicUsize>) {
+/// Serves `body` as JSON at any path on 127.0.0.1, each answer `delay` late (a slow
+/// identity provider); counts the requests.
+async fn serve_json(body: String, delay: Duration) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let fetches = Arc::new(AtomicUsize::new(0));
@@ -416,6 +417,7 @@ async fn serve_json(body: String) -> (u16, Arc<AtomicUsize>) {
                 while reader.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
                     line.clear();
                 }
+                tokio::time::sleep(delay).await;
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -491,7 +493,9 @@ async fn a_jwt_auth_provider_logs_identities_in_with_their_tokens_groups() {
     gateway.provision(&pg.address());
     let issuer = Issuer::new("key-1");
     let jwks = serde_json::json!({ "keys": [issuer.jwk()] }).to_string();
-    let (port, fetches) = serve_json(jwks).await;
+    // The JWKS takes longer than the plugin's time per call: waiting on HTTP is not the
+    // plugin's own time, so the fetch must not count against it.
+    let (port, fetches) = serve_json(jwks, Duration::from_millis(300)).await;
     let path = postern_testkit::plugin_components().join("jwt_auth.wasm");
     let resources = |allowed_port: u16| {
         format!(
@@ -501,6 +505,7 @@ spec:
   type: authProvider
   source: {{path: "{}"}}
   capabilities: [log, cache, http-client]
+  limits: {{callTimeoutMs: 100}}
   http: {{allow: ["http://127.0.0.1:{allowed_port}"]}}
   config:
     jwks_url: "http://127.0.0.1:{port}/jwks"
