@@ -57,7 +57,7 @@ impl PolicyPlugins for Registry<PolicyHook> {
                 application_name: session.client.application_name.clone(),
                 tls: session.client.tls,
             },
-            kept: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::default()),
         }))
     }
 }
@@ -87,7 +87,7 @@ struct BoundHook {
     identity: Identity,
     client: ClientInfo,
     /// Reusable verdicts by statement fingerprint.
-    kept: Mutex<HashMap<u64, KeptVerdict>>,
+    kept: Mutex<HashMap<u64, KeptVerdict, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for BoundHook {

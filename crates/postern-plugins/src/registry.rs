@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub(crate) type Loaded<T> = HashMap<(String, String), Arc<T>>;
+/// Looked up at every statement of a session with a policy hook: a fast hasher.
+pub(crate) type Loaded<T> = HashMap<(String, String), Arc<T>, foldhash::fast::RandomState>;
 
 pub struct Registry<T> {
     loaded: Arc<RwLock<Loaded<T>>>,
