@@ -13,10 +13,10 @@ use crate::bindings::auth_provider::exports::postern::plugin::authn::{Credential
 use crate::bindings::auth_provider::{AuthProvider, AuthProviderPre};
 use crate::bindings::types::ClientInfo;
 use crate::error::PluginError;
-use crate::host::{check_imports, new_store, Capability, HostState, PluginShared, SecretReader};
-use crate::policy::{call_failure, timeout_ticks, PluginSpec, PluginStats};
+use crate::host::{new_store, Capability, HostState, PluginShared, SecretReader};
+use crate::policy::{call_failure, PluginSpec, PluginStats};
 use crate::registry::Registry;
-use crate::runtime::Runtime;
+use crate::runtime::{wrong_kind, Runtime};
 
 const AUTH_OFFERS: [Capability; 4] = [
     Capability::Log,
@@ -52,25 +52,11 @@ impl AuthProviderPlugin {
         component: Arc<[u8]>,
         secrets: Option<SecretReader>,
     ) -> Result<AuthProviderPlugin, PluginError> {
-        let timeout_ticks = timeout_ticks(&spec)?;
-        let compiled = runtime.compile(&spec.name, component).await?;
-        check_imports(
-            &spec.name,
-            &runtime.engine,
-            &compiled,
-            &AUTH_OFFERS,
-            &spec.capabilities,
-        )?;
-        let wrong_kind = |e: wasmtime::Error| PluginError::WrongKind {
-            plugin: spec.name.clone(),
-            kind: "auth provider",
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = runtime
-            .auth_linker
-            .instantiate_pre(&compiled)
-            .map_err(wrong_kind)?;
-        let pre = AuthProviderPre::new(instance_pre).map_err(wrong_kind)?;
+        const KIND: &str = "auth provider";
+        let (instance_pre, timeout_ticks) = runtime
+            .prepare(&spec, component, &AUTH_OFFERS, &runtime.auth_linker, KIND)
+            .await?;
+        let pre = AuthProviderPre::new(instance_pre).map_err(wrong_kind(&spec.name, KIND))?;
         let provider = AuthProviderPlugin {
             runtime: runtime.clone(),
             shared: Arc::new(PluginShared::new(&spec, secrets)),

@@ -12,8 +12,8 @@ use wasmtime::{Store, Trap};
 use crate::bindings::policy::{Policy, PolicyPre};
 use crate::bindings::types::{ClientInfo, Decision, Identity, Statement, Verdict};
 use crate::error::PluginError;
-use crate::host::{check_imports, new_store, Capability, HostState, HttpGrant, PluginShared};
-use crate::runtime::{Runtime, EPOCH_TICK, MAX_MEMORY_BYTES};
+use crate::host::{new_store, Capability, HostState, HttpGrant, PluginShared};
+use crate::runtime::{wrong_kind, Runtime, EPOCH_TICK, MAX_MEMORY_BYTES};
 
 /// The longest a policy-hook call may run (it holds the session's worker thread).
 pub const MAX_POLICY_CALL: Duration = Duration::from_secs(1);
@@ -166,6 +166,12 @@ impl PluginStats {
     }
 }
 
+/// What a policy hook is asked.
+enum Question<'a> {
+    Connect(&'a ClientInfo),
+    Statement(&'a Statement),
+}
+
 struct Warm {
     store: Store<HostState>,
     bindings: Policy,
@@ -265,24 +271,17 @@ impl PolicyHook {
                 ),
             });
         }
-        let compiled = runtime.compile(&plugin, component).await?;
-        check_imports(
-            &plugin,
-            &runtime.engine,
-            &compiled,
-            &POLICY_OFFERS,
-            &spec.capabilities,
-        )?;
-        let wrong_kind = |e: wasmtime::Error| PluginError::WrongKind {
-            plugin: plugin.clone(),
-            kind: "policy",
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = runtime
-            .policy_linker
-            .instantiate_pre(&compiled)
-            .map_err(wrong_kind)?;
-        let pre = PolicyPre::new(instance_pre).map_err(wrong_kind)?;
+        const KIND: &str = "policy";
+        let (instance_pre, _) = runtime
+            .prepare(
+                &spec,
+                component,
+                &POLICY_OFFERS,
+                &runtime.policy_linker,
+                KIND,
+            )
+            .await?;
+        let pre = PolicyPre::new(instance_pre).map_err(wrong_kind(&plugin, KIND))?;
         let hook = PolicyHook {
             load_id: runtime.next_load_id(),
             runtime: runtime.clone(),
@@ -436,40 +435,33 @@ impl PolicyHook {
     /// Asks the plugin about a statement. Never fails: a failing plugin denies (or, with
     /// `failure: open`, allows), naming itself in the reason.
     pub async fn on_statement(&self, identity: &Identity, statement: &Statement) -> Verdict {
-        let started = Instant::now();
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = match self.checkout().await {
-            Ok(mut warm) => {
-                // The deadline counts from now: the epoch ticks while an instance idles.
-                warm.store.set_epoch_deadline(self.timeout_ticks);
-                let called = warm
-                    .bindings
-                    .postern_plugin_policy_hook()
-                    .call_on_statement(&mut warm.store, identity, statement)
-                    .await
-                    .map_err(|e| self.failure(&e));
-                let kept = called.is_ok().then_some(warm);
-                self.settle(kept, called)
-            }
-            Err(e) => self.settle(None, Err(e)),
-        };
-        self.answer(outcome, started)
+        self.ask(identity, Question::Statement(statement)).await
     }
 
-    /// Asks the plugin about a new session.
+    /// Asks the plugin about a new session, as [`PolicyHook::on_statement`] does.
     pub async fn on_connect(&self, identity: &Identity, client: &ClientInfo) -> Verdict {
+        self.ask(identity, Question::Connect(client)).await
+    }
+
+    async fn ask(&self, identity: &Identity, question: Question<'_>) -> Verdict {
         let started = Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.checkout().await {
             Ok(mut warm) => {
                 // The deadline counts from now: the epoch ticks while an instance idles.
                 warm.store.set_epoch_deadline(self.timeout_ticks);
-                let called = warm
-                    .bindings
-                    .postern_plugin_policy_hook()
-                    .call_on_connect(&mut warm.store, identity, client)
-                    .await
-                    .map_err(|e| self.failure(&e));
+                let hook = warm.bindings.postern_plugin_policy_hook();
+                let called = match question {
+                    Question::Statement(statement) => {
+                        hook.call_on_statement(&mut warm.store, identity, statement)
+                            .await
+                    }
+                    Question::Connect(client) => {
+                        hook.call_on_connect(&mut warm.store, identity, client)
+                            .await
+                    }
+                }
+                .map_err(|e| self.failure(&e));
                 let kept = called.is_ok().then_some(warm);
                 self.settle(kept, called)
             }

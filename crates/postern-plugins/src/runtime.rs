@@ -7,14 +7,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::auth_provider::AuthProvider;
 use crate::bindings::log_sink::LogSink;
 use crate::bindings::policy::Policy;
 use crate::error::PluginError;
-use crate::host::{HostState, WallClock};
+use crate::host::{check_imports, Capability, HostState, WallClock};
+use crate::policy::{timeout_ticks, PluginSpec};
 
 /// How often the epoch advances: a call's time limit is counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -43,6 +44,19 @@ pub struct Runtime {
     /// Numbers each plugin load, so what was kept from one load is not reused after
     /// another.
     loads: std::sync::atomic::AtomicU64,
+}
+
+/// The error for a component that is not of the kind it was loaded as.
+pub(crate) fn wrong_kind(
+    plugin: &str,
+    kind: &'static str,
+) -> impl Fn(wasmtime::Error) -> PluginError {
+    let plugin = plugin.to_owned();
+    move |e| PluginError::WrongKind {
+        plugin: plugin.clone(),
+        kind,
+        reason: format!("{e:#}"),
+    }
 }
 
 fn engine_error(e: impl std::fmt::Display) -> PluginError {
@@ -121,6 +135,32 @@ impl Runtime {
     /// Whether instances come from the pooling allocator.
     pub fn pooled(&self) -> bool {
         self.pooled
+    }
+
+    /// Compiles a component and checks it for its kind: its imports within `offers` and
+    /// the spec's grants, its exports what `linker`'s world needs. Returns it ready to
+    /// instantiate, and the call time limit in epoch ticks.
+    pub(crate) async fn prepare(
+        &self,
+        spec: &PluginSpec,
+        component: Arc<[u8]>,
+        offers: &[Capability],
+        linker: &Linker<HostState>,
+        kind: &'static str,
+    ) -> Result<(InstancePre<HostState>, u64), PluginError> {
+        let ticks = timeout_ticks(spec)?;
+        let compiled = self.compile(&spec.name, component).await?;
+        check_imports(
+            &spec.name,
+            &self.engine,
+            &compiled,
+            offers,
+            &spec.capabilities,
+        )?;
+        let instance_pre = linker
+            .instantiate_pre(&compiled)
+            .map_err(wrong_kind(&spec.name, kind))?;
+        Ok((instance_pre, ticks))
     }
 
     /// Compiles a component off the async workers (cranelift takes a while; the disk

@@ -12,10 +12,10 @@ use wasmtime::Store;
 use crate::bindings::log_sink::exports::postern::plugin::sink::{Event, SinkError};
 use crate::bindings::log_sink::{LogSink, LogSinkPre};
 use crate::error::PluginError;
-use crate::host::{check_imports, new_store, Capability, HostState, PluginShared, SecretReader};
-use crate::policy::{call_failure, timeout_ticks, PluginSpec, PluginStats};
+use crate::host::{new_store, Capability, HostState, PluginShared, SecretReader};
+use crate::policy::{call_failure, PluginSpec, PluginStats};
 use crate::registry::{read, Loaded, Registry};
-use crate::runtime::Runtime;
+use crate::runtime::{wrong_kind, Runtime};
 
 /// The interfaces a log sink may be granted.
 const SINK_OFFERS: [Capability; 3] = [Capability::Log, Capability::HttpClient, Capability::Secrets];
@@ -50,25 +50,11 @@ impl LogSinkPlugin {
         component: Arc<[u8]>,
         secrets: Option<SecretReader>,
     ) -> Result<LogSinkPlugin, PluginError> {
-        let timeout_ticks = timeout_ticks(&spec)?;
-        let compiled = runtime.compile(&spec.name, component).await?;
-        check_imports(
-            &spec.name,
-            &runtime.engine,
-            &compiled,
-            &SINK_OFFERS,
-            &spec.capabilities,
-        )?;
-        let wrong_kind = |e: wasmtime::Error| PluginError::WrongKind {
-            plugin: spec.name.clone(),
-            kind: "log sink",
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = runtime
-            .sink_linker
-            .instantiate_pre(&compiled)
-            .map_err(wrong_kind)?;
-        let pre = LogSinkPre::new(instance_pre).map_err(wrong_kind)?;
+        const KIND: &str = "log sink";
+        let (instance_pre, timeout_ticks) = runtime
+            .prepare(&spec, component, &SINK_OFFERS, &runtime.sink_linker, KIND)
+            .await?;
+        let pre = LogSinkPre::new(instance_pre).map_err(wrong_kind(&spec.name, KIND))?;
         let sink = LogSinkPlugin {
             runtime: runtime.clone(),
             shared: Arc::new(PluginShared::new(&spec, secrets)),
