@@ -199,6 +199,39 @@ async fn failures_in_a_row_make_a_plugin_unhealthy_and_it_fails_closed() {
 }
 
 #[tokio::test]
+async fn with_failure_open_a_failing_plugin_allows_and_is_tried_again_after_its_rest() {
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let mut spec = PluginSpec::new("lenient", "{}");
+    spec.call_timeout = Duration::from_millis(50);
+    spec.failure = postern_plugins::FailureMode::Open;
+    let hook = PolicyHook::load(&runtime, spec, component("misbehave"))
+        .await
+        .unwrap();
+    let someone = identity("someone", &[]);
+    for _ in 0..UNHEALTHY_AFTER {
+        let verdict = hook.on_statement(&someone, &statement("trap", &[])).await;
+        assert_eq!(verdict.decision, Decision::Allow, "failure: open allows");
+    }
+    assert!(!hook.healthy());
+    // Resting: allowed without running the plugin.
+    let verdict = hook.on_statement(&someone, &statement("deny", &[])).await;
+    assert_eq!(verdict.decision, Decision::Allow);
+    assert_eq!(hook.stats().skipped.load(Ordering::Relaxed), 1);
+    // After the rest it runs again, from a fresh instance: its own deny is heard.
+    postern_testkit::wait_for("the rest to end", Duration::from_secs(10), || {
+        hook.healthy().then_some(())
+    })
+    .await;
+    let before = hook.stats().instances_created.load(Ordering::Relaxed);
+    let verdict = hook.on_statement(&someone, &statement("deny", &[])).await;
+    assert_eq!(verdict.decision, Decision::Deny("denied, as asked".into()));
+    assert_eq!(
+        hook.stats().instances_created.load(Ordering::Relaxed),
+        before + 1
+    );
+}
+
+#[tokio::test]
 async fn a_plugin_is_refused_at_load_for_what_it_imports_or_its_config() {
     let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
     // A policy hook importing http-client: never given to policy hooks.

@@ -144,6 +144,26 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
         "{output:?}"
     );
 
+    // Through the admin API a Plugin cannot be applied yet: refused in one line before
+    // anything changes (the Service in the same file is not touched either).
+    let token_file = gateway.write_file("admin.token", &gateway.admin_token());
+    let server = format!("http://127.0.0.1:{}", gateway.api_port().await);
+    let output = gateway.cli(&[
+        "--server",
+        &server,
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Plugin team-a/items-hours") && stderr.contains("without --server"),
+        "{stderr}"
+    );
+
     // Alice's group exempt now: the open session reads at its next statement after the
     // new version is loaded.
     let file = gateway.write_file("items-hours.yaml", &plugin("engineering", "[log]"));
