@@ -263,6 +263,50 @@ impl Store {
         })
     }
 
+    /// Notes what the gateway made of a Plugin: `loaded`, `error` or `unhealthy`.
+    pub fn set_plugin_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: &str,
+        message: &str,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO plugin_status VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (namespace, name) DO UPDATE SET state = ?3, message = ?4,
+                     updated_at = ?5",
+                params![namespace, name, state, message, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// What the gateway last made of a Plugin (as an [`IntentsStatus`] without a
+    /// statement).
+    pub fn plugin_status(
+        &self,
+        plugin: &QualifiedName,
+    ) -> Result<Option<IntentsStatus>, StateError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT state, message, updated_at FROM plugin_status
+                     WHERE namespace = ?1 AND name = ?2",
+                    params![plugin.namespace, plugin.name],
+                    |row| {
+                        Ok(IntentsStatus {
+                            state: row.get(0)?,
+                            message: row.get(1)?,
+                            statement: None,
+                            updated_at: row.get(2)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+
     pub fn intents_status(
         &self,
         intents: &QualifiedName,

@@ -249,6 +249,17 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 11: what the gateway last made of each Plugin (loaded, error, unhealthy).
+    r#"
+    CREATE TABLE plugin_status (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -515,12 +515,17 @@ impl Store {
                 )?;
             }
             // A component stays stored: another Plugin, or a re-apply, may use it again.
+            Kind::Plugin => {
+                tx.execute(
+                    "DELETE FROM plugin_status WHERE namespace = ?1 AND name = ?2",
+                    params![r.namespace(), r.name()],
+                )?;
+            }
             Kind::Namespace
             | Kind::Target
             | Kind::Service
             | Kind::CredentialRole
-            | Kind::RoleBinding
-            | Kind::Plugin => {}
+            | Kind::RoleBinding => {}
         }
         Ok(())
     }

@@ -37,6 +37,8 @@ pub struct PluginLoader {
 struct Tried {
     generation: i64,
     failed: Option<(Instant, Duration)>,
+    /// The state last written to the store's plugin status (`get plugins` shows it).
+    noted: &'static str,
 }
 
 impl Tried {
@@ -98,6 +100,8 @@ impl PluginLoader {
             let failed = match self.load(namespace, name, spec, stored.generation).await {
                 Ok(()) => {
                     info!(plugin = %name, %namespace, generation = stored.generation, "plugin loaded");
+                    let message = format!("generation {}", stored.generation);
+                    self.note(namespace, name, "loaded", message).await;
                     None
                 }
                 Err(e) => {
@@ -108,21 +112,27 @@ impl PluginLoader {
                         Some(Tried {
                             generation,
                             failed: Some((_, last)),
+                            ..
                         }) if *generation == stored.generation => (*last * 2).min(RETRY_LAST),
                         _ => RETRY_FIRST,
                     };
                     error!(plugin = %name, %namespace, error = format!("{e:#}"), retry_in = ?backoff, "plugin not loaded; its services refuse what it would decide");
+                    let message = format!("{e:#} (tried again in {}s)", backoff.as_secs());
+                    self.note(namespace, name, "error", message).await;
                     Some((Instant::now(), backoff))
                 }
             };
+            let noted = if failed.is_some() { "error" } else { "loaded" };
             self.tried.insert(
                 key.clone(),
                 Tried {
                     generation: stored.generation,
                     failed,
+                    noted,
                 },
             );
         }
+        self.note_health().await;
         let loaded = self
             .hooks
             .names()
@@ -137,6 +147,45 @@ impl PluginLoader {
             }
         }
         Ok(())
+    }
+
+    /// Writes what became of a Plugin to the store, for `postern get plugins`.
+    async fn note(&self, namespace: &str, name: &str, state: &'static str, message: String) {
+        let store = self.store.clone();
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let written = tokio::task::spawn_blocking(move || {
+            store.set_plugin_status(&namespace, &name, state, &message)
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::warn!("cannot record a plugin's status");
+        }
+    }
+
+    /// Notes policy hooks that became unhealthy (resting after failures), or healthy again.
+    async fn note_health(&mut self) {
+        let mut changed = Vec::new();
+        for (key, tried) in &mut self.tried {
+            let Some(hook) = self.hooks.get(&key.0, &key.1) else {
+                continue;
+            };
+            let state = if hook.healthy() {
+                "loaded"
+            } else {
+                "unhealthy"
+            };
+            if tried.failed.is_none() && tried.noted != state {
+                tried.noted = state;
+                changed.push((key.clone(), state, tried.generation));
+            }
+        }
+        for ((namespace, name), state, generation) in changed {
+            let message = match state {
+                "unhealthy" => "resting after failures in a row: its calls fail closed".to_owned(),
+                _ => format!("generation {generation}"),
+            };
+            self.note(&namespace, &name, state, message).await;
+        }
     }
 
     fn unload(&self, namespace: &str, name: &str) {

@@ -339,7 +339,7 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
             format!("role={} {subject}", b.role)
         }
         Spec::Plugin(p) => format!(
-            "type={} sha256={} capabilities=[{}]",
+            "type={} sha256={} capabilities=[{}] {}",
             serde_json::to_value(p.plugin_type)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -348,7 +348,12 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
                 .sha256
                 .as_deref()
                 .map_or("-", |s| &s[..s.len().min(12)]),
-            p.capabilities.join(",")
+            p.capabilities.join(","),
+            match status {
+                Some(status) if status.message.is_empty() => status.state.clone(),
+                Some(status) => format!("{}: {}", status.state, status.message),
+                None => "pending: no gateway has loaded it yet".to_owned(),
+            }
         ),
         Spec::Intents(i) => {
             let state = match status {
@@ -362,7 +367,7 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
 }
 
 /// The `status` block of an Intents resource in `get -o yaml|json` (ignored by `apply`).
-fn intents_status_json(status: Option<&IntentsStatus>) -> serde_json::Value {
+fn intents_status_json(status: Option<&IntentsStatus>, pending: &str) -> serde_json::Value {
     match status {
         Some(status) => serde_json::json!({
             "state": status.state,
@@ -370,7 +375,7 @@ fn intents_status_json(status: Option<&IntentsStatus>) -> serde_json::Value {
             "statement": status.statement,
             "updatedAt": status.updated_at,
         }),
-        None => serde_json::json!({"state": "pending", "message": "not reconciled yet"}),
+        None => serde_json::json!({"state": "pending", "message": pending}),
     }
 }
 
@@ -437,6 +442,7 @@ pub fn get(
                 .iter()
                 .map(|s| match kind {
                     Kind::Intents => store.intents_status(&s.resource.qualified_name()),
+                    Kind::Plugin => store.plugin_status(&s.resource.qualified_name()),
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -446,8 +452,16 @@ pub fn get(
                 .map(|(s, status)| {
                     let mut doc = s.resource.to_document();
                     doc["metadata"]["generation"] = s.generation.into();
-                    if kind == Kind::Intents {
-                        doc["status"] = intents_status_json(status.as_ref());
+                    match kind {
+                        Kind::Intents => {
+                            doc["status"] =
+                                intents_status_json(status.as_ref(), "not reconciled yet")
+                        }
+                        Kind::Plugin => {
+                            doc["status"] =
+                                intents_status_json(status.as_ref(), "no gateway has loaded it yet")
+                        }
+                        _ => {}
                     }
                     doc
                 })

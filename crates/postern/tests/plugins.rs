@@ -173,7 +173,12 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
     })
     .await;
     assert_eq!(row.get::<_, i64>(0), 10);
-    let listed = gateway.cli_ok(&["get", "plugins", "-n", "team-a"]);
+    // What the gateway made of it, as it records in the store (just after the swap).
+    let listed = wait_for("get plugins to show the loaded version", WAIT, || {
+        let listed = gateway.cli_ok(&["get", "plugins", "-n", "team-a"]);
+        listed.contains("loaded: generation 2").then_some(listed)
+    })
+    .await;
     assert!(
         listed.contains("items-hours") && listed.contains("type=policy"),
         "{listed}"
