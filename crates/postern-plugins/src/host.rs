@@ -321,7 +321,62 @@ fn is_internal(ip: std::net::IpAddr) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::is_internal;
+    use super::{http_client, is_internal, HttpGrant};
+
+    fn get(url: &str) -> http_client::Request {
+        http_client::Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_allowed_origins_and_no_name_that_leads_inside() {
+        // A loopback port nobody listens on (bound, then let go).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let grant = HttpGrant {
+            allow: vec![
+                ("http".into(), "localhost".into(), port),
+                ("http".into(), "127.0.0.1".into(), port),
+            ],
+            ..HttpGrant::default()
+        };
+        let other = port.wrapping_add(1);
+        for (url, why) in [
+            (
+                format!("http://localhost:{port}/"),
+                "a name that resolves to loopback",
+            ),
+            (format!("http://127.0.0.1:{other}/"), "a port not allowed"),
+            (format!("https://127.0.0.1:{port}/"), "a scheme not allowed"),
+            (format!("http://user:pw@127.0.0.1:{port}/"), "userinfo"),
+            (format!("http://example.com:{port}/"), "a host not allowed"),
+        ] {
+            assert!(
+                matches!(grant.send(get(&url)), Err(http_client::HttpError::Denied)),
+                "{why}: {url}"
+            );
+        }
+        let mut connect = get(&format!("http://127.0.0.1:{port}/"));
+        connect.method = "CONNECT".into();
+        assert!(matches!(
+            grant.send(connect),
+            Err(http_client::HttpError::Denied)
+        ));
+        // The address itself, named in the allow-list, is tried: refused by the closed
+        // port, not denied.
+        assert!(matches!(
+            grant.send(get(&format!("http://127.0.0.1:{port}/"))),
+            Err(http_client::HttpError::Connect(_))
+        ));
+    }
 
     #[test]
     fn only_global_unicast_addresses_are_outside() {
@@ -363,6 +418,29 @@ mod tests {
     }
 }
 
+/// Resolves to the addresses [`HttpGrant::send`] checked, whatever is asked.
+#[derive(Debug)]
+struct Checked(Vec<std::net::SocketAddr>);
+
+impl ureq::unversioned::resolver::Resolver for Checked {
+    fn resolve(
+        &self,
+        _uri: &http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        if self.0.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        let mut resolved = self.empty();
+        // ureq keeps at most 16.
+        for address in self.0.iter().take(16) {
+            resolved.push(*address);
+        }
+        Ok(resolved)
+    }
+}
+
 impl HttpGrant {
     /// Sends one request, blocking (run it on a blocking thread).
     fn send(
@@ -391,31 +469,43 @@ impl HttpGrant {
         {
             return Err(HttpError::Denied);
         }
-        if let url::Host::Domain(name) = &host {
-            // A name must not lead inside: only an origin naming the address may.
-            use std::net::ToSocketAddrs;
-            let addresses = (*name, port)
-                .to_socket_addrs()
-                .map_err(|e| HttpError::Connect(format!("cannot resolve {name}: {e}")))?;
-            if addresses.into_iter().any(|a| is_internal(a.ip())) {
-                return Err(HttpError::Denied);
+        // The addresses the request may go to, resolved once here and handed to the
+        // client as they are: resolving the name again could answer otherwise (DNS
+        // rebinding). A name must not lead inside: only an origin naming the address may.
+        let addresses: Vec<std::net::SocketAddr> = match &host {
+            url::Host::Domain(name) => {
+                use std::net::ToSocketAddrs;
+                let resolved: Vec<_> = (*name, port)
+                    .to_socket_addrs()
+                    .map_err(|e| HttpError::Connect(format!("cannot resolve {name}: {e}")))?
+                    .collect();
+                if resolved.iter().any(|a| is_internal(a.ip())) {
+                    return Err(HttpError::Denied);
+                }
+                resolved
             }
-        }
+            url::Host::Ipv4(ip) => vec![std::net::SocketAddr::new((*ip).into(), port)],
+            url::Host::Ipv6(ip) => vec![std::net::SocketAddr::new((*ip).into(), port)],
+        };
         let asked = Duration::from_millis(u64::from(request.timeout_ms));
         let timeout = if asked.is_zero() {
             self.timeout
         } else {
             asked.min(self.timeout)
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // No proxy from the environment: it would take the request past these checks.
             .proxy(None)
             .max_redirects(0)
             .max_redirects_will_error(false)
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            Checked(addresses),
+        );
         // The URL as checked, not the plugin's text (two parsers may read it apart).
         let mut builder = http::Request::builder()
             .method(request.method.as_str())
