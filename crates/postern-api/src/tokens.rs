@@ -324,6 +324,13 @@ impl TokenVerifier for TokenAuthority {
         }
         Ok(())
     }
+
+    fn issued_here(&self, token: &str) -> bool {
+        let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) else {
+            return false;
+        };
+        self.cached(|keys| keys.iter().any(|k| k.kid == kid))
+    }
 }
 
 #[cfg(test)]

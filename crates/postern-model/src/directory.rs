@@ -199,4 +199,10 @@ pub struct TokenRejected(pub String);
 pub trait TokenVerifier: Send + Sync + 'static {
     /// Accepts `token` only when it is a valid, unexpired, unrevoked token of `identity`.
     fn verify(&self, token: &str, identity: &QualifiedName) -> Result<(), TokenRejected>;
+
+    /// Whether `token` names one of this verifier's own keys (valid or not): such a
+    /// password is never handed on to auth-provider plugins.
+    fn issued_here(&self, _token: &str) -> bool {
+        false
+    }
 }

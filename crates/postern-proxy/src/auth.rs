@@ -122,22 +122,30 @@ pub(crate) async fn authenticate(
         && (gateway.tokens.is_some() || providers.is_some())
     {
         let password = read_cleartext_password(client, pending, out).await?;
+        let mut ours = false;
         if let Some(tokens) = &gateway.tokens {
             let (tokens, who, token) = (tokens.clone(), identity.clone(), password.clone());
-            match tokio::task::spawn_blocking(move || tokens.verify(&token, &who))
-                .await
-                .map_err(|e| SessionError::Internal(e.to_string()))?
+            match tokio::task::spawn_blocking(move || {
+                tokens
+                    .verify(&token, &who)
+                    .map_err(|rejected| (rejected, tokens.issued_here(&token)))
+            })
+            .await
+            .map_err(|e| SessionError::Internal(e.to_string()))?
             {
                 Ok(()) => {
                     debug!(identity = %identity, "authenticated by access token");
                     return Ok(Authenticated::default());
                 }
-                Err(rejected) => {
-                    debug!(identity = %identity, reason = %rejected, "access token refused")
+                Err((rejected, issued_here)) => {
+                    debug!(identity = %identity, reason = %rejected, "access token refused");
+                    ours = issued_here;
                 }
             }
         }
-        if let Some(providers) = providers {
+        // The gateway's own tokens (expired, revoked, another identity's) are never
+        // shown to a plugin.
+        if let Some(providers) = providers.filter(|_| !ours) {
             let facts = postern_model::ClientFacts {
                 address: peer.address.to_string(),
                 tls: client.is_tls(),

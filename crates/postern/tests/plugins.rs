@@ -253,11 +253,12 @@ async fn re_applying_a_policy_plugin_under_load_loses_no_statement() {
     assert!(metric(&gateway, "postern_plugin_calls_total", labels).await >= 1.0);
 }
 
-/// A stand-in OTLP collector on 127.0.0.1: answers 503 until told to accept, then 200,
-/// and keeps the bodies it accepted.
+/// A stand-in OTLP collector on 127.0.0.1: answers 503 until told to accept, then 200
+/// (or, told to reject, 400), and keeps the bodies it accepted.
 struct Collector {
     port: u16,
     accepting: Arc<AtomicBool>,
+    rejecting: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
@@ -268,19 +269,25 @@ impl Collector {
         let collector = Collector {
             port: listener.local_addr().unwrap().port(),
             accepting: Arc::default(),
+            rejecting: Arc::default(),
             refused: Arc::default(),
             bodies: Arc::default(),
         };
-        let (accepting, refused, bodies) = (
+        let (accepting, rejecting, refused, bodies) = (
             collector.accepting.clone(),
+            collector.rejecting.clone(),
             collector.refused.clone(),
             collector.bodies.clone(),
         );
         tokio::spawn(async move {
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                let (accepting, refused, bodies) =
-                    (accepting.clone(), refused.clone(), bodies.clone());
+                let (accepting, rejecting, refused, bodies) = (
+                    accepting.clone(),
+                    rejecting.clone(),
+                    refused.clone(),
+                    bodies.clone(),
+                );
                 tokio::spawn(async move {
                     let mut reader = tokio::io::BufReader::new(socket);
                     let mut length = 0;
@@ -306,7 +313,9 @@ impl Collector {
                     let mut body = vec![0; length];
                     reader.read_exact(&mut body).await.unwrap();
                     assert_eq!(path, "/v1/logs");
-                    let status = if accepting.load(Ordering::SeqCst) {
+                    let status = if rejecting.load(Ordering::SeqCst) {
+                        "400 Bad Request"
+                    } else if accepting.load(Ordering::SeqCst) {
                         bodies
                             .lock()
                             .unwrap()
@@ -422,6 +431,17 @@ spec:
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), all, "an event arrived twice");
+
+    // A collector that rejects for good (400): the plugin answers `permanent`, the
+    // batch is dropped and counted as lost, not retried, and statements still run.
+    collector.rejecting.store(true, Ordering::SeqCst);
+    client.simple_query("SELECT 'lost'").await.unwrap();
+    let labels = r#"{namespace="team-a",plugin="otlp",type="logSink"}"#;
+    wait_for_async("the rejected batch to be counted as lost", WAIT, || async {
+        (metric(&gateway, "postern_plugin_events_lost_total", labels).await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(collector.records().len(), all, "nothing more was accepted");
 }
 
 /// Serves `body` as JSON at any path on 127.0.0.1, each answer `delay` late (a slow
@@ -542,6 +562,10 @@ kind: Identity
 metadata: {{name: carol, namespace: team-a}}
 spec: {{type: human}}
 ---
+kind: Identity
+metadata: {{name: erin, namespace: team-a}}
+spec: {{type: workload}}
+---
 kind: Service
 metadata: {{name: sso, namespace: team-a}}
 spec:
@@ -616,6 +640,42 @@ spec:
     }
     // The unknown key made the provider fetch the JWKS once more.
     assert_eq!(fetches.load(Ordering::SeqCst), before + 1);
+
+    // A token of the gateway's own (erin's, offered as carol's password) is refused
+    // without being shown to the plugin.
+    let created = gateway.cli_ok(&["identity", "client", "create", "erin", "-n", "team-a"]);
+    let field = |name: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        field("client_id"),
+        field("client_secret")
+    );
+    let http = postern_testkit::Http::new(gateway.api_port().await);
+    let (status, body) = http.call(
+        "POST",
+        "/api/v1/token",
+        None,
+        Some(("application/x-www-form-urlencoded", &form)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let erins: Value = serde_json::from_str(&body).unwrap();
+    let labels = r#"{namespace="team-a",plugin="idp",type="authProvider"}"#;
+    let calls = metric(&gateway, "postern_plugin_calls_total", labels).await;
+    let refused = login(erins["access_token"].as_str().unwrap().to_owned())
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused).as_deref(), Some("28P01"));
+    assert_eq!(
+        metric(&gateway, "postern_plugin_calls_total", labels).await,
+        calls,
+        "the gateway's own token reached the plugin"
+    );
 
     // The JWKS host is no longer allowed: the new version cannot fetch it, so even a
     // good token is refused.
