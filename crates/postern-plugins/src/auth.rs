@@ -14,7 +14,7 @@ use crate::bindings::auth_provider::{AuthProvider, AuthProviderPre};
 use crate::bindings::types::ClientInfo;
 use crate::error::PluginError;
 use crate::host::{new_store, Capability, HostState, PluginShared, SecretReader};
-use crate::policy::{call_failure, PluginSpec, PluginStats};
+use crate::policy::{call_failure, Health, PluginSpec, PluginStats};
 use crate::registry::Registry;
 use crate::runtime::{wrong_kind, Runtime};
 
@@ -38,6 +38,7 @@ pub struct AuthProviderPlugin {
     /// Calls at once (each holds an instance): a flood of logins queues here, for at
     /// most the call's time limit, instead of taking every instance slot the gateway has.
     running: tokio::sync::Semaphore,
+    health: Mutex<Health>,
     stats: PluginStats,
 }
 
@@ -65,6 +66,7 @@ impl AuthProviderPlugin {
             timeout_ticks,
             idle: Mutex::new(Vec::new()),
             running: tokio::sync::Semaphore::new(CONCURRENT_LOGINS),
+            health: Mutex::new(Health::default()),
             stats: PluginStats::default(),
         };
         let first = provider.instantiate().await?;
@@ -110,11 +112,47 @@ impl AuthProviderPlugin {
     }
 
     /// What the plugin makes of a password.
+    /// Refused at once while the plugin rests after [`crate::UNHEALTHY_AFTER`] failures
+    /// in a row; it comes back from fresh instances.
     pub async fn authenticate(
         &self,
         client: &ClientInfo,
         password: &str,
     ) -> Result<Outcome, PluginError> {
+        if self.health().resting() {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(PluginError::Unhealthy {
+                plugin: self.spec.name.clone(),
+            });
+        }
+        let answer = self.call(client, password).await;
+        // A login that waited too long for its turn says nothing of the plugin's health
+        // (a flood of logins must not rest it).
+        let rest = match &answer {
+            Err(PluginError::Unhealthy { .. }) => None,
+            other => self.health().note(other.is_ok()),
+        };
+        if let Some(backoff) = rest {
+            self.idle_instances().clear();
+            tracing::error!(
+                plugin = self.spec.name,
+                ?backoff,
+                "auth provider unhealthy: logins it would check are refused until the backoff ends"
+            );
+        }
+        answer
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False while the plugin rests after failures in a row.
+    pub fn healthy(&self) -> bool {
+        !self.health().resting()
+    }
+
+    async fn call(&self, client: &ClientInfo, password: &str) -> Result<Outcome, PluginError> {
         let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let busy = || PluginError::Unhealthy {

@@ -177,12 +177,41 @@ struct Warm {
     bindings: Policy,
 }
 
+/// Failures in a row, and the rest they earn a plugin.
 #[derive(Default)]
-struct Health {
+pub(crate) struct Health {
     failures_in_a_row: u32,
     /// Set while the plugin is unhealthy: calls fail at once until then.
     resting_until: Option<Instant>,
     backoff: Option<Duration>,
+}
+
+impl Health {
+    /// Whether the plugin is resting now (its calls are not made).
+    pub fn resting(&self) -> bool {
+        self.resting_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Notes a call's outcome; returns the rest that starts now when this failure made
+    /// the plugin unhealthy ([`UNHEALTHY_AFTER`] in a row: 1 s, doubling to 60 s).
+    pub fn note(&mut self, ok: bool) -> Option<Duration> {
+        if ok {
+            *self = Health::default();
+            return None;
+        }
+        self.failures_in_a_row += 1;
+        if self.failures_in_a_row < UNHEALTHY_AFTER {
+            return None;
+        }
+        let backoff = self
+            .backoff
+            .map_or(BACKOFF_FIRST, |b| (b * 2).min(BACKOFF_LAST));
+        self.backoff = Some(backoff);
+        self.resting_until = Some(Instant::now() + backoff);
+        self.failures_in_a_row = 0;
+        Some(backoff)
+    }
 }
 
 /// A loaded policy hook.
@@ -333,9 +362,7 @@ impl PolicyHook {
 
     /// False while the plugin rests after failures in a row (its calls fail closed).
     pub fn healthy(&self) -> bool {
-        lock(&self.health)
-            .resting_until
-            .is_none_or(|until| Instant::now() >= until)
+        !lock(&self.health).resting()
     }
 
     /// Idle instances right now.
@@ -374,14 +401,11 @@ impl PolicyHook {
 
     /// An idle instance, or a new one; refused at once while the plugin is unhealthy.
     async fn checkout(&self) -> Result<Warm, PluginError> {
-        {
-            let health = lock(&self.health);
-            if health.resting_until.is_some_and(|t| Instant::now() < t) {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                return Err(PluginError::Unhealthy {
-                    plugin: self.spec.name.clone(),
-                });
-            }
+        if lock(&self.health).resting() {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(PluginError::Unhealthy {
+                plugin: self.spec.name.clone(),
+            });
         }
         let idle = lock(&self.idle).pop();
         match idle {
@@ -398,10 +422,9 @@ impl PolicyHook {
         warm: Option<Warm>,
         outcome: Result<R, PluginError>,
     ) -> Result<R, PluginError> {
-        let mut health = lock(&self.health);
         match &outcome {
             Ok(_) => {
-                *health = Health::default();
+                lock(&self.health).note(true);
                 if let Some(warm) = warm {
                     let mut idle = lock(&self.idle);
                     if idle.len() < self.spec.warm_instances {
@@ -411,14 +434,8 @@ impl PolicyHook {
             }
             Err(PluginError::Unhealthy { .. }) => {}
             Err(_) => {
-                health.failures_in_a_row += 1;
-                if health.failures_in_a_row >= UNHEALTHY_AFTER {
-                    let backoff = health
-                        .backoff
-                        .map_or(BACKOFF_FIRST, |b| (b * 2).min(BACKOFF_LAST));
-                    health.backoff = Some(backoff);
-                    health.resting_until = Some(Instant::now() + backoff);
-                    health.failures_in_a_row = 0;
+                let rest = lock(&self.health).note(false);
+                if let Some(backoff) = rest {
                     lock(&self.idle).clear();
                     tracing::error!(
                         plugin = self.spec.name,

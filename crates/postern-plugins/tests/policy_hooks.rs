@@ -408,3 +408,44 @@ async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
     assert!(session.check_statement(&unfolded).is_err());
     assert_eq!(stats.calls.load(Ordering::Relaxed), 2);
 }
+
+#[tokio::test]
+async fn an_auth_provider_that_fails_refuses_and_rests_after_failures_in_a_row() {
+    use postern_plugins::types::ClientInfo;
+    use postern_plugins::AuthProviderPlugin;
+
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let mut spec = PluginSpec::new("shaky", "{}");
+    spec.call_timeout = Duration::from_millis(50);
+    let provider = AuthProviderPlugin::load(&runtime, spec, component("misbehave_auth"), None)
+        .await
+        .unwrap();
+    let client = ClientInfo {
+        peer_address: "127.0.0.1:5000".into(),
+        database: "orders.default".into(),
+        user: "alice.default".into(),
+        application_name: String::new(),
+        tls: true,
+    };
+    assert!(matches!(
+        provider.authenticate(&client, "ok:alice").await,
+        Ok(postern_plugins::AuthOutcome::Authenticated(_))
+    ));
+    assert!(matches!(
+        provider.authenticate(&client, "spin").await,
+        Err(PluginError::Timeout { .. })
+    ));
+    for _ in 1..UNHEALTHY_AFTER {
+        assert!(matches!(
+            provider.authenticate(&client, "trap").await,
+            Err(PluginError::Trap { .. })
+        ));
+    }
+    // Resting: even a good credential is refused without running the plugin.
+    assert!(!provider.healthy());
+    assert!(matches!(
+        provider.authenticate(&client, "ok:alice").await,
+        Err(PluginError::Unhealthy { .. })
+    ));
+    assert_eq!(provider.stats().skipped.load(Ordering::Relaxed), 1);
+}

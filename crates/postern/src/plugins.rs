@@ -368,13 +368,16 @@ impl postern_api::MetricsSource for PluginMetrics {
         }
         for key in self.providers.plugins.names() {
             if let Some(provider) = self.providers.plugins.get(&key.0, &key.1) {
-                rows.push(row(
+                let healthy = provider.healthy();
+                let mut r = row(
                     "authProvider",
                     key,
                     provider,
                     AuthProviderPlugin::spec,
                     AuthProviderPlugin::stats,
-                ));
+                );
+                r.healthy = healthy;
+                rows.push(r);
             }
         }
         type Read = fn(&Row) -> f64;
