@@ -378,6 +378,67 @@ mod tests {
         ));
     }
 
+    /// A server on 127.0.0.1 that reads one request and writes `answer` (or nothing,
+    /// holding the connection, when `answer` is `None`); its port.
+    fn serve_once(answer: Option<String>) -> u16 {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(socket);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            match answer {
+                Some(answer) => {
+                    let _ = reader.get_mut().write_all(answer.as_bytes());
+                }
+                // Hold the connection until the client gives up.
+                None => {
+                    let _ = reader.read_line(&mut line);
+                }
+            }
+        });
+        port
+    }
+
+    fn grant_for(port: u16) -> HttpGrant {
+        HttpGrant {
+            allow: vec![("http".into(), "127.0.0.1".into(), port)],
+            timeout: std::time::Duration::from_millis(300),
+            max_response_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn redirects_are_returned_not_followed_and_size_and_time_are_bounded() {
+        let port = serve_once(Some(
+            "HTTP/1.1 302 Found\r\nlocation: http://10.0.0.1/\r\ncontent-length: 0\r\n\r\n".into(),
+        ));
+        let response = grant_for(port)
+            .send(get(&format!("http://127.0.0.1:{port}/")))
+            .unwrap();
+        assert_eq!(response.status, 302);
+
+        let big = "x".repeat(4096);
+        let port = serve_once(Some(format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}",
+            big.len()
+        )));
+        assert!(matches!(
+            grant_for(port).send(get(&format!("http://127.0.0.1:{port}/"))),
+            Err(http_client::HttpError::TooLarge)
+        ));
+
+        let port = serve_once(None);
+        assert!(matches!(
+            grant_for(port).send(get(&format!("http://127.0.0.1:{port}/"))),
+            Err(http_client::HttpError::Timeout)
+        ));
+    }
+
     #[test]
     fn only_global_unicast_addresses_are_outside() {
         for inside in [
