@@ -133,6 +133,15 @@ pub enum ProviderVerdict {
     NotApplicable,
 }
 
+/// What a client offers an auth provider.
+#[derive(Debug, Clone, Copy)]
+pub enum ProviderCredential<'a> {
+    /// The cleartext password message (a token).
+    Password(&'a str),
+    /// The DER of a client certificate the TLS handshake verified.
+    Certificate(&'a [u8]),
+}
+
 /// The auth-provider plugins services name (`spec.auth.providers`), asked in order.
 pub trait AuthProviders: Send + Sync + 'static {
     fn authenticate<'a>(
@@ -140,7 +149,7 @@ pub trait AuthProviders: Send + Sync + 'static {
         service: &'a QualifiedName,
         identity: &'a QualifiedName,
         client: &'a ClientFacts,
-        password: &'a str,
+        credential: ProviderCredential<'a>,
     ) -> BoxFuture<'a, ProviderVerdict>;
 }
 

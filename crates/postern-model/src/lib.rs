@@ -27,8 +27,8 @@ pub use credentials::{
 };
 pub use directory::{
     AuthProviders, BoxFuture, ConnectionLimits, Directory, DirectoryError, IdentityCredentials,
-    LeaseRefused, ProviderVerdict, RouteLookup, SecretValue, SessionCredentials, SessionLease,
-    TokenPassword, TokenRejected, TokenVerifier, UpstreamRoute,
+    LeaseRefused, ProviderCredential, ProviderVerdict, RouteLookup, SecretValue,
+    SessionCredentials, SessionLease, TokenPassword, TokenRejected, TokenVerifier, UpstreamRoute,
 };
 pub use document::{parse_documents, DocumentError, Format, LoadedResource};
 pub use error::ErrorKind;

@@ -6,7 +6,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use postern_model::{AuthProviders, BoxFuture, ClientFacts, ProviderVerdict, QualifiedName};
+use postern_model::{
+    AuthProviders, BoxFuture, ClientFacts, ProviderCredential, ProviderVerdict, QualifiedName,
+};
 use wasmtime::Store;
 
 use crate::bindings::auth_provider::exports::postern::plugin::authn::{Credential, Outcome};
@@ -117,7 +119,7 @@ impl AuthProviderPlugin {
     pub async fn authenticate(
         &self,
         client: &ClientInfo,
-        password: &str,
+        credential: &Credential,
     ) -> Result<Outcome, PluginError> {
         if self.health().resting() {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +127,7 @@ impl AuthProviderPlugin {
                 plugin: self.spec.name.clone(),
             });
         }
-        let answer = self.call(client, password).await;
+        let answer = self.call(client, credential).await;
         // A login that waited too long for its turn says nothing of the plugin's health
         // (a flood of logins must not rest it).
         let rest = match &answer {
@@ -152,7 +154,11 @@ impl AuthProviderPlugin {
         !self.health().resting()
     }
 
-    async fn call(&self, client: &ClientInfo, password: &str) -> Result<Outcome, PluginError> {
+    async fn call(
+        &self,
+        client: &ClientInfo,
+        credential: &Credential,
+    ) -> Result<Outcome, PluginError> {
         let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let busy = || PluginError::Unhealthy {
@@ -170,11 +176,7 @@ impl AuthProviderPlugin {
         store.set_epoch_deadline(self.timeout_ticks);
         let called = bindings
             .postern_plugin_authn()
-            .call_authenticate(
-                &mut store,
-                client,
-                &Credential::Password(password.to_owned()),
-            )
+            .call_authenticate(&mut store, client, credential)
             .await;
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.count_call_time(nanos);
@@ -216,7 +218,7 @@ impl AuthProviderChain {
         service: &QualifiedName,
         identity: &QualifiedName,
         client: &ClientFacts,
-        password: &str,
+        credential: ProviderCredential<'_>,
     ) -> ProviderVerdict {
         let providers_of = self.providers_of.clone();
         let who = service.clone();
@@ -230,11 +232,15 @@ impl AuthProviderChain {
             application_name: client.application_name.clone(),
             tls: client.tls,
         };
+        let credential = match credential {
+            ProviderCredential::Password(password) => Credential::Password(password.to_owned()),
+            ProviderCredential::Certificate(der) => Credential::ClientCertificate(der.to_vec()),
+        };
         for name in names {
             let Some(provider) = self.plugins.get(&service.namespace, &name) else {
                 return ProviderVerdict::Rejected(format!("auth provider {name} is not loaded"));
             };
-            match provider.authenticate(&info, password).await {
+            match provider.authenticate(&info, &credential).await {
                 Ok(Outcome::NotApplicable) => continue,
                 Ok(Outcome::Rejected(reason)) => {
                     return ProviderVerdict::Rejected(format!("{name}: {reason}"))
@@ -263,8 +269,8 @@ impl AuthProviders for AuthProviderChain {
         service: &'a QualifiedName,
         identity: &'a QualifiedName,
         client: &'a ClientFacts,
-        password: &'a str,
+        credential: ProviderCredential<'a>,
     ) -> BoxFuture<'a, ProviderVerdict> {
-        Box::pin(self.ask(service, identity, client, password))
+        Box::pin(self.ask(service, identity, client, credential))
     }
 }

@@ -15,7 +15,9 @@ mod runtime;
 mod sink;
 
 pub use auth::{AuthProviderChain, AuthProviderPlugin, ProvidersOf};
-pub use bindings::auth_provider::exports::postern::plugin::authn::Outcome as AuthOutcome;
+pub use bindings::auth_provider::exports::postern::plugin::authn::{
+    Credential as AuthCredential, Outcome as AuthOutcome,
+};
 pub use bindings::types;
 pub use error::PluginError;
 pub use hooks::PolicyHooks;

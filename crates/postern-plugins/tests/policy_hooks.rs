@@ -414,6 +414,7 @@ async fn an_auth_provider_that_fails_refuses_and_rests_after_failures_in_a_row()
     use postern_plugins::types::ClientInfo;
     use postern_plugins::AuthProviderPlugin;
 
+    let password = |text: &str| postern_plugins::AuthCredential::Password(text.into());
     let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
     let mut spec = PluginSpec::new("shaky", "{}");
     spec.call_timeout = Duration::from_millis(50);
@@ -428,23 +429,23 @@ async fn an_auth_provider_that_fails_refuses_and_rests_after_failures_in_a_row()
         tls: true,
     };
     assert!(matches!(
-        provider.authenticate(&client, "ok:alice").await,
+        provider.authenticate(&client, &password("ok:alice")).await,
         Ok(postern_plugins::AuthOutcome::Authenticated(_))
     ));
     assert!(matches!(
-        provider.authenticate(&client, "spin").await,
+        provider.authenticate(&client, &password("spin")).await,
         Err(PluginError::Timeout { .. })
     ));
     for _ in 1..UNHEALTHY_AFTER {
         assert!(matches!(
-            provider.authenticate(&client, "trap").await,
+            provider.authenticate(&client, &password("trap")).await,
             Err(PluginError::Trap { .. })
         ));
     }
     // Resting: even a good credential is refused without running the plugin.
     assert!(!provider.healthy());
     assert!(matches!(
-        provider.authenticate(&client, "ok:alice").await,
+        provider.authenticate(&client, &password("ok:alice")).await,
         Err(PluginError::Unhealthy { .. })
     ));
     assert_eq!(provider.stats().skipped.load(Ordering::Relaxed), 1);

@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
-use postern_model::{IdentityCredentials, ProviderVerdict, QualifiedName};
+use postern_model::{IdentityCredentials, ProviderCredential, ProviderVerdict, QualifiedName};
 use postern_wire::backend;
 use postern_wire::scram::{
     mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
@@ -109,6 +109,36 @@ pub(crate) async fn authenticate(
             return Ok(Authenticated::default());
         }
     }
+    let providers = gateway.auth_providers.get();
+    // A verified certificate the identity does not name is offered to the service's
+    // auth providers; one that is none of theirs leaves the other ways to log in.
+    if let (Some(certificate), Some(providers)) = (&tls.client_certificate, providers) {
+        let facts = postern_model::ClientFacts {
+            address: peer.address.to_string(),
+            tls: true,
+            ..Default::default()
+        };
+        let credential = ProviderCredential::Certificate(certificate);
+        match providers
+            .authenticate(service, identity, &facts, credential)
+            .await
+        {
+            ProviderVerdict::Authenticated { groups } => {
+                debug!(identity = %identity, "authenticated by an auth-provider plugin (certificate)");
+                return Ok(Authenticated {
+                    server_final: None,
+                    credential_groups: groups,
+                });
+            }
+            ProviderVerdict::Rejected(reason) => {
+                debug!(identity = %identity, %reason, "auth-provider plugin refused the certificate");
+                return Err(SessionError::AuthFailed {
+                    user: user.to_owned(),
+                });
+            }
+            ProviderVerdict::NotApplicable => {}
+        }
+    }
     let token_channel = match gateway.settings.token_password {
         TokenPassword::Off => false,
         TokenPassword::Tls => client.is_tls(),
@@ -116,7 +146,6 @@ pub(crate) async fn authenticate(
     };
     // Unknown identities are asked for a token as well, so the method asked for does
     // not tell who exists (it does tell that an identity has API keys).
-    let providers = gateway.auth_providers.get();
     if token_channel
         && credentials.verifiers.is_empty()
         && (gateway.tokens.is_some() || providers.is_some())
@@ -152,7 +181,12 @@ pub(crate) async fn authenticate(
                 ..Default::default()
             };
             match providers
-                .authenticate(service, identity, &facts, &password)
+                .authenticate(
+                    service,
+                    identity,
+                    &facts,
+                    ProviderCredential::Password(&password),
+                )
                 .await
             {
                 ProviderVerdict::Authenticated { groups } => {

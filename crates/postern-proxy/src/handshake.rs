@@ -31,6 +31,8 @@ pub(crate) struct TlsFacts {
     pub channel_binding: Option<Vec<u8>>,
     /// Common name of a client certificate that the client CA verified.
     pub client_common_name: Option<String>,
+    /// That certificate (DER), for auth-provider plugins.
+    pub client_certificate: Option<Vec<u8>>,
 }
 
 /// Reads the startup packet. An SSLRequest is answered 'S' and the connection switches to
@@ -84,14 +86,15 @@ pub(crate) async fn read_startup(
                         .accept(tcp)
                         .await
                         .map_err(SessionError::TlsHandshake)?;
+                    let leaf = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first());
                     facts = TlsFacts {
                         channel_binding: tls.end_point.clone(),
-                        client_common_name: stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .and_then(|leaf| subject_common_name(leaf)),
+                        client_common_name: leaf.and_then(|leaf| subject_common_name(leaf)),
+                        client_certificate: leaf.map(|leaf| leaf.as_ref().to_vec()),
                     };
                     *client = ClientStream::Tls(Box::new(stream));
                 }

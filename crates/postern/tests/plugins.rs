@@ -689,3 +689,73 @@ spec:
     .await;
     assert_eq!(sqlstate(&refused).as_deref(), Some("28P01"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_provider_can_accept_a_verified_client_certificate() {
+    let pg = shared_pg().await;
+    let ca = postern_testkit::TestCa::new();
+    let ca_file = ca.cert.display().to_string();
+    let gateway = Gateway::start_tls(BIN, &["--tls-client-ca-file", ca_file.as_str()]).await;
+    gateway.provision(&pg.address());
+    let path = postern_testkit::plugin_components().join("misbehave_auth.wasm");
+    // The test provider takes any certificate the gateway verified as carol's.
+    let resources = format!(
+        r#"kind: Plugin
+metadata: {{name: certs, namespace: team-a}}
+spec:
+  type: authProvider
+  source: {{path: "{}"}}
+  config: "carol.team-a"
+---
+kind: Identity
+metadata: {{name: carol, namespace: team-a}}
+spec: {{type: human}}
+---
+kind: Service
+metadata: {{name: by-cert, namespace: team-a}}
+spec:
+  target: main-pg
+  database: app
+  upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}
+  auth: {{providers: [certs]}}
+"#,
+        path.display()
+    );
+    let file = gateway.write_file("by-cert.yaml", &resources);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let (cert, key) = ca.issue_client("carols-laptop");
+    // No password anywhere: psql must not be asked for one (-w).
+    let login = |user: &str| {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={user} dbname=by-cert.team-a sslmode=require sslcert={} sslkey={}",
+            gateway.port(),
+            cert.display(),
+            key.display()
+        );
+        let output = std::process::Command::new("psql")
+            .arg(conninfo)
+            .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user"])
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let out = wait_for(
+        "the provider to load and take the certificate",
+        WAIT,
+        || {
+            let (ok, out, _) = login("carol.team-a");
+            ok.then_some(out)
+        },
+    )
+    .await;
+    assert_eq!(out, "app_rw\n");
+    // The certificate proves carol, not whoever the client claims to be.
+    let (ok, _, err) = login("alice.team-a");
+    assert!(!ok, "alice got in with carol's certificate");
+    assert!(err.contains("authentication failed"), "{err}");
+}
