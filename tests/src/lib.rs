@@ -637,6 +637,27 @@ pub fn psql(conninfo: &str, command: &str) -> (bool, String, String) {
     )
 }
 
+/// Runs `SELECT current_user` through psql with a client certificate and no password
+/// (`-w`: psql must not ask for one, and `PGPASSWORD` is unset): ok, stdout, stderr.
+pub fn psql_with_certificate(conninfo: &str, cert: &Path, key: &Path) -> (bool, String, String) {
+    let conninfo = format!(
+        "{conninfo} sslmode=require sslcert={} sslkey={}",
+        cert.display(),
+        key.display()
+    );
+    let output = Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("run psql");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// The SQLSTATE of a failed tokio-postgres call, if the server sent one.
 pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.as_db_error().map(|e| e.code().code().to_owned())

@@ -6,7 +6,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::BytesMut;
-use postern_model::{IdentityCredentials, ProviderCredential, ProviderVerdict, QualifiedName};
+use postern_model::{
+    AuthProviders, IdentityCredentials, ProviderCredential, ProviderVerdict, QualifiedName,
+};
 use postern_wire::backend;
 use postern_wire::scram::{
     mock_salt, parse_initial_response, ScramKeys, ScramOutcome, ScramServer, Verifier,
@@ -113,30 +115,16 @@ pub(crate) async fn authenticate(
     // A verified certificate the identity does not name is offered to the service's
     // auth providers; one that is none of theirs leaves the other ways to log in.
     if let (Some(certificate), Some(providers)) = (&tls.client_certificate, providers) {
-        let facts = postern_model::ClientFacts {
-            address: peer.address.to_string(),
-            tls: true,
-            ..Default::default()
-        };
         let credential = ProviderCredential::Certificate(certificate);
-        match providers
-            .authenticate(service, identity, &facts, credential)
-            .await
-        {
-            ProviderVerdict::Authenticated { groups } => {
-                debug!(identity = %identity, "authenticated by an auth-provider plugin (certificate)");
-                return Ok(Authenticated {
-                    server_final: None,
-                    credential_groups: groups,
-                });
-            }
-            ProviderVerdict::Rejected(reason) => {
-                debug!(identity = %identity, %reason, "auth-provider plugin refused the certificate");
-                return Err(SessionError::AuthFailed {
-                    user: user.to_owned(),
-                });
-            }
-            ProviderVerdict::NotApplicable => {}
+        let asked = ProvidersAsked {
+            providers: providers.as_ref(),
+            service,
+            identity,
+            peer,
+            tls: true,
+        };
+        if let Some(answer) = asked.decide(credential, user).await {
+            return answer;
         }
     }
     let token_channel = match gateway.settings.token_password {
@@ -175,31 +163,18 @@ pub(crate) async fn authenticate(
         // The gateway's own tokens (expired, revoked, another identity's) are never
         // shown to a plugin.
         if let Some(providers) = providers.filter(|_| !ours) {
-            let facts = postern_model::ClientFacts {
-                address: peer.address.to_string(),
+            let asked = ProvidersAsked {
+                providers: providers.as_ref(),
+                service,
+                identity,
+                peer,
                 tls: client.is_tls(),
-                ..Default::default()
             };
-            match providers
-                .authenticate(
-                    service,
-                    identity,
-                    &facts,
-                    ProviderCredential::Password(&password),
-                )
+            if let Some(answer) = asked
+                .decide(ProviderCredential::Password(&password), user)
                 .await
             {
-                ProviderVerdict::Authenticated { groups } => {
-                    debug!(identity = %identity, "authenticated by an auth-provider plugin");
-                    return Ok(Authenticated {
-                        server_final: None,
-                        credential_groups: groups,
-                    });
-                }
-                ProviderVerdict::Rejected(reason) => {
-                    debug!(identity = %identity, %reason, "auth-provider plugin refused")
-                }
-                ProviderVerdict::NotApplicable => {}
+                return answer;
             }
         }
         return Err(SessionError::AuthFailed {
@@ -237,6 +212,52 @@ pub(crate) async fn authenticate(
         ScramOutcome::Rejected => Err(SessionError::AuthFailed {
             user: user.to_owned(),
         }),
+    }
+}
+
+/// A service's auth providers, about to be asked about one client's credential.
+struct ProvidersAsked<'a> {
+    providers: &'a dyn AuthProviders,
+    service: &'a QualifiedName,
+    identity: &'a QualifiedName,
+    peer: &'a Peer,
+    tls: bool,
+}
+
+impl ProvidersAsked<'_> {
+    /// The login's outcome when a provider decided: in (with the credential's groups)
+    /// or refused; `None` when the credential is none of theirs.
+    async fn decide(
+        &self,
+        credential: ProviderCredential<'_>,
+        user: &str,
+    ) -> Option<Result<Authenticated, SessionError>> {
+        let facts = postern_model::ClientFacts {
+            address: self.peer.address.to_string(),
+            tls: self.tls,
+            ..Default::default()
+        };
+        let identity = self.identity;
+        match self
+            .providers
+            .authenticate(self.service, identity, &facts, credential)
+            .await
+        {
+            ProviderVerdict::Authenticated { groups } => {
+                debug!(identity = %identity, "authenticated by an auth-provider plugin");
+                Some(Ok(Authenticated {
+                    server_final: None,
+                    credential_groups: groups,
+                }))
+            }
+            ProviderVerdict::Rejected(reason) => {
+                debug!(identity = %identity, %reason, "an auth-provider plugin refused the login");
+                Some(Err(SessionError::AuthFailed {
+                    user: user.to_owned(),
+                }))
+            }
+            ProviderVerdict::NotApplicable => None,
+        }
     }
 }
 

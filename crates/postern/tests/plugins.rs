@@ -724,25 +724,13 @@ spec:
     let file = gateway.write_file("by-cert.yaml", &resources);
     gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
     let (cert, key) = ca.issue_client("carols-laptop");
-    // No password anywhere: psql must not be asked for one (-w).
+    // No password anywhere: psql must not be asked for one.
     let login = |user: &str| {
         let conninfo = format!(
-            "host=127.0.0.1 port={} user={user} dbname=by-cert.team-a sslmode=require sslcert={} sslkey={}",
-            gateway.port(),
-            cert.display(),
-            key.display()
+            "host=127.0.0.1 port={} user={user} dbname=by-cert.team-a",
+            gateway.port()
         );
-        let output = std::process::Command::new("psql")
-            .arg(conninfo)
-            .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user"])
-            .env_remove("PGPASSWORD")
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        postern_testkit::psql_with_certificate(&conninfo, &cert, &key)
     };
     let out = wait_for(
         "the provider to load and take the certificate",

@@ -255,22 +255,10 @@ async fn a_client_certificate_logs_its_identity_in_without_a_key() {
     // No password anywhere: psql must not be asked for one (-w).
     let login = |cert: &std::path::Path, key_file: &std::path::Path| {
         let conninfo = format!(
-            "host=127.0.0.1 port={} user={USER} dbname={DB} sslmode=require sslcert={} sslkey={}",
-            gateway.port(),
-            cert.display(),
-            key_file.display()
+            "host=127.0.0.1 port={} user={USER} dbname={DB}",
+            gateway.port()
         );
-        let output = std::process::Command::new("psql")
-            .arg(conninfo)
-            .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user"])
-            .env_remove("PGPASSWORD")
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        postern_testkit::psql_with_certificate(&conninfo, cert, key_file)
     };
     let (cert, cert_key) = ca.issue_client("alice-laptop");
     let (ok, out, err) = login(&cert, &cert_key);
