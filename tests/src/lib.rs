@@ -815,6 +815,12 @@ impl Http {
     }
 }
 
+/// The bytes of the component the `plugins/` crate `name` builds (`-` as `_`).
+pub fn plugin_component(name: &str) -> Vec<u8> {
+    let path = plugin_components().join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The example and test plugins of `plugins/`, built for wasm32-wasip2 once per test
 /// binary (cargo makes later builds no-ops): the directory holding `<crate>.wasm`. They
 /// get their own target directory under `target/`, so this build never waits on the

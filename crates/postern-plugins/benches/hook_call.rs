@@ -28,10 +28,7 @@ const INSIDE_WINDOW: u64 = DAY + 10 * 3600;
 const OUTSIDE_WINDOW: u64 = DAY + 3 * 3600;
 
 fn component(name: &str) -> Arc<[u8]> {
-    let path = postern_testkit::plugin_components().join(format!("{name}.wasm"));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into()
+    postern_testkit::plugin_component(name).into()
 }
 
 fn tokio() -> Tokio {

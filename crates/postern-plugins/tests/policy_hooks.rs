@@ -14,10 +14,7 @@ use postern_plugins::{
 };
 
 fn component(name: &str) -> Arc<[u8]> {
-    let path = postern_testkit::plugin_components().join(format!("{name}.wasm"));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into()
+    postern_testkit::plugin_component(name).into()
 }
 
 /// A clock the test sets: seconds since the Unix epoch.

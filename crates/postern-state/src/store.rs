@@ -114,6 +114,18 @@ pub(crate) fn random_token(bytes: usize) -> String {
     B64URL.encode(buf)
 }
 
+/// A conflict naming the resources (`users`) that still refer to `r`, if any do.
+fn refuse_if_used(r: &Resource, users: &[String]) -> Result<(), StateError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(StateError::Conflict(format!(
+        "{} is used by {}; delete or change those first",
+        r.describe(),
+        users.join(", ")
+    )))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -561,14 +573,7 @@ impl Store {
         let users: Vec<String> = stmt
             .query_map(params![r.namespace(), r.name()], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
-        if users.is_empty() {
-            return Ok(());
-        }
-        Err(StateError::Conflict(format!(
-            "{} is used by {}; delete or change those first",
-            r.describe(),
-            users.join(", ")
-        )))
+        refuse_if_used(r, &users)
     }
 
     /// Stores a plugin's component (once per content); returns the sha256 of its bytes
@@ -617,14 +622,7 @@ impl Store {
         let users: Vec<String> = stmt
             .query_map(params![r.namespace(), r.name(), path], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
-        if users.is_empty() {
-            return Ok(());
-        }
-        Err(StateError::Conflict(format!(
-            "{} is used by {}; delete or change those first",
-            r.describe(),
-            users.join(", ")
-        )))
+        refuse_if_used(r, &users)
     }
 
     /// Deletes one resource after checking nothing still depends on it.
