@@ -292,6 +292,21 @@ impl Gateway {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs a CLI command against this gateway's admin API (`--server`, as the bootstrap
+    /// admin) that must succeed; returns its stdout.
+    pub async fn cli_remote_ok(&self, args: &[&str]) -> String {
+        let server = format!("http://127.0.0.1:{}", self.api_port().await);
+        let token_file = self.write_file("bootstrap-admin.token", &self.admin_token());
+        let mut full = vec![
+            "--server",
+            server.as_str(),
+            "--token-file",
+            token_file.to_str().expect("UTF-8 path"),
+        ];
+        full.extend_from_slice(args);
+        self.cli_ok(&full)
+    }
+
     /// Writes `text` to a file in the state directory and returns its path.
     pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);

@@ -1,8 +1,10 @@
 //! Postern's admin HTTP API (axum on hyper): resources by namespace with RBAC from role
-//! bindings, the OAuth2 client-credentials token endpoint, JWKS, health, Prometheus
-//! metrics and the OpenAPI document that describes all of it; over TLS when configured.
+//! bindings, Plugin components by content address, the OAuth2 client-credentials token
+//! endpoint, JWKS, health, Prometheus metrics and the OpenAPI document that describes all
+//! of it; over TLS when configured.
 
 mod auth;
+mod components;
 mod error;
 mod metrics;
 mod oauth;
@@ -14,11 +16,12 @@ pub mod tokens;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use postern_state::Store;
 use tokio::net::TcpListener;
 
+pub use components::MAX_COMPONENT_BYTES;
 pub use error::ApiError;
 pub use metrics::{MetricFamily, MetricType, MetricsSource};
 pub use resources::collection_segment;
@@ -78,6 +81,10 @@ pub fn router(api: Arc<Api>) -> Router {
             get(resources::get)
                 .put(resources::replace)
                 .delete(resources::remove),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/plugincomponents/{sha256}",
+            put(components::put_component),
         )
         .route(
             "/api/v1/namespaces/{namespace}/identities/{name}/clients",

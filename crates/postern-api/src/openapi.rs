@@ -203,6 +203,14 @@ pub fn document() -> Value {
         );
     }
     paths.insert(
+        "/api/v1/namespaces/{namespace}/plugincomponents/{sha256}".into(),
+        json!({"put": op("upload a Plugin's WebAssembly component by its sha256 (stored once per content; namespace-admin in the namespace)",
+            vec![ns(), json!({"name": "sha256", "in": "path", "required": true,
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}})],
+            with_errors(responses(&[("200", ok("stored", "ComponentStored"))]), true),
+            Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})))}),
+    );
+    paths.insert(
         "/api/v1/namespaces/{namespace}/identities/{name}/clients".into(),
         json!({"get": op("an identity's client ids (secrets are never shown)", vec![ns(), path_param("name")],
             with_errors(responses(&[("200", ok("client ids", "ClientList"))]), false), None)}),
@@ -307,6 +315,11 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["name", "value"],
             "properties": {"name": {"type": "string"}, "value": {"type": "string", "minLength": 1}}
+        },
+        "ComponentStored": {
+            "type": "object",
+            "required": ["sha256", "size"],
+            "properties": {"sha256": {"type": "string"}, "size": {"type": "integer"}}
         },
         "ClientList": {
             "type": "object",

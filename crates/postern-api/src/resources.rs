@@ -30,7 +30,7 @@ pub enum Collection {
 }
 
 /// Path segments of the namespaced collections, as the OpenAPI document lists them.
-pub const COLLECTIONS: [(&str, Collection); 8] = [
+pub const COLLECTIONS: [(&str, Collection); 9] = [
     ("targets", Collection::Resource(Kind::Target)),
     ("services", Collection::Resource(Kind::Service)),
     ("identities", Collection::Resource(Kind::Identity)),
@@ -41,15 +41,16 @@ pub const COLLECTIONS: [(&str, Collection); 8] = [
     ),
     ("staticroles", Collection::Resource(Kind::StaticRole)),
     ("rolebindings", Collection::Resource(Kind::RoleBinding)),
+    ("plugins", Collection::Resource(Kind::Plugin)),
     ("secrets", Collection::Secrets),
 ];
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 500;
 
-type Params<T> = Result<Path<T>, PathRejection>;
+pub(crate) type Params<T> = Result<Path<T>, PathRejection>;
 
-fn params<T>(path: Params<T>) -> Result<T, ApiError> {
+pub(crate) fn params<T>(path: Params<T>) -> Result<T, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
 }
@@ -70,9 +71,17 @@ fn collection(segment: &str) -> Result<Collection, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("collection {segment:?}")))
 }
 
-/// The request body, refused past the limit (413).
+/// The request body, refused past the API's body limit (413).
 async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
-    let limit = api.max_body_bytes;
+    read_body_within(api.max_body_bytes, headers, body).await
+}
+
+/// The request body, refused past `limit` bytes (413).
+pub(crate) async fn read_body_within(
+    limit: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, ApiError> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -421,7 +430,7 @@ fn required_generation(generation: Option<i64>) -> Result<Precondition, ApiError
 
 // ---- namespaced collections -------------------------------------------------------------
 
-fn namespace_exists(api: &Api, namespace: &str) -> Result<(), ApiError> {
+pub(crate) fn namespace_exists(api: &Api, namespace: &str) -> Result<(), ApiError> {
     if api
         .store
         .get_resource(Kind::Namespace, "", namespace)?

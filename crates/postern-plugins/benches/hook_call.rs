@@ -68,7 +68,6 @@ fn statement(kind: &str, tables: &[&str]) -> Statement {
         functions: Vec::new(),
         fingerprint: 1,
         text: None,
-        in_transaction: false,
     }
 }
 

@@ -180,7 +180,6 @@ impl SessionHook for BoundHook {
                 .fingerprint
                 .map_or(0, |class| class.wrapping_add(1)),
             text: hook.spec().pass_text.then(|| statement.text.to_owned()),
-            in_transaction: false,
         };
         let verdict = finish_now(hook.on_statement(&self.identity, &asked))
             .unwrap_or_else(|| hook.would_wait());

@@ -543,7 +543,10 @@ impl Store {
     }
 
     /// Refuses a Plugin whose component is not stored.
-    fn check_component_stored(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+    pub(crate) fn check_component_stored(
+        tx: &Transaction<'_>,
+        r: &Resource,
+    ) -> Result<(), StateError> {
         let Spec::Plugin(plugin) = &r.spec else {
             return Ok(());
         };
@@ -557,8 +560,9 @@ impl Store {
             return Ok(());
         }
         Err(StateError::Conflict(format!(
-            "{}: no component with sha256 {sha:?} is stored; apply it from a file whose spec.source.path names the component",
-            r.describe()
+            "{}: no component with sha256 {sha:?} is stored; apply it from a file whose spec.source.path names the component (postern apply uploads it), or PUT it to /api/v1/namespaces/{}/plugincomponents/{sha} first",
+            r.describe(),
+            r.namespace()
         )))
     }
 

@@ -471,6 +471,12 @@ impl Store {
                 resource: resource.clone(),
             }];
             let changes = plan_apply(&desired, &current, false)?;
+            if matches!(
+                changes.first(),
+                Some(Change::Create(_) | Change::Update { .. })
+            ) {
+                Self::check_component_stored(tx, &resource)?;
+            }
             let metadata = serde_json::to_string(&resource.metadata)
                 .map_err(|e| StateError::Corrupt(e.to_string()))?;
             let spec = resource.spec_json().to_string();

@@ -9,7 +9,7 @@ use postern_model::{Kind, LoadedResource};
 use serde_json::Value;
 
 use crate::cli::{Command, Output, SecretCommand, SettingFlags};
-use crate::resources::{emit, load, read_secret_input};
+use crate::resources::{emit, load, read_plugin_components, read_secret_input, PluginComponent};
 
 struct Remote {
     base: String,
@@ -90,6 +90,33 @@ impl Remote {
         Ok((status, value))
     }
 
+    /// Uploads a Plugin's component to its content address.
+    fn upload_component(&self, component: &PluginComponent) -> anyhow::Result<()> {
+        let path = format!(
+            "/api/v1/namespaces/{}/plugincomponents/{}",
+            component.namespace, component.sha256
+        );
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .agent
+            .put(&url)
+            .header("Authorization", &self.authorization)
+            .header("Content-Type", "application/octet-stream")
+            .send(&component.bytes[..])
+            .with_context(|| format!("PUT {url}"))?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            bail!(
+                "uploading component {}: {}",
+                component.sha256,
+                api_message(status, &value)
+            );
+        }
+        Ok(())
+    }
+
     /// Like [`Remote::call`], but an error status becomes the API's one-line message.
     fn expect(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (status, value) = self.call(method, path, body)?;
@@ -168,14 +195,14 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             if prune {
                 bail!("--prune is not available with --server (deletes go one by one: postern delete)");
             }
-            let loaded = load(&files)?;
-            // Refused before anything changes, not halfway through the files.
-            if let Some(item) = loaded.iter().find(|l| l.resource.kind() == Kind::Plugin) {
-                bail!(
-                    "{}: ({}) Plugins are applied without --server for now: the admin API cannot take a component yet",
-                    item.origin,
-                    item.resource.describe()
-                );
+            let mut loaded = load(&files)?;
+            // Checked here as a local apply checks them, before anything changes; then
+            // uploaded, so the Plugins that name them can be stored.
+            let components = read_plugin_components(&mut loaded)?;
+            if !dry_run {
+                for component in &components {
+                    remote.upload_component(component)?;
+                }
             }
             apply(&remote, &loaded, dry_run)
         }

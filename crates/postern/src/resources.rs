@@ -78,12 +78,21 @@ fn anchor_plugin_sources(file: &Path, documents: &mut [LoadedResource]) {
     }
 }
 
+/// A Plugin's component read from its `source.path`, to store (or upload) before the
+/// Plugin that names it.
+pub(crate) struct PluginComponent {
+    /// The Plugin's namespace (where an upload is authorised).
+    pub namespace: String,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+}
+
 /// Reads each Plugin's component from `source.path`, records its sha256 in the spec (a
 /// given sha256 must match), and checks that it loads: compiled, its imports within its
 /// world and grants, its `init` accepting the config. Returns the components to store.
 pub(crate) fn read_plugin_components(
     loaded: &mut [LoadedResource],
-) -> anyhow::Result<Vec<Vec<u8>>> {
+) -> anyhow::Result<Vec<PluginComponent>> {
     use sha2::{Digest, Sha256};
     let mut components = Vec::new();
     let mut runtime = None;
@@ -109,7 +118,7 @@ pub(crate) fn read_plugin_components(
                 );
             }
         }
-        spec.source.sha256 = Some(sha);
+        spec.source.sha256 = Some(sha.clone());
         let runtime = match &runtime {
             Some(runtime) => runtime,
             None => runtime.insert((
@@ -140,7 +149,11 @@ pub(crate) fn read_plugin_components(
                 .map(drop),
         }
         .with_context(|| item.origin.clone())?;
-        components.push(bytes);
+        components.push(PluginComponent {
+            namespace: item.resource.namespace().to_owned(),
+            sha256: sha,
+            bytes,
+        });
     }
     Ok(components)
 }
@@ -223,7 +236,7 @@ pub fn apply(
     let components = read_plugin_components(&mut loaded)?;
     if !dry_run {
         for component in &components {
-            store.store_plugin_component(component)?;
+            store.store_plugin_component(&component.bytes)?;
         }
     }
     let changes = store.apply_resources(&loaded, prune, dry_run)?;

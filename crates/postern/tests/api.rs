@@ -468,6 +468,59 @@ async fn tokens_role_bindings_and_the_admin_api() {
         403
     );
 
+    // Plugin components go up by their sha256, checked against the body; only
+    // WebAssembly components are taken, and only from the namespace's writers.
+    let sha256 = |body: &str| -> String {
+        ring::digest::digest(&ring::digest::SHA256, body.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let upload = |token: &str, sha: &str, body: &str| {
+        http.call(
+            "PUT",
+            &format!("/api/v1/namespaces/team-a/plugincomponents/{sha}"),
+            Some(token),
+            Some(("application/octet-stream", body)),
+        )
+    };
+    let component = "\0asm\r\0\u{1}\0(not really a component past its preamble)";
+    let core_module = "\0asm\u{1}\0\0\0";
+    let (status, body) = upload(&admin_a, &sha256(core_module), core_module);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("core WebAssembly module"), "{body}");
+    let (status, body) = upload(&admin_a, &sha256("plain text"), "plain text");
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = upload(&admin_a, &sha256(core_module), component);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(&sha256(component)), "{body}");
+    assert_eq!(upload(&reader, &sha256(component), component).0, 403);
+    let (status, body) = upload(&admin_a, &sha256(component), component);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["size"], component.len());
+    // A Plugin names a stored component, or is refused.
+    let plugin = |sha: &str| {
+        format!(
+            r#"{{"metadata": {{"name": "hook"}}, "spec": {{"type": "policy", "source": {{"sha256": "{sha}"}}}}}}"#
+        )
+    };
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/plugins",
+        &admin_a,
+        &plugin(&"0".repeat(64)),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("plugincomponents"), "{body}");
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/plugins",
+        &admin_a,
+        &plugin(&sha256(component)),
+    );
+    assert_eq!(status, 201, "{body}");
+
     // Optimistic concurrency: two writers from one read; one wins, one gets 409.
     let mut labelled = service.clone();
     labelled["metadata"]["labels"] = serde_json::json!({"tier": "gold"});

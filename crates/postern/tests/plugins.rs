@@ -144,30 +144,13 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
         "{output:?}"
     );
 
-    // Through the admin API a Plugin cannot be applied yet: refused in one line before
-    // anything changes (the Service in the same file is not touched either).
-    let token_file = gateway.write_file("admin.token", &gateway.admin_token());
-    let server = format!("http://127.0.0.1:{}", gateway.api_port().await);
-    let output = gateway.cli(&[
-        "--server",
-        &server,
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "apply",
-        "-f",
-        file.to_str().unwrap(),
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("Plugin team-a/items-hours") && stderr.contains("without --server"),
-        "{stderr}"
-    );
-
-    // Alice's group exempt now: the open session reads at its next statement after the
+    // Alice's group exempt now, applied through the admin API (the CLI checks the
+    // component and uploads it): the open session reads at its next statement after the
     // new version is loaded.
     let file = gateway.write_file("items-hours.yaml", &plugin("engineering", "[log]"));
-    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    gateway
+        .cli_remote_ok(&["apply", "-f", file.to_str().unwrap()])
+        .await;
     let row = wait_for_async("the open session to read items again", WAIT, || async {
         reads().await.ok()
     })
@@ -721,8 +704,11 @@ spec:
 "#,
         path.display()
     );
+    // Through the admin API: the CLI uploads the component this gateway has not seen.
     let file = gateway.write_file("by-cert.yaml", &resources);
-    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    gateway
+        .cli_remote_ok(&["apply", "-f", file.to_str().unwrap()])
+        .await;
     let (cert, key) = ca.issue_client("carols-laptop");
     // No password anywhere: psql must not be asked for one.
     let login = |user: &str| {
@@ -746,4 +732,36 @@ spec:
     let (ok, _, err) = login("alice.team-a");
     assert!(!ok, "alice got in with carol's certificate");
     assert!(err.contains("authentication failed"), "{err}");
+
+    // A provider that traps or runs out of time refuses the login (28P01, nothing of
+    // the plugin's internals said), and the gateway goes on serving.
+    let labels = r#"{namespace="team-a",plugin="certs",type="authProvider"}"#;
+    for (password, counter) in [
+        ("trap", "postern_plugin_traps_total"),
+        ("spin", "postern_plugin_timeouts_total"),
+    ] {
+        let before = metric(&gateway, counter, labels).await;
+        let refused = gateway
+            .connect_with_token("carol.team-a", "by-cert", password)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some("28P01"),
+            "{password}: {refused}"
+        );
+        let said = message(&refused);
+        assert!(
+            !said.contains("trap") && !said.contains("panic"),
+            "{password}: {said}"
+        );
+        assert_eq!(
+            metric(&gateway, counter, labels).await,
+            before + 1.0,
+            "{password}"
+        );
+    }
+    let (ok, out, err) = login("carol.team-a");
+    assert!(ok, "{err}");
+    assert_eq!(out, "app_rw\n");
 }
