@@ -403,6 +403,31 @@ async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
     };
     assert!(session.check_statement(&unfolded).is_err());
     assert_eq!(stats.calls.load(Ordering::Relaxed), 2);
+
+    // A second before the hour ends the plugin's verdict is worth a second: kept for
+    // that long, then asked again.
+    now.store(20_000 * 86_400 + 4 * 3600 - 1, Ordering::Relaxed);
+    let last_second = HookStatement {
+        fingerprint: Some(43),
+        ..statement
+    };
+    assert!(session.check_statement(&last_second).is_err());
+    assert!(session.check_statement(&last_second).is_err());
+    assert_eq!(stats.calls.load(Ordering::Relaxed), 3);
+    let kept_once = stats.cache_hits.load(Ordering::Relaxed);
+    assert_eq!(kept_once, 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats.calls.load(Ordering::Relaxed) == 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kept verdict outlived its TTL"
+        );
+        assert!(session.check_statement(&last_second).is_err());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Kept at least until the second was over: some calls in between were answered from
+    // the kept verdict.
+    assert!(stats.cache_hits.load(Ordering::Relaxed) > kept_once);
 }
 
 #[tokio::test]
