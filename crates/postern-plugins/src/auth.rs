@@ -20,7 +20,7 @@ use crate::policy::{call_failure, Health, PluginSpec, PluginStats};
 use crate::registry::Registry;
 use crate::runtime::{wrong_kind, Runtime};
 
-const AUTH_OFFERS: [Capability; 4] = [
+pub(crate) const AUTH_OFFERS: [Capability; 4] = [
     Capability::Log,
     Capability::Cache,
     Capability::HttpClient,

@@ -18,6 +18,14 @@ pub enum PluginError {
         import: String,
         why: &'static str,
     },
+    /// The component was built against a version of the interface this gateway cannot
+    /// run.
+    #[error("plugin {plugin}: built against {built}; this gateway loads {supported}")]
+    Version {
+        plugin: String,
+        built: String,
+        supported: String,
+    },
     /// The component does not export what its type needs (a log sink loaded as a policy
     /// hook, say).
     #[error("plugin {plugin}: not a {kind} plugin: {reason}")]
@@ -49,6 +57,7 @@ impl PluginError {
             PluginError::Engine(_) => ErrorKind::Internal,
             PluginError::Compile { .. }
             | PluginError::UngrantedImport { .. }
+            | PluginError::Version { .. }
             | PluginError::WrongKind { .. }
             | PluginError::Init { .. }
             | PluginError::Limits { .. } => ErrorKind::User,

@@ -51,8 +51,119 @@ impl Capability {
 /// library imports them whether it uses them or not. Sockets and HTTP are not among them.
 const WASI_PACKAGES: [&str; 5] = ["cli", "io", "clocks", "random", "filesystem"];
 
-/// The versions of our package a component may be built against.
-const PACKAGE_VERSION_PREFIX: &str = "0.1.";
+/// The WIT package plugins are built against (`wit/plugin.wit`).
+pub const PACKAGE: &str = "postern:plugin";
+/// The version of [`PACKAGE`] this gateway implements.
+pub const PACKAGE_VERSION: &str = "0.1.0";
+
+/// The versions this gateway loads, as people say them: `0.1.x` (for 0.y, a new minor
+/// version breaks), or `1.0–1.3` (for 1.y and later, up to this gateway's minor).
+pub fn supported_versions() -> String {
+    match semver::Version::parse(PACKAGE_VERSION) {
+        Ok(v) if v.major == 0 => format!("{PACKAGE}@0.{}.x", v.minor),
+        Ok(v) => format!("{PACKAGE}@{}.0 to {}.{}.x", v.major, v.major, v.minor),
+        Err(_) => format!("{PACKAGE}@{PACKAGE_VERSION}"),
+    }
+}
+
+/// Whether a component built against `version` of [`PACKAGE`] runs on this gateway:
+/// the same major version, and the same minor for 0.y (where a minor version may break),
+/// or at most this gateway's minor for 1.y and later (a newer one may call functions this
+/// gateway does not have). Patch versions never matter.
+pub fn compatible_version(version: &str) -> bool {
+    let (Ok(built), Ok(ours)) = (
+        semver::Version::parse(version),
+        semver::Version::parse(PACKAGE_VERSION),
+    ) else {
+        return false;
+    };
+    built.major == ours.major
+        && if ours.major == 0 {
+            built.minor == ours.minor
+        } else {
+            built.minor <= ours.minor
+        }
+}
+
+/// The versions of [`PACKAGE`] a component's imports and exports name, in order.
+pub(crate) fn package_versions(engine: &Engine, component: &Component) -> Vec<String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    let mut versions: Vec<String> = names
+        .filter_map(|name| name.strip_prefix(PACKAGE)?.strip_prefix('/'))
+        .filter_map(|rest| rest.split_once('@').map(|(_, v)| v.to_owned()))
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
+/// Refuses a component built against a version of [`PACKAGE`] this gateway cannot run,
+/// naming both versions.
+pub(crate) fn check_version(
+    plugin: &str,
+    engine: &Engine,
+    component: &Component,
+) -> Result<(), PluginError> {
+    match package_versions(engine, component)
+        .into_iter()
+        .find(|v| !compatible_version(v))
+    {
+        Some(built) => Err(PluginError::Version {
+            plugin: plugin.to_owned(),
+            built: format!("{PACKAGE}@{built}"),
+            supported: supported_versions(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What an import asks of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportNeed {
+    /// A WASI interface with nothing behind it (clocks and randomness only).
+    Wasi,
+    /// `postern:plugin/types`: type definitions, nothing to grant.
+    Types,
+    /// A host interface the plugin's resource must grant.
+    Capability(Capability),
+}
+
+/// What an import needs, or why no plugin of a kind offering `offered` may have it.
+pub fn classify_import(name: &str, offered: &[Capability]) -> Result<ImportNeed, &'static str> {
+    let (path, version) = name.split_once('@').unwrap_or((name, ""));
+    let Some((package, interface)) = path.split_once('/') else {
+        return Err("is not an interface of postern:plugin or WASI");
+    };
+    match package {
+        "wasi:sockets" | "wasi:http" => Err("plugins are never given"),
+        _ if package
+            .strip_prefix("wasi:")
+            .is_some_and(|p| WASI_PACKAGES.contains(&p)) =>
+        {
+            Ok(ImportNeed::Wasi)
+        }
+        PACKAGE => {
+            if !compatible_version(version) {
+                return Err("is a version of postern:plugin this gateway does not offer");
+            }
+            if interface == "types" {
+                return Ok(ImportNeed::Types);
+            }
+            let Some(capability) = Capability::from_interface(interface) else {
+                return Err("postern:plugin does not define");
+            };
+            if !offered.contains(&capability) {
+                return Err("this kind of plugin is never given");
+            }
+            Ok(ImportNeed::Capability(capability))
+        }
+        _ => Err("is not an interface of postern:plugin or WASI"),
+    }
+}
 
 /// Refuses a component that imports anything but harmless WASI and the interfaces in
 /// `offered` that `granted` names. The error names the first such import.
@@ -64,41 +175,18 @@ pub(crate) fn check_imports(
     granted: &[Capability],
 ) -> Result<(), PluginError> {
     for (name, _) in component.component_type().imports(engine) {
-        let refuse = |why| {
-            Err(PluginError::UngrantedImport {
-                plugin: plugin.to_owned(),
-                import: name.to_owned(),
-                why,
-            })
-        };
-        let (path, version) = name.split_once('@').unwrap_or((name, ""));
-        let Some((package, interface)) = path.split_once('/') else {
-            return refuse("is not an interface of postern:plugin or WASI");
-        };
-        match package {
-            "wasi:sockets" | "wasi:http" => return refuse("plugins are never given"),
-            _ if package
-                .strip_prefix("wasi:")
-                .is_some_and(|p| WASI_PACKAGES.contains(&p)) => {}
-            "postern:plugin" => {
-                if !version.starts_with(PACKAGE_VERSION_PREFIX) {
-                    return refuse("is a version of postern:plugin this gateway does not offer");
-                }
-                if interface == "types" {
-                    continue;
-                }
-                let Some(capability) = Capability::from_interface(interface) else {
-                    return refuse("postern:plugin does not define");
-                };
-                if !offered.contains(&capability) {
-                    return refuse("this kind of plugin is never given");
-                }
-                if !granted.contains(&capability) {
-                    return refuse("the plugin's resource does not grant (spec.capabilities)");
-                }
+        let why = match classify_import(name, offered) {
+            Ok(ImportNeed::Capability(c)) if !granted.contains(&c) => {
+                "the plugin's resource does not grant (spec.capabilities)"
             }
-            _ => return refuse("is not an interface of postern:plugin or WASI"),
-        }
+            Ok(_) => continue,
+            Err(why) => why,
+        };
+        return Err(PluginError::UngrantedImport {
+            plugin: plugin.to_owned(),
+            import: name.to_owned(),
+            why,
+        });
     }
     Ok(())
 }
@@ -276,6 +364,20 @@ pub struct HttpGrant {
     pub allow: Vec<(String, String, u16)>,
     pub timeout: Duration,
     pub max_response_bytes: u64,
+    /// Answers given in place of the network (`postern plugin test`): a request the
+    /// allow-list lets through gets the first one for its method and URL, or a connect
+    /// error; nothing leaves the machine.
+    pub canned: Option<Arc<Vec<CannedResponse>>>,
+}
+
+/// A response `postern plugin test` gives to one method and URL.
+#[derive(Debug, Clone)]
+pub struct CannedResponse {
+    pub method: String,
+    pub url: url::Url,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Default for HttpGrant {
@@ -284,6 +386,7 @@ impl Default for HttpGrant {
             allow: Vec::new(),
             timeout: Duration::from_secs(5),
             max_response_bytes: 1 << 20,
+            canned: None,
         }
     }
 }
@@ -321,7 +424,28 @@ fn is_internal(ip: std::net::IpAddr) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{http_client, is_internal, HttpGrant};
+    use super::{
+        compatible_version, http_client, is_internal, HttpGrant, PACKAGE, PACKAGE_VERSION,
+    };
+
+    #[test]
+    fn the_gateway_implements_the_version_the_wit_declares() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(
+            wit.contains(&format!("package {PACKAGE}@{PACKAGE_VERSION};")),
+            "wit/plugin.wit declares another version than PACKAGE_VERSION"
+        );
+    }
+
+    #[test]
+    fn components_of_the_same_0_minor_are_compatible() {
+        assert!(compatible_version(PACKAGE_VERSION));
+        assert!(compatible_version("0.1.7"));
+        assert!(!compatible_version("0.2.0"));
+        assert!(!compatible_version("1.0.0"));
+        assert!(!compatible_version("0.1"));
+        assert!(!compatible_version(""));
+    }
 
     fn get(url: &str) -> http_client::Request {
         http_client::Request {
@@ -409,6 +533,7 @@ mod tests {
             allow: vec![("http".into(), "127.0.0.1".into(), port)],
             timeout: std::time::Duration::from_millis(300),
             max_response_bytes: 1024,
+            canned: None,
         }
     }
 
@@ -529,6 +654,19 @@ impl HttpGrant {
             || !METHODS.contains(&request.method.as_str())
         {
             return Err(HttpError::Denied);
+        }
+        if let Some(canned) = &self.canned {
+            return canned
+                .iter()
+                .find(|c| c.method == request.method && c.url == url)
+                .map(|c| http_client::Response {
+                    status: c.status,
+                    headers: c.headers.clone(),
+                    body: c.body.clone(),
+                })
+                .ok_or_else(|| {
+                    HttpError::Connect(format!("no canned response for {} {url}", request.method))
+                });
         }
         // The addresses the request may go to, resolved once here and handed to the
         // client as they are: resolving the name again could answer otherwise (DNS

@@ -9,6 +9,7 @@ mod bindings;
 mod error;
 mod hooks;
 mod host;
+mod inspect;
 mod policy;
 mod registry;
 mod runtime;
@@ -18,10 +19,15 @@ pub use auth::{AuthProviderChain, AuthProviderPlugin, ProvidersOf};
 pub use bindings::auth_provider::exports::postern::plugin::authn::{
     Credential as AuthCredential, Outcome as AuthOutcome,
 };
+pub use bindings::log_sink::exports::postern::plugin::sink::Event as SinkEvent;
 pub use bindings::types;
 pub use error::PluginError;
 pub use hooks::PolicyHooks;
-pub use host::{Capability, HttpGrant, SecretReader, WallClock};
+pub use host::{
+    supported_versions, CannedResponse, Capability, HttpGrant, ImportNeed, SecretReader, WallClock,
+    PACKAGE, PACKAGE_VERSION,
+};
+pub use inspect::{Import, Inspection};
 pub use policy::{FailureMode, PluginSpec, PluginStats, PolicyHook, UNHEALTHY_AFTER};
 pub use registry::Registry;
 pub use runtime::{Runtime, RuntimeSettings, EPOCH_TICK, MAX_MEMORY_BYTES};

@@ -22,7 +22,7 @@ pub const UNHEALTHY_AFTER: u32 = 5;
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_LAST: Duration = Duration::from_secs(60);
 /// The interfaces a policy hook may be granted: no network, no secrets.
-const POLICY_OFFERS: [Capability; 2] = [Capability::Log, Capability::Cache];
+pub(crate) const POLICY_OFFERS: [Capability; 2] = [Capability::Log, Capability::Cache];
 
 /// What a failing plugin's calls answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +91,7 @@ impl PluginSpec {
                     .collect(),
                 timeout: Duration::from_millis(u64::from(spec.http.timeout_ms)),
                 max_response_bytes: spec.http.max_response_bytes,
+                canned: None,
             },
             secrets: spec.secrets.clone(),
         }

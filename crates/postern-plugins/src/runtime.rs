@@ -14,7 +14,7 @@ use crate::bindings::auth_provider::AuthProvider;
 use crate::bindings::log_sink::LogSink;
 use crate::bindings::policy::Policy;
 use crate::error::PluginError;
-use crate::host::{check_imports, Capability, HostState, WallClock};
+use crate::host::{check_imports, check_version, Capability, HostState, WallClock};
 use crate::policy::{timeout_ticks, PluginSpec};
 
 /// How often the epoch advances: a call's time limit is counted in these ticks.
@@ -132,6 +132,15 @@ impl Runtime {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The linker of a kind of plugin's world.
+    pub(crate) fn linker(&self, kind: postern_model::PluginType) -> &Linker<HostState> {
+        match kind {
+            postern_model::PluginType::Policy => &self.policy_linker,
+            postern_model::PluginType::AuthProvider => &self.auth_linker,
+            postern_model::PluginType::LogSink => &self.sink_linker,
+        }
+    }
+
     /// Whether instances come from the pooling allocator.
     pub fn pooled(&self) -> bool {
         self.pooled
@@ -150,6 +159,7 @@ impl Runtime {
     ) -> Result<(InstancePre<HostState>, u64), PluginError> {
         let ticks = timeout_ticks(spec)?;
         let compiled = self.compile(&spec.name, component).await?;
+        check_version(&spec.name, &self.engine, &compiled)?;
         check_imports(
             &spec.name,
             &self.engine,
@@ -176,7 +186,11 @@ impl Runtime {
             .map_err(engine_error)?;
         compiled.map_err(|e| PluginError::Compile {
             plugin: plugin.to_owned(),
-            reason: format!("{e:#}"),
+            // One line: the parser's messages spread byte arrays over many.
+            reason: format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         })
     }
 }

@@ -18,7 +18,8 @@ use crate::registry::{read, Loaded, Registry};
 use crate::runtime::{wrong_kind, Runtime};
 
 /// The interfaces a log sink may be granted.
-const SINK_OFFERS: [Capability; 3] = [Capability::Log, Capability::HttpClient, Capability::Secrets];
+pub(crate) const SINK_OFFERS: [Capability; 3] =
+    [Capability::Log, Capability::HttpClient, Capability::Secrets];
 
 /// Why a batch was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -242,6 +242,21 @@ async fn a_plugin_is_refused_at_load_for_what_it_imports_or_its_config() {
         "{message}"
     );
 
+    // Built against a major version this gateway does not offer: both versions named.
+    let err = PolicyHook::load(
+        &runtime,
+        PluginSpec::new("next", "{}"),
+        component("next_major"),
+    )
+    .await
+    .err()
+    .expect("a component of another major version is refused");
+    assert!(matches!(err, PluginError::Version { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "plugin next: built against postern:plugin@1.0.0; this gateway loads postern:plugin@0.1.x"
+    );
+
     // Log is offered but not granted.
     let mut spec = PluginSpec::new("payroll-hours", WINDOW);
     spec.capabilities = vec![Capability::Cache];

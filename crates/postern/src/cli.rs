@@ -258,6 +258,9 @@ pub enum Command {
     /// Static roles: rotate a password now
     #[command(subcommand)]
     StaticRole(StaticRoleCommand),
+    /// Plugins (WebAssembly components): inspect one, run it against test cases
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Bring every managed role's privileges in line with the Intents now (the server also
     /// does this after each apply and every --reconcile-interval-secs)
     Reconcile {
@@ -281,6 +284,37 @@ pub struct Scope {
 pub enum Output {
     Table,
     Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// What a component is: its kind, the interface version it was built against, what
+    /// each import needs granted, and whether this gateway can load it (exits non-zero
+    /// when it cannot)
+    Inspect {
+        /// The component (`.wasm`)
+        file: PathBuf,
+        /// Output format
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: ReportOutput,
+    },
+    /// Run a component against test cases (YAML: the plugin's spec, a fixed clock, fake
+    /// secrets, canned HTTP responses, then each case's input and expected answer) in the
+    /// real runtime, without a gateway or PostgreSQL; one line per case, non-zero exit
+    /// when any fails
+    Test {
+        /// The component (`.wasm`)
+        file: PathBuf,
+        /// The cases file
+        #[arg(long, value_name = "FILE")]
+        cases: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportOutput {
+    Text,
     Json,
 }
 

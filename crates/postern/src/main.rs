@@ -1,6 +1,7 @@
 //! The `postern` binary: parses the command line, sets up logging and hands off to the
 //! command. Errors end the process with one line on stderr and a non-zero status.
 
+mod authoring;
 mod cli;
 mod demo;
 mod issuer;
@@ -33,6 +34,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Authoring needs no gateway: no settings, no state, no server.
+    if let Command::Plugin(command) = cli.command {
+        return authoring::run(command);
+    }
     if let Some(server) = &cli.settings.server {
         return remote::run(server, &cli.settings, cli.command);
     }
@@ -97,5 +102,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
         Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
         Command::Token(command) => tenancy::token(setup::open_store(&config)?, &config, command),
+        Command::Plugin(command) => authoring::run(command),
     }
 }

@@ -1,0 +1,150 @@
+//! `postern plugin …`: the plugin author's tools, which need no gateway, state or
+//! PostgreSQL: `inspect` says what a component is and whether this gateway loads it,
+//! `test` runs it against cases.
+
+mod cases;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use postern_model::PluginType;
+use postern_plugins::{ImportNeed, Inspection, Runtime, RuntimeSettings};
+use serde_json::{json, Value};
+
+use crate::cli::{PluginCommand, ReportOutput};
+
+pub fn run(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Inspect { file, output } => inspect(&file, output),
+        PluginCommand::Test { file, cases } => cases::run(&file, &cases),
+    }
+}
+
+/// A runtime for one command, and the tokio runtime its async calls run on.
+fn plugin_runtime() -> anyhow::Result<(tokio::runtime::Runtime, Arc<Runtime>)> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let plugins = Runtime::new(RuntimeSettings::default())?;
+    Ok((tokio, plugins))
+}
+
+fn read_component(file: &Path) -> anyhow::Result<Arc<[u8]>> {
+    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+    Ok(bytes.into())
+}
+
+fn kind_name(kind: PluginType) -> &'static str {
+    match kind {
+        PluginType::Policy => "policy",
+        PluginType::AuthProvider => "authProvider",
+        PluginType::LogSink => "logSink",
+    }
+}
+
+fn need_text(need: &Result<ImportNeed, &'static str>) -> String {
+    match need {
+        Ok(ImportNeed::Wasi) => {
+            "WASI (clocks, randomness, output to the plugin log; no files, environment or network)"
+                .into()
+        }
+        Ok(ImportNeed::Types) => "types only".into(),
+        Ok(ImportNeed::Capability(c)) => format!("capability {}", c.interface()),
+        Err(why) => format!("refused: {why}"),
+    }
+}
+
+fn inspect(file: &Path, output: ReportOutput) -> anyhow::Result<()> {
+    let bytes = read_component(file)?;
+    let (tokio, plugins) = plugin_runtime()?;
+    let report = tokio.block_on(plugins.inspect(&file.display().to_string(), bytes))?;
+    match output {
+        ReportOutput::Json => println!("{:#}", inspection_json(file, &report)),
+        ReportOutput::Text => print!("{}", inspection_text(file, &report)),
+    }
+    if let Err(why) = &report.loadable {
+        bail!("{}: this gateway cannot load it: {why}", file.display());
+    }
+    Ok(())
+}
+
+fn inspection_json(file: &Path, report: &Inspection) -> Value {
+    json!({
+        "file": file.display().to_string(),
+        "size": report.size,
+        "kind": report.kind.map(kind_name),
+        "builtAgainst": report.built_against.iter().map(|v| format!("{}@{v}", postern_plugins::PACKAGE)).collect::<Vec<_>>(),
+        "gatewayLoads": postern_plugins::supported_versions(),
+        "initialMemoryBytes": report.initial_memory_bytes,
+        "loadable": report.loadable.is_ok(),
+        "capabilitiesNeeded": report.loadable.as_ref().ok().map(|caps| caps.iter().map(|c| c.interface()).collect::<Vec<_>>()),
+        "refusal": report.loadable.as_ref().err(),
+        "imports": report.imports.iter().map(|i| json!({"name": i.name, "needs": need_text(&i.need)})).collect::<Vec<_>>(),
+        "exports": report.exports,
+    })
+}
+
+fn inspection_text(file: &Path, report: &Inspection) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "file:           {} ({} bytes)",
+        file.display(),
+        report.size
+    );
+    let _ = writeln!(
+        text,
+        "kind:           {}",
+        report.kind.map_or("none (not a plugin)", kind_name)
+    );
+    let built = match report.built_against.as_slice() {
+        [] => "no version of postern:plugin".to_owned(),
+        versions => versions
+            .iter()
+            .map(|v| format!("{}@{v}", postern_plugins::PACKAGE))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let _ = writeln!(
+        text,
+        "built against:  {built} (this gateway loads {})",
+        postern_plugins::supported_versions()
+    );
+    if let Some(bytes) = report.initial_memory_bytes {
+        let _ = writeln!(text, "initial memory: {} KiB", bytes / 1024);
+    }
+    let loadable = match &report.loadable {
+        Ok(caps) if caps.is_empty() => "yes, with no capabilities granted".to_owned(),
+        Ok(caps) => format!(
+            "yes, when its resource grants spec.capabilities: [{}]",
+            caps.iter()
+                .map(|c| c.interface())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(why) => format!("no: {why}"),
+    };
+    let _ = writeln!(text, "loadable:       {loadable}");
+    let _ = writeln!(text, "imports:");
+    let width = report
+        .imports
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0);
+    for import in &report.imports {
+        let _ = writeln!(
+            text,
+            "  {:width$}  {}",
+            import.name,
+            need_text(&import.need)
+        );
+    }
+    let _ = writeln!(text, "exports:");
+    for export in &report.exports {
+        let _ = writeln!(text, "  {export}");
+    }
+    text
+}

@@ -1,0 +1,555 @@
+//! `postern plugin test FILE --cases CASES`: runs a component in the real runtime, without
+//! a gateway or PostgreSQL, against cases written in YAML: the plugin's spec (as in its
+//! resource), a fixed clock, fake secret values and canned HTTP responses, then each case's
+//! input and the answer expected. One line per case; the command fails if any case does.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use postern_model::{Kind, Metadata, PluginType, Resource, Spec};
+use postern_plugins::types::{ClientInfo, Decision, Identity, Statement};
+use postern_plugins::{
+    AuthCredential, AuthOutcome, AuthProviderPlugin, CannedResponse, LogSinkPlugin, PluginSpec,
+    PolicyHook, Runtime, RuntimeSettings, SinkEvent, SinkFailure,
+};
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    /// The Plugin resource's `spec`, without `source` (the component is the command's
+    /// argument).
+    plugin: Value,
+    /// What the plugin sees as now (RFC 3339); the real clock when absent.
+    #[serde(default)]
+    clock: Option<String>,
+    /// Values of the Secrets `plugin.secrets` names.
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+    /// Answers to `http-client` requests; nothing else is reached.
+    #[serde(default)]
+    http: Vec<CannedHttp>,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CannedHttp {
+    #[serde(default = "CannedHttp::get")]
+    method: String,
+    url: String,
+    #[serde(default = "CannedHttp::ok")]
+    status: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+}
+
+impl CannedHttp {
+    fn get() -> String {
+        "GET".into()
+    }
+    fn ok() -> u16 {
+        200
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Case {
+    name: String,
+    /// Policy hooks: who asks.
+    #[serde(default)]
+    identity: Option<CaseIdentity>,
+    /// Policy hooks: a statement (`on-statement`).
+    #[serde(default)]
+    statement: Option<CaseStatement>,
+    /// Policy hooks: a new session (`on-connect`); auth providers: who logs in.
+    #[serde(default)]
+    client: Option<CaseClient>,
+    /// Auth providers: the password the client sends.
+    #[serde(default)]
+    password: Option<String>,
+    /// Log sinks: one batch of events.
+    #[serde(default)]
+    events: Option<Vec<CaseEvent>>,
+    expect: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseIdentity {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+fn default_namespace() -> String {
+    postern_model::DEFAULT_NAMESPACE.to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseStatement {
+    kind: String,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    functions: Vec<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    fingerprint: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CaseClient {
+    #[serde(default)]
+    peer_address: Option<String>,
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    application_name: Option<String>,
+    #[serde(default)]
+    tls: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CaseEvent {
+    event_type: String,
+    #[serde(default)]
+    identity: String,
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    session_id: String,
+    #[serde(default)]
+    statement: Option<String>,
+}
+
+/// What a case expects, from `expect:`: a word (`allow`), or a word with a detail
+/// (`{deny: "payroll"}`: the reason contains it; `{authenticated: {name: carol}}`).
+#[derive(Debug)]
+enum Expected {
+    Allow,
+    Deny(Option<String>),
+    Authenticated(Option<CaseIdentityMatch>),
+    Rejected(Option<String>),
+    NotApplicable,
+    Ok,
+    Retryable(Option<String>),
+    Permanent(Option<String>),
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with = |f: &mut std::fmt::Formatter<'_>, word: &str, part: &Option<String>| match part {
+            Some(part) => write!(f, "{word} containing {part:?}"),
+            None => f.write_str(word),
+        };
+        match self {
+            Expected::Allow => f.write_str("allow"),
+            Expected::Deny(part) => with(f, "deny", part),
+            Expected::Authenticated(None) => f.write_str("authenticated"),
+            Expected::Authenticated(Some(who)) => {
+                f.write_str("authenticated")?;
+                if let Some(name) = &who.name {
+                    write!(f, " name {name}")?;
+                }
+                if let Some(namespace) = &who.namespace {
+                    write!(f, " namespace {namespace}")?;
+                }
+                if let Some(groups) = &who.groups {
+                    write!(f, " groups {groups:?}")?;
+                }
+                Ok(())
+            }
+            Expected::Rejected(part) => with(f, "rejected", part),
+            Expected::NotApplicable => f.write_str("notApplicable"),
+            Expected::Ok => f.write_str("ok"),
+            Expected::Retryable(part) => with(f, "retryable", part),
+            Expected::Permanent(part) => with(f, "permanent", part),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseIdentityMatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+}
+
+const EXPECTATIONS: &str =
+    "allow, deny, authenticated, rejected, notApplicable, ok, retryable or permanent";
+
+fn expected(value: &Value) -> anyhow::Result<Expected> {
+    let (word, detail) = match value {
+        Value::String(word) => (word.as_str(), None),
+        Value::Mapping(map) if map.len() == 1 => match map.iter().next() {
+            Some((Value::String(word), detail)) => (word.as_str(), Some(detail)),
+            _ => bail!("expect: one of {EXPECTATIONS}"),
+        },
+        _ => bail!("expect: one of {EXPECTATIONS}"),
+    };
+    let text = |detail: Option<&Value>| -> anyhow::Result<Option<String>> {
+        match detail {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => bail!("expect.{word}: a text the reason contains"),
+        }
+    };
+    Ok(match word {
+        "allow" if detail.is_none() => Expected::Allow,
+        "deny" => Expected::Deny(text(detail)?),
+        "authenticated" => Expected::Authenticated(match detail {
+            None | Some(Value::Null) => None,
+            Some(detail) => Some(
+                serde_yaml_ng::from_value(detail.clone())
+                    .map_err(|e| anyhow!("expect.authenticated: {e}"))?,
+            ),
+        }),
+        "rejected" => Expected::Rejected(text(detail)?),
+        "notApplicable" if detail.is_none() => Expected::NotApplicable,
+        "ok" if detail.is_none() => Expected::Ok,
+        "retryable" => Expected::Retryable(text(detail)?),
+        "permanent" => Expected::Permanent(text(detail)?),
+        other => bail!("expect: {other:?} is not one of {EXPECTATIONS}"),
+    })
+}
+
+/// The plugin under test, loaded as its spec's type says.
+enum Loaded {
+    Policy(PolicyHook),
+    Auth(AuthProviderPlugin),
+    Sink(LogSinkPlugin),
+}
+
+/// Runs the cases; prints one line per case. Fails when the file is malformed, the plugin
+/// does not load, or a case fails.
+pub fn run(file: &Path, cases_file: &Path) -> anyhow::Result<()> {
+    let where_ = cases_file.display().to_string();
+    let text = std::fs::read_to_string(cases_file).with_context(|| where_.clone())?;
+    let cases: CasesFile = serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{where_}: {e}"))?;
+    let spec = plugin_spec(file, &cases.plugin).map_err(|e| anyhow!("{where_}: {e}"))?;
+    let expectations = cases
+        .cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| expected(&case.expect).map_err(|e| anyhow!("{where_}: cases[{i}].{e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let settings = RuntimeSettings {
+        cache_dir: None,
+        clock: match &cases.clock {
+            Some(clock) => {
+                let millis = chrono::DateTime::parse_from_rfc3339(clock)
+                    .ok()
+                    .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+                    .ok_or_else(|| anyhow!("{where_}: clock: {clock:?} is not an RFC 3339 time"))?;
+                let now = UNIX_EPOCH + Duration::from_millis(millis);
+                Some(Arc::new(move || now))
+            }
+            None => None,
+        },
+    };
+    let mut runtime_spec = PluginSpec::from_resource("under-test", &spec);
+    runtime_spec.http.canned = Some(Arc::new(
+        cases
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, c)| canned(c).map_err(|e| anyhow!("{where_}: http[{i}].{e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    ));
+    let secrets = Arc::new(cases.secrets.clone());
+    let reader: postern_plugins::SecretReader = Arc::new(move |name| secrets.get(name).cloned());
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let plugins = Runtime::new(settings)?;
+    let component: Arc<[u8]> = std::fs::read(file)
+        .with_context(|| file.display().to_string())?
+        .into();
+    let name = file.display().to_string();
+    let loaded = tokio
+        .block_on(async {
+            Ok::<_, postern_plugins::PluginError>(match spec.plugin_type {
+                PluginType::Policy => {
+                    Loaded::Policy(PolicyHook::load(&plugins, runtime_spec, component).await?)
+                }
+                PluginType::AuthProvider => Loaded::Auth(
+                    AuthProviderPlugin::load(&plugins, runtime_spec, component, Some(reader))
+                        .await?,
+                ),
+                PluginType::LogSink => Loaded::Sink(
+                    LogSinkPlugin::load(&plugins, runtime_spec, component, Some(reader)).await?,
+                ),
+            })
+        })
+        .with_context(|| name.clone())?;
+    let mut failed = 0;
+    for (index, (case, expected)) in cases.cases.iter().zip(&expectations).enumerate() {
+        let outcome = tokio
+            .block_on(run_case(&loaded, &spec, case, expected))
+            .map_err(|e| anyhow!("{where_}: cases[{index}]: {e}"))?;
+        match outcome {
+            Ok(()) => println!("ok    {}", case.name),
+            Err(why) => {
+                failed += 1;
+                println!("FAIL  {}: {why}", case.name);
+            }
+        }
+    }
+    let total = cases.cases.len();
+    println!("{} of {total} cases passed", total - failed);
+    if failed > 0 {
+        bail!("{where_}: {failed} of {total} cases failed");
+    }
+    Ok(())
+}
+
+/// The `plugin:` section as a Plugin resource's spec, checked as `apply` checks it.
+fn plugin_spec(file: &Path, plugin: &Value) -> anyhow::Result<postern_model::PluginSpec> {
+    let mut spec = serde_json::to_value(plugin).map_err(|e| anyhow!("plugin: {e}"))?;
+    let Some(fields) = spec.as_object_mut() else {
+        bail!("plugin: the Plugin resource's spec (type, config, capabilities, …)");
+    };
+    if fields.contains_key("source") {
+        bail!("plugin.source: the component is the command's argument, not named here");
+    }
+    fields.insert(
+        "source".into(),
+        serde_json::json!({"path": file.display().to_string()}),
+    );
+    let metadata = Metadata {
+        name: "under-test".into(),
+        namespace: None,
+        labels: BTreeMap::new(),
+        generation: None,
+    };
+    let resource = Resource::from_parts(Kind::Plugin, metadata, spec)
+        .map_err(|e| anyhow!("plugin{}: {}", e.path.trim_start_matches("spec"), e.message))?;
+    match resource.spec {
+        Spec::Plugin(spec) => Ok(spec),
+        _ => bail!("plugin: not a Plugin's spec"),
+    }
+}
+
+fn canned(http: &CannedHttp) -> anyhow::Result<CannedResponse> {
+    Ok(CannedResponse {
+        method: http.method.to_ascii_uppercase(),
+        url: url::Url::parse(&http.url).map_err(|e| anyhow!("url: {e}"))?,
+        status: http.status,
+        headers: http
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body: http.body.clone().into_bytes(),
+    })
+}
+
+fn identity(case: &Case) -> anyhow::Result<Identity> {
+    let Some(who) = &case.identity else {
+        bail!("identity: a policy hook's case says who asks");
+    };
+    Ok(Identity {
+        name: who.name.clone(),
+        namespace: who.namespace.clone(),
+        groups: who.groups.clone(),
+        attributes: who
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        expires_at: None,
+    })
+}
+
+fn client(case: &Case) -> ClientInfo {
+    let given = case.client.as_ref();
+    let or = |field: Option<&String>, default: String| field.cloned().unwrap_or(default);
+    let user = case.identity.as_ref().map_or_else(
+        || "alice.default".to_owned(),
+        |who| format!("{}.{}", who.name, who.namespace),
+    );
+    ClientInfo {
+        peer_address: or(
+            given.and_then(|c| c.peer_address.as_ref()),
+            "127.0.0.1:50000".into(),
+        ),
+        database: or(
+            given.and_then(|c| c.database.as_ref()),
+            "app.default".into(),
+        ),
+        user: or(given.and_then(|c| c.user.as_ref()), user),
+        application_name: or(
+            given.and_then(|c| c.application_name.as_ref()),
+            String::new(),
+        ),
+        tls: given.and_then(|c| c.tls).unwrap_or(true),
+    }
+}
+
+/// `Ok(Err(why))`: the case ran and failed; `Err`: the case cannot run as written.
+async fn run_case(
+    loaded: &Loaded,
+    spec: &postern_model::PluginSpec,
+    case: &Case,
+    expected: &Expected,
+) -> anyhow::Result<Result<(), String>> {
+    let contains =
+        |text: &str, part: &Option<String>| part.as_ref().is_none_or(|p| text.contains(p.as_str()));
+    Ok(match loaded {
+        Loaded::Policy(hook) => {
+            let identity = identity(case)?;
+            let verdict = match (&case.statement, &case.client) {
+                (Some(statement), None) => {
+                    if statement.text.is_some() && !spec.statement_text {
+                        bail!("statement.text: the plugin's spec does not set statementText: true, so the gateway never hands it the text");
+                    }
+                    if spec
+                        .statements
+                        .as_ref()
+                        .is_some_and(|filter| !filter.matches(&statement.kind, &statement.tables))
+                    {
+                        return Ok(match expected {
+                            Expected::Allow => Ok(()),
+                            other => Err(format!(
+                                "expected {other}, but spec.statements keeps the plugin from being asked (the statement is allowed)"
+                            )),
+                        });
+                    }
+                    let statement = Statement {
+                        kind: statement.kind.clone(),
+                        tables: statement.tables.clone(),
+                        functions: statement.functions.clone(),
+                        fingerprint: statement.fingerprint,
+                        text: statement.text.clone(),
+                    };
+                    hook.on_statement(&identity, &statement).await
+                }
+                (None, Some(_)) => hook.on_connect(&identity, &client(case)).await,
+                _ => bail!(
+                    "a policy hook's case has a statement or a client (on-connect), one of them"
+                ),
+            };
+            match (&verdict.decision, expected) {
+                (Decision::Allow, Expected::Allow) => Ok(()),
+                (Decision::Deny(reason), Expected::Deny(part)) if contains(reason, part) => Ok(()),
+                (Decision::Allow, other) => Err(format!("expected {other}, got allow")),
+                (Decision::Deny(reason), other) => {
+                    Err(format!("expected {other}, got deny {reason:?}"))
+                }
+            }
+        }
+        Loaded::Auth(provider) => {
+            let Some(password) = &case.password else {
+                bail!("password: an auth provider's case gives the password the client sends");
+            };
+            let outcome = provider
+                .authenticate(&client(case), &AuthCredential::Password(password.clone()))
+                .await;
+            match (outcome, expected) {
+                (Ok(AuthOutcome::Authenticated(who)), Expected::Authenticated(matching)) => {
+                    let wanted = matching.as_ref();
+                    let differs = wanted.is_some_and(|w| {
+                        w.name.as_ref().is_some_and(|n| *n != who.name)
+                            || w.namespace.as_ref().is_some_and(|n| *n != who.namespace)
+                            || w.groups.as_ref().is_some_and(|g| *g != who.groups)
+                    });
+                    if differs {
+                        Err(format!(
+                            "expected {expected}, got authenticated {}.{} groups {:?}",
+                            who.name, who.namespace, who.groups
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                (Ok(AuthOutcome::Rejected(reason)), Expected::Rejected(part))
+                    if contains(&reason, part) =>
+                {
+                    Ok(())
+                }
+                (Ok(AuthOutcome::NotApplicable), Expected::NotApplicable) => Ok(()),
+                (Ok(AuthOutcome::Authenticated(who)), other) => Err(format!(
+                    "expected {other}, got authenticated {}.{}",
+                    who.name, who.namespace
+                )),
+                (Ok(AuthOutcome::Rejected(reason)), other) => {
+                    Err(format!("expected {other}, got rejected {reason:?}"))
+                }
+                (Ok(AuthOutcome::NotApplicable), other) => {
+                    Err(format!("expected {other}, got notApplicable"))
+                }
+                // A login the gateway would refuse, but a failing plugin never passes.
+                (Err(e), other) => Err(format!("expected {other}, the plugin failed: {e}")),
+            }
+        }
+        Loaded::Sink(sink) => {
+            let Some(events) = &case.events else {
+                bail!("events: a log sink's case gives one batch of events");
+            };
+            let now = postern_model::unix_millis(std::time::SystemTime::now());
+            let batch: Vec<SinkEvent> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| SinkEvent {
+                    id: (i + 1).to_string(),
+                    time_ms: now,
+                    event_type: e.event_type.clone(),
+                    session_id: e.session_id.clone(),
+                    identity: e.identity.clone(),
+                    service: e.service.clone(),
+                    statement: e.statement.clone(),
+                    json: serde_json::json!({
+                        "eventType": e.event_type,
+                        "sessionId": e.session_id,
+                        "identity": e.identity,
+                        "service": e.service,
+                        "statement": e.statement,
+                    })
+                    .to_string(),
+                })
+                .collect();
+            match (sink.write_batch(&batch).await, expected) {
+                (Ok(()), Expected::Ok) => Ok(()),
+                (Err(SinkFailure::Retryable(why)), Expected::Retryable(part))
+                    if contains(&why, part) =>
+                {
+                    Ok(())
+                }
+                (Err(SinkFailure::Permanent(why)), Expected::Permanent(part))
+                    if contains(&why, part) =>
+                {
+                    Ok(())
+                }
+                (Ok(()), other) => Err(format!("expected {other}, got ok")),
+                (Err(SinkFailure::Retryable(why)), other) => {
+                    Err(format!("expected {other}, got retryable {why:?}"))
+                }
+                (Err(SinkFailure::Permanent(why)), other) => {
+                    Err(format!("expected {other}, got permanent {why:?}"))
+                }
+            }
+        }
+    })
+}
