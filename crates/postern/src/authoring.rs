@@ -1,8 +1,9 @@
 //! `postern plugin …`: the plugin author's tools, which need no gateway, state or
-//! PostgreSQL: `inspect` says what a component is and whether this gateway loads it,
-//! `test` runs it against cases.
+//! PostgreSQL: `new` and `build` make a project and its component, `inspect` says what a
+//! component is and whether this gateway loads it, `test` runs it against cases.
 
 mod cases;
+mod new;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +17,13 @@ use crate::cli::{PluginCommand, ReportOutput};
 
 pub fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
+        PluginCommand::New {
+            name,
+            kind,
+            lang: crate::cli::PluginLang::Rust,
+            dir,
+        } => new::new_project(&name, kind, dir),
+        PluginCommand::Build { dir } => new::build(&dir),
         PluginCommand::Inspect { file, output } => inspect(&file, output),
         PluginCommand::Test { file, cases } => cases::run(&file, &cases),
     }

@@ -289,6 +289,27 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Start a plugin project that builds as it is: the code, the interface (vendored at
+    /// this gateway's version), a README, the Plugin resource and test cases
+    New {
+        /// The project's and the Plugin's name
+        name: String,
+        /// What the plugin extends
+        #[arg(long, value_enum)]
+        kind: PluginKindArg,
+        /// The language to write it in
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: PluginLang,
+        /// Where to create it [default: ./NAME]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (the current directory by default) and print the
+    /// component's path and sha256
+    Build {
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// What a component is: its kind, the interface version it was built against, what
     /// each import needs granted, and whether this gateway can load it (exits non-zero
     /// when it cannot)
@@ -310,6 +331,18 @@ pub enum PluginCommand {
         #[arg(long, value_name = "FILE")]
         cases: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PluginKindArg {
+    AuthProvider,
+    Policy,
+    LogSink,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PluginLang {
+    Rust,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -255,3 +255,109 @@ fn a_wrong_cases_file_is_one_line_naming_where() {
         assert!(error.contains(said), "{what}: {error}");
     }
 }
+
+#[test]
+fn a_new_project_of_each_kind_builds_and_passes_its_own_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example plugins' target directory: the dependencies are built there already.
+    let shared_target = postern_testkit::plugin_components()
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf();
+    for kind in ["policy", "auth-provider", "log-sink"] {
+        let name = format!("my-{kind}");
+        let project = dir.path().join(&name);
+        let project_arg = project.to_str().unwrap();
+        let output = postern(&["plugin", "new", &name, "--kind", kind, "--dir", project_arg]);
+        assert!(output.status.success(), "{kind}: {output:?}");
+        for file in [
+            "Cargo.toml",
+            "Cargo.lock",
+            "src/lib.rs",
+            "wit/plugin.wit",
+            "cases.yaml",
+            "plugin.yaml",
+            "README.md",
+        ] {
+            assert!(project.join(file).is_file(), "{kind}: {file} missing");
+        }
+        // Again into the same place: refused, nothing overwritten.
+        let error = one_line_error(&postern(&[
+            "plugin",
+            "new",
+            &name,
+            "--kind",
+            kind,
+            "--dir",
+            project_arg,
+        ]));
+        assert!(error.contains("not empty"), "{error}");
+
+        let output = std::process::Command::new(BIN)
+            .args(["plugin", "build", project_arg])
+            .env("CARGO_TARGET_DIR", &shared_target)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{kind}: {}", text(&output.stderr));
+        let built = text(&output.stdout);
+        let wasm = built
+            .lines()
+            .find_map(|l| l.strip_prefix("component: "))
+            .unwrap_or_else(|| panic!("{kind}: {built}"))
+            .to_owned();
+        assert!(built.contains("sha256:    "), "{built}");
+
+        let output = test_cases(Path::new(&wasm), &project.join("cases.yaml"));
+        assert!(output.status.success(), "{kind}: {output:?}");
+        assert!(!text(&output.stdout).contains("FAIL"), "{kind}: {output:?}");
+        let output = inspect(Path::new(&wasm), true);
+        assert!(output.status.success(), "{kind}: {output:?}");
+
+        // The plain logic's unit tests run on the host, as the project's README says.
+        if kind == "policy" {
+            let output = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .arg("test")
+            .current_dir(&project)
+            .env(
+                "CARGO_TARGET_DIR",
+                shared_target.with_file_name("plugins-host"),
+            )
+            .output()
+            .unwrap();
+            assert!(
+                output.status.success(),
+                "cargo test: {}",
+                text(&output.stderr)
+            );
+            assert!(
+                text(&output.stdout).contains("test result: ok. 1 passed"),
+                "{output:?}"
+            );
+        }
+
+        // The resource names the component where cargo puts it in the project.
+        let resource = std::fs::read_to_string(project.join("plugin.yaml")).unwrap();
+        assert!(
+            resource.contains(&format!(
+                "path: target/wasm32-wasip2/release/{}.wasm",
+                name.replace('-', "_")
+            )),
+            "{resource}"
+        );
+    }
+    // A name that cannot be a Plugin's: refused before anything is written.
+    let error = one_line_error(&postern(&[
+        "plugin",
+        "new",
+        "Bad_Name",
+        "--kind",
+        "policy",
+        "--dir",
+        dir.path().join("bad").to_str().unwrap(),
+    ]));
+    assert!(error.contains("Bad_Name"), "{error}");
+    assert!(!dir.path().join("bad").exists());
+}
