@@ -2,7 +2,9 @@
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
 # (SQLite and libpg_query are built from source), libclang (bindgen), PostgreSQL server binaries and psql, a Python venv with
 # psycopg 3 (bundling libpq 18) for the client tests and schemathesis for the admin API,
-# rustfmt and clippy, and the wasm32-wasip2 target the example plugins are built for.
+# rustfmt and clippy, the wasm32-wasip2 target the example plugins are built for, and the
+# Python (componentize-py, in the venv) and JavaScript (componentize-js, in .js-tools/) plugin
+# toolchains.
 #
 # Each check looks for the exact file or command the build or the tests use, never a loose
 # glob: a pattern for any libclang-prefixed library once matched libclang-cpp (present on
@@ -48,6 +50,8 @@ done
 psql --version >/dev/null 2>&1 || missing+=(postgresql-client)
 # The Python client tests run in a venv of the system Python (python3-venv).
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The JavaScript plugin toolchain (componentize-js) comes from the npm registry, on node.
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "Installing: ${missing[*]}" >&2
@@ -64,6 +68,17 @@ fi
 # schemathesis fuzzes the admin API against its own OpenAPI document (tests/schemathesis.rs).
 if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+fi
+# componentize-py (a Python interpreter inside) builds the Python plugin the tests scaffold.
+if ! "$venv/bin/componentize-py" --version >/dev/null 2>&1; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'componentize-py==0.25.1'
+fi
+# componentize-js (a JavaScript engine inside) builds the JavaScript plugin the tests
+# scaffold: in a local node_modules, not installed globally.
+js_tools="$(cd "$(dirname "$0")/.." && pwd)/.js-tools"
+if ! "$js_tools/node_modules/.bin/componentize-js" --version >/dev/null 2>&1; then
+    npm install --prefix "$js_tools" --no-audit --no-fund --silent \
+        @bytecodealliance/componentize-js@0.23.0
 fi
 
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

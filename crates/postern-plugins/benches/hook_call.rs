@@ -47,6 +47,7 @@ fn plugin_runtime() -> (Arc<AtomicU64>, Arc<Runtime>) {
         clock: Some(Arc::new(move || {
             UNIX_EPOCH + Duration::from_secs(read.load(Ordering::Relaxed))
         })),
+        log_lines: None,
     };
     (now, Runtime::new(settings).unwrap())
 }
@@ -293,6 +294,7 @@ fn memory(_: &mut Criterion) {
     let cached = Runtime::new(RuntimeSettings {
         cache_dir: Some(cache_dir.clone()),
         clock: None,
+        log_lines: None,
     })
     .unwrap();
     let from_cache = load_ten(&rt, &cached, &bytes, "from the disk cache");

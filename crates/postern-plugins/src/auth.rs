@@ -62,7 +62,11 @@ impl AuthProviderPlugin {
         let pre = AuthProviderPre::new(instance_pre).map_err(wrong_kind(&spec.name, KIND))?;
         let provider = AuthProviderPlugin {
             runtime: runtime.clone(),
-            shared: Arc::new(PluginShared::new(&spec, secrets)),
+            shared: Arc::new(PluginShared::new(
+                &spec,
+                secrets,
+                runtime.settings.log_lines.clone(),
+            )),
             spec,
             pre,
             timeout_ticks,

@@ -46,10 +46,12 @@ impl Capability {
 }
 
 /// WASI interfaces every plugin may import. Nothing behind them is granted (no
-/// environment, no preopened directories, stdin empty, stdout and stderr discarded), so
-/// importing them gives a plugin nothing but the clocks and randomness; Rust's standard
-/// library imports them whether it uses them or not. Sockets and HTTP are not among them.
-const WASI_PACKAGES: [&str; 5] = ["cli", "io", "clocks", "random", "filesystem"];
+/// environment, no preopened directories, stdin empty, stdout and stderr into the plugin's
+/// log, every socket refused), so importing them gives a plugin nothing but the clocks and
+/// randomness. Rust's standard library imports most of them whether it uses them or not;
+/// components with an interpreter inside (componentize-py) import `wasi:sockets` too.
+/// `wasi:http` is not among them: outbound HTTP is `postern:plugin/http-client`'s.
+const WASI_PACKAGES: [&str; 6] = ["cli", "io", "clocks", "random", "filesystem", "sockets"];
 
 /// The WIT package plugins are built against (`wit/plugin.wit`).
 pub const PACKAGE: &str = "postern:plugin";
@@ -139,7 +141,7 @@ pub fn classify_import(name: &str, offered: &[Capability]) -> Result<ImportNeed,
         return Err("is not an interface of postern:plugin or WASI");
     };
     match package {
-        "wasi:sockets" | "wasi:http" => Err("plugins are never given"),
+        "wasi:http" => Err("plugins are never given (outbound HTTP is postern:plugin/http-client)"),
         _ if package
             .strip_prefix("wasi:")
             .is_some_and(|p| WASI_PACKAGES.contains(&p)) =>
@@ -237,9 +239,15 @@ impl quick_cache::Weighter<String, CacheEntry> for EntryBytes {
     }
 }
 
+/// Where plugins' log lines go besides the gateway's own log (the state database, for
+/// `postern plugin logs`): namespace, plugin, level (`info`, …), the line.
+pub type LogLines = Arc<dyn Fn(&str, &str, &'static str, &str) + Send + Sync>;
+
 /// What all instances of one plugin share.
 pub(crate) struct PluginShared {
     pub name: String,
+    namespace: String,
+    log_lines: Option<LogLines>,
     log: Mutex<LogBudget>,
     cache: quick_cache::sync::Cache<String, CacheEntry, EntryBytes>,
     http: Arc<HttpGrant>,
@@ -248,9 +256,15 @@ pub(crate) struct PluginShared {
 }
 
 impl PluginShared {
-    pub fn new(spec: &crate::PluginSpec, secrets: Option<SecretReader>) -> PluginShared {
+    pub fn new(
+        spec: &crate::PluginSpec,
+        secrets: Option<SecretReader>,
+        log_lines: Option<LogLines>,
+    ) -> PluginShared {
         PluginShared {
             name: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            log_lines,
             http: Arc::new(spec.http.clone()),
             secret_names: spec.secrets.clone(),
             secrets,
@@ -290,6 +304,16 @@ impl PluginShared {
             end -= 1;
         }
         let message = &message[..end];
+        if let Some(lines) = &self.log_lines {
+            let level_name = match level {
+                log::Level::Trace => "trace",
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            };
+            lines(&self.namespace, plugin, level_name, message);
+        }
         match level {
             log::Level::Trace => tracing::trace!(target: "postern::plugin", plugin, "{message}"),
             log::Level::Debug => tracing::debug!(target: "postern::plugin", plugin, "{message}"),
@@ -799,6 +823,12 @@ pub(crate) fn new_store(
     if let Some(clock) = &runtime.settings.clock {
         wasi.wall_clock(PluginClock(clock.clone()));
     }
+    // Importing wasi:sockets is allowed (interpreters import it whether they use it or
+    // not); every use of it is refused.
+    wasi.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
     wasi.stdout(PluginOutput::new(shared.clone(), log::Level::Info));
     wasi.stderr(PluginOutput::new(shared.clone(), log::Level::Warn));
     let state = HostState {

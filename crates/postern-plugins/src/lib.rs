@@ -24,8 +24,8 @@ pub use bindings::types;
 pub use error::PluginError;
 pub use hooks::PolicyHooks;
 pub use host::{
-    supported_versions, CannedResponse, Capability, HttpGrant, ImportNeed, SecretReader, WallClock,
-    PACKAGE, PACKAGE_VERSION,
+    supported_versions, CannedResponse, Capability, HttpGrant, ImportNeed, LogLines, SecretReader,
+    WallClock, PACKAGE, PACKAGE_VERSION,
 };
 pub use inspect::{Import, Inspection};
 pub use policy::{FailureMode, PluginSpec, PluginStats, PolicyHook, UNHEALTHY_AFTER};

@@ -38,6 +38,8 @@ pub enum FailureMode {
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
     pub name: String,
+    /// The namespace of its resource (`default` outside the gateway).
+    pub namespace: String,
     /// `spec.config` as JSON text, handed to `init`.
     pub config: String,
     pub capabilities: Vec<Capability>,
@@ -70,6 +72,7 @@ impl PluginSpec {
             .collect();
         PluginSpec {
             name: name.to_owned(),
+            namespace: postern_model::DEFAULT_NAMESPACE.to_owned(),
             config: spec.config.to_string(),
             capabilities,
             memory_bytes: usize::try_from(spec.limits.memory_mib).unwrap_or(usize::MAX) << 20,
@@ -100,6 +103,7 @@ impl PluginSpec {
     pub fn new(name: &str, config: &str) -> PluginSpec {
         PluginSpec {
             name: name.to_owned(),
+            namespace: postern_model::DEFAULT_NAMESPACE.to_owned(),
             config: config.to_owned(),
             capabilities: vec![Capability::Log],
             memory_bytes: 16 << 20,
@@ -315,7 +319,11 @@ impl PolicyHook {
         let hook = PolicyHook {
             load_id: runtime.next_load_id(),
             runtime: runtime.clone(),
-            shared: Arc::new(PluginShared::new(&spec, None)),
+            shared: Arc::new(PluginShared::new(
+                &spec,
+                None,
+                runtime.settings.log_lines.clone(),
+            )),
             spec,
             pre,
             timeout_ticks,
@@ -398,6 +406,14 @@ impl PolicyHook {
 
     fn failure(&self, error: &wasmtime::Error) -> PluginError {
         call_failure(&self.spec, &self.stats, error)
+    }
+
+    /// How long a new instance takes, `init` included (`postern plugin test --bench`);
+    /// the instance is dropped, not pooled.
+    pub async fn time_new_instance(&self) -> Result<Duration, PluginError> {
+        let started = Instant::now();
+        self.instantiate().await?;
+        Ok(started.elapsed())
     }
 
     /// An idle instance, or a new one; refused at once while the plugin is unhealthy.

@@ -31,6 +31,8 @@ pub struct RuntimeSettings {
     pub cache_dir: Option<PathBuf>,
     /// The time plugins see; `None` is the real wall clock. Tests fake it.
     pub clock: Option<WallClock>,
+    /// Also hands every line plugins log to this (after the rate limit).
+    pub log_lines: Option<crate::host::LogLines>,
 }
 
 /// Loads and runs plugins. Cheap to share: clone the `Arc`.

@@ -58,7 +58,11 @@ impl LogSinkPlugin {
         let pre = LogSinkPre::new(instance_pre).map_err(wrong_kind(&spec.name, KIND))?;
         let sink = LogSinkPlugin {
             runtime: runtime.clone(),
-            shared: Arc::new(PluginShared::new(&spec, secrets)),
+            shared: Arc::new(PluginShared::new(
+                &spec,
+                secrets,
+                runtime.settings.log_lines.clone(),
+            )),
             spec,
             pre,
             timeout_ticks,

@@ -26,6 +26,7 @@ fn fake_clock() -> (Arc<AtomicU64>, RuntimeSettings) {
         clock: Some(Arc::new(move || {
             UNIX_EPOCH + Duration::from_secs(read.load(Ordering::Relaxed))
         })),
+        log_lines: None,
     };
     (now, settings)
 }

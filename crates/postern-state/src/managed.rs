@@ -282,6 +282,95 @@ impl Store {
         })
     }
 
+    /// Records lines plugins logged, keeping the newest [`PLUGIN_LOG_LINES_KEPT`] of
+    /// each plugin.
+    pub fn append_plugin_logs(&self, lines: &[PluginLogLine]) -> Result<(), StateError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut touched = std::collections::BTreeSet::new();
+            for line in lines {
+                tx.execute(
+                    "INSERT INTO plugin_logs (namespace, name, level, at, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![line.namespace, line.name, line.level, line.at, line.message],
+                )?;
+                touched.insert((line.namespace.as_str(), line.name.as_str()));
+            }
+            for (namespace, name) in touched {
+                tx.execute(
+                    "DELETE FROM plugin_logs WHERE namespace = ?1 AND name = ?2 AND id <= (
+                         SELECT id FROM plugin_logs WHERE namespace = ?1 AND name = ?2
+                         ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+                    params![namespace, name, PLUGIN_LOG_LINES_KEPT],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A plugin's last `count` logged lines, oldest first.
+    pub fn plugin_logs_tail(
+        &self,
+        plugin: &QualifiedName,
+        count: usize,
+    ) -> Result<Vec<(i64, PluginLogLine)>, StateError> {
+        // The id just before the last `count` lines (0: fewer lines than that).
+        let before: i64 = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id FROM plugin_logs WHERE namespace = ?1 AND name = ?2
+                     ORDER BY id DESC LIMIT 1 OFFSET ?3",
+                    params![
+                        plugin.namespace,
+                        plugin.name,
+                        i64::try_from(count).unwrap_or(i64::MAX)
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        })?;
+        self.plugin_logs(plugin, before, count)
+    }
+
+    /// A plugin's logged lines after `after` (an id), oldest first, at most `limit`.
+    pub fn plugin_logs(
+        &self,
+        plugin: &QualifiedName,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, PluginLogLine)>, StateError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT id, level, at, message FROM plugin_logs
+                 WHERE namespace = ?1 AND name = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?;
+            let rows = statement.query_map(
+                params![
+                    plugin.namespace,
+                    plugin.name,
+                    after,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        PluginLogLine {
+                            namespace: plugin.namespace.clone(),
+                            name: plugin.name.clone(),
+                            level: row.get(1)?,
+                            at: row.get(2)?,
+                            message: row.get(3)?,
+                        },
+                    ))
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// What the gateway last made of a Plugin (as an [`IntentsStatus`] without a
     /// statement).
     pub fn plugin_status(
@@ -329,4 +418,19 @@ impl Store {
                 .optional()?)
         })
     }
+}
+
+/// Lines kept per plugin in the state database's plugin log.
+pub const PLUGIN_LOG_LINES_KEPT: i64 = 10_000;
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLogLine {
+    pub namespace: String,
+    pub name: String,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub message: String,
 }

@@ -260,6 +260,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, name)
     );
     "#,
+    // 12: what plugins wrote through `log` (and stdout/stderr), newest kept.
+    r#"
+    CREATE TABLE plugin_logs (
+        id        INTEGER PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        level     TEXT NOT NULL,
+        at        INTEGER NOT NULL,
+        message   TEXT NOT NULL
+    );
+    CREATE INDEX plugin_logs_by_plugin ON plugin_logs (namespace, name, id);
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

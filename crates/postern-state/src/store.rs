@@ -528,10 +528,12 @@ impl Store {
             }
             // A component stays stored: another Plugin, or a re-apply, may use it again.
             Kind::Plugin => {
-                tx.execute(
-                    "DELETE FROM plugin_status WHERE namespace = ?1 AND name = ?2",
-                    params![r.namespace(), r.name()],
-                )?;
+                for table in ["plugin_status", "plugin_logs"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE namespace = ?1 AND name = ?2"),
+                        params![r.namespace(), r.name()],
+                    )?;
+                }
             }
             Kind::Namespace
             | Kind::Target

@@ -20,13 +20,27 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::New {
             name,
             kind,
-            lang: crate::cli::PluginLang::Rust,
+            lang,
             dir,
-        } => new::new_project(&name, kind, dir),
+        } => new::new_project(&name, kind, lang, dir),
         PluginCommand::Build { dir } => new::build(&dir),
         PluginCommand::Inspect { file, output } => inspect(&file, output),
-        PluginCommand::Test { file, cases } => cases::run(&file, &cases),
+        PluginCommand::Logs { .. } => {
+            bail!("postern plugin logs reads a gateway's state directory")
+        }
+        PluginCommand::Test { file, cases, bench } => cases::run(&file, &cases, bench),
     }
+}
+
+/// Where authoring commands keep compiled components between runs (an interpreter inside
+/// a component makes it tens of MiB: seconds to compile): `$XDG_CACHE_HOME/postern` or
+/// `~/.cache/postern`; nowhere when neither is known.
+pub(crate) fn compile_cache() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    Some(base.join("postern/components"))
 }
 
 /// A runtime for one command, and the tokio runtime its async calls run on.
@@ -34,7 +48,11 @@ fn plugin_runtime() -> anyhow::Result<(tokio::runtime::Runtime, Arc<Runtime>)> {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let plugins = Runtime::new(RuntimeSettings::default())?;
+    let plugins = Runtime::new(RuntimeSettings {
+        cache_dir: compile_cache(),
+        clock: None,
+        log_lines: None,
+    })?;
     Ok((tokio, plugins))
 }
 
@@ -155,4 +173,44 @@ fn inspection_text(file: &Path, report: &Inspection) -> String {
         let _ = writeln!(text, "  {export}");
     }
     text
+}
+
+/// How often `plugin logs --follow` looks for new lines.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Prints the last `tail` lines a Plugin logged, then (`follow`) new ones as they come.
+pub fn logs(
+    store: &postern_state::Store,
+    namespace: &str,
+    name: &str,
+    tail: usize,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use postern_model::{Kind, QualifiedName};
+    if store.get_resource(Kind::Plugin, namespace, name)?.is_none() {
+        bail!("Plugin {namespace}/{name} not found");
+    }
+    let plugin = QualifiedName::new(namespace, name);
+    let print = |lines: &[(i64, postern_state::PluginLogLine)]| {
+        for (_, line) in lines {
+            println!(
+                "{} {:5} {}",
+                postern_model::rfc3339_millis(line.at),
+                line.level,
+                line.message
+            );
+        }
+    };
+    let mut last = store.plugin_logs_tail(&plugin, tail)?;
+    print(&last);
+    if !follow {
+        return Ok(());
+    }
+    let mut after = last.last().map_or(0, |(id, _)| *id);
+    loop {
+        std::thread::sleep(FOLLOW_INTERVAL);
+        last = store.plugin_logs(&plugin, after, 1000)?;
+        print(&last);
+        after = last.last().map_or(after, |(id, _)| *id);
+    }
 }

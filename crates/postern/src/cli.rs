@@ -304,6 +304,20 @@ pub enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// What a Plugin wrote through `log` (and stdout, stderr) in the gateway, oldest first
+    Logs {
+        /// The Plugin's name
+        name: String,
+        /// Its namespace
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The most recent lines shown
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// Keep printing new lines as the plugin writes them (Ctrl-C stops)
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Build the plugin project in DIR (the current directory by default) and print the
     /// component's path and sha256
     Build {
@@ -330,6 +344,9 @@ pub enum PluginCommand {
         /// The cases file
         #[arg(long, value_name = "FILE")]
         cases: PathBuf,
+        /// Then time each case's call (p50, p99) and, for a policy hook, a new instance
+        #[arg(long)]
+        bench: bool,
     },
 }
 
@@ -343,6 +360,8 @@ pub enum PluginKindArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PluginLang {
     Rust,
+    Python,
+    Js,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

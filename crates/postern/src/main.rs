@@ -34,10 +34,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // Authoring needs no gateway: no settings, no state, no server.
-    if let Command::Plugin(command) = cli.command {
-        return authoring::run(command);
-    }
+    // Authoring needs no gateway: no settings, no state, no server (the logs a gateway
+    // recorded aside).
+    let cli = match cli.command {
+        Command::Plugin(command) if !matches!(command, cli::PluginCommand::Logs { .. }) => {
+            return authoring::run(command);
+        }
+        command => Cli { command, ..cli },
+    };
     if let Some(server) = &cli.settings.server {
         return remote::run(server, &cli.settings, cli.command);
     }
@@ -54,7 +58,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             prune,
         } => {
             let store = setup::open_store(&config)?;
-            let changes = resources::apply(&store, &files, dry_run, prune)?;
+            let changes =
+                resources::apply(&store, &files, dry_run, prune, serve::plugin_cache(&config))?;
             if !dry_run && reconcile::changes_affect_grants(&changes) {
                 reconcile::after_change(&store);
             }
@@ -102,6 +107,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
         Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
         Command::Token(command) => tenancy::token(setup::open_store(&config)?, &config, command),
+        Command::Plugin(cli::PluginCommand::Logs {
+            name,
+            namespace,
+            tail,
+            follow,
+        }) => authoring::logs(
+            &setup::open_store(&config)?,
+            &namespace,
+            &name,
+            tail,
+            follow,
+        ),
         Command::Plugin(command) => authoring::run(command),
     }
 }

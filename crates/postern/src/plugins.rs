@@ -218,6 +218,7 @@ impl PluginLoader {
             }
         };
         let mut plugin = PluginSpec::from_resource(name, spec);
+        plugin.namespace = namespace.to_owned();
         plugin.generation = generation;
         let bytes: Arc<[u8]> = bytes.into();
         // The granted secrets are read now, off the async workers: a plugin call may
@@ -274,6 +275,54 @@ impl PluginLoader {
 
 /// The auth providers a service names (`spec.auth.providers`); none when it cannot be
 /// read (its clients then fall back to the other ways to log in).
+/// Lines waiting for the plugin log's writer; past this, lines are dropped (and counted
+/// in the gateway's log) rather than slowing a plugin call.
+const LOG_QUEUE: usize = 4096;
+/// Lines written to the state database in one transaction.
+const LOG_BATCH: usize = 512;
+
+/// Plugins' log lines into the state database (`postern plugin logs`), by a thread of its
+/// own: a plugin call only queues its line.
+pub fn log_writer(store: Arc<Store>) -> postern_plugins::LogLines {
+    let (queue, lines) = std::sync::mpsc::sync_channel::<postern_state::PluginLogLine>(LOG_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("plugin-log".into())
+        .spawn(move || {
+            // Ends when every sender (the runtime's plugins) is gone.
+            while let Ok(first) = lines.recv() {
+                let mut batch = vec![first];
+                batch.extend(lines.try_iter().take(LOG_BATCH - 1));
+                if let Err(e) = store.append_plugin_logs(&batch) {
+                    error!(error = %e, lines = batch.len(), "plugin log lines not recorded");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        error!(error = %e, "plugin log writer not started: plugin log lines go to the gateway's log only");
+    }
+    let dropped = std::sync::atomic::AtomicU64::new(0);
+    Arc::new(
+        move |namespace: &str, name: &str, level: &'static str, message: &str| {
+            let line = postern_state::PluginLogLine {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                level: level.to_owned(),
+                at: postern_model::unix_millis(std::time::SystemTime::now()),
+                message: message.to_owned(),
+            };
+            if queue.try_send(line).is_err() {
+                let dropped = dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped,
+                        "plugin log lines not recorded (the writer is behind)"
+                    );
+                }
+            }
+        },
+    )
+}
+
 pub fn auth_providers_chain(store: Arc<Store>) -> Arc<AuthProviderChain> {
     Arc::new(AuthProviderChain::new(Arc::new(
         move |service| match store.get_resource(Kind::Service, &service.namespace, &service.name) {

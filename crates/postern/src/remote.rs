@@ -198,7 +198,7 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             let mut loaded = load(&files)?;
             // Checked here as a local apply checks them, before anything changes; then
             // uploaded, so the Plugins that name them can be stored.
-            let components = read_plugin_components(&mut loaded)?;
+            let components = read_plugin_components(&mut loaded, crate::authoring::compile_cache())?;
             if !dry_run {
                 for component in &components {
                     remote.upload_component(component)?;

@@ -90,8 +90,11 @@ pub(crate) struct PluginComponent {
 /// Reads each Plugin's component from `source.path`, records its sha256 in the spec (a
 /// given sha256 must match), and checks that it loads: compiled, its imports within its
 /// world and grants, its `init` accepting the config. Returns the components to store.
+/// `cache_dir` keeps what was compiled for the next load of the same bytes (the gateway's
+/// own cache, when applying to a local state directory).
 pub(crate) fn read_plugin_components(
     loaded: &mut [LoadedResource],
+    cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<Vec<PluginComponent>> {
     use sha2::{Digest, Sha256};
     let mut components = Vec::new();
@@ -125,7 +128,11 @@ pub(crate) fn read_plugin_components(
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?,
-                postern_plugins::Runtime::new(Default::default())?,
+                postern_plugins::Runtime::new(postern_plugins::RuntimeSettings {
+                    cache_dir: cache_dir.clone(),
+                    clock: None,
+                    log_lines: None,
+                })?,
             )),
         };
         let plugin = postern_plugins::PluginSpec::from_resource(&name, spec);
@@ -231,9 +238,10 @@ pub fn apply(
     files: &[PathBuf],
     dry_run: bool,
     prune: bool,
+    plugin_cache: PathBuf,
 ) -> anyhow::Result<Vec<Change>> {
     let mut loaded = load(files)?;
-    let components = read_plugin_components(&mut loaded)?;
+    let components = read_plugin_components(&mut loaded, Some(plugin_cache))?;
     if !dry_run {
         for component in &components {
             store.store_plugin_component(&component.bytes)?;

@@ -180,8 +180,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             log_sinks.clone(),
             auth_providers.clone(),
             postern_plugins::RuntimeSettings {
-                cache_dir: Some(config.state_dir.join("plugin-cache")),
+                cache_dir: Some(plugin_cache(config)),
                 clock: None,
+                log_lines: Some(crate::plugins::log_writer(store.clone())),
             },
         );
         // Plugins the services name are there before the first client.
@@ -290,4 +291,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Where the gateway (and `apply`, for it) keeps compiled plugin components.
+pub fn plugin_cache(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("plugin-cache")
 }

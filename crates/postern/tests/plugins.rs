@@ -112,6 +112,20 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
         gateway.connect("alice.team-a", "orders", &key).await.ok()
     })
     .await;
+    // What it wrote through `log` at init, as the gateway recorded it.
+    let logged = wait_for("postern plugin logs to show its line", WAIT, || {
+        let out = gateway.cli_ok(&["plugin", "logs", "items-hours", "-n", "team-a"]);
+        out.contains("1 table patterns, window").then_some(out)
+    })
+    .await;
+    assert!(logged.contains(" info "), "{logged}");
+    let output = gateway.cli(&["plugin", "logs", "nothing-here", "-n", "team-a"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Plugin team-a/nothing-here not found") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
     let reads = || async { client.query_one("SELECT count(*) FROM items", &[]).await };
     let denied = wait_for_async("the plugin to deny reading items", WAIT, || async {
         reads()

@@ -242,9 +242,14 @@ enum Loaded {
     Sink(LogSinkPlugin),
 }
 
+/// Calls timed per case by `--bench`, and new instances timed.
+const BENCH_CALLS: usize = 2000;
+const BENCH_INSTANCES: usize = 20;
+
 /// Runs the cases; prints one line per case. Fails when the file is malformed, the plugin
-/// does not load, or a case fails.
-pub fn run(file: &Path, cases_file: &Path) -> anyhow::Result<()> {
+/// does not load, or a case fails. With `bench`, then times each case's call and (policy
+/// hooks) a new instance.
+pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
     let where_ = cases_file.display().to_string();
     let text = std::fs::read_to_string(cases_file).with_context(|| where_.clone())?;
     let cases: CasesFile = serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{where_}: {e}"))?;
@@ -256,7 +261,7 @@ pub fn run(file: &Path, cases_file: &Path) -> anyhow::Result<()> {
         .map(|(i, case)| expected(&case.expect).map_err(|e| anyhow!("{where_}: cases[{i}].{e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let settings = RuntimeSettings {
-        cache_dir: None,
+        cache_dir: super::compile_cache(),
         clock: match &cases.clock {
             Some(clock) => {
                 let millis = chrono::DateTime::parse_from_rfc3339(clock)
@@ -268,6 +273,7 @@ pub fn run(file: &Path, cases_file: &Path) -> anyhow::Result<()> {
             }
             None => None,
         },
+        log_lines: None,
     };
     let mut runtime_spec = PluginSpec::from_resource("under-test", &spec);
     runtime_spec.http.canned = Some(Arc::new(
@@ -321,6 +327,51 @@ pub fn run(file: &Path, cases_file: &Path) -> anyhow::Result<()> {
     println!("{} of {total} cases passed", total - failed);
     if failed > 0 {
         bail!("{where_}: {failed} of {total} cases failed");
+    }
+    if bench {
+        tokio.block_on(print_bench(&loaded, &spec, &cases.cases, &expectations))?;
+    }
+    Ok(())
+}
+
+/// The p50 and p99 of `times`, in microseconds.
+fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort_unstable();
+    let at = |q: f64| {
+        let index = ((times.len() as f64 - 1.0) * q).round() as usize;
+        times.get(index).map_or(0.0, |t| t.as_secs_f64() * 1e6)
+    };
+    (at(0.5), at(0.99))
+}
+
+/// Times each case's call (the whole call as the gateway makes it: an idle instance
+/// checked out, the guest run, the answer lifted) and, for a policy hook, new instances.
+async fn print_bench(
+    loaded: &Loaded,
+    spec: &postern_model::PluginSpec,
+    cases: &[Case],
+    expectations: &[Expected],
+) -> anyhow::Result<()> {
+    if let Loaded::Policy(hook) = loaded {
+        let mut times = Vec::with_capacity(BENCH_INSTANCES);
+        for _ in 0..BENCH_INSTANCES {
+            times.push(hook.time_new_instance().await?);
+        }
+        let (p50, p99) = quantiles(times);
+        println!("bench: new instance (init included): p50 {p50:.1} µs, p99 {p99:.1} µs ({BENCH_INSTANCES} instances)");
+    }
+    for (case, expected) in cases.iter().zip(expectations) {
+        let mut times = Vec::with_capacity(BENCH_CALLS);
+        for _ in 0..BENCH_CALLS {
+            let started = std::time::Instant::now();
+            let _ = run_case(loaded, spec, case, expected).await?;
+            times.push(started.elapsed());
+        }
+        let (p50, p99) = quantiles(times);
+        println!(
+            "bench: {}: p50 {p50:.2} µs, p99 {p99:.2} µs ({BENCH_CALLS} calls)",
+            case.name
+        );
     }
     Ok(())
 }

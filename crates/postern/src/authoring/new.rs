@@ -1,43 +1,55 @@
-//! `postern plugin new` scaffolds a plugin project that builds as it is (Rust for now:
-//! a crate for wasm32-wasip2 with `wit/plugin.wit` vendored at this gateway's version, a
-//! README, the `kind: Plugin` resource and `postern plugin test` cases that pass), and
-//! `postern plugin build` runs the project's build and names the component it made.
+//! `postern plugin new` scaffolds a plugin project that builds as it is — Rust (a crate
+//! for wasm32-wasip2), Python (componentize-py) or JavaScript (componentize-js) — with
+//! `wit/plugin.wit` vendored at this gateway's version, a README, the `kind: Plugin`
+//! resource and `postern plugin test` cases that pass; `postern plugin build` runs the
+//! project's build and names the component it made.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::cli::PluginKindArg;
+use crate::cli::{PluginKindArg, PluginLang};
 
 /// The interface every scaffold vendors: the one this gateway implements.
 const WIT: &str = include_str!("../../../../wit/plugin.wit");
-/// The dependency versions the example plugins are built and tested with; a new project
-/// starts from them (cargo drops what it does not use at its first build).
+/// The dependency versions the example plugins are built and tested with; a new Rust
+/// project starts from them (cargo drops what it does not use at its first build).
 const CARGO_LOCK: &str = include_str!("../../../../plugins/Cargo.lock");
+/// How `plugin build` builds a project that is not a cargo crate.
+const BUILD_FILE: &str = "postern-plugin.toml";
+/// The toolchains the Python and JavaScript scaffolds pin.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+const COMPONENTIZE_JS: &str = "0.23.0";
 
-mod rust {
-    pub const CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.in");
-    pub const README: &str = include_str!("templates/rust/README.md.in");
-    pub const POLICY: &str = include_str!("templates/rust/policy.rs.in");
-    pub const AUTH_PROVIDER: &str = include_str!("templates/rust/auth-provider.rs.in");
-    pub const LOG_SINK: &str = include_str!("templates/rust/log-sink.rs.in");
-    pub const POLICY_SPEC: &str = include_str!("templates/rust/policy.yaml.in");
-    pub const AUTH_PROVIDER_SPEC: &str = include_str!("templates/rust/auth-provider.yaml.in");
-    pub const LOG_SINK_SPEC: &str = include_str!("templates/rust/log-sink.yaml.in");
-    pub const POLICY_CASES: &str = include_str!("templates/rust/policy.cases.in");
-    pub const AUTH_PROVIDER_CASES: &str = include_str!("templates/rust/auth-provider.cases.in");
-    pub const LOG_SINK_CASES: &str = include_str!("templates/rust/log-sink.cases.in");
+mod template {
+    pub const POLICY_SPEC: &str = include_str!("templates/policy.yaml.in");
+    pub const AUTH_PROVIDER_SPEC: &str = include_str!("templates/auth-provider.yaml.in");
+    pub const LOG_SINK_SPEC: &str = include_str!("templates/log-sink.yaml.in");
+    pub const POLICY_CASES: &str = include_str!("templates/policy.cases.in");
+    pub const AUTH_PROVIDER_CASES: &str = include_str!("templates/auth-provider.cases.in");
+    pub const LOG_SINK_CASES: &str = include_str!("templates/log-sink.cases.in");
+    pub const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.in");
+    pub const RUST_README: &str = include_str!("templates/rust/README.md.in");
+    pub const RUST_POLICY: &str = include_str!("templates/rust/policy.rs.in");
+    pub const RUST_AUTH_PROVIDER: &str = include_str!("templates/rust/auth-provider.rs.in");
+    pub const RUST_LOG_SINK: &str = include_str!("templates/rust/log-sink.rs.in");
+    pub const PYTHON_POLICY: &str = include_str!("templates/python/app.py.in");
+    pub const PYTHON_README: &str = include_str!("templates/python/README.md.in");
+    pub const JS_POLICY: &str = include_str!("templates/js/app.js.in");
+    pub const JS_README: &str = include_str!("templates/js/README.md.in");
 }
 
-/// What differs between the kinds: the code, the spec, the cases, and how a gateway
+/// What differs between the kinds: the spec, the cases, the Rust code, and how a gateway
 /// is told to use the plugin.
 struct Kind {
     resource_type: &'static str,
-    code: &'static str,
+    world: &'static str,
     spec: &'static str,
     cases: &'static str,
+    rust: &'static str,
     attach: &'static str,
 }
 
@@ -45,23 +57,26 @@ fn kind(arg: PluginKindArg) -> Kind {
     match arg {
         PluginKindArg::Policy => Kind {
             resource_type: "policy",
-            code: rust::POLICY,
-            spec: rust::POLICY_SPEC,
-            cases: rust::POLICY_CASES,
+            world: "policy",
+            spec: template::POLICY_SPEC,
+            cases: template::POLICY_CASES,
+            rust: template::RUST_POLICY,
             attach: "- A Service asks it about every statement with `authorization: {plugins: [{{name}}]}`\n  in its spec; a denied statement gets `42501 permission denied by plugin {{name}} …`.",
         },
         PluginKindArg::AuthProvider => Kind {
             resource_type: "authProvider",
-            code: rust::AUTH_PROVIDER,
-            spec: rust::AUTH_PROVIDER_SPEC,
-            cases: rust::AUTH_PROVIDER_CASES,
+            world: "auth-provider",
+            spec: template::AUTH_PROVIDER_SPEC,
+            cases: template::AUTH_PROVIDER_CASES,
+            rust: template::RUST_AUTH_PROVIDER,
             attach: "- A Service lets it log identities in with `auth: {providers: [{{name}}]}` in its\n  spec; the tokens are Secrets: `postern secret set token-alice --file alice.token`.",
         },
         PluginKindArg::LogSink => Kind {
             resource_type: "logSink",
-            code: rust::LOG_SINK,
-            spec: rust::LOG_SINK_SPEC,
-            cases: rust::LOG_SINK_CASES,
+            world: "log-sink",
+            spec: template::LOG_SINK_SPEC,
+            cases: template::LOG_SINK_CASES,
+            rust: template::RUST_LOG_SINK,
             attach: "- The gateway hands it every access-log event with `[audit] plugin_sinks =\n  [\"default/{{name}}\"]` in postern.toml.",
         },
     }
@@ -75,19 +90,40 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
         })
 }
 
-/// The component `cargo build --release --target wasm32-wasip2` makes for crate `name`,
-/// relative to the project.
-fn component_path(name: &str) -> String {
+/// `postern-plugin.toml`: the build command of a Python or JavaScript project and the
+/// component it writes, both relative to the project.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildFile {
+    build: Vec<String>,
+    component: String,
+}
+
+fn build_file(command: &[&str], component: &str) -> String {
+    let quoted: Vec<String> = command.iter().map(|part| format!("{part:?}")).collect();
     format!(
-        "target/wasm32-wasip2/release/{}.wasm",
-        name.replace('-', "_")
+        "# How `postern plugin build` builds this project, and the component it makes.\nbuild = [{}]\ncomponent = {component:?}\n",
+        quoted.join(", ")
     )
 }
 
 /// Writes a new project `name` into `dir` (default: `./name`), which must not exist or
 /// be empty.
-pub fn new_project(name: &str, arg: PluginKindArg, dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn new_project(
+    name: &str,
+    arg: PluginKindArg,
+    lang: PluginLang,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     postern_model::validate_name(name).map_err(|e| anyhow!("{e} (it is the Plugin's name too)"))?;
+    let lang_name = match lang {
+        PluginLang::Rust => "Rust",
+        PluginLang::Python => "Python",
+        PluginLang::Js => "JavaScript",
+    };
+    if lang != PluginLang::Rust && arg != PluginKindArg::Policy {
+        bail!("{lang_name} scaffolds are policy hooks for now; auth providers and log sinks: --lang rust");
+    }
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists()
         && std::fs::read_dir(&dir)
@@ -98,8 +134,11 @@ pub fn new_project(name: &str, arg: PluginKindArg, dir: Option<PathBuf>) -> anyh
         bail!("{}: exists and is not empty", dir.display());
     }
     let kind = kind(arg);
-    let wasm = component_path(name);
     let crate_name = name.replace('-', "_");
+    let wasm = match lang {
+        PluginLang::Rust => format!("target/wasm32-wasip2/release/{crate_name}.wasm"),
+        PluginLang::Python | PluginLang::Js => format!("{crate_name}.wasm"),
+    };
     let values = [
         ("name", name),
         ("crate", crate_name.as_str()),
@@ -109,22 +148,89 @@ pub fn new_project(name: &str, arg: PluginKindArg, dir: Option<PathBuf>) -> anyh
     ];
     let attach = fill(kind.attach, &values);
     let readme_values = [values.as_slice(), &[("attach", attach.as_str())]].concat();
-    let files = [
-        ("Cargo.toml", fill(rust::CARGO_TOML, &values)),
-        ("Cargo.lock", CARGO_LOCK.to_owned()),
-        ("src/lib.rs", fill(kind.code, &values)),
-        ("wit/plugin.wit", WIT.to_owned()),
-        (
-            "cases.yaml",
-            format!(
-                "# postern plugin test {wasm} --cases cases.yaml\n{}{}",
-                kind.spec, kind.cases
-            ),
+    let spec = spec_fields(kind.spec, lang)?;
+    let (gitignore, language_files): (String, Vec<(&str, String)>) = match lang {
+        PluginLang::Rust => (
+            "/target\n".to_owned(),
+            vec![
+                ("Cargo.toml", fill(template::RUST_CARGO_TOML, &values)),
+                ("Cargo.lock", CARGO_LOCK.to_owned()),
+                ("src/lib.rs", fill(kind.rust, &values)),
+                ("README.md", fill(template::RUST_README, &readme_values)),
+            ],
         ),
-        ("plugin.yaml", resource(name, kind.spec, &wasm)?),
-        ("README.md", fill(rust::README, &readme_values)),
-        (".gitignore", "/target\n".to_owned()),
+        PluginLang::Python => {
+            let build = [
+                "componentize-py",
+                "-d",
+                "wit",
+                "-w",
+                kind.world,
+                "componentize",
+                "app",
+                "-o",
+                wasm.as_str(),
+            ];
+            (
+                format!("/.venv\n/{wasm}\n__pycache__/\n"),
+                vec![
+                    ("app.py", fill(template::PYTHON_POLICY, &values)),
+                    ("requirements.txt", format!("{COMPONENTIZE_PY}\n")),
+                    (BUILD_FILE, build_file(&build, &wasm)),
+                    ("README.md", fill(template::PYTHON_README, &readme_values)),
+                ],
+            )
+        }
+        PluginLang::Js => {
+            // `jco componentize` wraps the same tool; called directly it needs nothing
+            // else from npm.
+            let build = [
+                "componentize-js",
+                "app.js",
+                "--wit",
+                "wit",
+                "--world-name",
+                kind.world,
+                "--disable",
+                "http",
+                "fetch-event",
+                "-o",
+                wasm.as_str(),
+            ];
+            let package = serde_json::json!({
+                "name": name,
+                "private": true,
+                "type": "module",
+                "devDependencies": {
+                    "@bytecodealliance/componentize-js": COMPONENTIZE_JS,
+                },
+            });
+            (
+                format!("/node_modules\n/{wasm}\n"),
+                vec![
+                    ("app.js", fill(template::JS_POLICY, &values)),
+                    ("package.json", format!("{package:#}\n")),
+                    (BUILD_FILE, build_file(&build, &wasm)),
+                    ("README.md", fill(template::JS_README, &readme_values)),
+                ],
+            )
+        }
+    };
+    let cases = format!(
+        "# postern plugin test {wasm} --cases cases.yaml\n{}{}",
+        serde_yaml_ng::to_string(&Mapping::from_iter([(
+            Value::from("plugin"),
+            Value::Mapping(spec.clone())
+        )]))?,
+        kind.cases
+    );
+    let mut files = vec![
+        ("wit/plugin.wit", WIT.to_owned()),
+        ("cases.yaml", cases),
+        ("plugin.yaml", resource(name, spec, &wasm)?),
+        (".gitignore", gitignore),
     ];
+    files.extend(language_files);
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
@@ -133,7 +239,7 @@ pub fn new_project(name: &str, arg: PluginKindArg, dir: Option<PathBuf>) -> anyh
         std::fs::write(&path, text).with_context(|| path.display().to_string())?;
     }
     println!(
-        "created {} ({} plugin, Rust); next: cd {} && postern plugin build",
+        "created {} ({} plugin, {lang_name}); next: cd {} && postern plugin build",
         dir.display(),
         kind.resource_type,
         dir.display()
@@ -141,17 +247,34 @@ pub fn new_project(name: &str, arg: PluginKindArg, dir: Option<PathBuf>) -> anyh
     Ok(())
 }
 
-/// The `kind: Plugin` resource, from the same spec the cases use.
-fn resource(name: &str, spec: &str, wasm: &str) -> anyhow::Result<String> {
-    let fragment: Mapping = serde_yaml_ng::from_str(spec)?;
+/// The `plugin:` spec of a template, for a project in `lang`.
+fn spec_fields(template: &str, lang: PluginLang) -> anyhow::Result<Mapping> {
+    let fragment: Mapping = serde_yaml_ng::from_str(template)?;
     let Some(Value::Mapping(fields)) = fragment.get("plugin") else {
         bail!("template: no plugin spec");
     };
+    let mut fields = fields.clone();
+    if lang != PluginLang::Rust {
+        // An interpreter inside needs more memory than the default 16 MiB, and its
+        // generated bindings import every interface the world offers, used or not.
+        let mut limits = Mapping::new();
+        limits.insert("memoryMib".into(), 128.into());
+        fields.insert("limits".into(), Value::Mapping(limits));
+        fields.insert(
+            "capabilities".into(),
+            Value::Sequence(vec!["log".into(), "cache".into()]),
+        );
+    }
+    Ok(fields)
+}
+
+/// The `kind: Plugin` resource, from the same spec the cases use.
+fn resource(name: &str, fields: Mapping, wasm: &str) -> anyhow::Result<String> {
     let mut source = Mapping::new();
     source.insert("path".into(), wasm.into());
     let mut spec = Mapping::new();
     spec.insert("source".into(), Value::Mapping(source));
-    spec.extend(fields.clone());
+    spec.extend(fields);
     let mut metadata = Mapping::new();
     metadata.insert("name".into(), name.into());
     metadata.insert("namespace".into(), "default".into());
@@ -162,43 +285,77 @@ fn resource(name: &str, spec: &str, wasm: &str) -> anyhow::Result<String> {
     Ok(serde_yaml_ng::to_string(&resource)?)
 }
 
+/// Finds a build tool: the project's own (`.venv/bin`, `node_modules/.bin`) first, then
+/// `PATH`.
+fn tool(dir: &Path, name: &str) -> PathBuf {
+    [".venv/bin", "node_modules/.bin"]
+        .iter()
+        .map(|local| dir.join(local).join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn run(dir: &Path, program: &Path, args: &[String]) -> anyhow::Result<()> {
+    let shown = std::iter::once(program.display().to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| {
+            format!("{shown}: cannot run it (is it installed? see the project's README)")
+        })?;
+    if !status.success() {
+        bail!("{shown} failed in {} ({status})", dir.display());
+    }
+    Ok(())
+}
+
 /// Builds the project in `dir` and prints the component's path and sha256.
 pub fn build(dir: &Path) -> anyhow::Result<()> {
     use sha2::{Digest, Sha256};
+    let build_file = dir.join(BUILD_FILE);
     let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).with_context(|| {
-        format!(
-            "{}: not a plugin project (postern plugin new makes one)",
-            manifest.display()
-        )
-    })?;
-    let parsed: toml::Table =
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
-    let Some(name) = parsed
-        .get("package")
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-    else {
-        bail!("{}: no [package] name", manifest.display());
-    };
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .current_dir(dir)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
+    let wasm = if build_file.is_file() {
+        let text = std::fs::read_to_string(&build_file)
+            .with_context(|| build_file.display().to_string())?;
+        let parsed: BuildFile =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", build_file.display()))?;
+        let Some((program, args)) = parsed.build.split_first() else {
+            bail!("{}: build: the command is empty", build_file.display());
+        };
+        run(dir, &tool(dir, program), args)?;
+        dir.join(parsed.component)
+    } else if manifest.is_file() {
+        let text =
+            std::fs::read_to_string(&manifest).with_context(|| manifest.display().to_string())?;
+        let parsed: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
+        let Some(name) = parsed
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+        else {
+            bail!("{}: no [package] name", manifest.display());
+        };
+        let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        let args = ["build", "--release", "--target", "wasm32-wasip2"].map(String::from);
+        run(dir, &cargo, &args)?;
+        // Cargo reads a relative CARGO_TARGET_DIR from the directory it runs in.
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(|target| dir.join(target))
+            .unwrap_or_else(|| dir.join("target"));
+        target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")))
+    } else {
         bail!(
-            "cargo build --release --target wasm32-wasip2 failed in {} ({status})",
+            "{}: not a plugin project (no Cargo.toml or {BUILD_FILE}; postern plugin new makes one)",
             dir.display()
         );
-    }
-    // Cargo reads a relative CARGO_TARGET_DIR from the directory it runs in.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|target| dir.join(target))
-        .unwrap_or_else(|| dir.join("target"));
-    let wasm = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+    };
     let bytes = std::fs::read(&wasm).with_context(|| wasm.display().to_string())?;
     let sha: String = Sha256::digest(&bytes)
         .iter()
