@@ -461,6 +461,40 @@ mod tests {
         );
     }
 
+    /// `wit/README.md`'s reference lists every interface, world, type and function the
+    /// WIT declares, as `| interface | item |` rows (worlds under `worlds`).
+    #[test]
+    fn the_wit_reference_lists_everything_the_wit_declares() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let readme = include_str!("../../../wit/README.md");
+        let mut interface = "";
+        let mut missing = Vec::new();
+        for line in wit.lines().map(str::trim) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let declared = match words.as_slice() {
+                ["interface", name, ..] => {
+                    interface = name;
+                    continue;
+                }
+                ["world", name, ..] => Some(("worlds", *name)),
+                ["record" | "variant" | "enum", name, ..] => Some((interface, *name)),
+                ["type", name, ..] => Some((interface, *name)),
+                [name, ..] if name.ends_with(':') && line.contains(": func(") => {
+                    Some((interface, name.trim_end_matches(':')))
+                }
+                _ => None,
+            };
+            if let Some((scope, name)) = declared {
+                if !readme.contains(&format!("| `{scope}` | `{name}` |"))
+                    && !readme.contains(&format!("| {scope} | `{name}` |"))
+                {
+                    missing.push(format!("{scope}/{name}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "wit/README.md's reference lacks {missing:?}");
+    }
+
     #[test]
     fn components_of_the_same_0_minor_are_compatible() {
         assert!(compatible_version(PACKAGE_VERSION));
