@@ -20,16 +20,11 @@ use crate::{blocking, Api};
 /// interpreter inside) reach tens of MiB, far past the API's limit for resource bodies.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The first eight bytes of a WebAssembly component (binary format magic, then the
 /// component layer's version); a core module has `01 00 00 00` there instead.
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
-
-fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
 
 pub async fn put_component(
     State(api): State<Arc<Api>>,
@@ -38,7 +33,7 @@ pub async fn put_component(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (namespace, sha256) = params(path)?;
-    if !is_sha256_hex(&sha256) {
+    if !postern_model::is_sha256_hex(&sha256) {
         return Err(ApiError::bad_request(format!(
             "{sha256:?} is not a sha256 (64 lowercase hex digits)"
         )));
@@ -50,11 +45,16 @@ pub async fn put_component(
         let caller = checked_api.caller(&checked_headers)?;
         caller.check_write(
             &checked_namespace,
-            &format!("Namespace {checked_namespace}"),
+            &format!("the Plugin components of Namespace {checked_namespace}"),
         )?;
         namespace_exists(&checked_api, &checked_namespace)
     })
     .await?;
+    // At most two uploads are read at once: each holds its whole body in memory.
+    let _reading = UPLOADS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("the upload limiter is closed"))?;
     let bytes = read_body_within(MAX_COMPONENT_BYTES, &headers, body).await?;
     if !bytes.starts_with(&COMPONENT_PREAMBLE) {
         let what = if bytes.starts_with(b"\0asm") {
@@ -79,17 +79,4 @@ pub async fn put_component(
         Ok(Json(json!({"sha256": sha256, "size": bytes.len()})).into_response())
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_sha256_hex;
-
-    #[test]
-    fn only_lowercase_sha256_hex_names_a_component() {
-        assert!(is_sha256_hex(&"ab".repeat(32)));
-        assert!(!is_sha256_hex(&"AB".repeat(32)));
-        assert!(!is_sha256_hex(&"ab".repeat(31)));
-        assert!(!is_sha256_hex(&"zz".repeat(32)));
-    }
 }

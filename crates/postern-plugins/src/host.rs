@@ -492,7 +492,10 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "wit/README.md's reference lacks {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "wit/README.md's reference lacks {missing:?}"
+        );
     }
 
     #[test]
@@ -714,17 +717,26 @@ impl HttpGrant {
             return Err(HttpError::Denied);
         }
         if let Some(canned) = &self.canned {
-            return canned
+            // As the network would answer: a name that leads inside is refused (only
+            // `localhost` is known without resolving), a body past the limit too large.
+            if matches!(&host, url::Host::Domain(name) if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost"))
+            {
+                return Err(HttpError::Denied);
+            }
+            let answer = canned
                 .iter()
                 .find(|c| c.method == request.method && c.url == url)
-                .map(|c| http_client::Response {
-                    status: c.status,
-                    headers: c.headers.clone(),
-                    body: c.body.clone(),
-                })
                 .ok_or_else(|| {
                     HttpError::Connect(format!("no canned response for {} {url}", request.method))
-                });
+                })?;
+            if answer.body.len() as u64 > self.max_response_bytes {
+                return Err(HttpError::TooLarge);
+            }
+            return Ok(http_client::Response {
+                status: answer.status,
+                headers: answer.headers.clone(),
+                body: answer.body.clone(),
+            });
         }
         // The addresses the request may go to, resolved once here and handed to the
         // client as they are: resolving the name again could answer otherwise (DNS

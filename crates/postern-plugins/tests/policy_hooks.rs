@@ -1,7 +1,8 @@
 //! Policy hooks as real wasm components: the table-window example plugin end to end
 //! through the runtime (fake clock), and the failure cases — a plugin that spins, one
 //! that allocates past its limit, one that traps, one that imports what it may not, one
-//! that refuses its config, bytes that are no component.
+//! that refuses its config, one that tries the network through wasi:sockets, bytes that
+//! are no component.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -439,7 +440,7 @@ async fn a_session_asks_its_hooks_synchronously_and_keeps_reusable_verdicts() {
             "the kept verdict outlived its TTL"
         );
         assert!(session.check_statement(&last_second).is_err());
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Kept at least until the second was over: some calls in between were answered from
     // the kept verdict.
@@ -486,4 +487,39 @@ async fn an_auth_provider_that_fails_refuses_and_rests_after_failures_in_a_row()
         Err(PluginError::Unhealthy { .. })
     ));
     assert_eq!(provider.stats().skipped.load(Ordering::Relaxed), 1);
+}
+
+/// `wasi:sockets` may be imported (interpreters inside components import it whether they
+/// use it or not), but every use of it is refused: a TCP connection to a listener on
+/// loopback, a UDP send, a name lookup.
+#[tokio::test]
+async fn a_plugin_gets_no_network_through_wasi_sockets() {
+    // A TCP listener and a UDP socket on the same port number: where the plugin aims.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let runtime = Runtime::new(RuntimeSettings::default()).unwrap();
+    let mut spec = PluginSpec::new("sockets", &port.to_string());
+    spec.capabilities = Vec::new();
+    let hook = PolicyHook::load(&runtime, spec, component("sockets"))
+        .await
+        .unwrap();
+    let verdict = hook
+        .on_statement(&identity("alice", &[]), &statement("select", &[]))
+        .await;
+    let reason = denial(&verdict.decision).expect("the plugin reports by denying");
+    for attempt in ["tcp: refused", "udp: refused", "dns: refused"] {
+        assert!(reason.contains(attempt), "{attempt}: {reason}");
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the listener"
+    );
+    let mut buffer = [0u8; 16];
+    assert!(
+        matches!(udp.recv_from(&mut buffer), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a datagram reached the socket"
+    );
 }

@@ -1,6 +1,7 @@
-//! `postern plugin …`: the plugin author's tools, which need no gateway, state or
-//! PostgreSQL: `new` and `build` make a project and its component, `inspect` says what a
-//! component is and whether this gateway loads it, `test` runs it against cases.
+//! `postern plugin …`: the plugin author's tools. `new` and `build` make a project and its
+//! component, `inspect` says what a component is and whether this gateway loads it,
+//! `test` runs it against cases — none of them needs a gateway or PostgreSQL — and `logs`
+//! prints what a plugin logged in the gateway whose state directory it reads.
 
 mod cases;
 mod new;
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{PluginCommand, ReportOutput};
 
-pub fn run(command: PluginCommand) -> anyhow::Result<()> {
+pub fn run(command: PluginCommand, config: &postern_config::Config) -> anyhow::Result<()> {
     match command {
         PluginCommand::New {
             name,
@@ -25,9 +26,18 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
         } => new::new_project(&name, kind, lang, dir),
         PluginCommand::Build { dir } => new::build(&dir),
         PluginCommand::Inspect { file, output } => inspect(&file, output),
-        PluginCommand::Logs { .. } => {
-            bail!("postern plugin logs reads a gateway's state directory")
-        }
+        PluginCommand::Logs {
+            name,
+            namespace,
+            tail,
+            follow,
+        } => logs(
+            &crate::setup::open_store(config)?,
+            &namespace,
+            &name,
+            tail,
+            follow,
+        ),
         PluginCommand::Test { file, cases, bench } => cases::run(&file, &cases, bench),
     }
 }
@@ -43,14 +53,17 @@ pub(crate) fn compile_cache() -> Option<std::path::PathBuf> {
     Some(base.join("postern/components"))
 }
 
-/// A runtime for one command, and the tokio runtime its async calls run on.
-fn plugin_runtime() -> anyhow::Result<(tokio::runtime::Runtime, Arc<Runtime>)> {
+/// A plugin runtime for one command (the time its plugins see: `clock`, or the real one),
+/// and the tokio runtime its async calls run on.
+fn plugin_runtime(
+    clock: Option<postern_plugins::WallClock>,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Runtime>)> {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let plugins = Runtime::new(RuntimeSettings {
         cache_dir: compile_cache(),
-        clock: None,
+        clock,
         log_lines: None,
     })?;
     Ok((tokio, plugins))
@@ -83,7 +96,7 @@ fn need_text(need: &Result<ImportNeed, &'static str>) -> String {
 
 fn inspect(file: &Path, output: ReportOutput) -> anyhow::Result<()> {
     let bytes = read_component(file)?;
-    let (tokio, plugins) = plugin_runtime()?;
+    let (tokio, plugins) = plugin_runtime(None)?;
     let report = tokio.block_on(plugins.inspect(&file.display().to_string(), bytes))?;
     match output {
         ReportOutput::Json => println!("{:#}", inspection_json(file, &report)),
@@ -179,7 +192,7 @@ fn inspection_text(file: &Path, report: &Inspection) -> String {
 const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Prints the last `tail` lines a Plugin logged, then (`follow`) new ones as they come.
-pub fn logs(
+fn logs(
     store: &postern_state::Store,
     namespace: &str,
     name: &str,

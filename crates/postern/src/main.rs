@@ -34,20 +34,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // Authoring needs no gateway: no settings, no state, no server (the logs a gateway
-    // recorded aside).
-    let cli = match cli.command {
-        Command::Plugin(command) if !matches!(command, cli::PluginCommand::Logs { .. }) => {
-            return authoring::run(command);
-        }
-        command => Cli { command, ..cli },
-    };
-    if let Some(server) = &cli.settings.server {
+    // Plugin authoring runs here even with --server (`plugin logs` reads this machine's
+    // state directory).
+    if let Some(server) = cli
+        .settings
+        .server
+        .as_ref()
+        .filter(|_| !matches!(cli.command, Command::Plugin(_)))
+    {
         return remote::run(server, &cli.settings, cli.command);
     }
     let config = setup::load_config(&cli.settings)?;
     let long_running = matches!(cli.command, Command::Serve | Command::Demo);
-    setup::init_logging(config.log_format, long_running);
+    // Plugin authoring reports in its own lines; the runtime's log would repeat them.
+    if !matches!(cli.command, Command::Plugin(_)) {
+        setup::init_logging(config.log_format, long_running);
+    }
     match cli.command {
         Command::Serve => serve::run(&config),
         Command::Demo => demo::run(&config, cli.settings.listen.is_some()),
@@ -107,18 +109,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
         Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
         Command::Token(command) => tenancy::token(setup::open_store(&config)?, &config, command),
-        Command::Plugin(cli::PluginCommand::Logs {
-            name,
-            namespace,
-            tail,
-            follow,
-        }) => authoring::logs(
-            &setup::open_store(&config)?,
-            &namespace,
-            &name,
-            tail,
-            follow,
-        ),
-        Command::Plugin(command) => authoring::run(command),
+        Command::Plugin(command) => authoring::run(command, &config),
     }
 }

@@ -273,8 +273,6 @@ impl PluginLoader {
     }
 }
 
-/// The auth providers a service names (`spec.auth.providers`); none when it cannot be
-/// read (its clients then fall back to the other ways to log in).
 /// Lines waiting for the plugin log's writer; past this, lines are dropped (and counted
 /// in the gateway's log) rather than slowing a plugin call.
 const LOG_QUEUE: usize = 4096;
@@ -323,6 +321,8 @@ pub fn log_writer(store: Arc<Store>) -> postern_plugins::LogLines {
     )
 }
 
+/// The auth providers a service names (`spec.auth.providers`); none when it cannot be
+/// read (its clients then fall back to the other ways to log in).
 pub fn auth_providers_chain(store: Arc<Store>) -> Arc<AuthProviderChain> {
     Arc::new(AuthProviderChain::new(Arc::new(
         move |service| match store.get_resource(Kind::Service, &service.namespace, &service.name) {

@@ -180,6 +180,59 @@ cases:
     assert!(test_cases(&component("otlp_logs"), &sink_cases)
         .status
         .success());
+    // As the network would: a body past spec.http.maxResponseBytes is too large (the
+    // sink retries), and a name that leads inside is refused.
+    let limited = sink(200, "ok").replace(
+        r#"http: {allow: ["https://collector.example.com"]}"#,
+        r#"http: {allow: ["https://collector.example.com"], maxResponseBytes: 4}"#,
+    );
+    std::fs::write(
+        &sink_cases,
+        limited.replace(
+            "status: 200}",
+            "status: 200, body: \"far more than four bytes\"}",
+        ),
+    )
+    .unwrap();
+    let output = test_cases(&component("otlp_logs"), &sink_cases);
+    one_line_error(&output);
+    assert!(
+        text(&output.stdout).contains("got retryable \"HttpError::TooLarge\""),
+        "{output:?}"
+    );
+    std::fs::write(
+        &sink_cases,
+        sink(200, "ok").replace("collector.example.com", "collector.localhost"),
+    )
+    .unwrap();
+    let output = test_cases(&component("otlp_logs"), &sink_cases);
+    one_line_error(&output);
+    assert!(
+        text(&output.stdout)
+            .contains("got retryable \"the endpoint is not in the plugin's http.allow\""),
+        "{output:?}"
+    );
+
+    // A policy hook that traps is denied by the gateway, but its case fails: a trap is a
+    // bug, whatever the case expected.
+    let policy_cases = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy_cases,
+        r#"plugin: {type: policy, capabilities: [log]}
+cases:
+  - {name: a trap is no denial, identity: {name: alice}, statement: {kind: trap}, expect: deny}
+  - {name: a denial, identity: {name: alice}, statement: {kind: deny}, expect: deny}
+"#,
+    )
+    .unwrap();
+    let output = test_cases(&component("misbehave"), &policy_cases);
+    one_line_error(&output);
+    let report = text(&output.stdout);
+    assert!(
+        report.contains("FAIL  a trap is no denial: expected deny, the plugin failed"),
+        "{report}"
+    );
+    assert!(report.contains("ok    a denial"), "{report}");
 
     let auth_cases = dir.path().join("auth.yaml");
     std::fs::write(
@@ -217,6 +270,11 @@ fn a_wrong_cases_file_is_one_line_naming_where() {
             "an unknown field",
             format!("{policy}cases:\n  - {{name: x, identity: {{name: a}}, statment: {{kind: select}}, expect: allow}}\n"),
             "statment",
+        ),
+        (
+            "a detail where none belongs",
+            format!("{policy}cases:\n  - {{name: x, identity: {{name: a}}, statement: {{kind: select}}, expect: {{allow: yes}}}}\n"),
+            "cases[0].expect: allow takes no detail",
         ),
         (
             "an unknown expectation",
@@ -310,7 +368,6 @@ fn a_new_project_of_each_kind_builds_and_passes_its_own_cases() {
 
         let output = test_cases(Path::new(&wasm), &project.join("cases.yaml"));
         assert!(output.status.success(), "{kind}: {output:?}");
-        assert!(!text(&output.stdout).contains("FAIL"), "{kind}: {output:?}");
         let output = inspect(Path::new(&wasm), true);
         assert!(output.status.success(), "{kind}: {output:?}");
 

@@ -13,7 +13,7 @@ use postern_model::{Kind, Metadata, PluginType, Resource, Spec};
 use postern_plugins::types::{ClientInfo, Decision, Identity, Statement};
 use postern_plugins::{
     AuthCredential, AuthOutcome, AuthProviderPlugin, CannedResponse, LogSinkPlugin, PluginSpec,
-    PolicyHook, Runtime, RuntimeSettings, SinkEvent, SinkFailure,
+    PolicyHook, SinkEvent, SinkFailure,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -216,8 +216,11 @@ fn expected(value: &Value) -> anyhow::Result<Expected> {
             Some(_) => bail!("expect.{word}: a text the reason contains"),
         }
     };
+    if detail.is_some() && matches!(word, "allow" | "notApplicable" | "ok") {
+        bail!("expect: {word} takes no detail (write `expect: {word}`)");
+    }
     Ok(match word {
-        "allow" if detail.is_none() => Expected::Allow,
+        "allow" => Expected::Allow,
         "deny" => Expected::Deny(text(detail)?),
         "authenticated" => Expected::Authenticated(match detail {
             None | Some(Value::Null) => None,
@@ -227,8 +230,8 @@ fn expected(value: &Value) -> anyhow::Result<Expected> {
             ),
         }),
         "rejected" => Expected::Rejected(text(detail)?),
-        "notApplicable" if detail.is_none() => Expected::NotApplicable,
-        "ok" if detail.is_none() => Expected::Ok,
+        "notApplicable" => Expected::NotApplicable,
+        "ok" => Expected::Ok,
         "retryable" => Expected::Retryable(text(detail)?),
         "permanent" => Expected::Permanent(text(detail)?),
         other => bail!("expect: {other:?} is not one of {EXPECTATIONS}"),
@@ -260,20 +263,21 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, case)| expected(&case.expect).map_err(|e| anyhow!("{where_}: cases[{i}].{e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let settings = RuntimeSettings {
-        cache_dir: super::compile_cache(),
-        clock: match &cases.clock {
-            Some(clock) => {
-                let millis = chrono::DateTime::parse_from_rfc3339(clock)
-                    .ok()
-                    .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
-                    .ok_or_else(|| anyhow!("{where_}: clock: {clock:?} is not an RFC 3339 time"))?;
-                let now = UNIX_EPOCH + Duration::from_millis(millis);
-                Some(Arc::new(move || now))
-            }
-            None => None,
-        },
-        log_lines: None,
+    let clock: Option<postern_plugins::WallClock> = match &cases.clock {
+        Some(clock) => {
+            let millis = chrono::DateTime::parse_from_rfc3339(clock)
+                .ok()
+                .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+                .ok_or_else(|| anyhow!("{where_}: clock: {clock:?} is not an RFC 3339 time"))?;
+            let fixed = UNIX_EPOCH + Duration::from_millis(millis);
+            Some(Arc::new(move || fixed))
+        }
+        None => None,
+    };
+    let now = || {
+        clock
+            .as_ref()
+            .map_or_else(std::time::SystemTime::now, |c| c())
     };
     let mut runtime_spec = PluginSpec::from_resource("under-test", &spec);
     runtime_spec.http.canned = Some(Arc::new(
@@ -286,13 +290,8 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
     ));
     let secrets = Arc::new(cases.secrets.clone());
     let reader: postern_plugins::SecretReader = Arc::new(move |name| secrets.get(name).cloned());
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let plugins = Runtime::new(settings)?;
-    let component: Arc<[u8]> = std::fs::read(file)
-        .with_context(|| file.display().to_string())?
-        .into();
+    let (tokio, plugins) = super::plugin_runtime(clock.clone())?;
+    let component = super::read_component(file)?;
     let name = file.display().to_string();
     let loaded = tokio
         .block_on(async {
@@ -313,7 +312,7 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
     let mut failed = 0;
     for (index, (case, expected)) in cases.cases.iter().zip(&expectations).enumerate() {
         let outcome = tokio
-            .block_on(run_case(&loaded, &spec, case, expected))
+            .block_on(run_case(&loaded, &spec, case, expected, now()))
             .map_err(|e| anyhow!("{where_}: cases[{index}]: {e}"))?;
         match outcome {
             Ok(()) => println!("ok    {}", case.name),
@@ -329,7 +328,13 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
         bail!("{where_}: {failed} of {total} cases failed");
     }
     if bench {
-        tokio.block_on(print_bench(&loaded, &spec, &cases.cases, &expectations))?;
+        tokio.block_on(print_bench(
+            &loaded,
+            &spec,
+            &cases.cases,
+            &expectations,
+            now(),
+        ))?;
     }
     Ok(())
 }
@@ -351,6 +356,7 @@ async fn print_bench(
     spec: &postern_model::PluginSpec,
     cases: &[Case],
     expectations: &[Expected],
+    clock_now: std::time::SystemTime,
 ) -> anyhow::Result<()> {
     if let Loaded::Policy(hook) = loaded {
         let mut times = Vec::with_capacity(BENCH_INSTANCES);
@@ -364,7 +370,7 @@ async fn print_bench(
         let mut times = Vec::with_capacity(BENCH_CALLS);
         for _ in 0..BENCH_CALLS {
             let started = std::time::Instant::now();
-            let _ = run_case(loaded, spec, case, expected).await?;
+            let _ = run_case(loaded, spec, case, expected, clock_now).await?;
             times.push(started.elapsed());
         }
         let (p50, p99) = quantiles(times);
@@ -459,18 +465,30 @@ fn client(case: &Case) -> ClientInfo {
     }
 }
 
+/// Calls of a plugin that trapped, ran out of time, or were refused while it rested.
+fn failures(stats: &postern_plugins::PluginStats) -> [u64; 3] {
+    use std::sync::atomic::Ordering::Relaxed;
+    [
+        stats.traps.load(Relaxed),
+        stats.timeouts.load(Relaxed),
+        stats.skipped.load(Relaxed),
+    ]
+}
+
 /// `Ok(Err(why))`: the case ran and failed; `Err`: the case cannot run as written.
 async fn run_case(
     loaded: &Loaded,
     spec: &postern_model::PluginSpec,
     case: &Case,
     expected: &Expected,
+    clock_now: std::time::SystemTime,
 ) -> anyhow::Result<Result<(), String>> {
     let contains =
         |text: &str, part: &Option<String>| part.as_ref().is_none_or(|p| text.contains(p.as_str()));
     Ok(match loaded {
         Loaded::Policy(hook) => {
             let identity = identity(case)?;
+            let failures_before = failures(hook.stats());
             let verdict = match (&case.statement, &case.client) {
                 (Some(statement), None) => {
                     if statement.text.is_some() && !spec.statement_text {
@@ -502,6 +520,17 @@ async fn run_case(
                     "a policy hook's case has a statement or a client (on-connect), one of them"
                 ),
             };
+            // The hook answers for a plugin that failed (denied, or allowed with
+            // `failure: open`); a failure is a bug whatever the case expected.
+            if failures(hook.stats()) != failures_before {
+                return Ok(Err(format!(
+                    "expected {expected}, the plugin failed (it trapped, ran out of time or rests after failures); the gateway answers {}",
+                    match &verdict.decision {
+                        Decision::Allow => "allow (failure: open)".to_owned(),
+                        Decision::Deny(reason) => format!("deny {reason:?}"),
+                    }
+                )));
+            }
             match (&verdict.decision, expected) {
                 (Decision::Allow, Expected::Allow) => Ok(()),
                 (Decision::Deny(reason), Expected::Deny(part)) if contains(reason, part) => Ok(()),
@@ -559,7 +588,7 @@ async fn run_case(
             let Some(events) = &case.events else {
                 bail!("events: a log sink's case gives one batch of events");
             };
-            let now = postern_model::unix_millis(std::time::SystemTime::now());
+            let now = postern_model::unix_millis(clock_now);
             let batch: Vec<SinkEvent> = events
                 .iter()
                 .enumerate()

@@ -313,6 +313,15 @@ fn run(dir: &Path, program: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TOML error in one line (the crate's own text quotes the file over several):
+/// `FILE:LINE: message`.
+fn toml_error(file: &Path, text: &str, error: &toml::de::Error) -> anyhow::Error {
+    let line = error.span().map_or(0, |span| {
+        text[..span.start.min(text.len())].lines().count().max(1)
+    });
+    anyhow!("{}:{line}: {}", file.display(), error.message().trim())
+}
+
 /// Builds the project in `dir` and prints the component's path and sha256.
 pub fn build(dir: &Path) -> anyhow::Result<()> {
     use sha2::{Digest, Sha256};
@@ -322,7 +331,7 @@ pub fn build(dir: &Path) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&build_file)
             .with_context(|| build_file.display().to_string())?;
         let parsed: BuildFile =
-            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", build_file.display()))?;
+            toml::from_str(&text).map_err(|e| toml_error(&build_file, &text, &e))?;
         let Some((program, args)) = parsed.build.split_first() else {
             bail!("{}: build: the command is empty", build_file.display());
         };
@@ -332,7 +341,7 @@ pub fn build(dir: &Path) -> anyhow::Result<()> {
         let text =
             std::fs::read_to_string(&manifest).with_context(|| manifest.display().to_string())?;
         let parsed: toml::Table =
-            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
+            toml::from_str(&text).map_err(|e| toml_error(&manifest, &text, &e))?;
         let Some(name) = parsed
             .get("package")
             .and_then(|p| p.get("name"))
