@@ -5,7 +5,8 @@
 //! and passes the same cases, the Rust project's; then, as the guide goes on, each is
 //! applied, named by a Service of a real gateway, and psql's statement on the payroll
 //! table through it is denied naming the plugin. Sizes and times for the three are
-//! printed (`-- --nocapture` shows them); nothing here asserts a time.
+//! printed (`-- --nocapture` shows them); nothing here asserts a time. And the guide's
+//! tutorial (plugins/README.md) runs as it is written there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -157,32 +158,10 @@ async fn the_same_policy_hook_in_rust_python_and_javascript_denies_a_statement_t
     // A database with a payroll table, a gateway, and a Service per language naming its
     // plugin, all in the namespace the scaffold's resource uses.
     let pg = shared_pg().await;
-    pg.connect("app")
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE SCHEMA payroll AUTHORIZATION app_rw;
-             CREATE TABLE payroll.salaries (who text, amount int);
-             ALTER TABLE payroll.salaries OWNER TO app_rw;",
-        )
-        .await
-        .unwrap();
+    payroll_table(pg).await;
     let gateway = Gateway::start(BIN, &[]).await;
-    let base = gateway.write_file(
-        "base.yaml",
-        &format!(
-            "kind: Target\nmetadata: {{name: main-pg, namespace: default}}\nspec: {{address: '{}', sslMode: disable}}\n---\n\
-             kind: Identity\nmetadata: {{name: alice, namespace: default}}\nspec: {{type: human, groups: [engineering]}}\n",
-            pg.address()
-        ),
-    );
-    gateway.cli_ok(&["apply", "-f", base.to_str().unwrap()]);
-    let output = gateway.cli_with_input(
-        &["secret", "set", "app-rw-password", "-n", "default"],
-        &format!("{}\n", postern_testkit::APP_PASSWORD),
-    );
-    assert!(output.status.success(), "{output:?}");
-    let key = gateway.create_key("alice", "default");
+    let key = default_namespace(&gateway, pg);
+
     for (lang, name, project) in &resources {
         // The guide's `postern apply -f plugin.yaml`, then its Service.
         gateway.cli_ok(&["apply", "-f", project.join("plugin.yaml").to_str().unwrap()]);
@@ -219,4 +198,111 @@ async fn the_same_policy_hook_in_rust_python_and_javascript_denies_a_statement_t
         assert!(ok, "{lang}: {err}");
         assert_eq!(out, "10\n", "{lang}");
     }
+}
+
+/// The fenced block that follows `marker` in the guide.
+fn guide_block(guide: &str, marker: &str) -> String {
+    let after = &guide[guide
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in the guide"))..];
+    let fence = after.find("```").unwrap();
+    let body = fence + after[fence..].find('\n').unwrap() + 1;
+    let end = body + after[body..].find("```").unwrap();
+    after[body..end].to_owned()
+}
+
+/// A database with a payroll table that app_rw owns (either test may make it first).
+async fn payroll_table(pg: &postern_localpg::LocalPg) {
+    pg.connect("app")
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS payroll AUTHORIZATION app_rw;
+             CREATE TABLE IF NOT EXISTS payroll.salaries (who text, amount int);
+             ALTER TABLE payroll.salaries OWNER TO app_rw;",
+        )
+        .await
+        .unwrap();
+}
+
+/// A gateway with the default namespace's Target `main-pg`, Identity alice and the
+/// upstream password: what the guide assumes is there. Returns alice's API key.
+fn default_namespace(gateway: &Gateway, pg: &postern_localpg::LocalPg) -> String {
+    let base = gateway.write_file(
+        "base.yaml",
+        &format!(
+            "kind: Target\nmetadata: {{name: main-pg, namespace: default}}\nspec: {{address: '{}', sslMode: disable}}\n---\n\
+             kind: Identity\nmetadata: {{name: alice, namespace: default}}\nspec: {{type: human, groups: [engineering]}}\n",
+            pg.address()
+        ),
+    );
+    gateway.cli_ok(&["apply", "-f", base.to_str().unwrap()]);
+    let output = gateway.cli_with_input(
+        &["secret", "set", "app-rw-password", "-n", "default"],
+        &format!("{}\n", postern_testkit::APP_PASSWORD),
+    );
+    assert!(output.status.success(), "{output:?}");
+    gateway.create_key("alice", "default")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_tutorial_works_as_written() {
+    let guide = std::fs::read_to_string(repo().join("plugins/README.md")).unwrap();
+    let pg = shared_pg().await;
+    payroll_table(pg).await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = default_namespace(&gateway, pg);
+    let dir = tempfile::tempdir().unwrap();
+    // The commands as the guide has them, with this build's postern, on this gateway's
+    // state directory, and cargo's default target directory (the project's own).
+    let bin_dir = Path::new(BIN).parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let commands = guide_block(&guide, "<!-- tutorial-commands -->");
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &commands])
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .env("POSTERN_STATE_DIR", gateway.state_dir())
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    let printed = ok(output, "the tutorial's commands");
+    assert!(printed.contains("ok    payroll is off limits"), "{printed}");
+    assert!(printed.contains("loadable:       yes"), "{printed}");
+
+    // The Service as the guide has it.
+    let service = gateway.write_file(
+        "service.yaml",
+        &guide_block(&guide, "<!-- tutorial-service -->"),
+    );
+    gateway.cli_ok(&["apply", "-f", service.to_str().unwrap()]);
+
+    // psql as the guide shows it, on this gateway's port, with alice's key.
+    let console = guide_block(&guide, "<!-- tutorial-psql -->");
+    let (command, said): (Vec<&str>, Vec<&str>) = console
+        .lines()
+        .partition(|line| line.starts_with("$ ") || line.starts_with("    "));
+    let command = command
+        .join("\n")
+        .trim_start_matches("$ ")
+        .replace("port=6432", &format!("port={}", gateway.port()));
+    let said = said.join("\n");
+    let refused = wait_for("the tutorial's plugin to load and deny", WAIT, || {
+        let output = Command::new("bash")
+            .args(["-c", &command])
+            .env("ALICE_KEY", &key)
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        (!output.status.success() && stderr.contains("is off limits")).then_some(stderr)
+    })
+    .await;
+    // psql's first line, as the guide shows it (a CONTEXT line may follow).
+    assert!(
+        refused.trim().starts_with(said.trim()),
+        "the guide says:\n{said}\npsql said:\n{refused}"
+    );
 }
