@@ -19,7 +19,6 @@ pub use auth::{AuthProviderChain, AuthProviderPlugin, ProvidersOf};
 pub use bindings::auth_provider::exports::postern::plugin::authn::{
     Credential as AuthCredential, Outcome as AuthOutcome,
 };
-pub use bindings::log_sink::exports::postern::plugin::sink::Event as SinkEvent;
 pub use bindings::types;
 pub use error::PluginError;
 pub use hooks::PolicyHooks;

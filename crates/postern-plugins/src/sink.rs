@@ -108,8 +108,9 @@ impl LogSinkPlugin {
         Ok((store, bindings))
     }
 
-    /// Hands the plugin one batch.
-    pub async fn write_batch(&self, events: &[Event]) -> Result<(), SinkFailure> {
+    /// Hands the plugin one batch of access-log records, as the events the WIT defines.
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<(), SinkFailure> {
+        let events: Vec<Event> = records.iter().map(|r| event(r)).collect();
         let started = std::time::Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.instance.lock().await;
@@ -123,7 +124,7 @@ impl LogSinkPlugin {
         store.set_epoch_deadline(self.timeout_ticks);
         let called = bindings
             .postern_plugin_sink()
-            .call_write_batch(&mut store, events)
+            .call_write_batch(&mut store, &events)
             .await;
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.count_call_time(nanos);
@@ -197,15 +198,12 @@ impl AuditSink for PluginSink {
                 self.key.0, self.key.1
             )
         })?;
-        let events: Vec<Event> = batch.iter().map(|r| event(r)).collect();
-        match self.runtime.block_on(plugin.write_batch(&events)) {
+        match self.runtime.block_on(plugin.write_batch(batch)) {
             Ok(()) => Ok(()),
             Err(SinkFailure::Retryable(e)) => Err(e),
             Err(SinkFailure::Permanent(e)) => {
-                plugin
-                    .lost
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                tracing::error!(plugin = plugin.name(), events = events.len(), error = %e, "log-sink plugin refused a batch for good; its events are lost");
+                plugin.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!(plugin = plugin.name(), events = batch.len(), error = %e, "log-sink plugin refused a batch for good; its events are lost");
                 Ok(())
             }
         }

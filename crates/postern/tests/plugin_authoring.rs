@@ -180,6 +180,17 @@ cases:
     assert!(test_cases(&component("otlp_logs"), &sink_cases)
         .status
         .success());
+    // An event type the access log does not have: the case cannot run, one line.
+    std::fs::write(
+        &sink_cases,
+        sink(200, "ok").replace("eventType: QUERY", "eventType: NOPE"),
+    )
+    .unwrap();
+    let error = one_line_error(&test_cases(&component("otlp_logs"), &sink_cases));
+    assert!(
+        error.contains("cases[0]: events[0].eventType: \"NOPE\" is not one of"),
+        "{error}"
+    );
     // As the network would: a body past spec.http.maxResponseBytes is too large (the
     // sink retries), and a name that leads inside is refused.
     let limited = sink(200, "ok").replace(

@@ -13,7 +13,7 @@ use postern_model::{Kind, Metadata, PluginType, Resource, Spec};
 use postern_plugins::types::{ClientInfo, Decision, Identity, Statement};
 use postern_plugins::{
     AuthCredential, AuthOutcome, AuthProviderPlugin, CannedResponse, LogSinkPlugin, PluginSpec,
-    PolicyHook, SinkEvent, SinkFailure,
+    PolicyHook, SinkFailure,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -465,6 +465,50 @@ fn client(case: &Case) -> ClientInfo {
     }
 }
 
+/// An access-log record of a case's event, at `time`.
+fn access_record(
+    index: usize,
+    event: &CaseEvent,
+    time: std::time::SystemTime,
+) -> anyhow::Result<postern_model::AuditRecord> {
+    use postern_model::{AuditEvent, AuditRecord, EventType, IdentityInfo, SessionInfo};
+    let event_type = EventType::parse(&event.event_type).ok_or_else(|| {
+        anyhow!(
+            "events[{index}].eventType: {:?} is not one of {}",
+            event.event_type,
+            EventType::ALL.map(|t| t.as_str()).join(", ")
+        )
+    })?;
+    let (name, namespace) = event
+        .identity
+        .split_once('.')
+        .unwrap_or((event.identity.as_str(), postern_model::DEFAULT_NAMESPACE));
+    let service_namespace = event
+        .service
+        .split_once('.')
+        .map_or(postern_model::DEFAULT_NAMESPACE, |(_, ns)| ns);
+    let session = SessionInfo {
+        connection_id: 1,
+        session_id: event.session_id.clone(),
+        identity: IdentityInfo {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            groups: Vec::new(),
+        },
+        service: event.service.clone(),
+        namespace: service_namespace.to_owned(),
+        upstream: None,
+        client_address: "127.0.0.1:50000".into(),
+        application_name: String::new(),
+        dropped: Default::default(),
+        json_members: Default::default(),
+    };
+    let mut record = AuditEvent::new(event_type, std::sync::Arc::new(session));
+    record.time = time;
+    record.statement = event.statement.as_deref().map(std::sync::Arc::from);
+    Ok(AuditRecord::new((index + 1).to_string(), record))
+}
+
 /// Calls of a plugin that trapped, ran out of time, or were refused while it rested.
 fn failures(stats: &postern_plugins::PluginStats) -> [u64; 3] {
     use std::sync::atomic::Ordering::Relaxed;
@@ -588,28 +632,14 @@ async fn run_case(
             let Some(events) = &case.events else {
                 bail!("events: a log sink's case gives one batch of events");
             };
-            let now = postern_model::unix_millis(clock_now);
-            let batch: Vec<SinkEvent> = events
+            // Records as the access log makes them, so the events' `json` is the line
+            // `postern logs -o json` prints.
+            let records = events
                 .iter()
                 .enumerate()
-                .map(|(i, e)| SinkEvent {
-                    id: (i + 1).to_string(),
-                    time_ms: now,
-                    event_type: e.event_type.clone(),
-                    session_id: e.session_id.clone(),
-                    identity: e.identity.clone(),
-                    service: e.service.clone(),
-                    statement: e.statement.clone(),
-                    json: serde_json::json!({
-                        "eventType": e.event_type,
-                        "sessionId": e.session_id,
-                        "identity": e.identity,
-                        "service": e.service,
-                        "statement": e.statement,
-                    })
-                    .to_string(),
-                })
-                .collect();
+                .map(|(i, e)| access_record(i, e, clock_now))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let batch: Vec<&postern_model::AuditRecord> = records.iter().collect();
             match (sink.write_batch(&batch).await, expected) {
                 (Ok(()), Expected::Ok) => Ok(()),
                 (Err(SinkFailure::Retryable(why)), Expected::Retryable(part))
