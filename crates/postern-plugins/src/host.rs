@@ -298,6 +298,13 @@ impl PluginShared {
         let plugin = self.name.as_str();
         if suppressed > 0 {
             tracing::warn!(target: "postern::plugin", plugin, suppressed, "plugin log lines dropped (rate limit)");
+            // The gap shows where the lines are read too (`postern plugin logs`).
+            if let Some(lines) = &self.log_lines {
+                let gap = format!(
+                    "({suppressed} lines dropped here: more than {LOG_LINES_PER_SECOND} a second)"
+                );
+                lines(&self.namespace, plugin, "warn", &gap);
+            }
         }
         let mut end = message.len().min(LOG_LINE_BYTES);
         while !message.is_char_boundary(end) {

@@ -523,3 +523,53 @@ async fn a_plugin_gets_no_network_through_wasi_sockets() {
         "a datagram reached the socket"
     );
 }
+
+/// What a plugin prints reaches the runtime's log lines (for `postern plugin logs`),
+/// tagged with its namespace and name; past the rate limit, lines are dropped and the
+/// gap is one line of its own.
+#[tokio::test]
+async fn printed_lines_reach_the_plugin_log_and_a_flood_leaves_a_marked_gap() {
+    let seen: Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let sink = seen.clone();
+    let runtime = Runtime::new(RuntimeSettings {
+        log_lines: Some(Arc::new(move |namespace, name, level, line| {
+            sink.lock().unwrap().push((
+                format!("{namespace}/{name}"),
+                level.to_owned(),
+                line.to_owned(),
+            ));
+        })),
+        ..RuntimeSettings::default()
+    })
+    .unwrap();
+    let mut spec = PluginSpec::new("chatty", "{}");
+    spec.namespace = "team-a".into();
+    let hook = PolicyHook::load(&runtime, spec, component("misbehave"))
+        .await
+        .unwrap();
+    // Far more than the burst the limit allows, faster than it refills.
+    for _ in 0..400 {
+        hook.on_statement(&identity("alice", &[]), &statement("print", &[]))
+            .await;
+    }
+    // The gap is marked when the next line gets through, once the limit has refilled.
+    let marked = |seen: &[(String, String, String)]| {
+        seen.iter()
+            .any(|(_, level, line)| level == "warn" && line.contains("lines dropped here"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !marked(&seen.lock().unwrap()) {
+        assert!(std::time::Instant::now() < deadline, "no gap marked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hook.on_statement(&identity("alice", &[]), &statement("print", &[]))
+            .await;
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|(who, level, line)| who == "team-a/chatty"
+            && level == "info"
+            && line == "a line on stdout"),
+        "{seen:?}"
+    );
+    assert!(seen.len() < 400, "nothing was dropped: {}", seen.len());
+}
