@@ -11,3 +11,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 CARGO_TARGET_DIR=target/plugins cargo clippy --manifest-path plugins/Cargo.toml --locked \
     --target wasm32-wasip2 --release -- -D warnings
 cargo test --workspace --locked
+# The plugin SDK's own unit tests run on the host (as plugin authors run theirs).
+CARGO_TARGET_DIR=target/plugins-host cargo test --manifest-path plugins/Cargo.toml --locked \
+    -p postern-plugin-sdk

@@ -8,11 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-wit_bindgen::generate!({ path: "../../wit", world: "policy" });
-
-use exports::postern::plugin::policy_hook::Guest;
-use postern::plugin::log::{write, Level};
-use postern::plugin::types::{ClientInfo, Decision, Identity, Statement, Verdict};
+use postern_plugin_sdk::policy::exports::postern::plugin::policy_hook::Guest;
+use postern_plugin_sdk::policy::postern::plugin::log::{write, Level};
+use postern_plugin_sdk::policy::postern::plugin::types::{
+    ClientInfo, Identity, Statement, Verdict,
+};
+use postern_plugin_sdk::policy::{allow, deny};
 
 /// The plugin's `config`, as its resource gives it.
 #[derive(Deserialize)]
@@ -29,17 +30,6 @@ struct Settings {
 }
 
 impl Settings {
-    fn covers(&self, table: &str) -> bool {
-        self.tables
-            .iter()
-            .any(|pattern| match pattern.strip_suffix(".*") {
-                Some(schema) => table
-                    .strip_prefix(schema)
-                    .is_some_and(|rest| rest.starts_with('.')),
-                None => pattern == table,
-            })
-    }
-
     fn inside_window(&self, hour: u8) -> bool {
         if self.from_hour <= self.until_hour {
             (self.from_hour..self.until_hour).contains(&hour)
@@ -55,18 +45,13 @@ struct TableWindow;
 
 /// Verdicts on tables are the same for a whole hour at most: the gateway may keep them
 /// until the next hour starts.
-fn verdict(decision: Decision, now_secs: u64) -> Verdict {
-    let to_next_hour = 3600 - now_secs % 3600;
-    Verdict {
-        decision,
-        cache_ttl_ms: u32::try_from(to_next_hour * 1000).unwrap_or(0),
-    }
+fn until_next_hour(now_secs: u64) -> u32 {
+    u32::try_from((3600 - now_secs % 3600) * 1000).unwrap_or(0)
 }
 
 impl Guest for TableWindow {
     fn init(config: String) -> Result<(), String> {
-        let settings: Settings =
-            serde_json::from_str(&config).map_err(|e| format!("config: {e}"))?;
+        let settings: Settings = postern_plugin_sdk::config(&config)?;
         if settings.from_hour > 23 || settings.until_hour > 24 {
             return Err("config: hours are 0 to 24".into());
         }
@@ -85,10 +70,7 @@ impl Guest for TableWindow {
     }
 
     fn on_connect(_identity: Identity, _client: ClientInfo) -> Verdict {
-        Verdict {
-            decision: Decision::Allow,
-            cache_ttl_ms: 0,
-        }
+        allow(0)
     }
 
     fn on_statement(identity: Identity, statement: Statement) -> Verdict {
@@ -96,25 +78,24 @@ impl Guest for TableWindow {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let Some(settings) = SETTINGS.get() else {
-            return verdict(Decision::Deny("table-window was not initialised".into()), 0);
+            return deny("table-window was not initialised", 0);
         };
         let hour = ((now_secs / 3600) % 24) as u8;
         let exempt = identity
             .groups
             .iter()
             .any(|group| settings.exempt_groups.contains(group));
-        let guarded = statement.tables.iter().find(|table| settings.covers(table));
-        match guarded {
-            Some(table) if !exempt && !settings.inside_window(hour) => verdict(
-                Decision::Deny(format!(
+        match postern_plugin_sdk::first_covered(&settings.tables, &statement.tables) {
+            Some(table) if !exempt && !settings.inside_window(hour) => deny(
+                format!(
                     "{} may only be used from {}:00 to {}:00 UTC",
                     table, settings.from_hour, settings.until_hour
-                )),
-                now_secs,
+                ),
+                until_next_hour(now_secs),
             ),
-            _ => verdict(Decision::Allow, now_secs),
+            _ => allow(until_next_hour(now_secs)),
         }
     }
 }
 
-export!(TableWindow);
+postern_plugin_sdk::policy::export_policy!(TableWindow);
