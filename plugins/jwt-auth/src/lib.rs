@@ -13,12 +13,12 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-wit_bindgen::generate!({ path: "../../wit", world: "auth-provider" });
-
-use exports::postern::plugin::authn::{Credential, Guest, Outcome};
-use postern::plugin::http_client::{send, HttpError, Request};
-use postern::plugin::types::{ClientInfo, Identity};
-use postern::plugin::{cache, log};
+use postern_plugin_sdk::auth_provider::exports::postern::plugin::authn::{
+    Credential, Guest, Outcome,
+};
+use postern_plugin_sdk::auth_provider::postern::plugin::http_client::{send, HttpError, Request};
+use postern_plugin_sdk::auth_provider::postern::plugin::types::{ClientInfo, Identity};
+use postern_plugin_sdk::auth_provider::postern::plugin::{cache, log};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,8 +227,7 @@ struct JwtAuth;
 
 impl Guest for JwtAuth {
     fn init(config: String) -> Result<(), String> {
-        let settings: Settings =
-            serde_json::from_str(&config).map_err(|e| format!("config: {e}"))?;
+        let settings: Settings = postern_plugin_sdk::config(&config)?;
         SETTINGS
             .set(settings)
             .map_err(|_| "init called twice".to_string())
@@ -254,4 +253,4 @@ impl Guest for JwtAuth {
     }
 }
 
-export!(JwtAuth);
+postern_plugin_sdk::auth_provider::export_auth_provider!(JwtAuth);

@@ -9,12 +9,10 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-wit_bindgen::generate!({ path: "../../wit", world: "log-sink" });
-
-use exports::postern::plugin::sink::{Event, Guest, SinkError};
-use postern::plugin::http_client::{send, HttpError, Request};
-use postern::plugin::log::{write, Level};
-use postern::plugin::secrets;
+use postern_plugin_sdk::log_sink::exports::postern::plugin::sink::{Event, Guest, SinkError};
+use postern_plugin_sdk::log_sink::postern::plugin::http_client::{send, HttpError, Request};
+use postern_plugin_sdk::log_sink::postern::plugin::log::{write, Level};
+use postern_plugin_sdk::log_sink::postern::plugin::secrets;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,8 +80,7 @@ struct OtlpLogs;
 
 impl Guest for OtlpLogs {
     fn init(config: String) -> Result<(), String> {
-        let settings: Settings =
-            serde_json::from_str(&config).map_err(|e| format!("config: {e}"))?;
+        let settings: Settings = postern_plugin_sdk::config(&config)?;
         if !settings.endpoint.starts_with("http://") && !settings.endpoint.starts_with("https://") {
             return Err("config: endpoint must be an http:// or https:// URL".into());
         }
@@ -130,4 +127,4 @@ impl Guest for OtlpLogs {
     }
 }
 
-export!(OtlpLogs);
+postern_plugin_sdk::log_sink::export_log_sink!(OtlpLogs);
