@@ -11,6 +11,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 CARGO_TARGET_DIR=target/plugins cargo clippy --manifest-path plugins/Cargo.toml --locked \
     --target wasm32-wasip2 --release -- -D warnings
 cargo test --workspace --locked
-# The plugin SDK's own unit tests run on the host (as plugin authors run theirs).
+CARGO_TARGET_DIR=target/plugins-host cargo clippy --manifest-path plugins/Cargo.toml --locked \
+    --all-targets -p postern-plugin-sdk --features postern-plugin-sdk/jwt -p table-window \
+    -p otlp-logs -p jwt-auth -- -D warnings
+# The plugin SDK's unit tests, and the examples' against its fake host, run on the host
+# (as plugin authors run theirs).
 CARGO_TARGET_DIR=target/plugins-host cargo test --manifest-path plugins/Cargo.toml --locked \
-    -p postern-plugin-sdk
+    -p postern-plugin-sdk --features postern-plugin-sdk/jwt -p table-window -p otlp-logs -p jwt-auth

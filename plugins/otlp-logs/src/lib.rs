@@ -9,10 +9,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use postern_plugin_sdk::log_sink::exports::postern::plugin::sink::{Event, Guest, SinkError};
-use postern_plugin_sdk::log_sink::postern::plugin::http_client::{send, HttpError, Request};
-use postern_plugin_sdk::log_sink::postern::plugin::log::{write, Level};
-use postern_plugin_sdk::log_sink::postern::plugin::secrets;
+use postern_plugin_sdk::log_sink::{Event, Guest, SinkError};
+use postern_plugin_sdk::{host, HttpError, Level, Request};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +82,7 @@ impl Guest for OtlpLogs {
         if !settings.endpoint.starts_with("http://") && !settings.endpoint.starts_with("https://") {
             return Err("config: endpoint must be an http:// or https:// URL".into());
         }
-        write(
+        host::log(
             Level::Info,
             &format!("sending access-log events to {}/v1/logs", settings.endpoint),
         );
@@ -97,34 +95,115 @@ impl Guest for OtlpLogs {
         let settings = SETTINGS
             .get()
             .ok_or_else(|| SinkError::Retryable("not initialised".into()))?;
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if let Some(name) = &settings.authorization_secret {
-            let value = secrets::get(name)
-                .map_err(|e| SinkError::Permanent(format!("secret {name}: {e:?}")))?;
-            headers.push(("authorization".into(), value));
-        }
-        let request = Request {
-            method: "POST".into(),
-            url: format!("{}/v1/logs", settings.endpoint.trim_end_matches('/')),
-            headers,
-            body: body(settings, &events),
-            timeout_ms: 0,
-        };
-        match send(&request) {
-            Ok(response) if (200..300).contains(&response.status) => Ok(()),
-            Ok(response) if matches!(response.status, 408 | 429 | 500..=599) => Err(
-                SinkError::Retryable(format!("collector answered {}", response.status)),
-            ),
-            Ok(response) => Err(SinkError::Permanent(format!(
-                "collector answered {}",
-                response.status
-            ))),
-            Err(HttpError::Denied) => Err(SinkError::Retryable(
-                "the endpoint is not in the plugin's http.allow".into(),
-            )),
-            Err(e) => Err(SinkError::Retryable(format!("{e:?}"))),
-        }
+        export(settings, &events)
+    }
+}
+
+/// Sends `events` to the collector in one request.
+fn export(settings: &Settings, events: &[Event]) -> Result<(), SinkError> {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if let Some(name) = &settings.authorization_secret {
+        let value = host::secret(name)
+            .map_err(|e| SinkError::Permanent(format!("secret {name}: {e:?}")))?;
+        headers.push(("authorization".into(), value));
+    }
+    let request = Request {
+        method: "POST".into(),
+        url: format!("{}/v1/logs", settings.endpoint.trim_end_matches('/')),
+        headers,
+        body: body(settings, events),
+        timeout_ms: 0,
+    };
+    match host::http_send(&request) {
+        Ok(response) if (200..300).contains(&response.status) => Ok(()),
+        Ok(response) if matches!(response.status, 408 | 429 | 500..=599) => Err(
+            SinkError::Retryable(format!("collector answered {}", response.status)),
+        ),
+        Ok(response) => Err(SinkError::Permanent(format!(
+            "collector answered {}",
+            response.status
+        ))),
+        Err(HttpError::Denied) => Err(SinkError::Retryable(
+            "the endpoint is not in the plugin's http.allow".into(),
+        )),
+        Err(e) => Err(SinkError::Retryable(format!("{e:?}"))),
     }
 }
 
 postern_plugin_sdk::log_sink::export_log_sink!(OtlpLogs);
+
+#[cfg(test)]
+mod tests {
+    use postern_plugin_sdk::log_sink::{Event, SinkError};
+    use postern_plugin_sdk::testing::{requests, FakeHost};
+
+    use super::{export, Settings};
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            time_ms: 1_700_000_000_000,
+            event_type: "QUERY".into(),
+            session_id: "s1".into(),
+            identity: "alice.default".into(),
+            service: "shop.default".into(),
+            statement: Some("select 1".into()),
+            json: format!(r#"{{"id":"{id}"}}"#),
+        }
+    }
+
+    fn settings() -> Settings {
+        postern_plugin_sdk::config(
+            r#"{"endpoint": "http://collector.test:4318/", "authorization_secret": "otlp-token"}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_one_request_with_the_secret_as_authorization() {
+        let url = "http://collector.test:4318/v1/logs";
+        FakeHost::new()
+            .secret("otlp-token", "Bearer abc")
+            .http_response("POST", url, 200, b"{}")
+            .install();
+        assert_eq!(export(&settings(), &[event("1"), event("2")]), Ok(()));
+        let sent = requests();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0]
+            .headers
+            .contains(&("authorization".into(), "Bearer abc".into())));
+        let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+        let records = &body["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
+        assert_eq!(records.as_array().map(Vec::len), Some(2));
+        assert_eq!(records[1]["body"]["stringValue"], r#"{"id":"2"}"#);
+    }
+
+    #[test]
+    fn a_busy_collector_is_retried_and_a_refusing_one_is_not() {
+        let url = "http://collector.test:4318/v1/logs";
+        let secret = ("otlp-token", "Bearer abc");
+        FakeHost::new()
+            .secret(secret.0, secret.1)
+            .http_response("POST", url, 503, b"")
+            .install();
+        let busy = export(&settings(), &[event("1")]);
+        assert!(matches!(busy, Err(SinkError::Retryable(_))), "{busy:?}");
+        FakeHost::new()
+            .secret(secret.0, secret.1)
+            .http_response("POST", url, 400, b"")
+            .install();
+        let refused = export(&settings(), &[event("1")]);
+        assert!(
+            matches!(refused, Err(SinkError::Permanent(_))),
+            "{refused:?}"
+        );
+        FakeHost::new()
+            .http_response("POST", url, 200, b"")
+            .install();
+        let no_secret = export(&settings(), &[event("1")]);
+        assert!(
+            matches!(no_secret, Err(SinkError::Permanent(_))),
+            "{no_secret:?}"
+        );
+    }
+}

@@ -4,16 +4,11 @@
 //! gateway may fake in tests.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use postern_plugin_sdk::policy::exports::postern::plugin::policy_hook::Guest;
-use postern_plugin_sdk::policy::postern::plugin::log::{write, Level};
-use postern_plugin_sdk::policy::postern::plugin::types::{
-    ClientInfo, Identity, Statement, Verdict,
-};
-use postern_plugin_sdk::policy::{allow, deny};
+use postern_plugin_sdk::policy::{allow, deny, Guest};
+use postern_plugin_sdk::{host, ClientInfo, Identity, Level, Statement, Verdict};
 
 /// The plugin's `config`, as its resource gives it.
 #[derive(Deserialize)]
@@ -45,8 +40,28 @@ struct TableWindow;
 
 /// Verdicts on tables are the same for a whole hour at most: the gateway may keep them
 /// until the next hour starts.
-fn until_next_hour(now_secs: u64) -> u32 {
-    u32::try_from((3600 - now_secs % 3600) * 1000).unwrap_or(0)
+fn until_next_hour(now_secs: i64) -> u32 {
+    u32::try_from((3600 - now_secs.rem_euclid(3600)) * 1000).unwrap_or(0)
+}
+
+/// The verdict on `statement` at the host's time.
+fn check(settings: &Settings, identity: &Identity, statement: &Statement) -> Verdict {
+    let now_secs = host::unix_seconds();
+    let hour = u8::try_from(now_secs.rem_euclid(86_400) / 3600).unwrap_or(0);
+    let exempt = identity
+        .groups
+        .iter()
+        .any(|group| settings.exempt_groups.contains(group));
+    match postern_plugin_sdk::first_covered(&settings.tables, &statement.tables) {
+        Some(table) if !exempt && !settings.inside_window(hour) => deny(
+            format!(
+                "{} may only be used from {}:00 to {}:00 UTC",
+                table, settings.from_hour, settings.until_hour
+            ),
+            until_next_hour(now_secs),
+        ),
+        _ => allow(until_next_hour(now_secs)),
+    }
 }
 
 impl Guest for TableWindow {
@@ -55,7 +70,7 @@ impl Guest for TableWindow {
         if settings.from_hour > 23 || settings.until_hour > 24 {
             return Err("config: hours are 0 to 24".into());
         }
-        write(
+        host::log(
             Level::Info,
             &format!(
                 "{} table patterns, window {}:00-{}:00 UTC",
@@ -74,28 +89,51 @@ impl Guest for TableWindow {
     }
 
     fn on_statement(identity: Identity, statement: Statement) -> Verdict {
-        let now_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let Some(settings) = SETTINGS.get() else {
-            return deny("table-window was not initialised", 0);
-        };
-        let hour = ((now_secs / 3600) % 24) as u8;
-        let exempt = identity
-            .groups
-            .iter()
-            .any(|group| settings.exempt_groups.contains(group));
-        match postern_plugin_sdk::first_covered(&settings.tables, &statement.tables) {
-            Some(table) if !exempt && !settings.inside_window(hour) => deny(
-                format!(
-                    "{} may only be used from {}:00 to {}:00 UTC",
-                    table, settings.from_hour, settings.until_hour
-                ),
-                until_next_hour(now_secs),
-            ),
-            _ => allow(until_next_hour(now_secs)),
+        match SETTINGS.get() {
+            Some(settings) => check(settings, &identity, &statement),
+            None => deny("table-window was not initialised", 0),
         }
     }
 }
 
 postern_plugin_sdk::policy::export_policy!(TableWindow);
+
+#[cfg(test)]
+mod tests {
+    use postern_plugin_sdk::testing::{identity, statement, FakeHost};
+    use postern_plugin_sdk::Decision;
+
+    use super::{check, Settings};
+
+    fn settings() -> Settings {
+        postern_plugin_sdk::config(
+            r#"{"tables": ["payroll.*"], "from_hour": 9, "until_hour": 17, "exempt_groups": ["on-call"]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn payroll_is_open_inside_the_window_only() {
+        let (settings, alice) = (settings(), identity("alice", "default"));
+        let salaries = statement("select", &["payroll.salaries"]);
+        FakeHost::new().at_unix_seconds(10 * 3600).install();
+        let inside = check(&settings, &alice, &salaries);
+        assert_eq!(inside.decision, Decision::Allow);
+        assert_eq!(inside.cache_ttl_ms, 3_600_000, "kept until the hour ends");
+        FakeHost::new().at_unix_seconds(20 * 3600 + 1800).install();
+        let outside = check(&settings, &alice, &salaries);
+        assert_eq!(
+            outside.decision,
+            Decision::Deny("payroll.salaries may only be used from 9:00 to 17:00 UTC".into())
+        );
+        assert_eq!(outside.cache_ttl_ms, 1_800_000);
+        let items = statement("select", &["public.items"]);
+        assert_eq!(check(&settings, &alice, &items).decision, Decision::Allow);
+        let mut on_call = identity("bob", "default");
+        on_call.groups.push("on-call".into());
+        assert_eq!(
+            check(&settings, &on_call, &salaries).decision,
+            Decision::Allow
+        );
+    }
+}

@@ -18,6 +18,32 @@ const WIT: &str = include_str!("../../../../wit/plugin.wit");
 /// The dependency versions the example plugins are built and tested with; a new Rust
 /// project starts from them (cargo drops what it does not use at its first build).
 const CARGO_LOCK: &str = include_str!("../../../../plugins/Cargo.lock");
+/// The example plugins' workspace, whose shared package fields and dependency versions a
+/// new Rust project's workspace gets, so that the SDK's manifest is vendored as it is.
+const PLUGINS_WORKSPACE: &str = include_str!("../../../../plugins/Cargo.toml");
+/// The guest SDK, vendored into every new Rust project as `postern-plugin-sdk/`.
+const SDK: [(&str, &str); 5] = [
+    (
+        "Cargo.toml",
+        include_str!("../../../../plugins/sdk/Cargo.toml"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../../../plugins/sdk/src/lib.rs"),
+    ),
+    (
+        "src/host.rs",
+        include_str!("../../../../plugins/sdk/src/host.rs"),
+    ),
+    (
+        "src/testing.rs",
+        include_str!("../../../../plugins/sdk/src/testing.rs"),
+    ),
+    (
+        "src/jwt.rs",
+        include_str!("../../../../plugins/sdk/src/jwt.rs"),
+    ),
+];
 /// How `plugin build` builds a project that is not a cargo crate.
 const BUILD_FILE: &str = "postern-plugin.toml";
 /// The toolchains the Python and JavaScript scaffolds pin.
@@ -80,6 +106,22 @@ fn kind(arg: PluginKindArg) -> Kind {
             attach: "- The gateway hands it every access-log event with `[audit] plugin_sinks =\n  [\"default/{{name}}\"]` in postern.toml.",
         },
     }
+}
+
+/// The `[workspace.package]` and `[workspace.dependencies]` of the example plugins'
+/// workspace, which the vendored SDK's manifest inherits from.
+fn shared_workspace_fields() -> anyhow::Result<String> {
+    let plugins: toml::Table = toml::from_str(PLUGINS_WORKSPACE)?;
+    let shared = ["package", "dependencies"].map(|section| {
+        plugins
+            .get("workspace")
+            .and_then(|workspace| workspace.get(section))
+            .cloned()
+            .map(|table| (section.to_owned(), table))
+    });
+    let workspace: toml::Table = shared.into_iter().flatten().collect();
+    let document = toml::Table::from_iter([("workspace".to_owned(), workspace.into())]);
+    Ok(toml::to_string(&document)?)
 }
 
 fn fill(template: &str, values: &[(&str, &str)]) -> String {
@@ -153,7 +195,10 @@ pub fn new_project(
         PluginLang::Rust => (
             "/target\n".to_owned(),
             vec![
-                ("Cargo.toml", fill(template::RUST_CARGO_TOML, &values)),
+                (
+                    "Cargo.toml",
+                    fill(template::RUST_CARGO_TOML, &values) + &shared_workspace_fields()?,
+                ),
                 ("Cargo.lock", CARGO_LOCK.to_owned()),
                 ("src/lib.rs", fill(kind.rust, &values)),
                 ("README.md", fill(template::RUST_README, &readme_values)),
@@ -225,12 +270,27 @@ pub fn new_project(
         kind.cases
     );
     let mut files = vec![
-        ("wit/plugin.wit", WIT.to_owned()),
-        ("cases.yaml", cases),
-        ("plugin.yaml", resource(name, spec, &wasm)?),
-        (".gitignore", gitignore),
+        ("cases.yaml".to_owned(), cases),
+        ("plugin.yaml".to_owned(), resource(name, spec, &wasm)?),
+        (".gitignore".to_owned(), gitignore),
     ];
-    files.extend(language_files);
+    files.extend(
+        language_files
+            .into_iter()
+            .map(|(path, text)| (path.to_owned(), text)),
+    );
+    match lang {
+        PluginLang::Rust => {
+            let sdk = SDK.iter().map(|(path, text)| (*path, (*text).to_owned()));
+            files.extend(
+                sdk.chain([("wit/plugin.wit", WIT.to_owned())])
+                    .map(|(path, text)| (format!("postern-plugin-sdk/{path}"), text)),
+            );
+        }
+        PluginLang::Python | PluginLang::Js => {
+            files.push(("wit/plugin.wit".to_owned(), WIT.to_owned()));
+        }
+    }
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
