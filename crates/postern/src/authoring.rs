@@ -25,7 +25,18 @@ pub fn run(command: PluginCommand, config: &postern_config::Config) -> anyhow::R
             dir,
         } => new::new_project(&name, kind, lang, dir),
         PluginCommand::Build { dir } => new::build(&dir),
-        PluginCommand::Inspect { file, output } => inspect(&file, output),
+        PluginCommand::Inspect {
+            file,
+            output,
+            bench,
+            plugin_config,
+        } => {
+            let report = inspect(&file, output)?;
+            if bench {
+                bench_sample(&file, &report, &plugin_config)?;
+            }
+            Ok(())
+        }
         PluginCommand::Logs {
             name,
             namespace,
@@ -94,7 +105,7 @@ fn need_text(need: &Result<ImportNeed, &'static str>) -> String {
     }
 }
 
-fn inspect(file: &Path, output: ReportOutput) -> anyhow::Result<()> {
+fn inspect(file: &Path, output: ReportOutput) -> anyhow::Result<Inspection> {
     let bytes = read_component(file)?;
     let (tokio, plugins) = plugin_runtime(None)?;
     let report = tokio.block_on(plugins.inspect(&file.display().to_string(), bytes))?;
@@ -105,7 +116,45 @@ fn inspect(file: &Path, output: ReportOutput) -> anyhow::Result<()> {
     if let Err(why) = &report.loadable {
         bail!("{}: this gateway cannot load it: {why}", file.display());
     }
-    Ok(())
+    Ok(report)
+}
+
+/// `inspect --bench`: times the component's main function on a sample input, with the
+/// capabilities it imports granted (no HTTP origin allowed, no secret given) and
+/// `config` handed to `init`.
+fn bench_sample(file: &Path, report: &Inspection, config: &str) -> anyhow::Result<()> {
+    let (Some(kind), Ok(capabilities)) = (report.kind, &report.loadable) else {
+        bail!("{}: not a plugin this gateway loads", file.display());
+    };
+    let config: Value = serde_json::from_str(config)
+        .map_err(|e| anyhow::anyhow!("--plugin-config: not JSON: {e}"))?;
+    let case = match kind {
+        PluginType::Policy => json!({
+            "name": "on-statement: select on public.items",
+            "identity": {"name": "alice"},
+            "statement": {"kind": "select", "tables": ["public.items"], "fingerprint": 1},
+        }),
+        PluginType::AuthProvider => json!({
+            "name": "authenticate: a password",
+            "password": "sample-password",
+        }),
+        PluginType::LogSink => json!({
+            "name": "write-batch: one QUERY event",
+            "events": [{"eventType": "QUERY", "identity": "alice.default",
+                        "service": "app.default", "sessionId": "1", "statement": "select 1"}],
+        }),
+    };
+    let mut case = case;
+    case["expect"] = json!("any");
+    let cases = json!({
+        "plugin": {
+            "type": kind_name(kind),
+            "capabilities": capabilities.iter().map(|c| c.interface()).collect::<Vec<_>>(),
+            "config": config,
+        },
+        "cases": [case],
+    });
+    cases::bench_only(file, cases).context("inspect --bench (init's config is --plugin-config)")
 }
 
 fn inspection_json(file: &Path, report: &Inspection) -> Value {

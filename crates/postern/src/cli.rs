@@ -333,6 +333,13 @@ pub enum PluginCommand {
         /// Output format
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: ReportOutput,
+        /// Then time its main function (p50, p99) on a sample input: a select for a
+        /// policy hook, a password for an auth provider, one event for a log sink
+        #[arg(long)]
+        bench: bool,
+        /// With --bench: the config (JSON) its `init` gets
+        #[arg(long, value_name = "JSON", default_value = "{}", requires = "bench")]
+        plugin_config: String,
     },
     /// Run a component against test cases (YAML: the plugin's spec, a fixed clock, fake
     /// secrets, canned HTTP responses, then each case's input and expected answer) in the

@@ -118,6 +118,58 @@ fn inspect_says_what_a_component_is_and_whether_it_loads() {
     assert!(error.contains("missing.wasm"), "{error}");
 }
 
+#[test]
+fn inspect_bench_times_the_main_function_on_a_sample_input() {
+    let table_window = component("table_window");
+    let path = table_window.to_str().unwrap();
+    let config = r#"{"tables": ["payroll.*"], "from_hour": 9, "until_hour": 17}"#;
+    let output = postern(&[
+        "plugin",
+        "inspect",
+        path,
+        "--bench",
+        "--plugin-config",
+        config,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report = text(&output.stdout);
+    for line in [
+        "bench: new instance (init included): p50 ",
+        "bench: on-statement: select on public.items: p50 ",
+    ] {
+        assert!(report.contains(line), "{line:?} missing:\n{report}");
+    }
+    let output = postern(&[
+        "plugin",
+        "inspect",
+        component("otlp_logs").to_str().unwrap(),
+        "--bench",
+        "--plugin-config",
+        r#"{"endpoint": "http://127.0.0.1:9"}"#,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text(&output.stdout).contains("bench: write-batch: one QUERY event: p50 "),
+        "{output:?}"
+    );
+
+    // Without the config its init needs, and with a config that is no JSON: one line.
+    let error = one_line_error(&postern(&["plugin", "inspect", path, "--bench"]));
+    assert!(
+        error.contains("--plugin-config") && error.contains("missing field `tables`"),
+        "{error}"
+    );
+    let error = one_line_error(&postern(&[
+        "plugin",
+        "inspect",
+        path,
+        "--bench",
+        "--plugin-config",
+        "{tables",
+    ]));
+    assert!(error.contains("--plugin-config: not JSON"), "{error}");
+}
+
 fn test_cases(wasm: &Path, cases: &Path) -> Output {
     postern(&[
         "plugin",

@@ -144,6 +144,8 @@ struct CaseEvent {
 /// (`{deny: "payroll"}`: the reason contains it; `{authenticated: {name: carol}}`).
 #[derive(Debug)]
 enum Expected {
+    /// Whatever the plugin answers (a case kept for `--bench`).
+    Any,
     Allow,
     Deny(Option<String>),
     Authenticated(Option<CaseIdentityMatch>),
@@ -161,6 +163,7 @@ impl std::fmt::Display for Expected {
             None => f.write_str(word),
         };
         match self {
+            Expected::Any => f.write_str("any answer"),
             Expected::Allow => f.write_str("allow"),
             Expected::Deny(part) => with(f, "deny", part),
             Expected::Authenticated(None) => f.write_str("authenticated"),
@@ -198,7 +201,7 @@ struct CaseIdentityMatch {
 }
 
 const EXPECTATIONS: &str =
-    "allow, deny, authenticated, rejected, notApplicable, ok, retryable or permanent";
+    "allow, deny, authenticated, rejected, notApplicable, ok, retryable, permanent or any";
 
 fn expected(value: &Value) -> anyhow::Result<Expected> {
     let (word, detail) = match value {
@@ -216,7 +219,7 @@ fn expected(value: &Value) -> anyhow::Result<Expected> {
             Some(_) => bail!("expect.{word}: a text the reason contains"),
         }
     };
-    if detail.is_some() && matches!(word, "allow" | "notApplicable" | "ok") {
+    if detail.is_some() && matches!(word, "allow" | "notApplicable" | "ok" | "any") {
         bail!("expect: {word} takes no detail (write `expect: {word}`)");
     }
     Ok(match word {
@@ -234,6 +237,7 @@ fn expected(value: &Value) -> anyhow::Result<Expected> {
         "ok" => Expected::Ok,
         "retryable" => Expected::Retryable(text(detail)?),
         "permanent" => Expected::Permanent(text(detail)?),
+        "any" => Expected::Any,
         other => bail!("expect: {other:?} is not one of {EXPECTATIONS}"),
     })
 }
@@ -256,6 +260,28 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
     let where_ = cases_file.display().to_string();
     let text = std::fs::read_to_string(cases_file).with_context(|| where_.clone())?;
     let cases: CasesFile = serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{where_}: {e}"))?;
+    let mode = if bench {
+        Mode::CheckAndBench
+    } else {
+        Mode::Check
+    };
+    run_cases(file, &where_, cases, mode)
+}
+
+/// Times the calls of `cases` (a cases document as JSON) without checking answers.
+pub fn bench_only(file: &Path, cases: serde_json::Value) -> anyhow::Result<()> {
+    let cases: CasesFile = serde_json::from_value(cases).map_err(|e| anyhow!("sample: {e}"))?;
+    run_cases(file, "sample", cases, Mode::Bench)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Check,
+    CheckAndBench,
+    Bench,
+}
+
+fn run_cases(file: &Path, where_: &str, cases: CasesFile, mode: Mode) -> anyhow::Result<()> {
     let spec = plugin_spec(file, &cases.plugin).map_err(|e| anyhow!("{where_}: {e}"))?;
     let expectations = cases
         .cases
@@ -310,7 +336,12 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
         })
         .with_context(|| name.clone())?;
     let mut failed = 0;
-    for (index, (case, expected)) in cases.cases.iter().zip(&expectations).enumerate() {
+    let checked = if mode == Mode::Bench {
+        &[][..]
+    } else {
+        &cases.cases[..]
+    };
+    for (index, (case, expected)) in checked.iter().zip(&expectations).enumerate() {
         let outcome = tokio
             .block_on(run_case(&loaded, &spec, case, expected, now()))
             .map_err(|e| anyhow!("{where_}: cases[{index}]: {e}"))?;
@@ -322,12 +353,14 @@ pub fn run(file: &Path, cases_file: &Path, bench: bool) -> anyhow::Result<()> {
             }
         }
     }
-    let total = cases.cases.len();
-    println!("{} of {total} cases passed", total - failed);
-    if failed > 0 {
-        bail!("{where_}: {failed} of {total} cases failed");
+    if mode != Mode::Bench {
+        let total = cases.cases.len();
+        println!("{} of {total} cases passed", total - failed);
+        if failed > 0 {
+            bail!("{where_}: {failed} of {total} cases failed");
+        }
     }
-    if bench {
+    if mode != Mode::Check {
         tokio.block_on(print_bench(
             &loaded,
             &spec,
@@ -576,7 +609,7 @@ async fn run_case(
                 )));
             }
             match (&verdict.decision, expected) {
-                (Decision::Allow, Expected::Allow) => Ok(()),
+                (_, Expected::Any) | (Decision::Allow, Expected::Allow) => Ok(()),
                 (Decision::Deny(reason), Expected::Deny(part)) if contains(reason, part) => Ok(()),
                 (Decision::Allow, other) => Err(format!("expected {other}, got allow")),
                 (Decision::Deny(reason), other) => {
@@ -592,6 +625,7 @@ async fn run_case(
                 .authenticate(&client(case), &AuthCredential::Password(password.clone()))
                 .await;
             match (outcome, expected) {
+                (_, Expected::Any) => Ok(()),
                 (Ok(AuthOutcome::Authenticated(who)), Expected::Authenticated(matching)) => {
                     let wanted = matching.as_ref();
                     let differs = wanted.is_some_and(|w| {
@@ -641,7 +675,7 @@ async fn run_case(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let batch: Vec<&postern_model::AuditRecord> = records.iter().collect();
             match (sink.write_batch(&batch).await, expected) {
-                (Ok(()), Expected::Ok) => Ok(()),
+                (_, Expected::Any) | (Ok(()), Expected::Ok) => Ok(()),
                 (Err(SinkFailure::Retryable(why)), Expected::Retryable(part))
                     if contains(&why, part) =>
                 {
