@@ -82,6 +82,8 @@ pub struct FrameScanner {
     stop_tag: Option<u8>,
     stopped: bool,
     current_tag: u8,
+    /// The body length of the message whose header was seen last.
+    current_len: usize,
     ready_status: Option<u8>,
     whole: fn(u8) -> bool,
 }
@@ -115,6 +117,7 @@ impl FrameScanner {
             stop_tag: None,
             stopped: false,
             current_tag: 0,
+            current_len: 0,
             ready_status: None,
             whole: |_| false,
         }
@@ -160,8 +163,9 @@ impl FrameScanner {
         while pos < buf.len() && !self.stopped {
             if self.body_remaining > 0 {
                 let take = self.body_remaining.min(buf.len() - pos);
-                if self.current_tag == b'Z' && take > 0 {
-                    // ReadyForQuery's one-byte body: the transaction status.
+                if self.current_tag == b'Z' && self.body_remaining == self.current_len && take > 0 {
+                    // ReadyForQuery's body: the transaction status is its first byte
+                    // (however the body was split between reads).
                     self.ready_status = Some(buf[pos]);
                 }
                 pos += take;
@@ -190,6 +194,7 @@ impl FrameScanner {
                 body,
             })?;
             self.current_tag = tag;
+            self.current_len = body_len;
             // Notifications, notices and parameter changes arrive on their own while a
             // session is idle; they do not end "ready for query".
             if !ASYNCHRONOUS.contains(&tag) {
@@ -357,6 +362,21 @@ mod tests {
         );
         scanner.scan(&msg(b'C', b"x")).unwrap();
         assert_eq!(scanner.ready_status(), None, "a reply came after it");
+    }
+
+    /// Found by the `backend` fuzz target: the status was the first byte of the body's
+    /// last piece, so a malformed (longer) ReadyForQuery split between reads reported
+    /// another status than the same bytes read at once.
+    #[test]
+    fn the_status_is_a_ready_for_querys_first_byte_however_it_arrives() {
+        let stream = msg(b'Z', b"Ecccc");
+        let mut whole = FrameScanner::new(64);
+        whole.scan(&stream).unwrap();
+        let mut split = FrameScanner::new(64);
+        assert_eq!(split.scan(&stream[..7]).unwrap(), 7);
+        assert_eq!(split.scan(&stream[7..]).unwrap(), stream.len() - 7);
+        assert_eq!(whole.ready_status(), Some(b'E'));
+        assert_eq!(split.ready_status(), Some(b'E'));
     }
 
     #[test]
