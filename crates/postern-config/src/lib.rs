@@ -162,6 +162,15 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Timeout for opening and authenticating an upstream connection, in seconds.
     pub upstream_connect_timeout_secs: u64,
+    /// TCP keepalive on client and upstream connections: the kernel starts probing a
+    /// peer after this many seconds without traffic, so a vanished host ends its session
+    /// (0: off).
+    #[serde(default = "default_tcp_keepalive_secs")]
+    pub tcp_keepalive_secs: u64,
+    /// A client that takes nothing sent to it for this many seconds (it stopped reading)
+    /// loses its session and frees its upstream connection (0: never).
+    #[serde(default = "default_client_write_timeout_secs")]
+    pub client_write_timeout_secs: u64,
     /// The grant reconciler runs this often, in seconds (0: only after `apply` and on
     /// `postern reconcile`).
     pub reconcile_interval_secs: u64,
@@ -188,6 +197,14 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub api: ApiConfig,
+}
+
+fn default_tcp_keepalive_secs() -> u64 {
+    60
+}
+
+fn default_client_write_timeout_secs() -> u64 {
+    300
 }
 
 impl fmt::Debug for Config {
@@ -225,6 +242,8 @@ impl Default for Config {
             max_client_connections: 10_000,
             shutdown_grace_secs: 30,
             upstream_connect_timeout_secs: 10,
+            tcp_keepalive_secs: default_tcp_keepalive_secs(),
+            client_write_timeout_secs: default_client_write_timeout_secs(),
             reconcile_interval_secs: 30,
             worker_threads: None,
             tls_cert_file: None,

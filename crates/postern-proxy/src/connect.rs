@@ -60,6 +60,7 @@ pub(crate) async fn connect(
     key: &PoolKey,
     params: &ForwardedParams,
     login_timeout: Duration,
+    keepalive: Option<Duration>,
 ) -> Result<Connected, UpstreamError> {
     if route.pool.enabled {
         while let Some(connection) = pool.take(key) {
@@ -78,7 +79,7 @@ pub(crate) async fn connect(
         }
     }
     let (connection, pending) =
-        login_with_room(pool, route, &params.startup, login_timeout).await?;
+        login_with_room(pool, route, &params.startup, login_timeout, keepalive).await?;
     let learn = route.pool.enabled && pool.needs_server_limits(&route.address, &route.user);
     let (connected, learned) = prepare_within(
         login_timeout,
@@ -101,6 +102,7 @@ async fn login_with_room(
     route: &UpstreamRoute,
     startup: &[(String, String)],
     login_timeout: Duration,
+    keepalive: Option<Duration>,
 ) -> Result<(UpstreamConnection, BytesMut), UpstreamError> {
     let mut retried = false;
     loop {
@@ -117,12 +119,13 @@ async fn login_with_room(
             );
         }
         close_all(room.evicted).await;
-        let attempt = tokio::time::timeout(login_timeout, login(route, startup, room.slot))
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                address: route.address.clone(),
-            })
-            .and_then(|result| result);
+        let attempt =
+            tokio::time::timeout(login_timeout, login(route, startup, room.slot, keepalive))
+                .await
+                .map_err(|_| UpstreamError::Timeout {
+                    address: route.address.clone(),
+                })
+                .and_then(|result| result);
         match attempt {
             Err(UpstreamError::Refused { sqlstate, .. })
                 if sqlstate == TOO_MANY_CONNECTIONS && !retried =>

@@ -153,6 +153,8 @@ pub enum SessionError {
     IdleInTransactionTimeout { secs: u64 },
     #[error("client closed the connection")]
     ClientGone,
+    #[error("the client took nothing sent to it for {secs} s (client_write_timeout_secs)")]
+    ClientStalled { secs: u64 },
     #[error("the session's credential lease expired")]
     LeaseExpired,
     #[error("no role for the session: {}", .0.detail)]
@@ -184,6 +186,7 @@ impl SessionError {
             SessionError::Protocol(_)
             | SessionError::ClientIo(_)
             | SessionError::ClientGone
+            | SessionError::ClientStalled { .. }
             | SessionError::TlsHandshake(_) => ErrorKind::Protocol,
             SessionError::NoUser
             | SessionError::AuthFailed { .. }
@@ -283,8 +286,10 @@ impl SessionError {
             SessionError::Internal(_) => ("XX000", "internal error in the gateway".to_owned()),
             // PostgreSQL's own words past max_connections.
             SessionError::TooManyClients => ("53300", "sorry, too many clients already".to_owned()),
+            // It reads nothing: an ErrorResponse could not reach it.
             SessionError::ClientGone
             | SessionError::ClientIo(_)
+            | SessionError::ClientStalled { .. }
             | SessionError::TlsHandshake(_)
             | SessionError::MidMessage(_) => {
                 return None

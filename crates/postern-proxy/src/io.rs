@@ -10,6 +10,22 @@ use crate::stream::ClientStream;
 
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Turns on TCP keepalive on `tcp` when `idle` is set: after `idle` without traffic the
+/// kernel probes the peer every 10 s and, when nobody answers (a host gone, a cable cut,
+/// a NAT that forgot the flow), fails the socket, so a dead peer does not hold a session
+/// and its upstream forever. Small protocol messages are not held back for Nagle.
+pub(crate) fn tune_socket(tcp: &tokio::net::TcpStream, idle: Option<std::time::Duration>) {
+    let _ = tcp.set_nodelay(true);
+    if let Some(idle) = idle {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(std::time::Duration::from_secs(10));
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(error = %e, "could not turn on TCP keepalive");
+        }
+    }
+}
+
 /// Reads whatever is available into `buf`; `Ok(0)` means end of stream.
 /// Cancel-safe: bytes read before cancellation stay in `buf`.
 pub(crate) async fn read_more<S: AsyncRead + Unpin>(

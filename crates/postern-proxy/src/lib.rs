@@ -45,6 +45,11 @@ pub struct ProxySettings {
     /// Client connections open at once; past it new clients get 53300.
     pub max_client_connections: usize,
     pub upstream_connect_timeout: Duration,
+    /// TCP keepalive on both legs: probes start after this long without traffic.
+    pub tcp_keepalive: Option<Duration>,
+    /// A client that takes nothing of what is sent to it for this long (it stopped
+    /// reading) loses its session, and the upstream connection is freed.
+    pub client_write_timeout: Option<Duration>,
     /// How long sessions may run on after shutdown starts.
     pub shutdown_grace: Duration,
     /// Refuse clients that do not switch to TLS (28000).
@@ -62,6 +67,8 @@ impl Default for ProxySettings {
             auth_timeout: Duration::from_secs(30),
             max_client_connections: 10_000,
             upstream_connect_timeout: Duration::from_secs(10),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            client_write_timeout: Some(Duration::from_secs(300)),
             shutdown_grace: Duration::from_secs(30),
             require_tls: false,
             token_password: TokenPassword::default(),

@@ -82,6 +82,8 @@ pub(crate) struct SessionLimits {
     pub in_transaction: Option<Duration>,
     /// When the session's credential lease runs out.
     pub deadline: Option<Instant>,
+    /// How long a write to the client may make no progress.
+    pub client_write: Option<Duration>,
 }
 
 /// What the idle timer needs to know, published by the pumps after each write.
@@ -186,7 +188,29 @@ pub(crate) enum RelayEnd {
 enum PumpError {
     Read(std::io::Error),
     Write(std::io::Error),
+    /// A write did not finish within the pump's write timeout.
+    Stalled(Duration),
     Wire(WireError),
+}
+
+/// Writes `bytes` to `to` and flushes, within `limit` when there is one.
+async fn write_within<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    bytes: &[u8],
+    limit: Option<Duration>,
+) -> Result<(), PumpError> {
+    let write = async {
+        to.write_all(bytes).await?;
+        // Pushes TLS records out; a no-op on plain TCP.
+        to.flush().await
+    };
+    match limit {
+        None => write.await.map_err(PumpError::Write),
+        Some(limit) => match tokio::time::timeout(limit, write).await {
+            Ok(written) => written.map_err(PumpError::Write),
+            Err(_) => Err(PumpError::Stalled(limit)),
+        },
+    }
 }
 
 /// Reads what `from` has into `buf`, growing it when it runs low; false at end of stream.
@@ -220,7 +244,7 @@ enum Edit {
 /// says what was released and what not.
 async fn pump<R, W>(
     from: &mut R,
-    to: &mut W,
+    (to, write_limit): (&mut W, Option<Duration>),
     dir: &mut Direction,
     mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
     forwarded: impl Fn(&FrameScanner, usize),
@@ -264,9 +288,7 @@ where
                     &edited
                 };
                 let sent = bytes.len();
-                to.write_all(bytes).await.map_err(PumpError::Write)?;
-                // Pushes TLS records out; a no-op on plain TCP.
-                to.flush().await.map_err(PumpError::Write)?;
+                write_within(to, bytes, write_limit).await?;
                 dir.buf.advance(ready);
                 dir.released = 0;
                 edited.clear();
@@ -324,14 +346,14 @@ where
         None => (
             Either::Left(pump(
                 client_rx,
-                upstream_tx,
+                (upstream_tx, None),
                 from_client,
                 |_, _| Ok(Edit::Keep),
                 to_upstream,
             )),
             Either::Left(pump(
                 upstream_rx,
-                client_tx,
+                (client_tx, limits.client_write),
                 from_upstream,
                 |_, _| Ok(Edit::Keep),
                 to_client,
@@ -343,7 +365,7 @@ where
             (
                 Either::Right(pump(
                     client_rx,
-                    upstream_tx,
+                    (upstream_tx, None),
                     from_client,
                     |tag, body| match inspector.client_message(tag, body.unwrap_or_default())? {
                         ClientAction::Forward => Ok(Edit::Keep),
@@ -356,7 +378,7 @@ where
                 )),
                 Either::Right(pump(
                     upstream_rx,
-                    client_tx,
+                    (client_tx, limits.client_write),
                     from_upstream,
                     |tag, body| {
                         Ok(if inspector.upstream_message(tag, body) {
@@ -378,12 +400,16 @@ where
             Ok(()) => Ok(RelayEnd::ClientClosed),
             Err(PumpError::Read(e)) => Err(SessionError::ClientIo(e)),
             Err(PumpError::Write(e)) => Err(upstream_failed(UpstreamError::Lost(e))),
+            Err(PumpError::Stalled(_)) => Err(upstream_failed(UpstreamError::Lost(
+                std::io::ErrorKind::TimedOut.into(),
+            ))),
             Err(PumpError::Wire(e)) => Err(SessionError::Protocol(e)),
         },
         result = to_client => match result {
             Ok(()) => Ok(RelayEnd::UpstreamClosed),
             Err(PumpError::Read(e)) => Err(upstream_failed(UpstreamError::Lost(e))),
             Err(PumpError::Write(e)) => Err(SessionError::ClientIo(e)),
+            Err(PumpError::Stalled(limit)) => Err(SessionError::ClientStalled { secs: limit.as_secs() }),
             Err(PumpError::Wire(e)) => Err(upstream_failed(UpstreamError::Protocol(e))),
         },
         error = idle_timer(&activity, limits) => Err(error),

@@ -102,8 +102,7 @@ pub(crate) async fn run(
 ) {
     let span = tracing::info_span!("session", conn = connection_id, client = %peer);
     async move {
-        // Latency of small messages matters more than packet count.
-        let _ = tcp.set_nodelay(true);
+        crate::io::tune_socket(&tcp, gateway.settings.tcp_keepalive);
         let mut client = ClientStream::Plain(tcp);
         let peer_facts = Peer {
             address: peer,
@@ -233,7 +232,11 @@ async fn session(
     let mut from_client = Direction::from_client(client_pending, gateway.settings.max_message_size);
     let mut from_upstream =
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
-    let limits = session_limits(&established.route, established.lease.as_ref());
+    let limits = session_limits(
+        &established.route,
+        established.lease.as_ref(),
+        gateway.settings.client_write_timeout,
+    );
     // Sessions with neither rules nor an access log take the relay's untouched path.
     let inspector =
         (established.route.policy.is_some() || gateway.access_log.is_some()).then(|| {
@@ -327,12 +330,17 @@ async fn session(
     Ok(())
 }
 
-fn session_limits(route: &UpstreamRoute, lease: Option<&LeaseHold>) -> SessionLimits {
+fn session_limits(
+    route: &UpstreamRoute,
+    lease: Option<&LeaseHold>,
+    client_write: Option<std::time::Duration>,
+) -> SessionLimits {
     let limit = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
     SessionLimits {
         idle: limit(route.timeouts.idle_secs),
         in_transaction: limit(route.timeouts.idle_in_transaction_secs),
         deadline: lease.map(LeaseHold::deadline),
+        client_write,
     }
 }
 
@@ -524,6 +532,7 @@ async fn establish<'g>(
         &pool_key,
         &forwarded,
         gateway.settings.upstream_connect_timeout,
+        gateway.settings.tcp_keepalive,
     )
     .await
     .map_err(|source| SessionError::Upstream {

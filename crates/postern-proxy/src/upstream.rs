@@ -165,6 +165,7 @@ pub(crate) async fn login(
     route: &UpstreamRoute,
     startup_params: &[(String, String)],
     slot: OpenSlot,
+    keepalive: Option<std::time::Duration>,
 ) -> Result<(UpstreamConnection, BytesMut), UpstreamError> {
     let tcp =
         TcpStream::connect(&route.address)
@@ -173,8 +174,7 @@ pub(crate) async fn login(
                 address: route.address.clone(),
                 source,
             })?;
-    // Small protocol messages must not wait for Nagle.
-    tcp.set_nodelay(true).map_err(UpstreamError::Lost)?;
+    crate::io::tune_socket(&tcp, keepalive);
     let (mut stream, end_point) = negotiate_tls(tcp, route).await?;
     let tls = matches!(stream, UpstreamStream::Tls(_));
 

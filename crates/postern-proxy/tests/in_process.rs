@@ -382,3 +382,162 @@ async fn past_max_client_connections_new_clients_get_53300_until_one_leaves() {
     third.simple_query("SELECT 1").await.unwrap();
     second.simple_query("SELECT 1").await.unwrap();
 }
+
+/// A client connection whose reads stop for good once `stalled` is set: a client that
+/// stopped reading what it is sent.
+struct StallingStream {
+    inner: tokio::net::TcpStream,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for StallingStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallingStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_session_and_frees_its_upstream() {
+    let settings = ProxySettings {
+        client_write_timeout: Some(Duration::from_secs(1)),
+        ..ProxySettings::default()
+    };
+    let gateway = InProcess::start_with(None, settings).await;
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = StallingStream {
+        inner: tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
+            .await
+            .unwrap(),
+        stalled: stalled.clone(),
+    };
+    let (client, connection) = tokio_postgres::Config::new()
+        .user("alice.team")
+        .dbname("orders.team")
+        .password(KEY)
+        .application_name("stops-reading")
+        .connect_raw(stream, NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+
+    stalled.store(true, Ordering::Relaxed);
+    // Far more than the sockets between them can hold.
+    let query = tokio::spawn(async move {
+        client
+            .simple_query("SELECT repeat('x', 10000) FROM generate_series(1, 100000)")
+            .await
+    });
+    let ended = wait_for("the stalled session to end", WAIT, || {
+        gateway.log.of_type(EventType::SessionEnd).first().cloned()
+    })
+    .await;
+    let reason = ended.details.totals.unwrap().end_reason;
+    assert!(
+        reason
+            .starts_with("the client took nothing sent to it for 1 s (client_write_timeout_secs)"),
+        "{reason}"
+    );
+    let pg = shared_pg().await;
+    let admin = pg.connect("postgres").await.unwrap();
+    wait_for_async("its upstream backend to go", WAIT, || async {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stops-reading'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gateway
+            .gateway
+            .stats
+            .sessions_active
+            .load(Ordering::Relaxed),
+        0
+    );
+    query.abort();
+}
+
+/// The kernel timers of established TCP sockets whose local port is `port`, from
+/// /proc/net/tcp: `2` is the keepalive timer, `0` none.
+fn timers_of_sockets_on(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            let established = *fields.get(3)? == "01";
+            let timer = fields.get(5)?.split(':').next()?;
+            (established && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| timer.to_owned())
+        })
+        .collect()
+}
+
+/// The timer of the one established socket on `port` once no retransmission (`01`) is
+/// pending on it.
+async fn settled_timer_on(port: u16) -> String {
+    wait_for(
+        "the socket to settle",
+        WAIT,
+        || match timers_of_sockets_on(port).as_slice() {
+            [timer] if timer != "01" => Some(timer.clone()),
+            _ => None,
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_get_tcp_keepalive() {
+    let with = InProcess::start_with(None, ProxySettings::default()).await;
+    let client = with.connect().await;
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(settled_timer_on(with.port).await, "02");
+
+    let settings = ProxySettings {
+        tcp_keepalive: None,
+        ..ProxySettings::default()
+    };
+    let without = InProcess::start_with(None, settings).await;
+    let client = without.connect().await;
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(settled_timer_on(without.port).await, "00");
+}

@@ -21,10 +21,17 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         auth_timeout: Duration::from_secs(config.auth_timeout_secs),
         max_client_connections: config.max_client_connections,
         upstream_connect_timeout: Duration::from_secs(config.upstream_connect_timeout_secs),
+        tcp_keepalive: seconds_or_off(config.tcp_keepalive_secs),
+        client_write_timeout: seconds_or_off(config.client_write_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         require_tls: config.require_tls,
         token_password: config.token_password,
     }
+}
+
+/// A duration in whole seconds where 0 turns the feature off.
+fn seconds_or_off(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 /// The client-leg TLS configuration, when certificate and key files are set.
