@@ -25,7 +25,7 @@ pub use components::MAX_COMPONENT_BYTES;
 pub use error::ApiError;
 pub use metrics::{MetricFamily, MetricType, MetricsSource};
 pub use resources::collection_segment;
-pub use tls::{server_config as tls_server_config, ApiTlsError};
+pub use tls::{ApiTls, ApiTlsError};
 pub use tokens::{Claims, IssuedToken, TokenAuthority, TokenError, TokenSettings};
 
 /// What every request handler shares.
@@ -103,12 +103,12 @@ pub fn router(api: Arc<Api>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<ApiTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     match tls {
-        Some(config) => {
-            tls::serve_tls(listener, router(api), config, shutdown).await;
+        Some(tls) => {
+            tls::serve_tls(listener, router(api), tls, shutdown).await;
             Ok(())
         }
         None => {

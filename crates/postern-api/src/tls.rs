@@ -1,10 +1,10 @@
 //! TLS for the admin API: the gateway's certificate with HTTP/1.1 as the application
-//! protocol, and the accept loop that hands each TLS stream to hyper (axum's own
-//! `serve` speaks plain TCP only).
+//! protocol (re-read on SIGHUP, as the proxy's), and the accept loop that hands each TLS
+//! stream to hyper (axum's own `serve` speaks plain TCP only).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,8 +24,40 @@ pub enum ApiTlsError {
     Config(String),
 }
 
+/// The API's TLS configuration, from PEM files that [`ApiTls::reload`] reads again.
+pub struct ApiTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ApiTls {
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ApiTls>, ApiTlsError> {
+        Ok(Arc::new(ApiTls {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new(server_config(cert_file, key_file)?),
+        }))
+    }
+
+    /// Re-reads the files; on failure the certificate in use stays. Connections already
+    /// open keep the certificate they were accepted with.
+    pub fn reload(&self) -> Result<(), ApiTlsError> {
+        let fresh = server_config(&self.cert_file, &self.key_file)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// A server configuration for the API from PEM certificate chain and key files.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, ApiTlsError> {
+fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, ApiTlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| ApiTlsError::File {
@@ -52,10 +84,9 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
 pub(crate) async fn serve_tls(
     listener: TcpListener,
     app: Router,
-    config: Arc<ServerConfig>,
+    tls: Arc<ApiTls>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -70,7 +101,7 @@ pub(crate) async fn serve_tls(
                 }
             },
         };
-        let acceptor = acceptor.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let stream = match acceptor.accept(tcp).await {

@@ -46,8 +46,9 @@ pub fn tls_config(config: &Config) -> anyhow::Result<Option<TlsConfig>> {
     }
 }
 
-/// Reloads the TLS certificate on every SIGHUP, keeping the old one if the new fails.
-async fn reload_on_sighup(gateway: Arc<Gateway>) {
+/// Reloads the TLS certificate of the proxy and the admin API on every SIGHUP, keeping
+/// the old one where the new fails.
+async fn reload_on_sighup(gateway: Arc<Gateway>, api_tls: Option<Arc<postern_api::ApiTls>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
@@ -58,6 +59,14 @@ async fn reload_on_sighup(gateway: Arc<Gateway>) {
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays in use")
             }
+        }
+        match api_tls.as_deref().map(postern_api::ApiTls::reload) {
+            None => {}
+            Some(Ok(())) => info!("SIGHUP: admin API TLS certificate reloaded"),
+            Some(Err(e)) => tracing::error!(
+                error = %e,
+                "SIGHUP: admin API TLS reload failed; the previous certificate stays in use"
+            ),
         }
     }
 }
@@ -224,6 +233,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         );
         gateway.set_auth_providers(auth_providers);
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut api_tls = None;
         let api_server = if config.api.enabled {
             write_bootstrap_token(&store, &config.state_dir)?;
             let api_listener = TcpListener::bind(config.admin_listen)
@@ -232,10 +242,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             let api_address = api_listener
                 .local_addr()
                 .context("admin listener address")?;
-            let api_tls = match (config.api.tls, &config.tls_cert_file, &config.tls_key_file) {
-                (true, Some(cert), Some(key)) => Some(postern_api::tls_server_config(cert, key)?),
+            api_tls = match (config.api.tls, &config.tls_cert_file, &config.tls_key_file) {
+                (true, Some(cert), Some(key)) => Some(postern_api::ApiTls::load(cert, key)?),
                 _ => None,
             };
+            let served_tls = api_tls.clone();
             info!(address = %api_address, tls = api_tls.is_some(), "admin API listening");
             let metrics = GatewayMetrics {
                 gateway: gateway.clone(),
@@ -261,7 +272,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 let stopped = async {
                     let _ = api_stopped.await;
                 };
-                if let Err(e) = postern_api::serve(api_listener, api, api_tls, stopped).await {
+                if let Err(e) = postern_api::serve(api_listener, api, served_tls, stopped).await {
                     tracing::error!(error = %e, "admin API stopped");
                 }
             }))
@@ -283,7 +294,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 }
             }
         });
-        let reloader = tokio::spawn(reload_on_sighup(gateway.clone()));
+        let reloader = tokio::spawn(reload_on_sighup(gateway.clone(), api_tls));
         postern_proxy::serve(listener, gateway, shutdown_signal()).await;
         let _ = api_stop.send(());
         if let Some(api_server) = api_server {

@@ -375,4 +375,36 @@ async fn the_admin_api_serves_tls_with_the_gateway_certificate() {
     args.extend(["get", "services", "-n", "team-a"]);
     let output = gateway.cli(&args);
     assert!(!output.status.success());
+
+    // SIGHUP reloads the API's certificate too.
+    let trusting = |root: &std::path::Path| {
+        let mut args = base.to_vec();
+        args.extend([
+            "--ca-file",
+            root.to_str().unwrap(),
+            "get",
+            "services",
+            "-n",
+            "team-a",
+        ]);
+        gateway.cli(&args).status.success()
+    };
+    let first_root = gateway.write_file(
+        "first-root.crt",
+        &std::fs::read_to_string(&cert.cert).unwrap(),
+    );
+    let next = TestCert::new();
+    std::fs::copy(&next.cert, &cert.cert).unwrap();
+    std::fs::copy(&next.key, &cert.key).unwrap();
+    gateway.signal(rustix::process::Signal::HUP);
+    let logs = gateway.log_path();
+    wait_for("the API's reload", Duration::from_secs(10), || {
+        std::fs::read_to_string(&logs)
+            .ok()?
+            .contains("admin API TLS certificate reloaded")
+            .then_some(())
+    })
+    .await;
+    assert!(trusting(&next.cert));
+    assert!(!trusting(&first_root));
 }
