@@ -92,6 +92,7 @@ impl From<StateError> for ApiError {
                 format!("{what} not found"),
             ),
             StateError::Stale(message) => ApiError::conflict(message),
+            StateError::Refused(message) => ApiError::forbidden(message),
             StateError::Conflict(message) => ApiError::conflict(message),
             StateError::Plan(plan) => ApiError::invalid(plan.to_string()),
             other => ApiError::internal(other),

@@ -15,7 +15,7 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{Kind, Metadata, QualifiedName, Resource, SecretValue, Spec, UpstreamSpec};
-use postern_state::{Precondition, SecretInfo, StoredResource};
+use postern_state::{AccessView, Precondition, SecretInfo, StateError, StoredResource};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
@@ -489,7 +489,10 @@ pub async fn create(
             Collection::Resource(kind) => {
                 let (resource, _) = decode_resource(&api, &bytes, kind, Some(&namespace), None)?;
                 check_widening(&api, &caller, &resource)?;
-                let stored = api.store.put_resource(resource, Precondition::Absent)?;
+                let guard = identity_guard(&caller, &resource);
+                let stored =
+                    api.store
+                        .put_resource_guarded(resource, Precondition::Absent, guard)?;
                 Ok((StatusCode::CREATED, Json(document(&stored))).into_response())
             }
             Collection::Secrets => {
@@ -597,9 +600,12 @@ pub async fn replace(
                 let (resource, generation) =
                     decode_resource(&api, &bytes, kind, Some(&namespace), Some(&name))?;
                 check_widening(&api, &caller, &resource)?;
-                let stored = api
-                    .store
-                    .put_resource(resource, required_generation(generation)?)?;
+                let guard = identity_guard(&caller, &resource);
+                let stored = api.store.put_resource_guarded(
+                    resource,
+                    required_generation(generation)?,
+                    guard,
+                )?;
                 Ok(Json(document(&stored)).into_response())
             }
             Collection::Secrets => {
@@ -621,30 +627,46 @@ pub async fn replace(
 
 /// An Identity may be written or removed only by a caller who could have granted all
 /// it holds and would hold: its groups and login certificate decide who gets that access.
+/// Run as the write's guard, so no role binding can change between check and write.
 fn check_identity(
-    api: &Api,
+    view: &AccessView<'_>,
     caller: &Caller,
     identity: &QualifiedName,
     groups: Option<&[String]>,
-) -> Result<(), ApiError> {
+) -> Result<(), StateError> {
     let mut holds = Vec::new();
-    if let Some((_, current)) = api.store.access_of(identity)? {
+    if let Some((_, current)) = view.access_of(identity)? {
         holds.push(current);
     }
     if let Some(groups) = groups {
-        holds.push(api.store.access_for(identity, groups)?);
+        holds.push(view.access_for(identity, groups)?);
     }
     if holds.iter().all(|access| caller.access.covers(access)) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
+        Err(StateError::Refused(format!(
             "{caller} may not change Identity {identity}: its role bindings reach further than {caller}'s"
         )))
     }
 }
 
-/// Checks a write of `resource` beyond the namespace: bindings may not grant more than
-/// the caller holds, identities may not carry more than it could grant.
+/// The guard of a write of `resource`: [`check_identity`] for an Identity.
+fn identity_guard<'c>(
+    caller: &'c Caller,
+    resource: &Resource,
+) -> impl FnOnce(&AccessView<'_>) -> Result<(), StateError> + 'c {
+    let identity = match &resource.spec {
+        Spec::Identity(spec) => Some((resource.qualified_name(), spec.groups.clone())),
+        _ => None,
+    };
+    move |view| match identity {
+        Some((name, groups)) => check_identity(view, caller, &name, Some(&groups)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a write of a role binding beyond the namespace: it may not grant more than
+/// the caller holds. (Identities are checked by [`identity_guard`], inside the write.)
 fn check_widening(api: &Api, caller: &Caller, resource: &Resource) -> Result<(), ApiError> {
     match &resource.spec {
         Spec::RoleBinding(binding) => {
@@ -653,12 +675,6 @@ fn check_widening(api: &Api, caller: &Caller, resource: &Resource) -> Result<(),
             // here is what gets replaced.
             check_existing_binding(api, caller, resource.namespace(), resource.name()).map(|_| ())
         }
-        Spec::Identity(identity) => check_identity(
-            api,
-            caller,
-            &resource.qualified_name(),
-            Some(&identity.groups),
-        ),
         _ => Ok(()),
     }
 }
@@ -693,19 +709,20 @@ pub async fn remove(
                 caller.check_write(&namespace, &kind.describe(&namespace, &name))?;
                 let checked = match kind {
                     Kind::RoleBinding => check_existing_binding(&api, &caller, &namespace, &name)?,
-                    Kind::Identity => {
-                        check_identity(
-                            &api,
-                            &caller,
-                            &QualifiedName::new(&namespace, &name),
-                            None,
-                        )?;
-                        None
-                    }
                     _ => None,
                 };
+                let identity = QualifiedName::new(&namespace, &name);
                 api.store
-                    .delete_resource_at(kind, &namespace, &name, checked)?;
+                    .delete_resource_guarded(
+                        kind,
+                        &namespace,
+                        &name,
+                        checked,
+                        |view| match kind {
+                            Kind::Identity => check_identity(view, &caller, &identity, None),
+                            _ => Ok(()),
+                        },
+                    )?;
             }
             Collection::Secrets => {
                 caller.check_write(&namespace, &format!("Secret {namespace}/{name}"))?;

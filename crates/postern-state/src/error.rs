@@ -22,6 +22,9 @@ pub enum StateError {
     /// An optimistic-concurrency check failed (the resource changed, or already exists).
     #[error("{0}")]
     Stale(String),
+    /// A write's guard refused it: its writer may not make it.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Plan(#[from] postern_model::PlanError),
     #[error("state database holds an invalid row: {0}")]
@@ -39,6 +42,7 @@ impl StateError {
             StateError::NotFound(_)
             | StateError::Conflict(_)
             | StateError::Stale(_)
+            | StateError::Refused(_)
             | StateError::Plan(_) => ErrorKind::User,
             _ => ErrorKind::Internal,
         }

@@ -18,4 +18,4 @@ pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole, PluginLogLine, PLUGIN_LOG_LINES_KEPT};
 pub use master_key::{KeySettings, MasterKey};
 pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};
-pub use tenancy::{ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord};
+pub use tenancy::{AccessView, ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord};

@@ -650,6 +650,19 @@ impl Store {
         name: &str,
         generation: Option<i64>,
     ) -> Result<(), StateError> {
+        self.delete_resource_guarded(kind, namespace, name, generation, |_| Ok(()))
+    }
+
+    /// [`Store::delete_resource_at`], with `guard` deciding inside the write's
+    /// transaction whether its writer may make it.
+    pub fn delete_resource_guarded(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        generation: Option<i64>,
+        guard: impl FnOnce(&crate::AccessView<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         self.write(|tx| {
             let Some(stored) = Self::get_in(tx, kind, namespace, name)? else {
                 return Err(StateError::NotFound(kind.describe(namespace, name)));
@@ -660,6 +673,7 @@ impl Store {
                     stored.resource.describe()
                 )));
             }
+            guard(&crate::AccessView::new(tx))?;
             let r = &stored.resource;
             match kind {
                 Kind::Namespace => Self::check_namespace_deletable(tx, name)?,

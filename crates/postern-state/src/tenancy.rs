@@ -404,19 +404,23 @@ impl Store {
         &self,
         identity: &QualifiedName,
     ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
-        self.read(|conn| {
-            let Some(stored) =
-                Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
-            else {
-                return Ok(None);
-            };
-            let spec = match stored.resource.spec {
-                Spec::Identity(spec) => spec,
-                _ => IdentitySpec::default(),
-            };
-            let access = Self::access_in(conn, identity, &spec.groups)?;
-            Ok(Some((spec, access)))
-        })
+        self.read(|conn| Self::access_of_in(conn, identity))
+    }
+
+    fn access_of_in(
+        conn: &rusqlite::Connection,
+        identity: &QualifiedName,
+    ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
+        let Some(stored) = Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
+        else {
+            return Ok(None);
+        };
+        let spec = match stored.resource.spec {
+            Spec::Identity(spec) => spec,
+            _ => IdentitySpec::default(),
+        };
+        let access = Self::access_in(conn, identity, &spec.groups)?;
+        Ok(Some((spec, access)))
     }
 
     // ---- single-resource writes ----------------------------------------------------------
@@ -428,6 +432,18 @@ impl Store {
         &self,
         resource: Resource,
         precondition: Precondition,
+    ) -> Result<StoredResource, StateError> {
+        self.put_resource_guarded(resource, precondition, |_| Ok(()))
+    }
+
+    /// [`Store::put_resource`], with `guard` deciding inside the write's transaction
+    /// (on the state the write changes, which no other write can change meanwhile)
+    /// whether its writer may make it.
+    pub fn put_resource_guarded(
+        &self,
+        resource: Resource,
+        precondition: Precondition,
+        guard: impl FnOnce(&AccessView<'_>) -> Result<(), StateError>,
     ) -> Result<StoredResource, StateError> {
         let (kind, namespace, name) = (
             resource.kind(),
@@ -457,6 +473,7 @@ impl Store {
                 }
                 _ => {}
             }
+            guard(&AccessView::new(tx))?;
             // References never leave a namespace, so the written resource is checked
             // against its own namespace and the namespaces only: another tenant's
             // state can neither block this write nor show up in its errors.
@@ -501,6 +518,32 @@ impl Store {
             Self::get_in(tx, kind, &namespace, &name)?
                 .ok_or_else(|| StateError::Corrupt(format!("{} vanished", resource.describe())))
         })
+    }
+}
+
+/// What a write's guard reads: the state inside the write's transaction.
+pub struct AccessView<'a>(&'a rusqlite::Connection);
+
+impl<'a> AccessView<'a> {
+    pub(crate) fn new(conn: &'a rusqlite::Connection) -> AccessView<'a> {
+        AccessView(conn)
+    }
+
+    /// As [`Store::access_of`].
+    pub fn access_of(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
+        Store::access_of_in(self.0, identity)
+    }
+
+    /// As [`Store::access_for`].
+    pub fn access_for(
+        &self,
+        identity: &QualifiedName,
+        groups: &[String],
+    ) -> Result<Access, StateError> {
+        Store::access_in(self.0, identity, groups)
     }
 }
 
@@ -561,6 +604,41 @@ mod tests {
             )
             .unwrap();
         assert!(!stored.contains(client.secret.expose()));
+    }
+
+    #[test]
+    fn a_guard_sees_the_write_s_state_and_its_refusal_writes_nothing() {
+        let (_dir, store) = store();
+        let yaml = |text: &str| {
+            postern_model::parse_documents("t.yaml", text, postern_model::Format::Yaml).unwrap()
+        };
+        let setup = "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload, groups: [ops]}\n---\nkind: RoleBinding\nmetadata: {name: ops-admin, namespace: a}\nspec: {role: namespace-admin, subject: {group: ops}}\n";
+        store.apply_resources(&yaml(setup), false, false).unwrap();
+        let who = QualifiedName::new("a", "w");
+        let changed = yaml("kind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload, groups: []}\n");
+        let resource = changed[0].resource.clone();
+        let refused =
+            store.put_resource_guarded(resource.clone(), Precondition::Generation(1), |view| {
+                let (spec, access) = view.access_of(&who)?.unwrap();
+                assert_eq!(spec.groups, ["ops"]);
+                assert_ne!(access, view.access_for(&who, &[])?, "the binding counts");
+                Err(StateError::Refused("no".into()))
+            });
+        assert!(
+            matches!(refused, Err(StateError::Refused(_))),
+            "{refused:?}"
+        );
+        let (spec, _) = store.access_of(&who).unwrap().unwrap();
+        assert_eq!(spec.groups, ["ops"], "nothing written");
+        let deleted = store.delete_resource_guarded(Kind::Identity, "a", "w", None, |_| {
+            Err(StateError::Refused("no".into()))
+        });
+        assert!(matches!(deleted, Err(StateError::Refused(_))));
+        assert!(store.access_of(&who).unwrap().is_some(), "nothing deleted");
+        store
+            .put_resource_guarded(resource, Precondition::Generation(1), |_| Ok(()))
+            .unwrap();
+        assert!(store.access_of(&who).unwrap().unwrap().0.groups.is_empty());
     }
 
     #[test]
