@@ -530,6 +530,68 @@ async fn a_failing_sink_stalls_nothing_and_its_events_arrive_after_recovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_on_failure_block_statements_are_refused_while_events_are_lost_and_run_again_after() {
+    let pg = shared_pg().await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let log = dir.join("access.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let config = dir.join("postern.toml");
+    // A spill budget that a few events spend: past it events are lost.
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\nfile = '{}'\nspill_max_bytes = 4096\non_failure = 'block'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::start(BIN, &["--config", config.to_str().unwrap()]).await;
+    let key = gateway.provision(&pg.address());
+    let client = gateway
+        .connect("alice.team-a", "orders", &key)
+        .await
+        .unwrap();
+    let refused = wait_for_async("a statement refused with 58030", WAIT, || async {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        client
+            .simple_query(&format!("SELECT 'while-losing-{n}'"))
+            .await
+            .err()
+    })
+    .await;
+    assert_eq!(sqlstate(&refused).as_deref(), Some("58030"), "{refused:?}");
+    // The refused statement never ran: the session goes on, and is refused again.
+    let again = client
+        .simple_query("SELECT 'refused-too'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&again).as_deref(), Some("58030"));
+
+    // The disk has room again: the sink recovers, and statements run.
+    std::fs::remove_file(&log).unwrap();
+    wait_for_async("statements to run again", WAIT, || async {
+        client.simple_query("SELECT 'after-recovery'").await.ok()
+    })
+    .await;
+    wait_for(
+        "the statement after recovery to reach the file",
+        WAIT,
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.contains("after-recovery").then_some(())
+        },
+    )
+    .await;
+    // The state sink never failed: it has the statement that ran, and none refused.
+    let state = gateway.cli_ok(&["logs", "--type", "QUERY", "--limit", "1000", "-o", "json"]);
+    assert!(state.contains("after-recovery"), "{state}");
+    assert!(!state.contains("refused-too"), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_shows_events_as_they_happen() {
     let pg = shared_pg().await;
     let gateway = Gateway::start(BIN, &[]).await;
