@@ -18,6 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_postern");
 /// superusers and the test's own superuser connection are set aside.
 const SERVER_MAX_CONNECTIONS: u32 = 34;
 const ALLOWED: i64 = 30;
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Connections `app_rw` holds on the server right now.
 async fn app_connections(admin: &tokio_postgres::Client) -> i64 {
@@ -207,4 +208,37 @@ async fn a_small_upstream_serves_many_short_sessions_and_is_never_crowded_out() 
     let text = refused.as_db_error().expect("a server error").message();
     assert!(text.contains("maxConnections (1)"), "{text}");
     drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_restart_under_idle_pooled_connections_reaches_no_client() {
+    let mut pg = LocalPg::start().await.expect("start PostgreSQL");
+    prepare_app_database(&pg).await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&pg.address());
+
+    // Five sessions at once, then gone: five idle upstream connections in the pool.
+    let mut open = Vec::new();
+    for n in 0..5 {
+        let s = session(&gateway, &key, "", &format!("session {n}")).await;
+        s.client.simple_query("SELECT 1").await.unwrap();
+        open.push(s);
+    }
+    drop(open);
+    let admin = pg.connect("postgres").await.unwrap();
+    wait_until("the pool to hold five idle connections", WAIT, || async {
+        app_connections(&admin).await == 5
+    })
+    .await;
+    drop(admin);
+
+    // PostgreSQL restarts (fast shutdown, then up again on its port): every pooled
+    // connection is dead, and no client may see it.
+    pg.pause();
+    pg.resume().await.unwrap();
+    for n in 0..8 {
+        let s = session(&gateway, &key, "", &format!("after restart {n}")).await;
+        let rows = s.client.simple_query("SELECT 'fine'").await;
+        assert!(rows.is_ok(), "session {n} after the restart: {rows:?}");
+    }
 }
