@@ -189,6 +189,11 @@ impl Gateway {
             .prefix("postern-test-")
             .tempdir()
             .expect("state dir");
+        Gateway::start_in(bin, dir, extra).await
+    }
+
+    /// [`Gateway::start`] with `dir` as its state directory (and home of its log).
+    pub async fn start_in(bin: &str, dir: tempfile::TempDir, extra: &[&str]) -> Gateway {
         let mut gateway = Gateway {
             bin: PathBuf::from(bin),
             dir,

@@ -6,8 +6,12 @@ use postern_model::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// Not marked as the source: its text is already in this one's, once.
     #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// The filesystem of the state directory has no room: the write was rolled back.
+    #[error("the state database's disk is full; nothing was written (free space in the state directory and retry)")]
+    DiskFull,
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -29,6 +33,15 @@ pub enum StateError {
     Plan(#[from] postern_model::PlanError),
     #[error("state database holds an invalid row: {0}")]
     Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StateError::DiskFull,
+            _ => StateError::Sqlite(e),
+        }
+    }
 }
 
 impl StateError {

@@ -518,3 +518,94 @@ async fn no_secret_or_api_key_appears_in_state_or_logs() {
     }
     assert!(gateway.logs().contains("authentication failed"));
 }
+
+/// Unmounts a filesystem mounted for a test (lazily: files may still be open).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    // The last partial chunk: byte by byte up to the last one.
+    while file.write_all(&[0]).is_ok() {}
+    let _ = file.sync_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_during_apply_is_one_line_changes_nothing_and_the_gateway_serves_on() {
+    let dir = tempfile::Builder::new()
+        .prefix("postern-full-")
+        .tempdir()
+        .unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !mounted.is_ok_and(|status| status.success()) {
+        eprintln!("skipped: this process may not mount a small filesystem (it needs root)");
+        return;
+    }
+    let _unmount = Unmount(dir.path().to_owned());
+    let pg = shared_pg().await;
+    let gateway = Gateway::start_in(BIN, dir, &[]).await;
+    let key = gateway.provision(&pg.address());
+    let before = gateway.cli_ok(&["get", "services", "-n", "team-a", "-o", "json"]);
+    let many: Vec<String> = (0..200)
+        .map(|n| {
+            format!(
+                "kind: Service\nmetadata: {{name: svc-{n}, namespace: team-a, labels: {{padding: '{}'}}}}\n\
+                 spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}}}\n",
+                "x".repeat(60)
+            )
+        })
+        .collect();
+    let file = outside_file("many.yaml", &many.join("---\n"));
+
+    fill(&gateway.state_dir().join("filler"));
+    let output = gateway.cli(&["apply", "-f", &file]);
+    assert!(!output.status.success(), "apply succeeded on a full disk");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("disk is full; nothing was written"),
+        "{stderr}"
+    );
+    // Nothing half-applied, and the gateway serves on.
+    assert_eq!(
+        gateway.cli_ok(&["get", "services", "-n", "team-a", "-o", "json"]),
+        before
+    );
+    let client = gateway.connect(USER, DB, &key).await.unwrap();
+    let rows = client.simple_query("SELECT count(*) FROM items").await;
+    assert!(rows.is_ok(), "{rows:?}");
+
+    // Room again: the same apply goes through.
+    std::fs::remove_file(gateway.state_dir().join("filler")).unwrap();
+    gateway.cli_ok(&["apply", "-f", &file]);
+    let after = gateway.cli_ok(&["get", "services", "-n", "team-a", "-o", "json"]);
+    assert!(after.contains("svc-199"));
+}
+
+/// Writes `text` to a new file `name` outside any gateway's state directory.
+fn outside_file(name: &str, text: &str) -> String {
+    let dir = tempfile::Builder::new()
+        .prefix("postern-input-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
