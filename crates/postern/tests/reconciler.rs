@@ -469,3 +469,86 @@ async fn problems_stay_with_their_intents_and_the_timer_corrects_drift() {
     )
     .await;
 }
+
+/// Roles upstream whose names start with `prefix`, sorted.
+async fn roles_starting(pg: &LocalPg, prefix: &str) -> Vec<String> {
+    let client = pg.connect("postgres").await.unwrap();
+    client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_killed_midway_is_finished_by_the_next_run_with_no_orphan_role() {
+    let pg = shared_pg().await;
+    let (ns, db) = ("jit-k", "jit_k");
+    create_database(pg, db).await;
+    let gateway = gateway("0").await;
+    provision(&gateway, pg, ns, db, &["first", "second"]);
+    let docs = ["first", "second"]
+        .map(|who| {
+            format!(
+                "kind: Intents\nmetadata: {{name: {who}-needs, namespace: {ns}}}\n\
+                 spec:\n  identity: {who}\n  access:\n  - {{service: shop, table: public.example, operations: [SELECT]}}\n"
+            )
+        })
+        .join("---\n");
+    let file = gateway.write_file("intents.yaml", &docs);
+
+    // Another session is creating the second role's name: the reconcile waits on it,
+    // midway through its work, and is killed there.
+    let blocker = pg.connect("postgres").await.unwrap();
+    blocker
+        .batch_execute("BEGIN; CREATE ROLE \"pn_jit-k_second\"")
+        .await
+        .unwrap();
+    let mut apply = gateway
+        .command()
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = pg.connect("postgres").await.unwrap();
+    wait_until(
+        "the reconcile to wait on the lock",
+        Duration::from_secs(30),
+        || async {
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'CREATE ROLE%'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) == 1
+        },
+    )
+    .await;
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+
+    // The next run finishes the work: both roles, their grants, nothing else.
+    gateway.cli_ok(&["reconcile"]);
+    assert_eq!(
+        roles_starting(pg, "pn_jit-k_").await,
+        ["pn_jit-k_first", "pn_jit-k_second"]
+    );
+    for role in ["pn_jit-k_first", "pn_jit-k_second"] {
+        assert_eq!(
+            table_privileges(pg, db, role, "public.example").await,
+            "SELECT"
+        );
+    }
+    let status = gateway.cli_ok(&["get", "intents", "-n", ns]);
+    assert_eq!(status.matches(" applied").count(), 2, "{status}");
+}
