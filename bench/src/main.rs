@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use postern_bench::TEN_RULE_DENIALS;
 use postern_localpg::LocalPg;
 
+mod soak;
+
 type Result<T> = std::result::Result<T, String>;
 
 const PASSWORD: &str = "bench-password";
@@ -26,6 +28,8 @@ struct Options {
     /// plus the plugin): `--plugin target/plugins/wasm32-wasip2/release/misbehave.wasm`
     /// is a hook that allows everything and asks to be called every time.
     plugin: Option<PathBuf>,
+    /// `--soak SECONDS`: the soak (`bench/soak.sh`) instead of the comparison.
+    soak: Option<soak::SoakOptions>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -37,7 +41,14 @@ fn parse_options() -> Result<Options> {
         quick: false,
         only: Vec::new(),
         plugin: None,
+        soak: None,
     };
+    let mut soak = soak::SoakOptions {
+        seconds: 0,
+        waiting_in_auth: 10_000,
+        logged_in: 100,
+    };
+    let mut soaking = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -57,8 +68,27 @@ fn parse_options() -> Result<Options> {
             "--quick" => options.quick = true,
             "--case" => options.only.push(value("--case")?),
             "--plugin" => options.plugin = Some(PathBuf::from(value("--plugin")?)),
+            "--soak" => {
+                soaking = true;
+                soak.seconds = value("--soak")?
+                    .parse()
+                    .map_err(|e| format!("--soak: {e}"))?
+            }
+            "--waiting-in-auth" => {
+                soak.waiting_in_auth = value("--waiting-in-auth")?
+                    .parse()
+                    .map_err(|e| format!("--waiting-in-auth: {e}"))?
+            }
+            "--logged-in" => {
+                soak.logged_in = value("--logged-in")?
+                    .parse()
+                    .map_err(|e| format!("--logged-in: {e}"))?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if soaking {
+        options.soak = Some(soak);
     }
     Ok(options)
 }
@@ -318,6 +348,7 @@ fn start_postern(
     pg: &LocalPg,
     profile: Profile,
     plugin: Option<&Path>,
+    serve_flags: &[&str],
 ) -> Result<(Daemon, u16, String)> {
     let state = dir.join(profile.name());
     let mut resources = format!(
@@ -391,13 +422,20 @@ fn start_postern(
     let port = free_port()?;
     let child = Command::new(bin)
         .env("POSTERN_STATE_DIR", &state)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(&config)
+        .args(serve_flags)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.join(format!("{}.log", profile.name())))
+                .map_err(|e| e.to_string())?,
+        )
         .spawn()
         .map_err(|e| format!("postern serve: {e}"))?;
     wait_listening(port, "postern")?;
@@ -447,6 +485,9 @@ fn main() {
 
 fn run() -> Result<()> {
     let options = parse_options()?;
+    if let Some(soak) = &options.soak {
+        return soak::run(&options.postern, soak);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -481,7 +522,8 @@ fn run() -> Result<()> {
     ];
     let mut gateways = Vec::new();
     for profile in [Profile::Shipped, Profile::Plain, Profile::TenRules] {
-        let (daemon, port, key) = start_postern(&options.postern, dir.path(), &pg, profile, None)?;
+        let (daemon, port, key) =
+            start_postern(&options.postern, dir.path(), &pg, profile, None, &[])?;
         endpoints.push(Endpoint {
             name: profile.name(),
             port,
@@ -495,7 +537,7 @@ fn run() -> Result<()> {
     if let Some(baseline) = &options.baseline {
         let dir = dir.path().join("baseline");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (daemon, port, key) = start_postern(baseline, &dir, &pg, Profile::Shipped, None)?;
+        let (daemon, port, key) = start_postern(baseline, &dir, &pg, Profile::Shipped, None, &[])?;
         endpoints.push(Endpoint {
             name: "baseline",
             port,
@@ -515,6 +557,7 @@ fn run() -> Result<()> {
                 &pg,
                 Profile::Plugin,
                 Some(&std::path::absolute(plugin).map_err(|e| e.to_string())?),
+                &[],
             )?;
             endpoints.push(Endpoint {
                 name: Profile::Plugin.name(),
