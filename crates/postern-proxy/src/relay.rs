@@ -8,7 +8,9 @@
 //! connection back to the pool, or to know whether the client can still be told why the
 //! session ended).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -204,12 +206,18 @@ async fn write_within<W: AsyncWrite + Unpin>(
         // Pushes TLS records out; a no-op on plain TCP.
         to.flush().await
     };
-    match limit {
-        None => write.await.map_err(PumpError::Write),
-        Some(limit) => match tokio::time::timeout(limit, write).await {
-            Ok(written) => written.map_err(PumpError::Write),
-            Err(_) => Err(PumpError::Stalled(limit)),
-        },
+    let Some(limit) = limit else {
+        return write.await.map_err(PumpError::Write);
+    };
+    let mut write = std::pin::pin!(write);
+    // Almost every write finishes at once (the socket has room): those arm no timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(written) = first {
+        return written.map_err(PumpError::Write);
+    }
+    match tokio::time::timeout(limit, write).await {
+        Ok(written) => written.map_err(PumpError::Write),
+        Err(_) => Err(PumpError::Stalled(limit)),
     }
 }
 
