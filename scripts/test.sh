@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/ensure-tools.sh
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins/Cargo.toml
+# The fuzz targets build with the nightly toolchain (scripts/fuzz.sh); formatting only here.
+cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The example plugins are a workspace of their own (they target WebAssembly).
 CARGO_TARGET_DIR=target/plugins cargo clippy --manifest-path plugins/Cargo.toml --locked \
