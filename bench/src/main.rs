@@ -442,6 +442,25 @@ fn start_postern(
     Ok((Daemon(child), port, key))
 }
 
+/// A throwaway PostgreSQL loaded with pgbench scale 10, the runtime its client runs on,
+/// and a scratch directory named `prefix…`.
+fn loaded_postgres(prefix: &str) -> Result<(tokio::runtime::Runtime, LocalPg, tempfile::TempDir)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    eprintln!("starting PostgreSQL and loading pgbench scale 10...");
+    let pg = runtime
+        .block_on(LocalPg::start())
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(prepare(&pg))?;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    Ok((runtime, pg, dir))
+}
+
 async fn prepare(pg: &LocalPg) -> Result<()> {
     let admin = pg.connect("postgres").await.map_err(|e| e.to_string())?;
     admin
@@ -488,19 +507,7 @@ fn run() -> Result<()> {
     if let Some(soak) = &options.soak {
         return soak::run(&options.postern, soak);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    eprintln!("starting PostgreSQL and loading pgbench scale 10...");
-    let pg = runtime
-        .block_on(LocalPg::start())
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(prepare(&pg))?;
-    let dir = tempfile::Builder::new()
-        .prefix("postern-bench-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
+    let (_runtime, pg, dir) = loaded_postgres("postern-bench-")?;
     let (bouncer, bouncer_port) = start_pgbouncer(dir.path(), &pg)?;
     let mut endpoints = vec![
         Endpoint {

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use postern_localpg::LocalPg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{pgbench_path, prepare, start_postern, Profile, Result};
+use crate::{loaded_postgres, pgbench_path, start_postern, Profile, Result};
 
 pub struct SoakOptions {
     pub seconds: u32,
@@ -159,19 +158,7 @@ async fn waiting_in_auth(
 
 pub fn run(postern: &Path, options: &SoakOptions) -> Result<()> {
     raise_open_files_limit();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    eprintln!("starting PostgreSQL and loading pgbench scale 10...");
-    let pg = runtime
-        .block_on(LocalPg::start())
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(prepare(&pg))?;
-    let dir = tempfile::Builder::new()
-        .prefix("postern-soak-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
+    let (runtime, pg, dir) = loaded_postgres("postern-soak-")?;
     let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
         .map_err(|e| e.to_string())?;
     let (cert, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
