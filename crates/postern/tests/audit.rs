@@ -473,17 +473,29 @@ spec: {type: human, groups: [admins]}
     assert_eq!(sqlstate(&refused).as_deref(), Some("28000"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_sink_stalls_nothing_and_its_events_arrive_after_recovery() {
+/// A gateway whose access log also goes to a JSON Lines file on a full disk (`[audit]`
+/// settings `more` added): the file, the gateway and alice's key. Removing the file gives
+/// the disk room again.
+async fn gateway_with_a_full_file_sink(more: &str) -> (std::path::PathBuf, Gateway, String) {
     let pg = shared_pg().await;
     let dir = tempfile::tempdir().unwrap().keep();
     let log = dir.join("access.jsonl");
     // Every write to /dev/full fails with ENOSPC: a full disk.
     std::os::unix::fs::symlink("/dev/full", &log).unwrap();
     let config = dir.join("postern.toml");
-    std::fs::write(&config, format!("[audit]\nfile = '{}'\n", log.display())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[audit]\nfile = '{}'\n{more}", log.display()),
+    )
+    .unwrap();
     let gateway = Gateway::start(BIN, &["--config", config.to_str().unwrap()]).await;
     let key = gateway.provision(&pg.address());
+    (log, gateway, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_stalls_nothing_and_its_events_arrive_after_recovery() {
+    let (log, gateway, key) = gateway_with_a_full_file_sink("").await;
 
     let client = gateway
         .connect("alice.team-a", "orders", &key)
@@ -531,22 +543,9 @@ async fn a_failing_sink_stalls_nothing_and_its_events_arrive_after_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_on_failure_block_statements_are_refused_while_events_are_lost_and_run_again_after() {
-    let pg = shared_pg().await;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let log = dir.join("access.jsonl");
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
-    let config = dir.join("postern.toml");
     // A spill budget that a few events spend: past it events are lost.
-    std::fs::write(
-        &config,
-        format!(
-            "[audit]\nfile = '{}'\nspill_max_bytes = 4096\non_failure = 'block'\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let gateway = Gateway::start(BIN, &["--config", config.to_str().unwrap()]).await;
-    let key = gateway.provision(&pg.address());
+    let (log, gateway, key) =
+        gateway_with_a_full_file_sink("spill_max_bytes = 4096\non_failure = 'block'\n").await;
     let client = gateway
         .connect("alice.team-a", "orders", &key)
         .await
