@@ -372,16 +372,6 @@ impl Store {
 
     // ---- role bindings -------------------------------------------------------------------
 
-    /// The access role bindings give `identity` with `groups`, whether or not it exists
-    /// (yet): what an identity written with those groups would hold.
-    pub fn access_for(
-        &self,
-        identity: &QualifiedName,
-        groups: &[String],
-    ) -> Result<Access, StateError> {
-        self.read(|conn| Self::access_in(conn, identity, groups))
-    }
-
     fn access_in(
         conn: &rusqlite::Connection,
         identity: &QualifiedName,
@@ -537,7 +527,8 @@ impl<'a> AccessView<'a> {
         Store::access_of_in(self.0, identity)
     }
 
-    /// As [`Store::access_for`].
+    /// The access role bindings give `identity` with `groups`, whether or not it exists
+    /// (yet): what an identity written with those groups would hold.
     pub fn access_for(
         &self,
         identity: &QualifiedName,
