@@ -84,7 +84,8 @@ pub(crate) struct SessionLimits {
     pub in_transaction: Option<Duration>,
     /// When the session's credential lease runs out.
     pub deadline: Option<Instant>,
-    /// How long a write to the client may make no progress.
+    /// How long one write to the client (at most what one read brought, tens of KiB)
+    /// may take before the client counts as no longer reading.
     pub client_write: Option<Duration>,
 }
 
