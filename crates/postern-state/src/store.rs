@@ -459,11 +459,7 @@ impl Store {
                     key,
                 )?,
                 Change::Delete(_) => {
-                    match r.kind() {
-                        Kind::Namespace => Self::check_namespace_deletable(tx, r.name())?,
-                        Kind::Plugin => Self::check_plugin_unused(tx, r)?,
-                        _ => {}
-                    }
+                    Self::check_deletable(tx, r)?;
                     Self::delete_in(tx, r)?;
                     1
                 }
@@ -474,6 +470,50 @@ impl Store {
                     r.describe()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses deleting `r` while something still depends on it: every delete, one by one
+    /// or by `apply --prune`, goes through here.
+    fn check_deletable(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+        match r.kind() {
+            Kind::Namespace => Self::check_namespace_deletable(tx, r.name())?,
+            Kind::Target => {
+                Self::check_unreferenced(tx, r, "$.target")?;
+                // Its managed roles can only be dropped through its admin connection.
+                let roles: i64 = tx.query_row(
+                    "SELECT count(*) FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2",
+                    params![r.namespace(), r.name()],
+                    |row| row.get(0),
+                )?;
+                if roles > 0 {
+                    return Err(StateError::Conflict(format!(
+                        "{} still has {roles} managed roles; delete the Intents naming it and reconcile first",
+                        r.describe()
+                    )));
+                }
+            }
+            Kind::StaticRole => Self::check_unreferenced(tx, r, "$.upstream.staticRole")?,
+            Kind::CredentialRole => {
+                Self::check_unreferenced(tx, r, "$.upstream.credentialRole")?;
+                let live: i64 = tx.query_row(
+                    "SELECT count(*) FROM leases WHERE namespace = ?1 AND credential_role = ?2
+                     AND state NOT IN ('revoked', 'rolled-back')",
+                    params![r.namespace(), r.name()],
+                    |row| row.get(0),
+                )?;
+                if live > 0 {
+                    return Err(StateError::Conflict(format!(
+                        "{} still has {live} leases; revoke them first (postern lease revoke --prefix {} -n {})",
+                        r.describe(),
+                        r.name(),
+                        r.namespace()
+                    )));
+                }
+            }
+            Kind::Plugin => Self::check_plugin_unused(tx, r)?,
+            Kind::Service | Kind::Identity | Kind::Intents | Kind::RoleBinding => {}
         }
         Ok(())
     }
@@ -675,40 +715,7 @@ impl Store {
             }
             guard(&crate::AccessView::new(tx))?;
             let r = &stored.resource;
-            match kind {
-                Kind::Namespace => Self::check_namespace_deletable(tx, name)?,
-                Kind::Target => {
-                    Self::check_unreferenced(tx, r, "$.target")?;
-                    // Its managed roles can only be dropped through its admin connection.
-                    let roles: i64 = tx.query_row(
-                        "SELECT count(*) FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2",
-                        params![namespace, name],
-                        |row| row.get(0),
-                    )?;
-                    if roles > 0 {
-                        return Err(StateError::Conflict(format!(
-                            "Target {namespace}/{name} still has {roles} managed roles; delete the Intents naming it and reconcile first"
-                        )));
-                    }
-                }
-                Kind::StaticRole => Self::check_unreferenced(tx, r, "$.upstream.staticRole")?,
-                Kind::CredentialRole => {
-                    Self::check_unreferenced(tx, r, "$.upstream.credentialRole")?;
-                    let live: i64 = tx.query_row(
-                        "SELECT count(*) FROM leases WHERE namespace = ?1 AND credential_role = ?2
-                         AND state NOT IN ('revoked', 'rolled-back')",
-                        params![namespace, name],
-                        |row| row.get(0),
-                    )?;
-                    if live > 0 {
-                        return Err(StateError::Conflict(format!(
-                            "CredentialRole {namespace}/{name} still has {live} leases; revoke them first (postern lease revoke --prefix {name} -n {namespace})"
-                        )));
-                    }
-                }
-                Kind::Plugin => Self::check_plugin_unused(tx, r)?,
-                Kind::Service | Kind::Identity | Kind::Intents | Kind::RoleBinding => {}
-            }
+            Self::check_deletable(tx, r)?;
             Self::delete_in(tx, r)
         })
     }
@@ -939,6 +946,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NewLease;
     use postern_model::{parse_documents, Directory, Format, RouteLookup};
 
     fn settings(dir: &Path) -> KeySettings {
@@ -1122,6 +1130,74 @@ mod tests {
         store.apply_resources(&other, true, false).unwrap();
         assert!(store
             .get_resource(Kind::Namespace, "", "default")
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn prune_refuses_what_delete_refuses_with_the_same_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        let yaml = |text: &str| parse_documents("t.yaml", text, Format::Yaml).unwrap();
+        let role = "kind: CredentialRole\nmetadata: {name: ro, namespace: a}\nspec: {target: pg, database: d, creationStatements: ['CREATE ROLE {{name}} PASSWORD {{password}}'], defaultTtl: 1h, maxTtl: 2h}\n";
+        let with_role = format!("{DOCS}---\n{role}");
+        store
+            .apply_resources(&yaml(&with_role), false, false)
+            .unwrap();
+        let pg = QualifiedName::new("a", "pg");
+        store
+            .record_managed_role(&pg, &QualifiedName::new("a", "alice"))
+            .unwrap();
+        store
+            .record_lease(&NewLease {
+                id: "ro-1",
+                credential_role: &QualifiedName::new("a", "ro"),
+                target: "pg",
+                username: "v_ro_1",
+                issued_for: "a/alice",
+                spec: "{}",
+                owner: "test",
+                issued_at: 0,
+                expires_at: i64::MAX,
+                max_expires_at: i64::MAX,
+            })
+            .unwrap();
+        let by_delete = |kind: Kind, name: &str| {
+            store
+                .delete_resource(kind, "a", name)
+                .unwrap_err()
+                .to_string()
+        };
+        let by_prune = |docs: &str| {
+            store
+                .apply_resources(&yaml(docs), true, false)
+                .unwrap_err()
+                .to_string()
+        };
+        // The CredentialRole has a live lease.
+        let lease_refusal = by_delete(Kind::CredentialRole, "ro");
+        assert!(
+            lease_refusal.contains("still has 1 leases"),
+            "{lease_refusal}"
+        );
+        assert_eq!(by_prune(DOCS), lease_refusal);
+        // The Target (no Service, no CredentialRole left naming it) has a managed role.
+        let without_target_users =
+            "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: alice, namespace: a}\n";
+        store.forget_lease("ro-1").unwrap();
+        store
+            .delete_resource(Kind::CredentialRole, "a", "ro")
+            .unwrap();
+        store.delete_resource(Kind::Service, "a", "s").unwrap();
+        let roles_refusal = by_delete(Kind::Target, "pg");
+        assert!(
+            roles_refusal.contains("still has 1 managed roles"),
+            "{roles_refusal}"
+        );
+        assert_eq!(by_prune(without_target_users), roles_refusal);
+        // Refused prunes change nothing.
+        assert!(store
+            .get_resource(Kind::Target, "a", "pg")
             .unwrap()
             .is_some());
     }
