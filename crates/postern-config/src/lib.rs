@@ -171,9 +171,13 @@ pub struct Config {
     /// loses its session and frees its upstream connection (0: never).
     #[serde(default = "default_client_write_timeout_secs")]
     pub client_write_timeout_secs: u64,
-    /// The grant reconciler runs this often, in seconds (0: only after `apply` and on
-    /// `postern reconcile`).
+    /// The grant reconciler runs this often, in seconds (0: no timer).
     pub reconcile_interval_secs: u64,
+    /// `serve` also reconciles within a second of any change to Intents, Identities,
+    /// Services or Targets, whoever made it (a local `apply`, the admin API, `--server`).
+    /// Off: only the timer, the CLI's own writes and `postern reconcile` do.
+    #[serde(default = "default_reconcile_on_change")]
+    pub reconcile_on_change: bool,
     /// Async worker threads; unset means half the cores, at least one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
@@ -199,6 +203,10 @@ pub struct Config {
     pub api: ApiConfig,
 }
 
+fn default_reconcile_on_change() -> bool {
+    true
+}
+
 fn default_tcp_keepalive_secs() -> u64 {
     60
 }
@@ -222,6 +230,7 @@ impl fmt::Debug for Config {
             .field("max_client_connections", &self.max_client_connections)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("reconcile_interval_secs", &self.reconcile_interval_secs)
+            .field("reconcile_on_change", &self.reconcile_on_change)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +254,7 @@ impl Default for Config {
             tcp_keepalive_secs: default_tcp_keepalive_secs(),
             client_write_timeout_secs: default_client_write_timeout_secs(),
             reconcile_interval_secs: 30,
+            reconcile_on_change: default_reconcile_on_change(),
             worker_threads: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -284,6 +294,8 @@ pub struct Overrides {
     pub upstream_connect_timeout_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile_interval_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_on_change: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]

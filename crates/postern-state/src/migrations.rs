@@ -272,6 +272,24 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX plugin_logs_by_plugin ON plugin_logs (namespace, name, id);
     "#,
+    // 13: a counter per kind that every change to a resource of that kind moves, whichever
+    // process and write path made it, so `serve` knows what to redo (reconcile, rotate).
+    // Marking a resource as applied (`apply` finding it unchanged) is not a change.
+    r#"
+    CREATE TABLE kind_epochs (kind TEXT PRIMARY KEY, epoch INTEGER NOT NULL);
+    CREATE TRIGGER kind_epochs_on_insert AFTER INSERT ON resources BEGIN
+        INSERT OR IGNORE INTO kind_epochs VALUES (NEW.kind, 0);
+        UPDATE kind_epochs SET epoch = epoch + 1 WHERE kind = NEW.kind;
+    END;
+    CREATE TRIGGER kind_epochs_on_update AFTER UPDATE OF metadata, spec ON resources BEGIN
+        INSERT OR IGNORE INTO kind_epochs VALUES (NEW.kind, 0);
+        UPDATE kind_epochs SET epoch = epoch + 1 WHERE kind = NEW.kind;
+    END;
+    CREATE TRIGGER kind_epochs_on_delete AFTER DELETE ON resources BEGIN
+        INSERT OR IGNORE INTO kind_epochs VALUES (OLD.kind, 0);
+        UPDATE kind_epochs SET epoch = epoch + 1 WHERE kind = OLD.kind;
+    END;
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

@@ -366,6 +366,23 @@ impl Store {
         rows.into_iter().map(Self::decode_row).collect()
     }
 
+    /// How often resources of each kind have changed (a kind never written is absent):
+    /// two reads that differ for a kind mean it changed in between, whoever wrote it.
+    pub fn kind_epochs(&self) -> Result<std::collections::BTreeMap<Kind, i64>, StateError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT kind, epoch FROM kind_epochs")?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(kind, epoch)| Some((Kind::from_document(&kind).ok()?, epoch)))
+                .collect())
+        })
+    }
+
     pub fn get_resource(
         &self,
         kind: Kind,
@@ -946,7 +963,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NewLease;
+    use crate::{NewLease, Precondition};
     use postern_model::{parse_documents, Directory, Format, RouteLookup};
 
     fn settings(dir: &Path) -> KeySettings {
@@ -1200,6 +1217,34 @@ mod tests {
             .get_resource(Kind::Target, "a", "pg")
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn kind_epochs_move_on_every_write_path_and_only_on_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded(dir.path());
+        let epoch = |kind| store.kind_epochs().unwrap().get(&kind).copied();
+        let first = epoch(Kind::Service).unwrap();
+        // Applying the same files again changes nothing.
+        let docs = parse_documents("t.yaml", DOCS, Format::Yaml).unwrap();
+        store.apply_resources(&docs, false, false).unwrap();
+        assert_eq!(epoch(Kind::Service), Some(first));
+        assert_eq!(epoch(Kind::Intents), None);
+        // A single-resource write (the API's) moves its kind only.
+        let target = epoch(Kind::Target);
+        let stored = store
+            .get_resource(Kind::Service, "a", "s")
+            .unwrap()
+            .unwrap();
+        let mut service = stored.resource;
+        service.metadata.labels.insert("team".into(), "x".into());
+        store
+            .put_resource(service, Precondition::Generation(stored.generation))
+            .unwrap();
+        assert_eq!(epoch(Kind::Service), Some(first + 1));
+        assert_eq!(epoch(Kind::Target), target);
+        store.delete_resource(Kind::Service, "a", "s").unwrap();
+        assert_eq!(epoch(Kind::Service), Some(first + 2));
     }
 
     #[test]

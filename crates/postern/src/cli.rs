@@ -105,6 +105,10 @@ pub struct SettingFlags {
         value_name = "SECS"
     )]
     pub reconcile_interval_secs: Option<u64>,
+    /// Reconcile in `serve` when Intents, Identities, Services or Targets change, whoever
+    /// changed them [default: true]
+    #[arg(long, global = true, env = "POSTERN_RECONCILE_ON_CHANGE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub reconcile_on_change: Option<bool>,
     /// Async worker threads [default: half the cores, at least 1]
     #[arg(long, global = true, env = "POSTERN_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
@@ -176,6 +180,7 @@ impl SettingFlags {
             shutdown_grace_secs: self.shutdown_grace_secs,
             upstream_connect_timeout_secs: self.upstream_connect_timeout_secs,
             reconcile_interval_secs: self.reconcile_interval_secs,
+            reconcile_on_change: self.reconcile_on_change,
             worker_threads: self.worker_threads,
             tls_cert_file: self.tls_cert_file.clone(),
             tls_key_file: self.tls_key_file.clone(),
@@ -262,7 +267,7 @@ pub enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Bring every managed role's privileges in line with the Intents now (the server also
-    /// does this after each apply and every --reconcile-interval-secs)
+    /// does this after each change and every --reconcile-interval-secs)
     Reconcile {
         /// Print the SQL it would run and change nothing
         #[arg(long)]

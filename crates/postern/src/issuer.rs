@@ -302,13 +302,17 @@ pub fn after_apply(store: Store) {
     }
 }
 
-/// The issuer's work inside `serve`: the reaper, and static roles rotated when due.
-pub async fn background(issuer: Arc<Issuer>) {
+/// The issuer's work inside `serve`: the reaper, and static roles rotated when due (and
+/// checked at once when a StaticRole changed).
+pub async fn background(issuer: Arc<Issuer>, changed: Arc<tokio::sync::Notify>) {
     let reaper = tokio::spawn(issuer.clone().run_reaper(REAP_INTERVAL));
     let mut ticker = tokio::time::interval(ROTATION_CHECK_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = changed.notified() => {}
+        }
         match issuer.rotate_due_static_roles().await {
             Ok((0, failures)) if failures.is_empty() => {}
             Ok((rotated, failures)) => info!(rotated, ?failures, "static role rotation"),

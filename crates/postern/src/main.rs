@@ -2,6 +2,7 @@
 //! command. Errors end the process with one line on stderr and a non-zero status.
 
 mod authoring;
+mod changes;
 mod cli;
 mod demo;
 mod issuer;

@@ -95,16 +95,29 @@ pub fn rotate(store: &Store, identity: &QualifiedName) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the reconciler every `interval` for as long as the server runs.
-pub async fn periodically(
+/// Runs the reconciler every `interval` (if any) and when woken by `changed`, for as long
+/// as the server runs.
+pub async fn when_due(
     store: std::sync::Arc<Store>,
-    interval: Duration,
+    interval: Option<Duration>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
     runs: std::sync::Arc<crate::tenancy::ReconcileRuns>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = interval.map(tokio::time::interval);
+    if let Some(ticker) = &mut ticker {
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
-        ticker.tick().await;
+        let tick = async {
+            match &mut ticker {
+                Some(ticker) => drop(ticker.tick().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tick => {}
+            () = changed.notified() => {}
+        }
         runs.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match reconcile(&store, Options::default()).await {
             Ok(report) if report.statements.is_empty() && report.problems.is_empty() => {}

@@ -206,15 +206,24 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let plugin_watcher = tokio::spawn(plugins.watch());
         let directory: Arc<dyn Directory> = store.clone();
         let reconcile_runs = Arc::new(ReconcileRuns::default());
-        let reconciler = (config.reconcile_interval_secs > 0).then(|| {
-            tokio::spawn(crate::reconcile::periodically(
-                store.clone(),
-                Duration::from_secs(config.reconcile_interval_secs),
-                reconcile_runs.clone(),
-            ))
-        });
+        let reconcile_wake = Arc::new(tokio::sync::Notify::new());
+        let wakes = crate::changes::Wakes {
+            reconcile: config.reconcile_on_change.then(|| reconcile_wake.clone()),
+            rotation: Arc::new(tokio::sync::Notify::new()),
+        };
+        let reconciler = tokio::spawn(crate::reconcile::when_due(
+            store.clone(),
+            (config.reconcile_interval_secs > 0)
+                .then(|| Duration::from_secs(config.reconcile_interval_secs)),
+            reconcile_wake,
+            reconcile_runs.clone(),
+        ));
         let issuer = postern_issuer::Issuer::new(store.clone());
-        let issuer_work = tokio::spawn(crate::issuer::background(issuer.clone()));
+        let issuer_work = tokio::spawn(crate::issuer::background(
+            issuer.clone(),
+            wakes.rotation.clone(),
+        ));
+        let change_watcher = tokio::spawn(crate::changes::watch(store.clone(), wakes));
         let audit = access_log(config, &store, &log_sinks)?;
         let tokens = Arc::new(TokenAuthority::new(store.clone(), token_settings(config))?);
         if let Some(kid) = tokens.maintain_keys()? {
@@ -304,9 +313,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         reloader.abort();
         plugin_watcher.abort();
         issuer_work.abort();
-        if let Some(reconciler) = reconciler {
-            reconciler.abort();
-        }
+        change_watcher.abort();
+        reconciler.abort();
         Ok(())
     })
 }

@@ -7,14 +7,23 @@
 
 use std::time::Duration;
 
-use postern_testkit::{shared_pg, sqlstate, wait_until, Gateway, LocalPg};
+use postern_testkit::{shared_pg, sqlstate, wait_until, Gateway, Http, LocalPg};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
-/// A gateway whose timer stays off unless a test asks, so only the test's own commands
-/// reconcile.
+/// A gateway whose timer stays off unless a test asks and that does not reconcile on
+/// changes, so only the test's own commands reconcile.
 async fn gateway(interval_secs: &str) -> Gateway {
-    Gateway::start(BIN, &["--reconcile-interval-secs", interval_secs]).await
+    Gateway::start(
+        BIN,
+        &[
+            "--reconcile-interval-secs",
+            interval_secs,
+            "--reconcile-on-change",
+            "false",
+        ],
+    )
+    .await
 }
 
 /// Creates database `db` with `public.example` (serial id) and `public.other`, owned by
@@ -551,4 +560,51 @@ async fn a_reconcile_killed_midway_is_finished_by_the_next_run_with_no_orphan_ro
     }
     let status = gateway.cli_ok(&["get", "intents", "-n", ns]);
     assert_eq!(status.matches(" applied").count(), 2, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_written_through_the_api_are_reconciled_by_the_running_gateway() {
+    let pg = shared_pg().await;
+    let (ns, db) = ("jit-api", "jit_api");
+    create_database(pg, db).await;
+    // No timer: only the change itself can make the gateway reconcile.
+    let gateway = Gateway::start(BIN, &["--reconcile-interval-secs", "0"]).await;
+    let keys = provision(&gateway, pg, ns, db, &["app"]);
+    let http = Http::new(gateway.api_port().await);
+    let intents = serde_json::json!({
+        "kind": "Intents",
+        "metadata": {"name": "app-needs", "namespace": ns},
+        "spec": {"identity": "app", "access": [
+            {"service": "shop", "table": "public.example", "operations": ["SELECT"]}
+        ]},
+    });
+    let (status, body) = http.send_json(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/intents"),
+        &gateway.admin_token(),
+        &intents.to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_until(
+        "the gateway to reconcile the Intents",
+        Duration::from_secs(20),
+        || async {
+            gateway
+                .cli_ok(&["get", "intents", "app-needs", "-n", ns, "-o", "yaml"])
+                .contains("state: applied")
+        },
+    )
+    .await;
+    assert_eq!(
+        table_privileges(pg, db, "pn_jit-api_app", "public.example").await,
+        "SELECT"
+    );
+    let client = gateway
+        .connect("app.jit-api", "shop.jit-api", &keys[0])
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT * FROM public.example")
+        .await
+        .unwrap();
 }
