@@ -24,7 +24,6 @@ use tokio::net::TcpListener;
 pub use components::MAX_COMPONENT_BYTES;
 pub use error::ApiError;
 pub use metrics::{MetricFamily, MetricType, MetricsSource};
-pub use resources::collection_segment;
 pub use tls::{ApiTls, ApiTlsError};
 pub use tokens::{Claims, IssuedToken, TokenAuthority, TokenError, TokenSettings};
 

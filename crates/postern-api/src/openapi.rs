@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::{Collection, COLLECTIONS};
+use crate::resources::{collections, Collection};
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -166,7 +166,7 @@ pub fn document() -> Value {
                 with_errors(responses(&[("204", no_content.clone())]), true), None),
         }),
     );
-    for (segment, collection) in COLLECTIONS {
+    for (segment, collection) in collections() {
         let (item, list, write, create) = match collection {
             Collection::Resource(_) => {
                 ("Resource", "ResourceList", "ResourceWrite", "ResourceWrite")
@@ -266,7 +266,18 @@ fn schemas() -> Value {
             "properties": {
                 "kind": {"type": "string"},
                 "metadata": {"$ref": "#/components/schemas/Metadata"},
-                "spec": {"type": "object"}
+                "spec": {"type": "object"},
+                "status": {
+                    "type": "object",
+                    "description": "Intents: the last reconcile; Plugin: what the gateway made of it",
+                    "required": ["state", "message"],
+                    "properties": {
+                        "state": {"type": "string"},
+                        "message": {"type": "string"},
+                        "statement": {"type": ["string", "null"]},
+                        "updatedAt": {"type": "integer"}
+                    }
+                }
             }
         },
         "ResourceWrite": {

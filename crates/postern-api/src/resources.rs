@@ -15,7 +15,9 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use postern_model::{Kind, Metadata, QualifiedName, Resource, SecretValue, Spec, UpstreamSpec};
-use postern_state::{AccessView, Precondition, SecretInfo, StateError, StoredResource};
+use postern_state::{
+    secret_document, AccessView, Precondition, SecretInfo, StateError, StoredResource,
+};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
@@ -29,21 +31,15 @@ pub enum Collection {
     Secrets,
 }
 
-/// Path segments of the namespaced collections, as the OpenAPI document lists them.
-pub const COLLECTIONS: [(&str, Collection); 9] = [
-    ("targets", Collection::Resource(Kind::Target)),
-    ("services", Collection::Resource(Kind::Service)),
-    ("identities", Collection::Resource(Kind::Identity)),
-    ("intents", Collection::Resource(Kind::Intents)),
-    (
-        "credentialroles",
-        Collection::Resource(Kind::CredentialRole),
-    ),
-    ("staticroles", Collection::Resource(Kind::StaticRole)),
-    ("rolebindings", Collection::Resource(Kind::RoleBinding)),
-    ("plugins", Collection::Resource(Kind::Plugin)),
-    ("secrets", Collection::Secrets),
-];
+/// The namespaced collections with their path segments (a kind's plural), as the
+/// OpenAPI document lists them.
+pub fn collections() -> impl Iterator<Item = (&'static str, Collection)> {
+    Kind::ALL
+        .into_iter()
+        .filter(|kind| kind.is_namespaced())
+        .map(|kind| (kind.plural(), Collection::Resource(kind)))
+        .chain([("secrets", Collection::Secrets)])
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 500;
@@ -55,19 +51,10 @@ pub(crate) fn params<T>(path: Params<T>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
 }
 
-/// The path segment of a namespaced kind's collection (`None` for Namespace).
-pub fn collection_segment(kind: Kind) -> Option<&'static str> {
-    COLLECTIONS
-        .iter()
-        .find(|(_, c)| *c == Collection::Resource(kind))
-        .map(|(segment, _)| *segment)
-}
-
 fn collection(segment: &str) -> Result<Collection, ApiError> {
-    COLLECTIONS
-        .iter()
+    collections()
         .find(|(name, _)| *name == segment)
-        .map(|(_, c)| *c)
+        .map(|(_, c)| c)
         .ok_or_else(|| ApiError::not_found(format!("collection {segment:?}")))
 }
 
@@ -186,20 +173,9 @@ fn decode_resource(
     Ok((resource, generation))
 }
 
-/// A stored resource as the API shows it: the file form with its generation.
-fn document(stored: &StoredResource) -> Value {
-    let mut doc = stored.resource.to_document();
-    doc["metadata"]["generation"] = json!(stored.generation);
-    doc
-}
-
-fn secret_document(info: &SecretInfo) -> Value {
-    json!({
-        "kind": "Secret",
-        "metadata": {"name": info.name, "namespace": info.namespace},
-        "createdAt": info.created_at,
-        "updatedAt": info.updated_at,
-    })
+/// A stored resource as every reader sees it (the state crate's one form).
+fn document(api: &Api, stored: &StoredResource) -> Result<Value, ApiError> {
+    Ok(api.store.resource_document(stored)?)
 }
 
 // ---- list queries ---------------------------------------------------------------------
@@ -315,8 +291,8 @@ fn list_resources(
         .list_resources(Some(kind), namespace)?
         .into_iter()
         .filter(|s| selected(&s.resource.metadata.labels, &query.selector))
-        .map(|s| (s.resource.name().to_owned(), document(&s)))
-        .collect();
+        .map(|s| Ok((s.resource.name().to_owned(), document(api, &s)?)))
+        .collect::<Result<_, ApiError>>()?;
     Ok(page(items, query))
 }
 
@@ -340,8 +316,8 @@ pub async fn list_namespaces(
                     .allows(s.resource.name(), postern_model::Permission::Read)
             })
             .filter(|s| selected(&s.resource.metadata.labels, &query.selector))
-            .map(|s| (s.resource.name().to_owned(), document(&s)))
-            .collect();
+            .map(|s| Ok((s.resource.name().to_owned(), document(&api, &s)?)))
+            .collect::<Result<_, ApiError>>()?;
         Ok(Json(page(items, &query)))
     })
     .await
@@ -358,7 +334,7 @@ pub async fn create_namespace(
         caller.check_account_admin("create namespaces")?;
         let (resource, _) = decode_resource(&api, &bytes, Kind::Namespace, None, None)?;
         let stored = api.store.put_resource(resource, Precondition::Absent)?;
-        Ok((StatusCode::CREATED, Json(document(&stored))).into_response())
+        Ok((StatusCode::CREATED, Json(document(&api, &stored)?)).into_response())
     })
     .await
 }
@@ -377,7 +353,7 @@ pub async fn get_namespace(
             .store
             .get_resource(Kind::Namespace, "", &namespace)?
             .ok_or_else(|| ApiError::not_found(&what))?;
-        Ok(Json(document(&stored)))
+        Ok(Json(document(&api, &stored)?))
     })
     .await
 }
@@ -398,7 +374,7 @@ pub async fn replace_namespace(
         let stored = api
             .store
             .put_resource(resource, required_generation(generation)?)?;
-        Ok(Json(document(&stored)))
+        Ok(Json(document(&api, &stored)?))
     })
     .await
 }
@@ -493,7 +469,7 @@ pub async fn create(
                 let stored =
                     api.store
                         .put_resource_guarded(resource, Precondition::Absent, guard)?;
-                Ok((StatusCode::CREATED, Json(document(&stored))).into_response())
+                Ok((StatusCode::CREATED, Json(document(&api, &stored)?)).into_response())
             }
             Collection::Secrets => {
                 let mut body = json_body(&bytes)?;
@@ -569,7 +545,7 @@ pub async fn get(
                     .store
                     .get_resource(kind, &namespace, &name)?
                     .ok_or_else(|| ApiError::not_found(&what))?;
-                Ok(Json(document(&stored)))
+                Ok(Json(document(&api, &stored)?))
             }
             Collection::Secrets => {
                 caller.check_read(&namespace, &format!("Secret {namespace}/{name}"))?;
@@ -606,7 +582,7 @@ pub async fn replace(
                     required_generation(generation)?,
                     guard,
                 )?;
-                Ok(Json(document(&stored)).into_response())
+                Ok(Json(document(&api, &stored)?).into_response())
             }
             Collection::Secrets => {
                 caller.check_write(&namespace, &format!("Secret {namespace}/{name}"))?;

@@ -43,22 +43,55 @@ impl Kind {
         Kind::RoleBinding,
     ];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::Target => "Target",
-            Kind::Service => "Service",
-            Kind::Identity => "Identity",
-            Kind::Intents => "Intents",
-            Kind::CredentialRole => "CredentialRole",
-            Kind::StaticRole => "StaticRole",
-            Kind::RoleBinding => "RoleBinding",
-            Kind::Plugin => "Plugin",
+    /// Each kind's spellings and scope, declared once: everything that names kinds (files,
+    /// the CLI, the admin API's paths) reads them from here.
+    fn names(self) -> KindNames {
+        let (name, plural, aliases, namespaced): (_, _, &'static [&'static str], _) = match self {
+            Kind::Namespace => ("Namespace", "namespaces", &["ns"], false),
+            Kind::Target => ("Target", "targets", &[], true),
+            Kind::Service => ("Service", "services", &["svc"], true),
+            Kind::Identity => ("Identity", "identities", &[], true),
+            Kind::Intents => ("Intents", "intents", &["intent"], true),
+            Kind::CredentialRole => (
+                "CredentialRole",
+                "credentialroles",
+                &["credential-role", "credential-roles"],
+                true,
+            ),
+            Kind::StaticRole => (
+                "StaticRole",
+                "staticroles",
+                &["static-role", "static-roles"],
+                true,
+            ),
+            Kind::RoleBinding => (
+                "RoleBinding",
+                "rolebindings",
+                &["role-binding", "role-bindings"],
+                true,
+            ),
+            Kind::Plugin => ("Plugin", "plugins", &[], true),
+        };
+        KindNames {
+            name,
+            plural,
+            aliases,
+            namespaced,
         }
     }
 
+    /// The document's spelling (`kind: CredentialRole`).
+    pub fn as_str(self) -> &'static str {
+        self.names().name
+    }
+
+    /// Lowercase plural: the admin API's collection segment (`credentialroles`).
+    pub fn plural(self) -> &'static str {
+        self.names().plural
+    }
+
     pub fn is_namespaced(self) -> bool {
-        self != Kind::Namespace
+        self.names().namespaced
     }
 
     /// `Service team-a/orders`, or `Namespace team-a`: how messages name a resource,
@@ -89,6 +122,15 @@ impl Kind {
     }
 }
 
+/// What [`Kind::names`] declares for one kind.
+struct KindNames {
+    name: &'static str,
+    plural: &'static str,
+    /// Further CLI spellings, besides the name and plural in any case.
+    aliases: &'static [&'static str],
+    namespaced: bool,
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -100,24 +142,25 @@ impl FromStr for Kind {
 
     /// CLI spelling: any case, singular, plural or short form (`svc`, `ns`).
     fn from_str(s: &str) -> Result<Kind, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "namespace" | "namespaces" | "ns" => Ok(Kind::Namespace),
-            "target" | "targets" => Ok(Kind::Target),
-            "service" | "services" | "svc" => Ok(Kind::Service),
-            "identity" | "identities" => Ok(Kind::Identity),
-            "intents" | "intent" => Ok(Kind::Intents),
-            "credentialrole" | "credentialroles" | "credential-role" | "credential-roles" => {
-                Ok(Kind::CredentialRole)
-            }
-            "staticrole" | "staticroles" | "static-role" | "static-roles" => Ok(Kind::StaticRole),
-            "rolebinding" | "rolebindings" | "role-binding" | "role-bindings" => {
-                Ok(Kind::RoleBinding)
-            }
-            "plugin" | "plugins" => Ok(Kind::Plugin),
-            _ => Err(format!(
-                "unknown kind {s:?} (expected namespace, target, service, identity, intents, credentialrole, staticrole, rolebinding, plugin or secret)"
-            )),
-        }
+        let lower = s.to_ascii_lowercase();
+        Kind::ALL
+            .into_iter()
+            .find(|kind| {
+                let names = kind.names();
+                names.name.eq_ignore_ascii_case(&lower)
+                    || names.plural == lower
+                    || names.aliases.contains(&lower.as_str())
+            })
+            .ok_or_else(|| {
+                let known: Vec<String> = Kind::ALL
+                    .iter()
+                    .map(|kind| kind.as_str().to_ascii_lowercase())
+                    .collect();
+                format!(
+                    "unknown kind {s:?} (expected {} or secret)",
+                    known.join(", ")
+                )
+            })
     }
 }
 

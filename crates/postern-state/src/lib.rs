@@ -3,6 +3,7 @@
 //! small pool of their own connections, so they never wait for a writer.
 
 mod audit;
+mod documents;
 mod error;
 mod leases;
 mod managed;
@@ -13,6 +14,7 @@ mod store;
 mod tenancy;
 
 pub use audit::{AuditKeys, AuditQuery, StateAuditSink, StoredEvent};
+pub use documents::secret_document;
 pub use error::StateError;
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole, PluginLogLine, PLUGIN_LOG_LINES_KEPT};

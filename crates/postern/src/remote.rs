@@ -9,7 +9,9 @@ use postern_model::{Kind, LoadedResource};
 use serde_json::Value;
 
 use crate::cli::{Command, Output, SecretCommand, SettingFlags};
-use crate::resources::{emit, load, read_plugin_components, read_secret_input, PluginComponent};
+use crate::resources::{
+    emit, load, parse_kind, read_plugin_components, read_secret_input, Named, PluginComponent,
+};
 
 struct Remote {
     base: String,
@@ -135,19 +137,18 @@ fn api_message(status: u16, value: &Value) -> String {
     }
 }
 
-fn resource_path(kind: Kind, namespace: &str, name: Option<&str>) -> anyhow::Result<String> {
-    let mut path = match postern_api::collection_segment(kind) {
-        Some(segment) => format!("/api/v1/namespaces/{namespace}/{segment}"),
-        None if kind == Kind::Namespace => "/api/v1/namespaces".to_owned(),
-        None => bail!(
-            "{kind} resources are not served by the admin API yet: apply, get and delete them without --server"
-        ),
+/// The admin API's path of what `named` names in `namespace` (`name` or the collection).
+fn api_path(named: &Named, namespace: &str, name: Option<&str>) -> String {
+    let mut path = match named {
+        Named::Resource(Kind::Namespace) => "/api/v1/namespaces".to_owned(),
+        Named::Resource(kind) => format!("/api/v1/namespaces/{namespace}/{}", kind.plural()),
+        Named::Secret => format!("/api/v1/namespaces/{namespace}/secrets"),
     };
     if let Some(name) = name {
         path.push('/');
         path.push_str(name);
     }
-    Ok(path)
+    path
 }
 
 /// Runs a command against the admin API at `server`.
@@ -170,21 +171,27 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             let namespace = scope
                 .namespace
                 .unwrap_or_else(|| postern_model::DEFAULT_NAMESPACE.to_owned());
-            let path = if matches!(kind.to_ascii_lowercase().as_str(), "secret" | "secrets") {
-                let mut path = format!("/api/v1/namespaces/{namespace}/secrets");
-                if let Some(name) = &name {
-                    path = format!("{path}/{name}");
+            let path = api_path(&parse_kind(&kind)?, &namespace, name.as_deref());
+            if name.is_some() {
+                return print_docs(output, &[remote.expect("GET", &path, None)?]);
+            }
+            // Every page: the API answers at most a page per request.
+            let mut docs = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let page_path = match &next {
+                    Some(token) => format!("{path}?continue={token}"),
+                    None => path.clone(),
+                };
+                let mut answer = remote.expect("GET", &page_path, None)?;
+                if let Value::Array(items) = answer["items"].take() {
+                    docs.extend(items);
                 }
-                path
-            } else {
-                let kind = kind.parse::<Kind>().map_err(anyhow::Error::msg)?;
-                resource_path(kind, &namespace, name.as_deref())?
-            };
-            let answer = remote.expect("GET", &path, None)?;
-            let docs: Vec<Value> = match answer.get("items") {
-                Some(Value::Array(items)) => items.clone(),
-                _ => vec![answer],
-            };
+                match answer["continue"].as_str() {
+                    Some(token) => next = Some(token.to_owned()),
+                    None => break,
+                }
+            }
             print_docs(output, &docs)
         }
         Command::Apply {
@@ -211,12 +218,7 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             name,
             namespace,
         } => {
-            let path = if matches!(kind.to_ascii_lowercase().as_str(), "secret" | "secrets") {
-                format!("/api/v1/namespaces/{namespace}/secrets/{name}")
-            } else {
-                let kind = kind.parse::<Kind>().map_err(anyhow::Error::msg)?;
-                resource_path(kind, &namespace, Some(&name))?
-            };
+            let path = api_path(&parse_kind(&kind)?, &namespace, Some(&name));
             remote.expect("DELETE", &path, None)?;
             println!("{kind} {namespace}/{name} deleted");
             Ok(())
@@ -278,7 +280,7 @@ fn apply(remote: &Remote, loaded: &[LoadedResource], dry_run: bool) -> anyhow::R
     });
     for item in ordered {
         let r = &item.resource;
-        let path = resource_path(r.kind(), r.namespace(), Some(r.name()))?;
+        let path = api_path(&Named::Resource(r.kind()), r.namespace(), Some(r.name()));
         let wanted = r.to_document();
         let (status, current) = remote.call("GET", &path, None)?;
         let fail = |status: u16, answer: &Value| {
@@ -292,7 +294,7 @@ fn apply(remote: &Remote, loaded: &[LoadedResource], dry_run: bool) -> anyhow::R
         match status {
             404 => {
                 if !dry_run {
-                    let collection_path = resource_path(r.kind(), r.namespace(), None)?;
+                    let collection_path = api_path(&Named::Resource(r.kind()), r.namespace(), None);
                     let (status, answer) = remote.call("POST", &collection_path, Some(&wanted))?;
                     if status != 201 {
                         return Err(fail(status, &answer));

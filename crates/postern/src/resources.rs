@@ -263,17 +263,18 @@ pub fn check_config(config: &Config, files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-enum Target {
+/// What `get` and `delete` name: a resource kind, or secrets.
+pub(crate) enum Named {
     Resource(Kind),
     Secret,
 }
 
-fn parse_kind(text: &str) -> anyhow::Result<Target> {
+pub(crate) fn parse_kind(text: &str) -> anyhow::Result<Named> {
     if matches!(text.to_ascii_lowercase().as_str(), "secret" | "secrets") {
-        return Ok(Target::Secret);
+        return Ok(Named::Secret);
     }
     text.parse::<Kind>()
-        .map(Target::Resource)
+        .map(Named::Resource)
         .map_err(anyhow::Error::msg)
 }
 
@@ -388,18 +389,6 @@ fn detail(stored: &StoredResource, status: Option<&IntentsStatus>) -> String {
 }
 
 /// The `status` block of an Intents resource in `get -o yaml|json` (ignored by `apply`).
-fn intents_status_json(status: Option<&IntentsStatus>, pending: &str) -> serde_json::Value {
-    match status {
-        Some(status) => serde_json::json!({
-            "state": status.state,
-            "message": status.message,
-            "statement": status.statement,
-            "updatedAt": status.updated_at,
-        }),
-        None => serde_json::json!({"state": "pending", "message": pending}),
-    }
-}
-
 pub fn get(
     store: &Store,
     kind: &str,
@@ -413,7 +402,7 @@ pub fn get(
         (None, false) => Some(postern_model::DEFAULT_NAMESPACE),
     };
     match parse_kind(kind)? {
-        Target::Secret => {
+        Named::Secret => {
             let secrets: Vec<_> = store
                 .list_secrets(namespace)?
                 .into_iter()
@@ -424,16 +413,8 @@ pub fn get(
                     bail!("Secret {}/{n} not found", namespace.unwrap_or("*"));
                 }
             }
-            let docs: Vec<serde_json::Value> = secrets
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "kind": "Secret",
-                        "metadata": {"name": s.name, "namespace": s.namespace},
-                        "status": {"createdAt": s.created_at, "updatedAt": s.updated_at, "value": "<sealed; never shown>"},
-                    })
-                })
-                .collect();
+            let docs: Vec<serde_json::Value> =
+                secrets.iter().map(postern_state::secret_document).collect();
             let mut rows = vec![vec!["NAMESPACE".into(), "NAME".into(), "UPDATED".into()]];
             rows.extend(
                 secrets
@@ -442,7 +423,7 @@ pub fn get(
             );
             emit(output, &docs, &rows)
         }
-        Target::Resource(kind) => {
+        Named::Resource(kind) => {
             let namespace = if kind.is_namespaced() {
                 namespace
             } else {
@@ -467,26 +448,10 @@ pub fn get(
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let docs: Vec<serde_json::Value> = found
+            let docs = found
                 .iter()
-                .zip(&statuses)
-                .map(|(s, status)| {
-                    let mut doc = s.resource.to_document();
-                    doc["metadata"]["generation"] = s.generation.into();
-                    match kind {
-                        Kind::Intents => {
-                            doc["status"] =
-                                intents_status_json(status.as_ref(), "not reconciled yet")
-                        }
-                        Kind::Plugin => {
-                            doc["status"] =
-                                intents_status_json(status.as_ref(), "no gateway has loaded it yet")
-                        }
-                        _ => {}
-                    }
-                    doc
-                })
-                .collect();
+                .map(|s| store.resource_document(s))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut rows = vec![if kind.is_namespaced() {
                 vec![
                     "NAMESPACE".into(),
@@ -551,12 +516,12 @@ pub fn delete(
     namespace: &str,
 ) -> anyhow::Result<Option<Kind>> {
     match parse_kind(kind)? {
-        Target::Secret => {
+        Named::Secret => {
             store.delete_secret(namespace, name)?;
             println!("Secret {namespace}/{name} deleted");
             Ok(None)
         }
-        Target::Resource(kind) => {
+        Named::Resource(kind) => {
             let ns = if kind.is_namespaced() { namespace } else { "" };
             store.delete_resource(kind, ns, name)?;
             println!("{} deleted", kind.describe(namespace, name));

@@ -607,4 +607,20 @@ async fn intents_written_through_the_api_are_reconciled_by_the_running_gateway()
         .batch_execute("SELECT * FROM public.example")
         .await
         .unwrap();
+
+    // Read back alike: `get -o json` locally and through the admin API (`--server`),
+    // statuses and secrets included.
+    for kind in [
+        "intents",
+        "services",
+        "identities",
+        "targets",
+        "secrets",
+        "namespaces",
+    ] {
+        let args = ["get", kind, "-n", ns, "-o", "json"];
+        let local = gateway.cli_ok(&args);
+        assert!(local.contains("\"kind\""), "{kind}: {local}");
+        assert_eq!(gateway.cli_remote_ok(&args).await, local, "{kind}");
+    }
 }
