@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
-use postern_model::{Kind, Metadata, QualifiedName, Resource, SecretValue, Spec, UpstreamSpec};
+use postern_model::{Kind, Metadata, QualifiedName, Resource, SecretValue, Spec};
 use postern_state::{
     secret_document, AccessView, Precondition, SecretInfo, StateError, StoredResource,
 };
@@ -102,7 +102,6 @@ fn json_body(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
 /// The resource a write names; `name` is the path's name (replace), checked against the
 /// body. Returns the generation the body carries, if any.
 fn decode_resource(
-    api: &Api,
     bytes: &[u8],
     kind: Kind,
     namespace: Option<&str>,
@@ -161,15 +160,6 @@ fn decode_resource(
     let spec = body.remove("spec").unwrap_or(Value::Null);
     let resource = Resource::from_parts(kind, metadata, spec)
         .map_err(|e| ApiError::invalid(e.message.clone()).with_field(e.path))?;
-    if let (Spec::Service(service), Some(engine)) = (&resource.spec, api.store.policy_engine()) {
-        let routes = match &service.upstream {
-            UpstreamSpec::DynamicConfig(dynamic) => dynamic.rules.as_slice(),
-            _ => &[],
-        };
-        engine
-            .validate(&service.authorization, routes)
-            .map_err(|e| ApiError::invalid(e.message.clone()).with_field(e.path))?;
-    }
     Ok((resource, generation))
 }
 
@@ -332,7 +322,7 @@ pub async fn create_namespace(
     blocking(move || {
         let caller = api.caller(&headers)?;
         caller.check_account_admin("create namespaces")?;
-        let (resource, _) = decode_resource(&api, &bytes, Kind::Namespace, None, None)?;
+        let (resource, _) = decode_resource(&bytes, Kind::Namespace, None, None)?;
         let stored = api.store.put_resource(resource, Precondition::Absent)?;
         Ok((StatusCode::CREATED, Json(document(&api, &stored)?)).into_response())
     })
@@ -370,7 +360,7 @@ pub async fn replace_namespace(
         let caller = api.caller(&headers)?;
         caller.check_write(&namespace, &Kind::Namespace.describe("", &namespace))?;
         let (resource, generation) =
-            decode_resource(&api, &bytes, Kind::Namespace, None, Some(&namespace))?;
+            decode_resource(&bytes, Kind::Namespace, None, Some(&namespace))?;
         let stored = api
             .store
             .put_resource(resource, required_generation(generation)?)?;
@@ -463,7 +453,7 @@ pub async fn create(
         namespace_exists(&api, &namespace)?;
         match collection {
             Collection::Resource(kind) => {
-                let (resource, _) = decode_resource(&api, &bytes, kind, Some(&namespace), None)?;
+                let (resource, _) = decode_resource(&bytes, kind, Some(&namespace), None)?;
                 check_widening(&api, &caller, &resource)?;
                 let guard = identity_guard(&caller, &resource);
                 let stored =
@@ -574,7 +564,7 @@ pub async fn replace(
                 let what = kind.describe(&namespace, &name);
                 caller.check_write(&namespace, &what)?;
                 let (resource, generation) =
-                    decode_resource(&api, &bytes, kind, Some(&namespace), Some(&name))?;
+                    decode_resource(&bytes, kind, Some(&namespace), Some(&name))?;
                 check_widening(&api, &caller, &resource)?;
                 let guard = identity_guard(&caller, &resource);
                 let stored = api.store.put_resource_guarded(

@@ -37,7 +37,7 @@ pub use intents::{
     MANAGED_ROLE_PREFIX,
 };
 pub use name::{validate_name, NameError, QualifiedName, DEFAULT_NAMESPACE};
-pub use plan::{plan_apply, Change, PlanError};
+pub use plan::{check_rules, plan_apply, Change, PlanError};
 pub use plugin::{
     is_sha256_hex, parse_origin, PluginFailure, PluginHttp, PluginLimits, PluginSource, PluginSpec,
     PluginType, StatementFilter, MAX_PLUGIN_CALL_TIMEOUT_MS, MAX_PLUGIN_MEMORY_MIB,

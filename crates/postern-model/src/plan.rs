@@ -1,11 +1,13 @@
 //! The apply planner: desired resources from files against what the store holds, giving
 //! the changes to make. Pure, so `--dry-run` and the real apply see the same plan, and
-//! referential checks run before anything is written (apply is all-or-nothing).
+//! referential checks run before anything is written (apply is all-or-nothing). Every
+//! write path (apply, prune, the admin API, `--server`) checks through here.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::document::LoadedResource;
 use crate::name::DEFAULT_NAMESPACE;
+use crate::policy::PolicyEngine;
 use crate::resource::{Kind, Resource, Spec, StaticUpstream, UpstreamSpec};
 
 /// One planned change, keyed by kind, namespace and name.
@@ -38,6 +40,34 @@ type Key = (Kind, String, String);
 
 fn key(r: &Resource) -> Key {
     (r.kind(), r.namespace().to_owned(), r.name().to_owned())
+}
+
+/// Checks the rules (CEL) of every Service in `desired` with `engine`; each problem is
+/// one line naming the file and the rule's path.
+pub fn check_rules(desired: &[LoadedResource], engine: &dyn PolicyEngine) -> Result<(), PlanError> {
+    let problems: Vec<String> = desired
+        .iter()
+        .filter_map(|loaded| {
+            let Spec::Service(service) = &loaded.resource.spec else {
+                return None;
+            };
+            let routes = match &service.upstream {
+                UpstreamSpec::DynamicConfig(dynamic) => dynamic.rules.as_slice(),
+                _ => &[],
+            };
+            let error = engine.validate(&service.authorization, routes).err()?;
+            Some(format!(
+                "{}: ({}) {error}",
+                loaded.origin,
+                loaded.resource.describe()
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError(problems))
+    }
 }
 
 /// Plans applying `desired` over `current` (each with whether `apply` created it). With

@@ -421,6 +421,7 @@ impl Store {
         prune: bool,
         dry_run: bool,
     ) -> Result<Vec<Change>, StateError> {
+        self.check_rules(desired)?;
         self.write(|tx| {
             let current: Vec<(Resource, bool)> = Self::list_in(tx, None, None)?
                 .into_iter()
@@ -432,6 +433,15 @@ impl Store {
             }
             Ok(changes)
         })
+    }
+
+    /// Services' rules checked by the policy engine, when one is set (without one, no
+    /// connection reaches a Service with rules anyway).
+    pub(crate) fn check_rules(&self, desired: &[LoadedResource]) -> Result<(), StateError> {
+        match self.policy_engine.get() {
+            Some(engine) => Ok(postern_model::check_rules(desired, engine.as_ref())?),
+            None => Ok(()),
+        }
     }
 
     fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> Result<(), StateError> {

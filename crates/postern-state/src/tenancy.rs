@@ -440,6 +440,12 @@ impl Store {
             resource.namespace().to_owned(),
             resource.name().to_owned(),
         );
+        let desired = [LoadedResource {
+            origin: "request".to_owned(),
+            resource,
+        }];
+        self.check_rules(&desired)?;
+        let resource = &desired[0].resource;
         self.write(|tx| {
             let stored = Self::get_in(tx, kind, &namespace, &name)?;
             match (precondition, &stored) {
@@ -473,16 +479,12 @@ impl Store {
             }
             let current: Vec<(Resource, bool)> =
                 scope.into_iter().map(|s| (s.resource, s.applied)).collect();
-            let desired = [LoadedResource {
-                origin: "request".to_owned(),
-                resource: resource.clone(),
-            }];
             let changes = plan_apply(&desired, &current, false)?;
             if matches!(
                 changes.first(),
                 Some(Change::Create(_) | Change::Update { .. })
             ) {
-                Self::check_component_stored(tx, &resource)?;
+                Self::check_component_stored(tx, resource)?;
             }
             let metadata = serde_json::to_string(&resource.metadata)
                 .map_err(|e| StateError::Corrupt(e.to_string()))?;

@@ -57,7 +57,6 @@ pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<LoadedResource>> {
         anchor_plugin_sources(&file, &mut documents);
         loaded.extend(documents);
     }
-    check_rules(&loaded)?;
     Ok(loaded)
 }
 
@@ -167,24 +166,6 @@ pub(crate) fn read_plugin_components(
 
 /// Compiles every CEL expression of every Service, so a bad rule fails here and not at
 /// the first connection.
-fn check_rules(loaded: &[LoadedResource]) -> anyhow::Result<()> {
-    use postern_model::{PolicyEngine, Spec, UpstreamSpec};
-    let engine = postern_policy::CelEngine::new();
-    for item in loaded {
-        let Spec::Service(spec) = &item.resource.spec else {
-            continue;
-        };
-        let routes = match &spec.upstream {
-            UpstreamSpec::DynamicConfig(dynamic) => dynamic.rules.as_slice(),
-            _ => &[],
-        };
-        if let Err(e) = engine.validate(&spec.authorization, routes) {
-            bail!("{}: ({}) {e}", item.origin, item.resource.describe());
-        }
-    }
-    Ok(())
-}
-
 fn to_yaml(value: &serde_json::Value) -> String {
     serde_yaml_ng::to_string(value).unwrap_or_else(|e| format!("<unprintable: {e}>\n"))
 }
@@ -255,9 +236,10 @@ pub fn apply(
 pub fn check_config(config: &Config, files: &[PathBuf]) -> anyhow::Result<()> {
     println!("settings: ok (state dir {})", config.state_dir.display());
     if !files.is_empty() {
-        // Syntax and schema only: references depend on the state, which this command
+        // Syntax, schema and rules: references depend on the state, which this command
         // does not open (`apply --dry-run` checks them).
         let loaded = load(files)?;
+        postern_model::check_rules(&loaded, &postern_policy::CelEngine::new())?;
         println!("resources: ok ({} documents)", loaded.len());
     }
     Ok(())
