@@ -43,6 +43,10 @@ pub struct UpstreamRoute {
     pub user: String,
     /// `None` when the service's password secret has not been set yet.
     pub password: Option<SecretValue>,
+    /// Tried when the upstream refuses `password` (28P01): the other side of a rotation
+    /// in flight (a static role's pending password, a managed role's new one), so logins
+    /// work whether or not the upstream has taken the new password yet.
+    pub fallback_password: Option<SecretValue>,
     pub pool: PoolSpec,
     /// The target's bounds on the gateway's connections (`maxConnections…`).
     pub limits: ConnectionLimits,

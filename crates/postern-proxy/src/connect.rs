@@ -32,6 +32,8 @@ const PREPARE_MESSAGE_LIMIT: usize = 64 * 1024;
 
 /// The SQLSTATE of "too many clients already" and "too many connections for role".
 const TOO_MANY_CONNECTIONS: &str = "53300";
+/// SQLSTATE invalid_password: the upstream refused the password.
+const INVALID_PASSWORD: &str = "28P01";
 
 /// What the server allows, asked once per target and upstream user. Every setting is read
 /// with `missing_ok`, so servers without one (older releases, compatible databases) answer.
@@ -96,7 +98,8 @@ pub(crate) async fn connect(
 }
 
 /// A new login, made room for under the target's bounds; on 53300 every idle connection
-/// to the target is closed and the login tried once more.
+/// to the target is closed and the login tried once more; on 28P01 with a rotation in
+/// flight, the login is tried once more with the rotation's other password.
 async fn login_with_room(
     pool: &Pool,
     route: &UpstreamRoute,
@@ -105,6 +108,7 @@ async fn login_with_room(
     keepalive: Option<Duration>,
 ) -> Result<(UpstreamConnection, BytesMut), UpstreamError> {
     let mut retried = false;
+    let mut route = std::borrow::Cow::Borrowed(route);
     loop {
         let room = pool
             .make_room(&route.address, &route.user, route.limits)
@@ -120,7 +124,7 @@ async fn login_with_room(
         }
         close_all(room.evicted).await;
         let attempt =
-            tokio::time::timeout(login_timeout, login(route, startup, room.slot, keepalive))
+            tokio::time::timeout(login_timeout, login(&route, startup, room.slot, keepalive))
                 .await
                 .map_err(|_| UpstreamError::Timeout {
                     address: route.address.clone(),
@@ -138,6 +142,16 @@ async fn login_with_room(
                 );
                 close_all(idle).await;
                 retried = true;
+            }
+            Err(UpstreamError::Refused { sqlstate, .. })
+                if sqlstate == INVALID_PASSWORD && route.fallback_password.is_some() =>
+            {
+                debug!(
+                    target = %route.target,
+                    "the upstream refused the password; trying the other one of the rotation in flight"
+                );
+                let other = route.to_mut();
+                other.password = other.fallback_password.take();
             }
             other => return other,
         }

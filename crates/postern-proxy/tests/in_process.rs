@@ -33,6 +33,9 @@ struct OneService {
     verifier: String,
     upstream: String,
     rules: Option<Arc<dyn SessionPolicy>>,
+    /// A rotation in flight: the route's password is this stale one, the right one comes
+    /// as its fallback.
+    stale_password: Option<&'static str>,
 }
 
 impl Directory for OneService {
@@ -62,7 +65,10 @@ impl Directory for OneService {
             ca_file: None,
             database: "app".into(),
             user: "app_rw".into(),
-            password: Some(SecretValue::new(APP_PASSWORD)),
+            password: Some(SecretValue::new(
+                self.stale_password.unwrap_or(APP_PASSWORD),
+            )),
+            fallback_password: self.stale_password.map(|_| SecretValue::new(APP_PASSWORD)),
             pool: PoolSpec::default(),
             limits: ConnectionLimits::default(),
             timeouts: TimeoutSpec::default(),
@@ -152,12 +158,20 @@ impl InProcess {
         rules: Option<Arc<dyn SessionPolicy>>,
         settings: ProxySettings,
     ) -> InProcess {
-        let pg = shared_pg().await;
-        let directory = Arc::new(OneService {
-            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
-            upstream: pg.address(),
-            rules,
-        });
+        InProcess::start_in_front_of(
+            OneService {
+                verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
+                upstream: shared_pg().await.address(),
+                rules,
+                stale_password: None,
+            },
+            settings,
+        )
+        .await
+    }
+
+    async fn start_in_front_of(directory: OneService, settings: ProxySettings) -> InProcess {
+        let directory = Arc::new(directory);
         let log = Arc::new(Recorded::default());
         let gateway = Gateway::new(
             settings,
@@ -540,4 +554,25 @@ async fn client_connections_get_tcp_keepalive() {
     let client = without.connect().await;
     client.simple_query("SELECT 1").await.unwrap();
     assert_eq!(settled_timer_on(without.port).await, "00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_a_password_rotation_falls_back_to_the_other_password() {
+    let gateway = InProcess::start_in_front_of(
+        OneService {
+            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
+            upstream: shared_pg().await.address(),
+            rules: None,
+            stale_password: Some("not-the-password-any-more"),
+        },
+        ProxySettings::default(),
+    )
+    .await;
+    let client = gateway.connect().await;
+    let who: String = client
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "app_rw");
 }

@@ -14,6 +14,9 @@ pub struct ManagedRole {
     pub identity: QualifiedName,
     pub role: String,
     pub password: SecretValue,
+    /// The password before the latest rotation while that rotation is not applied
+    /// upstream (what the upstream most likely still has).
+    pub previous_password: Option<SecretValue>,
     /// Bumped by every rotation; the role's password upstream is current when
     /// `applied_version` caught up with it.
     pub password_version: i64,
@@ -45,7 +48,17 @@ fn new_password() -> SecretValue {
     SecretValue::new(random_token(24))
 }
 
-type RoleRow = (String, String, String, Vec<u8>, Vec<u8>, i64, i64);
+type RoleRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    i64,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
 
 impl Store {
     fn unseal_role(&self, target: &QualifiedName, row: RoleRow) -> Result<ManagedRole, StateError> {
@@ -57,24 +70,39 @@ impl Store {
             sealed,
             password_version,
             applied_version,
+            previous_nonce,
+            previous_sealed,
         ) = row;
+        let aad = role_aad(target, &role);
         let password = self.unseal_text(
             &nonce,
             &sealed,
-            &role_aad(target, &role),
+            &aad,
             &format!("password of managed role {role}"),
         )?;
+        let previous_password = match (previous_nonce, previous_sealed) {
+            (Some(nonce), Some(sealed)) if applied_version < password_version => {
+                Some(self.unseal_text(
+                    &nonce,
+                    &sealed,
+                    &aad,
+                    &format!("previous password of managed role {role}"),
+                )?)
+            }
+            _ => None,
+        };
         Ok(ManagedRole {
             target: target.clone(),
             identity: QualifiedName::new(identity_namespace, identity_name),
             role,
             password,
+            previous_password,
             password_version,
             applied_version,
         })
     }
 
-    const ROLE_COLUMNS: &'static str = "identity_namespace, identity_name, role_name, nonce, ciphertext, password_version, applied_version";
+    const ROLE_COLUMNS: &'static str = "identity_namespace, identity_name, role_name, nonce, ciphertext, password_version, applied_version, previous_nonce, previous_ciphertext";
 
     fn role_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoleRow> {
         Ok((
@@ -85,6 +113,8 @@ impl Store {
             row.get(4)?,
             row.get(5)?,
             row.get(6)?,
+            row.get(7)?,
+            row.get(8)?,
         ))
     }
 
@@ -147,7 +177,10 @@ impl Store {
         let now = now();
         self.write(|tx| {
             tx.execute(
-                "INSERT OR IGNORE INTO managed_roles VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, 0, ?8, ?8)",
+                "INSERT OR IGNORE INTO managed_roles (target_namespace, target_name,
+                     identity_namespace, identity_name, role_name, nonce, ciphertext,
+                     password_version, applied_version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, 0, ?8, ?8)",
                 params![
                     target.namespace,
                     target.name,
@@ -177,7 +210,9 @@ impl Store {
     ) -> Result<(), StateError> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE managed_roles SET applied_version = MAX(applied_version, ?5), updated_at = ?6
+                "UPDATE managed_roles SET applied_version = MAX(applied_version, ?5), updated_at = ?6,
+                     previous_nonce = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_nonce END,
+                     previous_ciphertext = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_ciphertext END
                  WHERE target_namespace = ?1 AND target_name = ?2
                    AND identity_namespace = ?3 AND identity_name = ?4",
                 params![target.namespace, target.name, identity.namespace, identity.name, version, now()],
@@ -207,7 +242,14 @@ impl Store {
                     .key
                     .seal(new_password().expose().as_bytes(), &role_aad(&target, role))?;
                 tx.execute(
-                    "UPDATE managed_roles SET nonce = ?4, ciphertext = ?5,
+                    // The applied password becomes the previous one; while a
+                    // rotation is still pending, the previous one stays what it was.
+                    "UPDATE managed_roles SET
+                         previous_nonce = CASE WHEN applied_version >= password_version
+                             THEN nonce ELSE previous_nonce END,
+                         previous_ciphertext = CASE WHEN applied_version >= password_version
+                             THEN ciphertext ELSE previous_ciphertext END,
+                         nonce = ?4, ciphertext = ?5,
                          password_version = password_version + 1, updated_at = ?6
                      WHERE target_namespace = ?1 AND target_name = ?2 AND role_name = ?3",
                     params![target_namespace, target_name, role, nonce, sealed, now],

@@ -290,6 +290,12 @@ const MIGRATIONS: &[&str] = &[
         UPDATE kind_epochs SET epoch = epoch + 1 WHERE kind = OLD.kind;
     END;
     "#,
+    // 14: a managed role's password before its latest rotation, kept until the upstream
+    // has the new one, so logins go on while a reconcile is pending or failing.
+    r#"
+    ALTER TABLE managed_roles ADD COLUMN previous_nonce BLOB;
+    ALTER TABLE managed_roles ADD COLUMN previous_ciphertext BLOB;
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version reached.

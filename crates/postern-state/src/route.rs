@@ -178,6 +178,9 @@ impl Store {
         let mut database = spec.database.clone();
         let mut dynamic_role = None;
         let mut config_name = None;
+        // A rotation in flight leaves two passwords: the one the upstream has had, tried
+        // first, and the other one.
+        let mut fallback_password = None;
         let (user, password) = match &spec.upstream {
             UpstreamSpec::Static(StaticUpstream {
                 user: Some(user),
@@ -190,7 +193,10 @@ impl Store {
             }) => {
                 let role = QualifiedName::new(&service.namespace, role);
                 match self.static_role_password(&role)? {
-                    Some(stored) if stored.current.is_some() => (stored.username, stored.current),
+                    Some(stored) if stored.current.is_some() => {
+                        fallback_password = stored.pending;
+                        (stored.username, stored.current)
+                    }
                     _ => {
                         return Ok(RouteLookup::NotReady(format!(
                             "the password of service {}.{} is not rotated in yet",
@@ -246,7 +252,13 @@ impl Store {
                     )));
                 }
                 match self.managed_role(&target, identity)? {
-                    Some(role) if role.applied_version > 0 => (role.role, Some(role.password)),
+                    Some(role) if role.applied_version > 0 => match role.previous_password {
+                        Some(previous) => {
+                            fallback_password = Some(role.password);
+                            (role.role, Some(previous))
+                        }
+                        None => (role.role, Some(role.password)),
+                    },
                     _ => {
                         return Ok(RouteLookup::NotReady(format!(
                             "the role of {}.{} on service {}.{} is not created yet (the next reconcile creates it)",
@@ -277,6 +289,7 @@ impl Store {
             database,
             user,
             password,
+            fallback_password,
             pool: spec.pool,
             limits: ConnectionLimits {
                 total: target_spec.max_connections,

@@ -296,6 +296,28 @@ async fn intents_grant_exactly_what_is_declared_and_changes_apply_without_reconn
         row.get::<_, String>(0)
     };
     let before = verifier(pg.connect(db).await.unwrap()).await;
+    let set_admin_password = |password: &str| {
+        let output = gateway.cli_with_input(
+            &["secret", "set", "pg-admin", "-n", ns],
+            &format!("{password}\n"),
+        );
+        assert!(output.status.success());
+    };
+
+    // A rotation whose reconcile fails (the target's admin password is wrong) leaves the
+    // old password upstream; new logins (this session holds a fresh one) go on with it.
+    set_admin_password("not-the-admin-password");
+    let failed = gateway.cli(&["identity", "rotate-password", "server", "-n", ns]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("warning"), "{stderr}");
+    assert_eq!(verifier(pg.connect(db).await.unwrap()).await, before);
+    let during = gateway.connect(user, dbname, &keys[0]).await.unwrap();
+    during
+        .batch_execute("SELECT * FROM public.example")
+        .await
+        .unwrap();
+    set_admin_password(pg.superuser_password());
+
     let rotated = gateway.cli(&["identity", "rotate-password", "server", "-n", ns]);
     assert!(
         rotated.status.success(),
