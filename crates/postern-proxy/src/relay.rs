@@ -9,7 +9,7 @@
 //! session ended).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,6 @@ const BUFFER_SIZE: usize = 32 * 1024;
 /// only checks that lengths are sane there.
 const UPSTREAM_MESSAGE_LIMIT: usize = i32::MAX as usize;
 
-/// Client messages after which the server owes one ReadyForQuery: Query, Sync and
-/// FunctionCall.
-const READY_PRODUCING: &[u8] = &[fe::QUERY, fe::SYNC, fe::FUNCTION_CALL];
-
 /// One direction of the relay.
 pub(crate) struct Direction {
     /// Bytes read and not yet written on; the first `released` of them were scanned and
@@ -43,13 +39,13 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
-    /// Client to upstream: stops in front of Terminate, counts messages owed a
-    /// ReadyForQuery.
+    /// Client to upstream: stops in front of Terminate, counts the ReadyForQuery
+    /// replies owed and whether an extended-protocol batch is open.
     pub fn from_client(pending: BytesMut, max_message: usize) -> Direction {
         Direction::new(
             pending,
             FrameScanner::new(max_message)
-                .counting(READY_PRODUCING)
+                .counting_requests()
                 .stopping_at(fe::TERMINATE),
         )
     }
@@ -98,6 +94,8 @@ struct Activity {
     requests: AtomicU64,
     /// ReadyForQuery messages forwarded to the client.
     replies: AtomicU64,
+    /// The client has sent extended-protocol messages since its last Sync.
+    batch_open: AtomicBool,
     /// Status byte of a ReadyForQuery that was the last message to the client, else 0.
     status: AtomicU8,
 }
@@ -109,6 +107,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             replies: AtomicU64::new(0),
+            batch_open: AtomicBool::new(false),
             // A session starts right after the login's (or reset's) ReadyForQuery, idle.
             status: AtomicU8::new(status::IDLE),
         }
@@ -120,12 +119,22 @@ impl Activity {
     }
 
     /// The transaction status when the session is idle: every request answered and
-    /// nothing since the last ReadyForQuery. A running query or COPY is not idle.
+    /// nothing since the last ReadyForQuery. A running query or COPY is not idle. An
+    /// extended-protocol batch without its Sync holds an implicit transaction: once
+    /// every request before it is answered, the session counts as in a transaction
+    /// (the gateway cannot tell a statement still running without output from a client
+    /// that stopped before its Sync).
     fn idle_status(&self) -> Option<u8> {
         let answered =
             self.requests.load(Ordering::Relaxed) == self.replies.load(Ordering::Relaxed);
+        if !answered {
+            return None;
+        }
+        if self.batch_open.load(Ordering::Relaxed) {
+            return Some(status::IN_TRANSACTION);
+        }
         let status = self.status.load(Ordering::Relaxed);
-        (answered && status != 0).then_some(status)
+        (status != 0).then_some(status)
     }
 }
 
@@ -146,21 +155,27 @@ async fn idle_timer(activity: &Activity, limits: SessionLimits) -> SessionError 
             Some(_) => limits.in_transaction,
             None => None,
         };
-        let deadline = match limit {
-            Some(limit) => activity
+        // When this state's limit runs out, if nothing happens meanwhile.
+        let due = limit.and_then(|limit| {
+            activity
                 .epoch
-                .checked_add(Duration::from_millis(last).saturating_add(limit)),
-            // Busy, or no limit for this state: look again later.
-            None => Instant::now().checked_add(shortest),
+                .checked_add(Duration::from_millis(last).saturating_add(limit))
+        });
+        // The state may change without waking this timer (an idle session begins a
+        // transaction): look again after the shortest limit at the latest.
+        let wake = match (due, Instant::now().checked_add(shortest)) {
+            (Some(due), Some(again)) => due.min(again),
+            (due, again) => match due.or(again) {
+                Some(wake) => wake,
+                // A time past the clock's range never comes.
+                None => return std::future::pending().await,
+            },
         };
-        // A deadline past the clock's range never comes.
-        let Some(deadline) = deadline else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep_until(deadline.into()).await;
+        tokio::time::sleep_until(wake.into()).await;
         let unchanged =
             activity.last_ms.load(Ordering::Relaxed) == last && activity.idle_status() == status;
-        if let (Some(limit), true) = (limit, unchanged) {
+        let expired = due.is_some_and(|due| Instant::now() >= due);
+        if let (Some(limit), true) = (limit, unchanged && expired) {
             let secs = limit.as_secs();
             return if status == Some(status::IDLE) {
                 SessionError::IdleTimeout { secs }
@@ -341,6 +356,9 @@ where
         activity
             .requests
             .store(scanner.counted(), Ordering::Relaxed);
+        activity
+            .batch_open
+            .store(scanner.batch_open(), Ordering::Relaxed);
         activity.status.store(0, Ordering::Relaxed);
         activity.touch();
     };

@@ -352,7 +352,14 @@ async fn reset_for_reuse(
     from_client: &Direction,
     mut from_upstream: Direction,
 ) -> bool {
-    // One ReadyForQuery is owed for each Query, Sync and FunctionCall sent.
+    // Closing the connection is what rolls back a batch the client never synced; a
+    // reset would run inside its implicit transaction, and commit it.
+    if from_client.scanner.batch_open() {
+        debug!("upstream connection not reused: the client left inside an extended-protocol batch without Sync");
+        return false;
+    }
+    // One ReadyForQuery is owed for each Query, Sync and FunctionCall sent (the
+    // scanner leaves out Syncs the server ignored in COPY mode).
     let Some(owed) = from_client
         .scanner
         .counted()

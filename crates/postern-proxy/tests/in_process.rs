@@ -36,6 +36,7 @@ struct OneService {
     /// A rotation in flight: the route's password is this stale one, the right one comes
     /// as its fallback.
     stale_password: Option<&'static str>,
+    timeouts: TimeoutSpec,
 }
 
 impl Directory for OneService {
@@ -71,7 +72,7 @@ impl Directory for OneService {
             fallback_password: self.stale_password.map(|_| SecretValue::new(APP_PASSWORD)),
             pool: PoolSpec::default(),
             limits: ConnectionLimits::default(),
-            timeouts: TimeoutSpec::default(),
+            timeouts: self.timeouts.clone(),
             dynamic_role: None,
             config_name: None,
             policy: self.rules.clone(),
@@ -164,6 +165,7 @@ impl InProcess {
                 upstream: shared_pg().await.address(),
                 rules,
                 stale_password: None,
+                timeouts: TimeoutSpec::default(),
             },
             settings,
         )
@@ -564,6 +566,7 @@ async fn a_login_during_a_password_rotation_falls_back_to_the_other_password() {
             upstream: shared_pg().await.address(),
             rules: None,
             stale_password: Some("not-the-password-any-more"),
+            timeouts: TimeoutSpec::default(),
         },
         ProxySettings::default(),
     )
@@ -575,4 +578,150 @@ async fn a_login_during_a_password_rotation_falls_back_to_the_other_password() {
         .unwrap()
         .get(0);
     assert_eq!(who, "app_rw");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_extended_protocol_copy_the_upstream_connection_is_reused() {
+    use futures_util::SinkExt;
+    let gateway = InProcess::start(None).await;
+    let first = gateway.connect().await;
+    first
+        .batch_execute("CREATE TEMP TABLE copied (v int)")
+        .await
+        .unwrap();
+    // tokio-postgres sends Execute and Sync together, then CopyData, CopyDone and Sync:
+    // PostgreSQL ignores the first Sync (it arrives in COPY mode) and answers the second.
+    let sink = first.copy_in("COPY copied FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n2\n3\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 3);
+    let count: i64 = first
+        .query_one("SELECT count(*) FROM copied", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+    drop(first);
+    wait_for("the upstream connection to be pooled", WAIT, || {
+        (gateway.gateway.pooled_connections() == 1).then_some(())
+    })
+    .await;
+}
+
+/// A client logged in through the gateway by hand (SCRAM with alice's key), to send
+/// what drivers do not: extended-protocol messages without a Sync.
+async fn raw_login(port: u16) -> (tokio::net::TcpStream, bytes::BytesMut) {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = bytes::BytesMut::new();
+    frontend::startup_message(
+        [("user", "alice.team"), ("database", "orders.team")],
+        &mut out,
+    )
+    .unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut scram = ScramSha256::new(KEY.as_bytes(), ChannelBinding::unsupported());
+    let mut input = bytes::BytesMut::new();
+    loop {
+        let message = read_backend(&mut stream, &mut input).await;
+        let mut out = bytes::BytesMut::new();
+        let (code, data) = message.body.split_at(message.body.len().min(4));
+        match (message.tag, code) {
+            (b'R', [0, 0, 0, 10]) => {
+                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut out).unwrap()
+            }
+            (b'R', [0, 0, 0, 11]) => {
+                scram.update(data).unwrap();
+                frontend::sasl_response(scram.message(), &mut out).unwrap();
+            }
+            (b'R', [0, 0, 0, 12]) => scram.finish(data).unwrap(),
+            (b'Z', _) => return (stream, input),
+            (b'E', _) => panic!("login refused"),
+            _ => {}
+        }
+        stream.write_all(&out).await.unwrap();
+    }
+}
+
+/// The next message from the gateway (within the wait).
+async fn read_backend(
+    stream: &mut tokio::net::TcpStream,
+    input: &mut bytes::BytesMut,
+) -> postern_wire::Message {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(message) = postern_wire::frame::try_take_message(input, 1 << 20).unwrap() {
+            return message;
+        }
+        let read = tokio::time::timeout(WAIT, stream.read_buf(input))
+            .await
+            .expect("a message within the wait")
+            .unwrap();
+        assert!(read > 0, "the gateway closed the connection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_left_without_sync_counts_as_idle_in_transaction() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = InProcess::start_in_front_of(
+        OneService {
+            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
+            upstream: shared_pg().await.address(),
+            rules: None,
+            stale_password: None,
+            timeouts: TimeoutSpec {
+                idle_secs: 3600,
+                idle_in_transaction_secs: 1,
+            },
+        },
+        ProxySettings::default(),
+    )
+    .await;
+    let (mut stream, mut input) = raw_login(gateway.port).await;
+    // Parse, Bind, Execute and Flush: the statement runs and its results come back, and
+    // the server keeps the implicit transaction open until a Sync that never comes.
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::parse("", "CREATE TABLE unsynced (v int)", [], &mut out)
+        .unwrap();
+    for (tag, body) in [
+        (b'B', &b"\0\0\0\0\0\0\0\0"[..]),
+        (b'E', &b"\0\0\0\0\0"[..]),
+        (b'H', &b""[..]),
+    ] {
+        out.extend_from_slice(&[tag]);
+        out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    stream.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    let error = loop {
+        let message = read_backend(&mut stream, &mut input).await;
+        if message.tag == b'E' {
+            break postern_wire::backend::parse_error_fields(&message.body).unwrap();
+        }
+        seen.push(message.tag);
+    };
+    // ParseComplete, BindComplete, CommandComplete; then the gateway's timeout.
+    assert_eq!(seen, b"12C");
+    assert_eq!(error.code, "25P03", "{}", error.message);
+    // Its connection was closed, not reset and pooled: the table was rolled back.
+    wait_for("the session's end to be recorded", WAIT, || {
+        (gateway.log.of_type(EventType::SessionEnd).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(gateway.gateway.pooled_connections(), 0);
+    let app = shared_pg().await.connect("app").await.unwrap();
+    let exists: bool = app
+        .query_one("SELECT to_regclass('public.unsynced') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists);
 }

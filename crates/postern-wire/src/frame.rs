@@ -77,7 +77,7 @@ pub struct FrameScanner {
     limit: usize,
     body_remaining: usize,
     messages_started: u64,
-    counted_tags: &'static [u8],
+    counting: Counting,
     counted: u64,
     stop_tag: Option<u8>,
     stopped: bool,
@@ -112,7 +112,7 @@ impl FrameScanner {
             limit,
             body_remaining: 0,
             messages_started: 0,
-            counted_tags: &[],
+            counting: Counting::Nothing,
             counted: 0,
             stop_tag: None,
             stopped: false,
@@ -125,7 +125,15 @@ impl FrameScanner {
 
     /// Also counts messages whose type byte is in `tags`.
     pub fn counting(mut self, tags: &'static [u8]) -> Self {
-        self.counted_tags = tags;
+        self.counting = Counting::Tags(tags);
+        self
+    }
+
+    /// For a client's messages: counts the ReadyForQuery replies they oblige the server
+    /// to send (see [`RequestState`]) and tracks whether an extended-protocol batch is
+    /// open ([`FrameScanner::batch_open`]).
+    pub fn counting_requests(mut self) -> Self {
+        self.counting = Counting::Requests(RequestState::default());
         self
     }
 
@@ -201,8 +209,10 @@ impl FrameScanner {
                 self.ready_status = None;
             }
             self.messages_started += 1;
-            if self.counted_tags.contains(&tag) {
-                self.counted += 1;
+            match &mut self.counting {
+                Counting::Nothing => {}
+                Counting::Tags(tags) => self.counted += u64::from(tags.contains(&tag)),
+                Counting::Requests(state) => state.accept(tag, &mut self.counted),
             }
             // The body of a message held whole is walked like any other: scanned
             // just now, released with the rest.
@@ -241,6 +251,64 @@ impl FrameScanner {
     /// True once the stop type was reached.
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// With [`FrameScanner::counting_requests`]: the client has sent extended-protocol
+    /// messages since its last Sync, so the server holds them in an implicit transaction
+    /// that only a Sync ends (or, if the connection closes, rolls back).
+    pub fn batch_open(&self) -> bool {
+        matches!(self.counting, Counting::Requests(state) if state.open_batch)
+    }
+}
+
+/// What a scanner counts.
+#[derive(Debug, Clone, Copy)]
+enum Counting {
+    Nothing,
+    Tags(&'static [u8]),
+    Requests(RequestState),
+}
+
+/// The ReadyForQuery replies a client's messages oblige the server to send: one per
+/// Query, FunctionCall and Sync, except for a Sync the server reads in COPY IN mode,
+/// which it ignores. A client of the extended protocol often sends Execute and Sync
+/// together before it learns that the Execute started a COPY FROM STDIN; that Sync is
+/// read during the COPY and ignored, and another Sync follows CopyDone. So the Syncs
+/// between the statement that started a COPY (the last Query or Execute) and the
+/// CopyDone or CopyFail that ends it are taken back. (The server also ignores stray
+/// CopyDone and CopyFail outside COPY: a client that sends them only makes its own count
+/// short, which keeps its connection out of reuse.)
+#[derive(Debug, Clone, Copy, Default)]
+struct RequestState {
+    open_batch: bool,
+    syncs_since_statement: u64,
+}
+
+impl RequestState {
+    fn accept(&mut self, tag: u8, counted: &mut u64) {
+        use crate::tags::frontend as fe;
+        match tag {
+            fe::QUERY | fe::FUNCTION_CALL => {
+                *counted += 1;
+                self.open_batch = false;
+                self.syncs_since_statement = 0;
+            }
+            fe::SYNC => {
+                *counted += 1;
+                self.open_batch = false;
+                self.syncs_since_statement += 1;
+            }
+            fe::EXECUTE => {
+                self.open_batch = true;
+                self.syncs_since_statement = 0;
+            }
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::CLOSE => self.open_batch = true,
+            fe::COPY_DONE | fe::COPY_FAIL => {
+                *counted = counted.saturating_sub(self.syncs_since_statement);
+                self.syncs_since_statement = 0;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -322,6 +390,40 @@ mod tests {
         assert!(scanner.at_boundary());
         assert_eq!(scanner.scan(&stream[55..]).unwrap(), 5);
         assert_eq!(scanner.messages_started(), 2);
+    }
+
+    /// Empty-bodied messages of the given types, as a client would send them.
+    fn messages(tags: &[u8]) -> Vec<u8> {
+        tags.iter().flat_map(|t| [*t, 0, 0, 0, 4]).collect()
+    }
+
+    #[test]
+    fn requests_are_counted_as_the_server_answers_them() {
+        // (client messages, ReadyForQuery replies owed, batch open afterwards)
+        for (tags, owed, open) in [
+            (&b"Q"[..], 1, false),
+            (b"PBES", 1, false),
+            (b"PBEPBES", 1, false),
+            (b"PBEH", 0, true),
+            (b"PD", 0, true),
+            (b"PBESS", 2, false),
+            // Simple-query COPY FROM STDIN: the Query's one reply comes after CopyDone.
+            (b"Qddc", 1, false),
+            // Extended COPY FROM STDIN: the Sync sent with the Execute is ignored in
+            // COPY mode; the one after CopyDone is answered.
+            (b"PBESddcS", 1, false),
+            (b"BESfS", 1, false),
+            (b"PBESddcSPBES", 2, false),
+            // A stray CopyDone makes the count short (never long).
+            (b"PBESc", 0, false),
+        ] {
+            let mut scanner = FrameScanner::new(64).counting_requests();
+            let bytes = messages(tags);
+            assert_eq!(scanner.scan(&bytes).unwrap(), bytes.len());
+            let shown = String::from_utf8_lossy(tags);
+            assert_eq!(scanner.counted(), owed, "{shown}");
+            assert_eq!(scanner.batch_open(), open, "{shown}");
+        }
     }
 
     #[test]

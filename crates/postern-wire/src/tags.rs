@@ -7,8 +7,12 @@
 pub mod frontend {
     pub const BIND: u8 = b'B';
     pub const CLOSE: u8 = b'C';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
     pub const DESCRIBE: u8 = b'D';
     pub const EXECUTE: u8 = b'E';
+    pub const FLUSH: u8 = b'H';
     pub const FUNCTION_CALL: u8 = b'F';
     pub const PARSE: u8 = b'P';
     /// PasswordMessage, SASLInitialResponse and SASLResponse.
@@ -45,4 +49,5 @@ pub mod backend {
 /// Transaction status bytes of ReadyForQuery.
 pub mod status {
     pub const IDLE: u8 = b'I';
+    pub const IN_TRANSACTION: u8 = b'T';
 }
