@@ -142,6 +142,9 @@ async fn waiting_in_auth(
         .to_vec();
     packet.extend_from_slice(&body);
     stream.write_all(&packet).await.map_err(|e| e.to_string())?;
+    // A TLS stream may keep written records until flushed (when the socket would
+    // block): without this the packet can wait there while both sides wait for the other.
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut header = [0u8; 5];
     stream
         .read_exact(&mut header)

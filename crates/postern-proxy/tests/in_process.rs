@@ -39,6 +39,19 @@ struct OneService {
     timeouts: TimeoutSpec,
 }
 
+impl OneService {
+    /// alice, the shared PostgreSQL as upstream, no timeouts, no rotation in flight.
+    async fn new(rules: Option<Arc<dyn SessionPolicy>>) -> OneService {
+        OneService {
+            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
+            upstream: shared_pg().await.address(),
+            rules,
+            stale_password: None,
+            timeouts: TimeoutSpec::default(),
+        }
+    }
+}
+
 impl Directory for OneService {
     fn identity_credentials(
         &self,
@@ -159,17 +172,7 @@ impl InProcess {
         rules: Option<Arc<dyn SessionPolicy>>,
         settings: ProxySettings,
     ) -> InProcess {
-        InProcess::start_in_front_of(
-            OneService {
-                verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
-                upstream: shared_pg().await.address(),
-                rules,
-                stale_password: None,
-                timeouts: TimeoutSpec::default(),
-            },
-            settings,
-        )
-        .await
+        InProcess::start_in_front_of(OneService::new(rules).await, settings).await
     }
 
     async fn start_in_front_of(directory: OneService, settings: ProxySettings) -> InProcess {
@@ -562,11 +565,8 @@ async fn client_connections_get_tcp_keepalive() {
 async fn a_login_during_a_password_rotation_falls_back_to_the_other_password() {
     let gateway = InProcess::start_in_front_of(
         OneService {
-            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
-            upstream: shared_pg().await.address(),
-            rules: None,
             stale_password: Some("not-the-password-any-more"),
-            timeouts: TimeoutSpec::default(),
+            ..OneService::new(None).await
         },
         ProxySettings::default(),
     )
@@ -672,14 +672,11 @@ async fn a_batch_left_without_sync_counts_as_idle_in_transaction() {
     use tokio::io::AsyncWriteExt;
     let gateway = InProcess::start_in_front_of(
         OneService {
-            verifier: postgres_protocol::password::scram_sha_256(KEY.as_bytes()),
-            upstream: shared_pg().await.address(),
-            rules: None,
-            stale_password: None,
             timeouts: TimeoutSpec {
                 idle_secs: 3600,
                 idle_in_transaction_secs: 1,
             },
+            ..OneService::new(None).await
         },
         ProxySettings::default(),
     )

@@ -31,14 +31,14 @@ pub async fn watch(store: Arc<Store>, wakes: Wakes) {
     loop {
         every.tick().await;
         let reader = store.clone();
-        let now = match tokio::task::spawn_blocking(move || reader.kind_epochs()).await {
-            Ok(Ok(now)) => now,
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot read which resources changed");
-                continue;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot read which resources changed");
+        let read = tokio::task::spawn_blocking(move || reader.kind_epochs()).await;
+        let now = match read
+            .map_err(|e| e.to_string())
+            .and_then(|epochs| epochs.map_err(|e| e.to_string()))
+        {
+            Ok(now) => now,
+            Err(error) => {
+                warn!(%error, "cannot read which resources changed");
                 continue;
             }
         };
