@@ -116,6 +116,11 @@ pub(crate) async fn run(
                 SessionError::ClientGone => {
                     debug!("client closed the connection before logging in")
                 }
+                // Over TLS, a client that just closes its socket (as most do) is an
+                // unexpected EOF to rustls; over TCP the same close is not an error.
+                SessionError::ClientIo(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    debug!("client closed the connection without a TLS close_notify")
+                }
                 // Counted in the metrics; a log line each would flood the log with them.
                 SessionError::TooManyClients => debug!("refused: max_client_connections open"),
                 SessionError::AuthFailed { user } => {
