@@ -114,8 +114,10 @@ impl Kind {
                     "Secrets are not applied from files; set their values with `postern secret set`"
                         .to_owned()
                 } else {
+                    let known: Vec<&str> = Kind::ALL.iter().map(|kind| kind.as_str()).collect();
                     format!(
-                        "unknown kind {text:?} (expected one of Namespace, Target, Service, Identity, Intents, CredentialRole, StaticRole, RoleBinding, Plugin)"
+                        "unknown kind {text:?} (expected one of {})",
+                        known.join(", ")
                     )
                 }
             })
