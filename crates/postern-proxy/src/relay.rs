@@ -163,13 +163,13 @@ async fn idle_timer(activity: &Activity, limits: SessionLimits) -> SessionError 
         });
         // The state may change without waking this timer (an idle session begins a
         // transaction): look again after the shortest limit at the latest.
-        let wake = match (due, Instant::now().checked_add(shortest)) {
-            (Some(due), Some(again)) => due.min(again),
-            (due, again) => match due.or(again) {
-                Some(wake) => wake,
-                // A time past the clock's range never comes.
-                None => return std::future::pending().await,
-            },
+        // A time past the clock's range never comes.
+        let Some(wake) = [due, Instant::now().checked_add(shortest)]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return std::future::pending().await;
         };
         tokio::time::sleep_until(wake.into()).await;
         let unchanged =
