@@ -473,7 +473,11 @@ pub enum TokenCommand {
         ttl: Option<String>,
     },
     /// Revoke an access token by its jti
-    Revoke { jti: String },
+    Revoke {
+        /// A jti is base64url, so it may start with '-'
+        #[arg(allow_hyphen_values = true)]
+        jti: String,
+    },
     /// Make a new signing key now; tokens signed by the old one stay valid until they expire
     RotateKey,
 }
@@ -597,4 +601,23 @@ pub struct LogsArgs {
 pub enum LogsOutput {
     Table,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_that_starts_with_a_hyphen_is_a_value_not_a_flag() {
+        let cli = Cli::try_parse_from(["postern", "token", "revoke", "-G-FL1zBcMwG2Z_cjbusLg"])
+            .map_err(|error| error.to_string());
+        let Ok(Cli {
+            command: Command::Token(TokenCommand::Revoke { jti }),
+            ..
+        }) = cli
+        else {
+            panic!("not parsed as a revoke: {cli:?}");
+        };
+        assert_eq!(jti, "-G-FL1zBcMwG2Z_cjbusLg");
+    }
 }
