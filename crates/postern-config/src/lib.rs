@@ -181,6 +181,10 @@ pub struct Config {
     /// Async worker threads; unset means half the cores, at least one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    /// Threads that relay sessions, each with a runtime of its own (thread-per-core);
+    /// 0 relays on the async workers.
+    #[serde(default)]
+    pub relay_threads: usize,
     /// PEM certificate chain for TLS on the client leg (reloaded on SIGHUP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert_file: Option<PathBuf>,
@@ -256,6 +260,7 @@ impl Default for Config {
             reconcile_interval_secs: 30,
             reconcile_on_change: default_reconcile_on_change(),
             worker_threads: None,
+            relay_threads: 0,
             tls_cert_file: None,
             tls_key_file: None,
             require_tls: false,
@@ -369,6 +374,9 @@ impl Config {
         }
         if self.worker_threads == Some(0) {
             return invalid("worker_threads must be at least 1");
+        }
+        if self.relay_threads > 1024 {
+            return invalid("relay_threads must be at most 1024");
         }
         if self.reconcile_interval_secs > 365 * 24 * 3600 {
             return invalid("reconcile_interval_secs must be at most a year");

@@ -11,6 +11,7 @@ mod inspect;
 mod io;
 mod pool;
 mod relay;
+mod relay_threads;
 mod session;
 mod sql;
 mod stream;
@@ -33,6 +34,7 @@ use tracing::{info, warn};
 use session::Admission;
 
 pub use error::{ClientError, SessionError, UpstreamError};
+pub use relay_threads::RelayThreads;
 pub use tls::{TlsConfig, TlsError};
 pub use upstream_tls::client_config as upstream_client_config;
 
@@ -194,9 +196,21 @@ async fn drain(sessions: &mut JoinSet<()>) {
 
 /// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
 /// lets sessions finish for the grace period, tells the rest (57P01) and closes them.
+/// Sessions run on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_on(listener, gateway, &[], shutdown).await
+}
+
+/// [`serve`], with sessions handed round-robin to the `relays` runtimes (see
+/// [`RelayThreads`]); with none, they run on the caller's runtime.
+pub async fn serve_on(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    relays: &[tokio::runtime::Handle],
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_sender, stop) = watch::channel(false);
@@ -243,14 +257,39 @@ pub async fn serve(
                             }
                         }
                     };
-                    sessions.spawn(session::run(
-                        gateway.clone(),
-                        stream,
-                        peer,
-                        next_connection_id,
-                        admission,
-                        stop.clone(),
-                    ));
+                    let relay = relays.get(next_connection_id as usize % relays.len().max(1));
+                    let Some(relay) = relay else {
+                        sessions.spawn(session::run(
+                            gateway.clone(),
+                            stream,
+                            peer,
+                            next_connection_id,
+                            admission,
+                            stop.clone(),
+                        ));
+                        continue;
+                    };
+                    // The socket moves to the relay's reactor, so its wake-ups reach
+                    // the thread that runs its session.
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            warn!(error = %e, "cannot hand a connection to a relay thread");
+                            continue;
+                        }
+                    };
+                    let (gateway, stop, id) = (gateway.clone(), stop.clone(), next_connection_id);
+                    sessions.spawn_on(
+                        async move {
+                            match tokio::net::TcpStream::from_std(stream) {
+                                Ok(stream) => {
+                                    session::run(gateway, stream, peer, id, admission, stop).await
+                                }
+                                Err(e) => warn!(error = %e, "cannot take a connection on a relay thread"),
+                            }
+                        },
+                        relay,
+                    );
                 }
                 Err(e) => {
                     // Out of descriptors or similar: back off instead of spinning.

@@ -53,6 +53,19 @@ impl UpstreamStream {
         matches!(self.tcp().poll_peek(&mut cx, &mut buf), Poll::Pending)
     }
 
+    /// The same connection registered with the calling task's runtime, so a pooled
+    /// connection made on another relay thread wakes the thread that now uses it. Over
+    /// TLS it stays where it was registered (tokio-rustls cannot rebuild a stream from
+    /// its parts); that works, with a wake-up across threads.
+    pub fn rebind(self) -> io::Result<UpstreamStream> {
+        match self {
+            UpstreamStream::Plain(tcp) => Ok(UpstreamStream::Plain(TcpStream::from_std(
+                tcp.into_std()?,
+            )?)),
+            tls @ UpstreamStream::Tls(_) => Ok(tls),
+        }
+    }
+
     /// Best-effort Terminate before the connection is dropped; over TLS the close is
     /// left to the transport (a raw write would corrupt the record stream).
     pub fn send_terminate_nowait(&self) {

@@ -304,7 +304,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             }
         });
         let reloader = tokio::spawn(reload_on_sighup(gateway.clone(), api_tls));
-        postern_proxy::serve(listener, gateway, shutdown_signal()).await;
+        let relays = postern_proxy::RelayThreads::start(config.relay_threads)
+            .context("cannot start the relay threads")?;
+        postern_proxy::serve_on(listener, gateway, relays.handles(), shutdown_signal()).await;
         let _ = api_stop.send(());
         if let Some(api_server) = api_server {
             let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
