@@ -59,9 +59,9 @@ impl UpstreamStream {
     /// its parts); that works, with a wake-up across threads.
     pub fn rebind(self) -> io::Result<UpstreamStream> {
         match self {
-            UpstreamStream::Plain(tcp) => Ok(UpstreamStream::Plain(TcpStream::from_std(
-                tcp.into_std()?,
-            )?)),
+            UpstreamStream::Plain(tcp) => {
+                Ok(UpstreamStream::Plain(TcpStream::from_std(tcp.into_std()?)?))
+            }
             tls @ UpstreamStream::Tls(_) => Ok(tls),
         }
     }

@@ -18,7 +18,7 @@ use postern_model::{
     EventType, IdentityCredentials, PoolSpec, QualifiedName, RouteLookup, SecretValue,
     SessionPolicy, SslMode, TimeoutSpec, UpstreamRoute,
 };
-use postern_proxy::{serve, Gateway, ProxySettings};
+use postern_proxy::{serve_on, Gateway, ProxySettings, RelayThreads};
 use postern_testkit::{shared_pg, wait_for, wait_for_async, APP_PASSWORD};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -100,11 +100,15 @@ impl Directory for OneService {
 
 /// Keeps every event it is given, in order; records the default event types.
 #[derive(Default)]
-struct Recorded(Mutex<Vec<AuditEvent>>);
+struct Recorded {
+    events: Mutex<Vec<AuditEvent>>,
+    /// The threads events were recorded on (sessions record on the thread relaying them).
+    threads: Mutex<std::collections::BTreeSet<String>>,
+}
 
 impl Recorded {
     fn of_type(&self, event_type: EventType) -> Vec<AuditEvent> {
-        let events = self.0.lock().unwrap();
+        let events = self.events.lock().unwrap();
         events
             .iter()
             .filter(|e| e.event_type == event_type)
@@ -115,7 +119,9 @@ impl Recorded {
 
 impl AccessLog for Recorded {
     fn record(&self, event: AuditEvent) {
-        self.0.lock().unwrap().push(event);
+        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        self.threads.lock().unwrap().insert(thread);
+        self.events.lock().unwrap().push(event);
     }
 
     fn accepting(&self) -> bool {
@@ -161,6 +167,7 @@ struct InProcess {
     gateway: Arc<Gateway>,
     log: Arc<Recorded>,
     _stop: oneshot::Sender<()>,
+    _relays: Arc<RelayThreads>,
 }
 
 impl InProcess {
@@ -176,6 +183,15 @@ impl InProcess {
     }
 
     async fn start_in_front_of(directory: OneService, settings: ProxySettings) -> InProcess {
+        InProcess::start_on(directory, settings, 0).await
+    }
+
+    /// With `relay_threads` threads relaying its sessions (none: the test's runtime).
+    async fn start_on(
+        directory: OneService,
+        settings: ProxySettings,
+        relay_threads: usize,
+    ) -> InProcess {
         let directory = Arc::new(directory);
         let log = Arc::new(Recorded::default());
         let gateway = Gateway::new(
@@ -190,14 +206,22 @@ impl InProcess {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, gateway.clone(), async {
-            let _ = stopped.await;
-        }));
+        let relays = Arc::new(RelayThreads::start(relay_threads).unwrap());
+        tokio::spawn({
+            let (gateway, relays) = (gateway.clone(), relays.clone());
+            async move {
+                serve_on(listener, gateway, relays.handles(), async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
         InProcess {
             port,
             gateway,
             log,
             _stop: stop,
+            _relays: relays,
         }
     }
 
@@ -367,6 +391,35 @@ async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
         (gateway.log.of_type(EventType::SessionEnd).len() == 1).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_relay_threads_share_the_pool_across_threads() {
+    let directory = OneService::new(None).await;
+    let gateway = InProcess::start_on(directory, ProxySettings::default(), 2).await;
+    // Connections go to the relay threads in turn: the second session runs on the
+    // other thread and takes the first one's pooled upstream connection.
+    let first = gateway.connect().await;
+    first.batch_execute("SELECT 1").await.unwrap();
+    drop(first);
+    wait_for("the upstream connection to be pooled", WAIT, || {
+        (gateway.gateway.pooled_connections() == 1).then_some(())
+    })
+    .await;
+    let second = gateway.connect().await;
+    assert_eq!(gateway.gateway.pooled_connections(), 0);
+    let count: i64 = second
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 10);
+    let threads = gateway.log.threads.lock().unwrap().clone();
+    assert_eq!(
+        threads.into_iter().collect::<Vec<_>>(),
+        ["relay-0", "relay-1"],
+        "each session records on the relay thread that runs it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
