@@ -42,24 +42,38 @@ pub(crate) fn dependence(condition: Option<&IdedExpr>) -> Dependence {
     condition.map_or(Dependence::Session, |expr| walk(&expr.expr))
 }
 
+/// The field names of a path from `ctx` (`ctx.a.b.c`: `[a, b, c]`); `None` for any other
+/// expression.
+pub(crate) fn ctx_path(expr: &Expr) -> Option<Vec<&str>> {
+    let mut fields = Vec::new();
+    let mut operand = expr;
+    while let Expr::Select(select) = operand {
+        fields.push(select.field.as_str());
+        operand = &select.operand.expr;
+    }
+    match operand {
+        Expr::Ident(name) if name == "ctx" && !fields.is_empty() => {
+            fields.reverse();
+            Some(fields)
+        }
+        _ => None,
+    }
+}
+
+/// The innermost operand of a chain of field selections.
+fn select_root(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Select(select) => select_root(&select.operand.expr),
+        other => other,
+    }
+}
+
 fn walk(expr: &Expr) -> Dependence {
     match expr {
-        Expr::Select(select) => {
-            // A field path from `ctx`: `ctx.a.b.c`.
-            let mut fields = vec![select.field.as_str()];
-            let mut operand = &select.operand.expr;
-            while let Expr::Select(inner) = operand {
-                fields.push(inner.field.as_str());
-                operand = &inner.operand.expr;
-            }
-            match operand {
-                Expr::Ident(name) if name == "ctx" => {
-                    fields.reverse();
-                    of_path(&fields)
-                }
-                other => walk(other),
-            }
-        }
+        Expr::Select(_) => match ctx_path(expr) {
+            Some(fields) => of_path(&fields),
+            None => walk(select_root(expr)),
+        },
         // `ctx` itself, or indexed (`ctx['time']`): could be anything.
         Expr::Ident(name) if name == "ctx" => Dependence::Every,
         Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Dependence::Session,

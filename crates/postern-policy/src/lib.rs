@@ -9,6 +9,7 @@ mod redact;
 mod rules;
 mod shape;
 mod statement_cache;
+mod text_test;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -20,6 +20,7 @@ use postern_model::{
 use crate::classify::Statement;
 use crate::dependence::{dependence, Dependence};
 use crate::statement_cache::StatementCache;
+use crate::text_test::TextTest;
 
 /// Rule name reported when rules exist and none matched.
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -32,24 +33,34 @@ pub(crate) struct CompiledRule {
     pub program: Option<Program>,
     /// What of `ctx` its condition reads, so its outcome can be kept.
     pub dependence: Dependence,
+    /// The condition, when it only tests the statement's text: decided natively.
+    pub text_test: Option<TextTest>,
+}
+
+/// A compiled condition and what the rules need to know of its syntax.
+struct Compiled {
+    program: Option<Program>,
+    dependence: Dependence,
+    text_test: Option<TextTest>,
 }
 
 /// Compiles a condition, naming `path` in the error.
 pub(crate) fn compile(path: &str, condition: Option<&str>) -> Result<Option<Program>, RuleError> {
-    Ok(compile_with_dependence(path, condition)?.0)
+    Ok(compile_with_dependence(path, condition)?.program)
 }
 
-/// [`compile`], and what the condition depends on.
-fn compile_with_dependence(
-    path: &str,
-    condition: Option<&str>,
-) -> Result<(Option<Program>, Dependence), RuleError> {
+/// [`compile`], what the condition depends on and whether it is a text test.
+fn compile_with_dependence(path: &str, condition: Option<&str>) -> Result<Compiled, RuleError> {
     let invalid = |message: String| RuleError {
         path: path.to_owned(),
         message: format!("invalid CEL: {}", one_line(&message)),
     };
     let Some(source) = condition else {
-        return Ok((None, dependence(None)));
+        return Ok(Compiled {
+            program: None,
+            dependence: dependence(None),
+            text_test: None,
+        });
     };
     // cel-parser's ANTLR runtime panics on some malformed input instead of returning an
     // error. Catch it, with the panic message kept off stderr (the hook is process-wide;
@@ -60,11 +71,15 @@ fn compile_with_dependence(
         let program = Program::compile(source)?;
         // The same parse again, for its syntax tree (the program keeps its own private).
         let tree = cel_parser::Parser::new().parse(source)?;
-        Ok::<_, cel_parser::ParseErrors>((program, dependence(Some(&tree))))
+        Ok::<_, cel_parser::ParseErrors>(Compiled {
+            program: Some(program),
+            dependence: dependence(Some(&tree)),
+            text_test: TextTest::of(&tree),
+        })
     });
     std::panic::set_hook(hook);
     match compiled {
-        Ok(Ok((program, dependence))) => Ok((Some(program), dependence)),
+        Ok(Ok(compiled)) => Ok(compiled),
         Ok(Err(e)) => Err(invalid(e.to_string())),
         Err(_) => Err(invalid("the expression is incomplete or malformed".into())),
     }
@@ -79,15 +94,16 @@ pub(crate) fn compile_rules(spec: &AuthorizationSpec) -> Result<Vec<CompiledRule
         .iter()
         .enumerate()
         .map(|(index, rule)| {
-            let (program, dependence) = compile_with_dependence(
+            let compiled = compile_with_dependence(
                 &format!("spec.authorization.rules[{index}].condition"),
                 rule.condition.as_deref(),
             )?;
             Ok(CompiledRule {
                 name: rule.name.clone(),
                 effect: rule.effect,
-                program,
-                dependence,
+                program: compiled.program,
+                dependence: compiled.dependence,
+                text_test: compiled.text_test,
             })
         })
         .collect()
@@ -526,9 +542,13 @@ impl BoundRules {
                 (Dependence::StatementClass | Dependence::Hour, _, Some(kept)) => kept[index],
                 _ => None,
             };
-            let outcome = match known {
-                Some(outcome) => outcome,
-                None => {
+            let outcome = match (known, &rule.text_test) {
+                (Some(outcome), _) => outcome,
+                (None, Some(test)) => match test.holds_for(&statement.text) {
+                    true => Outcome::True,
+                    false => Outcome::False,
+                },
+                (None, None) => {
                     if !prepared {
                         let values = match kept_values {
                             Some(values) => values,
