@@ -19,7 +19,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postern_model::{AccessLog, AuditEvent, AuditRecord, AuditSink, EventType, SessionInfo};
+use postern_model::{AccessLog, AuditEvent, AuditRecord, AuditSink, EventType};
 use rand::Rng;
 use tracing::{error, info, warn};
 
@@ -96,12 +96,13 @@ pub struct AuditPipeline {
     losing: Arc<AtomicBool>,
 }
 
-/// A record on its way to one sink, with the session to charge if it is lost.
-type Item = (Arc<AuditRecord>, Arc<SessionInfo>);
+/// Records the dispatcher made at one go, shared by every lane (one allocation per batch,
+/// not per record); a lost record is charged to its own session.
+type Batch = Arc<[AuditRecord]>;
 
 struct Lane {
     name: String,
-    queue: SyncSender<Vec<Item>>,
+    queue: SyncSender<Batch>,
     spill: Arc<Mutex<Spill>>,
 }
 
@@ -298,22 +299,20 @@ impl Dispatcher {
 
     /// Turns a batch of events into records and hands them to every lane at once.
     fn dispatch(&mut self, events: &mut Vec<AuditEvent>) {
-        let items: Vec<Item> = events
+        let batch: Batch = events
             .drain(..)
-            .map(|event| {
-                let session = event.session.clone();
-                (Arc::new(self.make_record(event)), session)
-            })
+            .map(|event| self.make_record(event))
             .collect();
-        if items.is_empty() {
+        if batch.is_empty() {
             return;
         }
         for lane in &self.lanes {
-            match lane.queue.try_send(items.clone()) {
+            match lane.queue.try_send(batch.clone()) {
                 Ok(()) => {}
                 // The sink is behind: keep the records on disk instead of waiting.
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    spill(&lane.spill, &items, &self.counters, &lane.name);
+                    let records: Vec<&AuditRecord> = batch.iter().collect();
+                    spill(&lane.spill, &records, &self.counters, &lane.name);
                 }
             }
         }
@@ -347,7 +346,7 @@ fn event_id(prefix: &str, sequence: u64) -> String {
 
 struct LaneWorker {
     sink: Box<dyn AuditSink>,
-    receiver: Receiver<Vec<Item>>,
+    receiver: Receiver<Batch>,
     spill: Arc<Mutex<Spill>>,
     counters: Arc<AuditCounters>,
     losing: Arc<AtomicBool>,
@@ -383,23 +382,27 @@ impl LaneWorker {
             } else {
                 retry
             };
-            let mut batch = match self.receiver.recv_timeout(wait) {
-                Ok(batch) => batch,
+            let mut batches = match self.receiver.recv_timeout(wait) {
+                Ok(batch) => vec![batch],
                 Err(RecvTimeoutError::Timeout) => {
                     retry = (retry * 2).min(RETRY_LAST);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            while batch.len() < BATCH {
+            let mut gathered = batches[0].len();
+            while gathered < BATCH {
                 match self.receiver.try_recv() {
-                    Ok(more) => batch.extend(more),
+                    Ok(more) => {
+                        gathered += more.len();
+                        batches.push(more);
+                    }
                     Err(_) => break,
                 }
             }
+            let records: Vec<&AuditRecord> = batches.iter().flat_map(|b| b.iter()).collect();
             let spill_empty = self.spill.lock().map(|s| s.is_empty()).unwrap_or(false);
             if healthy && spill_empty {
-                let records: Vec<&AuditRecord> = batch.iter().map(|(r, _)| &**r).collect();
                 match self.sink.write(&records) {
                     Ok(()) => {
                         self.counters
@@ -410,7 +413,7 @@ impl LaneWorker {
                     Err(e) => mark_failing(&mut failing, e),
                 }
             }
-            self.keep(&batch);
+            self.keep(&records);
         }
     }
 
@@ -441,8 +444,8 @@ impl LaneWorker {
         }
     }
 
-    /// Puts a batch the sink could not take into the spill file.
-    fn keep(&self, batch: &[Item]) {
+    /// Puts records the sink could not take into the spill file.
+    fn keep(&self, batch: &[&AuditRecord]) {
         if spill(&self.spill, batch, &self.counters, self.sink.name()) > 0 {
             self.losing.store(true, Ordering::Relaxed);
         }
@@ -452,9 +455,14 @@ impl LaneWorker {
 /// Appends `batch` to a sink's spill file, counting what was spilled and what did not fit
 /// (charged to the last sessions of the batch: which ones did not fit is not known).
 /// Returns how many records were lost.
-fn spill(spill: &Mutex<Spill>, batch: &[Item], counters: &AuditCounters, sink: &str) -> usize {
+fn spill(
+    spill: &Mutex<Spill>,
+    batch: &[&AuditRecord],
+    counters: &AuditCounters,
+    sink: &str,
+) -> usize {
     let dropped = match spill.lock() {
-        Ok(mut spill) => spill.append(batch.iter().map(|(r, _)| &**r)),
+        Ok(mut spill) => spill.append(batch.iter().copied()),
         Err(_) => batch.len(),
     };
     counters
@@ -464,8 +472,8 @@ fn spill(spill: &Mutex<Spill>, batch: &[Item], counters: &AuditCounters, sink: &
         counters
             .dropped
             .fetch_add(dropped as u64, Ordering::Relaxed);
-        for (_, session) in batch.iter().rev().take(dropped) {
-            session.count_dropped();
+        for record in batch.iter().rev().take(dropped) {
+            record.session().count_dropped();
         }
         warn!(sink, dropped, "audit events dropped: spill budget spent");
     }

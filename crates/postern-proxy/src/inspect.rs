@@ -376,11 +376,21 @@ impl Inspector {
                     frontend::parse_bind_execute(&mut out, &refusal_sql(&sqlstate, &message));
                     return Ok(ClientAction::Replace(out));
                 }
-                if t.statements.len() >= MAX_TRACKED_STATEMENTS && !t.statements.contains_key(name)
-                {
-                    t.statements.clear();
+                match t.statements.get_mut(name) {
+                    // Drivers parse the unnamed statement again and again, often with the
+                    // same text: keep the name and, when it is the same, the text too.
+                    Some(kept) => {
+                        if **kept != *text {
+                            *kept = truncated(text);
+                        }
+                    }
+                    None => {
+                        if t.statements.len() >= MAX_TRACKED_STATEMENTS {
+                            t.statements.clear();
+                        }
+                        t.statements.insert(Arc::from(name), truncated(text));
+                    }
                 }
-                t.statements.insert(Arc::from(name), truncated(text));
                 t.pending.push_back(Pending::Parse);
                 if self.records(EventType::Parse) {
                     let mut event = self.event(EventType::Parse);
