@@ -455,18 +455,24 @@ impl Inspector {
             fe::DESCRIBE => t.pending.push_back(Pending::Describe),
             fe::CLOSE => {
                 let (which, name) = frontend::parse_close(body)?;
-                let mut event = self.event(EventType::Close);
-                if which == CLOSE_STATEMENT {
+                let closes = if which == CLOSE_STATEMENT {
                     t.statements.remove(name);
-                    event.details.statement_name = Some(Arc::from(name));
-                    event.details.closes = Some(Closes::Statement);
+                    Closes::Statement
                 } else {
                     t.portals.remove(name);
-                    event.details.portal = Some(Arc::from(name));
-                    event.details.closes = Some(Closes::Portal);
-                }
+                    Closes::Portal
+                };
                 t.pending.push_back(Pending::Close);
-                self.record(event);
+                if self.records(EventType::Close) {
+                    let mut event = self.event(EventType::Close);
+                    let name = Some(Arc::from(name));
+                    match closes {
+                        Closes::Statement => event.details.statement_name = name,
+                        Closes::Portal => event.details.portal = name,
+                    }
+                    event.details.closes = Some(closes);
+                    self.record(event);
+                }
             }
             fe::SYNC => t.pending.push_back(Pending::Sync),
             fe::FUNCTION_CALL => {

@@ -394,6 +394,32 @@ async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_execute_of_the_unnamed_statement_carries_the_text_parsed_last() {
+    let gateway = InProcess::start(None).await;
+    let client = gateway.connect().await;
+    // query_typed parses the unnamed statement for every call.
+    let texts = [
+        "SELECT name FROM items WHERE id = $1",
+        "SELECT name FROM items WHERE id = $1",
+        "SELECT upper(name) FROM items WHERE id = $1",
+        "SELECT name FROM items WHERE id = $1",
+    ];
+    for text in texts {
+        client
+            .query_typed(text, &[(&2i32, tokio_postgres::types::Type::INT4)])
+            .await
+            .unwrap();
+    }
+    let executed: Vec<String> = gateway
+        .log
+        .of_type(EventType::Execute)
+        .iter()
+        .filter_map(|e| e.statement.as_deref().map(str::to_owned))
+        .collect();
+    assert_eq!(executed, texts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_on_relay_threads_share_the_pool_across_threads() {
     let directory = OneService::new(None).await;
     let gateway = InProcess::start_on(directory, ProxySettings::default(), 2).await;
