@@ -257,39 +257,32 @@ pub async fn serve_on(
                             }
                         }
                     };
-                    let relay = relays.get(next_connection_id as usize % relays.len().max(1));
-                    let Some(relay) = relay else {
-                        sessions.spawn(session::run(
-                            gateway.clone(),
-                            stream,
-                            peer,
-                            next_connection_id,
-                            admission,
-                            stop.clone(),
-                        ));
+                    let (gateway, stop, id) = (gateway.clone(), stop.clone(), next_connection_id);
+                    let run =
+                        move |stream| session::run(gateway, stream, peer, id, admission, stop);
+                    let Some(relay) = relays.get(id as usize % relays.len().max(1)) else {
+                        sessions.spawn(run(stream));
                         continue;
                     };
                     // The socket moves to the relay's reactor, so its wake-ups reach
                     // the thread that runs its session.
-                    let stream = match stream.into_std() {
-                        Ok(stream) => stream,
-                        Err(e) => {
-                            warn!(error = %e, "cannot hand a connection to a relay thread");
-                            continue;
+                    match stream.into_std() {
+                        Ok(stream) => {
+                            sessions.spawn_on(
+                                async move {
+                                    match tokio::net::TcpStream::from_std(stream) {
+                                        Ok(stream) => run(stream).await,
+                                        Err(e) => warn!(
+                                            error = %e,
+                                            "a relay thread cannot take a connection"
+                                        ),
+                                    }
+                                },
+                                relay,
+                            );
                         }
-                    };
-                    let (gateway, stop, id) = (gateway.clone(), stop.clone(), next_connection_id);
-                    sessions.spawn_on(
-                        async move {
-                            match tokio::net::TcpStream::from_std(stream) {
-                                Ok(stream) => {
-                                    session::run(gateway, stream, peer, id, admission, stop).await
-                                }
-                                Err(e) => warn!(error = %e, "cannot take a connection on a relay thread"),
-                            }
-                        },
-                        relay,
-                    );
+                        Err(e) => warn!(error = %e, "cannot hand a connection to a relay thread"),
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors or similar: back off instead of spinning.

@@ -9,7 +9,6 @@
 //! statement.
 
 use std::io;
-use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -19,7 +18,6 @@ use tokio::sync::oneshot;
 pub struct RelayThreads {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl RelayThreads {
@@ -28,7 +26,6 @@ impl RelayThreads {
         let mut relays = RelayThreads {
             handles: Vec::with_capacity(count),
             stops: Vec::with_capacity(count),
-            threads: Vec::with_capacity(count),
         };
         for n in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -37,13 +34,13 @@ impl RelayThreads {
             let (stop, stopped) = oneshot::channel::<()>();
             relays.handles.push(runtime.handle().clone());
             relays.stops.push(stop);
-            relays.threads.push(
-                std::thread::Builder::new()
-                    .name(format!("relay-{n}"))
-                    .spawn(move || {
-                        let _ = runtime.block_on(stopped);
-                    })?,
-            );
+            // Not joined: the runtime ends on its own thread once told to stop, and
+            // joining could block an async worker.
+            std::thread::Builder::new()
+                .name(format!("relay-{n}"))
+                .spawn(move || {
+                    let _ = runtime.block_on(stopped);
+                })?;
         }
         Ok(relays)
     }
@@ -59,7 +56,5 @@ impl Drop for RelayThreads {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        // Not joined: dropping may happen on an async worker, which must not block.
-        self.threads.clear();
     }
 }
