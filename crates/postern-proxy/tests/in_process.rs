@@ -364,22 +364,29 @@ async fn refused_statements_never_reach_the_upstream_and_the_session_goes_on() {
     assert!(ran.iter().all(|s| !s.contains("secrets")), "{ran:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
-    let gateway = InProcess::start(None).await;
+/// A session that runs `statement` and ends, then the next one, which takes the first
+/// one's upstream connection from the pool.
+async fn next_session_on_the_pooled_connection(
+    gateway: &InProcess,
+    statement: &str,
+) -> tokio_postgres::Client {
     let first = gateway.connect().await;
-    first
-        .batch_execute("SET application_name = 'first'")
-        .await
-        .unwrap();
+    first.batch_execute(statement).await.unwrap();
     drop(first);
     wait_for("the upstream connection to be pooled", WAIT, || {
         (gateway.gateway.pooled_connections() == 1).then_some(())
     })
     .await;
-
-    let second = gateway.connect().await;
+    let next = gateway.connect().await;
     assert_eq!(gateway.gateway.pooled_connections(), 0);
+    next
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
+    let gateway = InProcess::start(None).await;
+    let second =
+        next_session_on_the_pooled_connection(&gateway, "SET application_name = 'first'").await;
     // The pooled connection was reset: nothing of the first session is left.
     let name: String = second
         .query_one("SELECT current_setting('application_name')", &[])
@@ -425,15 +432,7 @@ async fn sessions_on_relay_threads_share_the_pool_across_threads() {
     let gateway = InProcess::start_on(directory, ProxySettings::default(), 2).await;
     // Connections go to the relay threads in turn: the second session runs on the
     // other thread and takes the first one's pooled upstream connection.
-    let first = gateway.connect().await;
-    first.batch_execute("SELECT 1").await.unwrap();
-    drop(first);
-    wait_for("the upstream connection to be pooled", WAIT, || {
-        (gateway.gateway.pooled_connections() == 1).then_some(())
-    })
-    .await;
-    let second = gateway.connect().await;
-    assert_eq!(gateway.gateway.pooled_connections(), 0);
+    let second = next_session_on_the_pooled_connection(&gateway, "SELECT 1").await;
     let count: i64 = second
         .query_one("SELECT count(*) FROM items", &[])
         .await
