@@ -97,8 +97,9 @@ pub struct AuditPipeline {
 }
 
 /// Records the dispatcher made at one go, shared by every lane (one allocation per batch,
-/// not per record); a lost record is charged to its own session.
-type Batch = Arc<[AuditRecord]>;
+/// not per record; a `Vec`, as collected: an `Arc<[_]>` would copy every record again);
+/// a lost record is charged to its own session.
+type Batch = Arc<Vec<AuditRecord>>;
 
 struct Lane {
     name: String,
@@ -299,10 +300,12 @@ impl Dispatcher {
 
     /// Turns a batch of events into records and hands them to every lane at once.
     fn dispatch(&mut self, events: &mut Vec<AuditEvent>) {
-        let batch: Batch = events
-            .drain(..)
-            .map(|event| self.make_record(event))
-            .collect();
+        let batch: Batch = Arc::new(
+            events
+                .drain(..)
+                .map(|event| self.make_record(event))
+                .collect(),
+        );
         if batch.is_empty() {
             return;
         }

@@ -2,7 +2,6 @@
 //! hands events to without ever waiting, and [`AuditSink`], which a destination (file,
 //! stdout, the state store, later a WASM plugin) implements.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -234,8 +233,7 @@ impl EventDetails {
         let number = |out: &mut String, name: &str, value: Option<u64>| {
             if let Some(value) = value {
                 key(out, name);
-                // Writing to a String cannot fail.
-                let _ = write!(out, "{value}");
+                out.push_str(itoa::Buffer::new().format(value));
             }
         };
         let other = |out: &mut String, name: &str, value: Option<&dyn erased::Json>| {
