@@ -65,15 +65,8 @@ pub(crate) async fn connect(
     keepalive: Option<Duration>,
 ) -> Result<Connected, UpstreamError> {
     if route.pool.enabled {
-        while let Some(mut connection) = pool.take(key) {
+        while let Some(connection) = pool.take(key) {
             debug!("reusing an idle upstream connection");
-            connection.stream = match connection.stream.rebind() {
-                Ok(stream) => stream,
-                Err(e) => {
-                    debug!(error = %e, "idle upstream connection lost while moving threads");
-                    continue;
-                }
-            };
             let prepared = prepare_within(
                 login_timeout,
                 &route.address,

@@ -41,6 +41,9 @@ pub(crate) struct PoolKey {
 
 struct Idle {
     connection: UpstreamConnection,
+    /// The thread whose session returned it: its socket is registered with that
+    /// thread's runtime (see [`UpstreamStream::rebind`]).
+    thread: std::thread::ThreadId,
     since: Instant,
     idle_timeout: Duration,
     max_lifetime: Duration,
@@ -188,7 +191,8 @@ impl Pool {
         lock(&self.state)
     }
 
-    /// The most recently returned live connection for `key`, if any.
+    /// The most recently returned live connection for `key`, if any, registered with the
+    /// calling task's runtime when it was returned on another thread (relay threads).
     pub fn take(&self, key: &PoolKey) -> Option<UpstreamConnection> {
         let now = Instant::now();
         let mut dead = Vec::new();
@@ -200,7 +204,7 @@ impl Pool {
                 // A live idle connection has nothing to say: anything readable (EOF, an
                 // error from a restarting server) means it is not reusable.
                 if candidate.connection.stream.is_quiet() && !candidate.expired(now) {
-                    found = Some(candidate.connection);
+                    found = Some(candidate);
                     break;
                 }
                 dead.push(candidate);
@@ -208,13 +212,23 @@ impl Pool {
             found
         };
         dead.into_iter().for_each(close);
-        found
+        let Idle {
+            mut connection,
+            thread,
+            ..
+        } = found?;
+        if thread != std::thread::current().id() {
+            // A connection that cannot move is dropped; the caller logs in anew.
+            connection.stream = connection.stream.rebind().ok()?;
+        }
+        Some(connection)
     }
 
     /// Keeps a reset connection for reuse, within the service's limits.
     pub fn put(&self, key: PoolKey, connection: UpstreamConnection, spec: &PoolSpec) {
         let idle = Idle {
             connection,
+            thread: std::thread::current().id(),
             since: Instant::now(),
             idle_timeout: Duration::from_secs(spec.idle_timeout_secs),
             max_lifetime: Duration::from_secs(spec.max_lifetime_secs),
