@@ -50,6 +50,8 @@ done
 psql --version >/dev/null 2>&1 || missing+=(postgresql-client)
 # The Python client tests run in a venv of the system Python (python3-venv).
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The systemd unit's test runs systemd-analyze verify and security on it.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The JavaScript plugin toolchain (componentize-js) comes from the npm registry, on node.
 { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
 

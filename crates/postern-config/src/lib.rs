@@ -149,6 +149,10 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_directory: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// What the log shows, as `RUST_LOG` directives (`info`, `warn,postern_proxy=debug`);
+    /// `RUST_LOG` takes precedence when set. Reloaded on SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
     /// Largest startup packet accepted, in bytes.
     pub max_startup_packet: usize,
     /// Largest single protocol message accepted after startup, in bytes.
@@ -228,6 +232,7 @@ impl fmt::Debug for Config {
             .field("master_key_file", &self.master_key_file)
             .field("master_key", &self.master_key.as_ref().map(|_| "***"))
             .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
             .field("max_startup_packet", &self.max_startup_packet)
             .field("max_message_size", &self.max_message_size)
             .field("auth_timeout_secs", &self.auth_timeout_secs)
@@ -249,6 +254,7 @@ impl Default for Config {
             master_key: None,
             credentials_directory: None,
             log_format: LogFormat::Text,
+            log_level: None,
             max_startup_packet: 10 * 1024,
             max_message_size: 1 << 30,
             auth_timeout_secs: 30,

@@ -31,7 +31,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use session::Admission;
+use session::{Admission, Refusal};
 
 pub use error::{ClientError, SessionError, UpstreamError};
 pub use relay_threads::RelayThreads;
@@ -194,8 +194,9 @@ async fn drain(sessions: &mut JoinSet<()>) {
     while sessions.join_next().await.is_some() {}
 }
 
-/// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
-/// lets sessions finish for the grace period, tells the rest (57P01) and closes them.
+/// Accepts connections on `listener` until `shutdown` completes, then refuses new logins
+/// (57P03), lets sessions finish for the grace period, tells the rest (57P01) and closes
+/// them.
 /// Sessions run on the caller's runtime.
 pub async fn serve(
     listener: TcpListener,
@@ -247,11 +248,11 @@ pub async fn serve_on(
                 Ok((stream, peer)) => {
                     next_connection_id += 1;
                     let admission = match admitted.clone().try_acquire_owned() {
-                        Ok(slot) => Admission { slot, over_limit: false },
+                        Ok(slot) => Admission { slot, refusal: None },
                         Err(_) => {
                             GatewayStats::add(&gateway.stats.connections_refused, 1);
                             match refusing.clone().try_acquire_owned() {
-                                Ok(slot) => Admission { slot, over_limit: true },
+                                Ok(slot) => Admission { slot, refusal: Some(Refusal::TooManyClients) },
                                 // Closed at once: dropping the stream.
                                 Err(_) => continue,
                             }
@@ -293,16 +294,38 @@ pub async fn serve_on(
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
-    drop(listener);
     info!(
         sessions = sessions.len(),
         grace_secs = gateway.settings.shutdown_grace.as_secs(),
-        "stopped accepting connections; waiting for sessions to finish"
+        "shutting down: new logins are refused (57P03); waiting for sessions to finish"
     );
-    if tokio::time::timeout(gateway.settings.shutdown_grace, drain(&mut sessions))
-        .await
-        .is_err()
-    {
+    // Until the sessions end or the grace period does, a client that connects is told
+    // why it cannot log in (as PostgreSQL does while it shuts down) instead of finding
+    // the port closed.
+    let grace = tokio::time::sleep(gateway.settings.shutdown_grace);
+    tokio::pin!(grace);
+    let drained = loop {
+        tokio::select! {
+            () = &mut grace => break false,
+            joined = sessions.join_next() => if joined.is_none() { break true },
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let Ok(slot) = refusing.clone().try_acquire_owned() else { continue };
+                next_connection_id += 1;
+                let admission = Admission { slot, refusal: Some(Refusal::ShuttingDown) };
+                tokio::spawn(session::run(
+                    gateway.clone(),
+                    stream,
+                    peer,
+                    next_connection_id,
+                    admission,
+                    stop.clone(),
+                ));
+            }
+        }
+    };
+    drop(listener);
+    if !drained {
         info!(
             sessions = sessions.len(),
             "grace period over; closing sessions"

@@ -87,8 +87,19 @@ impl Drop for LeaseHold {
 pub(crate) struct Admission {
     /// Given back when the connection closes.
     pub slot: OwnedSemaphorePermit,
-    /// Past the limit: `slot` is one of the few for telling such clients 53300.
-    pub over_limit: bool,
+    /// Why the connection is only answered with an error once its startup packet is
+    /// read (a cancel request is still passed on); `slot` is then one of the few for
+    /// telling such clients.
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a connection is refused at login.
+#[derive(Clone, Copy)]
+pub(crate) enum Refusal {
+    /// `max_client_connections` are open (53300).
+    TooManyClients,
+    /// The gateway is draining its sessions before it stops (57P03).
+    ShuttingDown,
 }
 
 /// Runs one connection to its end, logging the outcome; never panics on client input.
@@ -107,7 +118,7 @@ pub(crate) async fn run(
         let peer_facts = Peer {
             address: peer,
             connection_id,
-            over_limit: admission.over_limit,
+            refusal: admission.refusal,
         };
         let _slot = admission.slot;
         let result = session(&gateway, &mut client, &peer_facts, &mut stop).await;
@@ -193,9 +204,8 @@ impl Drop for ActiveSession<'_> {
 pub(crate) struct Peer {
     pub address: SocketAddr,
     pub connection_id: u64,
-    /// Past `max_client_connections`: refused once its startup packet is read (a cancel
-    /// request is still passed on).
-    pub over_limit: bool,
+    /// Refused once its startup packet is read (a cancel request is still passed on).
+    pub refusal: Option<Refusal>,
 }
 
 fn new_session_id() -> String {
@@ -407,8 +417,14 @@ async fn establish<'g>(
     else {
         return Ok(None);
     };
-    if peer.over_limit {
-        return Err(SessionError::TooManyClients);
+    match peer.refusal {
+        None => {}
+        Some(Refusal::TooManyClients) => return Err(SessionError::TooManyClients),
+        Some(Refusal::ShuttingDown) => {
+            return Err(SessionError::NotReady(
+                "the gateway is shutting down".to_owned(),
+            ))
+        }
     }
     if gateway.settings.require_tls && !client.is_tls() {
         return Err(SessionError::TlsRequired);

@@ -33,6 +33,12 @@ pub enum StateError {
     Plan(#[from] postern_model::PlanError),
     #[error("state database holds an invalid row: {0}")]
     Corrupt(String),
+    /// A file given as a backup cannot be one.
+    #[error("{path} is not a postern state backup: {reason}")]
+    NotABackup { path: PathBuf, reason: String },
+    /// A newer postern migrated the database: this one must not write to it.
+    #[error("state database is at schema version {found}, newer than this build knows ({known}); upgrade postern")]
+    NewerSchema { found: usize, known: usize },
 }
 
 impl From<rusqlite::Error> for StateError {

@@ -3,6 +3,7 @@
 //! small pool of their own connections, so they never wait for a writer.
 
 mod audit;
+mod backup;
 mod documents;
 mod error;
 mod leases;
@@ -14,6 +15,7 @@ mod store;
 mod tenancy;
 
 pub use audit::{AuditKeys, AuditQuery, StateAuditSink, StoredEvent};
+pub use backup::backup;
 pub use documents::secret_document;
 pub use error::StateError;
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};

@@ -298,6 +298,11 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The schema version this build brings a database to.
+pub(crate) fn known_version() -> usize {
+    MIGRATIONS.len()
+}
+
 /// Brings the schema up to date; returns the version reached.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StateError> {
     migrate_to(conn, MIGRATIONS.len())
@@ -319,19 +324,21 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<usize,
     let current = usize::try_from(current)
         .map_err(|_| StateError::Corrupt(format!("schema version {current}")))?;
     if current > MIGRATIONS.len() {
-        return Err(StateError::Conflict(format!(
-            "state database is at schema version {current}, newer than this build knows ({}); upgrade postern",
-            MIGRATIONS.len()
-        )));
+        return Err(StateError::NewerSchema {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
     }
+    // All pending migrations in one transaction: an upgrade that fails half-way leaves the
+    // database as the previous version left it, which that version still runs on.
+    let tx = conn.transaction()?;
     for (index, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current) {
-        let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, unixepoch())",
             [i64::try_from(index + 1).unwrap_or(i64::MAX)],
         )?;
-        tx.commit()?;
     }
+    tx.commit()?;
     Ok(version.max(current))
 }

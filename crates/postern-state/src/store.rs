@@ -97,7 +97,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Each connection is used by one thread at a time (behind a `Mutex`, or owned by a
 /// reader), so SQLite need not lock it again in every call: without `NO_MUTEX` each
 /// value the access log binds took and released a pthread mutex.
-fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StateError> {
+pub(crate) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StateError> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;

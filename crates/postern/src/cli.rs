@@ -10,7 +10,8 @@ use postern_config::{LogFormat, Overrides, TokenPassword};
 #[derive(Debug, Parser)]
 #[command(
     name = "postern",
-    version,
+    version = crate::version::VERSION,
+    long_version = crate::version::LONG_VERSION,
     about = "A single-binary PostgreSQL access gateway: clients log in as identities, never see database passwords",
     propagate_version = true
 )]
@@ -272,6 +273,35 @@ pub enum Command {
         /// Print the SQL it would run and change nothing
         #[arg(long)]
         dry_run: bool,
+    },
+    /// The state database: back it up while the gateway runs, restore it into a new state
+    /// directory
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print the version, git commit and build date
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the state database to FILE, consistent even while a gateway writes to it (the
+    /// master key is not in it: back that up on its own)
+    Backup {
+        /// Where the copy goes; must not exist
+        file: PathBuf,
+    },
+    /// Put a backup in place as the state database of --state-dir, which must not hold one
+    /// yet; the master key must be the one the backup was sealed with
+    Restore {
+        /// A file `postern state backup` wrote
+        file: PathBuf,
     },
 }
 

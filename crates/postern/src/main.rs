@@ -12,15 +12,23 @@ mod reconcile;
 mod remote;
 mod resources;
 mod serve;
+mod service;
 mod setup;
+mod state;
 mod tenancy;
+mod version;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use postern_model::{Change, Kind};
 
 use crate::cli::{Cli, Command};
+
+/// EX_CONFIG (sysexits.h): the configuration, the master key or the state database's
+/// version is wrong. The systemd unit does not restart on it: retrying cannot help.
+const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,12 +37,64 @@ fn main() -> ExitCode {
         Err(error) => {
             // `{:#}` puts the whole cause chain on one line.
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if is_configuration_error(&error) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An error that only a change of configuration (or of binary) fixes.
+fn is_configuration_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<postern_config::ConfigError>()
+            || cause.is::<postern_proxy::TlsError>()
+            || cause.is::<postern_api::ApiTlsError>()
+            || matches!(
+                cause.downcast_ref::<postern_state::StateError>(),
+                Some(
+                    postern_state::StateError::NewerSchema { .. }
+                        | postern_state::StateError::MasterKey(_)
+                )
+            )
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no configuration, state or server.
+    match &cli.command {
+        Command::Version => {
+            println!("postern {}", version::LONG_VERSION);
+            return Ok(());
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "postern", &mut script);
+            return print_bytes(&script);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            return print_bytes(&page);
+        }
+        _ => {}
+    }
     // Plugin authoring runs here even with --server (`plugin logs` reads this machine's
     // state directory).
     if let Some(server) = cli
@@ -47,12 +107,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = setup::load_config(&cli.settings)?;
     let long_running = matches!(cli.command, Command::Serve | Command::Demo);
-    // Plugin authoring reports in its own lines; the runtime's log would repeat them.
-    if !matches!(cli.command, Command::Plugin(_)) {
-        setup::init_logging(config.log_format, long_running);
+    if let Some(level) = config.log_level.as_deref() {
+        setup::log_filter(level)
+            .map_err(|e| postern_config::ConfigError::Invalid(format!("{e:#}")))?;
     }
+    // Plugin authoring reports in its own lines; the runtime's log would repeat them.
+    let log_level = (!matches!(cli.command, Command::Plugin(_)))
+        .then(|| setup::init_logging(config.log_format, long_running, config.log_level.as_deref()));
     match cli.command {
-        Command::Serve => serve::run(&config),
+        Command::Serve => {
+            let flags = cli.settings;
+            let reload = serve::Reload {
+                read_config: Box::new(move || setup::load_config(&flags)),
+                log_level: log_level.context("logging is set up for serve")?,
+            };
+            serve::run(&config, reload)
+        }
+        Command::State(command) => state::run(&config, command),
+        Command::Version | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Demo => demo::run(&config, cli.settings.listen.is_some()),
         Command::CheckConfig { files } => resources::check_config(&config, &files),
         Command::Apply {

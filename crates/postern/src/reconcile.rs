@@ -118,15 +118,27 @@ pub async fn when_due(
             () = tick => {}
             () = changed.notified() => {}
         }
-        runs.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match reconcile(&store, Options::default()).await {
-            Ok(report) if report.statements.is_empty() && report.problems.is_empty() => {}
-            Ok(report) => info!(
-                statements = report.statements.len(),
-                problems = ?report.problems,
-                "reconcile run"
-            ),
-            Err(error) => warn!(error = %error, "reconcile run failed"),
+            Ok(report) => {
+                runs.record(crate::tenancy::ReconcileSummary {
+                    corrections: report.statements.len(),
+                    problems: report.problems.len(),
+                });
+                if !report.statements.is_empty() || !report.problems.is_empty() {
+                    info!(
+                        statements = report.statements.len(),
+                        problems = ?report.problems,
+                        "reconcile run"
+                    );
+                }
+            }
+            Err(error) => {
+                runs.record(crate::tenancy::ReconcileSummary {
+                    corrections: 0,
+                    problems: 1,
+                });
+                warn!(error = %error, "reconcile run failed");
+            }
         }
     }
 }

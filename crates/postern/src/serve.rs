@@ -46,14 +46,57 @@ pub fn tls_config(config: &Config) -> anyhow::Result<Option<TlsConfig>> {
     }
 }
 
-/// Reloads the TLS certificate of the proxy and the admin API on every SIGHUP, keeping
-/// the old one where the new fails.
-async fn reload_on_sighup(gateway: Arc<Gateway>, api_tls: Option<Arc<postern_api::ApiTls>>) {
+/// What a SIGHUP re-reads and applies.
+pub struct Reload {
+    /// Reads the configuration again, from the same file, environment and flags.
+    pub read_config: Box<dyn Fn() -> anyhow::Result<Config> + Send>,
+    pub log_level: crate::setup::LogLevel,
+}
+
+/// On every SIGHUP: reads the configuration again, applies what can change while serving
+/// (the TLS certificates of both listeners, the log level) and names the changed
+/// settings that wait for a restart. A certificate that fails to load, or a configuration
+/// with an error, leaves the running one in place.
+async fn reload_on_sighup(
+    mut running: Config,
+    reload: Reload,
+    gateway: Arc<Gateway>,
+    api_tls: Option<Arc<postern_api::ApiTls>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangups.recv().await.is_some() {
+        crate::service::reloading();
+        match (reload.read_config)() {
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: the configuration has an error; nothing changed"
+            ),
+            Ok(config) => {
+                if config.log_level != running.log_level {
+                    match reload.log_level.set(config.log_level.as_deref()) {
+                        Ok(()) => info!(log_level = ?config.log_level, "SIGHUP: log level changed"),
+                        Err(e) => tracing::warn!(
+                            error = format!("{e:#}"),
+                            "SIGHUP: log level not changed"
+                        ),
+                    }
+                }
+                let waiting = settings_needing_restart(&running, &config);
+                if !waiting.is_empty() {
+                    tracing::warn!(
+                        settings = waiting.join(", "),
+                        "SIGHUP: changed settings take effect at the next restart"
+                    );
+                }
+                running = Config {
+                    log_level: config.log_level,
+                    ..running
+                };
+            }
+        }
         match gateway.reload_tls() {
             Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
             Err(e) => {
@@ -68,7 +111,27 @@ async fn reload_on_sighup(gateway: Arc<Gateway>, api_tls: Option<Arc<postern_api
                 "SIGHUP: admin API TLS reload failed; the previous certificate stays in use"
             ),
         }
+        crate::service::ready("reloaded");
     }
+}
+
+/// The names of the settings that differ between `running` and `new`, other than those a
+/// reload applies. Names only: values may be secret.
+fn settings_needing_restart(running: &Config, new: &Config) -> Vec<String> {
+    let as_map = |config: &Config| match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (before, after) = (as_map(running), as_map(new));
+    let mut changed: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|name| *name != "log_level" && before.get(*name) != after.get(*name))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    changed
 }
 
 /// The async runtime with `config.worker_threads` workers (default: half the cores, at
@@ -172,7 +235,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-pub fn run(config: &Config) -> anyhow::Result<()> {
+pub fn run(config: &Config, reload: Reload) -> anyhow::Result<()> {
     let policy_hooks = Arc::new(postern_plugins::PolicyHooks::new());
     let log_sinks = Arc::new(postern_plugins::LogSinks::new());
     let store = open_store_with(
@@ -261,7 +324,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 gateway: gateway.clone(),
                 audit,
                 store: store.clone(),
-                reconcile_runs,
+                reconcile_runs: reconcile_runs.clone(),
             };
             let api = Arc::new(postern_api::Api {
                 store: store.clone(),
@@ -303,10 +366,27 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 }
             }
         });
-        let reloader = tokio::spawn(reload_on_sighup(gateway.clone(), api_tls));
+        let reloader = tokio::spawn(reload_on_sighup(
+            config.clone(),
+            reload,
+            gateway.clone(),
+            api_tls,
+        ));
         let relays = postern_proxy::RelayThreads::start(config.relay_threads)
             .context("cannot start the relay threads")?;
-        postern_proxy::serve_on(listener, gateway, relays.handles(), shutdown_signal()).await;
+        let status = crate::service::Status {
+            gateway: gateway.clone(),
+            store: store.clone(),
+            reconcile_runs,
+        };
+        crate::service::ready(&status.line());
+        let status_reports = tokio::spawn(status.report());
+        let shutdown = async {
+            shutdown_signal().await;
+            crate::service::stopping();
+        };
+        postern_proxy::serve_on(listener, gateway, relays.handles(), shutdown).await;
+        status_reports.abort();
         let _ = api_stop.send(());
         if let Some(api_server) = api_server {
             let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;

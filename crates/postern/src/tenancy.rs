@@ -134,9 +134,38 @@ pub fn write_bootstrap_token(store: &Store, state_dir: &Path) -> anyhow::Result<
     Ok(())
 }
 
-/// Counts `serve`'s reconcile loop keeps for `/metrics`.
+/// What `serve`'s reconcile loop has done, for `/metrics` and the service status.
 #[derive(Debug, Default)]
-pub struct ReconcileRuns(pub std::sync::atomic::AtomicU64);
+pub struct ReconcileRuns {
+    runs: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<ReconcileSummary>>,
+}
+
+/// The outcome of one reconcile run.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileSummary {
+    /// Statements run to correct drift.
+    pub corrections: usize,
+    /// Intents or targets it could not bring in line.
+    pub problems: usize,
+}
+
+impl ReconcileRuns {
+    pub fn record(&self, summary: ReconcileSummary) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(summary);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    pub fn last(&self) -> Option<ReconcileSummary> {
+        self.last.lock().ok().and_then(|last| *last)
+    }
+}
 
 /// What `/metrics` reports: the proxy's counters, the access log's, leases and
 /// reconcile runs.
@@ -199,7 +228,7 @@ impl MetricsSource for GatewayMetrics {
                 "postern_reconcile_runs_total",
                 "Grant reconciler runs by serve",
                 Counter,
-                read(&self.reconcile_runs.0),
+                self.reconcile_runs.count() as f64,
             ),
         ];
         if let Some(audit) = &self.audit {

@@ -403,7 +403,7 @@ async fn fifty_concurrent_sessions_each_run_a_hundred_queries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_accepting_and_lets_sessions_finish() {
+async fn sigterm_refuses_new_logins_with_57p03_and_lets_sessions_finish() {
     let pg = shared_pg().await;
     let mut gateway = Gateway::start(BIN, &["--shutdown-grace-secs", "60"]).await;
     let key = gateway.provision(&pg.address());
@@ -413,14 +413,14 @@ async fn sigterm_stops_accepting_and_lets_sessions_finish() {
     wait_for("shutdown to begin", Duration::from_secs(10), || {
         std::fs::read_to_string(&logs)
             .ok()?
-            .contains("stopped accepting")
+            .contains("new logins are refused")
             .then_some(())
     })
     .await;
-    assert!(
-        gateway.connect(USER, DB, &key).await.is_err(),
-        "new connections are refused"
-    );
+    let Err(refused) = gateway.connect(USER, DB, &key).await else {
+        panic!("a new login is accepted while the gateway drains");
+    };
+    assert_eq!(sqlstate(&refused).as_deref(), Some("57P03"), "{refused}");
     // The open session still works during the grace period.
     assert_eq!(
         session
