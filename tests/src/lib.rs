@@ -1,14 +1,18 @@
 //! Test harness: a real PostgreSQL 15 per test binary and the real `postern` binary in
-//! front of it, with helpers to provision resources and to talk raw protocol.
+//! front of it (or the same application started in-process), with helpers to provision
+//! resources and to talk raw protocol.
 
 // A test harness: panicking with a clear message is how it fails a test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod in_process;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use in_process::InProcessGateway;
 pub use postern_localpg::LocalPg;
 use tokio::sync::OnceCell;
 

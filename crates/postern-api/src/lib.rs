@@ -1,9 +1,10 @@
 //! Postern's admin HTTP API (axum on hyper): resources by namespace with RBAC from role
 //! bindings, Plugin components by content address, the OAuth2 client-credentials token
 //! endpoint, JWKS, health, Prometheus metrics and the OpenAPI document that describes all
-//! of it; over TLS when configured.
+//! of it; over TLS when configured. Also the blocking client the CLI's `--server` uses.
 
 mod auth;
+pub mod client;
 mod components;
 mod error;
 mod metrics;
@@ -21,6 +22,7 @@ use axum::Router;
 use postern_state::Store;
 use tokio::net::TcpListener;
 
+pub use client::{paths, Client, ClientError};
 pub use components::MAX_COMPONENT_BYTES;
 pub use error::ApiError;
 pub use metrics::{MetricFamily, MetricType, MetricsSource};
@@ -62,29 +64,26 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/token", post(oauth::token))
         .route("/api/v1/tokens/{jti}", delete(resources::revoke_token))
         .route(
-            "/api/v1/namespaces",
+            paths::NAMESPACES,
             get(resources::list_namespaces).post(resources::create_namespace),
         )
         .route(
-            "/api/v1/namespaces/{namespace}",
+            paths::NAMESPACE,
             get(resources::get_namespace)
                 .put(resources::replace_namespace)
                 .delete(resources::delete_namespace),
         )
         .route(
-            "/api/v1/namespaces/{namespace}/{kind}",
+            paths::COLLECTION,
             get(resources::list).post(resources::create),
         )
         .route(
-            "/api/v1/namespaces/{namespace}/{kind}/{name}",
+            paths::ITEM,
             get(resources::get)
                 .put(resources::replace)
                 .delete(resources::remove),
         )
-        .route(
-            "/api/v1/namespaces/{namespace}/plugincomponents/{sha256}",
-            put(components::put_component),
-        )
+        .route(paths::PLUGIN_COMPONENT, put(components::put_component))
         .route(
             "/api/v1/namespaces/{namespace}/identities/{name}/clients",
             get(resources::list_clients),

@@ -43,7 +43,7 @@ pub fn run(command: PluginCommand, config: &postern_config::Config) -> anyhow::R
             tail,
             follow,
         } => logs(
-            &crate::setup::open_store(config)?,
+            &postern_app::open_store(config)?,
             &namespace,
             &name,
             tail,

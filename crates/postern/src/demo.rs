@@ -14,7 +14,7 @@ use postern_proxy::Gateway;
 use postern_state::{KeySettings, Store};
 use tokio::net::TcpListener;
 
-use crate::serve::{proxy_settings, runtime, shutdown_signal};
+use postern_app::{proxy_settings, runtime, shutdown_signal};
 
 const NAMESPACE: &str = "demo";
 

@@ -1,5 +1,5 @@
-//! The issuer's commands (`creds`, `lease`, `target`, `static-role`) and its background
-//! work inside `serve`: the lease reaper and static-role rotation.
+//! The issuer's commands (`creds`, `lease`, `target`, `static-role`); its background work
+//! inside `serve` is postern-app's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,17 +8,11 @@ use anyhow::{bail, Context};
 use postern_issuer::{check_target, Issuer, RevokeOutcome};
 use postern_model::{parse_duration, QualifiedName};
 use postern_state::Store;
-use tracing::{info, warn};
 
 use crate::cli::{
     CredsCommand, CredsOutput, LeaseCommand, Output, StaticRoleCommand, TargetCommand,
 };
 use crate::resources::print_table;
-
-/// How often the reaper looks for expired leases and due retries.
-const REAP_INTERVAL: Duration = Duration::from_secs(1);
-/// How often static roles are checked for a due rotation.
-const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -299,28 +293,5 @@ pub fn after_apply(store: Store) {
         }
         Ok(Err(error)) => eprintln!("warning: static role rotation failed: {error}"),
         Err(error) => eprintln!("warning: {error:#}"),
-    }
-}
-
-/// The issuer's work inside `serve`: the reaper, and static roles rotated when due (and
-/// checked at once when a StaticRole changed).
-pub async fn background(issuer: Arc<Issuer>, changed: Arc<tokio::sync::Notify>) {
-    let reaper = tokio::spawn(issuer.clone().run_reaper(REAP_INTERVAL));
-    let mut ticker = tokio::time::interval(ROTATION_CHECK_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = changed.notified() => {}
-        }
-        match issuer.rotate_due_static_roles().await {
-            Ok((0, failures)) if failures.is_empty() => {}
-            Ok((rotated, failures)) => info!(rotated, ?failures, "static role rotation"),
-            Err(error) => warn!(error = %error, "static role rotation failed"),
-        }
-        if reaper.is_finished() {
-            warn!("the lease reaper stopped");
-            return;
-        }
     }
 }

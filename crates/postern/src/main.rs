@@ -2,17 +2,13 @@
 //! command. Errors end the process with one line on stderr and a non-zero status.
 
 mod authoring;
-mod changes;
 mod cli;
 mod demo;
 mod issuer;
 mod logs;
-mod plugins;
 mod reconcile;
 mod remote;
 mod resources;
-mod serve;
-mod service;
 mod setup;
 mod state;
 mod tenancy;
@@ -117,11 +113,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let flags = cli.settings;
-            let reload = serve::Reload {
+            let log_level = log_level.context("logging is set up for serve")?;
+            let reload = postern_app::Reload {
                 read_config: Box::new(move || setup::load_config(&flags)),
-                log_level: log_level.context("logging is set up for serve")?,
+                set_log_level: Box::new(move |level| log_level.set(level)),
             };
-            serve::run(&config, reload)
+            postern_app::serve(config, reload)
         }
         Command::State(command) => state::run(&config, command),
         Command::Version | Command::Completions { .. } | Command::Man => Ok(()),
@@ -132,9 +129,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             prune,
         } => {
-            let store = setup::open_store(&config)?;
-            let changes =
-                resources::apply(&store, &files, dry_run, prune, serve::plugin_cache(&config))?;
+            let store = postern_app::open_store(&config)?;
+            let changes = resources::apply(
+                &store,
+                &files,
+                dry_run,
+                prune,
+                postern_app::plugin_cache(&config),
+            )?;
             if !dry_run && reconcile::changes_affect_grants(&changes) {
                 reconcile::after_change(&store);
             }
@@ -154,7 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scope,
             output,
         } => resources::get(
-            &setup::open_store(&config)?,
+            &postern_app::open_store(&config)?,
             &kind,
             name.as_deref(),
             &scope,
@@ -165,23 +167,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             namespace,
         } => {
-            let store = setup::open_store(&config)?;
+            let store = postern_app::open_store(&config)?;
             if resources::delete(&store, &kind, &name, &namespace)?
-                .is_some_and(reconcile::affects_grants)
+                .is_some_and(postern_app::affects_grants)
             {
                 reconcile::after_change(&store);
             }
             Ok(())
         }
-        Command::Logs(args) => logs::run(&setup::open_store(&config)?, &args),
-        Command::Creds(command) => issuer::creds(setup::open_store(&config)?, command),
-        Command::Lease(command) => issuer::lease(setup::open_store(&config)?, command),
-        Command::Target(command) => issuer::target(setup::open_store(&config)?, command),
-        Command::StaticRole(command) => issuer::static_role(setup::open_store(&config)?, command),
-        Command::Reconcile { dry_run } => reconcile::command(&setup::open_store(&config)?, dry_run),
-        Command::Secret(command) => resources::secret(&setup::open_store(&config)?, command),
-        Command::Identity(command) => resources::identity(&setup::open_store(&config)?, command),
-        Command::Token(command) => tenancy::token(setup::open_store(&config)?, &config, command),
+        Command::Logs(args) => logs::run(&postern_app::open_store(&config)?, &args),
+        Command::Creds(command) => issuer::creds(postern_app::open_store(&config)?, command),
+        Command::Lease(command) => issuer::lease(postern_app::open_store(&config)?, command),
+        Command::Target(command) => issuer::target(postern_app::open_store(&config)?, command),
+        Command::StaticRole(command) => {
+            issuer::static_role(postern_app::open_store(&config)?, command)
+        }
+        Command::Reconcile { dry_run } => {
+            reconcile::command(&postern_app::open_store(&config)?, dry_run)
+        }
+        Command::Secret(command) => resources::secret(&postern_app::open_store(&config)?, command),
+        Command::Identity(command) => {
+            resources::identity(&postern_app::open_store(&config)?, command)
+        }
+        Command::Token(command) => {
+            tenancy::token(postern_app::open_store(&config)?, &config, command)
+        }
         Command::Plugin(command) => authoring::run(command, &config),
     }
 }

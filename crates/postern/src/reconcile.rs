@@ -1,26 +1,15 @@
-//! `postern reconcile`, the reconcile that follows `apply`/`delete`/rotation, and the
-//! periodic run inside `serve`.
-
-use std::time::Duration;
+//! `postern reconcile`, and the reconcile that follows `apply`/`delete`/rotation (the
+//! periodic run inside `serve` is postern-app's).
 
 use anyhow::{bail, Context};
-use postern_model::{Change, Kind, QualifiedName};
+use postern_model::{Change, QualifiedName};
 use postern_reconciler::{reconcile, Options, Report};
 use postern_state::Store;
-use tracing::{info, warn};
-
-/// Kinds whose changes can change what the reconciler should do.
-pub fn affects_grants(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Intents | Kind::Identity | Kind::Service | Kind::Target
-    )
-}
 
 pub fn changes_affect_grants(changes: &[Change]) -> bool {
-    changes
-        .iter()
-        .any(|c| !matches!(c, Change::Unchanged(_)) && affects_grants(c.resource().kind()))
+    changes.iter().any(|c| {
+        !matches!(c, Change::Unchanged(_)) && postern_app::affects_grants(c.resource().kind())
+    })
 }
 
 fn run_once(store: &Store, options: Options) -> anyhow::Result<Report> {
@@ -93,52 +82,4 @@ pub fn rotate(store: &Store, identity: &QualifiedName) -> anyhow::Result<()> {
     println!("rotated the password of {rotated} managed role(s) of Identity {identity}");
     after_change(store);
     Ok(())
-}
-
-/// Runs the reconciler every `interval` (if any) and when woken by `changed`, for as long
-/// as the server runs.
-pub async fn when_due(
-    store: std::sync::Arc<Store>,
-    interval: Option<Duration>,
-    changed: std::sync::Arc<tokio::sync::Notify>,
-    runs: std::sync::Arc<crate::tenancy::ReconcileRuns>,
-) {
-    let mut ticker = interval.map(tokio::time::interval);
-    if let Some(ticker) = &mut ticker {
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    loop {
-        let tick = async {
-            match &mut ticker {
-                Some(ticker) => drop(ticker.tick().await),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = tick => {}
-            () = changed.notified() => {}
-        }
-        match reconcile(&store, Options::default()).await {
-            Ok(report) => {
-                runs.record(crate::tenancy::ReconcileSummary {
-                    corrections: report.statements.len(),
-                    problems: report.problems.len(),
-                });
-                if !report.statements.is_empty() || !report.problems.is_empty() {
-                    info!(
-                        statements = report.statements.len(),
-                        problems = ?report.problems,
-                        "reconcile run"
-                    );
-                }
-            }
-            Err(error) => {
-                runs.record(crate::tenancy::ReconcileSummary {
-                    corrections: 0,
-                    problems: 1,
-                });
-                warn!(error = %error, "reconcile run failed");
-            }
-        }
-    }
 }

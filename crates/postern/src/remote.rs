@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use postern_api::{paths, Client};
 use postern_model::{Kind, LoadedResource};
 use serde_json::Value;
 
@@ -13,147 +14,50 @@ use crate::resources::{
     emit, load, parse_kind, read_plugin_components, read_secret_input, Named, PluginComponent,
 };
 
-struct Remote {
-    base: String,
-    authorization: String,
-    agent: ureq::Agent,
-}
-
-impl Remote {
-    fn new(
-        server: &str,
-        token_file: Option<&PathBuf>,
-        ca_file: Option<&PathBuf>,
-    ) -> anyhow::Result<Remote> {
-        let Some(token_file) = token_file else {
-            bail!("--server needs --token-file (a bearer token: an access token or the bootstrap admin token)");
-        };
-        let token = std::fs::read_to_string(token_file)
-            .with_context(|| format!("--token-file {}", token_file.display()))?;
-        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
-        if let Some(ca_file) = ca_file {
-            let pem = std::fs::read(ca_file)
-                .with_context(|| format!("--ca-file {}", ca_file.display()))?;
-            let roots = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("--ca-file {}", ca_file.display()))?;
-            if roots.is_empty() {
-                bail!("--ca-file {}: no certificate in it", ca_file.display());
-            }
-            config = config.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-                    .build(),
-            );
-        }
-        let agent: ureq::Agent = config.build().into();
-        Ok(Remote {
-            base: server.trim_end_matches('/').to_owned(),
-            authorization: format!("Bearer {}", token.trim()),
-            agent,
+/// The API client for `--server`, with the token and CA files the flags name.
+fn client(
+    server: &str,
+    token_file: Option<&PathBuf>,
+    ca_file: Option<&PathBuf>,
+) -> anyhow::Result<Client> {
+    let Some(token_file) = token_file else {
+        bail!("--server needs --token-file (a bearer token: an access token or the bootstrap admin token)");
+    };
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("--token-file {}", token_file.display()))?;
+    let ca = ca_file
+        .map(|ca_file| {
+            std::fs::read(ca_file).with_context(|| format!("--ca-file {}", ca_file.display()))
         })
-    }
-
-    /// `method path` with an optional JSON body: the status and the parsed answer.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
-        let url = format!("{}{path}", self.base);
-        let response = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("Authorization", &self.authorization)
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &self.authorization)
-                .call(),
-            (method, body) => {
-                let request = if method == "PUT" {
-                    self.agent.put(&url)
-                } else {
-                    self.agent.post(&url)
-                };
-                request
-                    .header("Authorization", &self.authorization)
-                    .header("Content-Type", "application/json")
-                    .send(body.map(Value::to_string).unwrap_or_default())
-            }
-        };
-        let mut response = response.with_context(|| format!("{method} {url}"))?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok((status, value))
-    }
-
-    /// Uploads a Plugin's component to its content address.
-    fn upload_component(&self, component: &PluginComponent) -> anyhow::Result<()> {
-        let path = format!(
-            "/api/v1/namespaces/{}/plugincomponents/{}",
-            component.namespace, component.sha256
-        );
-        let url = format!("{}{path}", self.base);
-        let mut response = self
-            .agent
-            .put(&url)
-            .header("Authorization", &self.authorization)
-            .header("Content-Type", "application/octet-stream")
-            .send(&component.bytes[..])
-            .with_context(|| format!("PUT {url}"))?;
-        let status = response.status().as_u16();
-        if status >= 400 {
-            let text = response.body_mut().read_to_string().unwrap_or_default();
-            let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            bail!(
-                "uploading component {}: {}",
-                component.sha256,
-                api_message(status, &value)
-            );
-        }
-        Ok(())
-    }
-
-    /// Like [`Remote::call`], but an error status becomes the API's one-line message.
-    fn expect(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let (status, value) = self.call(method, path, body)?;
-        if status >= 400 {
-            bail!("{}", api_message(status, &value));
-        }
-        Ok(value)
-    }
+        .transpose()?;
+    Client::new(server, &token, ca.as_deref()).with_context(|| match ca_file {
+        Some(ca_file) => format!("--ca-file {}", ca_file.display()),
+        None => "--server".to_owned(),
+    })
 }
 
-fn api_message(status: u16, value: &Value) -> String {
-    let message = value["message"].as_str().unwrap_or("no message");
-    match value["field"].as_str() {
-        Some(field) => format!("{status}: {field}: {message}"),
-        None => format!("{status}: {message}"),
-    }
+/// Uploads a Plugin's component to its content address.
+fn upload_component(remote: &Client, component: &PluginComponent) -> anyhow::Result<()> {
+    remote
+        .put_bytes(
+            &paths::plugin_component(&component.namespace, &component.sha256),
+            &component.bytes,
+        )
+        .with_context(|| format!("uploading component {}", component.sha256))
 }
 
 /// The admin API's path of what `named` names in `namespace` (`name` or the collection).
 fn api_path(named: &Named, namespace: &str, name: Option<&str>) -> String {
-    let mut path = match named {
-        Named::Resource(Kind::Namespace) => "/api/v1/namespaces".to_owned(),
-        Named::Resource(kind) => format!("/api/v1/namespaces/{namespace}/{}", kind.plural()),
-        Named::Secret => format!("/api/v1/namespaces/{namespace}/secrets"),
-    };
-    if let Some(name) = name {
-        path.push('/');
-        path.push_str(name);
+    match named {
+        Named::Resource(Kind::Namespace) => paths::namespaces(name),
+        Named::Resource(kind) => paths::in_namespace(namespace, kind.plural(), name),
+        Named::Secret => paths::in_namespace(namespace, "secrets", name),
     }
-    path
 }
 
 /// Runs a command against the admin API at `server`.
 pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::Result<()> {
-    let remote = Remote::new(
+    let remote = client(
         server,
         settings.token_file.as_ref(),
         settings.ca_file.as_ref(),
@@ -208,7 +112,7 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             let components = read_plugin_components(&mut loaded, crate::authoring::compile_cache())?;
             if !dry_run {
                 for component in &components {
-                    remote.upload_component(component)?;
+                    upload_component(&remote, component)?;
                 }
             }
             apply(&remote, &loaded, dry_run)
@@ -235,13 +139,13 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             }
             let (status, answer) = remote.call(
                 "PUT",
-                &format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+                &paths::in_namespace(&namespace, "secrets", Some(&name)),
                 Some(&serde_json::json!({ "value": value })),
             )?;
             match status {
                 200 => println!("Secret {namespace}/{name} updated"),
                 201 => println!("Secret {namespace}/{name} created"),
-                _ => bail!("{}", api_message(status, &answer)),
+                _ => bail!("{}", postern_api::client::api_message(status, &answer)),
             }
             Ok(())
         }
@@ -270,7 +174,7 @@ fn print_docs(output: Output, docs: &[Value]) -> anyhow::Result<()> {
 
 /// Creates what is missing and replaces what differs, one resource at a time in
 /// dependency order (the API has no multi-resource transaction).
-fn apply(remote: &Remote, loaded: &[LoadedResource], dry_run: bool) -> anyhow::Result<()> {
+fn apply(remote: &Client, loaded: &[LoadedResource], dry_run: bool) -> anyhow::Result<()> {
     let mut ordered: Vec<&LoadedResource> = loaded.iter().collect();
     ordered.sort_by_key(|l| {
         Kind::ALL
@@ -288,7 +192,7 @@ fn apply(remote: &Remote, loaded: &[LoadedResource], dry_run: bool) -> anyhow::R
                 "{}: ({}) {}",
                 item.origin,
                 r.describe(),
-                api_message(status, answer)
+                postern_api::client::api_message(status, answer)
             )
         };
         match status {

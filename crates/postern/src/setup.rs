@@ -1,8 +1,7 @@
-//! Shared start-up steps: layered config, logging, and opening the state store.
+//! Shared start-up steps: the layered config and logging.
 
 use anyhow::Context;
 use postern_config::{Config, LogFormat};
-use postern_state::{KeySettings, Store};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::SettingFlags;
@@ -78,34 +77,4 @@ impl LogLevel {
             .reload(filter)
             .context("cannot change the log filter")
     }
-}
-
-pub fn key_settings(config: &Config) -> KeySettings {
-    KeySettings {
-        inline: config.master_key.clone(),
-        credentials_directory: config.credentials_directory.clone(),
-        key_file: config.master_key_path(),
-    }
-}
-
-/// Opens the store the configuration names, saying where a new master key went.
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    open_store_with(config, postern_policy::CelEngine::new())
-}
-
-/// [`open_store`] with the policy engine given (the gateway's knows its plugins).
-pub fn open_store_with(
-    config: &Config,
-    engine: postern_policy::CelEngine,
-) -> anyhow::Result<Store> {
-    let store = Store::open(&config.state_dir, &key_settings(config))
-        .with_context(|| format!("cannot open state in {}", config.state_dir.display()))?;
-    store.set_policy_engine(std::sync::Arc::new(engine));
-    if store.generated_key() {
-        tracing::warn!(
-            path = %store.key_origin(),
-            "generated a new master key; back it up: without it the sealed secrets are lost"
-        );
-    }
-    Ok(store)
 }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use postern_config::Config;
 
 use crate::cli::StateCommand;
-use crate::setup::key_settings;
+use postern_app::key_settings;
 
 pub fn run(config: &Config, command: StateCommand) -> anyhow::Result<()> {
     match command {

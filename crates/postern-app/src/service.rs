@@ -8,7 +8,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::warn;
 
-use crate::tenancy::ReconcileRuns;
+use crate::metrics::ReconcileRuns;
 
 /// How often `STATUS=` is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);

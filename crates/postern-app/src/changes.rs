@@ -52,7 +52,7 @@ pub async fn watch(store: Arc<Store>, wakes: Wakes) {
         if let Some(reconcile) = &wakes.reconcile {
             if changed
                 .iter()
-                .any(|kind| crate::reconcile::affects_grants(*kind))
+                .any(|kind| crate::background::affects_grants(*kind))
             {
                 reconcile.notify_one();
             }
