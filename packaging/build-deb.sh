@@ -2,9 +2,11 @@
 # Builds the Debian package: target/debian/postern_<version>_<arch>.deb.
 #
 #   packaging/build-deb.sh                      # release build of this checkout, then package
-#   packaging/build-deb.sh --binary PATH --version V
+#   packaging/build-deb.sh --binary PATH --version V [--extras-from PATH]
 #                                               # package a postern binary built elsewhere
-#                                               # (the upgrade test packages an older one)
+#                                               # (the upgrade test packages an older one,
+#                                               # whose completions and man page come from
+#                                               # a newer binary: it has no such commands)
 #
 # The package version is the crate's, plus the commit count and hash (0.1.0+git412.b1c5dcc),
 # so a later commit's package upgrades an earlier one. Installs cargo-deb from crates.io
@@ -15,10 +17,12 @@ cd "$repo"
 
 binary=""
 version=""
+extras_from=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --binary) binary="$2"; shift 2 ;;
         --version) version="$2"; shift 2 ;;
+        --extras-from) extras_from="$2"; shift 2 ;;
         *) echo "build-deb.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -45,7 +49,7 @@ fi
 extra="$target/release/deb-extra"
 rm -rf "$extra"
 mkdir -p "$extra"
-bin="$target/release/postern"
+bin="${extras_from:-$target/release/postern}"
 "$bin" completions bash >"$extra/postern.bash"
 "$bin" completions zsh >"$extra/_postern"
 "$bin" completions fish >"$extra/postern.fish"

@@ -8,6 +8,7 @@
 #
 #   packaging/test-deb.sh            # about 15 minutes on 2 cores (two release builds)
 #   OLD_DEB=path/to/old.deb packaging/test-deb.sh
+#   OLD_TARGET_DIR=dir packaging/test-deb.sh   # reuse (or keep) the old build's target dir
 #
 # Needs root (debootstrap, chroot, mounts) and reaches Debian's mirror. Not run by CI.
 # Logs in ${DEB_LOG_DIR:-/var/tmp/postern-deb-logs}; the root is removed at exit.
@@ -63,8 +64,10 @@ else
     git worktree remove --force "$old_tree"
     old_version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)+git$(git rev-list --count "$old_rev").$(git rev-parse --short "$old_rev")"
     staging="$(mktemp -d)"
+    new_bin="$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/postern"
     old_deb="$(CARGO_TARGET_DIR="$staging" packaging/build-deb.sh --binary "$old_target/release/postern" \
-        --version "$old_version" 2>>"$logs/build-old.log")"
+        --version "$old_version" --extras-from "$new_bin" 2>>"$logs/build-old.log")"
     cp "$old_deb" "$base/" && old_deb="$base/$(basename "$old_deb")" && rm -rf "$staging"
 fi
 echo "new: $new_deb"
