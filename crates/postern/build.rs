@@ -5,8 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
+    // Not POSTERN_*: cargo also sets these when it runs the tests, and a child `postern`
+    // would take POSTERN_* variables for settings.
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=POSTERN_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILT_FROM_COMMIT={commit}");
     // Reproducible builds (the Debian package among them) pin the date.
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     let built = std::env::var("SOURCE_DATE_EPOCH")
@@ -14,10 +16,7 @@ fn main() {
         .and_then(|s| s.trim().parse::<i64>().ok())
         .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
         .unwrap_or_else(chrono::Utc::now);
-    println!(
-        "cargo:rustc-env=POSTERN_BUILD_DATE={}",
-        built.format("%Y-%m-%d")
-    );
+    println!("cargo:rustc-env=BUILT_ON_DATE={}", built.format("%Y-%m-%d"));
     // A new commit (or checkout) reruns this; edits alone do not.
     for path in ["HEAD", "refs/heads"] {
         if let Some(file) = git(&["rev-parse", "--git-path", path]) {

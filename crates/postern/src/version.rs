@@ -7,8 +7,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("POSTERN_GIT_COMMIT"),
+    env!("BUILT_FROM_COMMIT"),
     ", built ",
-    env!("POSTERN_BUILD_DATE"),
+    env!("BUILT_ON_DATE"),
     ")"
 );

@@ -42,9 +42,15 @@ fn demo_prints_a_psql_line_that_works_and_cleans_up_on_ctrl_c() {
     let mut printed = Vec::new();
     while !printed.iter().any(|l: &String| l.contains("Press Ctrl-C")) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines_rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("demo did not finish starting: {printed:?}"));
+        let Ok(line) = lines_rx.recv_timeout(left) else {
+            let _ = demo.kill();
+            let output = demo.wait_with_output().unwrap();
+            panic!(
+                "demo did not finish starting: {printed:?}; {}; stderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
         printed.push(line);
     }
     let command = printed
