@@ -19,11 +19,11 @@ pub struct Reload {
 }
 
 /// On every SIGHUP: reads the configuration again, applies what can change while serving
-/// (the TLS certificates of both listeners, the log level) and names the changed
-/// settings that wait for a restart. A certificate that fails to load, or a configuration
-/// with an error, leaves the running one in place.
+/// (the TLS certificates of both listeners, the log level, the proxy's limits and
+/// timeouts) and names the changed settings that wait for a restart. A certificate that
+/// fails to load, or a configuration with an error, leaves the running one in place.
 pub(crate) async fn reload_on_sighup(
-    mut running: Config,
+    started: Config,
     reload: Option<Reload>,
     gateway: Arc<Gateway>,
     api_tls: Option<Arc<postern_api::ApiTls>>,
@@ -32,10 +32,11 @@ pub(crate) async fn reload_on_sighup(
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
+    let mut applied = started.clone();
     while hangups.recv().await.is_some() {
         crate::service::reloading();
         if let Some(reload) = &reload {
-            running = reread_config(running, reload);
+            applied = reread_config(&started, applied, reload, &gateway);
         }
         match gateway.reload_tls() {
             Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
@@ -55,18 +56,18 @@ pub(crate) async fn reload_on_sighup(
     }
 }
 
-/// The names of the settings that differ between `running` and `new`, other than those a
-/// reload applies. Names only: values may be secret.
-fn settings_needing_restart(running: &Config, new: &Config) -> Vec<String> {
+/// The names of the settings `wanted` picks that differ between `before` and `after`.
+/// Names only: values may be secret.
+fn changed_settings(before: &Config, after: &Config, wanted: impl Fn(&str) -> bool) -> Vec<String> {
     let as_map = |config: &Config| match serde_json::to_value(config) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
-    let (before, after) = (as_map(running), as_map(new));
+    let (before, after) = (as_map(before), as_map(after));
     let mut changed: Vec<String> = before
         .keys()
         .chain(after.keys())
-        .filter(|name| *name != "log_level" && before.get(*name) != after.get(*name))
+        .filter(|name| wanted(name) && before.get(*name) != after.get(*name))
         .cloned()
         .collect();
     changed.sort();
@@ -74,9 +75,10 @@ fn settings_needing_restart(running: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
-/// Reads the configuration again and applies the log level; returns the configuration now
-/// in effect.
-fn reread_config(running: Config, reload: &Reload) -> Config {
+/// Reads the configuration again, applies what changed since `applied` and can change
+/// while serving, and names what changed since `started` and waits for a restart; returns
+/// the configuration read (or `applied` when it cannot be read).
+fn reread_config(started: &Config, applied: Config, reload: &Reload, gateway: &Gateway) -> Config {
     let config = match (reload.read_config)() {
         Ok(config) => config,
         Err(e) => {
@@ -84,28 +86,46 @@ fn reread_config(running: Config, reload: &Reload) -> Config {
                 error = format!("{e:#}"),
                 "SIGHUP: the configuration has an error; nothing changed"
             );
-            return running;
+            return applied;
         }
     };
-    let mut log_level = running.log_level.clone();
-    if config.log_level != running.log_level {
+    if config.log_level != applied.log_level {
         match (reload.set_log_level)(config.log_level.as_deref()) {
-            Ok(()) => {
-                info!(log_level = ?config.log_level, "SIGHUP: log level changed");
-                log_level = config.log_level.clone();
-            }
+            Ok(()) => info!(log_level = ?config.log_level, "SIGHUP: log level changed"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "SIGHUP: log level not changed"),
         }
     }
-    let waiting = settings_needing_restart(&running, &config);
+    let limits = changed_settings(&applied, &config, |name| PROXY_LIMITS.contains(&name));
+    if !limits.is_empty() {
+        gateway.set_settings(crate::proxy_settings(&config));
+        info!(
+            settings = limits.join(", "),
+            "SIGHUP: limits changed for connections from now on"
+        );
+    }
+    let waiting = changed_settings(started, &config, |name| {
+        name != "log_level" && !PROXY_LIMITS.contains(&name)
+    });
     if !waiting.is_empty() {
         tracing::warn!(
             settings = waiting.join(", "),
             "SIGHUP: changed settings take effect at the next restart"
         );
     }
-    Config {
-        log_level,
-        ..running
-    }
+    config
 }
+
+/// The settings behind the proxy's limits and timeouts ([`crate::proxy_settings`]): a
+/// reload applies them to connections accepted afterwards.
+const PROXY_LIMITS: &[&str] = &[
+    "max_startup_packet",
+    "max_message_size",
+    "auth_timeout_secs",
+    "max_client_connections",
+    "shutdown_grace_secs",
+    "upstream_connect_timeout_secs",
+    "tcp_keepalive_secs",
+    "client_write_timeout_secs",
+    "require_tls",
+    "token_password",
+];

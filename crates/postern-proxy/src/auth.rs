@@ -127,7 +127,7 @@ pub(crate) async fn authenticate(
             return answer;
         }
     }
-    let token_channel = match gateway.settings.token_password {
+    let token_channel = match gateway.settings().token_password {
         TokenPassword::Off => false,
         TokenPassword::Tls => client.is_tls(),
         TokenPassword::TlsOrLoopback => client.is_tls() || peer.address.ip().is_loopback(),

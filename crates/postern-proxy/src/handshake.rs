@@ -48,7 +48,7 @@ pub(crate) async fn read_startup(
     let (mut ssl_answered, mut gss_declined) = (false, false);
     let mut facts = TlsFacts::default();
     loop {
-        match try_take_startup(pending, gateway.settings.max_startup_packet)? {
+        match try_take_startup(pending, gateway.settings().max_startup_packet)? {
             Some(request @ (StartupRequest::SslRequest | StartupRequest::GssEncRequest)) => {
                 let answered = if request == StartupRequest::SslRequest {
                     &mut ssl_answered

@@ -20,7 +20,7 @@ mod upstream;
 mod upstream_tls;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use session::{Admission, Refusal};
+use session::{Admission, Refusal, Slot};
 
 pub use error::{ClientError, SessionError, UpstreamError};
 pub use relay_threads::RelayThreads;
@@ -98,7 +98,11 @@ impl GatewayStats {
 
 /// Everything sessions share.
 pub struct Gateway {
-    settings: ProxySettings,
+    /// Limits and timeouts; a reload replaces them for connections from then on.
+    settings: std::sync::RwLock<Arc<ProxySettings>>,
+    /// Client connections open now (each holds an [`OpenConnection`]), compared with
+    /// `max_client_connections` as it is at each accept.
+    open_connections: Arc<AtomicUsize>,
     directory: Arc<dyn Directory>,
     /// Secret behind the fake salts shown for unknown identities; must be stable across
     /// restarts and across gateways that share state.
@@ -133,7 +137,8 @@ impl Gateway {
         tokens: Option<Arc<dyn TokenVerifier>>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
+            open_connections: Arc::new(AtomicUsize::new(0)),
             directory,
             mock_secret,
             cancels: cancel::CancelMap::default(),
@@ -146,6 +151,33 @@ impl Gateway {
             auth_providers: std::sync::OnceLock::new(),
             stats: GatewayStats::default(),
         })
+    }
+
+    /// The limits and timeouts in force.
+    pub fn settings(&self) -> Arc<ProxySettings> {
+        // A replacement cannot leave the value torn.
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the limits and timeouts (SIGHUP): connections accepted from now on get
+    /// them, and `max_client_connections` applies at the next accept; sessions already
+    /// open keep what they started with.
+    pub fn set_settings(&self, settings: ProxySettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
+
+    /// A place under `max_client_connections`, or `None` when they are all taken.
+    fn admit(&self) -> Option<OpenConnection> {
+        let limit = self.settings().max_client_connections;
+        let open = self.open_connections.fetch_add(1, Ordering::AcqRel);
+        if open >= limit {
+            self.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(OpenConnection(self.open_connections.clone()))
     }
 
     /// Lets services' `auth.providers` check cleartext passwords (set once, at start).
@@ -172,6 +204,15 @@ impl Gateway {
     /// Without TLS configured there is nothing to do.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
         self.tls.as_ref().map_or(Ok(()), TlsConfig::reload)
+    }
+}
+
+/// One client connection counted against `max_client_connections` while it is open.
+pub(crate) struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -238,7 +279,6 @@ pub async fn serve_on(
     });
     let mut sessions = JoinSet::new();
     let mut next_connection_id = 0u64;
-    let admitted = Arc::new(Semaphore::new(gateway.settings.max_client_connections));
     let refusing = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     tokio::pin!(shutdown);
     loop {
@@ -247,12 +287,15 @@ pub async fn serve_on(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     next_connection_id += 1;
-                    let admission = match admitted.clone().try_acquire_owned() {
-                        Ok(slot) => Admission { slot, refusal: None },
-                        Err(_) => {
+                    let admission = match gateway.admit() {
+                        Some(open) => Admission { slot: Slot::Open(open), refusal: None },
+                        None => {
                             GatewayStats::add(&gateway.stats.connections_refused, 1);
                             match refusing.clone().try_acquire_owned() {
-                                Ok(slot) => Admission { slot, refusal: Some(Refusal::TooManyClients) },
+                                Ok(slot) => Admission {
+                                    slot: Slot::Refusing(slot),
+                                    refusal: Some(Refusal::TooManyClients),
+                                },
                                 // Closed at once: dropping the stream.
                                 Err(_) => continue,
                             }
@@ -296,13 +339,13 @@ pub async fn serve_on(
     }
     info!(
         sessions = sessions.len(),
-        grace_secs = gateway.settings.shutdown_grace.as_secs(),
+        grace_secs = gateway.settings().shutdown_grace.as_secs(),
         "shutting down: new logins are refused (57P03); waiting for sessions to finish"
     );
     // Until the sessions end or the grace period does, a client that connects is told
     // why it cannot log in (as PostgreSQL does while it shuts down) instead of finding
     // the port closed.
-    let grace = tokio::time::sleep(gateway.settings.shutdown_grace);
+    let grace = tokio::time::sleep(gateway.settings().shutdown_grace);
     tokio::pin!(grace);
     let drained = loop {
         tokio::select! {
@@ -312,7 +355,10 @@ pub async fn serve_on(
                 let Ok((stream, peer)) = accepted else { continue };
                 let Ok(slot) = refusing.clone().try_acquire_owned() else { continue };
                 next_connection_id += 1;
-                let admission = Admission { slot, refusal: Some(Refusal::ShuttingDown) };
+                let admission = Admission {
+                    slot: Slot::Refusing(slot),
+                    refusal: Some(Refusal::ShuttingDown),
+                };
                 tokio::spawn(session::run(
                     gateway.clone(),
                     stream,

@@ -86,11 +86,20 @@ impl Drop for LeaseHold {
 /// A connection's place under `max_client_connections`, held for as long as it is open.
 pub(crate) struct Admission {
     /// Given back when the connection closes.
-    pub slot: OwnedSemaphorePermit,
+    pub slot: Slot,
     /// Why the connection is only answered with an error once its startup packet is
     /// read (a cancel request is still passed on); `slot` is then one of the few for
     /// telling such clients.
     pub refusal: Option<Refusal>,
+}
+
+/// What a connection holds while it is open (dropped, it gives the place back).
+#[allow(dead_code)] // held, never read
+pub(crate) enum Slot {
+    /// Its place under `max_client_connections`.
+    Open(crate::OpenConnection),
+    /// One of the few places for telling refused clients why.
+    Refusing(OwnedSemaphorePermit),
 }
 
 /// Why a connection is refused at login.
@@ -113,7 +122,7 @@ pub(crate) async fn run(
 ) {
     let span = tracing::info_span!("session", conn = connection_id, client = %peer);
     async move {
-        crate::io::tune_socket(&tcp, gateway.settings.tcp_keepalive);
+        crate::io::tune_socket(&tcp, gateway.settings().tcp_keepalive);
         let mut client = ClientStream::Plain(tcp);
         let peer_facts = Peer {
             address: peer,
@@ -233,7 +242,7 @@ async fn session(
     let mut client_pending = BytesMut::with_capacity(8 * 1024);
     let established = tokio::select! {
         result = tokio::time::timeout(
-            gateway.settings.auth_timeout,
+            gateway.settings().auth_timeout,
             establish(gateway, client, &mut client_pending, peer),
         ) => result.map_err(|_| SessionError::AuthTimeout)??,
         _ = stop.wait_for(|stopping| *stopping) => return Err(SessionError::ShuttingDown),
@@ -244,13 +253,14 @@ async fn session(
     let service = established.service.to_string();
     info!(identity = %established.identity, service = %service, "session started");
     let _active = ActiveSession::new(&gateway.stats);
-    let mut from_client = Direction::from_client(client_pending, gateway.settings.max_message_size);
+    let mut from_client =
+        Direction::from_client(client_pending, gateway.settings().max_message_size);
     let mut from_upstream =
         Direction::from_upstream(std::mem::take(&mut established.upstream_pending));
     let limits = session_limits(
         &established.route,
         established.lease.as_ref(),
-        gateway.settings.client_write_timeout,
+        gateway.settings().client_write_timeout,
     );
     // Sessions with neither rules nor an access log take the relay's untouched path.
     let inspector =
@@ -426,7 +436,7 @@ async fn establish<'g>(
             ))
         }
     }
-    if gateway.settings.require_tls && !client.is_tls() {
+    if gateway.settings().require_tls && !client.is_tls() {
         return Err(SessionError::TlsRequired);
     }
     let user = params
@@ -559,8 +569,8 @@ async fn establish<'g>(
         &route,
         &pool_key,
         &forwarded,
-        gateway.settings.upstream_connect_timeout,
-        gateway.settings.tcp_keepalive,
+        gateway.settings().upstream_connect_timeout,
+        gateway.settings().tcp_keepalive,
     )
     .await
     .map_err(|source| SessionError::Upstream {

@@ -115,6 +115,9 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
     give_to(&key_file, user);
     let mut notify = NotifySocket::bind(&dir.path().join("notify"));
     let log = dir.path().join("serve.log");
+    let config = dir.path().join("postern.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").unwrap();
+    give_to(&config, user);
 
     let mut command = Command::new(BIN);
     command
@@ -124,14 +127,15 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--config",
         ])
+        .arg(&config)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("POSTERN_STATE_DIR", &state)
         .env("NOTIFY_SOCKET", dir.path().join("notify"))
         .env("WATCHDOG_USEC", "600000")
         .env("CREDENTIALS_DIRECTORY", &credentials)
-        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     if let Some((uid, gid)) = user {
@@ -153,7 +157,9 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
     // The watchdog is pinged (at a third of WATCHDOG_USEC) while the gateway is healthy.
     notify.wait_for("WATCHDOG=1");
 
-    // A reload: RELOADING=1 with the monotonic time systemd 253+ needs, then READY=1.
+    // A reload: RELOADING=1 with the monotonic time systemd 253+ needs, then READY=1;
+    // the new log level is in force after it.
+    std::fs::write(&config, "log_level = \"info,postern_proxy=debug\"\n").unwrap();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     let reloading = notify.wait_for("RELOADING=1");
@@ -162,6 +168,11 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
         "{reloading:?}"
     );
     notify.wait_for("READY=1");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("log level changed") && logged.contains("postern_proxy=debug"),
+        "{logged}"
+    );
 
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     notify.wait_for("STOPPING=1");
@@ -342,5 +353,71 @@ async fn a_backup_taken_while_serving_restores_into_a_new_state_dir_that_serves(
             .unwrap()
             .get::<_, i32>(0),
         2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_limits_and_names_what_waits_for_a_restart() {
+    let pg = shared_pg().await;
+    let dir = tempfile::Builder::new()
+        .prefix("postern-reload-")
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(&config, "max_client_connections = 100\n").unwrap();
+    let config_flag = config.to_str().unwrap().to_owned();
+    let gateway = Gateway::start_in(BIN, dir, &["--config", &config_flag]).await;
+    let key = gateway.provision(&pg.address());
+    let first = gateway.connect(USER, DB, &key).await.unwrap();
+
+    std::fs::write(
+        &config,
+        "max_client_connections = 1\nlog_level = \"info,postern_proxy=debug\"\nreconcile_interval_secs = 7\n",
+    )
+    .unwrap();
+    gateway.signal(rustix::process::Signal::HUP);
+    let log = gateway.log_path();
+    wait_for("the reload to be logged", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&log).ok()?;
+        (log.contains("limits changed") && log.contains("take effect at the next restart"))
+            .then_some(())
+    })
+    .await;
+    let logged = gateway.logs();
+    let limits = logged
+        .lines()
+        .find(|l| l.contains("limits changed"))
+        .unwrap();
+    assert!(limits.contains("max_client_connections"), "{limits}");
+    let waiting = logged
+        .lines()
+        .find(|l| l.contains("take effect at the next restart"))
+        .unwrap();
+    assert!(waiting.contains("reconcile_interval_secs"), "{waiting}");
+    assert!(!waiting.contains("max_client_connections"), "{waiting}");
+    // The test kit runs the gateway with RUST_LOG, which wins over log_level (the notify
+    // test changes the level itself).
+    assert!(
+        logged.contains("RUST_LOG is set and chooses what the log shows"),
+        "{logged}"
+    );
+
+    // The new limit holds for the next login: one connection is open already.
+    let Err(refused) = gateway.connect(USER, DB, &key).await else {
+        panic!("a second connection got in past max_client_connections = 1");
+    };
+    assert_eq!(
+        postern_testkit::sqlstate(&refused).as_deref(),
+        Some("53300"),
+        "{refused}"
+    );
+    assert_eq!(
+        first
+            .query_one("SELECT 3", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3,
+        "the open session goes on"
     );
 }
