@@ -10,7 +10,7 @@ use postern_model::{parse_documents, Format, QualifiedName, SecretValue};
 use postern_state::Store;
 use tokio::net::TcpListener;
 
-use crate::{APP_PASSWORD, DB, USER};
+use crate::{provision_resources, APP_PASSWORD, DB, USER};
 
 /// A running in-process gateway with its own state directory.
 pub struct InProcessGateway {
@@ -65,14 +65,8 @@ impl InProcessGateway {
     /// The provisioning of [`crate::Gateway::provision`], through the store: a service
     /// `orders` in front of `upstream`, identity `alice`; returns her new API key.
     pub fn provision(&self, upstream: &str) -> String {
-        let resources = format!(
-            "kind: Namespace\nmetadata: {{name: team-a}}\n---\n\
-             kind: Target\nmetadata: {{name: main-pg, namespace: team-a}}\nspec: {{address: '{upstream}', sslMode: disable}}\n---\n\
-             kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
-             spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}}}\n---\n\
-             kind: Identity\nmetadata: {{name: alice, namespace: team-a}}\nspec: {{type: human, groups: [engineering]}}\n"
-        );
-        let docs = parse_documents("provision", &resources, Format::Yaml).expect("resources");
+        let docs = parse_documents("provision", &provision_resources(upstream), Format::Yaml)
+            .expect("resources");
         self.store
             .apply_resources(&docs, false, false)
             .expect("apply");

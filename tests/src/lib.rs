@@ -38,6 +38,19 @@ pub async fn provisioned_on(bin: &str, leg: Leg) -> (Gateway, String) {
     (gateway, key)
 }
 
+/// What the provisioning applies: namespace `team-a`, a target for `upstream`, service
+/// `orders` (as `app_rw` on database `app`, its password the secret `app-rw-password`) and
+/// identity `alice`.
+pub fn provision_resources(upstream: &str) -> String {
+    format!(
+        "kind: Namespace\nmetadata: {{name: team-a}}\n---\n\
+         kind: Target\nmetadata: {{name: main-pg, namespace: team-a}}\nspec: {{address: '{upstream}', sslMode: disable}}\n---\n\
+         kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
+         spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}}}\n---\n\
+         kind: Identity\nmetadata: {{name: alice, namespace: team-a}}\nspec: {{type: human, groups: [engineering]}}\n"
+    )
+}
+
 /// Password of `app_rw` on the shared server: the secret the gateway injects.
 pub const APP_PASSWORD: &str = "app-rw-Upstream-Secret-4242";
 
@@ -342,14 +355,7 @@ impl Gateway {
     /// Applies a service `orders` in namespace `team-a` in front of `upstream` (as
     /// `app_rw` on database `app`), an identity `alice`, and returns a new API key.
     pub fn provision(&self, upstream: &str) -> String {
-        let resources = format!(
-            "kind: Namespace\nmetadata: {{name: team-a}}\n---\n\
-             kind: Target\nmetadata: {{name: main-pg, namespace: team-a}}\nspec: {{address: '{upstream}', sslMode: disable}}\n---\n\
-             kind: Service\nmetadata: {{name: orders, namespace: team-a}}\n\
-             spec: {{target: main-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}}}\n---\n\
-             kind: Identity\nmetadata: {{name: alice, namespace: team-a}}\nspec: {{type: human, groups: [engineering]}}\n"
-        );
-        let file = self.write_file("provision.yaml", &resources);
+        let file = self.write_file("provision.yaml", &provision_resources(upstream));
         self.cli_ok(&["apply", "-f", file.to_str().expect("utf-8 path")]);
         let output = self.cli_with_input(
             &["secret", "set", "app-rw-password", "-n", "team-a"],
