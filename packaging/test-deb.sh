@@ -32,7 +32,7 @@ mounted=()
 pg_dir=""
 cleanup() {
     local i
-    [ -n "$pg_dir" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir" -m immediate stop >/dev/null 2>&1 || true
+    [ -n "$pg_dir" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
     rm -rf "$root" "$pg_dir"
 }
@@ -94,8 +94,9 @@ step "PostgreSQL 15 on 127.0.0.1:$pg_port for the gateway to front"
 pg_bin="$(ls -d /usr/lib/postgresql/15/bin)"
 pg_dir="$(mktemp -d /var/tmp/postern-deb-pg.XXXXXX)"
 chown postgres "$pg_dir"
-runuser -u postgres -- "$pg_bin/initdb" -D "$pg_dir" -A scram-sha-256 --pwfile=<(echo superpw) -U postgres >"$logs/initdb.log"
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir" -l "$logs/postgres.log" -w \
+echo superpw >"$pg_dir/.pw" && chown postgres "$pg_dir/.pw"
+runuser -u postgres -- "$pg_bin/initdb" -D "$pg_dir/data" -A scram-sha-256 --pwfile="$pg_dir/.pw" -U postgres >"$logs/initdb.log"
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/postgres.log" -w \
     -o "-p $pg_port -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
 PGPASSWORD=superpw psql -qX -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE app_rw LOGIN PASSWORD 'app-rw-secret'" -c "CREATE DATABASE app OWNER app_rw"
