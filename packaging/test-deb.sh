@@ -39,6 +39,7 @@ cleanup() {
 trap cleanup EXIT
 bind() { mkdir -p "$2" && mount --bind "$1" "$2" && mounted+=("$2"); }
 step() { echo "== $*" >&2; }
+# Owners are looked up inside the root (the host has no postern user).
 check() { # check DESCRIPTION COMMAND...: one PASS or FAIL line
     if "${@:2}" >>"$logs/checks.log" 2>&1; then echo "ok: $1"; else echo "FAIL: $1" >&2; exit 1; fi
 }
@@ -151,10 +152,10 @@ in_root apt-get update -qq >"$logs/apt.log" 2>&1
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$old_in_root" >>"$logs/apt.log" 2>&1 ||
     { tail -n 30 "$logs/apt.log" >&2; exit 1; }
 check "user postern exists, with no login shell" bash -c '[ "$(in_root getent passwd postern | cut -d: -f7)" = /usr/sbin/nologin ]'
-check "/etc/postern is root:postern 0750" bash -c '[ "$(stat -c "%U:%G %a" "$root/etc/postern")" = "root:postern 750" ]'
-check "/var/lib/postern is postern 0700" bash -c '[ "$(stat -c "%U:%G %a" "$root/var/lib/postern")" = "postern:postern 700" ]'
-check "the master key is root 0400" bash -c '[ "$(stat -c "%U:%G %a" "$root/etc/postern/master-key")" = "root:root 400" ]'
-check "the config is root:postern 0640 and a conffile" bash -c '[ "$(stat -c "%U:%G %a" "$root/etc/postern/postern.toml")" = "root:postern 640" ] && grep -qx /etc/postern/postern.toml "$root/var/lib/dpkg/info/postern.conffiles"'
+check "/etc/postern is root:postern 0750" bash -c '[ "$(in_root stat -c "%U:%G %a" /etc/postern)" = "root:postern 750" ]'
+check "/var/lib/postern is postern 0700" bash -c '[ "$(in_root stat -c "%U:%G %a" /var/lib/postern)" = "postern:postern 700" ]'
+check "the master key is root 0400" bash -c '[ "$(in_root stat -c "%U:%G %a" /etc/postern/master-key)" = "root:root 400" ]'
+check "the config is root:postern 0640 and a conffile" bash -c '[ "$(in_root stat -c "%U:%G %a" /etc/postern/postern.toml)" = "root:postern 640" ] && grep -qx /etc/postern/postern.toml "$root/var/lib/dpkg/info/postern.conffiles"'
 check "the unit is enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/postern.service"
 check "bash, zsh and fish completions" test -s "$root/usr/share/bash-completion/completions/postern" -a -s "$root/usr/share/zsh/vendor-completions/_postern" -a -s "$root/usr/share/fish/vendor_completions.d/postern.fish"
 check "the man page" bash -c 'zcat "$root/usr/share/man/man1/postern.1.gz" | grep -q "^.TH postern 1"'
