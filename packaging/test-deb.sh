@@ -82,6 +82,7 @@ debootstrap --variant=minbase bookworm "$root" "$mirror" >"$logs/debootstrap.log
 bind /proc "$root/proc"
 bind /sys "$root/sys"
 bind /dev "$root/dev"
+bind /dev/pts "$root/dev/pts"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 [ -f /etc/ssl/certs/ca-certificates.crt ] &&
     mkdir -p "$root/etc/ssl/certs" && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
