@@ -112,20 +112,22 @@ load_credential() {
         "$root/run/credentials/postern.service/master-key"
 }
 # The installed gateway as systemd runs it: its user, the key as a credential.
-serve_command=(/usr/bin/env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY=/run/credentials/postern.service
-    POSTERN_LISTEN="127.0.0.1:$proxy_port" POSTERN_ADMIN_LISTEN="127.0.0.1:$admin_port"
-    /usr/bin/postern --config /etc/postern/postern.toml serve)
+serve_env=(PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY=/run/credentials/postern.service
+    POSTERN_LISTEN="127.0.0.1:$proxy_port" POSTERN_ADMIN_LISTEN="127.0.0.1:$admin_port")
+serve_args=(/usr/bin/postern --config /etc/postern/postern.toml serve)
 # Under the notify harness; $1 is the check to run once it is ready.
 serve_under_harness() {
     load_credential
+    # `env -i` would clear what the harness sets: its two variables are named again inside.
     python3 packaging/notify-harness.py --socket "$root/run/postern-notify" \
-        --env-socket /run/postern-notify --check "$1" -- \
-        chroot --userspec="$(postern_user)" "$root" "${serve_command[@]}"
+        --env-socket /run/postern-notify --watchdog-usec 3000000 --check "$1" -- \
+        chroot --userspec="$(postern_user)" "$root" /usr/bin/env -i "${serve_env[@]}" \
+        NOTIFY_SOCKET=/run/postern-notify WATCHDOG_USEC=3000000 "${serve_args[@]}"
 }
 # For a version that predates the notify protocol: waits for the port, runs the check, stops.
 serve_plainly() {
     load_credential
-    chroot --userspec="$(postern_user)" "$root" "${serve_command[@]}" &
+    chroot --userspec="$(postern_user)" "$root" /usr/bin/env -i "${serve_env[@]}" "${serve_args[@]}" &
     local pid=$! deadline=$((SECONDS + 30))
     until (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null; do
         [ "$SECONDS" -lt "$deadline" ] || { kill "$pid"; echo "the old gateway did not listen" >&2; return 1; }

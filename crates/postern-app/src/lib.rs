@@ -208,13 +208,13 @@ impl App {
                     metrics: vec![
                         Arc::new(metrics::GatewayMetrics {
                             gateway: gateway.clone(),
-                            audit,
+                            audit: audit.clone(),
                             store: store.clone(),
                             reconcile_runs: reconcile_runs.clone(),
                         }),
                         Arc::new(plugins::PluginMetrics {
                             hooks: policy_hooks,
-                            sinks: log_sinks,
+                            sinks: log_sinks.clone(),
                             providers: auth_providers,
                         }),
                     ],
@@ -236,11 +236,17 @@ impl App {
             }
             None => None,
         };
+        let audit_sinks = audit.clone().map(|pipeline| reload::AuditSinks {
+            pipeline,
+            store: store.clone(),
+            log_sinks: log_sinks.clone(),
+        });
         background.spawn(reload::reload_on_sighup(
             config.clone(),
             reload,
             gateway.clone(),
             api_tls,
+            audit_sinks,
         ));
         let relays = postern_proxy::RelayThreads::start(config.relay_threads)
             .context("cannot start the relay threads")?;

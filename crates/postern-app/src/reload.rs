@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use postern_config::Config;
+
+use crate::access_log::SINK_SETTINGS;
 use postern_proxy::Gateway;
 use tracing::info;
 
@@ -18,15 +20,24 @@ pub struct Reload {
     pub set_log_level: SetLogLevel,
 }
 
+/// The access log's parts a reload needs to replace its sinks.
+pub(crate) struct AuditSinks {
+    pub pipeline: Arc<postern_audit::AuditPipeline>,
+    pub store: Arc<postern_state::Store>,
+    pub log_sinks: Arc<postern_plugins::LogSinks>,
+}
+
 /// On every SIGHUP: reads the configuration again, applies what can change while serving
 /// (the TLS certificates of both listeners, the log level, the proxy's limits and
-/// timeouts) and names the changed settings that wait for a restart. A certificate that
+/// timeouts, the access log's sinks) and names the changed settings that wait for a
+/// restart. A certificate that
 /// fails to load, or a configuration with an error, leaves the running one in place.
 pub(crate) async fn reload_on_sighup(
     started: Config,
     reload: Option<Reload>,
     gateway: Arc<Gateway>,
     api_tls: Option<Arc<postern_api::ApiTls>>,
+    audit: Option<AuditSinks>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
@@ -36,7 +47,7 @@ pub(crate) async fn reload_on_sighup(
     while hangups.recv().await.is_some() {
         crate::service::reloading();
         if let Some(reload) = &reload {
-            applied = reread_config(&started, applied, reload, &gateway);
+            applied = reread_config(&started, applied, reload, &gateway, audit.as_ref());
         }
         match gateway.reload_tls() {
             Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
@@ -56,12 +67,27 @@ pub(crate) async fn reload_on_sighup(
     }
 }
 
-/// The names of the settings `wanted` picks that differ between `before` and `after`.
-/// Names only: values may be secret.
+/// The names of the settings `wanted` picks that differ between `before` and `after`; a
+/// section's settings are named `section.name` (`audit.file`). Names only: values may be
+/// secret.
 fn changed_settings(before: &Config, after: &Config, wanted: impl Fn(&str) -> bool) -> Vec<String> {
-    let as_map = |config: &Config| match serde_json::to_value(config) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
+    let as_map = |config: &Config| {
+        let mut flat = serde_json::Map::new();
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(config) {
+            for (name, value) in map {
+                match value {
+                    serde_json::Value::Object(section) => {
+                        for (key, value) in section {
+                            flat.insert(format!("{name}.{key}"), value);
+                        }
+                    }
+                    value => {
+                        flat.insert(name, value);
+                    }
+                }
+            }
+        }
+        flat
     };
     let (before, after) = (as_map(before), as_map(after));
     let mut changed: Vec<String> = before
@@ -78,8 +104,14 @@ fn changed_settings(before: &Config, after: &Config, wanted: impl Fn(&str) -> bo
 /// Reads the configuration again, applies what changed since `applied` and can change
 /// while serving, and names what changed since `started` and waits for a restart; returns
 /// the configuration read (or `applied` when it cannot be read).
-fn reread_config(started: &Config, applied: Config, reload: &Reload, gateway: &Gateway) -> Config {
-    let config = match (reload.read_config)() {
+fn reread_config(
+    started: &Config,
+    applied: Config,
+    reload: &Reload,
+    gateway: &Gateway,
+    audit: Option<&AuditSinks>,
+) -> Config {
+    let mut config = match (reload.read_config)() {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(
@@ -103,8 +135,28 @@ fn reread_config(started: &Config, applied: Config, reload: &Reload, gateway: &G
             "SIGHUP: limits changed for connections from now on"
         );
     }
+    let sinks = changed_settings(&applied, &config, |name| SINK_SETTINGS.contains(&name));
+    if let (false, Some(audit)) = (sinks.is_empty(), audit) {
+        let replaced = crate::access_log::sinks(&config, &audit.store, &audit.log_sinks)
+            .and_then(|new| Ok(audit.pipeline.replace_sinks(new)?));
+        match replaced {
+            Ok(()) => info!(
+                settings = sinks.join(", "),
+                "SIGHUP: access-log sinks replaced"
+            ),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: access-log sinks not replaced; the previous ones stay"
+                );
+                config.audit = applied.audit.clone();
+            }
+        }
+    }
     let waiting = changed_settings(started, &config, |name| {
-        name != "log_level" && !PROXY_LIMITS.contains(&name)
+        name != "log_level"
+            && !PROXY_LIMITS.contains(&name)
+            && !(audit.is_some() && SINK_SETTINGS.contains(&name))
     });
     if !waiting.is_empty() {
         tracing::warn!(

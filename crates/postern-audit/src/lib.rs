@@ -13,6 +13,7 @@
 mod sinks;
 mod spill;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -70,6 +71,8 @@ struct InboxState {
     events: Vec<AuditEvent>,
     /// The pipeline is gone: the dispatcher drains what is left and stops.
     closed: bool,
+    /// Lanes of replacement sinks, taken up by the dispatcher before its next batch.
+    new_lanes: Option<Vec<Lane>>,
 }
 
 #[derive(Default)]
@@ -94,6 +97,10 @@ pub struct AuditPipeline {
     counters: Arc<AuditCounters>,
     /// Set while some sink is failing with its spill full: events are being lost.
     losing: Arc<AtomicBool>,
+    /// Each sink name's spill file, kept across sink replacements: a sink replaced by one
+    /// of the same name hands it its spilled events (one `Spill` per file, never two).
+    spills: Mutex<HashMap<String, Arc<Mutex<Spill>>>>,
+    spilled_bytes: Arc<AtomicU64>,
 }
 
 /// Records the dispatcher made at one go, shared by every lane (one allocation per batch,
@@ -114,57 +121,81 @@ impl AuditPipeline {
         sinks: Vec<Box<dyn AuditSink>>,
     ) -> std::io::Result<Arc<AuditPipeline>> {
         std::fs::create_dir_all(&settings.spill_dir)?;
-        let counters = Arc::new(AuditCounters::default());
-        let losing = Arc::new(AtomicBool::new(false));
-        let spilled_bytes = Arc::new(AtomicU64::new(0));
+        let inbox = Arc::new(Inbox::default());
+        let pipeline = AuditPipeline {
+            inbox: inbox.clone(),
+            recorded_types: settings
+                .events
+                .iter()
+                .fold(0, |bits, t| bits | type_bit(*t)),
+            counters: Arc::new(AuditCounters::default()),
+            losing: Arc::new(AtomicBool::new(false)),
+            spills: Mutex::new(HashMap::new()),
+            spilled_bytes: Arc::new(AtomicU64::new(0)),
+            settings,
+        };
+        let lanes = pipeline.start_lanes(sinks)?;
+        let mut prefix = [0u8; 4];
+        rand::rng().fill_bytes(&mut prefix);
+        let dispatcher = Dispatcher {
+            inbox,
+            lanes,
+            redactor: postern_policy::Redactor::new(&pipeline.settings.secret_functions),
+            shared_texts: SharedTexts::default(),
+            prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
+            sequence: 0,
+            counters: pipeline.counters.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-dispatch".into())
+            .spawn(move || dispatcher.run())?;
+        Ok(Arc::new(pipeline))
+    }
+
+    /// Replaces the sinks (SIGHUP): records from the dispatcher's next batch on go to
+    /// `sinks`; batches already handed to the old ones are still written by them before
+    /// their threads end. Nothing is lost in between.
+    pub fn replace_sinks(&self, sinks: Vec<Box<dyn AuditSink>>) -> std::io::Result<()> {
+        let lanes = self.start_lanes(sinks)?;
+        self.inbox.lock().new_lanes = Some(lanes);
+        self.inbox.wake.notify_one();
+        Ok(())
+    }
+
+    /// A lane (queue, spill, worker thread) per sink.
+    fn start_lanes(&self, sinks: Vec<Box<dyn AuditSink>>) -> std::io::Result<Vec<Lane>> {
         let mut lanes = Vec::new();
         for sink in sinks {
             let name = sink.name().to_owned();
-            let spill = Arc::new(Mutex::new(Spill::open(
-                settings.spill_dir.join(format!("{name}.spill.jsonl")),
-                spilled_bytes.clone(),
-                settings.spill_budget,
-            )));
+            let spill = self
+                .spills
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Spill::open(
+                        self.settings.spill_dir.join(format!("{name}.spill.jsonl")),
+                        self.spilled_bytes.clone(),
+                        self.settings.spill_budget,
+                    )))
+                })
+                .clone();
             // The lane holds about as many events as the inbox, in batches.
             let (queue, receiver) =
-                mpsc::sync_channel((settings.queue_capacity / HIGH_WATER).max(1));
+                mpsc::sync_channel((self.settings.queue_capacity / HIGH_WATER).max(1));
             let worker = LaneWorker {
                 sink,
                 receiver,
                 spill: spill.clone(),
-                counters: counters.clone(),
-                losing: losing.clone(),
+                counters: self.counters.clone(),
+                losing: self.losing.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("audit-{name}"))
                 .spawn(move || worker.run())?;
             lanes.push(Lane { name, queue, spill });
         }
-        let inbox = Arc::new(Inbox::default());
-        let mut prefix = [0u8; 4];
-        rand::rng().fill_bytes(&mut prefix);
-        let dispatcher = Dispatcher {
-            inbox: inbox.clone(),
-            lanes,
-            redactor: postern_policy::Redactor::new(&settings.secret_functions),
-            shared_texts: SharedTexts::default(),
-            prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
-            sequence: 0,
-            counters: counters.clone(),
-        };
-        std::thread::Builder::new()
-            .name("audit-dispatch".into())
-            .spawn(move || dispatcher.run())?;
-        Ok(Arc::new(AuditPipeline {
-            inbox,
-            recorded_types: settings
-                .events
-                .iter()
-                .fold(0, |bits, t| bits | type_bit(*t)),
-            settings,
-            counters,
-            losing,
-        }))
+        Ok(lanes)
     }
 
     pub fn counters(&self) -> &AuditCounters {
@@ -287,6 +318,11 @@ impl Dispatcher {
                 }
                 // The inbox keeps the capacity of the batch handed back last time.
                 std::mem::swap(&mut inbox.events, &mut events);
+                if let Some(lanes) = inbox.new_lanes.take() {
+                    // The old lanes' queues close: their workers write what they hold
+                    // and end.
+                    self.lanes = lanes;
+                }
                 inbox.closed
             };
             if !events.is_empty() {

@@ -357,30 +357,56 @@ async fn a_backup_taken_while_serving_restores_into_a_new_state_dir_that_serves(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_applies_limits_and_names_what_waits_for_a_restart() {
+async fn sighup_applies_limits_and_audit_sinks_and_names_what_waits_for_a_restart() {
     let pg = shared_pg().await;
     let dir = tempfile::Builder::new()
         .prefix("postern-reload-")
         .tempdir()
         .unwrap();
     let config = dir.path().join("postern.toml");
-    std::fs::write(&config, "max_client_connections = 100\n").unwrap();
+    let (before_file, after_file) = (
+        dir.path().join("before.jsonl"),
+        dir.path().join("after.jsonl"),
+    );
+    std::fs::write(
+        &config,
+        format!("max_client_connections = 100\n[audit]\nfile = {before_file:?}\n"),
+    )
+    .unwrap();
     let config_flag = config.to_str().unwrap().to_owned();
     let gateway = Gateway::start_in(BIN, dir, &["--config", &config_flag]).await;
     let key = gateway.provision(&pg.address());
     let first = gateway.connect(USER, DB, &key).await.unwrap();
+    first
+        .simple_query("SELECT 'before the reload'")
+        .await
+        .unwrap();
+    let contains = |file: &Path, text: &str| {
+        std::fs::read_to_string(file).is_ok_and(|written| written.contains(text))
+    };
+    wait_for(
+        "the first file to get the statement",
+        Duration::from_secs(30),
+        || contains(&before_file, "before the reload").then_some(()),
+    )
+    .await;
 
     std::fs::write(
         &config,
-        "max_client_connections = 1\nlog_level = \"info,postern_proxy=debug\"\nreconcile_interval_secs = 7\n",
+        format!(
+            "max_client_connections = 1\nlog_level = \"info,postern_proxy=debug\"\nreconcile_interval_secs = 7\n\
+             [audit]\nfile = {after_file:?}\nqueue_capacity = 5000\n"
+        ),
     )
     .unwrap();
     gateway.signal(rustix::process::Signal::HUP);
     let log = gateway.log_path();
     wait_for("the reload to be logged", Duration::from_secs(30), || {
         let log = std::fs::read_to_string(&log).ok()?;
-        (log.contains("limits changed") && log.contains("take effect at the next restart"))
-            .then_some(())
+        (log.contains("limits changed")
+            && log.contains("take effect at the next restart")
+            && log.contains("access-log sinks replaced"))
+        .then_some(())
     })
     .await;
     let logged = gateway.logs();
@@ -393,8 +419,14 @@ async fn sighup_applies_limits_and_names_what_waits_for_a_restart() {
         .lines()
         .find(|l| l.contains("take effect at the next restart"))
         .unwrap();
-    assert!(waiting.contains("reconcile_interval_secs"), "{waiting}");
-    assert!(!waiting.contains("max_client_connections"), "{waiting}");
+    assert!(
+        waiting.contains("reconcile_interval_secs") && waiting.contains("audit.queue_capacity"),
+        "{waiting}"
+    );
+    assert!(
+        !waiting.contains("max_client_connections") && !waiting.contains("audit.file"),
+        "{waiting}"
+    );
     // The test kit runs the gateway with RUST_LOG, which wins over log_level (the notify
     // test changes the level itself).
     assert!(
@@ -420,4 +452,16 @@ async fn sighup_applies_limits_and_names_what_waits_for_a_restart() {
         3,
         "the open session goes on"
     );
+    // The access log now goes to the new file only.
+    first
+        .simple_query("SELECT 'after the reload'")
+        .await
+        .unwrap();
+    wait_for(
+        "the new file to get the statement",
+        Duration::from_secs(30),
+        || contains(&after_file, "after the reload").then_some(()),
+    )
+    .await;
+    assert!(!contains(&before_file, "after the reload"));
 }
