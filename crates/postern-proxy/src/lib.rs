@@ -352,7 +352,11 @@ pub async fn serve_on(
             () = &mut grace => break false,
             joined = sessions.join_next() => if joined.is_none() { break true },
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 let Ok(slot) = refusing.clone().try_acquire_owned() else { continue };
                 next_connection_id += 1;
                 let admission = Admission {
