@@ -32,9 +32,15 @@ command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --versi
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
 target="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+out="$target/debian"
 if [ -z "$binary" ]; then
     cargo build --release --locked -p postern >&2
 else
+    # Packed from a target directory of its own: the checkout's release build stays as
+    # cargo left it.
+    target="$(mktemp -d)"
+    trap 'rm -rf "$target"' EXIT
+    export CARGO_TARGET_DIR="$target"
     mkdir -p "$target/release"
     install -m 0755 "$binary" "$target/release/postern"
 fi
@@ -59,8 +65,8 @@ sed 's|^# master_key_file = .*|master_key_file = "/etc/postern/master-key"|' \
 grep -q '^master_key_file = "/etc/postern/master-key"' "$extra/postern.toml" ||
     { echo "build-deb.sh: config/postern.toml lost its master_key_file line" >&2; exit 1; }
 
-mkdir -p "$target/debian"
+mkdir -p "$out"
+deb="$out/postern_${version}_$(dpkg --print-architecture).deb"
 # cargo-deb strips the binary as it packs it.
-cargo deb -p postern --no-build --deb-version "$version" \
-    --output "$target/debian/postern_${version}_$(dpkg --print-architecture).deb" >&2
-echo "$target/debian/postern_${version}_$(dpkg --print-architecture).deb"
+cargo deb -p postern --no-build --deb-version "$version" --output "$deb" >&2
+echo "$deb"

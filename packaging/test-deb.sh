@@ -34,7 +34,8 @@ cleanup() {
     local i
     [ -n "$pg_dir" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
-    rm -rf "$root" "$pg_dir"
+    # --one-file-system: a bind mount that failed to unmount is not followed into the host.
+    rm -rf --one-file-system "$root" "$pg_dir" "$base/api-key"
 }
 trap cleanup EXIT
 bind() { mkdir -p "$2" && mount --bind "$1" "$2" && mounted+=("$2"); }
@@ -64,19 +65,17 @@ else
         >"$logs/build-old.log" 2>&1
     git worktree remove --force "$old_tree"
     old_version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)+git$(git rev-list --count "$old_rev").$(git rev-parse --short "$old_rev")"
-    staging="$(mktemp -d)"
     new_bin="$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/postern"
-    old_deb="$(CARGO_TARGET_DIR="$staging" packaging/build-deb.sh --binary "$old_target/release/postern" \
+    old_deb="$(packaging/build-deb.sh --binary "$old_target/release/postern" \
         --version "$old_version" --extras-from "$new_bin" 2>>"$logs/build-old.log")"
-    cp "$old_deb" "$base/" && old_deb="$base/$(basename "$old_deb")" && rm -rf "$staging"
 fi
 echo "new: $new_deb"
 echo "old: $old_deb"
 echo "size: $(stat -c %s "$new_deb") bytes packed; binary $(dpkg-deb --fsys-tarfile "$new_deb" | tar -xO ./usr/bin/postern | wc -c) bytes stripped"
 
 step "debootstrap bookworm"
-rm -rf "$root"
+rm -rf --one-file-system "$root"
 debootstrap --variant=minbase bookworm "$root" "$mirror" >"$logs/debootstrap.log" 2>&1 ||
     { tail -n 20 "$logs/debootstrap.log" >&2; exit 1; }
 bind /proc "$root/proc"
@@ -185,7 +184,7 @@ chmod 644 "$root/tmp/provision.yaml"
 serve_plainly "
     as_postern apply -f /tmp/provision.yaml >/dev/null &&
     echo app-rw-secret | as_postern secret set app-rw-password -n team-a >/dev/null &&
-    as_postern identity key create alice -n team-a >'$base/api-key' &&
+    (umask 077 && as_postern identity key create alice -n team-a >'$base/api-key') &&
     PGPASSWORD=\$(cat '$base/api-key') psql -qXAt -h 127.0.0.1 -p $proxy_port -U alice.team-a -d orders.team-a -c 'SELECT 40 + 1' | grep -qx 41
 " >"$logs/serve-old.log" 2>&1 || { cat "$logs/serve-old.log" >&2; exit 1; }
 echo "ok: the old package's gateway: provisioned, psql through it, stopped"

@@ -12,10 +12,22 @@ pub mod paths {
     pub(crate) const PLUGIN_COMPONENT: &str =
         "/api/v1/namespaces/{namespace}/plugincomponents/{sha256}";
 
+    /// Bytes a path segment carries as they are (RFC 3986 unreserved); the rest are
+    /// percent-encoded, so a name holding `/`, `?` or `#` stays one segment.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+
+    fn segment(text: &str) -> String {
+        percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
+    }
+
     /// The namespaces, or one of them.
     pub fn namespaces(name: Option<&str>) -> String {
         match name {
-            Some(name) => NAMESPACE.replace("{namespace}", name),
+            Some(name) => NAMESPACE.replace("{namespace}", &segment(name)),
             None => NAMESPACES.to_owned(),
         }
     }
@@ -24,16 +36,16 @@ pub mod paths {
     pub fn in_namespace(namespace: &str, plural: &str, name: Option<&str>) -> String {
         let template = if name.is_some() { ITEM } else { COLLECTION };
         template
-            .replace("{namespace}", namespace)
-            .replace("{kind}", plural)
-            .replace("{name}", name.unwrap_or_default())
+            .replace("{namespace}", &segment(namespace))
+            .replace("{kind}", &segment(plural))
+            .replace("{name}", &segment(name.unwrap_or_default()))
     }
 
     /// Where a Plugin's component is uploaded, by its content address.
     pub fn plugin_component(namespace: &str, sha256: &str) -> String {
         PLUGIN_COMPONENT
-            .replace("{namespace}", namespace)
-            .replace("{sha256}", sha256)
+            .replace("{namespace}", &segment(namespace))
+            .replace("{sha256}", &segment(sha256))
     }
 }
 
@@ -110,10 +122,16 @@ impl Client {
                 .header("Authorization", &self.authorization)
                 .call(),
             (method, body) => {
-                let request = if method == "PUT" {
-                    self.agent.put(&url)
-                } else {
-                    self.agent.post(&url)
+                let request = match method {
+                    "PUT" => self.agent.put(&url),
+                    "POST" => self.agent.post(&url),
+                    other => {
+                        return Err(ClientError::Transport {
+                            method: other.to_owned(),
+                            url,
+                            reason: "not a method this client sends".to_owned(),
+                        })
+                    }
                 };
                 request
                     .header("Authorization", &self.authorization)
@@ -200,6 +218,11 @@ mod tests {
         assert_eq!(
             paths::plugin_component("team-a", "ab12"),
             "/api/v1/namespaces/team-a/plugincomponents/ab12"
+        );
+        assert_eq!(
+            paths::in_namespace("team-a", "secrets", Some("a/b?c")),
+            "/api/v1/namespaces/team-a/secrets/a%2Fb%3Fc",
+            "a name stays one path segment"
         );
     }
 }

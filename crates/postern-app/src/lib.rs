@@ -85,6 +85,9 @@ impl App {
     /// Opens the state (a configuration, key or schema problem fails here), loads the
     /// plugins the services name, starts the access log and makes the proxy.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        // A configuration made in code has not been through `Config::load`'s checks (an
+        // API asked to use TLS without a certificate must not serve in the clear).
+        config.validate()?;
         let policy_hooks = Arc::new(PolicyHooks::new());
         let log_sinks = Arc::new(LogSinks::new());
         let store = open_store_with(
@@ -241,7 +244,12 @@ impl App {
             store: store.clone(),
             log_sinks: log_sinks.clone(),
         });
+        // Installed before READY=1: a `systemctl reload` right after start must not meet
+        // SIGHUP's default action (exit).
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
         background.spawn(reload::reload_on_sighup(
+            hangups,
             config.clone(),
             reload,
             gateway.clone(),
@@ -275,25 +283,24 @@ impl App {
 /// SIGINT: `postern serve`.
 pub fn serve(config: Config, reload: Reload) -> anyhow::Result<()> {
     runtime(&config)?.block_on(async {
+        // Before READY=1 (sent by `run`): a SIGTERM right after it must drain, not kill.
+        let shutdown = shutdown_signal()?;
         let app = App::build(config.clone()).await?;
         let listeners = Listeners::bind(&config).await?;
-        app.run(listeners, Some(reload), shutdown_signal()).await
+        app.run(listeners, Some(reload), shutdown).await
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Handles SIGTERM and SIGINT from now on; the future resolves at the first of them.
+/// Needs a runtime.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => info!("SIGTERM received; shutting down"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received; shutting down"),
-        () = terminate => info!("SIGTERM received; shutting down"),
-    }
+    })
 }

@@ -33,16 +33,13 @@ pub(crate) struct AuditSinks {
 /// restart. A certificate that
 /// fails to load, or a configuration with an error, leaves the running one in place.
 pub(crate) async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
     started: Config,
     reload: Option<Reload>,
     gateway: Arc<Gateway>,
     api_tls: Option<Arc<postern_api::ApiTls>>,
     audit: Option<AuditSinks>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
     let mut applied = started.clone();
     while hangups.recv().await.is_some() {
         crate::service::reloading();

@@ -101,6 +101,9 @@ pub struct AuditPipeline {
     /// of the same name hands it its spilled events (one `Spill` per file, never two).
     spills: Mutex<HashMap<String, Arc<Mutex<Spill>>>>,
     spilled_bytes: Arc<AtomicU64>,
+    /// The latest worker thread of each sink name: a replacement of the same name starts
+    /// writing only once it ended, so two never replay one spill or write one file.
+    workers: Mutex<HashMap<String, std::thread::JoinHandle<()>>>,
 }
 
 /// Records the dispatcher made at one go, shared by every lane (one allocation per batch,
@@ -132,6 +135,7 @@ impl AuditPipeline {
             losing: Arc::new(AtomicBool::new(false)),
             spills: Mutex::new(HashMap::new()),
             spilled_bytes: Arc::new(AtomicU64::new(0)),
+            workers: Mutex::new(HashMap::new()),
             settings,
         };
         let lanes = pipeline.start_lanes(sinks)?;
@@ -154,7 +158,8 @@ impl AuditPipeline {
 
     /// Replaces the sinks (SIGHUP): records from the dispatcher's next batch on go to
     /// `sinks`; batches already handed to the old ones are still written by them before
-    /// their threads end. Nothing is lost in between.
+    /// their threads end, and a new sink with an old one's name starts after it. Nothing
+    /// is lost in between.
     pub fn replace_sinks(&self, sinks: Vec<Box<dyn AuditSink>>) -> std::io::Result<()> {
         let lanes = self.start_lanes(sinks)?;
         self.inbox.lock().new_lanes = Some(lanes);
@@ -183,16 +188,19 @@ impl AuditPipeline {
             // The lane holds about as many events as the inbox, in batches.
             let (queue, receiver) =
                 mpsc::sync_channel((self.settings.queue_capacity / HIGH_WATER).max(1));
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             let worker = LaneWorker {
                 sink,
                 receiver,
                 spill: spill.clone(),
                 counters: self.counters.clone(),
                 losing: self.losing.clone(),
+                after: workers.remove(&name),
             };
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("audit-{name}"))
                 .spawn(move || worker.run())?;
+            workers.insert(name.clone(), handle);
             lanes.push(Lane { name, queue, spill });
         }
         Ok(lanes)
@@ -389,13 +397,20 @@ struct LaneWorker {
     spill: Arc<Mutex<Spill>>,
     counters: Arc<AuditCounters>,
     losing: Arc<AtomicBool>,
+    /// The worker this one replaces (same sink name): it finishes first.
+    after: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LaneWorker {
     fn run(mut self) {
+        if let Some(previous) = self.after.take() {
+            // It ends once the dispatcher dropped its queue and it wrote what it held.
+            let _ = previous.join();
+        }
         let name = self.sink.name().to_owned();
         let mut retry = RETRY_FIRST;
-        let mut failing = false;
+        // A replacement for a sink that was losing events clears that once it is healthy.
+        let mut failing = self.losing.load(Ordering::Relaxed);
         let mark_failing = |failing: &mut bool, error: String| {
             if !*failing {
                 error!(sink = %name, error = %error, "audit sink failing; events go to the spill file");

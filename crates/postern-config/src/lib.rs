@@ -361,7 +361,8 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what the types cannot: ranges and settings that need one another.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.max_startup_packet < 8 {
             return invalid("max_startup_packet must be at least 8 bytes");

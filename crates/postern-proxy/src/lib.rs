@@ -163,8 +163,9 @@ impl Gateway {
     }
 
     /// Replaces the limits and timeouts (SIGHUP): connections accepted from now on get
-    /// them, and `max_client_connections` applies at the next accept; sessions already
-    /// open keep what they started with.
+    /// them, and `max_client_connections` applies at the next accept. A session that is
+    /// relaying keeps its relay's (message size, write timeout); one still logging in may
+    /// meet the new values for the rest of its login.
     pub fn set_settings(&self, settings: ProxySettings) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }

@@ -33,7 +33,7 @@ pub fn backup(state_dir: &Path, target: &Path) -> Result<(), StateError> {
             target.display()
         )));
     }
-    let source = open_connection(&source_path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let source = open_connection(&source_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     copy_into_new_file(&source, target)
 }
 
@@ -44,12 +44,17 @@ impl Store {
     /// it was.
     pub fn restore(state_dir: &Path, file: &Path, keys: &KeySettings) -> Result<Store, StateError> {
         let db_path = state_dir.join(STATE_DB_FILE);
-        if db_path.exists() {
-            return Err(StateError::Conflict(format!(
-                "{} exists; restore into a state directory without a database (stop the gateway and move the old one away first)",
-                db_path.display()
-            )));
+        // A leftover journal beside would be taken for the restored file's own.
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let path = sibling(&db_path, suffix);
+            if path.exists() {
+                return Err(StateError::Conflict(format!(
+                    "{} exists; restore into a state directory without a database (stop the gateway and move the old database and its -wal, -shm files away first)",
+                    path.display()
+                )));
+            }
         }
+        let key_file_existed = keys.key_file.exists();
         if !file.is_file() {
             return Err(StateError::NotFound(format!(
                 "backup file {}",
@@ -72,6 +77,9 @@ impl Store {
         Store::open(state_dir, keys).inspect_err(|_| {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(sibling(&db_path, suffix));
+            }
+            if !key_file_existed {
+                let _ = std::fs::remove_file(&keys.key_file);
             }
         })
     }
@@ -129,11 +137,15 @@ fn copy_into_new_file(source: &Connection, target: &Path) -> Result<(), StateErr
         let _ = std::fs::remove_file(&partial);
         return Err(e.into());
     }
-    if target.exists() {
-        let _ = std::fs::remove_file(&partial);
-        return Err(StateError::Conflict(format!("{} exists", target.display())));
-    }
-    std::fs::rename(&partial, target).map_err(StateError::io(target))
+    // A link fails where a rename would replace a file that appeared meanwhile.
+    let linked = std::fs::hard_link(&partial, target);
+    let _ = std::fs::remove_file(&partial);
+    linked.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            StateError::Conflict(format!("{} exists", target.display()))
+        }
+        _ => StateError::io(target)(e),
+    })
 }
 
 /// Every page in one backup step (one read transaction on `source`: a consistent copy),

@@ -310,13 +310,19 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StateError> {
 
 /// Brings the schema up to `version` (tests build older databases with it).
 pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<usize, StateError> {
-    conn.execute_batch(
+    // All pending migrations in one transaction, which holds the write lock from its start
+    // (IMMEDIATE): two processes opening the database at once (a CLI during an upgrade)
+    // read the version in turn, so the second finds the work done. An upgrade that fails
+    // half-way leaves the database as the previous version left it, which that version
+    // still runs on.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
              applied_at INTEGER NOT NULL
          )",
     )?;
-    let current: i64 = conn.query_row(
+    let current: i64 = tx.query_row(
         "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
         [],
         |row| row.get(0),
@@ -329,9 +335,6 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<usize,
             known: MIGRATIONS.len(),
         });
     }
-    // All pending migrations in one transaction: an upgrade that fails half-way leaves the
-    // database as the previous version left it, which that version still runs on.
-    let tx = conn.transaction()?;
     for (index, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current) {
         tx.execute_batch(sql)?;
         tx.execute(

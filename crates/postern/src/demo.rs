@@ -126,7 +126,7 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
         let mock_secret = store.mock_auth_secret();
         let directory: Arc<dyn Directory> = Arc::new(store);
         let gateway = Gateway::new(settings, directory, mock_secret, None, None, None, None);
-        postern_proxy::serve(listener, gateway, shutdown_signal()).await;
+        postern_proxy::serve(listener, gateway, shutdown_signal()?).await;
         drop(orders);
         drop(admin);
         pg.stop();

@@ -154,11 +154,8 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
         "the master key comes from $CREDENTIALS_DIRECTORY; none is generated"
     );
 
-    // The watchdog is pinged (at a third of WATCHDOG_USEC) while the gateway is healthy.
-    notify.wait_for("WATCHDOG=1");
-
-    // A reload: RELOADING=1 with the monotonic time systemd 253+ needs, then READY=1;
-    // the new log level is in force after it.
+    // A reload at once after READY=1 (its handler is in place by then): RELOADING=1 with
+    // the monotonic time systemd 253+ needs, then READY=1; the new log level is in force.
     std::fs::write(&config, "log_level = \"info,postern_proxy=debug\"\n").unwrap();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
@@ -173,6 +170,9 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
         logged.contains("log level changed") && logged.contains("postern_proxy=debug"),
         "{logged}"
     );
+
+    // The watchdog is pinged (at a third of WATCHDOG_USEC) while the gateway is healthy.
+    notify.wait_for("WATCHDOG=1");
 
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     notify.wait_for("STOPPING=1");
@@ -336,8 +336,15 @@ async fn a_backup_taken_while_serving_restores_into_a_new_state_dir_that_serves(
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // Into a directory that has a database, never.
+    // Into a directory that has a database, never; nor beside a leftover journal, which
+    // SQLite would apply to the restored file.
     assert!(!restore(restored.path()).status.success());
+    let stray = tempfile::tempdir().unwrap();
+    std::fs::write(stray.path().join("state.db-wal"), b"left behind").unwrap();
+    let beside_wal = restore(stray.path());
+    assert!(!beside_wal.status.success());
+    assert!(String::from_utf8_lossy(&beside_wal.stderr).contains("state.db-wal"));
+    assert!(!stray.path().join("state.db").exists());
 
     drop(session);
     drop(gateway);
