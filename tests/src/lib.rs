@@ -51,6 +51,15 @@ pub fn provision_resources(upstream: &str) -> String {
     )
 }
 
+/// The port of the `address=` on the first line of the log at `log` that contains
+/// `marker` (`postern listening`, `admin API listening`), once it is there.
+pub fn logged_port(log: &Path, marker: &str) -> Option<u16> {
+    let log = std::fs::read_to_string(log).ok()?;
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+    address.rsplit(':').next()?.parse().ok()
+}
+
 /// Password of `app_rw` on the shared server: the secret the gateway injects.
 pub const APP_PASSWORD: &str = "app-rw-Upstream-Secret-4242";
 
@@ -242,10 +251,7 @@ impl Gateway {
         self.child = Some(child);
         let log_path = self.log_path();
         self.port = wait_for("the gateway to listen", Duration::from_secs(30), || {
-            let log = std::fs::read_to_string(&log_path).ok()?;
-            let line = log.lines().find(|l| l.contains("postern listening"))?;
-            let address = line.split("address=").nth(1)?.split_whitespace().next()?;
-            address.rsplit(':').next()?.parse().ok()
+            logged_port(&log_path, "postern listening")
         })
         .await;
     }
@@ -254,10 +260,7 @@ impl Gateway {
     pub async fn api_port(&self) -> u16 {
         let log_path = self.log_path();
         wait_for("the admin API to listen", Duration::from_secs(30), || {
-            let log = std::fs::read_to_string(&log_path).ok()?;
-            let line = log.lines().find(|l| l.contains("admin API listening"))?;
-            let address = line.split("address=").nth(1)?.split_whitespace().next()?;
-            address.rsplit(':').next()?.parse().ok()
+            logged_port(&log_path, "admin API listening")
         })
         .await
     }

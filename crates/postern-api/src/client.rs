@@ -139,11 +139,7 @@ impl Client {
                     .send(body.map(Value::to_string).unwrap_or_default())
             }
         };
-        let mut response = response.map_err(|e| ClientError::Transport {
-            method: method.to_owned(),
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut response = response.map_err(|e| transport(method, &url, e))?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
@@ -172,11 +168,7 @@ impl Client {
             .header("Authorization", &self.authorization)
             .header("Content-Type", "application/octet-stream")
             .send(bytes)
-            .map_err(|e| ClientError::Transport {
-                method: "PUT".to_owned(),
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| transport("PUT", &url, e))?;
         let status = response.status().as_u16();
         if status >= 400 {
             let text = response.body_mut().read_to_string().unwrap_or_default();
@@ -184,6 +176,15 @@ impl Client {
             return Err(ClientError::Api(api_message(status, &value)));
         }
         Ok(())
+    }
+}
+
+/// A call that got no answer.
+fn transport(method: &str, url: &str, error: ureq::Error) -> ClientError {
+    ClientError::Transport {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        reason: error.to_string(),
     }
 }
 

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use postern_testkit::{shared_pg, wait_for, Gateway, DB, USER};
+use postern_testkit::{logged_port, shared_pg, wait_for, Gateway, DB, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const UNIT: &str = concat!(
@@ -89,13 +89,6 @@ impl NotifySocket {
     }
 }
 
-fn port_from_log(log: &Path) -> Option<u16> {
-    let log = std::fs::read_to_string(log).ok()?;
-    let line = log.lines().find(|l| l.contains("postern listening"))?;
-    let address = line.split("address=").nth(1)?.split_whitespace().next()?;
-    address.rsplit(':').next()?.parse().ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
     let user = unprivileged_user();
@@ -147,7 +140,8 @@ async fn serve_speaks_the_notify_protocol_as_systemd_expects() {
     let ready = notify.wait_for("READY=1");
     let status = ready.iter().find(|l| l.starts_with("STATUS=")).unwrap();
     assert!(status.contains("0 sessions"), "{status}");
-    let port = port_from_log(&log).expect("the listener's address is logged before READY=1");
+    let port = logged_port(&log, "postern listening")
+        .expect("the listener's address is logged before READY=1");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("the proxy accepts after READY=1");
     assert!(
         !state.join("master.key").exists(),
