@@ -16,6 +16,8 @@ pub struct Caller {
     /// `bootstrap-admin`, or the identity as `name.namespace`.
     pub name: String,
     pub access: Access,
+    /// When the access token expires (Unix seconds); `None` for the bootstrap token.
+    pub expires_at: Option<i64>,
 }
 
 impl fmt::Display for Caller {
@@ -42,6 +44,7 @@ impl Api {
                 Ok(Caller {
                     name: "bootstrap-admin".into(),
                     access: Access::account_admin(),
+                    expires_at: None,
                 })
             } else {
                 Err(ApiError::unauthorized())
@@ -62,6 +65,7 @@ impl Api {
         Ok(Caller {
             name: identity.dotted(),
             access,
+            expires_at: Some(claims.exp),
         })
     }
 }

@@ -11,6 +11,18 @@ pub mod paths {
     pub(crate) const ITEM: &str = "/api/v1/namespaces/{namespace}/{kind}/{name}";
     pub(crate) const PLUGIN_COMPONENT: &str =
         "/api/v1/namespaces/{namespace}/plugincomponents/{sha256}";
+    pub(crate) const IDENTITY_KEYS: &str = "/api/v1/namespaces/{namespace}/identities/{name}/keys";
+    pub(crate) const IDENTITY_KEY: &str =
+        "/api/v1/namespaces/{namespace}/identities/{name}/keys/{id}";
+    pub(crate) const IDENTITY_CLIENTS: &str =
+        "/api/v1/namespaces/{namespace}/identities/{name}/clients";
+    pub(crate) const IDENTITY_CLIENT: &str =
+        "/api/v1/namespaces/{namespace}/identities/{name}/clients/{client_id}";
+    pub(crate) const WHOAMI: &str = "/api/v1/whoami";
+    pub const EXPLAIN: &str = "/api/v1/explain";
+    pub(crate) const LOGS: &str = "/api/v1/logs";
+    pub(crate) const LOGS_EXPORT: &str = "/api/v1/logs/export";
+    pub(crate) const LOGS_STREAM: &str = "/api/v1/logs/stream";
 
     /// Bytes a path segment carries as they are (RFC 3986 unreserved); the rest are
     /// percent-encoded, so a name holding `/`, `?` or `#` stays one segment.

@@ -3,16 +3,24 @@
 //! endpoint, JWKS, health, Prometheus metrics and the OpenAPI document that describes all
 //! of it; over TLS when configured. Also the blocking client the CLI's `--server` uses.
 
+// The OpenAPI document's schema table is one `json!` literal, deeper than the default.
+#![recursion_limit = "256"]
+
 mod auth;
 pub mod client;
 mod components;
+mod credentials;
 mod error;
+mod explain;
+mod logs;
 mod metrics;
 mod oauth;
 pub mod openapi;
 mod resources;
 mod tls;
 pub mod tokens;
+mod ui;
+mod whoami;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +47,31 @@ pub struct Api {
     /// Bounds the argon2 checks the token endpoint runs at once (each takes ~19 MiB and
     /// tens of ms), so unauthenticated callers cannot exhaust memory or threads.
     pub client_checks: tokio::sync::Semaphore,
+    /// Set when the server shuts down, so the requests that never end on their own (the
+    /// access log's stream) do.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Api {
+    pub fn new(
+        store: Arc<Store>,
+        tokens: Arc<TokenAuthority>,
+        metrics: Vec<Arc<dyn MetricsSource>>,
+        max_body_bytes: usize,
+    ) -> Api {
+        Api {
+            store,
+            tokens,
+            metrics,
+            max_body_bytes,
+            client_checks: tokio::sync::Semaphore::new(CONCURRENT_CLIENT_CHECKS),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
 }
 
 /// Concurrent client-secret checks at the token endpoint.
@@ -61,7 +94,16 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics::prometheus))
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/", get(ui::to_ui))
+        .route("/ui", get(ui::to_ui))
+        .route("/ui/", get(ui::root))
+        .route("/ui/{*path}", get(ui::asset))
         .route("/api/v1/token", post(oauth::token))
+        .route(paths::WHOAMI, get(whoami::whoami))
+        .route(paths::EXPLAIN, post(explain::explain))
+        .route(paths::LOGS, get(logs::list))
+        .route(paths::LOGS_EXPORT, get(logs::export))
+        .route(paths::LOGS_STREAM, get(logs::stream))
         .route("/api/v1/tokens/{jti}", delete(resources::revoke_token))
         .route(
             paths::NAMESPACES,
@@ -85,14 +127,17 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route(paths::PLUGIN_COMPONENT, put(components::put_component))
         .route(
-            "/api/v1/namespaces/{namespace}/identities/{name}/clients",
-            get(resources::list_clients),
+            paths::IDENTITY_KEYS,
+            get(credentials::list_keys).post(credentials::create_key),
         )
+        .route(paths::IDENTITY_KEY, delete(credentials::revoke_key))
         .route(
-            "/api/v1/namespaces/{namespace}/identities/{name}/clients/{client_id}",
-            delete(resources::delete_client),
+            paths::IDENTITY_CLIENTS,
+            get(credentials::list_clients).post(credentials::create_client),
         )
+        .route(paths::IDENTITY_CLIENT, delete(credentials::delete_client))
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::map_response(ui::security_headers))
         .with_state(api)
 }
 
@@ -104,6 +149,11 @@ pub async fn serve(
     tls: Option<Arc<ApiTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let stopping = api.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     match tls {
         Some(tls) => {
             tls::serve_tls(listener, router(api), tls, shutdown).await;

@@ -75,6 +75,31 @@ fn list_params() -> Vec<Value> {
     ]
 }
 
+/// The access log's filters; `paged` adds `before` and `limit`.
+fn log_params(paged: bool) -> Vec<Value> {
+    let query = |name: &str, description: &str| {
+        json!({"name": name, "in": "query", "required": false, "description": description,
+               "schema": {"type": "string"}})
+    };
+    let mut params = vec![
+        query("identity", "`name` or `name.namespace`"),
+        query("service", "`name` or `name.namespace`"),
+        json!({"name": "type", "in": "query", "required": false, "schema": {"type": "string",
+            "enum": postern_model::EventType::ALL.map(postern_model::EventType::as_str)}}),
+        query("since", "an RFC 3339 time or a duration ago (15m, 2h, 7d)"),
+        query("until", "an RFC 3339 time or a duration ago"),
+        query("q", "text the statement contains (case-insensitive)"),
+        query("session", "a session_id"),
+    ];
+    if paged {
+        params.push(json!({"name": "before", "in": "query", "required": false,
+            "description": "the `next` of the previous page", "schema": {"type": "integer"}}));
+        params.push(json!({"name": "limit", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
+    }
+    params
+}
+
 fn body(schema: &str) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
 }
@@ -210,15 +235,69 @@ pub fn document() -> Value {
             with_errors(responses(&[("200", ok("stored", "ComponentStored"))]), true),
             Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})))}),
     );
+    let key_id =
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/identities/{name}/keys".into(),
+        json!({
+            "get": op("an identity's API keys (ids and dates; key values are never shown)", vec![ns(), path_param("name")],
+                with_errors(responses(&[("200", ok("API keys", "ApiKeyList"))]), false), None),
+            "post": op("create an API key (namespace-admin); its value is in this response only", vec![ns(), path_param("name")],
+                with_errors(responses(&[("201", ok("created", "ApiKeyCreated"))]), false), None),
+        }),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/identities/{name}/keys/{id}".into(),
+        json!({"delete": op("revoke an API key", vec![ns(), path_param("name"), key_id],
+            with_errors(responses(&[("204", no_content.clone())]), false), None)}),
+    );
     paths.insert(
         "/api/v1/namespaces/{namespace}/identities/{name}/clients".into(),
-        json!({"get": op("an identity's client ids (secrets are never shown)", vec![ns(), path_param("name")],
-            with_errors(responses(&[("200", ok("client ids", "ClientList"))]), false), None)}),
+        json!({
+            "get": op("an identity's client ids (secrets are never shown)", vec![ns(), path_param("name")],
+                with_errors(responses(&[("200", ok("client ids", "ClientList"))]), false), None),
+            "post": op("create a client id and secret (namespace-admin); the secret is in this response only", vec![ns(), path_param("name")],
+                with_errors(responses(&[("201", ok("created", "ClientCreated"))]), false), None),
+        }),
     );
     paths.insert(
         "/api/v1/namespaces/{namespace}/identities/{name}/clients/{client_id}".into(),
         json!({"delete": op("delete a client id and its secret", vec![ns(), path_param("name"), path_param("client_id")],
             with_errors(responses(&[("204", no_content)]), false), None)}),
+    );
+    paths.insert(
+        "/api/v1/whoami".into(),
+        json!({"get": op("who the bearer token speaks for and what it may do in each namespace", vec![],
+            with_errors(responses(&[("200", ok("the caller", "WhoAmI"))]), false), None)}),
+    );
+    paths.insert(
+        "/api/v1/explain".into(),
+        json!({"post": op("the connection simulator: what a login of the identity to the service (and a statement in it) would meet, without connecting", vec![],
+            with_errors(responses(&[("200", ok("the decision and why", "Explanation"))]), true),
+            Some(body("ExplainRequest")))}),
+    );
+    paths.insert(
+        "/api/v1/logs".into(),
+        json!({"get": op("access-log events, newest first, of the namespaces the caller may read", log_params(true),
+            with_errors(responses(&[("200", ok("a page of events", "EventPage"))]), false), None)}),
+    );
+    let mut export_params = log_params(false);
+    export_params.push(json!({"name": "format", "in": "query", "required": false,
+        "schema": {"type": "string", "enum": ["csv", "ndjson"]}}));
+    paths.insert(
+        "/api/v1/logs/export".into(),
+        json!({"get": op("the newest 10000 events that pass the filters, as a CSV or NDJSON download", export_params,
+            with_errors(responses(&[("200", json!({"description": "a file",
+                "content": {"text/csv": {"schema": {"type": "string"}}, "application/x-ndjson": {"schema": {"type": "string"}}}}))]), false), None)}),
+    );
+    let mut stream_params = log_params(false);
+    stream_params.push(json!({"name": "after", "in": "query", "required": false,
+        "description": "send events after this id (default: from now)", "schema": {"type": "integer"}}));
+    paths.insert(
+        "/api/v1/logs/stream".into(),
+        json!({"get": op("follow the access log: one event per line as they are written (`{}` lines keep the stream alive); never ends on its own", stream_params,
+            with_errors(responses(&[("200", json!({"description": "newline-delimited JSON events",
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}))]), false), None)}),
     );
 
     json!({
@@ -340,6 +419,141 @@ fn schemas() -> Value {
                 "required": ["clientId", "createdAt"],
                 "properties": {"clientId": {"type": "string"}, "createdAt": {"type": "integer"}}
             }}}
+        },
+        "ApiKeyList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {
+                "type": "object",
+                "required": ["id", "createdAt"],
+                "properties": {"id": {"type": "string"}, "createdAt": {"type": "integer"}}
+            }}}
+        },
+        "ApiKeyCreated": {
+            "type": "object",
+            "required": ["id", "identity", "key", "createdAt"],
+            "properties": {
+                "id": {"type": "string"},
+                "identity": {"type": "string"},
+                "key": {"type": "string", "description": "shown only in this response"},
+                "createdAt": {"type": "integer"}
+            }
+        },
+        "ClientCreated": {
+            "type": "object",
+            "required": ["clientId", "clientSecret", "identity"],
+            "properties": {
+                "clientId": {"type": "string"},
+                "clientSecret": {"type": "string", "description": "shown only in this response"},
+                "identity": {"type": "string"}
+            }
+        },
+        "WhoAmI": {
+            "type": "object",
+            "required": ["name", "accountAdmin", "accountRoles", "expiresAt", "namespaces", "mayCreateNamespaces"],
+            "properties": {
+                "name": {"type": "string"},
+                "accountAdmin": {"type": "boolean"},
+                "accountRoles": {"type": "array", "items": {"type": "string"}},
+                "expiresAt": {"type": ["string", "null"], "description": "RFC 3339; null for the bootstrap token"},
+                "namespaces": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "roles", "read", "write", "connect"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "roles": {"type": "array", "items": {"type": "string"}},
+                        "read": {"type": "boolean"},
+                        "write": {"type": "boolean"},
+                        "connect": {"type": "boolean"}
+                    }
+                }},
+                "mayCreateNamespaces": {"type": "boolean"}
+            }
+        },
+        "ExplainRequest": {
+            "type": "object",
+            "required": ["identity", "service"],
+            "additionalProperties": false,
+            "properties": {
+                "identity": {"type": "string", "description": "name.namespace", "example": "alice.default"},
+                "service": {"type": "string", "description": "name.namespace", "example": "orders.default"},
+                "statement": {"type": "string"},
+                "clientAddress": {"type": "string"},
+                "tls": {"type": "boolean"},
+                "applicationName": {"type": "string"}
+            }
+        },
+        "Explanation": {
+            "type": "object",
+            "required": ["connect", "route", "statement", "cli"],
+            "properties": {
+                "connect": {
+                    "type": "object",
+                    "required": ["allowed", "reason", "binding", "via"],
+                    "properties": {
+                        "allowed": {"type": "boolean"},
+                        "reason": {"type": "string"},
+                        "binding": {"type": ["string", "null"]},
+                        "via": {"type": ["string", "null"], "enum": ["binding", "home-namespace", "account-role", null]}
+                    }
+                },
+                "route": {
+                    "type": ["object", "null"],
+                    "required": ["target", "user", "database", "config", "mode"],
+                    "properties": {
+                        "target": {"type": "string"},
+                        "user": {"type": "string"},
+                        "database": {"type": "string"},
+                        "config": {"type": ["string", "null"]},
+                        "mode": {"type": "string", "enum": ["static", "intents", "dynamic", "dynamicConfig"]}
+                    }
+                },
+                "statement": {
+                    "type": ["object", "null"],
+                    "required": ["allowed", "rule", "kind", "reason"],
+                    "properties": {
+                        "allowed": {"type": "boolean"},
+                        "rule": {"type": ["string", "null"]},
+                        "kind": {"type": ["string", "null"]},
+                        "reason": {"type": ["string", "null"]}
+                    }
+                },
+                "cli": {"type": "string", "description": "the same question as a postern explain command"}
+            }
+        },
+        "Event": {
+            "type": "object",
+            "required": ["id", "time", "type"],
+            "description": "an access-log line (see the README's access log section) with its id",
+            "properties": {
+                "id": {"type": "integer"},
+                "time": {"type": "string"},
+                "type": {"type": "string"},
+                "session_id": {"type": "string"},
+                "identity": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "namespace": {"type": "string"},
+                    "groups": {"type": "array", "items": {"type": "string"}}}},
+                "service": {"type": "string"},
+                "namespace": {"type": "string"},
+                "statement": {"type": "string"},
+                "command_tag": {"type": "string"},
+                "rows": {"type": "integer"},
+                "duration_ms": {"type": "number"},
+                "sqlstate": {"type": "string"},
+                "error_message": {"type": "string"},
+                "rule": {"type": "string"},
+                "reason": {"type": "string"},
+                "client_address": {"type": "string"},
+                "application_name": {"type": "string"}
+            }
+        },
+        "EventPage": {
+            "type": "object",
+            "required": ["items", "next"],
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                "next": {"type": ["integer", "null"], "description": "pass as before= for older events"}
+            }
         },
         "TokenResponse": {
             "type": "object",

@@ -700,52 +700,7 @@ pub async fn remove(
     .await
 }
 
-// ---- identity clients and tokens ----------------------------------------------------------
-
-pub async fn list_clients(
-    State(api): State<Arc<Api>>,
-    path: Params<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let (namespace, name) = params(path)?;
-    blocking(move || {
-        let caller = api.caller(&headers)?;
-        let what = Kind::Identity.describe(&namespace, &name);
-        caller.check_read(&namespace, &what)?;
-        if api
-            .store
-            .get_resource(Kind::Identity, &namespace, &name)?
-            .is_none()
-        {
-            return Err(ApiError::not_found(&what));
-        }
-        let identity = QualifiedName::new(&namespace, &name);
-        let items: Vec<Value> = api
-            .store
-            .list_identity_clients(&identity)?
-            .iter()
-            .map(|c| json!({"clientId": c.client_id, "createdAt": c.created_at}))
-            .collect();
-        Ok(Json(json!({ "items": items })))
-    })
-    .await
-}
-
-pub async fn delete_client(
-    State(api): State<Arc<Api>>,
-    path: Params<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let (namespace, name, client_id) = params(path)?;
-    blocking(move || {
-        let caller = api.caller(&headers)?;
-        caller.check_write(&namespace, &Kind::Identity.describe(&namespace, &name))?;
-        api.store
-            .delete_identity_client(&QualifiedName::new(&namespace, &name), &client_id)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
-}
+// ---- tokens ----------------------------------------------------------------------------
 
 pub async fn revoke_token(
     State(api): State<Arc<Api>>,

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 pub use background::affects_grants;
-pub use bootstrap::BOOTSTRAP_TOKEN_FILE;
+pub use bootstrap::{write_bootstrap_token, BOOTSTRAP_TOKEN_FILE};
 pub use metrics::{ReconcileRuns, ReconcileSummary};
 pub use reload::Reload;
 pub use settings::{
@@ -205,10 +205,10 @@ impl App {
                     _ => None,
                 };
                 info!(address = %api_address, tls = api_tls.is_some(), "admin API listening");
-                let api = Arc::new(postern_api::Api {
-                    store: store.clone(),
+                let api = Arc::new(postern_api::Api::new(
+                    store.clone(),
                     tokens,
-                    metrics: vec![
+                    vec![
                         Arc::new(metrics::GatewayMetrics {
                             gateway: gateway.clone(),
                             audit: audit.clone(),
@@ -221,11 +221,8 @@ impl App {
                             providers: auth_providers,
                         }),
                     ],
-                    max_body_bytes: config.api.max_body_bytes,
-                    client_checks: tokio::sync::Semaphore::new(
-                        postern_api::CONCURRENT_CLIENT_CHECKS,
-                    ),
-                });
+                    config.api.max_body_bytes,
+                ));
                 let served_tls = api_tls.clone();
                 Some(tokio::spawn(async move {
                     let stopped = async {

@@ -164,6 +164,25 @@ impl Access {
         access
     }
 
+    /// The account-wide roles held.
+    pub fn account_roles(&self) -> impl Iterator<Item = Role> + '_ {
+        self.account.iter().copied()
+    }
+
+    /// The roles held in `namespace` by its bindings (account roles not included).
+    pub fn namespace_roles(&self, namespace: &str) -> impl Iterator<Item = Role> + '_ {
+        self.namespaces
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+
+    /// The identity's own namespace, where it connects without a binding.
+    pub fn home(&self) -> Option<&str> {
+        self.home.as_deref()
+    }
+
     pub fn is_account_admin(&self) -> bool {
         self.account.contains(&Role::AccountAdmin)
     }

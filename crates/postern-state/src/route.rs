@@ -125,7 +125,7 @@ impl Store {
         }
     }
 
-    fn route(
+    pub(crate) fn route(
         &self,
         service: &QualifiedName,
         identity: &QualifiedName,

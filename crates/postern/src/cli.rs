@@ -258,6 +258,23 @@ pub enum Command {
     Lease(LeaseCommand),
     /// The access log: recent events from the state database
     Logs(LogsArgs),
+    /// Say whether IDENTITY may connect to SERVICE (and run a statement there), which role
+    /// binding, route and rule decide it, without connecting
+    Explain {
+        /// The identity, as name.namespace
+        identity: String,
+        /// The service, as name.namespace
+        service: String,
+        /// A statement to check against the service's rules
+        #[arg(long)]
+        statement: Option<String>,
+        /// The client address the rules see
+        #[arg(long, default_value = "127.0.0.1")]
+        client_address: String,
+        /// Output format
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: ExplainOutput,
+    },
     /// Upstream targets: check the admin's rights, rotate its password
     #[command(subcommand)]
     Target(TargetCommand),
@@ -510,6 +527,12 @@ pub enum TokenCommand {
     },
     /// Make a new signing key now; tokens signed by the old one stay valid until they expire
     RotateKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,20 +1,19 @@
 //! `postern demo`: a throwaway PostgreSQL with a sample database, a gateway in front of it
-//! with one namespace, target, service and identity, and psql lines that work. Ctrl-C
-//! stops everything and removes every temporary file.
+//! with one namespace, target, service and identity, psql lines that work, and the web UI
+//! with a sign-in token and a few statements already in its access log. Ctrl-C stops
+//! everything and removes every temporary file.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use postern_config::Config;
 use postern_localpg::LocalPg;
-use postern_model::{parse_documents, Directory, Format, QualifiedName, SecretValue};
-use postern_proxy::Gateway;
-use postern_state::{KeySettings, Store};
+use postern_model::{parse_documents, Format, QualifiedName, SecretValue};
 use tokio::net::TcpListener;
 
-use postern_app::{proxy_settings, runtime, shutdown_signal};
+use postern_app::{
+    runtime, shutdown_signal, write_bootstrap_token, App, Listeners, BOOTSTRAP_TOKEN_FILE,
+};
 
 const NAMESPACE: &str = "demo";
 
@@ -56,6 +55,37 @@ async fn bind(config: &Config, listen_given: bool) -> anyhow::Result<TcpListener
     }
 }
 
+/// The admin API (and web UI) on 127.0.0.1:8432 when free, any loopback port otherwise.
+async fn bind_admin(config: &Config) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(config.admin_listen).await {
+        Ok(listener) => Ok(listener),
+        Err(_) => TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .context("cannot listen on a loopback port for the admin API"),
+    }
+}
+
+/// A few statements through the gateway, so the access log a newcomer opens first is not
+/// empty.
+async fn first_statements(conninfo: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .context("connecting through the gateway")?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute("SELECT current_user, * FROM example")
+        .await?;
+    client
+        .query("SELECT item, qty FROM example WHERE qty > $1", &[&4_i32])
+        .await?;
+    client
+        .batch_execute("UPDATE example SET qty = qty + 1 WHERE item = 'apples'")
+        .await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
 pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
     runtime(config)?.block_on(async {
         eprintln!("Starting a throwaway PostgreSQL server (initdb into a temporary directory)...");
@@ -85,48 +115,66 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
             .prefix("postern-demo-")
             .tempdir()
             .context("creating the demo state directory")?;
-        let store = Store::open(
-            state_dir.path(),
-            &KeySettings {
-                inline: None,
-                credentials_directory: None,
-                key_file: state_dir.path().join("master.key"),
-            },
-        )?;
+        let mut config = config.clone();
+        config.state_dir = state_dir.path().to_owned();
+        config.master_key = None;
+        config.master_key_file = None;
+        config.api.enabled = true;
+        config.shutdown_grace_secs = config.shutdown_grace_secs.min(3);
+        let listeners = Listeners {
+            proxy: bind(&config, listen_given).await?,
+            admin: Some(bind_admin(&config).await?),
+        };
+        let app = App::build(config.clone()).await?;
+        let store = app.store().clone();
         let docs = parse_documents("demo resources", &resources(&pg.address()), Format::Yaml)?;
         store.apply_resources(&docs, false, false)?;
         store.set_secret(NAMESPACE, "app-rw-password", &SecretValue::new(app_password))?;
         let key = store.create_api_key(&QualifiedName::new(NAMESPACE, "alice"))?;
+        write_bootstrap_token(&store, state_dir.path())?;
+        let admin_token = std::fs::read_to_string(state_dir.path().join(BOOTSTRAP_TOKEN_FILE))
+            .context("reading the demo's admin token")?;
 
-        let listener = bind(config, listen_given).await?;
-        let address = listener.local_addr()?;
-        let port = address.port();
+        let address = listeners.proxy.local_addr()?;
+        let ui_address = listeners
+            .admin
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let host = if address.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
             address.ip().to_string()
         };
         let conninfo = format!(
-            "host={host} port={port} dbname=orders.{NAMESPACE} user=alice.{NAMESPACE} password={}",
+            "host={host} port={} dbname=orders.{NAMESPACE} user=alice.{NAMESPACE} password={}",
+            address.port(),
             key.key.expose()
         );
-        println!();
-        println!("Postern demo is running: PostgreSQL on {}, the gateway on {address}.", pg.address());
-        println!("Identity alice.{NAMESPACE} logs in with an API key; the gateway logs in upstream as app_rw, whose password alice never sees.");
-        println!();
-        println!("Query through the gateway:");
-        println!("  psql \"{conninfo}\" -c \"SELECT current_user, * FROM example\"");
-        println!("Interactive session:");
-        println!("  psql \"{conninfo}\"");
-        println!();
-        println!("Press Ctrl-C to stop; everything is removed.");
-
-        let mut settings = proxy_settings(config);
-        settings.shutdown_grace = settings.shutdown_grace.min(Duration::from_secs(3));
-        let mock_secret = store.mock_auth_secret();
-        let directory: Arc<dyn Directory> = Arc::new(store);
-        let gateway = Gateway::new(settings, directory, mock_secret, None, None, None, None);
-        postern_proxy::serve(listener, gateway, shutdown_signal()?).await;
+        let introduce = async {
+            if let Err(e) = first_statements(&conninfo).await {
+                tracing::warn!(error = %format!("{e:#}"), "the demo's first statements failed");
+            }
+            println!();
+            println!("Postern demo is running: PostgreSQL on {}, the gateway on {address}.", pg.address());
+            println!("Identity alice.{NAMESPACE} logs in with an API key; the gateway logs in upstream as app_rw, whose password alice never sees.");
+            println!();
+            println!("Query through the gateway:");
+            println!("  psql \"{conninfo}\" -c \"SELECT current_user, * FROM example\"");
+            println!("Interactive session:");
+            println!("  psql \"{conninfo}\"");
+            if let Some(ui) = ui_address {
+                println!();
+                println!("Web UI (the access log already holds a few statements):");
+                println!("  http://{ui}/ui/");
+                println!("Sign in with this admin token:");
+                println!("  {}", admin_token.trim());
+            }
+            println!();
+            println!("Press Ctrl-C to stop; everything is removed.");
+        };
+        let (served, ()) = tokio::join!(app.run(listeners, None, shutdown_signal()?), introduce);
+        served?;
         drop(orders);
         drop(admin);
         pg.stop();

@@ -40,6 +40,7 @@ pub fn run(store: &Store, args: &LogsArgs) -> anyhow::Result<()> {
         service: args.service.clone(),
         event_type,
         limit: args.limit,
+        ..AuditQuery::default()
     };
     let mut out = std::io::stdout().lock();
     if args.output == LogsOutput::Table {

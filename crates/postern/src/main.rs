@@ -4,6 +4,7 @@
 mod authoring;
 mod cli;
 mod demo;
+mod explain;
 mod issuer;
 mod logs;
 mod reconcile;
@@ -176,6 +177,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Logs(args) => logs::run(&postern_app::open_store(&config)?, &args),
+        Command::Explain {
+            identity,
+            service,
+            statement,
+            client_address,
+            output,
+        } => explain::local(
+            &postern_app::open_store(&config)?,
+            &explain::Question {
+                identity,
+                service,
+                statement,
+                client_address,
+            },
+            output,
+        ),
         Command::Creds(command) => issuer::creds(postern_app::open_store(&config)?, command),
         Command::Lease(command) => issuer::lease(postern_app::open_store(&config)?, command),
         Command::Target(command) => issuer::target(postern_app::open_store(&config)?, command),

@@ -127,6 +127,22 @@ pub fn run(server: &str, settings: &SettingFlags, command: Command) -> anyhow::R
             println!("{kind} {namespace}/{name} deleted");
             Ok(())
         }
+        Command::Explain {
+            identity,
+            service,
+            statement,
+            client_address,
+            output,
+        } => {
+            let question = crate::explain::Question {
+                identity,
+                service,
+                statement,
+                client_address,
+            };
+            let answer = remote.expect("POST", paths::EXPLAIN, Some(&question.request()))?;
+            crate::explain::print(&answer, &question, output)
+        }
         Command::Secret(SecretCommand::Set {
             name,
             namespace,

@@ -84,6 +84,28 @@ fn demo_prints_a_psql_line_that_works_and_cleans_up_on_ctrl_c() {
         "{table}"
     );
 
+    // The web UI's address and a sign-in token are printed, and its access log already
+    // holds the demo's first statements.
+    let ui = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("http://"))
+        .expect("the web UI's address");
+    let (authority, path) = ui.split_once('/').unwrap();
+    assert_eq!(path, "ui/");
+    let token_at = printed
+        .iter()
+        .position(|l| l.contains("Sign in with"))
+        .expect("a sign-in token line");
+    let token = printed[token_at + 1].trim().to_owned();
+    let api_port: u16 = authority.rsplit(':').next().unwrap().parse().unwrap();
+    let http = postern_testkit::Http::new(api_port);
+    let (status, page) = http.call("GET", "/ui/", None, None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<div id=\"app\""), "{page}");
+    let (status, events) = http.get("/api/v1/logs?type=QUERY", &token);
+    assert_eq!(status, 200, "{events}");
+    assert!(events.contains("FROM example"), "{events}");
+
     let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

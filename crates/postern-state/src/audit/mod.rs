@@ -22,7 +22,10 @@ use crate::{StateError, Store};
 pub struct AuditQuery {
     /// Only events after this id (for following).
     pub after_id: Option<i64>,
+    /// Only events before this id (for paging to older ones).
+    pub before_id: Option<i64>,
     pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
     /// `name` or `name.namespace`.
     pub identity: Option<String>,
     /// `name` or `name.namespace`.
@@ -145,6 +148,7 @@ impl Store {
             let mut segments = conn.prepare_cached(
                 "SELECT id, data FROM audit_segments
                  WHERE (?1 IS NULL OR id >= ?1) AND (?2 IS NULL OR last_ms >= ?2)
+                   AND (?7 IS NULL OR id <= ?7)
                    AND (NOT ?3 OR id IN (
                        SELECT ss.segment_id FROM audit_segment_sessions AS ss
                        JOIN audit_sessions AS s ON s.key = ss.session_key
@@ -160,7 +164,8 @@ impl Store {
                 by_session,
                 identity,
                 identity_ns,
-                service
+                service,
+                query.before_id.map(|id| id >> INDEX_BITS)
             ])?;
             let mut found = Vec::new();
             'segments: while let Some(row) = rows.next()? {
@@ -173,7 +178,9 @@ impl Store {
                         // Ids only fall from here on.
                         break 'segments;
                     }
-                    if query.since_ms.is_some_and(|since| event.time_ms < since)
+                    if query.before_id.is_some_and(|before| id >= before)
+                        || query.since_ms.is_some_and(|since| event.time_ms < since)
+                        || query.until_ms.is_some_and(|until| event.time_ms > until)
                         || query
                             .event_type
                             .as_deref()

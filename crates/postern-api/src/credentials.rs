@@ -1,0 +1,161 @@
+//! An identity's credentials: API keys (`…/identities/{name}/keys`) and client
+//! credentials (`…/identities/{name}/clients`). A new key or client secret is in the
+//! creating response only; afterwards only ids and dates are shown.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use postern_model::{Kind, QualifiedName};
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::resources::{params, Params};
+use crate::{blocking, Api};
+
+/// The identity `namespace/name`, once the caller may see it and it exists (404 both
+/// otherwise); `write` asks for namespace-admin as well.
+fn identity(
+    api: &Api,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    write: bool,
+) -> Result<QualifiedName, ApiError> {
+    let what = Kind::Identity.describe(namespace, name);
+    if write {
+        caller.check_write(namespace, &what)?;
+    } else {
+        caller.check_read(namespace, &what)?;
+    }
+    if api
+        .store
+        .get_resource(Kind::Identity, namespace, name)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(&what));
+    }
+    Ok(QualifiedName::new(namespace, name))
+}
+
+// ---- API keys ------------------------------------------------------------------------------
+
+pub async fn list_keys(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (namespace, name) = params(path)?;
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        let who = identity(&api, &caller, &namespace, &name, false)?;
+        let items: Vec<Value> = api
+            .store
+            .list_api_keys(&who)?
+            .iter()
+            .map(|k| json!({"id": k.id, "createdAt": k.created_at}))
+            .collect();
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}
+
+pub async fn create_key(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (namespace, name) = params(path)?;
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        let who = identity(&api, &caller, &namespace, &name, true)?;
+        let created = api.store.create_api_key(&who)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "id": created.info.id,
+                "identity": who.dotted(),
+                "key": created.key.expose(),
+                "createdAt": created.info.created_at,
+            })),
+        ))
+    })
+    .await
+}
+
+pub async fn revoke_key(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (namespace, name, id) = params(path)?;
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        let who = identity(&api, &caller, &namespace, &name, true)?;
+        api.store.revoke_api_key(&who, &id)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+// ---- client credentials --------------------------------------------------------------------
+
+pub async fn list_clients(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (namespace, name) = params(path)?;
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        let who = identity(&api, &caller, &namespace, &name, false)?;
+        let items: Vec<Value> = api
+            .store
+            .list_identity_clients(&who)?
+            .iter()
+            .map(|c| json!({"clientId": c.client_id, "createdAt": c.created_at}))
+            .collect();
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}
+
+pub async fn create_client(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (namespace, name) = params(path)?;
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        let who = identity(&api, &caller, &namespace, &name, true)?;
+        let created = api.store.create_identity_client(&who)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "clientId": created.client_id,
+                "clientSecret": created.secret.expose(),
+                "identity": who.dotted(),
+            })),
+        ))
+    })
+    .await
+}
+
+pub async fn delete_client(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (namespace, name, client_id) = params(path)?;
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        caller.check_write(&namespace, &Kind::Identity.describe(&namespace, &name))?;
+        api.store
+            .delete_identity_client(&QualifiedName::new(&namespace, &name), &client_id)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

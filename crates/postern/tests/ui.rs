@@ -1,0 +1,96 @@
+//! The web UI in a real browser: Playwright (ui/tests, from npm) drives Debian's Chromium
+//! against a real gateway in front of the test PostgreSQL, with psql logging in through it.
+//! This file sets the scene (tenants, services, a rule, tokens) and runs the browser suite;
+//! the browser suite asserts. Screenshots of every page land in target/ui-screenshots.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use postern_testkit::{provisioned, psql, shared_pg, APP_PASSWORD, DB, USER};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+
+/// A second tenant, a service whose rules deny deletes, and team-a's own administrator.
+fn scene(upstream: &str) -> String {
+    format!(
+        "kind: Service\nmetadata: {{name: reports, namespace: team-a}}\n\
+         spec:\n  target: main-pg\n  database: app\n  \
+         upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}\n  \
+         authorization:\n    rules:\n      - {{name: no-deletes, effect: DENY, \
+         condition: \"ctx.request.postgres.statement.kind == 'delete'\"}}\n      \
+         - {{name: the-rest, effect: ALLOW, matchAny: true}}\n---\n\
+         kind: Identity\nmetadata: {{name: carol, namespace: team-a}}\nspec: {{type: human}}\n---\n\
+         kind: RoleBinding\nmetadata: {{name: carol-admin, namespace: team-a}}\n\
+         spec: {{role: namespace-admin, subject: {{identity: carol}}}}\n---\n\
+         kind: Namespace\nmetadata: {{name: team-b}}\n---\n\
+         kind: Target\nmetadata: {{name: ledger-pg, namespace: team-b}}\n\
+         spec: {{address: '{upstream}', sslMode: disable}}\n---\n\
+         kind: Service\nmetadata: {{name: ledger, namespace: team-b}}\n\
+         spec: {{target: ledger-pg, database: app, upstream: {{mode: static, user: app_rw, passwordSecret: ledger-password}}}}\n---\n\
+         kind: Identity\nmetadata: {{name: bob, namespace: team-b}}\nspec: {{type: workload}}\n"
+    )
+}
+
+fn ui_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ui"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_works_in_a_real_browser() {
+    let pg = shared_pg().await;
+    let (gateway, alice_key) = provisioned(BIN).await;
+    let file = gateway.write_file("scene.yaml", &scene(&pg.address()));
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let output = gateway.cli_with_input(
+        &["secret", "set", "ledger-password", "-n", "team-b"],
+        &format!("{APP_PASSWORD}\n"),
+    );
+    assert!(output.status.success(), "secret set failed");
+    let carol_token = gateway
+        .cli_ok(&["token", "issue", "carol", "-n", "team-a", "--ttl", "1h"])
+        .trim()
+        .to_owned();
+    // Something in the access log before the browser looks.
+    let (ok, out, err) = psql(
+        &gateway.conninfo(USER, DB, &alice_key),
+        "SELECT count(*) FROM items",
+    );
+    assert!(ok, "psql through the gateway failed: {out}{err}");
+    let api_port = gateway.api_port().await;
+
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../ui-screenshots");
+    let playwright = ui_dir().join("node_modules/.bin/playwright");
+    let output = Command::new(&playwright)
+        .args(["test", "--reporter=line"])
+        .current_dir(ui_dir())
+        .env("UI_TEST_BASE_URL", format!("http://127.0.0.1:{api_port}"))
+        .env("UI_TEST_ADMIN_TOKEN", gateway.admin_token())
+        .env("UI_TEST_TEAM_A_ADMIN_TOKEN", carol_token)
+        .env("UI_TEST_PROXY_PORT", gateway.port().to_string())
+        .env("UI_TEST_SCREENSHOTS", &screenshots)
+        .env("UI_TEST_OUTPUT", gateway.state_dir().join("playwright"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): run scripts/ensure-tools.sh",
+                playwright.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser tests failed:\n{stdout}\n{stderr}"
+    );
+    // Every page was visited in both themes.
+    let shots = std::fs::read_dir(&screenshots)
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert!(
+        shots >= 10,
+        "only {shots} screenshots in {}",
+        screenshots.display()
+    );
+}
