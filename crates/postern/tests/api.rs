@@ -706,3 +706,148 @@ async fn tokens_role_bindings_and_the_admin_api() {
         assert!(!log.contains(secret), "the gateway log holds a secret");
     }
 }
+
+/// The endpoints the web UI stands on, by role: whoami, an identity's API keys, the
+/// access log (only the namespaces a caller may read), its export, and the simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_endpoints_answer_by_role() {
+    let pg = shared_pg().await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    gateway.provision(&pg.address());
+    let file = gateway.write_file("tenants.yaml", TENANTS);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let http = Http::new(gateway.api_port().await);
+    let (admin_a, _) = issue(&gateway, "admin-a", "team-a", "10m");
+    let (reader_a, _) = issue(&gateway, "reader-a", "team-a", "10m");
+    let (worker_b, _) = issue(&gateway, "worker", "team-b", "10m");
+
+    // whoami: who, until when, and what in which namespace.
+    let me = json(&http.get("/api/v1/whoami", &admin_a).1);
+    assert_eq!(me["name"], "admin-a.team-a");
+    assert_eq!(me["accountAdmin"], false);
+    assert!(me["expiresAt"].as_str().unwrap().ends_with('Z'), "{me}");
+    let namespaces = me["namespaces"].as_array().unwrap();
+    assert_eq!(namespaces.len(), 1, "{me}");
+    assert_eq!(namespaces[0]["name"], "team-a");
+    assert_eq!(namespaces[0]["write"], true);
+    let reader = json(&http.get("/api/v1/whoami", &reader_a).1);
+    assert_eq!(reader["namespaces"][0]["write"], false, "{reader}");
+    let admin = json(&http.get("/api/v1/whoami", &gateway.admin_token()).1);
+    assert_eq!(admin["name"], "bootstrap-admin");
+    assert_eq!(admin["expiresAt"], Value::Null);
+
+    // API keys: a namespace admin makes one (shown once), it logs in, revoked it does not.
+    let keys = "/api/v1/namespaces/team-a/identities/worker/keys";
+    let (status, body) = http.send_json("POST", keys, &reader_a, "{}");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-b/identities/worker/keys",
+        &admin_a,
+        "{}",
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http.send_json("POST", keys, &admin_a, "{}");
+    assert_eq!(status, 201, "{body}");
+    let created = json(&body);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let listed = http.get(keys, &reader_a).1;
+    assert!(listed.contains(&id) && !listed.contains(&key), "{listed}");
+    login(&gateway, "worker.team-a", &key).await.unwrap();
+    let conninfo = gateway.conninfo("worker.team-a", "orders.team-a", &key);
+    let (ok, out, err) = psql(&conninfo, "SELECT 'console-check', count(*) FROM items");
+    assert!(ok, "{out}{err}");
+
+    // The access log: team-a's reader sees the session, team-b's worker does not.
+    wait_until("the statement in the access log", WAIT, || async {
+        http.get("/api/v1/logs?q=console-check", &reader_a)
+            .1
+            .contains("console-check")
+    })
+    .await;
+    let page = json(
+        &http
+            .get("/api/v1/logs?q=CONSOLE-CHECK&type=QUERY", &reader_a)
+            .1,
+    );
+    let event = &page["items"][0];
+    assert_eq!(event["identity"]["name"], "worker", "{page}");
+    assert!(event["id"].as_i64().is_some(), "{page}");
+    let session = event["session_id"].as_str().unwrap();
+    let whole = json(
+        &http
+            .get(&format!("/api/v1/logs?session={session}"), &reader_a)
+            .1,
+    );
+    let types: Vec<&str> = whole["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"SESSION_START") && types.contains(&"QUERY"),
+        "{types:?}"
+    );
+    let hidden = json(&http.get("/api/v1/logs?q=console-check", &worker_b).1);
+    assert_eq!(hidden["items"].as_array().unwrap().len(), 0, "{hidden}");
+    let (status, body) = http.get("/api/v1/logs?since=yesterday", &reader_a);
+    assert_eq!(status, 400, "{body}");
+    let (status, csv) = http.get("/api/v1/logs/export?format=csv&q=console-check", &reader_a);
+    assert_eq!(status, 200, "{csv}");
+    let mut lines = csv.lines();
+    assert!(
+        lines.next().unwrap().starts_with("id,time,type,identity"),
+        "{csv}"
+    );
+    assert!(lines.any(|l| l.contains("console-check")), "{csv}");
+
+    // Revoked, the key logs in no more.
+    let (status, body) = http.call("DELETE", &format!("{keys}/{id}"), Some(&admin_a), None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        login(&gateway, "worker.team-a", &key).await.unwrap_err(),
+        "28P01"
+    );
+
+    // The simulator: who may connect where, and which rule decides.
+    let explain = |token: &str, body: &str| {
+        let (status, answer) = http.send_json("POST", "/api/v1/explain", token, body);
+        (status, json(&answer))
+    };
+    let (status, answer) = explain(
+        &admin_a,
+        r#"{"identity": "worker.team-a", "service": "orders.team-a", "statement": "DELETE FROM items"}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["connect"]["allowed"], true, "{answer}");
+    assert_eq!(answer["connect"]["via"], "home-namespace", "{answer}");
+    assert_eq!(answer["route"]["user"], "app_rw", "{answer}");
+    assert_eq!(answer["statement"]["allowed"], true, "{answer}");
+    let (_, answer) = explain(
+        &gateway.admin_token(),
+        r#"{"identity": "worker.team-b", "service": "orders.team-a"}"#,
+    );
+    assert_eq!(answer["connect"]["allowed"], false, "{answer}");
+    assert!(
+        answer["connect"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("worker.team-b"),
+        "{answer}"
+    );
+    let (status, answer) = explain(
+        &admin_a,
+        r#"{"identity": "worker.team-b", "service": "orders.team-a"}"#,
+    );
+    assert_eq!(status, 404, "{answer}");
+    // The CLI asks the same question and exits non-zero on a refusal.
+    let output = gateway.cli(&["explain", "worker.team-b", "orders.team-a"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("connect:   refused"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
