@@ -2,9 +2,9 @@
 # Installs what a fresh Debian 12 machine with only the Rust toolchain lacks: a C compiler
 # (SQLite and libpg_query are built from source), libclang (bindgen), PostgreSQL server binaries and psql, a Python venv with
 # psycopg 3 (bundling libpq 18) for the client tests and schemathesis for the admin API,
-# rustfmt and clippy, the wasm32-wasip2 target the example plugins are built for, and the
+# rustfmt and clippy, the wasm32-wasip2 target the example plugins are built for, the
 # Python (componentize-py, in the venv) and JavaScript (componentize-js, in .js-tools/) plugin
-# toolchains.
+# toolchains, and the web UI's npm tools (ui/node_modules) with Chromium for its browser tests.
 #
 # Each check looks for the exact file or command the build or the tests use, never a loose
 # glob: a pattern for any libclang-prefixed library once matched libclang-cpp (present on
@@ -52,8 +52,11 @@ psql --version >/dev/null 2>&1 || missing+=(postgresql-client)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # The systemd unit's test runs systemd-analyze verify and security on it.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-# The JavaScript plugin toolchain (componentize-js) comes from the npm registry, on node.
+# The JavaScript plugin toolchain (componentize-js) and the web UI's build and browser-test
+# tools come from the npm registry, on node.
 { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
+# The web UI's browser tests drive Debian's Chromium (Playwright downloads no browser).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "Installing: ${missing[*]}" >&2
@@ -81,6 +84,14 @@ js_tools="$(cd "$(dirname "$0")/.." && pwd)/.js-tools"
 if ! "$js_tools/node_modules/.bin/componentize-js" --version >/dev/null 2>&1; then
     npm install --prefix "$js_tools" --no-audit --no-fund --silent \
         @bytecodealliance/componentize-js@0.23.0
+fi
+
+# The web UI's tools (vite, typescript, openapi-typescript, playwright, axe-core), exactly as
+# ui/package-lock.json pins them, in ui/node_modules; again whenever the lock file changes.
+ui="$(cd "$(dirname "$0")/.." && pwd)/ui"
+if ! [ -x "$ui/node_modules/.bin/playwright" ] || ! [ -x "$ui/node_modules/.bin/vite" ] ||
+    [ "$ui/package-lock.json" -nt "$ui/node_modules/.package-lock.json" ]; then
+    (cd "$ui" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
 fi
 
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

@@ -8,6 +8,8 @@ cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins/Cargo.toml
 # The fuzz targets build with the nightly toolchain (scripts/fuzz.sh); formatting only here.
 cargo fmt --all --check --manifest-path fuzz/Cargo.toml
+# The committed web UI build and API client are what ui/'s sources give.
+scripts/build-ui.sh --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The example plugins are a workspace of their own (they target WebAssembly).
 CARGO_TARGET_DIR=target/plugins cargo clippy --manifest-path plugins/Cargo.toml --locked \

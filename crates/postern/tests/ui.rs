@@ -12,7 +12,8 @@ use postern_testkit::{provisioned, psql, shared_pg, APP_PASSWORD, DB, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
-/// A second tenant, a service whose rules deny deletes, and team-a's own administrator.
+/// A second tenant, a service whose rules deny deletes, and team-a's own administrator
+/// and reader.
 fn scene(upstream: &str) -> String {
     format!(
         "kind: Service\nmetadata: {{name: reports, namespace: team-a}}\n\
@@ -24,6 +25,9 @@ fn scene(upstream: &str) -> String {
          kind: Identity\nmetadata: {{name: carol, namespace: team-a}}\nspec: {{type: human}}\n---\n\
          kind: RoleBinding\nmetadata: {{name: carol-admin, namespace: team-a}}\n\
          spec: {{role: namespace-admin, subject: {{identity: carol}}}}\n---\n\
+         kind: Identity\nmetadata: {{name: dave, namespace: team-a}}\nspec: {{type: human}}\n---\n\
+         kind: RoleBinding\nmetadata: {{name: dave-reads, namespace: team-a}}\n\
+         spec: {{role: namespace-reader, subject: {{identity: dave}}}}\n---\n\
          kind: Namespace\nmetadata: {{name: team-b}}\n---\n\
          kind: Target\nmetadata: {{name: ledger-pg, namespace: team-b}}\n\
          spec: {{address: '{upstream}', sslMode: disable}}\n---\n\
@@ -48,10 +52,12 @@ async fn the_web_ui_works_in_a_real_browser() {
         &format!("{APP_PASSWORD}\n"),
     );
     assert!(output.status.success(), "secret set failed");
-    let carol_token = gateway
-        .cli_ok(&["token", "issue", "carol", "-n", "team-a", "--ttl", "1h"])
-        .trim()
-        .to_owned();
+    let token = |identity: &str| {
+        gateway
+            .cli_ok(&["token", "issue", identity, "-n", "team-a", "--ttl", "1h"])
+            .trim()
+            .to_owned()
+    };
     // Something in the access log before the browser looks.
     let (ok, out, err) = psql(
         &gateway.conninfo(USER, DB, &alice_key),
@@ -67,7 +73,8 @@ async fn the_web_ui_works_in_a_real_browser() {
         .current_dir(ui_dir())
         .env("UI_TEST_BASE_URL", format!("http://127.0.0.1:{api_port}"))
         .env("UI_TEST_ADMIN_TOKEN", gateway.admin_token())
-        .env("UI_TEST_TEAM_A_ADMIN_TOKEN", carol_token)
+        .env("UI_TEST_TEAM_A_ADMIN_TOKEN", token("carol"))
+        .env("UI_TEST_TEAM_A_READER_TOKEN", token("dave"))
         .env("UI_TEST_PROXY_PORT", gateway.port().to_string())
         .env("UI_TEST_SCREENSHOTS", &screenshots)
         .env("UI_TEST_OUTPUT", gateway.state_dir().join("playwright"))
