@@ -19,6 +19,12 @@ pub mod paths {
     pub(crate) const IDENTITY_CLIENT: &str =
         "/api/v1/namespaces/{namespace}/identities/{name}/clients/{client_id}";
     pub(crate) const WHOAMI: &str = "/api/v1/whoami";
+    pub(crate) const OVERVIEW: &str = "/api/v1/overview";
+    pub(crate) const LEASES: &str = "/api/v1/namespaces/{namespace}/leases";
+    pub(crate) const LEASES_REVOKE: &str = "/api/v1/namespaces/{namespace}/leases/revoke";
+    pub(crate) const LEASE: &str = "/api/v1/namespaces/{namespace}/leases/{id}";
+    pub(crate) const LEASE_RENEW: &str = "/api/v1/namespaces/{namespace}/leases/{id}/renew";
+    pub(crate) const TARGET_CHECK: &str = "/api/v1/namespaces/{namespace}/targets/{name}/check";
     pub const EXPLAIN: &str = "/api/v1/explain";
     pub(crate) const LOGS: &str = "/api/v1/logs";
     pub(crate) const LOGS_EXPORT: &str = "/api/v1/logs/export";

@@ -12,10 +12,12 @@ mod components;
 mod credentials;
 mod error;
 mod explain;
+mod leases;
 mod logs;
 mod metrics;
 mod oauth;
 pub mod openapi;
+mod overview;
 mod resources;
 mod tls;
 pub mod tokens;
@@ -47,6 +49,10 @@ pub struct Api {
     /// Bounds the argon2 checks the token endpoint runs at once (each takes ~19 MiB and
     /// tens of ms), so unauthenticated callers cannot exhaust memory or threads.
     pub client_checks: tokio::sync::Semaphore,
+    /// Renews and revokes leases and checks targets for the API's callers; `None` answers
+    /// those requests with 503.
+    pub issuer: Option<Arc<postern_issuer::Issuer>>,
+    pub info: ServerInfo,
     /// Set when the server shuts down, so the requests that never end on their own (the
     /// access log's stream) do.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -65,13 +71,34 @@ impl Api {
             metrics,
             max_body_bytes,
             client_checks: tokio::sync::Semaphore::new(CONCURRENT_CLIENT_CHECKS),
+            issuer: None,
+            info: ServerInfo::default(),
             stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    pub fn with_issuer(mut self, issuer: Arc<postern_issuer::Issuer>) -> Api {
+        self.issuer = Some(issuer);
+        self
+    }
+
+    pub fn with_info(mut self, info: ServerInfo) -> Api {
+        self.info = info;
+        self
     }
 
     pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.stopping.subscribe()
     }
+}
+
+/// What the overview tells of the server itself.
+#[derive(Debug, Clone, Default)]
+pub struct ServerInfo {
+    /// RFC 3339.
+    pub started_at: String,
+    pub proxy_address: String,
+    pub admin_address: String,
 }
 
 /// Concurrent client-secret checks at the token endpoint.
@@ -100,6 +127,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/ui/{*path}", get(ui::asset))
         .route("/api/v1/token", post(oauth::token))
         .route(paths::WHOAMI, get(whoami::whoami))
+        .route(paths::OVERVIEW, get(overview::overview))
+        .route(paths::LEASES, get(leases::list))
+        .route(paths::LEASES_REVOKE, post(leases::revoke_matching))
+        .route(paths::LEASE, delete(leases::revoke))
+        .route(paths::LEASE_RENEW, post(leases::renew))
+        .route(paths::TARGET_CHECK, post(leases::check))
         .route(paths::EXPLAIN, post(explain::explain))
         .route(paths::LOGS, get(logs::list))
         .route(paths::LOGS_EXPORT, get(logs::export))

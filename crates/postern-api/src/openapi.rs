@@ -266,6 +266,49 @@ pub fn document() -> Value {
             with_errors(responses(&[("204", no_content)]), false), None)}),
     );
     paths.insert(
+        "/api/v1/overview".into(),
+        json!({"get": op("version, start time, listeners, and what needs attention in the namespaces the caller may read", vec![],
+            with_errors(responses(&[("200", ok("the overview", "Overview"))]), false), None)}),
+    );
+    let lease_filters = || {
+        vec![
+            json!({"name": "role", "in": "query", "required": false, "description": "a CredentialRole's name", "schema": {"type": "string"}}),
+            json!({"name": "identity", "in": "query", "required": false, "description": "text in issuedFor", "schema": {"type": "string"}}),
+            json!({"name": "expiringWithin", "in": "query", "required": false, "description": "a duration (15m, 1h)", "schema": {"type": "string"}}),
+            json!({"name": "all", "in": "query", "required": false, "description": "ended leases too", "schema": {"type": "boolean"}}),
+        ]
+    };
+    let mut lease_list_params = vec![ns()];
+    lease_list_params.extend(lease_filters());
+    let lease_id = || json!({"name": "id", "in": "path", "required": true, "description": "namespace/role/suffix, percent-encoded", "schema": {"type": "string"}});
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/leases".into(),
+        json!({"get": op("leases of issued credentials in the namespace", lease_list_params,
+            with_errors(responses(&[("200", ok("leases", "LeaseList"))]), false), None)}),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/leases/revoke".into(),
+        json!({"post": op("revoke every live lease that matches (dryRun: only count them; namespace-admin)", vec![ns()],
+            with_errors(responses(&[("200", ok("what was (or would be) revoked", "BulkRevoke")), ("502", error_response("the upstream failed")), ("503", error_response("no credential issuer"))]), true),
+            Some(body("BulkRevokeRequest")))}),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/leases/{id}".into(),
+        json!({"delete": op("revoke a lease now (namespace-admin)", vec![ns(), lease_id()],
+            with_errors(responses(&[("200", ok("revoked", "LeaseRevoked")), ("502", error_response("the upstream failed")), ("503", error_response("no credential issuer"))]), true), None)}),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/leases/{id}/renew".into(),
+        json!({"post": op("extend a lease (never past its maxTtl; namespace-admin)", vec![ns(), lease_id()],
+            with_errors(responses(&[("200", ok("renewed", "LeaseRenewed")), ("502", error_response("the upstream failed")), ("503", error_response("no credential issuer"))]), true),
+            Some(json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RenewRequest"}}}})))}),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{namespace}/targets/{name}/check".into(),
+        json!({"post": op("check that the target's admin login has every right the issuer, reconciler and rotation need (namespace-admin)", vec![ns(), path_param("name")],
+            with_errors(responses(&[("200", ok("one line per requirement", "TargetCheck")), ("502", error_response("the upstream failed")), ("503", error_response("no credential issuer"))]), false), None)}),
+    );
+    paths.insert(
         "/api/v1/whoami".into(),
         json!({"get": op("who the bearer token speaks for and what it may do in each namespace", vec![],
             with_errors(responses(&[("200", ok("the caller", "WhoAmI"))]), false), None)}),
@@ -554,6 +597,96 @@ fn schemas() -> Value {
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
                 "next": {"type": ["integer", "null"], "description": "pass as before= for older events"}
             }
+        },
+        "Overview": {
+            "type": "object",
+            "required": ["version", "startedAt", "listeners", "attention"],
+            "properties": {
+                "version": {"type": "string"},
+                "startedAt": {"type": "string"},
+                "listeners": {"type": "object", "required": ["proxy", "admin"], "properties": {
+                    "proxy": {"type": "string"}, "admin": {"type": "string"}}},
+                "attention": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["kind", "plural", "namespace", "name", "message"],
+                    "properties": {
+                        "kind": {"type": "string"}, "plural": {"type": "string"},
+                        "namespace": {"type": "string"}, "name": {"type": "string"},
+                        "message": {"type": "string"}
+                    }
+                }}
+            }
+        },
+        "Lease": {
+            "type": "object",
+            "required": ["id", "credentialRole", "target", "username", "state", "issuedFor", "issuedAt", "expiresAt", "maxExpiresAt", "attempts", "lastError"],
+            "properties": {
+                "id": {"type": "string"},
+                "credentialRole": {"type": "string"},
+                "target": {"type": "string"},
+                "username": {"type": "string"},
+                "state": {"type": "string", "enum": ["creating", "active", "revoking", "revoked", "rolled-back"]},
+                "issuedFor": {"type": "string"},
+                "issuedAt": {"type": "integer"},
+                "expiresAt": {"type": "integer"},
+                "maxExpiresAt": {"type": "integer"},
+                "attempts": {"type": "integer"},
+                "lastError": {"type": ["string", "null"]}
+            }
+        },
+        "LeaseList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}}
+        },
+        "LeaseRevoked": {
+            "type": "object",
+            "required": ["id", "outcome"],
+            "properties": {"id": {"type": "string"}, "outcome": {"type": "string"}}
+        },
+        "LeaseRenewed": {
+            "type": "object",
+            "required": ["expiresAt", "capped"],
+            "properties": {"expiresAt": {"type": "integer"}, "capped": {"type": "boolean"}}
+        },
+        "RenewRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"increment": {"type": "string", "description": "a duration (1h); the role's defaultTtl when absent"}}
+        },
+        "BulkRevokeRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "role": {"type": "string"},
+                "identity": {"type": "string"},
+                "expiringWithin": {"type": "string"},
+                "dryRun": {"type": "boolean"}
+            }
+        },
+        "BulkRevoke": {
+            "type": "object",
+            "required": ["count", "ids", "results"],
+            "properties": {
+                "count": {"type": "integer"},
+                "ids": {"type": "array", "items": {"type": "string"}},
+                "results": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
+                    "id": {"type": "string"}, "outcome": {"type": "string"}, "error": {"type": "string"}}}}
+            }
+        },
+        "TargetCheck": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {
+                "type": "object",
+                "required": ["feature", "requirement", "ok", "fix"],
+                "properties": {
+                    "feature": {"type": "string"},
+                    "requirement": {"type": "string"},
+                    "ok": {"type": "boolean"},
+                    "fix": {"type": ["string", "null"]}
+                }
+            }}}
         },
         "TokenResponse": {
             "type": "object",

@@ -188,7 +188,10 @@ impl App {
             reconcile_wake,
             reconcile_runs.clone(),
         ));
-        background.spawn(background::issuer_work(issuer, wakes.rotation.clone()));
+        background.spawn(background::issuer_work(
+            issuer.clone(),
+            wakes.rotation.clone(),
+        ));
         background.spawn(changes::watch(store.clone(), wakes));
         background.spawn(background::maintain_signing_keys(tokens.clone()));
 
@@ -205,24 +208,33 @@ impl App {
                     _ => None,
                 };
                 info!(address = %api_address, tls = api_tls.is_some(), "admin API listening");
-                let api = Arc::new(postern_api::Api::new(
-                    store.clone(),
-                    tokens,
-                    vec![
-                        Arc::new(metrics::GatewayMetrics {
-                            gateway: gateway.clone(),
-                            audit: audit.clone(),
-                            store: store.clone(),
-                            reconcile_runs: reconcile_runs.clone(),
-                        }),
-                        Arc::new(plugins::PluginMetrics {
-                            hooks: policy_hooks,
-                            sinks: log_sinks.clone(),
-                            providers: auth_providers,
-                        }),
-                    ],
-                    config.api.max_body_bytes,
-                ));
+                let api = Arc::new(
+                    postern_api::Api::new(
+                        store.clone(),
+                        tokens,
+                        vec![
+                            Arc::new(metrics::GatewayMetrics {
+                                gateway: gateway.clone(),
+                                audit: audit.clone(),
+                                store: store.clone(),
+                                reconcile_runs: reconcile_runs.clone(),
+                            }),
+                            Arc::new(plugins::PluginMetrics {
+                                hooks: policy_hooks,
+                                sinks: log_sinks.clone(),
+                                providers: auth_providers,
+                            }),
+                        ],
+                        config.api.max_body_bytes,
+                    )
+                    .with_issuer(issuer.clone())
+                    .with_info(postern_api::ServerInfo {
+                        started_at: chrono::Utc::now()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        proxy_address: address.to_string(),
+                        admin_address: api_address.to_string(),
+                    }),
+                );
                 let served_tls = api_tls.clone();
                 Some(tokio::spawn(async move {
                     let stopped = async {

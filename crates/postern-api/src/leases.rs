@@ -1,0 +1,305 @@
+//! Leases of issued credentials over HTTP (`…/namespaces/{ns}/leases`): list with filters,
+//! renew, revoke one, revoke all that match a filter (after asking how many), and a
+//! Target's admin check (`…/targets/{name}/check`). The work is the issuer's, as for the CLI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::Json;
+use postern_issuer::{check_target, Issuer, IssuerError, RevokeOutcome};
+use postern_model::{ErrorKind, Kind, QualifiedName};
+use postern_state::Lease;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::resources::{params, read_body_within, Params};
+use crate::{blocking, Api};
+
+impl From<IssuerError> for ApiError {
+    fn from(e: IssuerError) -> ApiError {
+        match (e.kind(), e) {
+            (_, IssuerError::State(e)) => ApiError::from(e),
+            // The issuer's errors carry no password (its statements are named by index).
+            (ErrorKind::User, e) => ApiError::conflict(e.to_string()),
+            (ErrorKind::Upstream, e) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream", e.to_string())
+            }
+            (_, e) => ApiError::internal(e),
+        }
+    }
+}
+
+fn issuer(api: &Api) -> Result<&Arc<Issuer>, ApiError> {
+    api.issuer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server has no credential issuer",
+        )
+    })
+}
+
+/// Which leases a list or a bulk revoke is about.
+#[derive(Debug, Default)]
+struct LeaseFilter {
+    /// A CredentialRole's name.
+    role: Option<String>,
+    /// Text in `issuedFor` (`cli`, `session alice.team-a`).
+    identity: Option<String>,
+    /// Only leases that expire within this long (`15m`, `1h`).
+    expiring_within: Option<String>,
+    /// Ended leases too (lists only).
+    all: bool,
+}
+
+impl LeaseFilter {
+    fn from_query(uri: &Uri) -> LeaseFilter {
+        let mut filter = LeaseFilter::default();
+        for (key, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+            let value = value.trim().to_owned();
+            match key.as_ref() {
+                _ if value.is_empty() => {}
+                "role" => filter.role = Some(value),
+                "identity" => filter.identity = Some(value),
+                "expiringWithin" => filter.expiring_within = Some(value),
+                "all" => filter.all = value == "true" || value == "1",
+                _ => {}
+            }
+        }
+        filter
+    }
+
+    fn matching(&self, api: &Api, namespace: &str) -> Result<Vec<Lease>, ApiError> {
+        let within = match &self.expiring_within {
+            Some(text) => Some(postern_model::parse_duration(text).map_err(|e| {
+                ApiError::bad_request(format!("expiringWithin: {e}")).with_field("expiringWithin")
+            })?),
+            None => None,
+        };
+        let now = chrono::Utc::now().timestamp();
+        let deadline = within
+            .map(|d: Duration| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+        Ok(api
+            .store
+            .list_leases(Some(namespace), self.all)?
+            .into_iter()
+            .filter(|l| {
+                self.role
+                    .as_ref()
+                    .is_none_or(|role| l.credential_role.name == *role)
+                    && self
+                        .identity
+                        .as_ref()
+                        .is_none_or(|who| l.issued_for.contains(who.as_str()))
+                    && deadline.is_none_or(|deadline| l.expires_at <= deadline)
+            })
+            .collect())
+    }
+}
+
+fn lease_json(lease: &Lease) -> Value {
+    json!({
+        "id": lease.id,
+        "credentialRole": lease.credential_role.name,
+        "target": lease.target.name,
+        "username": lease.username,
+        "state": lease.state.as_str(),
+        "issuedFor": lease.issued_for,
+        "issuedAt": lease.issued_at,
+        "expiresAt": lease.expires_at,
+        "maxExpiresAt": lease.max_expires_at,
+        "attempts": lease.attempts,
+        "lastError": lease.last_error,
+    })
+}
+
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    path: Params<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = params(path)?;
+    let filter = LeaseFilter::from_query(&uri);
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        caller.check_read(&namespace, &format!("namespace {namespace}"))?;
+        let items: Vec<Value> = filter
+            .matching(&api, &namespace)?
+            .iter()
+            .map(lease_json)
+            .collect();
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}
+
+/// The lease `id` of `namespace`, once the caller may change things there.
+async fn writable_lease(
+    api: &Arc<Api>,
+    headers: &HeaderMap,
+    namespace: &str,
+    id: &str,
+) -> Result<(), ApiError> {
+    let (api, headers, namespace, id) = (
+        api.clone(),
+        headers.clone(),
+        namespace.to_owned(),
+        id.to_owned(),
+    );
+    blocking(move || {
+        let caller = api.caller(&headers)?;
+        let what = format!("lease {id}");
+        caller.check_write(&namespace, &what)?;
+        match api.store.lease(&id)? {
+            Some(lease) if lease.credential_role.namespace == namespace => Ok(()),
+            _ => Err(ApiError::not_found(&what)),
+        }
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    /// How much longer (`1h`); the role's defaultTtl when absent.
+    increment: Option<String>,
+}
+
+pub async fn renew(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (namespace, id) = params(path)?;
+    let bytes = read_body_within(api.max_body_bytes, &headers, body).await?;
+    let request: RenewRequest = if bytes.is_empty() {
+        RenewRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?
+    };
+    let increment = match &request.increment {
+        Some(text) => Some(postern_model::parse_duration(text).map_err(|e| {
+            ApiError::bad_request(format!("increment: {e}")).with_field("increment")
+        })?),
+        None => None,
+    };
+    writable_lease(&api, &headers, &namespace, &id).await?;
+    let renewed = issuer(&api)?.renew(&id, increment).await?;
+    Ok(Json(
+        json!({"expiresAt": renewed.expires_at, "capped": renewed.capped}),
+    ))
+}
+
+fn outcome_text(outcome: RevokeOutcome) -> &'static str {
+    match outcome {
+        RevokeOutcome::Done => "revoked",
+        RevokeOutcome::AlreadyGone => "already gone upstream",
+        RevokeOutcome::AlreadyEnded => "had already ended",
+    }
+}
+
+pub async fn revoke(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (namespace, id) = params(path)?;
+    writable_lease(&api, &headers, &namespace, &id).await?;
+    let outcome = issuer(&api)?.revoke(&id).await?;
+    Ok(Json(json!({"id": id, "outcome": outcome_text(outcome)})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BulkRevoke {
+    role: Option<String>,
+    identity: Option<String>,
+    expiring_within: Option<String>,
+    /// Only count and name the leases that would be revoked.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Revokes every live lease of the namespace that matches the filter; with `dryRun`, says
+/// which ones it would (the UI shows that count before asking to confirm).
+pub async fn revoke_matching(
+    State(api): State<Arc<Api>>,
+    path: Params<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = params(path)?;
+    let bytes = read_body_within(api.max_body_bytes, &headers, body).await?;
+    let request: BulkRevoke = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+    let filter = LeaseFilter {
+        role: request.role,
+        identity: request.identity,
+        expiring_within: request.expiring_within,
+        all: false,
+    };
+    let (check_api, check_headers, check_namespace) =
+        (api.clone(), headers.clone(), namespace.clone());
+    let leases = blocking(move || {
+        let caller = check_api.caller(&check_headers)?;
+        caller.check_write(&check_namespace, &format!("namespace {check_namespace}"))?;
+        filter.matching(&check_api, &check_namespace)
+    })
+    .await?;
+    let ids: Vec<&str> = leases.iter().map(|l| l.id.as_str()).collect();
+    if request.dry_run {
+        return Ok(Json(json!({"count": ids.len(), "ids": ids, "results": []})));
+    }
+    let issuer = issuer(&api)?;
+    let mut results = Vec::new();
+    for lease in &leases {
+        let result = match issuer.revoke(&lease.id).await {
+            Ok(outcome) => json!({"id": lease.id, "outcome": outcome_text(outcome)}),
+            Err(e) => json!({"id": lease.id, "error": ApiError::from(e).message}),
+        };
+        results.push(result);
+    }
+    Ok(Json(
+        json!({"count": ids.len(), "ids": ids, "results": results}),
+    ))
+}
+
+/// `POST …/targets/{name}/check`: whether the target's admin login has every right the
+/// issuer, the reconciler and rotation need, with the SQL that closes each gap.
+pub async fn check(
+    State(api): State<Arc<Api>>,
+    path: Params<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (namespace, name) = params(path)?;
+    let (check_api, check_headers) = (api.clone(), headers.clone());
+    let (check_namespace, check_name) = (namespace.clone(), name.clone());
+    blocking(move || {
+        let caller = check_api.caller(&check_headers)?;
+        let what = Kind::Target.describe(&check_namespace, &check_name);
+        caller.check_write(&check_namespace, &what)?;
+        match check_api
+            .store
+            .get_resource(Kind::Target, &check_namespace, &check_name)?
+        {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(&what)),
+        }
+    })
+    .await?;
+    let items = check_target(issuer(&api)?, &QualifiedName::new(&namespace, &name)).await?;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            json!({"feature": i.feature, "requirement": i.requirement, "ok": i.ok, "fix": i.fix})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
