@@ -562,3 +562,112 @@ async fn static_role_rotation_changes_the_password_and_the_gateway_keeps_connect
     assert_ne!(password_hash().await, before);
     assert_eq!(through_gateway().await, "static_reader");
 }
+
+/// What the web UI's leases page and target check call: leases listed by filter, renewed,
+/// revoked one by one and all that match (after a dry-run count), the target's admin
+/// checked; and the overview names the listeners.
+#[tokio::test]
+async fn leases_and_the_target_check_over_the_admin_api() {
+    let pg = shared_pg().await;
+    let gateway = issuer_gateway(pg, "").await;
+    let http = postern_testkit::Http::new(gateway.api_port().await);
+    let token = gateway.admin_token();
+    let first = issue(&gateway, "readonly", None);
+    let second = issue(&gateway, "readonly", None);
+    issue(&gateway, "owner", None);
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let leases = "/api/v1/namespaces/team-a/leases";
+    let (status, body) = http.get(&format!("{leases}?role=readonly"), &token);
+    assert_eq!(status, 200, "{body}");
+    let readonly = ids(&json(&body));
+    assert_eq!(readonly.len(), 2, "{body}");
+    assert!(
+        readonly.contains(&text(&first, "lease_id").to_owned()),
+        "{body}"
+    );
+    // Nothing of readonly's (1 h) expires within 10 minutes.
+    let soon = json(
+        &http
+            .get(
+                &format!("{leases}?role=readonly&expiringWithin=10m"),
+                &token,
+            )
+            .1,
+    );
+    assert!(ids(&soon).is_empty(), "{soon}");
+
+    // One renewed, one revoked; a lease id is one percent-encoded path segment.
+    let lease_path = |id: &str| format!("{leases}/{}", id.replace('/', "%2F"));
+    let first_id = text(&first, "lease_id");
+    let (status, body) = http.send_json(
+        "POST",
+        &format!("{}/renew", lease_path(first_id)),
+        &token,
+        r#"{"increment": "90m"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["capped"], false, "{body}");
+    let (status, body) = http.call("DELETE", &lease_path(first_id), Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["outcome"], "revoked", "{body}");
+    assert_eq!(lease_state(&gateway, first_id).as_deref(), Some("revoked"));
+    let admin = pg.connect("postgres").await.unwrap();
+    let first_user = text(&first, "username");
+    assert!(roles_like(&admin, first_user).await.is_empty());
+
+    // Revoke all that match: first the count, then the deed.
+    let bulk = format!("{leases}/revoke");
+    let (status, body) = http.send_json(
+        "POST",
+        &bulk,
+        &token,
+        r#"{"role": "readonly", "dryRun": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let counted = json(&body);
+    assert_eq!(counted["count"], 1, "{body}");
+    let second_id = text(&second, "lease_id");
+    assert_eq!(lease_state(&gateway, second_id).as_deref(), Some("active"));
+    let (status, body) = http.send_json("POST", &bulk, &token, r#"{"role": "readonly"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["results"][0]["outcome"], "revoked", "{body}");
+    assert_eq!(lease_state(&gateway, second_id).as_deref(), Some("revoked"));
+    let left = json(&http.get(&format!("{leases}?role=readonly"), &token).1);
+    assert!(ids(&left).is_empty(), "{left}");
+    let (status, body) = http.send_json("POST", &bulk, &token, r#"{"nope": 1}"#);
+    assert_eq!(status, 400, "{body}");
+
+    // The target's admin (the superuser here) has every right the issuer needs.
+    let (status, body) = http.call(
+        "POST",
+        "/api/v1/namespaces/team-a/targets/main-pg/check",
+        Some(&token),
+        Some(("application/json", "")),
+    );
+    assert_eq!(status, 200, "{body}");
+    let checks = json(&body);
+    let items = checks["items"].as_array().unwrap();
+    assert!(
+        !items.is_empty() && items.iter().all(|i| i["ok"] == true),
+        "{body}"
+    );
+
+    let overview = json(&http.get("/api/v1/overview", &token).1);
+    assert_eq!(
+        overview["listeners"]["proxy"],
+        format!("127.0.0.1:{}", gateway.port()),
+        "{overview}"
+    );
+    assert!(
+        overview["attention"].as_array().unwrap().is_empty(),
+        "{overview}"
+    );
+}
