@@ -14,6 +14,8 @@ export type LogEvent = Schemas['Event'] & {
   totals?: { statements?: number; duration_ms?: number; end_reason?: string };
 };
 export type Explanation = Schemas['Explanation'];
+export type Overview = Schemas['Overview'];
+export type Lease = Schemas['Lease'];
 
 /** sessionStorage key, used only when the user asks to stay signed in for this tab. */
 const TAB_KEY = 'postern.token';
@@ -168,6 +170,18 @@ export function loadWhoami(): Promise<Whoami> {
     );
   }
   return asking!.answer;
+}
+
+/** The server's overview (version, listeners, what needs attention), asked once per token and shared. */
+let overview: { token: string | null; at: number; answer: Promise<Overview> } | null = null;
+export function loadOverview(maxAgeMs = Infinity): Promise<Overview> {
+  // `maxAgeMs` asks again when the shared answer is older (the Overview page wants a fresh list).
+  if (!overview || overview.token !== session.token || Date.now() - overview.at > maxAgeMs) {
+    const entry = { token: session.token, at: Date.now(), answer: call(api.GET('/api/v1/overview')) };
+    overview = entry;
+    entry.answer.catch(() => overview === entry && (overview = null));
+  }
+  return overview.answer;
 }
 
 /** Uses `token` if the API accepts it. */

@@ -11,6 +11,7 @@ import { Namespaces } from './pages/namespaces';
 import { Resources, KINDS } from './pages/resources';
 import { ResourceDetail } from './pages/resource';
 import { Identity } from './pages/identity';
+import { Leases } from './pages/leases';
 import { Logs } from './pages/logs';
 import { Session } from './pages/session';
 import { Simulator } from './pages/simulator';
@@ -30,6 +31,10 @@ function route(path: string): Route {
   if ((m = match('/ui/namespaces/:ns/identities/:name', path))) {
     const { ns, name } = m;
     return { page: () => <Identity ns={ns} name={name} />, section: 'namespaces' };
+  }
+  if ((m = match('/ui/namespaces/:ns/leases', path))) {
+    const ns = m.ns;
+    return { page: () => <Leases ns={ns} />, section: 'namespaces' };
   }
   if ((m = match('/ui/namespaces/:ns/:plural', path)) && m.plural in KINDS) {
     const { ns, plural } = m;

@@ -1,7 +1,7 @@
 // Shared pieces: data loading with its states, tables that scroll, copy buttons, CLI commands, times, badges.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError } from './api';
+import { ApiError, loadOverview, useSession, type Overview } from './api';
 
 export interface Loaded<T> {
   data?: T;
@@ -26,6 +26,12 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
     };
   }, [...deps, round]);
   return { ...state, reload: () => setRound((n) => n + 1) };
+}
+
+/** The shared overview (one request per token); `maxAgeMs` refreshes an older answer. */
+export function useOverview(maxAgeMs?: number): Loaded<Overview> {
+  const { token } = useSession();
+  return useLoad(() => loadOverview(maxAgeMs), [token]);
 }
 
 export function messageOf(e: unknown): string {
@@ -131,6 +137,29 @@ export function Time({ value, ms = false }: { value?: string | number | null; ms
     `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}` +
     (ms ? `.${pad(date.getMilliseconds(), 3)}` : '');
   return <time dateTime={date.toISOString()}>{text}</time>;
+}
+
+/** A length of time in seconds, roughly: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`. */
+export function span(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** Unix seconds as `in 40 min` or `3 h 5 min ago`, then the local time. */
+export function When({ value }: { value: number }) {
+  const delta = value - Date.now() / 1000;
+  return (
+    <>
+      <span>{delta >= 0 ? `in ${span(delta)}` : `${span(-delta)} ago`}</span>
+      <br />
+      <span class="muted">
+        <Time value={value} />
+      </span>
+    </>
+  );
 }
 
 export type Tone = 'ok' | 'bad' | 'warn' | 'info';

@@ -72,11 +72,16 @@ async fn every_documented_operation_is_routed() {
     assert!(paths.len() > 20, "{}", paths.len());
     let mut operations = 0;
     for (template, item) in paths {
+        // The access log's stream never ends (the browser suite reads it).
+        if template == "/api/v1/logs/stream" {
+            continue;
+        }
         let path = template
             .replace("{namespace}", "default")
             .replace("{name}", "nothing-here")
             .replace("{client_id}", "pc_none")
-            .replace("{jti}", "none");
+            .replace("{jti}", "none")
+            .replace("{id}", "none");
         for method in item.as_object().unwrap().keys() {
             let method = method.to_uppercase();
             let body =

@@ -1,9 +1,9 @@
 // One identity: its spec, how it connects, its API keys and client credentials (created secrets are shown once).
 import { useState } from 'preact/hooks';
 import { api, call, may, useSession, type Schemas, specOf } from '../api';
-import { CliCommand, ConfirmButton, CopyButton, ErrorText, List, ScrollTable, SecretOnce, Show, Time, Title, messageOf, useLoad } from '../components';
+import { CliCommand, ConfirmButton, CopyButton, ErrorText, List, Loading, ScrollTable, SecretOnce, Show, Time, Title, messageOf, useLoad } from '../components';
 import { Link } from '../router';
-import { connectionStrings, listAll, type IdentitySpec } from './resources';
+import { connectionStrings, listAll, useProxy, type IdentitySpec } from './resources';
 import { getResource } from './resource';
 
 type Path = { namespace: string; name: string };
@@ -184,27 +184,32 @@ function Clients({ path, write }: { path: Path; write: boolean }) {
 /** psql lines for this identity against each service of its namespace. */
 function Connect({ ns, name }: { ns: string; name: string }) {
   const services = useLoad(() => listAll(ns, 'services'), [ns]);
+  const proxy = useProxy();
   return (
     <section aria-labelledby="connect-heading">
       <h2 id="connect-heading">Connect as {name}</h2>
-      <Show state={services} what="Loading services">
-        {(items) =>
-          items.length ? (
-            <ul class="plain strings">
-              {items.map((s) => {
-                const psql = connectionStrings(s.metadata.name, ns, `${name}.${ns}`).psql;
-                return (
-                  <li key={s.metadata.name}>
-                    <code>{psql}</code> <CopyButton text={psql} label={`Copy psql for ${s.metadata.name}`} />
-                  </li>
-                );
-              })}
-            </ul>
-          ) : (
-            <p>No services in {ns} yet.</p>
-          )
-        }
-      </Show>
+      {!proxy ? (
+        <Loading what="Loading the proxy's address" />
+      ) : (
+        <Show state={services} what="Loading services">
+          {(items) =>
+            items.length ? (
+              <ul class="plain strings">
+                {items.map((s) => {
+                  const psql = connectionStrings(s.metadata.name, ns, `${name}.${ns}`, proxy).psql;
+                  return (
+                    <li key={s.metadata.name}>
+                      <code>{psql}</code> <CopyButton text={psql} label={`Copy psql for ${s.metadata.name}`} />
+                    </li>
+                  );
+                })}
+              </ul>
+            ) : (
+              <p>No services in {ns} yet.</p>
+            )
+          }
+        </Show>
+      )}
     </section>
   );
 }

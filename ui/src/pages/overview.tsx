@@ -1,80 +1,56 @@
-// Overview: the gateway's health and version, the caller, and resources whose status reports a problem.
-import { Fragment } from 'preact';
-import { api, useSession, type Resource, type Whoami } from '../api';
-import { Badge, List, Loading, Show, Time, Title, useLoad } from '../components';
-import { Link } from '../router';
-import { listAll } from './resources';
+// Overview: the gateway's version, uptime, listeners and health, the caller, and what the server says needs attention.
+import { api, loadOverview, useSession, type Overview as Answer } from '../api';
+import { Badge, List, Show, Time, Title, span, useLoad } from '../components';
+import { Link, seg, withQuery } from '../router';
 
 interface Gateway {
+  overview: Answer;
   health: string;
   ready: string;
-  version?: string;
-  extra: [string, string][];
 }
 
-/** Health and readiness answer without a token; the version is the OpenAPI document's. */
+/** Health and readiness answer without a token; the rest is the shared overview, asked again when older than 5 s. */
 async function loadGateway(): Promise<Gateway> {
-  const [health, ready, doc] = await Promise.all([
+  const [overview, health, ready] = await Promise.all([
+    loadOverview(5000),
     api.GET('/healthz').catch(() => null),
     api.GET('/readyz').catch(() => null),
-    api.GET('/api/v1/openapi.json').catch(() => null),
   ]);
-  const healthBody = (health?.data ?? {}) as Record<string, unknown>;
   const readyBody = (ready?.data ?? ready?.error ?? {}) as Record<string, unknown>;
-  // Fields beyond `status` (listeners, uptime…) are shown as the gateway gives them.
-  const extra = Object.entries(healthBody)
-    .filter(([key]) => key !== 'status')
-    .map(([key, value]): [string, string] => [key, typeof value === 'string' ? value : JSON.stringify(value)]);
-  const info = (doc?.data as { info?: { version?: string } } | undefined)?.info;
   return {
-    health: health?.response.ok ? String(healthBody.status ?? 'ok') : 'unreachable',
+    overview,
+    health: health?.response.ok ? String((health.data as Record<string, unknown>)?.status ?? 'ok') : 'unreachable',
     ready: ready ? String(readyBody.status ?? (ready.response.ok ? 'ready' : 'not ready')) : 'unreachable',
-    version: info?.version,
-    extra,
   };
 }
 
-interface Attention {
-  ns: string;
-  plural: string;
-  kind: string;
-  name: string;
-  state: string;
-  message: string;
-}
+type Item = Answer['attention'][number];
 
-/** Intents and Plugins carry a status; anything not applied/loaded needs a look. */
-const WATCHED = ['intents', 'plugins'] as const;
-const FINE = new Set(['applied', 'loaded', 'ok']);
+/** Leases stuck revoking are reported on their CredentialRole: they link to its leases. */
+const isLease = (a: Item) => a.kind === 'CredentialRole';
 
-async function loadAttention(whoami: Whoami): Promise<Attention[]> {
-  const lists = await Promise.all(
-    whoami.namespaces
-      .filter((ns) => ns.read)
-      .flatMap((ns) =>
-        WATCHED.map(async (plural) => {
-          const items = await listAll(ns.name, plural);
-          return items.map((item: Resource) => ({ ns: ns.name, plural, item }));
-        }),
-      ),
+function AttentionItem({ a }: { a: Item }) {
+  const ns = seg(a.namespace);
+  return (
+    <li>
+      <Badge tone={isLease(a) ? 'warn' : 'bad'}>{isLease(a) ? 'revoking' : 'error'}</Badge>{' '}
+      {isLease(a) ? (
+        <Link href={withQuery(`/ui/namespaces/${ns}/leases`, { role: a.name })}>
+          Leases of {a.kind} {a.namespace}/{a.name}
+        </Link>
+      ) : (
+        <Link href={`/ui/namespaces/${ns}/${seg(a.plural)}/${seg(a.name)}`}>
+          {a.kind} {a.namespace}/{a.name}
+        </Link>
+      )}
+      : {a.message}
+    </li>
   );
-  return lists
-    .flat()
-    .filter(({ item }) => item.status && !FINE.has(item.status.state))
-    .map(({ ns, plural, item }) => ({
-      ns,
-      plural,
-      kind: item.kind,
-      name: item.metadata.name,
-      state: item.status!.state,
-      message: item.status!.message,
-    }));
 }
 
 export function Overview() {
-  const { whoami } = useSession();
-  const gateway = useLoad(loadGateway, []);
-  const attention = useLoad(() => loadAttention(whoami!), [whoami]);
+  const { token, whoami } = useSession();
+  const gateway = useLoad(loadGateway, [token]);
   return (
     <>
       <Title text="Overview" />
@@ -85,7 +61,7 @@ export function Overview() {
             {(g) => (
               <dl class="facts">
                 <dt>Version</dt>
-                <dd>{g.version ?? <span class="muted">unknown</span>}</dd>
+                <dd>{g.overview.version}</dd>
                 <dt>Health</dt>
                 <dd>
                   <Badge tone={g.health === 'ok' ? 'ok' : 'bad'}>{g.health}</Badge>
@@ -94,12 +70,18 @@ export function Overview() {
                 <dd>
                   <Badge tone={g.ready === 'ready' ? 'ok' : 'bad'}>{g.ready}</Badge>
                 </dd>
-                {g.extra.map(([key, value]) => (
-                  <Fragment key={key}>
-                    <dt>{key}</dt>
-                    <dd>{value}</dd>
-                  </Fragment>
-                ))}
+                <dt>Up for</dt>
+                <dd>
+                  {span((Date.now() - Date.parse(g.overview.startedAt)) / 1000)} (since <Time value={g.overview.startedAt} />)
+                </dd>
+                <dt>Proxy listener</dt>
+                <dd>
+                  <code>{g.overview.listeners.proxy}</code>
+                </dd>
+                <dt>Admin listener</dt>
+                <dd>
+                  <code>{g.overview.listeners.admin}</code>
+                </dd>
               </dl>
             )}
           </Show>
@@ -125,27 +107,21 @@ export function Overview() {
       </div>
       <section aria-labelledby="attention-heading">
         <h2 id="attention-heading">Needs attention</h2>
-        {attention.loading && !attention.data ? (
-          <Loading what="Checking intents and plugins" />
+        {gateway.error ? (
+          <p class="muted">Unknown: the overview did not load.</p>
         ) : (
-          <Show state={attention}>
-            {(items) =>
-              items.length ? (
-                <ul class="attention">
-                  {items.map((a) => (
-                    <li key={`${a.ns}/${a.plural}/${a.name}`}>
-                      <Badge tone={a.state === 'error' ? 'bad' : 'warn'}>{a.state}</Badge>{' '}
-                      <Link href={`/ui/namespaces/${encodeURIComponent(a.ns)}/${a.plural}/${encodeURIComponent(a.name)}`}>
-                        {a.kind} {a.ns}/{a.name}
-                      </Link>
-                      : {a.message}
-                    </li>
-                  ))}
-                </ul>
-              ) : (
-                <p>Nothing needs attention.</p>
-              )
-            }
+          <Show state={gateway} what="Checking intents, plugins and leases">
+          {({ overview }) =>
+            overview.attention.length ? (
+              <ul class="attention">
+                {overview.attention.map((a, i) => (
+                  <AttentionItem key={i} a={a} />
+                ))}
+              </ul>
+            ) : (
+              <p>Nothing needs attention.</p>
+            )
+          }
           </Show>
         )}
       </section>

@@ -1,9 +1,9 @@
 // One resource: its spec (services in detail, with connection strings), its status, and delete for writers.
 import { useState } from 'preact/hooks';
-import { api, call, may, useSession, type Resource, specOf } from '../api';
-import { CliCommand, ConfirmButton, CopyButton, ErrorText, ScrollTable, Show, Title, messageOf, useLoad } from '../components';
+import { ApiError, api, call, may, useSession, type Resource, type Schemas, specOf } from '../api';
+import { Badge, CliCommand, ConfirmButton, CopyButton, ErrorText, Loading, ScrollTable, Show, Title, messageOf, useLoad } from '../components';
 import { Link, navigate } from '../router';
-import { KINDS, callerIdentity, connectionStrings, statusBadge, upstreamSummary, type ServiceSpec } from './resources';
+import { KINDS, callerIdentity, connectionStrings, statusBadge, upstreamSummary, useProxy, type ServiceSpec } from './resources';
 
 type ItemPath = '/api/v1/namespaces/{namespace}/services/{name}';
 
@@ -12,9 +12,36 @@ export function getResource(ns: string, plural: string, name: string) {
   return call(api.GET(`/api/v1/namespaces/{namespace}/${plural}/{name}` as ItemPath, { params: { path: { namespace: ns, name } } }));
 }
 
+/** psql, libpq and JDBC lines for the caller (or a placeholder identity), once the proxy's address is known. */
+function ConnectStrings({ service, ns, me }: { service: string; ns: string; me?: string }) {
+  const proxy = useProxy();
+  if (!proxy) return <Loading what="Loading the proxy's address" />;
+  const strings = connectionStrings(service, ns, callerIdentity(me, ns), proxy);
+  return (
+    <>
+      <p class="muted">
+        {proxy.listen ? `The gateway's proxy listens on ${proxy.listen}.` : "The gateway's proxy port is 6432 unless it was configured otherwise."} The
+        password is an API key or an access token.
+      </p>
+      <ul class="plain strings">
+        {(
+          [
+            ['psql', strings.psql],
+            ['libpq URI', strings.uri],
+            ['JDBC', strings.jdbc],
+          ] as const
+        ).map(([label, text]) => (
+          <li key={label}>
+            <span class="label">{label}</span> <code>{text}</code> <CopyButton text={text} label={`Copy ${label}`} />
+          </li>
+        ))}
+      </ul>
+    </>
+  );
+}
+
 function ServiceDetails({ r, ns, me }: { r: Resource; ns: string; me?: string }) {
   const spec = specOf<ServiceSpec>(r);
-  const strings = connectionStrings(r.metadata.name, ns, callerIdentity(me, ns));
   const rules = spec.authorization?.rules ?? [];
   const up = spec.upstream;
   return (
@@ -42,20 +69,7 @@ function ServiceDetails({ r, ns, me }: { r: Resource; ns: string; me?: string })
         ) : null}
       </dl>
       <h2>Connect</h2>
-      <p class="muted">The gateway's proxy port is 6432 unless it was configured otherwise. The password is an API key or an access token.</p>
-      <ul class="plain strings">
-        {(
-          [
-            ['psql', strings.psql],
-            ['libpq URI', strings.uri],
-            ['JDBC', strings.jdbc],
-          ] as const
-        ).map(([label, text]) => (
-          <li key={label}>
-            <span class="label">{label}</span> <code>{text}</code> <CopyButton text={text} label={`Copy ${label}`} />
-          </li>
-        ))}
-      </ul>
+      <ConnectStrings service={r.metadata.name} ns={ns} me={me} />
       <h2>Authorization rules</h2>
       {rules.length ? (
         <ScrollTable label="Authorization rules">
@@ -130,6 +144,86 @@ function ServiceDetails({ r, ns, me }: { r: Resource; ns: string; me?: string })
   );
 }
 
+type CheckLine = Schemas['TargetCheck']['items'][number];
+
+/** Whether the target's admin login has every right the issuer, reconciler and rotation need (namespace-admins). */
+function TargetCheck({ ns, name }: { ns: string; name: string }) {
+  const [lines, setLines] = useState<CheckLine[]>();
+  const [error, setError] = useState<string>();
+  const [busy, setBusy] = useState(false);
+  const run = async () => {
+    setBusy(true);
+    setError(undefined);
+    setLines(undefined);
+    try {
+      setLines((await call(api.POST('/api/v1/namespaces/{namespace}/targets/{name}/check', { params: { path: { namespace: ns, name } } }))).items);
+    } catch (e) {
+      const status = e instanceof ApiError ? e.status : 0;
+      setError(
+        status === 502
+          ? `The target's admin cannot log in: ${messageOf(e)}`
+          : status === 503
+            ? `This gateway cannot run the check: ${messageOf(e)}`
+            : messageOf(e),
+      );
+    } finally {
+      setBusy(false);
+    }
+  };
+  const missing = lines?.filter((line) => !line.ok).length ?? 0;
+  return (
+    <section aria-labelledby="check-heading">
+      <h2 id="check-heading">Admin rights check</h2>
+      <p class="muted">Logs in as the target's admin and reports what each feature needs, and the SQL that grants what is missing.</p>
+      <div class="actions">
+        <button type="button" class="primary" onClick={run} disabled={busy}>
+          Run check
+        </button>
+        <CliCommand command={`postern target check ${name} -n ${ns}`} />
+      </div>
+      {busy && <Loading what="Checking the target's admin" />}
+      <ErrorText message={error} />
+      {lines && (
+        <>
+          <p role="status">
+            {missing ? `${missing} of ${lines.length} requirements missing.` : `All ${lines.length} requirements met.`}
+          </p>
+          <ScrollTable label={`Admin rights of target ${name}`}>
+            <thead>
+              <tr>
+                <th scope="col">Status</th>
+                <th scope="col">Feature</th>
+                <th scope="col">Requirement</th>
+                <th scope="col">Fix</th>
+              </tr>
+            </thead>
+            <tbody>
+              {lines.map((line, i) => (
+                <tr key={i} data-testid="check-row">
+                  <td>
+                    <Badge tone={line.ok ? 'ok' : 'bad'}>{line.ok ? 'ok' : 'missing'}</Badge>
+                  </td>
+                  <td>{line.feature}</td>
+                  <td>{line.requirement}</td>
+                  <td class="fix">
+                    {line.fix ? (
+                      <>
+                        <code>{line.fix}</code> <CopyButton text={line.fix} label="Copy SQL" />
+                      </>
+                    ) : (
+                      <span class="muted">—</span>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </ScrollTable>
+        </>
+      )}
+    </section>
+  );
+}
+
 export function ResourceDetail({ ns, plural, name }: { ns: string; plural: string; name: string }) {
   const { whoami } = useSession();
   const view = KINDS[plural];
@@ -167,6 +261,7 @@ export function ResourceDetail({ ns, plural, name }: { ns: string; plural: strin
               </section>
             )}
             {plural === 'services' && <ServiceDetails r={r} ns={ns} me={whoami?.name} />}
+            {plural === 'targets' && may(whoami, ns, 'write') && <TargetCheck ns={ns} name={name} />}
             <h2>Spec</h2>
             <pre class="code" tabIndex={0} aria-label={`Spec of ${view.kind} ${name}`}>
               {JSON.stringify(r.spec, null, 2)}

@@ -2,7 +2,7 @@
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 import { api, call, may, useSession, type Resource, specOf } from '../api';
-import { Badge, CliCommand, CopyButton, ErrorText, List, ScrollTable, Show, Title, messageOf, useLoad } from '../components';
+import { Badge, CliCommand, CopyButton, ErrorText, List, ScrollTable, Show, Title, messageOf, useLoad, useOverview } from '../components';
 import { Link, navigate } from '../router';
 
 // The spec shapes as resource files write them (crates/postern-model); the API types specs only as objects.
@@ -40,7 +40,7 @@ interface RoleBindingSpec {
   role: string;
   subject: { identity?: string; group?: string };
 }
-interface CredentialRoleSpec {
+export interface CredentialRoleSpec {
   target: string;
   database: string;
   defaultTtl?: string;
@@ -65,19 +65,44 @@ interface PluginSpec {
 
 const dash = <span class="muted">—</span>;
 
+/** Where clients reach the wire proxy: its listener, or this page's host when it listens on every address. */
+export interface ProxyEndpoint {
+  /** As a URI writes it (IPv6 in brackets). */
+  host: string;
+  port: number;
+  /** The listener as the overview gave it; absent while unknown (6432 is assumed). */
+  listen?: string;
+}
+
+export function proxyEndpoint(listen?: string): ProxyEndpoint {
+  const m = listen ? /^(?:\[([^\]]*)\]|([^:]*)):(\d+)$/.exec(listen) : null;
+  if (!m) return { host: location.hostname, port: 6432 };
+  const address = m[1] ?? m[2];
+  const any = !address || address === '0.0.0.0' || address === '::';
+  return { host: any ? location.hostname : address.includes(':') ? `[${address}]` : address, port: Number(m[3]), listen };
+}
+
+/** The proxy's endpoint from the shared overview; undefined until it answers (6432 if it cannot). */
+export function useProxy(): ProxyEndpoint | undefined {
+  const overview = useOverview();
+  return overview.data || overview.error ? proxyEndpoint(overview.data?.listeners.proxy) : undefined;
+}
+
 /** How clients name things at the wire proxy: `dbname=<service>.<ns> user=<identity>.<ns>` (README). */
-export function connectionStrings(service: string, ns: string, identity: string) {
-  const host = location.hostname.replace(/^\[(.*)\]$/, '$1');
-  const uriHost = location.hostname;
-  // The proxy listens on 6432 unless configured otherwise; the admin API does not say which.
-  const port = 6432;
+export function connectionStrings(service: string, ns: string, identity: string, proxy: ProxyEndpoint) {
+  const { host, port } = proxy;
   const db = `${service}.${ns}`;
   return {
-    psql: `psql "host=${host} port=${port} dbname=${db} user=${identity}"`,
+    psql: `psql "host=${host.replace(/^\[(.*)\]$/, '$1')} port=${port} dbname=${db} user=${identity}"`,
     // Identity and service names are DNS labels joined by a dot: nothing in them needs escaping.
-    uri: `postgresql://${identity}@${uriHost}:${port}/${db}`,
-    jdbc: `jdbc:postgresql://${uriHost}:${port}/${db}?user=${identity}`,
+    uri: `postgresql://${identity}@${host}:${port}/${db}`,
+    jdbc: `jdbc:postgresql://${host}:${port}/${db}?user=${identity}`,
   };
+}
+
+function CopyPsql({ service, ns, me }: { service: string; ns: string; me?: string }) {
+  const proxy = useProxy();
+  return proxy ? <CopyButton text={connectionStrings(service, ns, callerIdentity(me, ns), proxy).psql} label="Copy psql command" /> : null;
 }
 
 /** The caller's own identity when it is one (`alice.team-a`), else a placeholder to fill in. */
@@ -147,9 +172,7 @@ export const KINDS: Record<string, KindView> = {
       ],
       [
         'Connect',
-        (r, ns, me) => (
-          <CopyButton text={connectionStrings(r.metadata.name, ns, callerIdentity(me, ns)).psql} label="Copy psql command" />
-        ),
+        (r, ns, me) => <CopyPsql service={r.metadata.name} ns={ns} me={me} />,
       ],
     ],
   },
@@ -330,15 +353,18 @@ function CreateIdentity({ ns }: { ns: string }) {
   );
 }
 
+/** The tabs: every kind, and the leases of credential roles right after those. */
+const TABS = Object.entries(KINDS).flatMap(([key, view]) => (key === 'credentialroles' ? [[key, view.label], ['leases', 'Leases']] : [[key, view.label]]));
+
 /** The kind tabs of a namespace: links, so each tab is a deep link. */
 export function KindTabs({ ns, plural }: { ns: string; plural: string }) {
   return (
     <nav aria-label="Resource kinds" class="tabs">
       <ul>
-        {Object.entries(KINDS).map(([key, view]) => (
+        {TABS.map(([key, label]) => (
           <li key={key}>
             <Link href={`/ui/namespaces/${encodeURIComponent(ns)}/${key}`} aria-current={key === plural ? 'page' : undefined}>
-              {view.label}
+              {label}
             </Link>
           </li>
         ))}
