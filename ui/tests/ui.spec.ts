@@ -105,6 +105,7 @@ test('every page signs in, passes axe in light and dark, fits a narrow window, b
     ['identities', '/ui/namespaces/team-a/identities'],
     ['rolebindings', '/ui/namespaces/team-a/rolebindings'],
     ['targets', '/ui/namespaces/team-a/targets'],
+    ['leases', '/ui/namespaces/team-a/leases'],
     ['identity', '/ui/namespaces/team-a/identities/alice'],
     ['access-log', '/ui/logs'],
     ['simulator', '/ui/simulator?identity=alice.team-a&service=reports.team-a&statement=DELETE%20FROM%20items'],
@@ -208,6 +209,44 @@ test("a namespace admin of team-a sees team-a, not team-b; a reader gets no writ
   await expect(reader.page.getByRole('button', { name: 'Revoke' })).toHaveCount(0);
   expect([...problems, ...reader.problems]).toEqual([]);
   await readerContext.close();
+});
+
+test("leases are renewed and revoked, and a target's admin is checked, from the UI", async ({ browser }) => {
+  const context = await browser.newContext();
+  const { page, problems } = await newPage(context);
+  await signIn(page, ADMIN_TOKEN);
+  await page.goto('/ui/namespaces/team-a/leases?role=readonly');
+  const rows = page.getByTestId('lease-row');
+  await expect(rows).toHaveCount(2);
+  const status = page.getByRole('main').locator('p[role="status"]');
+  const first = rows.first();
+  const renew = first.getByRole('group', { name: /^Renew/ });
+  await renew.getByLabel('Increment').selectOption('8h');
+  await renew.getByRole('button', { name: 'Renew' }).click();
+  await expect(status.filter({ hasText: /renewed until/ })).toBeVisible();
+  const revoke = rows.nth(1).getByRole('group', { name: /^Revoke/ });
+  await revoke.getByRole('button', { name: 'Revoke' }).click();
+  await revoke.getByRole('button', { name: 'Yes, revoke' }).click();
+  await expect(status.filter({ hasText: /revoked/ })).toBeVisible();
+  await expect(rows).toHaveCount(1);
+  // The rest, all at once, after being told how many.
+  await page.getByRole('button', { name: 'Revoke all matching…' }).click();
+  await expect(page.getByText('This revokes 1 lease')).toBeVisible();
+  await audit(page, 'leases-bulk');
+  await page.getByRole('button', { name: 'Revoke 1 lease' }).click();
+  await expect(page.getByTestId('revoke-result')).toHaveCount(1);
+  await page.goto('/ui/namespaces/team-a/leases?role=readonly');
+  await expect(page.getByText(/^Loading/)).toHaveCount(0);
+  await expect(rows).toHaveCount(0);
+
+  await page.goto('/ui/namespaces/team-a/targets/admin-pg');
+  await page.getByRole('button', { name: 'Run check' }).click();
+  const checks = page.getByTestId('check-row');
+  await expect(checks.first()).toBeVisible();
+  await expect(page.getByText(/All \d+ requirements met/)).toBeVisible();
+  await audit(page, 'target-check');
+  expect(problems).toEqual([]);
+  await context.close();
 });
 
 test('the simulator explains a denial', async ({ browser }) => {

@@ -12,8 +12,8 @@ use postern_testkit::{provisioned, psql, shared_pg, APP_PASSWORD, DB, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
-/// A second tenant, a service whose rules deny deletes, and team-a's own administrator
-/// and reader.
+/// A second tenant, a service whose rules deny deletes, team-a's own administrator and
+/// reader, and a target with an admin login and a CredentialRole (for leases).
 fn scene(upstream: &str) -> String {
     format!(
         "kind: Service\nmetadata: {{name: reports, namespace: team-a}}\n\
@@ -28,6 +28,12 @@ fn scene(upstream: &str) -> String {
          kind: Identity\nmetadata: {{name: dave, namespace: team-a}}\nspec: {{type: human}}\n---\n\
          kind: RoleBinding\nmetadata: {{name: dave-reads, namespace: team-a}}\n\
          spec: {{role: namespace-reader, subject: {{identity: dave}}}}\n---\n\
+         kind: Target\nmetadata: {{name: admin-pg, namespace: team-a}}\n\
+         spec: {{address: '{upstream}', sslMode: disable, admin: {{user: postgres, passwordSecret: pg-admin}}}}\n---\n\
+         kind: CredentialRole\nmetadata: {{name: readonly, namespace: team-a}}\n\
+         spec:\n  target: admin-pg\n  database: app\n  creationStatements:\n    \
+         - CREATE ROLE {{{{name}}}} LOGIN PASSWORD {{{{password}}}} VALID UNTIL {{{{expiration}}}}\n    \
+         - GRANT SELECT ON items TO {{{{name}}}}\n  defaultTtl: 1h\n  maxTtl: 8h\n---\n\
          kind: Namespace\nmetadata: {{name: team-b}}\n---\n\
          kind: Target\nmetadata: {{name: ledger-pg, namespace: team-b}}\n\
          spec: {{address: '{upstream}', sslMode: disable}}\n---\n\
@@ -52,6 +58,15 @@ async fn the_web_ui_works_in_a_real_browser() {
         &format!("{APP_PASSWORD}\n"),
     );
     assert!(output.status.success(), "secret set failed");
+    let output = gateway.cli_with_input(
+        &["secret", "set", "pg-admin", "-n", "team-a"],
+        &format!("{}\n", pg.superuser_password()),
+    );
+    assert!(output.status.success(), "secret set failed");
+    // Two leases for the leases page: one to renew, one to revoke.
+    for _ in 0..2 {
+        gateway.cli_ok(&["creds", "issue", "readonly", "-n", "team-a", "-o", "json"]);
+    }
     let token = |identity: &str| {
         gateway
             .cli_ok(&["token", "issue", identity, "-n", "team-a", "--ttl", "1h"])
