@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -12,11 +13,14 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::resources::{params, Params};
+use crate::resources::{params, read_body_within, Params};
 use crate::{blocking, Api};
 
 /// The identity `namespace/name`, once the caller may see it and it exists (404 both
-/// otherwise); `write` asks for namespace-admin as well.
+/// otherwise). `write` (a credential made or removed) asks for namespace-admin, and for
+/// the caller's access to cover the identity's: a key or client secret of an identity
+/// is that identity's access, so making one for an identity bound further than its
+/// maker (an account admin, another namespace's admin) would be a way up.
 fn identity(
     api: &Api,
     caller: &Caller,
@@ -30,14 +34,27 @@ fn identity(
     } else {
         caller.check_read(namespace, &what)?;
     }
-    if api
-        .store
-        .get_resource(Kind::Identity, namespace, name)?
-        .is_none()
-    {
+    let who = QualifiedName::new(namespace, name);
+    let Some((_, holds)) = api.store.access_of(&who)? else {
         return Err(ApiError::not_found(&what));
+    };
+    if write && !caller.access.covers(&holds) {
+        return Err(ApiError::forbidden(format!(
+            "{caller} may not change the credentials of {what}: its role bindings reach further than {caller}'s"
+        )));
     }
-    Ok(QualifiedName::new(namespace, name))
+    Ok(who)
+}
+
+/// Reads (and drops) a body the request has no use for: hyper closes a connection whose
+/// request body was left unread, which a client reusing it would meet as a reset.
+pub(crate) async fn ignore_body(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
+    read_body_within(api.max_body_bytes, headers, body).await?;
+    Ok(())
 }
 
 // ---- API keys ------------------------------------------------------------------------------
@@ -66,8 +83,10 @@ pub async fn create_key(
     State(api): State<Arc<Api>>,
     path: Params<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (namespace, name) = params(path)?;
+    ignore_body(&api, &headers, body).await?;
     blocking(move || {
         let caller = api.caller(&headers)?;
         let who = identity(&api, &caller, &namespace, &name, true)?;
@@ -126,8 +145,10 @@ pub async fn create_client(
     State(api): State<Arc<Api>>,
     path: Params<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (namespace, name) = params(path)?;
+    ignore_body(&api, &headers, body).await?;
     blocking(move || {
         let caller = api.caller(&headers)?;
         let who = identity(&api, &caller, &namespace, &name, true)?;
@@ -152,9 +173,8 @@ pub async fn delete_client(
     let (namespace, name, client_id) = params(path)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        caller.check_write(&namespace, &Kind::Identity.describe(&namespace, &name))?;
-        api.store
-            .delete_identity_client(&QualifiedName::new(&namespace, &name), &client_id)?;
+        let who = identity(&api, &caller, &namespace, &name, true)?;
+        api.store.delete_identity_client(&who, &client_id)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -31,14 +31,8 @@ struct ExplainRequest {
 }
 
 fn qualified(text: &str, field: &str) -> Result<QualifiedName, ApiError> {
-    let (name, namespace) = text.rsplit_once('.').ok_or_else(|| {
-        ApiError::bad_request(format!("{field} must be name.namespace")).with_field(field)
-    })?;
-    for part in [name, namespace] {
-        postern_model::validate_name(part)
-            .map_err(|e| ApiError::bad_request(format!("{field}: {e}")).with_field(field))?;
-    }
-    Ok(QualifiedName::new(namespace, name))
+    QualifiedName::from_dotted(text)
+        .map_err(|e| ApiError::bad_request(format!("{field}: {e}")).with_field(field))
 }
 
 /// The shell command that asks the same question (`postern explain`).
@@ -47,6 +41,9 @@ fn cli_command(request: &ExplainRequest) -> String {
     let mut command = format!("postern explain {} {}", request.identity, request.service);
     if let Some(statement) = &request.statement {
         command.push_str(&format!(" --statement {}", quote(statement)));
+    }
+    if let Some(address) = &request.client_address {
+        command.push_str(&format!(" --client-address {address}"));
     }
     command
 }
@@ -57,12 +54,19 @@ pub async fn explain(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = read_body_within(api.max_body_bytes, &headers, body).await?;
-    let request: ExplainRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
-    let identity = qualified(&request.identity, "identity")?;
-    let service = qualified(&request.service, "service")?;
     blocking(move || {
+        // Who asks comes first: an unauthenticated caller learns nothing of the format.
         let caller = api.caller(&headers)?;
+        let request: ExplainRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+        let identity = qualified(&request.identity, "identity")?;
+        let service = qualified(&request.service, "service")?;
+        if let Some(address) = &request.client_address {
+            address.parse::<std::net::IpAddr>().map_err(|_| {
+                ApiError::bad_request("clientAddress must be an IP address")
+                    .with_field("clientAddress")
+            })?;
+        }
         caller.check_read(
             &identity.namespace,
             &Kind::Identity.describe(&identity.namespace, &identity.name),

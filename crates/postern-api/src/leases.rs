@@ -48,7 +48,8 @@ fn issuer(api: &Api) -> Result<&Arc<Issuer>, ApiError> {
 struct LeaseFilter {
     /// A CredentialRole's name.
     role: Option<String>,
-    /// Text in `issuedFor` (`cli`, `session alice.team-a`).
+    /// Who the lease was issued for: an identity as `name.namespace` (its sessions'
+    /// leases), or `cli`; exactly.
     identity: Option<String>,
     /// Only leases that expire within this long (`15m`, `1h`).
     expiring_within: Option<String>,
@@ -80,6 +81,14 @@ impl LeaseFilter {
             })?),
             None => None,
         };
+        // `issuedFor` says `session namespace/name` for a session's lease.
+        let issued_for = self
+            .identity
+            .as_ref()
+            .map(|who| match QualifiedName::from_dotted(who) {
+                Ok(identity) => format!("session {identity}"),
+                Err(_) => who.clone(),
+            });
         let now = chrono::Utc::now().timestamp();
         let deadline = within
             .map(|d: Duration| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
@@ -91,10 +100,7 @@ impl LeaseFilter {
                 self.role
                     .as_ref()
                     .is_none_or(|role| l.credential_role.name == *role)
-                    && self
-                        .identity
-                        .as_ref()
-                        .is_none_or(|who| l.issued_for.contains(who.as_str()))
+                    && issued_for.as_ref().is_none_or(|who| l.issued_for == *who)
                     && deadline.is_none_or(|deadline| l.expires_at <= deadline)
             })
             .collect())
@@ -225,6 +231,9 @@ struct BulkRevoke {
     /// Only count and name the leases that would be revoked.
     #[serde(default)]
     dry_run: bool,
+    /// The dry run's ids: only these are revoked (those that still match), so a lease
+    /// issued since the caller looked is not.
+    ids: Option<Vec<String>>,
 }
 
 /// Revokes every live lease of the namespace that matches the filter; with `dryRun`, says
@@ -253,21 +262,35 @@ pub async fn revoke_matching(
         filter.matching(&check_api, &check_namespace)
     })
     .await?;
-    let ids: Vec<&str> = leases.iter().map(|l| l.id.as_str()).collect();
     if request.dry_run {
+        let ids: Vec<&str> = leases.iter().map(|l| l.id.as_str()).collect();
         return Ok(Json(json!({"count": ids.len(), "ids": ids, "results": []})));
     }
+    let Some(confirmed) = request.ids else {
+        return Err(
+            ApiError::bad_request("ids: name the leases to revoke (the dry run's ids)")
+                .with_field("ids"),
+        );
+    };
     let issuer = issuer(&api)?;
     let mut results = Vec::new();
-    for lease in &leases {
-        let result = match issuer.revoke(&lease.id).await {
-            Ok(outcome) => json!({"id": lease.id, "outcome": outcome_text(outcome)}),
-            Err(e) => json!({"id": lease.id, "error": ApiError::from(e).message}),
+    let mut revoked = Vec::new();
+    for id in &confirmed {
+        if !leases.iter().any(|l| l.id == *id) {
+            results.push(
+                json!({"id": id, "error": "no longer matches the filters (or ended): left alone"}),
+            );
+            continue;
+        }
+        let result = match issuer.revoke(id).await {
+            Ok(outcome) => json!({"id": id, "outcome": outcome_text(outcome)}),
+            Err(e) => json!({"id": id, "error": ApiError::from(e).message}),
         };
+        revoked.push(id.as_str());
         results.push(result);
     }
     Ok(Json(
-        json!({"count": ids.len(), "ids": ids, "results": results}),
+        json!({"count": revoked.len(), "ids": revoked, "results": results}),
     ))
 }
 
@@ -277,8 +300,10 @@ pub async fn check(
     State(api): State<Arc<Api>>,
     path: Params<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let (namespace, name) = params(path)?;
+    crate::credentials::ignore_body(&api, &headers, body).await?;
     let (check_api, check_headers) = (api.clone(), headers.clone());
     let (check_namespace, check_name) = (namespace.clone(), name.clone());
     blocking(move || {

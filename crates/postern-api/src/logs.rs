@@ -30,6 +30,8 @@ const SCAN_BATCH: usize = 500;
 const SCAN_MAX: usize = 200_000;
 /// How often a stream looks for new events.
 const STREAM_POLL: Duration = Duration::from_millis(250);
+/// Batches of new events one poll reads at most (a client far behind skips the oldest).
+const STREAM_MAX_BATCHES: usize = 50;
 /// A stream sends `{}` after this long without events, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -240,14 +242,14 @@ const CSV_COLUMNS: [(&str, &str); 12] = [
 ];
 
 /// One CSV field (RFC 4180): quoted when it holds a separator, quote or line break; a
-/// leading `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it.
+/// leading `=`, `+`, `-`, `@`, tab or carriage return is prefixed with `'` so spreadsheets do not run it.
 fn csv_field(value: &Value) -> String {
     let text = match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let text = if text.starts_with(['=', '+', '-', '@']) {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
         text
@@ -321,18 +323,34 @@ struct Follow {
 }
 
 impl Follow {
-    /// New events after the last one seen, as lines; checks the token again each time, so
-    /// a revoked or expired token ends the stream.
+    /// New events after the last one seen, oldest first, as lines; checks the token again
+    /// each time, so a revoked or expired token ends the stream.
     async fn poll(&mut self) -> Result<Vec<Bytes>, ApiError> {
         let api = self.api.clone();
         let headers = self.headers.clone();
         let filter = self.filter.clone();
         let (lines, last) = blocking(move || {
             let caller = api.caller(&headers)?;
-            let events = api.store.audit_events(&filter.store_query(MAX_LIMIT))?;
-            let last = events.last().map(|e| e.id);
-            let lines = events
+            // The store answers with the newest events after `after`: while a batch is
+            // full there may be older new ones, read by paging back before it.
+            let mut batches = Vec::new();
+            let mut query = filter.store_query(MAX_LIMIT);
+            loop {
+                let batch = api.store.audit_events(&query)?;
+                let older = (batch.len() == MAX_LIMIT).then(|| batch.first().map(|e| e.id));
+                batches.push(batch);
+                match older.flatten() {
+                    Some(first) if batches.len() < STREAM_MAX_BATCHES => {
+                        query.before_id = Some(first);
+                    }
+                    _ => break,
+                }
+            }
+            let last = batches.first().and_then(|b| b.last()).map(|e| e.id);
+            let lines = batches
                 .iter()
+                .rev()
+                .flatten()
                 .filter_map(|e| event_value(&filter, &caller, e.id, &e.json))
                 .map(|v| Bytes::from(format!("{v}\n")))
                 .collect::<Vec<_>>();
@@ -363,6 +381,11 @@ impl Follow {
             }
             match self.poll().await {
                 Ok(lines) => self.pending.extend(lines),
+                // A refused token ends the stream; a store failure is logged as it ends.
+                Err(e) if e.status.is_server_error() => {
+                    tracing::warn!(error = %e.message, "access-log stream ended");
+                    return None;
+                }
                 Err(_) => return None,
             }
         }
@@ -391,7 +414,9 @@ pub async fn stream(
         newest_id(&check)
     })
     .await?;
+    // A stream follows from now on: an upper bound would end what it follows.
     filter.before = None;
+    filter.until_ms = None;
     filter.after = Some(filter.after.unwrap_or(start));
     let follow = Follow {
         stopping: api.stopping(),

@@ -273,7 +273,7 @@ pub fn document() -> Value {
     let lease_filters = || {
         vec![
             json!({"name": "role", "in": "query", "required": false, "description": "a CredentialRole's name", "schema": {"type": "string"}}),
-            json!({"name": "identity", "in": "query", "required": false, "description": "text in issuedFor", "schema": {"type": "string"}}),
+            json!({"name": "identity", "in": "query", "required": false, "description": "issued for: name.namespace (its sessions' leases) or cli", "schema": {"type": "string"}}),
             json!({"name": "expiringWithin", "in": "query", "required": false, "description": "a duration (15m, 1h)", "schema": {"type": "string"}}),
             json!({"name": "all", "in": "query", "required": false, "description": "ended leases too", "schema": {"type": "boolean"}}),
         ]
@@ -661,7 +661,9 @@ fn schemas() -> Value {
                 "role": {"type": "string"},
                 "identity": {"type": "string"},
                 "expiringWithin": {"type": "string"},
-                "dryRun": {"type": "boolean"}
+                "dryRun": {"type": "boolean"},
+                "ids": {"type": "array", "items": {"type": "string"},
+                        "description": "required unless dryRun: the dry run's ids; only those still matching are revoked"}
             }
         },
         "BulkRevoke": {

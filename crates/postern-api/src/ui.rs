@@ -21,7 +21,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Headers for every response of the admin listener (API answers included): no MIME
-/// sniffing, no referrer, no framing.
+/// sniffing, no referrer, no framing, and no caching unless the answer says otherwise
+/// (API answers may carry secrets shown once; the UI's files set their own).
 pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let set = [
@@ -33,6 +34,7 @@ pub(crate) async fn security_headers(mut response: Response) -> Response {
             "same-origin",
         ),
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::CACHE_CONTROL, "no-store"),
     ];
     for (name, value) in set {
         headers

@@ -63,6 +63,18 @@ impl QualifiedName {
         }
     }
 
+    /// Splits `name.namespace` where both parts must be there and be valid names; the
+    /// error says what is wrong, for the caller to prefix with where it came from.
+    pub fn from_dotted(text: &str) -> Result<QualifiedName, String> {
+        let (name, namespace) = text
+            .rsplit_once('.')
+            .ok_or_else(|| format!("{text:?}: expected name.namespace"))?;
+        for part in [name, namespace] {
+            crate::validate_name(part).map_err(|e| format!("{text:?}: {e}"))?;
+        }
+        Ok(QualifiedName::new(namespace, name))
+    }
+
     /// True when `text` names its namespace explicitly.
     pub fn is_qualified(text: &str) -> bool {
         text.contains('.')

@@ -143,7 +143,19 @@ impl Store {
             let via = binding.as_ref().map(|_| "binding");
             (binding, via)
         };
-        let route = match self.route(service, identity, client)? {
+        let lookup = match self.route(service, identity, client) {
+            Ok(lookup) => lookup,
+            // What a login would fail on (a missing secret or target, a rule that cannot
+            // be evaluated) is the answer to the question, not a failure to answer it.
+            Err(StateError::NotFound(what)) => {
+                return Ok(refused(format!("a login would fail: {what} not found")))
+            }
+            Err(StateError::Corrupt(message)) => {
+                return Ok(refused(format!("a login would fail: {message}")))
+            }
+            Err(e) => return Err(e),
+        };
+        let route = match lookup {
             RouteLookup::Found(route) => route,
             RouteLookup::NoService => {
                 return Ok(refused(format!(

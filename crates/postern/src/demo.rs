@@ -55,9 +55,10 @@ async fn bind(config: &Config, listen_given: bool) -> anyhow::Result<TcpListener
     }
 }
 
-/// The admin API (and web UI) on 127.0.0.1:8432 when free, any loopback port otherwise.
-async fn bind_admin(config: &Config) -> anyhow::Result<TcpListener> {
-    match TcpListener::bind(config.admin_listen).await {
+/// The admin API (and web UI) on loopback whatever the configuration says (the demo prints
+/// an account-admin token for it): 127.0.0.1:8432 when free, any port otherwise.
+async fn bind_admin() -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 8432))).await {
         Ok(listener) => Ok(listener),
         Err(_) => TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -123,7 +124,7 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
         config.shutdown_grace_secs = config.shutdown_grace_secs.min(3);
         let listeners = Listeners {
             proxy: bind(&config, listen_given).await?,
-            admin: Some(bind_admin(&config).await?),
+            admin: Some(bind_admin().await?),
         };
         let app = App::build(config.clone()).await?;
         let store = app.store().clone();
@@ -166,7 +167,8 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
             if let Some(ui) = ui_address {
                 println!();
                 println!("Web UI (the access log already holds a few statements):");
-                println!("  http://{ui}/ui/");
+                let scheme = if config.api.tls { "https" } else { "http" };
+                println!("  {scheme}://{ui}/ui/");
                 println!("Sign in with this admin token:");
                 println!("  {}", admin_token.trim());
             }

@@ -32,12 +32,7 @@ impl Question {
 }
 
 fn qualified(text: &str, what: &str) -> anyhow::Result<QualifiedName> {
-    match text.rsplit_once('.') {
-        Some((name, namespace)) if !name.is_empty() && !namespace.is_empty() => {
-            Ok(QualifiedName::new(namespace, name))
-        }
-        _ => bail!("{what} {text:?}: expected name.namespace"),
-    }
+    QualifiedName::from_dotted(text).map_err(|e| anyhow::anyhow!("{what} {e}"))
 }
 
 pub fn local(store: &Store, question: &Question, output: ExplainOutput) -> anyhow::Result<()> {

@@ -759,6 +759,22 @@ async fn console_endpoints_answer_by_role() {
     let (ok, out, err) = psql(&conninfo, "SELECT 'console-check', count(*) FROM items");
     assert!(ok, "{out}{err}");
 
+    // A key of an identity bound further than the caller would be a way up: refused.
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities/boss/keys",
+        &admin_a,
+        "{}",
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces/team-a/identities/boss/clients",
+        &admin_a,
+        "{}",
+    );
+    assert_eq!(status, 403, "{body}");
+
     // The access log: team-a's reader sees the session, team-b's worker does not.
     wait_until("the statement in the access log", WAIT, || async {
         http.get("/api/v1/logs?q=console-check", &reader_a)
@@ -850,4 +866,65 @@ async fn console_endpoints_answer_by_role() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// The access log's stream: it opens at once, carries new events that pass its filter as
+/// they are written, and ends when the gateway shuts down (graceful shutdown would
+/// otherwise wait on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_stream_follows_new_events_and_ends_with_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = shared_pg().await;
+    let gateway = Gateway::start(BIN, &[]).await;
+    let key = gateway.provision(&pg.address());
+    let port = gateway.api_port().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /api/v1/logs/stream?type=QUERY HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        gateway.admin_token()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    // Reads until `wanted` is in what arrived (or the stream ends, for `None`).
+    async fn read_until(
+        stream: &mut tokio::net::TcpStream,
+        seen: &mut Vec<u8>,
+        wanted: Option<&str>,
+    ) {
+        let mut buffer = [0u8; 8192];
+        let found = |seen: &[u8]| wanted.is_some_and(|w| String::from_utf8_lossy(seen).contains(w));
+        while !found(seen) {
+            let n = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("waiting for {wanted:?}: {}", String::from_utf8_lossy(seen))
+                })
+                .unwrap();
+            if n == 0 {
+                assert!(
+                    wanted.is_none(),
+                    "the stream ended: {}",
+                    String::from_utf8_lossy(seen)
+                );
+                return;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    }
+    read_until(&mut stream, &mut seen, Some("application/x-ndjson")).await;
+    read_until(&mut stream, &mut seen, Some("{}\n")).await;
+    let conninfo = gateway.conninfo("alice.team-a", "orders.team-a", &key);
+    let (ok, out, err) = psql(&conninfo, "SELECT 'stream-check'");
+    assert!(ok, "{out}{err}");
+    read_until(&mut stream, &mut seen, Some("stream-check")).await;
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(
+        !text.contains("SESSION_START"),
+        "the type filter let through: {text}"
+    );
+    gateway.terminate();
+    read_until(&mut stream, &mut seen, None).await;
 }

@@ -102,9 +102,20 @@ fn demo_prints_a_psql_line_that_works_and_cleans_up_on_ctrl_c() {
     let (status, page) = http.call("GET", "/ui/", None, None);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<div id=\"app\""), "{page}");
-    let (status, events) = http.get("/api/v1/logs?type=QUERY", &token);
-    assert_eq!(status, 200, "{events}");
-    assert!(events.contains("FROM example"), "{events}");
+    // The access log writes in batches: wait for the demo's statements to land.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, events) = http.get("/api/v1/logs?type=QUERY", &token);
+        assert_eq!(status, 200, "{events}");
+        if events.contains("FROM example") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no demo statement in the access log: {events}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();

@@ -593,7 +593,16 @@ async fn leases_and_the_target_check_over_the_admin_api() {
         readonly.contains(&text(&first, "lease_id").to_owned()),
         "{body}"
     );
-    // Nothing of readonly's (1 h) expires within 10 minutes.
+    // Issued from the CLI, not for a session; nothing of readonly's (1 h) expires within
+    // 10 minutes.
+    let by_cli = json(&http.get(&format!("{leases}?identity=cli"), &token).1);
+    assert_eq!(ids(&by_cli).len(), 3, "{by_cli}");
+    let by_alice = json(
+        &http
+            .get(&format!("{leases}?identity=alice.team-a"), &token)
+            .1,
+    );
+    assert!(ids(&by_alice).is_empty(), "{by_alice}");
     let soon = json(
         &http
             .get(
@@ -636,9 +645,18 @@ async fn leases_and_the_target_check_over_the_admin_api() {
     assert_eq!(counted["count"], 1, "{body}");
     let second_id = text(&second, "lease_id");
     assert_eq!(lease_state(&gateway, second_id).as_deref(), Some("active"));
+    // Only what the dry run showed is revoked: a lease issued since is left alone.
     let (status, body) = http.send_json("POST", &bulk, &token, r#"{"role": "readonly"}"#);
+    assert_eq!(status, 400, "{body}");
+    let newer = issue(&gateway, "readonly", None);
+    let confirm = serde_json::json!({"role": "readonly", "ids": counted["ids"]}).to_string();
+    let (status, body) = http.send_json("POST", &bulk, &token, &confirm);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["results"][0]["outcome"], "revoked", "{body}");
+    assert_eq!(json(&body)["count"], 1, "{body}");
+    let newer_id = text(&newer, "lease_id");
+    assert_eq!(lease_state(&gateway, newer_id).as_deref(), Some("active"));
+    http.call("DELETE", &lease_path(newer_id), Some(&token), None);
     assert_eq!(lease_state(&gateway, second_id).as_deref(), Some("revoked"));
     let left = json(&http.get(&format!("{leases}?role=readonly"), &token).1);
     assert!(ids(&left).is_empty(), "{left}");

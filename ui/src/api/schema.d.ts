@@ -2529,7 +2529,7 @@ export interface paths {
                 query?: {
                     /** @description a CredentialRole's name */
                     role?: string;
-                    /** @description text in issuedFor */
+                    /** @description issued for: name.namespace (its sessions' leases) or cli */
                     identity?: string;
                     /** @description a duration (15m, 1h) */
                     expiringWithin?: string;
@@ -6236,6 +6236,8 @@ export interface components {
             dryRun?: boolean;
             expiringWithin?: string;
             identity?: string;
+            /** @description required unless dryRun: the dry run's ids; only those still matching are revoked */
+            ids?: string[];
             role?: string;
         };
         ClientCreated: {

@@ -155,7 +155,7 @@ function RevokeMatching({ ns, filters, done }: { ns: string; filters: Filters; d
     setBusy(true);
     setError(undefined);
     try {
-      const answer = await call(api.POST('/api/v1/namespaces/{namespace}/leases/revoke', { params: { path: { namespace: ns } }, body: { ...chosen, dryRun } }));
+      const answer = await call(api.POST('/api/v1/namespaces/{namespace}/leases/revoke', { params: { path: { namespace: ns } }, body: dryRun ? { ...chosen, dryRun } : { ...chosen, ids: plan?.ids ?? [] } }));
       setPlan(dryRun ? answer : undefined);
       setResult(dryRun ? undefined : answer);
       if (!dryRun) done();
@@ -308,7 +308,7 @@ export function Leases({ ns }: { ns: string }) {
             id="l-identity"
             type="search"
             value={draft.identity}
-            placeholder="alice"
+            placeholder="alice.team-a"
             aria-describedby="l-identity-hint"
             onInput={set('identity')}
           />
@@ -340,7 +340,7 @@ export function Leases({ ns }: { ns: string }) {
         </div>
       </form>
       <p class="muted" id="l-identity-hint">
-        Identity matches text in "issued for", such as <code>session team-a/alice</code> or <code>cli</code>.
+        Identity: who the lease was issued for, exactly: <code>name.namespace</code> for its sessions' leases, or <code>cli</code>.
       </p>
       {write && <RevokeMatching ns={ns} filters={applied} done={list.reload} />}
       <p role="status">{notice}</p>
