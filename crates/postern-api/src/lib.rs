@@ -18,6 +18,7 @@ mod metrics;
 mod oauth;
 pub mod openapi;
 mod overview;
+mod plan;
 mod resources;
 mod tls;
 pub mod tokens;
@@ -133,6 +134,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(paths::LEASE, delete(leases::revoke))
         .route(paths::LEASE_RENEW, post(leases::renew))
         .route(paths::TARGET_CHECK, post(leases::check))
+        .route(paths::RECONCILE_PLAN, post(plan::reconcile_plan))
         .route(paths::EXPLAIN, post(explain::explain))
         .route(paths::LOGS, get(logs::list))
         .route(paths::LOGS_EXPORT, get(logs::export))

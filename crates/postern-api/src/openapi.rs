@@ -304,6 +304,11 @@ pub fn document() -> Value {
             Some(json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RenewRequest"}}}})))}),
     );
     paths.insert(
+        "/api/v1/namespaces/{namespace}/reconcile-plan".into(),
+        json!({"post": op("the SQL the grant reconciler would run to make the namespace's managed roles match their Intents (a dry run; empty: actual equals desired)", vec![ns()],
+            with_errors(responses(&[("200", ok("the plan", "ReconcilePlan")), ("502", error_response("an upstream could not be read"))]), false), None)}),
+    );
+    paths.insert(
         "/api/v1/namespaces/{namespace}/targets/{name}/check".into(),
         json!({"post": op("check that the target's admin login has every right the issuer, reconciler and rotation need (namespace-admin)", vec![ns(), path_param("name")],
             with_errors(responses(&[("200", ok("one line per requirement", "TargetCheck")), ("502", error_response("the upstream failed")), ("503", error_response("no credential issuer"))]), false), None)}),
@@ -674,6 +679,18 @@ fn schemas() -> Value {
                 "ids": {"type": "array", "items": {"type": "string"}},
                 "results": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
                     "id": {"type": "string"}, "outcome": {"type": "string"}, "error": {"type": "string"}}}}
+            }
+        },
+        "ReconcilePlan": {
+            "type": "object",
+            "required": ["statements", "problems"],
+            "properties": {
+                "statements": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["place", "sql"],
+                    "properties": {"place": {"type": "string", "description": "namespace/target/database"}, "sql": {"type": "string"}}
+                }},
+                "problems": {"type": "array", "items": {"type": "string"}}
             }
         },
         "TargetCheck": {

@@ -646,3 +646,76 @@ async fn intents_written_through_the_api_are_reconciled_by_the_running_gateway()
         assert_eq!(gateway.cli_remote_ok(&args).await, local, "{kind}");
     }
 }
+
+/// The UI's plan for a namespace: the SQL the reconciler would run (nothing is changed by
+/// asking), and nothing once the reconciler has run; other namespaces' plans stay out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_plan_shows_what_would_run_and_changes_nothing() {
+    let pg = shared_pg().await;
+    let (ns, db) = ("jit-plan", "jit_plan");
+    create_database(pg, db).await;
+    let gateway = gateway("0").await;
+    provision(&gateway, pg, ns, db, &["app"]);
+    let http = Http::new(gateway.api_port().await);
+    let token = gateway.admin_token();
+    let intents = serde_json::json!({
+        "kind": "Intents",
+        "metadata": {"name": "app-needs", "namespace": ns},
+        "spec": {"identity": "app", "access": [
+            {"service": "shop", "table": "public.example", "operations": ["SELECT"]}
+        ]},
+    });
+    let (status, body) = http.send_json(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/intents"),
+        &token,
+        &intents.to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let plan = |ns: &str| {
+        let (status, body) = http.call(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/reconcile-plan"),
+            Some(&token),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let before = plan(ns);
+    let sql: Vec<&str> = before["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sql"].as_str().unwrap())
+        .collect();
+    assert!(
+        sql.iter()
+            .any(|s| s.contains("GRANT SELECT") && s.contains("example")),
+        "{before}"
+    );
+    assert!(before["statements"][0]["place"]
+        .as_str()
+        .unwrap()
+        .starts_with("jit-plan/main-pg/"));
+    // Asking changed nothing.
+    assert!(!role_exists(pg, "pn_jit-plan_app").await);
+    // Another namespace's plan does not show this one's work.
+    let (status, body) = http.send_json(
+        "POST",
+        "/api/v1/namespaces",
+        &token,
+        r#"{"metadata": {"name": "jit-other"}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(plan("jit-other")["statements"], serde_json::json!([]));
+
+    gateway.cli_ok(&["reconcile"]);
+    assert_eq!(
+        table_privileges(pg, db, "pn_jit-plan_app", "public.example").await,
+        "SELECT"
+    );
+    let after = plan(ns);
+    assert_eq!(after["statements"], serde_json::json!([]), "{after}");
+    assert_eq!(after["problems"], serde_json::json!([]), "{after}");
+}
