@@ -106,6 +106,7 @@ test('every page signs in, passes axe in light and dark, fits a narrow window, b
     ['rolebindings', '/ui/namespaces/team-a/rolebindings'],
     ['targets', '/ui/namespaces/team-a/targets'],
     ['leases', '/ui/namespaces/team-a/leases'],
+    ['intents', '/ui/namespaces/team-a/intents'],
     ['identity', '/ui/namespaces/team-a/identities/alice'],
     ['access-log', '/ui/logs'],
     ['simulator', '/ui/simulator?identity=alice.team-a&service=reports.team-a&statement=DELETE%20FROM%20items'],
@@ -211,7 +212,7 @@ test("a namespace admin of team-a sees team-a, not team-b; a reader gets no writ
   await readerContext.close();
 });
 
-test("leases are renewed and revoked, and a target's admin is checked, from the UI", async ({ browser }) => {
+test("leases are renewed and revoked, a reconcile is planned and a target's admin checked, from the UI", async ({ browser }) => {
   const context = await browser.newContext();
   const { page, problems } = await newPage(context);
   await signIn(page, ADMIN_TOKEN);
@@ -238,6 +239,12 @@ test("leases are renewed and revoked, and a target's admin is checked, from the 
   await page.goto('/ui/namespaces/team-a/leases?role=readonly');
   await expect(page.getByText(/^Loading/)).toHaveCount(0);
   await expect(rows).toHaveCount(0);
+
+  // The reconciler's dry run: apply reconciled alice's Intents, so nothing is left to run.
+  await page.goto('/ui/namespaces/team-a/intents');
+  await page.getByRole('button', { name: 'Plan (dry run)' }).click();
+  await expect(page.getByTestId('reconcile-plan')).toContainText('Actual privileges match the Intents');
+  await audit(page, 'reconcile-plan');
 
   await page.goto('/ui/namespaces/team-a/targets/admin-pg');
   await page.getByRole('button', { name: 'Run check' }).click();

@@ -13,7 +13,8 @@ use postern_testkit::{provisioned, psql, shared_pg, APP_PASSWORD, DB, USER};
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
 /// A second tenant, a service whose rules deny deletes, team-a's own administrator and
-/// reader, and a target with an admin login and a CredentialRole (for leases).
+/// reader, and a target with an admin login, a CredentialRole (for leases) and an
+/// intents-mode service with one Intents.
 fn scene(upstream: &str) -> String {
     format!(
         "kind: Service\nmetadata: {{name: reports, namespace: team-a}}\n\
@@ -34,6 +35,11 @@ fn scene(upstream: &str) -> String {
          spec:\n  target: admin-pg\n  database: app\n  creationStatements:\n    \
          - CREATE ROLE {{{{name}}}} LOGIN PASSWORD {{{{password}}}} VALID UNTIL {{{{expiration}}}}\n    \
          - GRANT SELECT ON items TO {{{{name}}}}\n  defaultTtl: 1h\n  maxTtl: 8h\n---\n\
+         kind: Service\nmetadata: {{name: shop, namespace: team-a}}\n\
+         spec: {{target: admin-pg, database: app, upstream: {{mode: intents}}}}\n---\n\
+         kind: Intents\nmetadata: {{name: alice-reads, namespace: team-a}}\n\
+         spec:\n  identity: alice\n  access:\n  \
+         - {{service: shop, table: public.items, operations: [SELECT]}}\n---\n\
          kind: Namespace\nmetadata: {{name: team-b}}\n---\n\
          kind: Target\nmetadata: {{name: ledger-pg, namespace: team-b}}\n\
          spec: {{address: '{upstream}', sslMode: disable}}\n---\n\

@@ -3,6 +3,7 @@ import { useState } from 'preact/hooks';
 import { ApiError, api, call, may, useSession, type Resource, type Schemas, specOf } from '../api';
 import { Badge, CliCommand, ConfirmButton, CopyButton, ErrorText, Loading, ScrollTable, Show, Title, messageOf, useLoad } from '../components';
 import { Link, navigate } from '../router';
+import { ReconcilePlan } from './plan';
 import { KINDS, callerIdentity, connectionStrings, statusBadge, upstreamSummary, useProxy, type ServiceSpec } from './resources';
 
 type ItemPath = '/api/v1/namespaces/{namespace}/services/{name}';
@@ -262,6 +263,7 @@ export function ResourceDetail({ ns, plural, name }: { ns: string; plural: strin
             )}
             {plural === 'services' && <ServiceDetails r={r} ns={ns} me={whoami?.name} />}
             {plural === 'targets' && may(whoami, ns, 'write') && <TargetCheck ns={ns} name={name} />}
+            {plural === 'intents' && may(whoami, ns, 'read') && <ReconcilePlan ns={ns} intent={name} />}
             <h2>Spec</h2>
             <pre class="code" tabIndex={0} aria-label={`Spec of ${view.kind} ${name}`}>
               {JSON.stringify(r.spec, null, 2)}

@@ -4,6 +4,7 @@ import { useState } from 'preact/hooks';
 import { api, call, may, useSession, type Resource, specOf } from '../api';
 import { Badge, CliCommand, CopyButton, ErrorText, List, ScrollTable, Show, Title, messageOf, useLoad, useOverview } from '../components';
 import { Link, navigate } from '../router';
+import { ReconcilePlan } from './plan';
 
 // The spec shapes as resource files write them (crates/postern-model); the API types specs only as objects.
 export interface ServiceSpec {
@@ -413,6 +414,7 @@ export function Resources({ ns, plural }: { ns: string; plural: string }) {
         }
       </Show>
       {plural === 'identities' && may(whoami, ns, 'write') && <CreateIdentity ns={ns} />}
+      {plural === 'intents' && may(whoami, ns, 'read') && <ReconcilePlan ns={ns} />}
     </>
   );
 }
