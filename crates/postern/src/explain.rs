@@ -2,7 +2,7 @@
 //! web UI on the command line, against the local state or (`--server`) the admin API.
 
 use anyhow::{bail, Context};
-use postern_model::{ClientFacts, QualifiedName};
+use postern_model::{ClientFacts, Kind, QualifiedName, Spec};
 use postern_state::Store;
 use serde_json::{json, Value};
 
@@ -45,6 +45,22 @@ pub fn local(store: &Store, question: &Question, output: ExplainOutput) -> anyho
     let explanation = store
         .explain(&identity, &service, question.statement.as_deref(), &client)
         .context("cannot read the state")?;
+    // The CLI loads no plugins: a service's policy hooks answer only in a gateway.
+    let hooks = match store.get_resource(Kind::Service, &service.namespace, &service.name) {
+        Ok(Some(stored)) => match stored.resource.spec {
+            Spec::Service(spec) => spec.authorization.plugins,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    if !hooks.is_empty() {
+        eprintln!(
+            "note: Service {} asks policy-hook plugins ({}), which run only in a gateway: \
+             for their verdict ask one with --server",
+            question.service,
+            hooks.join(", ")
+        );
+    }
     print(&explanation.to_json(), question, output)
 }
 
