@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::resources::{params, read_body_within, Params};
+use crate::resources::{ignore_body, params, Params};
 use crate::{blocking, Api};
 
 /// The identity `namespace/name`, once the caller may see it and it exists (404 both
@@ -44,17 +44,6 @@ fn identity(
         )));
     }
     Ok(who)
-}
-
-/// Reads (and drops) a body the request has no use for: hyper closes a connection whose
-/// request body was left unread, which a client reusing it would meet as a reset.
-pub(crate) async fn ignore_body(
-    api: &Api,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(), ApiError> {
-    read_body_within(api.max_body_bytes, headers, body).await?;
-    Ok(())
 }
 
 // ---- API keys ------------------------------------------------------------------------------

@@ -303,7 +303,7 @@ pub async fn check(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let (namespace, name) = params(path)?;
-    crate::credentials::ignore_body(&api, &headers, body).await?;
+    crate::resources::ignore_body(&api, &headers, body).await?;
     let (check_api, check_headers) = (api.clone(), headers.clone());
     let (check_namespace, check_name) = (namespace.clone(), name.clone());
     blocking(move || {

@@ -11,8 +11,8 @@ use axum::Json;
 use postern_reconciler::{reconcile, Options};
 use serde_json::{json, Value};
 
-use crate::credentials::ignore_body;
 use crate::error::ApiError;
+use crate::resources::ignore_body;
 use crate::resources::{params, Params};
 use crate::{blocking, Api};
 

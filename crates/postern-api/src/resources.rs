@@ -89,6 +89,17 @@ pub(crate) async fn read_body_within(
         })
 }
 
+/// Reads (and drops) a body the request has no use for: hyper closes a connection whose
+/// request body was left unread, which a client reusing it would meet as a reset.
+pub(crate) async fn ignore_body(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
+    read_body_within(api.max_body_bytes, headers, body).await?;
+    Ok(())
+}
+
 /// Parses a JSON body; malformed JSON is a 400 that says where.
 fn json_body(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
