@@ -1,6 +1,7 @@
 //! The access log over HTTP: `GET /api/v1/logs` (filtered, newest first, paged),
 //! `/api/v1/logs/export` (CSV or NDJSON download) and `/api/v1/logs/stream` (NDJSON that
-//! follows new events; fetch-readable, since EventSource cannot send a bearer token).
+//! follows new events; fetch-readable, since EventSource cannot send a bearer token; its
+//! keep-alives `{"cursor": id}` say where to resume).
 //! A caller sees the events of the namespaces it may read; account roles see all.
 
 use std::collections::VecDeque;
@@ -32,7 +33,8 @@ const SCAN_MAX: usize = 200_000;
 const STREAM_POLL: Duration = Duration::from_millis(250);
 /// Batches of new events one poll reads at most (a client far behind skips the oldest).
 const STREAM_MAX_BATCHES: usize = 50;
-/// A stream sends `{}` after this long without events, so proxies keep it open.
+/// A stream sends a keep-alive (`{"cursor": id}`) after this long without events, so
+/// proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The filters of a request, from its query string.
@@ -219,8 +221,13 @@ pub async fn list(
     let filter = parse_filter(&uri)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
+        // Read first: a stream that follows from here may repeat an event of the page
+        // (the client drops it by id) but misses none.
+        let latest = newest_id(&api)?;
         let (items, next) = newest(&api, &caller, &filter, filter.limit)?;
-        Ok(Json(json!({"items": items, "next": next})))
+        Ok(Json(
+            json!({"items": items, "next": next, "latest": latest}),
+        ))
     })
     .await
 }
@@ -363,6 +370,12 @@ impl Follow {
         Ok(lines)
     }
 
+    /// A keep-alive that says how far the stream has read (events the filter passed over
+    /// included), so a client that reconnects resumes there and misses nothing.
+    fn cursor_line(&self) -> Bytes {
+        Bytes::from(format!("{}\n", json!({"cursor": self.filter.after})))
+    }
+
     /// The next chunk: events, a keep-alive, or `None` when the token stops working or
     /// the server shuts down.
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Follow)> {
@@ -373,7 +386,7 @@ impl Follow {
             }
             if self.last_sent.elapsed() >= KEEP_ALIVE {
                 self.last_sent = Instant::now();
-                return Some((Ok(Bytes::from_static(b"{}\n")), self));
+                return Some((Ok(self.cursor_line()), self));
             }
             tokio::select! {
                 _ = tokio::time::sleep(STREAM_POLL) => {}
@@ -427,7 +440,8 @@ pub async fn stream(
         last_sent: Instant::now(),
     };
     // The first chunk goes out at once, so the client knows the stream is open.
-    let opening = futures_util::stream::once(async { Ok(Bytes::from_static(b"{}\n")) });
+    let opening = follow.cursor_line();
+    let opening = futures_util::stream::once(async { Ok(opening) });
     let events = futures_util::stream::unfold(follow, Follow::next);
     let body = Body::from_stream(futures_util::StreamExt::chain(opening, events));
     Ok((

@@ -343,7 +343,7 @@ pub fn document() -> Value {
         "description": "send events after this id (default: from now)", "schema": {"type": "integer"}}));
     paths.insert(
         "/api/v1/logs/stream".into(),
-        json!({"get": op("follow the access log: one event per line as they are written (`{}` lines keep the stream alive); never ends on its own", stream_params,
+        json!({"get": op("follow the access log: one event per line as they are written; `{\"cursor\": id}` lines (at once, then when idle) keep it alive and say where to resume; never ends on its own", stream_params,
             with_errors(responses(&[("200", json!({"description": "newline-delimited JSON events",
                 "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}))]), false), None)}),
     );
@@ -597,10 +597,11 @@ fn schemas() -> Value {
         },
         "EventPage": {
             "type": "object",
-            "required": ["items", "next"],
+            "required": ["items", "next", "latest"],
             "properties": {
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                "next": {"type": ["integer", "null"], "description": "pass as before= for older events"}
+                "next": {"type": ["integer", "null"], "description": "pass as before= for older events"},
+                "latest": {"type": "integer", "description": "the newest event id when the page was read: follow the stream with after= it"}
             }
         },
         "Overview": {

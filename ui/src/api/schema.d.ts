@@ -327,7 +327,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** follow the access log: one event per line as they are written (`{}` lines keep the stream alive); never ends on its own */
+        /** follow the access log: one event per line as they are written; `{"cursor": id}` lines (at once, then when idle) keep it alive and say where to resume; never ends on its own */
         get: {
             parameters: {
                 query?: {
@@ -6370,6 +6370,8 @@ export interface components {
         };
         EventPage: {
             items: components["schemas"]["Event"][];
+            /** @description the newest event id when the page was read: follow the stream with after= it */
+            latest: number;
             /** @description pass as before= for older events */
             next: number | null;
         };

@@ -50,8 +50,9 @@ const sleep = (ms: number, signal: AbortSignal) =>
     });
   });
 
-/** Calls `each` for every event line of the stream until it ends; `{}` keep-alives are skipped. */
-async function readStream(response: Response, each: (event: LogEvent) => void) {
+/** Calls `each` for every event line of the stream until it ends, and `at` with the cursor of
+ * each keep-alive (how far the server has read, filtered-out events included). */
+async function readStream(response: Response, each: (event: LogEvent) => void, at: (cursor: number) => void) {
   const reader = response.body!.getReader();
   const decoder = new TextDecoder();
   let buffer = '';
@@ -67,6 +68,7 @@ async function readStream(response: Response, each: (event: LogEvent) => void) {
       try {
         const event = JSON.parse(line);
         if (typeof event.id === 'number') each(event);
+        else if (typeof event.cursor === 'number') at(event.cursor);
       } catch {
         // a torn or foreign line: skip it, the next one is whole
       }
@@ -133,7 +135,8 @@ export function Logs() {
       (page) => {
         if (!current) return;
         for (const e of page.items) seen.current.add(e.id);
-        newest.current = page.items[0]?.id;
+        // Follow from where the page was read, even when it shows nothing yet.
+        newest.current = Math.max(page.items[0]?.id ?? 0, page.latest);
         setEvents(page.items);
         setNext(page.next);
         setLoading(false);
@@ -178,7 +181,9 @@ export function Logs() {
           });
           setLive('Live: following new events');
           delay = 1000;
-          await readStream(response, arrived);
+          await readStream(response, arrived, (cursor) => {
+            newest.current = Math.max(newest.current ?? 0, cursor);
+          });
           if (controller.signal.aborted) return;
           setLive('Live: the stream ended; reconnecting…');
         } catch (e) {
