@@ -107,6 +107,7 @@ test('every page signs in, passes axe in light and dark, fits a narrow window, b
     ['targets', '/ui/namespaces/team-a/targets'],
     ['leases', '/ui/namespaces/team-a/leases'],
     ['intents', '/ui/namespaces/team-a/intents'],
+    ['plugin', '/ui/namespaces/team-a/plugins/table-window'],
     ['identity', '/ui/namespaces/team-a/identities/alice'],
     ['access-log', '/ui/logs'],
     ['simulator', '/ui/simulator?identity=alice.team-a&service=reports.team-a&statement=DELETE%20FROM%20items'],
@@ -121,6 +122,11 @@ test('every page signs in, passes axe in light and dark, fits a narrow window, b
     timings[name] = Date.now() - start;
     await audit(page, name);
   }
+  // The plugin page shows how the plugin does in this gateway.
+  await page.goto('/ui/namespaces/team-a/plugins/table-window');
+  await expect(page.getByTestId('plugin-runtime')).toContainText('healthy');
+  await expect(page.getByTestId('plugin-runtime')).toContainText('policy');
+
   // A row of the access log opens its session with all of its statements.
   await page.goto('/ui/logs');
   await page.getByTestId('log-row').first().getByRole('link').first().click();

@@ -24,6 +24,7 @@ pub mod paths {
     pub(crate) const LEASES_REVOKE: &str = "/api/v1/namespaces/{namespace}/leases/revoke";
     pub(crate) const LEASE: &str = "/api/v1/namespaces/{namespace}/leases/{id}";
     pub(crate) const LEASE_RENEW: &str = "/api/v1/namespaces/{namespace}/leases/{id}/renew";
+    pub(crate) const PLUGIN_RUNTIME: &str = "/api/v1/namespaces/{namespace}/plugins/{name}/runtime";
     pub(crate) const RECONCILE_PLAN: &str = "/api/v1/namespaces/{namespace}/reconcile-plan";
     pub(crate) const TARGET_CHECK: &str = "/api/v1/namespaces/{namespace}/targets/{name}/check";
     pub const EXPLAIN: &str = "/api/v1/explain";

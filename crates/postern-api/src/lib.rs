@@ -19,6 +19,7 @@ mod oauth;
 pub mod openapi;
 mod overview;
 mod plan;
+mod plugin_runtime;
 mod resources;
 mod tls;
 pub mod tokens;
@@ -135,6 +136,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(paths::LEASE_RENEW, post(leases::renew))
         .route(paths::TARGET_CHECK, post(leases::check))
         .route(paths::RECONCILE_PLAN, post(plan::reconcile_plan))
+        .route(paths::PLUGIN_RUNTIME, get(plugin_runtime::runtime))
         .route(paths::EXPLAIN, post(explain::explain))
         .route(paths::LOGS, get(logs::list))
         .route(paths::LOGS_EXPORT, get(logs::export))

@@ -304,6 +304,11 @@ pub fn document() -> Value {
             Some(json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RenewRequest"}}}})))}),
     );
     paths.insert(
+        "/api/v1/namespaces/{namespace}/plugins/{name}/runtime".into(),
+        json!({"get": op("how a Plugin is doing in this gateway: loaded, healthy, calls, denials, traps, timeouts, call times (the /metrics counters)", vec![ns(), path_param("name")],
+            with_errors(responses(&[("200", ok("the plugin's counters", "PluginRuntime"))]), false), None)}),
+    );
+    paths.insert(
         "/api/v1/namespaces/{namespace}/reconcile-plan".into(),
         json!({"post": op("the SQL the grant reconciler would run to make the namespace's managed roles match their Intents (a dry run; empty: actual equals desired)", vec![ns()],
             with_errors(responses(&[("200", ok("the plan", "ReconcilePlan")), ("502", error_response("an upstream could not be read"))]), false), None)}),
@@ -680,6 +685,19 @@ fn schemas() -> Value {
                 "ids": {"type": "array", "items": {"type": "string"}},
                 "results": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
                     "id": {"type": "string"}, "outcome": {"type": "string"}, "error": {"type": "string"}}}}
+            }
+        },
+        "PluginRuntime": {
+            "type": "object",
+            "required": ["loaded", "type", "counters"],
+            "properties": {
+                "loaded": {"type": "boolean", "description": "this gateway runs it"},
+                "type": {"type": ["string", "null"], "description": "policy, logSink or authProvider"},
+                "counters": {
+                    "type": "object",
+                    "description": "the postern_plugin_* metrics without prefix and _total: generation, calls, denials, traps, timeouts, unhealthy_refusals, verdict_cache_hits, instances_created, healthy (1 or 0), events_lost, call_seconds_p50, call_seconds_p99",
+                    "additionalProperties": {"type": "number"}
+                }
             }
         },
         "ReconcilePlan": {

@@ -149,6 +149,26 @@ async fn a_policy_plugin_denies_by_table_and_is_swapped_for_open_sessions() {
         metric(&gateway, "postern_plugin_healthy", labels).await,
         1.0
     );
+    // The same counters for the UI's plugin page, and nothing for a plugin not there.
+    let http = postern_testkit::Http::new(gateway.api_port().await);
+    let (status, body) = http.get(
+        "/api/v1/namespaces/team-a/plugins/items-hours/runtime",
+        &gateway.admin_token(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let runtime: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runtime["loaded"], true, "{body}");
+    assert_eq!(runtime["type"], "policy", "{body}");
+    assert!(
+        runtime["counters"]["denials"].as_f64() >= Some(1.0),
+        "{body}"
+    );
+    assert_eq!(runtime["counters"]["healthy"], 1.0, "{body}");
+    let (status, body) = http.get(
+        "/api/v1/namespaces/team-a/plugins/nothing-here/runtime",
+        &gateway.admin_token(),
+    );
+    assert_eq!(status, 404, "{body}");
 
     // A Plugin a Service names cannot be deleted.
     let output = gateway.cli(&["delete", "plugin", "items-hours", "-n", "team-a"]);

@@ -14,8 +14,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
 /// A second tenant, a service whose rules deny deletes, team-a's own administrator and
 /// reader, and a target with an admin login, a CredentialRole (for leases) and an
-/// intents-mode service with one Intents.
+/// intents-mode service with one Intents, and a service with a policy-hook plugin.
 fn scene(upstream: &str) -> String {
+    let component = postern_testkit::plugin_components()
+        .join("table_window.wasm")
+        .display()
+        .to_string();
     format!(
         "kind: Service\nmetadata: {{name: reports, namespace: team-a}}\n\
          spec:\n  target: main-pg\n  database: app\n  \
@@ -40,6 +44,14 @@ fn scene(upstream: &str) -> String {
          kind: Intents\nmetadata: {{name: alice-reads, namespace: team-a}}\n\
          spec:\n  identity: alice\n  access:\n  \
          - {{service: shop, table: public.items, operations: [SELECT]}}\n---\n\
+         kind: Plugin\nmetadata: {{name: table-window, namespace: team-a}}\n\
+         spec:\n  type: policy\n  source: {{path: \"{component}\"}}\n  capabilities: [log]\n  \
+         limits: {{memoryMib: 16, callTimeoutMs: 200}}\n  \
+         config: {{tables: [public.nothing], from_hour: 0, until_hour: 1, exempt_groups: []}}\n---\n\
+         kind: Service\nmetadata: {{name: audited, namespace: team-a}}\n\
+         spec:\n  target: main-pg\n  database: app\n  \
+         upstream: {{mode: static, user: app_rw, passwordSecret: app-rw-password}}\n  \
+         authorization:\n    plugins: [table-window]\n---\n\
          kind: Namespace\nmetadata: {{name: team-b}}\n---\n\
          kind: Target\nmetadata: {{name: ledger-pg, namespace: team-b}}\n\
          spec: {{address: '{upstream}', sslMode: disable}}\n---\n\

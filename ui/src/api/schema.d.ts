@@ -3501,6 +3501,81 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/namespaces/{namespace}/plugins/{name}/runtime": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** how a Plugin is doing in this gateway: loaded, healthy, calls, denials, traps, timeouts, call times (the /metrics counters) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    namespace: string;
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the plugin's counters */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PluginRuntime"];
+                    };
+                };
+                /** @description malformed request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description missing, invalid, expired or revoked bearer token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the caller may see but not do this */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not found, or not visible to the caller */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/namespaces/{namespace}/reconcile-plan": {
         parameters: {
             query?: never;
@@ -6470,6 +6545,16 @@ export interface components {
             };
             startedAt: string;
             version: string;
+        };
+        PluginRuntime: {
+            /** @description the postern_plugin_* metrics without prefix and _total: generation, calls, denials, traps, timeouts, unhealthy_refusals, verdict_cache_hits, instances_created, healthy (1 or 0), events_lost, call_seconds_p50, call_seconds_p99 */
+            counters: {
+                [key: string]: number;
+            };
+            /** @description this gateway runs it */
+            loaded: boolean;
+            /** @description policy, logSink or authProvider */
+            type: string | null;
         };
         ReconcilePlan: {
             problems: string[];

@@ -4,6 +4,7 @@ import { ApiError, api, call, may, useSession, type Resource, type Schemas, spec
 import { Badge, CliCommand, ConfirmButton, CopyButton, ErrorText, Loading, ScrollTable, Show, Title, messageOf, useLoad } from '../components';
 import { Link, navigate } from '../router';
 import { ReconcilePlan } from './plan';
+import { PluginRuntime } from './plugin';
 import { KINDS, callerIdentity, connectionStrings, statusBadge, upstreamSummary, useProxy, type ServiceSpec } from './resources';
 
 type ItemPath = '/api/v1/namespaces/{namespace}/services/{name}';
@@ -264,6 +265,9 @@ export function ResourceDetail({ ns, plural, name }: { ns: string; plural: strin
             {plural === 'services' && <ServiceDetails r={r} ns={ns} me={whoami?.name} />}
             {plural === 'targets' && may(whoami, ns, 'write') && <TargetCheck ns={ns} name={name} />}
             {plural === 'intents' && may(whoami, ns, 'read') && <ReconcilePlan ns={ns} intent={name} />}
+            {plural === 'plugins' && (
+              <PluginRuntime ns={ns} name={name} generation={r.metadata.generation} limits={(r.spec as { limits?: unknown }).limits} />
+            )}
             <h2>Spec</h2>
             <pre class="code" tabIndex={0} aria-label={`Spec of ${view.kind} ${name}`}>
               {JSON.stringify(r.spec, null, 2)}
