@@ -7,7 +7,7 @@ use std::sync::Arc;
 use postern_app::{App, Listeners};
 use postern_config::Config;
 use postern_model::{parse_documents, Format, QualifiedName, SecretValue};
-use postern_state::Store;
+use postern_state::{unguarded, Store};
 use tokio::net::TcpListener;
 
 use crate::{provision_resources, APP_PASSWORD, DB, USER};
@@ -78,7 +78,7 @@ impl InProcessGateway {
             )
             .expect("set the secret");
         self.store
-            .create_api_key(&QualifiedName::new("team-a", "alice"))
+            .create_api_key(&QualifiedName::new("team-a", "alice"), unguarded)
             .expect("API key")
             .key
             .expose()

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use postern_model::{Kind, QualifiedName};
+use postern_state::{AccessView, StateError};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
@@ -17,10 +18,7 @@ use crate::resources::{ignore_body, params, Params};
 use crate::{blocking, Api};
 
 /// The identity `namespace/name`, once the caller may see it and it exists (404 both
-/// otherwise). `write` (a credential made or removed) asks for namespace-admin, and for
-/// the caller's access to cover the identity's: a key or client secret of an identity
-/// is that identity's access, so making one for an identity bound further than its
-/// maker (an account admin, another namespace's admin) would be a way up.
+/// otherwise); `write` (a credential made or removed) asks for namespace-admin as well.
 fn identity(
     api: &Api,
     caller: &Caller,
@@ -34,16 +32,32 @@ fn identity(
     } else {
         caller.check_read(namespace, &what)?;
     }
-    let who = QualifiedName::new(namespace, name);
-    let Some((_, holds)) = api.store.access_of(&who)? else {
+    if api
+        .store
+        .get_resource(Kind::Identity, namespace, name)?
+        .is_none()
+    {
         return Err(ApiError::not_found(&what));
-    };
-    if write && !caller.access.covers(&holds) {
-        return Err(ApiError::forbidden(format!(
-            "{caller} may not change the credentials of {what}: its role bindings reach further than {caller}'s"
-        )));
     }
-    Ok(who)
+    Ok(QualifiedName::new(namespace, name))
+}
+
+/// The guard of a credential made or removed, run inside the write: a key or client
+/// secret of an identity is that identity's access, so the caller's access must cover
+/// it (as for an edit of the identity), or making one for an identity bound further than
+/// its maker (an account admin, another namespace's admin) would be a way up.
+fn covers<'c>(
+    caller: &'c Caller,
+    who: &'c QualifiedName,
+) -> impl FnOnce(&AccessView<'_>) -> Result<(), StateError> + 'c {
+    move |view| {
+        match view.access_of(who)? {
+        Some((_, holds)) if !caller.access.covers(&holds) => Err(StateError::Refused(format!(
+            "{caller} may not change the credentials of Identity {who}: its role bindings reach further than {caller}'s"
+        ))),
+        _ => Ok(()),
+    }
+    }
 }
 
 // ---- API keys ------------------------------------------------------------------------------
@@ -79,7 +93,7 @@ pub async fn create_key(
     blocking(move || {
         let caller = api.caller(&headers)?;
         let who = identity(&api, &caller, &namespace, &name, true)?;
-        let created = api.store.create_api_key(&who)?;
+        let created = api.store.create_api_key(&who, covers(&caller, &who))?;
         Ok((
             StatusCode::CREATED,
             Json(json!({
@@ -102,7 +116,7 @@ pub async fn revoke_key(
     blocking(move || {
         let caller = api.caller(&headers)?;
         let who = identity(&api, &caller, &namespace, &name, true)?;
-        api.store.revoke_api_key(&who, &id)?;
+        api.store.revoke_api_key(&who, &id, covers(&caller, &who))?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -141,7 +155,9 @@ pub async fn create_client(
     blocking(move || {
         let caller = api.caller(&headers)?;
         let who = identity(&api, &caller, &namespace, &name, true)?;
-        let created = api.store.create_identity_client(&who)?;
+        let created = api
+            .store
+            .create_identity_client(&who, covers(&caller, &who))?;
         Ok((
             StatusCode::CREATED,
             Json(json!({
@@ -163,7 +179,8 @@ pub async fn delete_client(
     blocking(move || {
         let caller = api.caller(&headers)?;
         let who = identity(&api, &caller, &namespace, &name, true)?;
-        api.store.delete_identity_client(&who, &client_id)?;
+        api.store
+            .delete_identity_client(&who, &client_id, covers(&caller, &who))?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

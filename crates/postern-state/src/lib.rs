@@ -24,4 +24,6 @@ pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole, PluginLogLine, PLUGIN_LOG_LINES_KEPT};
 pub use master_key::{KeySettings, MasterKey};
 pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};
-pub use tenancy::{AccessView, ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord};
+pub use tenancy::{
+    unguarded, AccessView, ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord,
+};

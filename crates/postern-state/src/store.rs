@@ -892,9 +892,14 @@ impl Store {
 
     // ---- API keys ----------------------------------------------------------------------
 
-    /// Makes a new API key for an identity. Only its SCRAM verifier is stored; all keys of
-    /// one identity share a salt so one SCRAM exchange can check any of them.
-    pub fn create_api_key(&self, identity: &QualifiedName) -> Result<CreatedApiKey, StateError> {
+    /// Makes a new API key for an identity, if `guard` (run in the write, on the state it
+    /// changes) allows. Only its SCRAM verifier is stored; all keys of one identity share a
+    /// salt so one SCRAM exchange can check any of them.
+    pub fn create_api_key(
+        &self,
+        identity: &QualifiedName,
+        guard: impl FnOnce(&crate::AccessView<'_>) -> Result<(), StateError>,
+    ) -> Result<CreatedApiKey, StateError> {
         let key = SecretValue::new(format!("pst_{}", random_token(32)));
         let id = random_hex(6);
         let now = now();
@@ -902,6 +907,7 @@ impl Store {
             if Self::get_in(tx, Kind::Identity, &identity.namespace, &identity.name)?.is_none() {
                 return Err(StateError::NotFound(format!("Identity {identity}")));
             }
+            guard(&crate::AccessView::new(tx))?;
             let existing: Option<String> = tx
                 .query_row(
                     "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2 LIMIT 1",
@@ -954,8 +960,15 @@ impl Store {
         })
     }
 
-    pub fn revoke_api_key(&self, identity: &QualifiedName, id: &str) -> Result<(), StateError> {
+    /// Revokes an API key, if `guard` (run in the write) allows.
+    pub fn revoke_api_key(
+        &self,
+        identity: &QualifiedName,
+        id: &str,
+        guard: impl FnOnce(&crate::AccessView<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         let deleted = self.write(|tx| {
+            guard(&crate::AccessView::new(tx))?;
             Ok(tx.execute(
                 "DELETE FROM api_keys WHERE namespace = ?1 AND identity = ?2 AND id = ?3",
                 params![identity.namespace, identity.name, id],
@@ -1085,8 +1098,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = seeded(dir.path());
         let alice = QualifiedName::new("a", "alice");
-        let k1 = store.create_api_key(&alice).unwrap();
-        let k2 = store.create_api_key(&alice).unwrap();
+        let k1 = store.create_api_key(&alice, crate::unguarded).unwrap();
+        let k2 = store.create_api_key(&alice, crate::unguarded).unwrap();
         let verifiers = store
             .identity_credentials(&alice)
             .unwrap()
@@ -1100,9 +1113,13 @@ mod tests {
         assert_eq!(v[0].salt, v[1].salt);
         assert_ne!(v[0].keys, v[1].keys);
         assert!(verifiers.iter().all(|v| !v.contains(k1.key.expose())));
-        store.revoke_api_key(&alice, &k2.info.id).unwrap();
+        store
+            .revoke_api_key(&alice, &k2.info.id, crate::unguarded)
+            .unwrap();
         assert_eq!(store.list_api_keys(&alice).unwrap().len(), 1);
-        assert!(store.revoke_api_key(&alice, &k2.info.id).is_err());
+        assert!(store
+            .revoke_api_key(&alice, &k2.info.id, crate::unguarded)
+            .is_err());
         assert!(store
             .identity_credentials(&QualifiedName::new("a", "bob"))
             .unwrap()

@@ -99,10 +99,12 @@ const DECOY_HASH: &str =
 impl Store {
     // ---- client credentials --------------------------------------------------------------
 
-    /// Makes a client id and secret for an identity; only an argon2 hash is stored.
+    /// Makes a client id and secret for an identity, if `guard` (run in the write) allows;
+    /// only an argon2 hash is stored.
     pub fn create_identity_client(
         &self,
         identity: &QualifiedName,
+        guard: impl FnOnce(&AccessView<'_>) -> Result<(), StateError>,
     ) -> Result<CreatedClient, StateError> {
         let client_id = format!("pc_{}", random_hex(10));
         let secret = SecretValue::new(format!("pcs_{}", random_token(32)));
@@ -111,6 +113,7 @@ impl Store {
             if Self::get_in(tx, Kind::Identity, &identity.namespace, &identity.name)?.is_none() {
                 return Err(StateError::NotFound(format!("Identity {identity}")));
             }
+            guard(&AccessView::new(tx))?;
             tx.execute(
                 "INSERT INTO identity_clients VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![client_id, identity.namespace, identity.name, hash, now()],
@@ -178,12 +181,15 @@ impl Store {
         })
     }
 
+    /// Deletes a client id and its secret, if `guard` (run in the write) allows.
     pub fn delete_identity_client(
         &self,
         identity: &QualifiedName,
         client_id: &str,
+        guard: impl FnOnce(&AccessView<'_>) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
         let deleted = self.write(|tx| {
+            guard(&AccessView::new(tx))?;
             Ok(tx.execute(
                 "DELETE FROM identity_clients WHERE namespace = ?1 AND identity = ?2 AND client_id = ?3",
                 params![identity.namespace, identity.name, client_id],
@@ -516,6 +522,12 @@ impl Store {
 /// What a write's guard reads: the state inside the write's transaction.
 pub struct AccessView<'a>(&'a rusqlite::Connection);
 
+/// The guard of a write made with the state directory's own rights (the local CLI, the
+/// demo): nothing to check.
+pub fn unguarded(_: &AccessView<'_>) -> Result<(), StateError> {
+    Ok(())
+}
+
 impl<'a> AccessView<'a> {
     pub(crate) fn new(conn: &'a rusqlite::Connection) -> AccessView<'a> {
         AccessView(conn)
@@ -572,7 +584,7 @@ mod tests {
         .unwrap();
         store.apply_resources(&docs, false, false).unwrap();
         let who = QualifiedName::new("a", "w");
-        let client = store.create_identity_client(&who).unwrap();
+        let client = store.create_identity_client(&who, unguarded).unwrap();
         assert_eq!(
             store
                 .verify_identity_client(&client.client_id, client.secret.expose())

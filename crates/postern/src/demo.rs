@@ -131,7 +131,7 @@ pub fn run(config: &Config, listen_given: bool) -> anyhow::Result<()> {
         let docs = parse_documents("demo resources", &resources(&pg.address()), Format::Yaml)?;
         store.apply_resources(&docs, false, false)?;
         store.set_secret(NAMESPACE, "app-rw-password", &SecretValue::new(app_password))?;
-        let key = store.create_api_key(&QualifiedName::new(NAMESPACE, "alice"))?;
+        let key = store.create_api_key(&QualifiedName::new(NAMESPACE, "alice"), postern_state::unguarded)?;
         write_bootstrap_token(&store, state_dir.path())?;
         let admin_token = std::fs::read_to_string(state_dir.path().join(BOOTSTRAP_TOKEN_FILE))
             .context("reading the demo's admin token")?;

@@ -10,7 +10,7 @@ use postern_config::Config;
 use postern_model::{
     parse_documents, Change, Format, Kind, LoadedResource, QualifiedName, SecretValue,
 };
-use postern_state::{IntentsStatus, Store, StoredResource};
+use postern_state::{unguarded, IntentsStatus, Store, StoredResource};
 
 use crate::cli::{IdentityCommand, KeyCommand, Output, Scope, SecretCommand};
 
@@ -574,7 +574,8 @@ pub fn identity(store: &Store, command: IdentityCommand) -> anyhow::Result<()> {
             identity,
             namespace,
         } => {
-            let created = store.create_api_key(&QualifiedName::new(namespace, identity))?;
+            let created =
+                store.create_api_key(&QualifiedName::new(namespace, identity), unguarded)?;
             eprintln!(
                 "API key {} created for Identity {}; it is shown only this once:",
                 created.info.id, created.info.identity
@@ -596,7 +597,7 @@ pub fn identity(store: &Store, command: IdentityCommand) -> anyhow::Result<()> {
             namespace,
         } => {
             let who = QualifiedName::new(namespace, identity);
-            store.revoke_api_key(&who, &id)?;
+            store.revoke_api_key(&who, &id, unguarded)?;
             println!("API key {id} of Identity {who} revoked");
         }
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use postern_api::TokenAuthority;
 use postern_config::Config;
 use postern_model::QualifiedName;
-use postern_state::Store;
+use postern_state::{unguarded, Store};
 
 use crate::cli::{ClientCommand, TokenCommand};
 use crate::resources::print_table;
@@ -17,7 +17,8 @@ pub fn client(store: &Store, command: ClientCommand) -> anyhow::Result<()> {
             identity,
             namespace,
         } => {
-            let created = store.create_identity_client(&QualifiedName::new(namespace, identity))?;
+            let created = store
+                .create_identity_client(&QualifiedName::new(namespace, identity), unguarded)?;
             eprintln!(
                 "client created for Identity {}; exchange it at POST /api/v1/token (grant_type=client_credentials). The secret is shown only this once:",
                 created.identity
@@ -44,7 +45,7 @@ pub fn client(store: &Store, command: ClientCommand) -> anyhow::Result<()> {
             namespace,
         } => {
             let who = QualifiedName::new(namespace, identity);
-            store.delete_identity_client(&who, &client_id)?;
+            store.delete_identity_client(&who, &client_id, unguarded)?;
             println!("client {client_id} of Identity {who} deleted");
         }
     }

@@ -774,6 +774,19 @@ async fn console_endpoints_answer_by_role() {
         "{}",
     );
     assert_eq!(status, 403, "{body}");
+    // Nor may it take one away from such an identity.
+    let boss_keys = "/api/v1/namespaces/team-a/identities/boss/keys";
+    let (status, body) = http.send_json("POST", boss_keys, &gateway.admin_token(), "{}");
+    assert_eq!(status, 201, "{body}");
+    let boss_key = json(&body)["id"].as_str().unwrap().to_owned();
+    let (status, body) = http.call(
+        "DELETE",
+        &format!("{boss_keys}/{boss_key}"),
+        Some(&admin_a),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(http.get(boss_keys, &admin_a).1.contains(&boss_key));
 
     // The access log: team-a's reader sees the session, team-b's worker does not.
     wait_until("the statement in the access log", WAIT, || async {
