@@ -316,6 +316,12 @@ pub async fn export(
                 out.push('\n');
             }
         }
+        // Said in a header, since the file itself has no place for it.
+        let truncated = if items.len() == EXPORT_LIMIT {
+            "true"
+        } else {
+            "false"
+        };
         let (content_type, extension) = if csv {
             ("text/csv; charset=utf-8", "csv")
         } else {
@@ -330,6 +336,10 @@ pub async fn export(
                     format!("attachment; filename=\"postern-access-log.{extension}\""),
                 ),
                 (header::CACHE_CONTROL, "no-store".to_owned()),
+                (
+                    axum::http::HeaderName::from_static("x-postern-truncated"),
+                    truncated.to_owned(),
+                ),
             ],
             out,
         )

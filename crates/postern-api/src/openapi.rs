@@ -340,7 +340,8 @@ pub fn document() -> Value {
     paths.insert(
         "/api/v1/logs/export".into(),
         json!({"get": op("the newest 10000 events that pass the filters, as a CSV or NDJSON download", export_params,
-            with_errors(responses(&[("200", json!({"description": "a file",
+            with_errors(responses(&[("200", json!({"description": "a file; X-Postern-Truncated is true when it reached 10000 events (older ones may be left out)",
+                "headers": {"X-Postern-Truncated": {"schema": {"type": "string", "enum": ["true", "false"]}}},
                 "content": {"text/csv": {"schema": {"type": "string"}}, "application/x-ndjson": {"schema": {"type": "string"}}}}))]), false), None)}),
     );
     let mut stream_params = log_params(false);

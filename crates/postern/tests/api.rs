@@ -707,6 +707,26 @@ async fn tokens_role_bindings_and_the_admin_api() {
     }
 }
 
+/// The status line and headers of a GET (lower-cased), read over a raw connection.
+async fn response_head(port: u16, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the answer within the wait")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
 /// The endpoints the web UI stands on, by role: whoami, an identity's API keys, the
 /// access log (only the namespaces a caller may read), its export, and the simulator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -833,6 +853,18 @@ async fn console_endpoints_answer_by_role() {
         "{csv}"
     );
     assert!(lines.any(|l| l.contains("console-check")), "{csv}");
+    // Whether the export was cut at its limit is said in a header (not here: one event).
+    let head = response_head(
+        gateway.api_port().await,
+        "/api/v1/logs/export?format=ndjson&q=console-check",
+        &reader_a,
+    )
+    .await;
+    assert!(head.contains("x-postern-truncated: false"), "{head}");
+    assert!(
+        head.contains("attachment; filename=\"postern-access-log.ndjson\""),
+        "{head}"
+    );
 
     // Revoked, the key logs in no more.
     let (status, body) = http.call("DELETE", &format!("{keys}/{id}"), Some(&admin_a), None);

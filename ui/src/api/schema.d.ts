@@ -264,9 +264,10 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description a file */
+                /** @description a file; X-Postern-Truncated is true when it reached 10000 events (older ones may be left out) */
                 200: {
                     headers: {
+                        "X-Postern-Truncated"?: "true" | "false";
                         [name: string]: unknown;
                     };
                     content: {

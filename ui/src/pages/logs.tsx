@@ -76,7 +76,8 @@ async function readStream(response: Response, each: (event: LogEvent) => void, a
   }
 }
 
-async function download(filters: Filters, format: 'csv' | 'ndjson') {
+/** Saves the export of the current filter; true when the server cut it at its limit. */
+async function download(filters: Filters, format: 'csv' | 'ndjson'): Promise<boolean> {
   const response = await authedFetch(`/api/v1/logs/export?${queryOf({ ...filters, format })}`);
   const blob = await response.blob();
   const disposition = response.headers.get('Content-Disposition') ?? '';
@@ -89,6 +90,7 @@ async function download(filters: Filters, format: 'csv' | 'ndjson') {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return response.headers.get('X-Postern-Truncated') === 'true';
 }
 
 export function Logs() {
@@ -114,6 +116,14 @@ export function Logs() {
   const [pending, setPending] = useState<LogEvent[]>([]);
   const [live, setLive] = useState('');
   const [exportError, setExportError] = useState<string>();
+  const [exportNote, setExportNote] = useState<string>();
+  const exportAs = (format: 'csv' | 'ndjson') => {
+    setExportError(undefined);
+    download(applied, format).then(
+      (cut) => setExportNote(cut ? 'The export holds the newest 10,000 events of this filter: narrow it (by time, for instance) for older ones.' : undefined),
+      (e) => setExportError(messageOf(e)),
+    );
+  };
   const seen = useRef(new Set<number>());
   const newest = useRef<number | undefined>(undefined);
   // Events that arrived while the user was scrolled down; a ref so the stream callback sees the latest.
@@ -294,15 +304,16 @@ export function Logs() {
           {live}
         </span>
         <span class="spacer" />
-        <button type="button" class="small" onClick={() => download(applied, 'csv').catch((e) => setExportError(messageOf(e)))}>
+        <button type="button" class="small" onClick={() => exportAs('csv')}>
           Export CSV
         </button>
-        <button type="button" class="small" onClick={() => download(applied, 'ndjson').catch((e) => setExportError(messageOf(e)))}>
+        <button type="button" class="small" onClick={() => exportAs('ndjson')}>
           Export NDJSON
         </button>
         <CliCommand command={cliOf(applied, follow)} />
       </div>
       <ErrorText message={exportError} />
+      {exportNote && <p role="status">{exportNote}</p>}
       {pending.length > 0 && (
         <div class="pending">
           <button type="button" onClick={showPending}>
