@@ -267,7 +267,7 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/api/v1/overview".into(),
-        json!({"get": op("version, start time, listeners, and what needs attention in the namespaces the caller may read", vec![],
+        json!({"get": op("version, start time, listeners, and what needs attention in the namespaces the caller may read (kind AccessLog, with empty names, for lost access-log events)", vec![],
             with_errors(responses(&[("200", ok("the overview", "Overview"))]), false), None)}),
     );
     let lease_filters = || {

@@ -1,7 +1,8 @@
 //! `GET /api/v1/overview`: the server at a glance for the UI's first page: version, start
 //! time, listeners, and what needs attention in the namespaces the caller may read (intents
-//! that failed to apply, plugins that failed to load, leases stuck revoking), each naming
-//! the thing so the UI can link to it.
+//! that failed to apply, plugins that failed to load or rest after failures, leases stuck
+//! revoking; for account roles, access-log events lost), each naming the thing so the UI
+//! can link to it.
 
 use std::sync::Arc;
 
@@ -68,6 +69,51 @@ pub async fn overview(
                     &lease.credential_role.name,
                     &message,
                 ));
+            }
+        }
+        // From the running gateway's counters: plugins resting after failures, and (for
+        // account roles: it is the whole gateway's) access-log events lost.
+        for family in api.metrics.iter().flat_map(|source| source.collect()) {
+            match family.name {
+                "postern_plugin_healthy" => {
+                    for (labels, value) in &family.samples {
+                        let label = |wanted: &str| {
+                            labels
+                                .iter()
+                                .find(|(label, _)| *label == wanted)
+                                .map_or("", |(_, v)| v.as_str())
+                        };
+                        let (namespace, name) = (label("namespace"), label("plugin"));
+                        let known = needs.iter().any(|n| {
+                            n["kind"] == Kind::Plugin.as_str()
+                                && n["namespace"] == namespace
+                                && n["name"] == name
+                        });
+                        if *value == 0.0 && readable(namespace) && !known {
+                            needs.push(attention(
+                                Kind::Plugin,
+                                namespace,
+                                name,
+                                "resting after failures in a row: its calls are refused unrun",
+                            ));
+                        }
+                    }
+                }
+                "postern_audit_events_dropped_total" if caller.access.reads_account() => {
+                    let dropped: f64 = family.samples.iter().map(|(_, v)| v).sum();
+                    if dropped > 0.0 {
+                        needs.push(json!({
+                            "kind": "AccessLog",
+                            "plural": "",
+                            "namespace": "",
+                            "name": "",
+                            "message": format!(
+                                "{dropped} access-log events were lost since the gateway started (a sink was down past its spill budget)"
+                            ),
+                        }));
+                    }
+                }
+                _ => {}
             }
         }
         let info = &api.info;

@@ -798,4 +798,30 @@ spec:
     let (ok, out, err) = login("carol.team-a");
     assert!(ok, "{err}");
     assert_eq!(out, "app_rw\n");
+
+    // Failures in a row rest the provider; the overview says so, linking to the plugin.
+    for _ in 0..5 {
+        let _ = gateway
+            .connect_with_token("carol.team-a", "by-cert", "trap")
+            .await;
+    }
+    assert_eq!(
+        metric(&gateway, "postern_plugin_healthy", labels).await,
+        0.0
+    );
+    let http = postern_testkit::Http::new(gateway.api_port().await);
+    let (status, body) = http.get("/api/v1/overview", &gateway.admin_token());
+    assert_eq!(status, 200, "{body}");
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        overview["attention"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "Plugin"
+                && a["namespace"] == "team-a"
+                && a["name"] == "certs"
+                && a["message"].as_str().unwrap().contains("resting")),
+        "{body}"
+    );
 }

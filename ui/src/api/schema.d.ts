@@ -5931,7 +5931,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** version, start time, listeners, and what needs attention in the namespaces the caller may read */
+        /** version, start time, listeners, and what needs attention in the namespaces the caller may read (kind AccessLog, with empty names, for lost access-log events) */
         get: {
             parameters: {
                 query?: never;

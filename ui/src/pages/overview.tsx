@@ -34,7 +34,9 @@ function AttentionItem({ a }: { a: Item }) {
   return (
     <li>
       <Badge tone={isLease(a) ? 'warn' : 'bad'}>{isLease(a) ? 'revoking' : 'error'}</Badge>{' '}
-      {isLease(a) ? (
+      {a.kind === 'AccessLog' ? (
+        <Link href="/ui/logs">Access log</Link>
+      ) : isLease(a) ? (
         <Link href={withQuery(`/ui/namespaces/${ns}/leases`, { role: a.name })}>
           Leases of {a.kind} {a.namespace}/{a.name}
         </Link>
