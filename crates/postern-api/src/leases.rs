@@ -184,6 +184,8 @@ pub async fn renew(
 ) -> Result<Json<Value>, ApiError> {
     let (namespace, id) = params(path)?;
     let bytes = read_body_within(api.max_body_bytes, &headers, body).await?;
+    // Who asks comes first: an unauthenticated caller learns nothing of the format.
+    writable_lease(&api, &headers, &namespace, &id).await?;
     let request: RenewRequest = if bytes.is_empty() {
         RenewRequest::default()
     } else {
@@ -196,7 +198,6 @@ pub async fn renew(
         })?),
         None => None,
     };
-    writable_lease(&api, &headers, &namespace, &id).await?;
     let renewed = issuer(&api)?.renew(&id, increment).await?;
     Ok(Json(
         json!({"expiresAt": renewed.expires_at, "capped": renewed.capped}),
@@ -246,20 +247,22 @@ pub async fn revoke_matching(
 ) -> Result<Json<Value>, ApiError> {
     let namespace = params(path)?;
     let bytes = read_body_within(api.max_body_bytes, &headers, body).await?;
-    let request: BulkRevoke = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
-    let filter = LeaseFilter {
-        role: request.role,
-        identity: request.identity,
-        expiring_within: request.expiring_within,
-        all: false,
-    };
     let (check_api, check_headers, check_namespace) =
         (api.clone(), headers.clone(), namespace.clone());
-    let leases = blocking(move || {
+    let (request, leases) = blocking(move || {
+        // Who asks comes first: an unauthenticated caller learns nothing of the format.
         let caller = check_api.caller(&check_headers)?;
         caller.check_write(&check_namespace, &format!("namespace {check_namespace}"))?;
-        filter.matching(&check_api, &check_namespace)
+        let request: BulkRevoke = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+        let filter = LeaseFilter {
+            role: request.role.clone(),
+            identity: request.identity.clone(),
+            expiring_within: request.expiring_within.clone(),
+            all: false,
+        };
+        let leases = filter.matching(&check_api, &check_namespace)?;
+        Ok((request, leases))
     })
     .await?;
     if request.dry_run {
