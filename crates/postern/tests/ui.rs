@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 
 use postern_testkit::{provisioned, psql, shared_pg, APP_PASSWORD, DB, USER};
 
@@ -103,7 +102,8 @@ async fn the_web_ui_works_in_a_real_browser() {
     // This run's screenshots only.
     let _ = std::fs::remove_dir_all(&screenshots);
     let playwright = ui_dir().join("node_modules/.bin/playwright");
-    let output = Command::new(&playwright)
+    // Async, so the runtime's threads stay free while the browser suite runs.
+    let output = tokio::process::Command::new(&playwright)
         .args(["test", "--reporter=line"])
         .current_dir(ui_dir())
         .env("UI_TEST_BASE_URL", format!("http://127.0.0.1:{api_port}"))
@@ -114,6 +114,7 @@ async fn the_web_ui_works_in_a_real_browser() {
         .env("UI_TEST_SCREENSHOTS", &screenshots)
         .env("UI_TEST_OUTPUT", gateway.state_dir().join("playwright"))
         .output()
+        .await
         .unwrap_or_else(|e| {
             panic!(
                 "{} ({e}): run scripts/ensure-tools.sh",
