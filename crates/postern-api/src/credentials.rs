@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::resources::{ignore_body, params, Params};
+use crate::resources::{ignore_body, params, visible_resource, Params};
 use crate::{blocking, Api};
 
 /// The identity `namespace/name`, once the caller may see it and it exists (404 both
@@ -26,19 +26,7 @@ fn identity(
     name: &str,
     write: bool,
 ) -> Result<QualifiedName, ApiError> {
-    let what = Kind::Identity.describe(namespace, name);
-    if write {
-        caller.check_write(namespace, &what)?;
-    } else {
-        caller.check_read(namespace, &what)?;
-    }
-    if api
-        .store
-        .get_resource(Kind::Identity, namespace, name)?
-        .is_none()
-    {
-        return Err(ApiError::not_found(&what));
-    }
+    visible_resource(api, caller, Kind::Identity, namespace, name, write)?;
     Ok(QualifiedName::new(namespace, name))
 }
 

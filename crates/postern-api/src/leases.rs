@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::resources::{params, read_body_within, Params};
+use crate::resources::{ignore_body, params, read_body_within, visible_resource, Params};
 use crate::{blocking, Api};
 
 impl From<IssuerError> for ApiError {
@@ -306,20 +306,20 @@ pub async fn check(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let (namespace, name) = params(path)?;
-    crate::resources::ignore_body(&api, &headers, body).await?;
+    ignore_body(&api, &headers, body).await?;
     let (check_api, check_headers) = (api.clone(), headers.clone());
     let (check_namespace, check_name) = (namespace.clone(), name.clone());
     blocking(move || {
         let caller = check_api.caller(&check_headers)?;
-        let what = Kind::Target.describe(&check_namespace, &check_name);
-        caller.check_write(&check_namespace, &what)?;
-        match check_api
-            .store
-            .get_resource(Kind::Target, &check_namespace, &check_name)?
-        {
-            Some(_) => Ok(()),
-            None => Err(ApiError::not_found(&what)),
-        }
+        visible_resource(
+            &check_api,
+            &caller,
+            Kind::Target,
+            &check_namespace,
+            &check_name,
+            true,
+        )
+        .map(|_| ())
     })
     .await?;
     let items = check_target(issuer(&api)?, &QualifiedName::new(&namespace, &name)).await?;

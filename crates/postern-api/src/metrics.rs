@@ -39,6 +39,17 @@ impl MetricFamily {
     }
 }
 
+/// The value of label `name` among one sample's labels.
+pub(crate) fn sample_label<'a>(
+    labels: &'a [(&'static str, String)],
+    name: &str,
+) -> Option<&'a str> {
+    labels
+        .iter()
+        .find(|(label, _)| *label == name)
+        .map(|(_, value)| value.as_str())
+}
+
 /// A part of the gateway that reports metrics when scraped.
 pub trait MetricsSource: Send + Sync + 'static {
     fn collect(&self) -> Vec<MetricFamily>;

@@ -14,6 +14,7 @@ use postern_state::LeaseState;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::metrics::sample_label;
 use crate::{blocking, Api};
 
 fn attention(kind: Kind, namespace: &str, name: &str, message: &str) -> Value {
@@ -77,12 +78,7 @@ pub async fn overview(
             match family.name {
                 "postern_plugin_healthy" => {
                     for (labels, value) in &family.samples {
-                        let label = |wanted: &str| {
-                            labels
-                                .iter()
-                                .find(|(label, _)| *label == wanted)
-                                .map_or("", |(_, v)| v.as_str())
-                        };
+                        let label = |name| sample_label(labels, name).unwrap_or_default();
                         let (namespace, name) = (label("namespace"), label("plugin"));
                         let known = needs.iter().any(|n| {
                             n["kind"] == Kind::Plugin.as_str()

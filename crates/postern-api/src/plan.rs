@@ -12,8 +12,7 @@ use postern_reconciler::{reconcile, Options};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::resources::ignore_body;
-use crate::resources::{params, Params};
+use crate::resources::{ignore_body, params, Params};
 use crate::{blocking, Api};
 
 pub async fn reconcile_plan(

@@ -11,7 +11,8 @@ use postern_model::Kind;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::resources::{params, Params};
+use crate::metrics::sample_label;
+use crate::resources::{params, visible_resource, Params};
 use crate::{blocking, Api};
 
 /// The metric families of one plugin; the rest of the name is its key in the answer.
@@ -25,15 +26,7 @@ pub async fn runtime(
     let (namespace, name) = params(path)?;
     blocking(move || {
         let caller = api.caller(&headers)?;
-        let what = Kind::Plugin.describe(&namespace, &name);
-        caller.check_read(&namespace, &what)?;
-        if api
-            .store
-            .get_resource(Kind::Plugin, &namespace, &name)?
-            .is_none()
-        {
-            return Err(ApiError::not_found(&what));
-        }
+        visible_resource(&api, &caller, Kind::Plugin, &namespace, &name, false)?;
         let mut counters = Map::new();
         let mut plugin_type = None;
         for family in api.metrics.iter().flat_map(|source| source.collect()) {
@@ -41,12 +34,7 @@ pub async fn runtime(
                 continue;
             };
             for (labels, value) in &family.samples {
-                let label = |wanted: &str| {
-                    labels
-                        .iter()
-                        .find(|(label, _)| *label == wanted)
-                        .map(|(_, v)| v.as_str())
-                };
+                let label = |name| sample_label(labels, name);
                 if label("namespace") == Some(namespace.as_str())
                     && label("plugin") == Some(name.as_str())
                 {

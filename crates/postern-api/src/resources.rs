@@ -407,6 +407,27 @@ fn required_generation(generation: Option<i64>) -> Result<Precondition, ApiError
 
 // ---- namespaced collections -------------------------------------------------------------
 
+/// One resource, once the caller may read it (or, with `write`, change it): 404 when it
+/// may not see it or it does not exist, alike; 403 when it may only read it.
+pub(crate) fn visible_resource(
+    api: &Api,
+    caller: &Caller,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    write: bool,
+) -> Result<StoredResource, ApiError> {
+    let what = kind.describe(namespace, name);
+    if write {
+        caller.check_write(namespace, &what)?;
+    } else {
+        caller.check_read(namespace, &what)?;
+    }
+    api.store
+        .get_resource(kind, namespace, name)?
+        .ok_or_else(|| ApiError::not_found(&what))
+}
+
 pub(crate) fn namespace_exists(api: &Api, namespace: &str) -> Result<(), ApiError> {
     if api
         .store
@@ -540,12 +561,7 @@ pub async fn get(
         let collection = collection(&segment)?;
         match collection {
             Collection::Resource(kind) => {
-                let what = kind.describe(&namespace, &name);
-                caller.check_read(&namespace, &what)?;
-                let stored = api
-                    .store
-                    .get_resource(kind, &namespace, &name)?
-                    .ok_or_else(|| ApiError::not_found(&what))?;
+                let stored = visible_resource(&api, &caller, kind, &namespace, &name, false)?;
                 Ok(Json(document(&api, &stored)?))
             }
             Collection::Secrets => {
