@@ -94,7 +94,7 @@ impl App {
             &config,
             postern_policy::CelEngine::with_plugins(policy_hooks.clone()),
         )?;
-        info!(state = %store.db_path().display(), master_key = %store.key_origin(), "state opened");
+        info!(state = %store.location(), master_key = %store.key_origin(), "state opened");
         let mock_secret = store.mock_auth_secret();
         let store = Arc::new(store);
         let auth_providers = plugins::auth_providers_chain(store.clone());

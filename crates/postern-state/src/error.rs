@@ -9,6 +9,12 @@ pub enum StateError {
     /// Not marked as the source: its text is already in this one's, once.
     #[error("state database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// PostgreSQL refused a statement (its message and SQLSTATE).
+    #[error("state database error: {0}")]
+    Postgres(String),
+    /// The state database cannot be reached (PostgreSQL: no connection).
+    #[error("{0}")]
+    Unavailable(String),
     /// The filesystem of the state directory has no room: the write was rolled back.
     #[error("the state database's disk is full; nothing was written (free space in the state directory and retry)")]
     DiskFull,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use postern_model::{QualifiedName, SecretValue};
-use rusqlite::{params, OptionalExtension};
+use crate::db::{args, Row, Value};
 
 use crate::store::{now, Store};
 use crate::StateError;
@@ -108,7 +108,7 @@ type LeaseRow = (
     (String, String, i64, i64, i64, i64, i64, Option<String>),
 );
 
-fn lease_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+fn lease_row(row: &Row<'_>) -> Result<LeaseRow, StateError> {
     Ok((
         (
             row.get(0)?,
@@ -199,7 +199,7 @@ impl Store {
                     "INSERT INTO leases ({LEASE_COLUMNS}, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'creating', ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)"
                 ),
-                params![
+                args![
                     lease.id,
                     lease.credential_role.namespace,
                     lease.credential_role.name,
@@ -230,9 +230,12 @@ impl Store {
         let from = serde_json::to_string(&from).unwrap_or_default();
         self.write(|tx| {
             let changed = tx.execute(
-                "UPDATE leases SET state = ?2, updated_at = ?4
-                 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))",
-                params![id, to.as_str(), from, now()],
+                &format!(
+                    "UPDATE leases SET state = ?2, updated_at = ?4
+                     WHERE id = ?1 AND state IN (SELECT states.value FROM {})",
+                    tx.json_elements("?3", &[], "states")
+                ),
+                args![id, to.as_str(), from, now()],
             )?;
             Ok(changed == 1)
         })
@@ -250,7 +253,7 @@ impl Store {
                 "UPDATE leases SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
                      updated_at = ?4
                  WHERE id = ?1",
-                params![id, error, next_attempt_at, now()],
+                args![id, error, next_attempt_at, now()],
             )?;
             Ok(())
         })
@@ -262,7 +265,7 @@ impl Store {
             let changed = tx.execute(
                 "UPDATE leases SET expires_at = ?2, updated_at = ?3
                  WHERE id = ?1 AND state = 'active'",
-                params![id, expires_at, now()],
+                args![id, expires_at, now()],
             )?;
             if changed == 0 {
                 return Err(StateError::Conflict(format!("lease {id} is not active")));
@@ -274,7 +277,7 @@ impl Store {
     /// Removes the record of a lease whose role never came to exist.
     pub fn forget_lease(&self, id: &str) -> Result<(), StateError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM leases WHERE id = ?1", args![id])?;
             Ok(())
         })
     }
@@ -282,12 +285,11 @@ impl Store {
     pub fn lease(&self, id: &str) -> Result<Option<Lease>, StateError> {
         let row = self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1"),
-                    [id],
+                    args![id],
                     lease_row,
-                )
-                .optional()?)
+                )?)
         })?;
         row.map(decode).transpose()
     }
@@ -295,14 +297,14 @@ impl Store {
     fn query_leases(
         &self,
         filter: &str,
-        args: &[&dyn rusqlite::ToSql],
+        args: &[Value<'_>],
     ) -> Result<Vec<Lease>, StateError> {
         let rows: Vec<LeaseRow> = self.read(|conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {LEASE_COLUMNS} FROM leases WHERE {filter} ORDER BY issued_at, id"
-            ))?;
-            let rows = stmt.query_map(args, lease_row)?.collect::<Result<_, _>>()?;
-            Ok(rows)
+            conn.query_map(
+                &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE {filter} ORDER BY issued_at, id"),
+                args,
+                lease_row,
+            )
         })?;
         rows.into_iter().map(decode).collect()
     }
@@ -310,12 +312,11 @@ impl Store {
     /// How many leases are in each state, for metrics.
     pub fn lease_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT state, count(*) FROM leases GROUP BY state ORDER BY state")?;
-            let rows = stmt
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            conn.query_map(
+                "SELECT state, count(*) FROM leases GROUP BY state ORDER BY state",
+                args![],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
         })
     }
 
@@ -328,7 +329,7 @@ impl Store {
         self.query_leases(
             "(?1 IS NULL OR namespace = ?1)
              AND (?2 OR state NOT IN ('revoked', 'rolled-back'))",
-            &[&namespace, &include_ended],
+            args![namespace, include_ended],
         )
     }
 
@@ -338,7 +339,7 @@ impl Store {
         self.query_leases(
             "(state = 'active' AND expires_at <= ?1)
              OR (state IN ('revoking', 'creating') AND next_attempt_at <= ?1)",
-            &[&at],
+            args![at],
         )
     }
 
@@ -347,7 +348,7 @@ impl Store {
         Ok(self
             .query_leases(
                 "namespace = ?1 AND target_name = ?2 AND state NOT IN ('revoked', 'rolled-back')",
-                &[&target.namespace, &target.name],
+                args![target.namespace, target.name],
             )?
             .into_iter()
             .map(|l| l.username)
@@ -362,11 +363,11 @@ impl Store {
     ) -> Result<Option<StaticRolePassword>, StateError> {
         let row: Option<StaticRow> = self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT username, nonce, ciphertext, pending_nonce, pending_ciphertext,
                          rotated_at, last_error
                      FROM static_roles WHERE namespace = ?1 AND name = ?2",
-                    params![role.namespace, role.name],
+                    args![role.namespace, role.name],
                     |row| {
                         Ok((
                             row.get(0)?,
@@ -378,8 +379,7 @@ impl Store {
                             row.get(6)?,
                         ))
                     },
-                )
-                .optional()?)
+                )?)
         })?;
         let Some((username, nonce, sealed, pending_nonce, pending_sealed, rotated_at, last_error)) =
             row
@@ -428,7 +428,7 @@ impl Store {
                      nonce = CASE WHEN username = ?3 THEN nonce END,
                      ciphertext = CASE WHEN username = ?3 THEN ciphertext END,
                      username = ?3, pending_nonce = ?4, pending_ciphertext = ?5, updated_at = ?6",
-                params![role.namespace, role.name, username, nonce, sealed, now()],
+                args![role.namespace, role.name, username, nonce, sealed, now()],
             )?;
             Ok(())
         })
@@ -442,7 +442,7 @@ impl Store {
                      pending_nonce = NULL, pending_ciphertext = NULL, rotated_at = ?3,
                      last_error = NULL, updated_at = ?3
                  WHERE namespace = ?1 AND name = ?2 AND pending_nonce IS NOT NULL",
-                params![role.namespace, role.name, now()],
+                args![role.namespace, role.name, now()],
             )?;
             Ok(())
         })
@@ -453,7 +453,7 @@ impl Store {
             tx.execute(
                 "UPDATE static_roles SET last_error = ?3, updated_at = ?4
                  WHERE namespace = ?1 AND name = ?2",
-                params![role.namespace, role.name, error, now()],
+                args![role.namespace, role.name, error, now()],
             )?;
             Ok(())
         })

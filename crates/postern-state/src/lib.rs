@@ -1,9 +1,11 @@
-//! Postern's state: one SQLite database (WAL) holding resources, sealed secrets and API-key
-//! verifiers. Writes go through one connection inside a transaction each; reads use a
-//! small pool of their own connections, so they never wait for a writer.
+//! Postern's state: one database holding resources, sealed secrets and API-key verifiers,
+//! on SQLite (WAL; one host) or PostgreSQL (shared by many gateways). Writes go through
+//! one connection inside a transaction each; reads use a small pool of their own
+//! connections, so they never wait for a writer.
 
 mod audit;
 mod backup;
+mod db;
 mod documents;
 mod error;
 mod explain;
@@ -11,6 +13,7 @@ mod leases;
 mod managed;
 mod master_key;
 mod migrations;
+mod pg;
 mod route;
 mod store;
 mod tenancy;
@@ -23,6 +26,7 @@ pub use explain::{ConnectVerdict, Explanation, RouteSummary, StatementVerdict};
 pub use leases::{Lease, LeaseState, NewLease, StaticRolePassword};
 pub use managed::{IntentsStatus, ManagedRole, PluginLogLine, PLUGIN_LOG_LINES_KEPT};
 pub use master_key::{KeySettings, MasterKey};
+pub use pg::PostgresSettings;
 pub use store::{ApiKeyInfo, CreatedApiKey, SecretInfo, Store, StoredResource, STATE_DB_FILE};
 pub use tenancy::{
     unguarded, AccessView, ClientInfo, CreatedClient, Precondition, SigningKey, TokenRecord,

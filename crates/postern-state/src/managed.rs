@@ -2,7 +2,7 @@
 //! here) and the last reconcile outcome of each Intents resource.
 
 use postern_model::{managed_role_name, QualifiedName, SecretValue};
-use rusqlite::{params, OptionalExtension};
+use crate::db::{args, Row};
 
 use crate::store::{now, random_token, Store};
 use crate::StateError;
@@ -104,7 +104,7 @@ impl Store {
 
     const ROLE_COLUMNS: &'static str = "identity_namespace, identity_name, role_name, nonce, ciphertext, password_version, applied_version, previous_nonce, previous_ciphertext";
 
-    fn role_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoleRow> {
+    fn role_row(row: &Row<'_>) -> Result<RoleRow, StateError> {
         Ok((
             row.get(0)?,
             row.get(1)?,
@@ -121,14 +121,11 @@ impl Store {
     /// Every role managed on `target`.
     pub fn managed_roles(&self, target: &QualifiedName) -> Result<Vec<ManagedRole>, StateError> {
         let rows: Vec<RoleRow> = self.read(|conn| {
-            let mut stmt = conn.prepare(&format!(
+            let rows = conn.query_map(&format!(
                 "SELECT {} FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
                  ORDER BY role_name",
                 Self::ROLE_COLUMNS
-            ))?;
-            let rows = stmt
-                .query_map(params![target.namespace, target.name], Self::role_row)?
-                .collect::<Result<_, _>>()?;
+            ), args![target.namespace, target.name], Self::role_row)?;
             Ok(rows)
         })?;
         rows.into_iter()
@@ -144,21 +141,20 @@ impl Store {
     ) -> Result<Option<ManagedRole>, StateError> {
         let row: Option<RoleRow> = self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     &format!(
                         "SELECT {} FROM managed_roles WHERE target_namespace = ?1
                          AND target_name = ?2 AND identity_namespace = ?3 AND identity_name = ?4",
                         Self::ROLE_COLUMNS
                     ),
-                    params![
+                    args![
                         target.namespace,
                         target.name,
                         identity.namespace,
                         identity.name
                     ],
                     Self::role_row,
-                )
-                .optional()?)
+                )?)
         })?;
         row.map(|row| self.unseal_role(target, row)).transpose()
     }
@@ -177,11 +173,12 @@ impl Store {
         let now = now();
         self.write(|tx| {
             tx.execute(
-                "INSERT OR IGNORE INTO managed_roles (target_namespace, target_name,
+                "INSERT INTO managed_roles (target_namespace, target_name,
                      identity_namespace, identity_name, role_name, nonce, ciphertext,
                      password_version, applied_version, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, 0, ?8, ?8)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, 0, ?8, ?8)
+                 ON CONFLICT DO NOTHING",
+                args![
                     target.namespace,
                     target.name,
                     identity.namespace,
@@ -215,7 +212,7 @@ impl Store {
                      previous_ciphertext = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_ciphertext END
                  WHERE target_namespace = ?1 AND target_name = ?2
                    AND identity_namespace = ?3 AND identity_name = ?4",
-                params![target.namespace, target.name, identity.namespace, identity.name, version, now()],
+                args![target.namespace, target.name, identity.namespace, identity.name, version, now()],
             )?;
             Ok(())
         })
@@ -227,15 +224,10 @@ impl Store {
         let now = now();
         // One transaction: every role of the identity rotates, or none does.
         self.write(|tx| {
-            let roles: Vec<(String, String, String)> = tx
-                .prepare(
-                    "SELECT target_namespace, target_name, role_name FROM managed_roles
-                     WHERE identity_namespace = ?1 AND identity_name = ?2",
-                )?
-                .query_map(params![identity.namespace, identity.name], |row| {
+            let roles: Vec<(String, String, String)> = tx.query_map("SELECT target_namespace, target_name, role_name FROM managed_roles
+                     WHERE identity_namespace = ?1 AND identity_name = ?2", args![identity.namespace, identity.name], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<Result<_, _>>()?;
+                })?;
             for (target_namespace, target_name, role) in &roles {
                 let target = QualifiedName::new(target_namespace, target_name);
                 let (nonce, sealed) = self
@@ -252,7 +244,7 @@ impl Store {
                          nonce = ?4, ciphertext = ?5,
                          password_version = password_version + 1, updated_at = ?6
                      WHERE target_namespace = ?1 AND target_name = ?2 AND role_name = ?3",
-                    params![target_namespace, target_name, role, nonce, sealed, now],
+                    args![target_namespace, target_name, role, nonce, sealed, now],
                 )?;
             }
             Ok(roles.len())
@@ -269,7 +261,7 @@ impl Store {
             tx.execute(
                 "DELETE FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
                  AND identity_namespace = ?3 AND identity_name = ?4",
-                params![
+                args![
                     target.namespace,
                     target.name,
                     identity.namespace,
@@ -292,7 +284,7 @@ impl Store {
                 "INSERT INTO intents_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (namespace, name) DO UPDATE SET state = ?3, message = ?4,
                      statement = ?5, updated_at = ?6",
-                params![
+                args![
                     intents.namespace,
                     intents.name,
                     state,
@@ -318,7 +310,7 @@ impl Store {
                 "INSERT INTO plugin_status VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (namespace, name) DO UPDATE SET state = ?3, message = ?4,
                      updated_at = ?5",
-                params![namespace, name, state, message, now()],
+                args![namespace, name, state, message, now()],
             )?;
             Ok(())
         })
@@ -336,7 +328,7 @@ impl Store {
                 tx.execute(
                     "INSERT INTO plugin_logs (namespace, name, level, at, message)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![line.namespace, line.name, line.level, line.at, line.message],
+                    args![line.namespace, line.name, line.level, line.at, line.message],
                 )?;
                 touched.insert((line.namespace.as_str(), line.name.as_str()));
             }
@@ -345,7 +337,7 @@ impl Store {
                     "DELETE FROM plugin_logs WHERE namespace = ?1 AND name = ?2 AND id <= (
                          SELECT id FROM plugin_logs WHERE namespace = ?1 AND name = ?2
                          ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-                    params![namespace, name, PLUGIN_LOG_LINES_KEPT],
+                    args![namespace, name, PLUGIN_LOG_LINES_KEPT],
                 )?;
             }
             Ok(())
@@ -361,17 +353,16 @@ impl Store {
         // The id just before the last `count` lines (0: fewer lines than that).
         let before: i64 = self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT id FROM plugin_logs WHERE namespace = ?1 AND name = ?2
                      ORDER BY id DESC LIMIT 1 OFFSET ?3",
-                    params![
+                    args![
                         plugin.namespace,
                         plugin.name,
                         i64::try_from(count).unwrap_or(i64::MAX)
                     ],
                     |row| row.get(0),
-                )
-                .optional()?
+                )?
                 .unwrap_or(0))
         })?;
         self.plugin_logs(plugin, before, count)
@@ -385,12 +376,10 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(i64, PluginLogLine)>, StateError> {
         self.read(|conn| {
-            let mut statement = conn.prepare(
+            conn.query_map(
                 "SELECT id, level, at, message FROM plugin_logs
                  WHERE namespace = ?1 AND name = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
-            )?;
-            let rows = statement.query_map(
-                params![
+                args![
                     plugin.namespace,
                     plugin.name,
                     after,
@@ -398,7 +387,7 @@ impl Store {
                 ],
                 |row| {
                     Ok((
-                        row.get::<_, i64>(0)?,
+                        row.get::<i64>(0)?,
                         PluginLogLine {
                             namespace: plugin.namespace.clone(),
                             name: plugin.name.clone(),
@@ -408,8 +397,7 @@ impl Store {
                         },
                     ))
                 },
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            )
         })
     }
 
@@ -421,10 +409,10 @@ impl Store {
     ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT state, message, updated_at FROM plugin_status
                      WHERE namespace = ?1 AND name = ?2",
-                    params![plugin.namespace, plugin.name],
+                    args![plugin.namespace, plugin.name],
                     |row| {
                         Ok(IntentsStatus {
                             state: row.get(0)?,
@@ -433,8 +421,7 @@ impl Store {
                             updated_at: row.get(2)?,
                         })
                     },
-                )
-                .optional()?)
+                )?)
         })
     }
 
@@ -444,10 +431,10 @@ impl Store {
     ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT state, message, statement, updated_at FROM intents_status
                      WHERE namespace = ?1 AND name = ?2",
-                    params![intents.namespace, intents.name],
+                    args![intents.namespace, intents.name],
                     |row| {
                         Ok(IntentsStatus {
                             state: row.get(0)?,
@@ -456,8 +443,7 @@ impl Store {
                             updated_at: row.get(3)?,
                         })
                     },
-                )
-                .optional()?)
+                )?)
         })
     }
 }

@@ -3,6 +3,8 @@
 
 use rusqlite::Connection;
 
+use crate::db::{args, Db};
+
 use crate::StateError;
 
 const MIGRATIONS: &[&str] = &[
@@ -297,6 +299,233 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE managed_roles ADD COLUMN previous_ciphertext BLOB;
     "#,
 ];
+
+/// PostgreSQL's schema, versioned on its own: version 1 is SQLite's schema at its
+/// version 14 (without the tables older versions kept the access log in). Integers are
+/// `bigint` and bytes `bytea`, so both backends hand the store the same values; the
+/// triggers do what SQLite's do.
+const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    CREATE TABLE resources (
+        kind       TEXT NOT NULL,
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        metadata   TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        applied    BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, namespace, name)
+    );
+    CREATE TABLE secrets (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        nonce      BYTEA NOT NULL,
+        ciphertext BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE api_keys (
+        id         TEXT PRIMARY KEY,
+        namespace  TEXT NOT NULL,
+        identity   TEXT NOT NULL,
+        verifier   TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX api_keys_by_identity ON api_keys (namespace, identity);
+    CREATE TABLE managed_roles (
+        target_namespace    TEXT NOT NULL,
+        target_name         TEXT NOT NULL,
+        identity_namespace  TEXT NOT NULL,
+        identity_name       TEXT NOT NULL,
+        role_name           TEXT NOT NULL,
+        nonce               BYTEA NOT NULL,
+        ciphertext          BYTEA NOT NULL,
+        password_version    BIGINT NOT NULL,
+        applied_version     BIGINT NOT NULL,
+        created_at          BIGINT NOT NULL,
+        updated_at          BIGINT NOT NULL,
+        previous_nonce      BYTEA,
+        previous_ciphertext BYTEA,
+        PRIMARY KEY (target_namespace, target_name, identity_namespace, identity_name),
+        UNIQUE (target_namespace, target_name, role_name)
+    );
+    CREATE TABLE intents_status (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        statement  TEXT,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE leases (
+        id              TEXT PRIMARY KEY,
+        namespace       TEXT NOT NULL,
+        credential_role TEXT NOT NULL,
+        target_name     TEXT NOT NULL,
+        username        TEXT NOT NULL,
+        issued_for      TEXT NOT NULL,
+        spec            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        owner           TEXT NOT NULL,
+        issued_at       BIGINT NOT NULL,
+        expires_at      BIGINT NOT NULL,
+        max_expires_at  BIGINT NOT NULL,
+        attempts        BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        updated_at      BIGINT NOT NULL
+    );
+    CREATE INDEX leases_by_state ON leases (state, expires_at);
+    CREATE INDEX leases_by_role ON leases (namespace, credential_role);
+    CREATE TABLE static_roles (
+        namespace          TEXT NOT NULL,
+        name               TEXT NOT NULL,
+        username           TEXT NOT NULL,
+        nonce              BYTEA,
+        ciphertext         BYTEA,
+        pending_nonce      BYTEA,
+        pending_ciphertext BYTEA,
+        rotated_at         BIGINT NOT NULL DEFAULT 0,
+        last_error         TEXT,
+        updated_at         BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE identity_clients (
+        client_id   TEXT PRIMARY KEY,
+        namespace   TEXT NOT NULL,
+        identity    TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE INDEX identity_clients_by_identity ON identity_clients (namespace, identity);
+    CREATE TABLE signing_keys (
+        kid        TEXT PRIMARY KEY,
+        nonce      BYTEA NOT NULL,
+        sealed     BYTEA NOT NULL,
+        public_key BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        retired_at BIGINT
+    );
+    CREATE TABLE access_tokens (
+        jti        TEXT PRIMARY KEY,
+        namespace  TEXT NOT NULL,
+        identity   TEXT NOT NULL,
+        issued_at  BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE INDEX access_tokens_by_expiry ON access_tokens (expires_at);
+    CREATE TABLE admin_tokens (
+        token_hash TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE audit_sessions (
+        key        BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        session_id TEXT NOT NULL UNIQUE,
+        identity   TEXT NOT NULL,
+        namespace  TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        json       TEXT NOT NULL,
+        last_ms    BIGINT NOT NULL
+    );
+    CREATE TABLE audit_segments (
+        id       BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        first_ms BIGINT NOT NULL,
+        last_ms  BIGINT NOT NULL,
+        events   BIGINT NOT NULL,
+        data     BYTEA NOT NULL
+    );
+    CREATE INDEX audit_segments_by_last ON audit_segments (last_ms);
+    CREATE TABLE audit_segment_sessions (
+        session_key BIGINT NOT NULL,
+        segment_id  BIGINT NOT NULL REFERENCES audit_segments (id) ON DELETE CASCADE,
+        PRIMARY KEY (session_key, segment_id)
+    );
+    CREATE INDEX audit_segment_sessions_by_segment ON audit_segment_sessions (segment_id);
+    CREATE TABLE plugin_components (
+        sha256     TEXT PRIMARY KEY,
+        bytes      BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE plugin_status (
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE plugin_logs (
+        id        BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        level     TEXT NOT NULL,
+        at        BIGINT NOT NULL,
+        message   TEXT NOT NULL
+    );
+    CREATE INDEX plugin_logs_by_plugin ON plugin_logs (namespace, name, id);
+    CREATE TABLE resource_epoch (epoch BIGINT NOT NULL);
+    INSERT INTO resource_epoch VALUES (0);
+    CREATE TABLE kind_epochs (kind TEXT PRIMARY KEY, epoch BIGINT NOT NULL);
+    CREATE FUNCTION postern_resources_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE resource_epoch SET epoch = epoch + 1;
+        IF TG_OP = 'INSERT' OR TG_OP = 'DELETE'
+           OR NEW.metadata IS DISTINCT FROM OLD.metadata OR NEW.spec IS DISTINCT FROM OLD.spec
+           OR TG_ARGV[0] = 'columns' THEN
+            INSERT INTO kind_epochs VALUES (CASE WHEN TG_OP = 'DELETE' THEN OLD.kind ELSE NEW.kind END, 1)
+                ON CONFLICT (kind) DO UPDATE SET epoch = kind_epochs.epoch + 1;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER resources_changed_on_insert AFTER INSERT ON resources
+        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed('row');
+    CREATE TRIGGER resources_changed_on_delete AFTER DELETE ON resources
+        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed('row');
+    CREATE TRIGGER resources_changed_on_update AFTER UPDATE ON resources
+        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed('row');
+    INSERT INTO resources VALUES
+        ('Namespace', '', 'default', '{"name":"default"}', '{}', 1, 0,
+         extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint);
+    "#];
+
+/// Brings a PostgreSQL state's schema up to date, inside the caller's transaction;
+/// returns the version reached.
+pub(crate) fn migrate_postgres(db: &Db<'_>) -> Result<usize, StateError> {
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    BIGINT PRIMARY KEY,
+             applied_at BIGINT NOT NULL
+         )",
+    )?;
+    let current: i64 = db.query_value(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations",
+        args![],
+    )?;
+    let current = usize::try_from(current)
+        .map_err(|_| StateError::Corrupt(format!("schema version {current}")))?;
+    if current > POSTGRES_MIGRATIONS.len() {
+        return Err(StateError::NewerSchema {
+            found: current,
+            known: POSTGRES_MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in POSTGRES_MIGRATIONS.iter().enumerate().skip(current) {
+        db.execute_batch(sql)?;
+        db.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            args![index + 1, crate::store::now()],
+        )?;
+    }
+    Ok(POSTGRES_MIGRATIONS.len())
+}
 
 /// The schema version this build brings a database to.
 pub(crate) fn known_version() -> usize {

@@ -12,10 +12,12 @@ use postern_model::{
 };
 use postern_wire::scram::{Verifier, DEFAULT_ITERATIONS};
 use rand::Rng;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
-use crate::master_key::{KeySettings, MasterKey};
+use crate::db::{args, Db, Row};
+use crate::master_key::{FoundKey, KeySettings, MasterKey};
+use crate::pg::{self, PostgresSettings};
 use crate::migrations::migrate;
 use crate::StateError;
 
@@ -59,25 +61,42 @@ pub struct CreatedApiKey {
 }
 
 pub struct Store {
-    db_path: PathBuf,
+    backend: Backend,
     pub(crate) key: MasterKey,
     installation_id: String,
     key_origin: String,
     generated_key: bool,
     mock_auth_secret: [u8; 32],
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
     /// Evaluates services' rules while routes are resolved (see `route.rs`).
     pub(crate) policy_engine: std::sync::OnceLock<std::sync::Arc<dyn postern_model::PolicyEngine>>,
+}
+
+/// Where the state lives.
+enum Backend {
+    Sqlite {
+        db_path: PathBuf,
+        writer: Mutex<Connection>,
+        readers: Mutex<Vec<Connection>>,
+    },
+    Postgres(pg::Backend),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("db_path", &self.db_path)
+            .field("location", &self.location())
             .field("key_origin", &self.key_origin)
             .finish_non_exhaustive()
     }
+}
+
+/// What `open` settles about the database: the master key that unseals it and the
+/// installation's own values.
+struct Identity {
+    key: FoundKey,
+    generated_key: bool,
+    mock_auth_secret: [u8; 32],
+    installation_id: String,
 }
 
 pub(crate) fn now() -> i64 {
@@ -155,15 +174,53 @@ impl Store {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut writer)?;
         crate::audit::convert_legacy_events(&mut writer)?;
+        let identity =
+            Self::settle_identity(&Db::Sqlite(&writer), keys, &db_path.display().to_string())?;
+        Ok(Store::with(
+            Backend::Sqlite {
+                db_path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            },
+            identity,
+        ))
+    }
 
-        let check: Option<Vec<u8>> = writer
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'key_check'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let db = db_path.display();
+    /// Opens the store on PostgreSQL (migrating its schema) and checks the master key
+    /// against it, as `open` does. Every gateway of a fleet opens the same database with
+    /// the same master key.
+    pub fn open_postgres(
+        settings: &PostgresSettings,
+        keys: &KeySettings,
+    ) -> Result<Store, StateError> {
+        let backend = pg::Backend::connect(settings)?;
+        backend.migrate()?;
+        let label = backend.label().to_owned();
+        let identity =
+            backend.write(|conn| Self::settle_identity(&Db::Postgres(conn), keys, &label))?;
+        Ok(Store::with(Backend::Postgres(backend), identity))
+    }
+
+    fn with(backend: Backend, identity: Identity) -> Store {
+        Store {
+            backend,
+            installation_id: identity.installation_id,
+            mock_auth_secret: identity.mock_auth_secret,
+            key: identity.key.key,
+            key_origin: identity.key.origin,
+            generated_key: identity.generated_key,
+            policy_engine: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Checks the master key against the database's (or records it in a new one), and
+    /// reads or makes the installation's id and the mock-auth secret.
+    fn settle_identity(db: &Db<'_>, keys: &KeySettings, location: &str) -> Result<Identity, StateError> {
+        let check: Option<Vec<u8>> = db.query_opt(
+            "SELECT value FROM meta WHERE key = 'key_check'",
+            args![],
+            |row| row.get(0),
+        )?;
         let (found, generated_key) = match (keys.find()?, &check) {
             (Some(found), Some(check)) => {
                 let (nonce, sealed) = check.split_at(check.len().min(12));
@@ -171,7 +228,7 @@ impl Store {
                     != Some(KEY_CHECK_PLAINTEXT)
                 {
                     return Err(StateError::MasterKey(format!(
-                        "master key from {} does not match state database {db}; refusing to start",
+                        "master key from {} does not match state database {location}; refusing to start",
                         found.origin
                     )));
                 }
@@ -180,7 +237,7 @@ impl Store {
             (Some(found), None) => (found, false),
             (None, Some(_)) => {
                 return Err(StateError::MasterKey(format!(
-                    "no master key: {} is missing and POSTERN_MASTER_KEY is unset, but state database {db} holds sealed data; restore the key file",
+                    "no master key: {} is missing and POSTERN_MASTER_KEY is unset, but state database {location} holds sealed data; restore the key file",
                     keys.key_file.display()
                 )))
             }
@@ -188,48 +245,41 @@ impl Store {
         };
         if check.is_none() {
             let (nonce, sealed) = found.key.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)?;
-            writer.execute(
+            db.execute(
                 "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
-                [[nonce, sealed].concat()],
+                args![[nonce, sealed].concat()],
             )?;
         }
-        let mock_auth_secret = Self::mock_auth_secret_in(&writer)?;
-        writer.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('installation_id', ?1)",
-            [random_hex(8)],
+        let mock_auth_secret = Self::mock_auth_secret_in(db)?;
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('installation_id', ?1) ON CONFLICT DO NOTHING",
+            args![random_hex(8)],
         )?;
-        let installation_id: String = writer.query_row(
-            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'installation_id'",
-            [],
-            |row| row.get(0),
+        let installation_id: String = db.query_value(
+            "SELECT value FROM meta WHERE key = 'installation_id'",
+            args![],
         )?;
-        Ok(Store {
-            db_path,
-            installation_id,
-            mock_auth_secret,
-            key: found.key,
-            key_origin: found.origin,
+        Ok(Identity {
+            key: found,
             generated_key,
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-            policy_engine: std::sync::OnceLock::new(),
+            mock_auth_secret,
+            installation_id,
         })
     }
 
     /// The secret behind the fake SCRAM salts shown for unknown identities. It is kept in
     /// the database so the salt for a name stays the same across restarts and across
     /// gateways sharing state; a changing salt would tell "unknown" from "wrong key".
-    fn mock_auth_secret_in(conn: &Connection) -> Result<[u8; 32], StateError> {
+    fn mock_auth_secret_in(db: &Db<'_>) -> Result<[u8; 32], StateError> {
         let mut fresh = [0u8; 32];
         rand::rng().fill_bytes(&mut fresh);
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('mock_auth_secret', ?1)",
-            [fresh.to_vec()],
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('mock_auth_secret', ?1) ON CONFLICT DO NOTHING",
+            args![fresh],
         )?;
-        let stored: Vec<u8> = conn.query_row(
+        let stored: Vec<u8> = db.query_value(
             "SELECT value FROM meta WHERE key = 'mock_auth_secret'",
-            [],
-            |row| row.get(0),
+            args![],
         )?;
         stored
             .try_into()
@@ -246,8 +296,21 @@ impl Store {
         self.mock_auth_secret
     }
 
-    pub fn db_path(&self) -> &Path {
-        &self.db_path
+    /// The SQLite file, when the state is in one.
+    pub fn db_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite { db_path, .. } => Some(db_path),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Where the state is, for logs: the SQLite file, or PostgreSQL's hosts and
+    /// database (never a password).
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite { db_path, .. } => db_path.display().to_string(),
+            Backend::Postgres(pg) => format!("postgres://{}", pg.label()),
+        }
     }
 
     /// Where the master key came from (a path or `POSTERN_MASTER_KEY`), for logs.
@@ -262,37 +325,50 @@ impl Store {
 
     pub(crate) fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StateError>,
+        f: impl FnOnce(&Db<'_>) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let pooled = lock(&self.readers).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_connection(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
-        };
-        let result = f(&conn);
-        let mut readers = lock(&self.readers);
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
+        match &self.backend {
+            Backend::Sqlite {
+                db_path, readers, ..
+            } => {
+                let pooled = lock(readers).pop();
+                let conn = match pooled {
+                    Some(conn) => conn,
+                    None => open_connection(db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+                };
+                let result = f(&Db::Sqlite(&conn));
+                let mut readers = lock(readers);
+                if readers.len() < MAX_IDLE_READERS {
+                    readers.push(conn);
+                }
+                result
+            }
+            Backend::Postgres(pg) => pg.read(|conn| f(&Db::Postgres(conn))),
         }
-        result
     }
 
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StateError>,
+        f: impl FnOnce(&Db<'_>) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut conn = lock(writer);
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let value = f(&Db::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(value)
+            }
+            Backend::Postgres(pg) => pg.write(|conn| f(&Db::Postgres(conn))),
+        }
     }
 
     // ---- resources -------------------------------------------------------------------
 
     fn row_to_resource(
-        row: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(String, String, String, i64, bool, i64, i64)> {
+        row: &Row<'_>,
+    ) -> Result<(String, String, String, i64, bool, i64, i64), StateError> {
         Ok((
             row.get(0)?,
             row.get(1)?,
@@ -346,7 +422,7 @@ impl Store {
     }
 
     pub(crate) fn list_in(
-        conn: &Connection,
+        conn: &Db<'_>,
         kind: Option<Kind>,
         namespace: Option<&str>,
     ) -> Result<Vec<StoredResource>, StateError> {
@@ -356,13 +432,11 @@ impl Store {
              ORDER BY kind, namespace, name",
             Self::RESOURCE_COLUMNS
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt
-            .query_map(
-                params![kind.map(Kind::as_str), namespace],
-                Self::row_to_resource,
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = conn.query_map(
+            &sql,
+            args![kind.map(Kind::as_str), namespace],
+            Self::row_to_resource,
+        )?;
         rows.into_iter().map(Self::decode_row).collect()
     }
 
@@ -370,12 +444,9 @@ impl Store {
     /// two reads that differ for a kind mean it changed in between, whoever wrote it.
     pub fn kind_epochs(&self) -> Result<std::collections::BTreeMap<Kind, i64>, StateError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT kind, epoch FROM kind_epochs")?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = conn.query_map("SELECT kind, epoch FROM kind_epochs", args![], |row| {
+                Ok((row.get::<String>(0)?, row.get::<i64>(1)?))
+            })?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(kind, epoch)| Some((Kind::from_document(&kind).ok()?, epoch)))
@@ -393,7 +464,7 @@ impl Store {
     }
 
     pub(crate) fn get_in(
-        conn: &Connection,
+        conn: &Db<'_>,
         kind: Kind,
         namespace: &str,
         name: &str,
@@ -402,12 +473,11 @@ impl Store {
             "SELECT {} FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
             Self::RESOURCE_COLUMNS
         );
-        conn.query_row(
+        conn.query_opt(
             &sql,
-            params![kind.as_str(), namespace, name],
+            args![kind.as_str(), namespace, name],
             Self::row_to_resource,
-        )
-        .optional()?
+        )?
         .map(Self::decode_row)
         .transpose()
     }
@@ -444,21 +514,20 @@ impl Store {
         }
     }
 
-    fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> Result<(), StateError> {
+    fn apply_in(tx: &Db<'_>, changes: &[Change]) -> Result<(), StateError> {
         let now = now();
         for change in changes {
             let r = change.resource();
             let metadata = serde_json::to_string(&r.metadata)
                 .map_err(|e| StateError::Corrupt(e.to_string()))?;
             let spec = r.spec_json().to_string();
-            let key = params![r.kind().as_str(), r.namespace(), r.name()];
             if matches!(change, Change::Create(_) | Change::Update { .. }) {
                 Self::check_component_stored(tx, r)?;
             }
             let touched = match change {
                 Change::Create(_) => tx.execute(
                     "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6, ?6)",
-                    params![
+                    args![
                         r.kind().as_str(),
                         r.namespace(),
                         r.name(),
@@ -471,7 +540,7 @@ impl Store {
                     "UPDATE resources SET metadata = ?4, spec = ?5, generation = generation + 1,
                          applied = 1, updated_at = ?6
                      WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                    params![
+                    args![
                         r.kind().as_str(),
                         r.namespace(),
                         r.name(),
@@ -483,7 +552,7 @@ impl Store {
                 Change::Unchanged(_) => tx.execute(
                     "UPDATE resources SET applied = 1
                      WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                    key,
+                    args![r.kind().as_str(), r.namespace(), r.name()],
                 )?,
                 Change::Delete(_) => {
                     Self::check_deletable(tx, r)?;
@@ -503,15 +572,15 @@ impl Store {
 
     /// Refuses deleting `r` while something still depends on it: every delete, one by one
     /// or by `apply --prune`, goes through here.
-    fn check_deletable(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+    fn check_deletable(tx: &Db<'_>, r: &Resource) -> Result<(), StateError> {
         match r.kind() {
             Kind::Namespace => Self::check_namespace_deletable(tx, r.name())?,
             Kind::Target => {
-                Self::check_unreferenced(tx, r, "$.target")?;
+                Self::check_unreferenced(tx, r, &["target"])?;
                 // Its managed roles can only be dropped through its admin connection.
                 let roles: i64 = tx.query_row(
                     "SELECT count(*) FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2",
-                    params![r.namespace(), r.name()],
+                    args![r.namespace(), r.name()],
                     |row| row.get(0),
                 )?;
                 if roles > 0 {
@@ -521,13 +590,13 @@ impl Store {
                     )));
                 }
             }
-            Kind::StaticRole => Self::check_unreferenced(tx, r, "$.upstream.staticRole")?,
+            Kind::StaticRole => Self::check_unreferenced(tx, r, &["upstream", "staticRole"])?,
             Kind::CredentialRole => {
-                Self::check_unreferenced(tx, r, "$.upstream.credentialRole")?;
+                Self::check_unreferenced(tx, r, &["upstream", "credentialRole"])?;
                 let live: i64 = tx.query_row(
                     "SELECT count(*) FROM leases WHERE namespace = ?1 AND credential_role = ?2
                      AND state NOT IN ('revoked', 'rolled-back')",
-                    params![r.namespace(), r.name()],
+                    args![r.namespace(), r.name()],
                     |row| row.get(0),
                 )?;
                 if live > 0 {
@@ -546,7 +615,7 @@ impl Store {
     }
 
     /// A namespace may go only when empty: secrets are never deleted as a side effect.
-    fn check_namespace_deletable(conn: &Connection, name: &str) -> Result<(), StateError> {
+    fn check_namespace_deletable(conn: &Db<'_>, name: &str) -> Result<(), StateError> {
         if name == postern_model::DEFAULT_NAMESPACE {
             return Err(StateError::Conflict(
                 "the default namespace cannot be deleted".into(),
@@ -555,7 +624,7 @@ impl Store {
         let held: i64 = conn.query_row(
             "SELECT (SELECT COUNT(*) FROM resources WHERE namespace = ?1)
                   + (SELECT COUNT(*) FROM secrets WHERE namespace = ?1)",
-            [name],
+            args![name],
             |row| row.get(0),
         )?;
         if held > 0 {
@@ -566,10 +635,10 @@ impl Store {
         Ok(())
     }
 
-    fn delete_in(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
+    fn delete_in(tx: &Db<'_>, r: &Resource) -> Result<(), StateError> {
         tx.execute(
             "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            params![r.kind().as_str(), r.namespace(), r.name()],
+            args![r.kind().as_str(), r.namespace(), r.name()],
         )?;
         match r.kind() {
             Kind::Identity => {
@@ -577,20 +646,20 @@ impl Store {
                 for table in ["api_keys", "identity_clients", "access_tokens"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE namespace = ?1 AND identity = ?2"),
-                        params![r.namespace(), r.name()],
+                        args![r.namespace(), r.name()],
                     )?;
                 }
             }
             Kind::Intents => {
                 tx.execute(
                     "DELETE FROM intents_status WHERE namespace = ?1 AND name = ?2",
-                    params![r.namespace(), r.name()],
+                    args![r.namespace(), r.name()],
                 )?;
             }
             Kind::StaticRole => {
                 tx.execute(
                     "DELETE FROM static_roles WHERE namespace = ?1 AND name = ?2",
-                    params![r.namespace(), r.name()],
+                    args![r.namespace(), r.name()],
                 )?;
             }
             // A component stays stored: another Plugin, or a re-apply, may use it again.
@@ -598,7 +667,7 @@ impl Store {
                 for table in ["plugin_status", "plugin_logs"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE namespace = ?1 AND name = ?2"),
-                        params![r.namespace(), r.name()],
+                        args![r.namespace(), r.name()],
                     )?;
                 }
             }
@@ -613,7 +682,7 @@ impl Store {
 
     /// Refuses a Plugin whose component is not stored.
     pub(crate) fn check_component_stored(
-        tx: &Transaction<'_>,
+        tx: &Db<'_>,
         r: &Resource,
     ) -> Result<(), StateError> {
         let Spec::Plugin(plugin) = &r.spec else {
@@ -622,7 +691,7 @@ impl Store {
         let sha = plugin.source.sha256.as_deref().unwrap_or_default();
         let stored: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM plugin_components WHERE sha256 = ?1)",
-            [sha],
+            args![sha],
             |row| row.get(0),
         )?;
         if stored {
@@ -636,16 +705,17 @@ impl Store {
     }
 
     /// Refuses when a Service of the plugin's namespace names it.
-    fn check_plugin_unused(tx: &Transaction<'_>, r: &Resource) -> Result<(), StateError> {
-        let mut stmt = tx.prepare(
+    fn check_plugin_unused(tx: &Db<'_>, r: &Resource) -> Result<(), StateError> {
+        let sql = format!(
             "SELECT 'Service ' || name FROM resources WHERE namespace = ?1 AND kind = 'Service'
-             AND (EXISTS (SELECT 1 FROM json_each(spec, '$.authorization.plugins') WHERE value = ?2)
-                  OR EXISTS (SELECT 1 FROM json_each(spec, '$.auth.providers') WHERE value = ?2))
+             AND (EXISTS (SELECT 1 FROM {} WHERE plugins.value = ?2)
+                  OR EXISTS (SELECT 1 FROM {} WHERE providers.value = ?2))
              ORDER BY name",
-        )?;
-        let users: Vec<String> = stmt
-            .query_map(params![r.namespace(), r.name()], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
+            tx.json_elements("spec", &["authorization", "plugins"], "plugins"),
+            tx.json_elements("spec", &["auth", "providers"], "providers"),
+        );
+        let users: Vec<String> =
+            tx.query_map(&sql, args![r.namespace(), r.name()], |row| row.get(0))?;
         refuse_if_used(r, &users)
     }
 
@@ -655,8 +725,9 @@ impl Store {
         let sha = hex(&Sha256::digest(bytes));
         self.write(|tx| {
             tx.execute(
-                "INSERT OR IGNORE INTO plugin_components (sha256, bytes, created_at) VALUES (?1, ?2, ?3)",
-                params![sha, bytes, now()],
+                "INSERT INTO plugin_components (sha256, bytes, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                args![sha, bytes, now()],
             )?;
             Ok(())
         })?;
@@ -666,35 +737,38 @@ impl Store {
     /// A stored component's bytes.
     pub fn plugin_component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StateError> {
         self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT bytes FROM plugin_components WHERE sha256 = ?1",
-                    [sha256],
-                    |row| row.get(0),
-                )
-                .optional()?)
+            conn.query_opt(
+                "SELECT bytes FROM plugin_components WHERE sha256 = ?1",
+                args![sha256],
+                |row| row.get(0),
+            )
         })
     }
 
     /// Refuses when a resource in the same namespace names `r` at `path` of its spec.
     fn check_unreferenced(
-        tx: &Transaction<'_>,
+        tx: &Db<'_>,
         r: &Resource,
-        path: &str,
+        path: &[&str],
     ) -> Result<(), StateError> {
         // A dynamicConfig Service may also name targets in its configs.
-        let mut stmt = tx.prepare(
+        let in_configs = match path {
+            ["target"] => format!(
+                "OR EXISTS (SELECT 1 FROM {} WHERE {} = ?2)",
+                tx.json_elements("spec", &["upstream", "configs"], "configs"),
+                tx.json_text("configs.value", &["target"])
+            ),
+            _ => String::new(),
+        };
+        let sql = format!(
             "SELECT kind || ' ' || name FROM resources WHERE namespace = ?1
              AND kind IN ('Service', 'CredentialRole', 'StaticRole')
-             AND (json_extract(spec, ?3) = ?2
-                  OR (?3 = '$.target' AND EXISTS (
-                      SELECT 1 FROM json_each(spec, '$.upstream.configs')
-                      WHERE json_extract(value, '$.target') = ?2)))
+             AND ({} = ?2 {in_configs})
              ORDER BY kind, name",
-        )?;
-        let users: Vec<String> = stmt
-            .query_map(params![r.namespace(), r.name(), path], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
+            tx.json_text("spec", path)
+        );
+        let users: Vec<String> =
+            tx.query_map(&sql, args![r.namespace(), r.name()], |row| row.get(0))?;
         refuse_if_used(r, &users)
     }
 
@@ -749,7 +823,7 @@ impl Store {
 
     // ---- secrets -----------------------------------------------------------------------
 
-    fn require_namespace(conn: &Connection, namespace: &str) -> Result<(), StateError> {
+    fn require_namespace(conn: &Db<'_>, namespace: &str) -> Result<(), StateError> {
         if Self::get_in(conn, Kind::Namespace, "", namespace)?.is_none() {
             return Err(StateError::NotFound(format!("Namespace {namespace}")));
         }
@@ -794,7 +868,7 @@ impl Store {
                 tx.execute(
                     "UPDATE secrets SET nonce = ?3, ciphertext = ?4, updated_at = ?5
                      WHERE namespace = ?1 AND name = ?2",
-                    params![namespace, name, nonce, sealed, now],
+                    args![namespace, name, nonce, sealed, now],
                 )?
             } else {
                 0
@@ -802,7 +876,7 @@ impl Store {
             if replaced == 0 {
                 let inserted = tx.execute(
                     "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
-                    params![namespace, name, nonce, sealed, now],
+                    args![namespace, name, nonce, sealed, now],
                 )?;
                 if inserted == 0 {
                     return Err(StateError::Stale(format!(
@@ -821,12 +895,11 @@ impl Store {
     ) -> Result<Option<SecretValue>, StateError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT nonce, ciphertext FROM secrets WHERE namespace = ?1 AND name = ?2",
-                    params![namespace, name],
+                    args![namespace, name],
                     |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?)
+                )?)
         })?;
         let Some((nonce, sealed)) = row else {
             return Ok(None);
@@ -859,20 +932,15 @@ impl Store {
 
     pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretInfo>, StateError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT namespace, name, created_at, updated_at FROM secrets
-                 WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name",
-            )?;
-            let rows = stmt
-                .query_map([namespace], |row| {
+            let rows = conn.query_map("SELECT namespace, name, created_at, updated_at FROM secrets
+                 WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name", args![namespace], |row| {
                     Ok(SecretInfo {
                         namespace: row.get(0)?,
                         name: row.get(1)?,
                         created_at: row.get(2)?,
                         updated_at: row.get(3)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                })?;
             Ok(rows)
         })
     }
@@ -881,7 +949,7 @@ impl Store {
         let deleted = self.write(|tx| {
             Ok(tx.execute(
                 "DELETE FROM secrets WHERE namespace = ?1 AND name = ?2",
-                params![namespace, name],
+                args![namespace, name],
             )?)
         })?;
         if deleted == 0 {
@@ -909,12 +977,11 @@ impl Store {
             }
             guard(&crate::AccessView::new(tx))?;
             let existing: Option<String> = tx
-                .query_row(
+                .query_opt(
                     "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2 LIMIT 1",
-                    params![identity.namespace, identity.name],
+                    args![identity.namespace, identity.name],
                     |row| row.get(0),
-                )
-                .optional()?;
+                )?;
             let (salt, iterations) = match existing.map(|v| Verifier::parse(&v)) {
                 Some(Ok(v)) => (v.salt, v.iterations),
                 Some(Err(e)) => return Err(StateError::Corrupt(e.to_string())),
@@ -927,7 +994,7 @@ impl Store {
             let verifier = Verifier::generate(key.expose().as_bytes(), &salt, iterations).encode();
             tx.execute(
                 "INSERT INTO api_keys VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, identity.namespace, identity.name, verifier, now],
+                args![id, identity.namespace, identity.name, verifier, now],
             )?;
             Ok(())
         })?;
@@ -943,19 +1010,14 @@ impl Store {
 
     pub fn list_api_keys(&self, identity: &QualifiedName) -> Result<Vec<ApiKeyInfo>, StateError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, created_at FROM api_keys WHERE namespace = ?1 AND identity = ?2
-                 ORDER BY created_at, id",
-            )?;
-            let rows = stmt
-                .query_map(params![identity.namespace, identity.name], |row| {
+            let rows = conn.query_map("SELECT id, created_at FROM api_keys WHERE namespace = ?1 AND identity = ?2
+                 ORDER BY created_at, id", args![identity.namespace, identity.name], |row| {
                     Ok(ApiKeyInfo {
                         id: row.get(0)?,
                         identity: identity.clone(),
                         created_at: row.get(1)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                })?;
             Ok(rows)
         })
     }
@@ -971,7 +1033,7 @@ impl Store {
             guard(&crate::AccessView::new(tx))?;
             Ok(tx.execute(
                 "DELETE FROM api_keys WHERE namespace = ?1 AND identity = ?2 AND id = ?3",
-                params![identity.namespace, identity.name, id],
+                args![identity.namespace, identity.name, id],
             )?)
         })?;
         if deleted == 0 {

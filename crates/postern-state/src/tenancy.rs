@@ -12,7 +12,7 @@ use postern_model::{
     SecretValue, Spec,
 };
 use rand::Rng;
-use rusqlite::{params, OptionalExtension};
+use crate::db::{args, Db};
 use sha2::{Digest, Sha256};
 
 use crate::store::{hex, now, random_hex, random_token, StoredResource};
@@ -116,7 +116,7 @@ impl Store {
             guard(&AccessView::new(tx))?;
             tx.execute(
                 "INSERT INTO identity_clients VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![client_id, identity.namespace, identity.name, hash, now()],
+                args![client_id, identity.namespace, identity.name, hash, now()],
             )?;
             Ok(())
         })?;
@@ -136,12 +136,11 @@ impl Store {
     ) -> Result<Option<QualifiedName>, StateError> {
         let row: Option<(String, String, String)> = self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT namespace, identity, secret_hash FROM identity_clients WHERE client_id = ?1",
-                    [client_id],
+                    args![client_id],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()?)
+                )?)
         })?;
         let hash_text = row
             .as_ref()
@@ -164,19 +163,14 @@ impl Store {
         identity: &QualifiedName,
     ) -> Result<Vec<ClientInfo>, StateError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT client_id, created_at FROM identity_clients
-                 WHERE namespace = ?1 AND identity = ?2 ORDER BY created_at, client_id",
-            )?;
-            let rows = stmt
-                .query_map(params![identity.namespace, identity.name], |row| {
+            let rows = conn.query_map("SELECT client_id, created_at FROM identity_clients
+                 WHERE namespace = ?1 AND identity = ?2 ORDER BY created_at, client_id", args![identity.namespace, identity.name], |row| {
                     Ok(ClientInfo {
                         client_id: row.get(0)?,
                         identity: identity.clone(),
                         created_at: row.get(1)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                })?;
             Ok(rows)
         })
     }
@@ -192,7 +186,7 @@ impl Store {
             guard(&AccessView::new(tx))?;
             Ok(tx.execute(
                 "DELETE FROM identity_clients WHERE namespace = ?1 AND identity = ?2 AND client_id = ?3",
-                params![identity.namespace, identity.name, client_id],
+                args![identity.namespace, identity.name, client_id],
             )?)
         })?;
         if deleted == 0 {
@@ -209,12 +203,8 @@ impl Store {
     pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StateError> {
         // Read sealed (the nonce rides in `pkcs8` until unsealed below).
         let rows: Vec<(SigningKey, Vec<u8>)> = self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT kid, nonce, sealed, public_key, created_at, retired_at
-                 FROM signing_keys ORDER BY created_at DESC, kid",
-            )?;
-            let rows = stmt
-                .query_map([], |row| {
+            let rows = conn.query_map("SELECT kid, nonce, sealed, public_key, created_at, retired_at
+                 FROM signing_keys ORDER BY created_at DESC, kid", args![], |row| {
                     Ok((
                         SigningKey {
                             kid: row.get(0)?,
@@ -225,8 +215,7 @@ impl Store {
                         },
                         row.get(1)?,
                     ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                })?;
             Ok(rows)
         })?;
         rows.into_iter()
@@ -255,11 +244,11 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
-                [now],
+                args![now],
             )?;
             tx.execute(
                 "INSERT INTO signing_keys VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                params![kid, nonce, sealed, public_key, now],
+                args![kid, nonce, sealed, public_key, now],
             )?;
             Ok(())
         })
@@ -270,7 +259,7 @@ impl Store {
         self.write(|tx| {
             Ok(tx.execute(
                 "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
-                [before],
+                args![before],
             )?)
         })
     }
@@ -281,11 +270,11 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "DELETE FROM access_tokens WHERE expires_at < ?1",
-                [now() - 60],
+                args![now() - 60],
             )?;
             tx.execute(
                 "INSERT INTO access_tokens VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                params![
+                args![
                     record.jti,
                     record.identity.namespace,
                     record.identity.name,
@@ -300,24 +289,23 @@ impl Store {
     pub fn access_token(&self, jti: &str) -> Result<Option<TokenRecord>, StateError> {
         self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT jti, namespace, identity, issued_at, expires_at, revoked_at
                      FROM access_tokens WHERE jti = ?1",
-                    [jti],
+                    args![jti],
                     |row| {
                         Ok(TokenRecord {
                             jti: row.get(0)?,
                             identity: QualifiedName::new(
-                                row.get::<_, String>(1)?,
-                                row.get::<_, String>(2)?,
+                                row.get::<String>(1)?,
+                                row.get::<String>(2)?,
                             ),
                             issued_at: row.get(3)?,
                             expires_at: row.get(4)?,
                             revoked_at: row.get(5)?,
                         })
                     },
-                )
-                .optional()?)
+                )?)
         })
     }
 
@@ -326,7 +314,7 @@ impl Store {
         let found = self.write(|tx| {
             Ok(tx.execute(
                 "UPDATE access_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE jti = ?1",
-                params![jti, now()],
+                args![jti, now()],
             )?)
         })?;
         if found == 0 {
@@ -346,14 +334,14 @@ impl Store {
     ) -> Result<bool, StateError> {
         self.write(|tx| {
             let existing: i64 =
-                tx.query_row("SELECT count(*) FROM admin_tokens", [], |row| row.get(0))?;
+                tx.query_row("SELECT count(*) FROM admin_tokens", args![], |row| row.get(0))?;
             if existing > 0 {
                 return Ok(false);
             }
             let token = SecretValue::new(format!("pat_{}", random_token(32)));
             tx.execute(
                 "INSERT INTO admin_tokens VALUES (?1, ?2)",
-                params![sha256_hex(token.expose()), now()],
+                args![sha256_hex(token.expose()), now()],
             )?;
             publish(&token).map_err(StateError::io("the bootstrap admin token file"))?;
             Ok(true)
@@ -366,12 +354,11 @@ impl Store {
         let hash = sha256_hex(token);
         self.read(|conn| {
             Ok(conn
-                .query_row(
+                .query_opt(
                     "SELECT 1 FROM admin_tokens WHERE token_hash = ?1",
-                    [hash],
+                    args![hash],
                     |_| Ok(()),
-                )
-                .optional()?
+                )?
                 .is_some())
         })
     }
@@ -379,7 +366,7 @@ impl Store {
     // ---- role bindings -------------------------------------------------------------------
 
     fn access_in(
-        conn: &rusqlite::Connection,
+        conn: &Db<'_>,
         identity: &QualifiedName,
         groups: &[String],
     ) -> Result<Access, StateError> {
@@ -404,7 +391,7 @@ impl Store {
     }
 
     fn access_of_in(
-        conn: &rusqlite::Connection,
+        conn: &Db<'_>,
         identity: &QualifiedName,
     ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
         let Some(stored) = Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
@@ -500,7 +487,7 @@ impl Store {
                 Some(Change::Create(_)) => {
                     tx.execute(
                         "INSERT INTO resources VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?6)",
-                        params![kind.as_str(), namespace, name, metadata, spec, now],
+                        args![kind.as_str(), namespace, name, metadata, spec, now],
                     )?;
                 }
                 Some(Change::Update { .. }) => {
@@ -508,7 +495,7 @@ impl Store {
                         "UPDATE resources SET metadata = ?4, spec = ?5, generation = generation + 1,
                              updated_at = ?6
                          WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                        params![kind.as_str(), namespace, name, metadata, spec, now],
+                        args![kind.as_str(), namespace, name, metadata, spec, now],
                     )?;
                 }
                 _ => {}
@@ -520,7 +507,7 @@ impl Store {
 }
 
 /// What a write's guard reads: the state inside the write's transaction.
-pub struct AccessView<'a>(&'a rusqlite::Connection);
+pub struct AccessView<'a>(&'a Db<'a>);
 
 /// The guard of a write made with the state directory's own rights (the local CLI, the
 /// demo): nothing to check.
@@ -529,7 +516,7 @@ pub fn unguarded(_: &AccessView<'_>) -> Result<(), StateError> {
 }
 
 impl<'a> AccessView<'a> {
-    pub(crate) fn new(conn: &'a rusqlite::Connection) -> AccessView<'a> {
+    pub(crate) fn new(conn: &'a Db<'a>) -> AccessView<'a> {
         AccessView(conn)
     }
 
@@ -605,7 +592,7 @@ mod tests {
         );
         let stored: String = store
             .read(
-                |c| Ok(c.query_row("SELECT secret_hash FROM identity_clients", [], |r| r.get(0))?),
+                |c| Ok(c.query_row("SELECT secret_hash FROM identity_clients", args![], |r| r.get(0))?),
             )
             .unwrap();
         assert!(!stored.contains(client.secret.expose()));

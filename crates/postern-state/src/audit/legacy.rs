@@ -61,10 +61,10 @@ pub(crate) fn convert_legacy_events(conn: &mut Connection) -> Result<(), StateEr
                 body: Body::Line(&line),
             })?;
             if segment.is_full() {
-                write_segment(&tx, &mut segment)?;
+                write_segment(&crate::db::Db::Sqlite(&tx), &mut segment)?;
             }
         }
-        write_segment(&tx, &mut segment)?;
+        write_segment(&crate::db::Db::Sqlite(&tx), &mut segment)?;
     }
     tx.execute_batch(
         "DROP TABLE legacy_audit_events;

@@ -7,10 +7,11 @@ mod segment;
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use postern_model::{log_line, AuditRecord, AuditSink, SessionInfo};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::db::{args, Db};
 
 pub(crate) use legacy::convert_legacy_events;
 use segment::{Body, DecodedSegment, SegmentEvent, SegmentWriter, INDEX_BITS};
@@ -136,102 +137,114 @@ impl Store {
             // only the matching sessions are known, and events of others are skipped.
             let mut sessions: HashMap<i64, Option<String>> = HashMap::new();
             if by_session {
-                let mut stmt = conn.prepare_cached(
+                let sql = format!(
                     "SELECT key, json FROM audit_sessions
                      WHERE (?1 IS NULL OR identity = ?1) AND (?2 IS NULL OR namespace = ?2)
                        AND (?3 IS NULL OR service LIKE ?3)
-                       AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(?4) AS ns
+                       AND (?4 IS NULL OR EXISTS (SELECT 1 FROM {}
                                                   WHERE service LIKE '%.' || ns.value))",
+                    conn.json_elements("?4", &[], "ns")
+                );
+                let rows = conn.query_map(
+                    &sql,
+                    args![identity, identity_ns, service, namespaces],
+                    |row| Ok((row.get(0)?, Some(row.get(1)?))),
                 )?;
-                let rows = stmt
-                    .query_map(params![identity, identity_ns, service, namespaces], |row| {
-                        Ok((row.get(0)?, Some(row.get(1)?)))
-                    })?;
-                for row in rows {
-                    let (key, json) = row?;
-                    sessions.insert(key, json);
-                }
+                sessions.extend(rows);
                 if sessions.is_empty() {
                     return Ok(Vec::new());
                 }
             }
-            let mut segments = conn.prepare_cached(
+            // Read a page of segments at a time, newest first, until enough events are
+            // found: no result is held open while sessions are looked up (PostgreSQL's
+            // connection answers one statement at a time).
+            let segments = format!(
                 "SELECT id, data FROM audit_segments
                  WHERE (?1 IS NULL OR id >= ?1) AND (?2 IS NULL OR last_ms >= ?2)
-                   AND (?7 IS NULL OR id <= ?7)
-                   AND (NOT ?3 OR id IN (
+                   AND (?7 IS NULL OR id <= ?7) AND (?10 IS NULL OR id < ?10)
+                   AND (?3 = 0 OR id IN (
                        SELECT ss.segment_id FROM audit_segment_sessions AS ss
                        JOIN audit_sessions AS s ON s.key = ss.session_key
                        WHERE (?4 IS NULL OR s.identity = ?4) AND (?5 IS NULL OR s.namespace = ?5)
                          AND (?6 IS NULL OR s.service LIKE ?6)
-                         AND (?8 IS NULL OR EXISTS (SELECT 1 FROM json_each(?8) AS ns
+                         AND (?8 IS NULL OR EXISTS (SELECT 1 FROM {}
                                                     WHERE s.service LIKE '%.' || ns.value))))
                    AND (?9 IS NULL OR first_ms <= ?9)
-                 ORDER BY id DESC",
-            )?;
-            let mut session_members =
-                conn.prepare_cached("SELECT json FROM audit_sessions WHERE key = ?1")?;
-            let mut rows = segments.query(params![
-                query.after_id.map(|id| id >> INDEX_BITS),
-                query.since_ms,
-                by_session,
-                identity,
-                identity_ns,
-                service,
-                query.before_id.map(|id| id >> INDEX_BITS),
-                namespaces,
-                query.until_ms
-            ])?;
+                 ORDER BY id DESC LIMIT {SEGMENTS_PER_READ}",
+                conn.json_elements("?8", &[], "ns")
+            );
             let mut found = Vec::new();
-            'segments: while let Some(row) = rows.next()? {
-                let segment_id: i64 = row.get(0)?;
-                let decoded = DecodedSegment::decode(segment_data(row, 1)?)?;
-                let events = decoded.events()?;
-                for (index, event) in events.iter().enumerate().rev() {
-                    let id = (segment_id << INDEX_BITS) | i64::try_from(index).unwrap_or(0);
-                    if query.after_id.is_some_and(|after| id <= after) {
-                        // Ids only fall from here on.
-                        break 'segments;
+            let mut older_than: Option<i64> = None;
+            'pages: loop {
+                let page: Vec<(i64, DecodedSegment)> = conn.query_map(
+                    &segments,
+                    args![
+                        query.after_id.map(|id| id >> INDEX_BITS),
+                        query.since_ms,
+                        by_session,
+                        identity,
+                        identity_ns,
+                        service,
+                        query.before_id.map(|id| id >> INDEX_BITS),
+                        namespaces,
+                        query.until_ms,
+                        older_than
+                    ],
+                    |row| Ok((row.get(0)?, DecodedSegment::decode(row.blob(1)?)?)),
+                )?;
+                let complete = page.len() < SEGMENTS_PER_READ;
+                for (segment_id, decoded) in &page {
+                    let segment_id = *segment_id;
+                    older_than = Some(segment_id);
+                    for (index, event) in decoded.events()?.iter().enumerate().rev() {
+                        let id = (segment_id << INDEX_BITS) | i64::try_from(index).unwrap_or(0);
+                        if query.after_id.is_some_and(|after| id <= after) {
+                            // Ids only fall from here on.
+                            break 'pages;
+                        }
+                        if query.before_id.is_some_and(|before| id >= before)
+                            || query.since_ms.is_some_and(|since| event.time_ms < since)
+                            || query.until_ms.is_some_and(|until| event.time_ms > until)
+                            || query
+                                .event_type
+                                .as_deref()
+                                .is_some_and(|wanted| event.event_type != wanted)
+                        {
+                            continue;
+                        }
+                        let members = match sessions.entry(event.session_key) {
+                            Entry::Occupied(known) => known.into_mut(),
+                            Entry::Vacant(_) if by_session => continue,
+                            Entry::Vacant(unknown) => unknown.insert(conn.query_opt(
+                                "SELECT json FROM audit_sessions WHERE key = ?1",
+                                args![event.session_key],
+                                |row| row.get(0),
+                            )?),
+                        };
+                        // A session is pruned once its newest event is past retention; its
+                        // events still in a segment kept for younger ones are past it too.
+                        let Some(members) = members else {
+                            continue;
+                        };
+                        let json = match event.body {
+                            Body::Line(line) => line.to_owned(),
+                            Body::Parts { statement, details } => log_line(
+                                event.event_id,
+                                members,
+                                event.time_ms,
+                                event.event_type,
+                                statement,
+                                details,
+                            ),
+                        };
+                        found.push(StoredEvent { id, json });
+                        if found.len() >= query.limit {
+                            break 'pages;
+                        }
                     }
-                    if query.before_id.is_some_and(|before| id >= before)
-                        || query.since_ms.is_some_and(|since| event.time_ms < since)
-                        || query.until_ms.is_some_and(|until| event.time_ms > until)
-                        || query
-                            .event_type
-                            .as_deref()
-                            .is_some_and(|wanted| event.event_type != wanted)
-                    {
-                        continue;
-                    }
-                    let members = match sessions.entry(event.session_key) {
-                        Entry::Occupied(known) => known.into_mut(),
-                        Entry::Vacant(_) if by_session => continue,
-                        Entry::Vacant(unknown) => unknown.insert(
-                            session_members
-                                .query_row([event.session_key], |row| row.get(0))
-                                .optional()?,
-                        ),
-                    };
-                    // A session is pruned once its newest event is past retention; its
-                    // events still in a segment kept for younger ones are past it too.
-                    let Some(members) = members else {
-                        continue;
-                    };
-                    let json = match event.body {
-                        Body::Line(line) => line.to_owned(),
-                        Body::Parts { statement, details } => log_line(
-                            event.event_id,
-                            members,
-                            event.time_ms,
-                            event.event_type,
-                            statement,
-                            details,
-                        ),
-                    };
-                    found.push(StoredEvent { id, json });
-                    if found.len() >= query.limit {
-                        break 'segments;
-                    }
+                }
+                if complete {
+                    break;
                 }
             }
             found.reverse();
@@ -245,73 +258,67 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "DELETE FROM audit_sessions WHERE last_ms < ?1",
-                [before_ms.saturating_sub(TOUCH_MS)],
+                args![before_ms.saturating_sub(TOUCH_MS)],
             )?;
-            let mut delete = tx
-                .prepare_cached("DELETE FROM audit_segments WHERE last_ms < ?1 RETURNING events")?;
-            let deleted = delete
-                .query_map([before_ms], |row| row.get::<_, i64>(0))?
-                .sum::<Result<i64, _>>()?;
+            let deleted: i64 = tx
+                .query_map(
+                    "DELETE FROM audit_segments WHERE last_ms < ?1 RETURNING events",
+                    args![before_ms],
+                    |row| row.get::<i64>(0),
+                )?
+                .into_iter()
+                .sum();
             Ok(usize::try_from(deleted).unwrap_or(0))
         })
     }
 }
 
 /// Writes a filled segment and the sessions it holds, and empties it.
-fn write_segment(conn: &Connection, segment: &mut SegmentWriter) -> Result<(), StateError> {
+fn write_segment(conn: &Db<'_>, segment: &mut SegmentWriter) -> Result<(), StateError> {
     if segment.events == 0 {
         return Ok(());
     }
-    let segment_id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO audit_segments (first_ms, last_ms, events, data)
-             VALUES (?1, ?2, ?3, ?4) RETURNING id",
-        )?
-        .query_row(
-            params![
-                segment.first_ms,
-                segment.last_ms,
-                i64::try_from(segment.events).unwrap_or(i64::MAX),
-                segment.compressed()
-            ],
-            |row| row.get(0),
-        )?;
-    let mut holds = conn.prepare_cached(
-        "INSERT INTO audit_segment_sessions (session_key, segment_id) VALUES (?1, ?2)",
+    let segment_id: i64 = conn.query_value(
+        "INSERT INTO audit_segments (first_ms, last_ms, events, data)
+         VALUES (?1, ?2, ?3, ?4) RETURNING id",
+        args![
+            segment.first_ms,
+            segment.last_ms,
+            segment.events,
+            segment.compressed()
+        ],
     )?;
     for key in segment.sessions() {
-        holds.execute(params![key, segment_id])?;
+        conn.execute(
+            "INSERT INTO audit_segment_sessions (session_key, segment_id) VALUES (?1, ?2)",
+            args![key, segment_id],
+        )?;
     }
     segment.clear();
     Ok(())
 }
 
-/// Column `index` of `row`: a segment's compressed data.
-fn segment_data<'a>(row: &'a rusqlite::Row<'_>, index: usize) -> Result<&'a [u8], StateError> {
-    row.get_ref(index)?
-        .as_blob()
-        .map_err(|e| StateError::Corrupt(format!("access-log segment: {e}")))
-}
-
 /// The (time, event id) of stored events as old as the batch's: what a replay skips.
 fn stored_event_ids(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     batch: &[&AuditRecord],
 ) -> Result<HashSet<(i64, String)>, StateError> {
     let times = batch.iter().map(|record| record.time_ms());
     let (Some(first), Some(last)) = (times.clone().min(), times.max()) else {
         return Ok(HashSet::new());
     };
-    let mut stmt = tx
-        .prepare_cached("SELECT data FROM audit_segments WHERE last_ms >= ?1 AND first_ms <= ?2")?;
-    let mut rows = stmt.query(params![first, last])?;
     let mut stored = HashSet::new();
-    while let Some(row) = rows.next()? {
-        let decoded = DecodedSegment::decode(segment_data(row, 0)?)?;
-        for event in decoded.events()? {
-            stored.insert((event.time_ms, event.event_id.to_owned()));
-        }
-    }
+    tx.query_each(
+        "SELECT data FROM audit_segments WHERE last_ms >= ?1 AND first_ms <= ?2",
+        args![first, last],
+        |row| {
+            let decoded = DecodedSegment::decode(row.blob(0)?)?;
+            for event in decoded.events()? {
+                stored.insert((event.time_ms, event.event_id.to_owned()));
+            }
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
     Ok(stored)
 }
 
@@ -320,39 +327,42 @@ impl AuditKeys {
     /// it yet, its use at `time_ms` noted (to within [`TOUCH_MS`]).
     fn session(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Db<'_>,
         session: &SessionInfo,
         time_ms: i64,
     ) -> Result<i64, StateError> {
         if let Some((key, last_ms)) = self.sessions.get_mut(session.session_id.as_str()) {
             if time_ms - *last_ms >= TOUCH_MS {
-                tx.prepare_cached(
-                    "UPDATE audit_sessions SET last_ms = max(last_ms, ?2) WHERE key = ?1",
-                )?
-                .execute(params![*key, time_ms])?;
+                tx.execute(
+                    &format!(
+                        "UPDATE audit_sessions SET last_ms = {}(last_ms, ?2) WHERE key = ?1",
+                        tx.greatest()
+                    ),
+                    args![*key, time_ms],
+                )?;
                 *last_ms = time_ms;
             }
             return Ok(*key);
         }
-        let key = tx
-            .prepare_cached(
+        let key = tx.query_value(
+            &format!(
                 "INSERT INTO audit_sessions
                      (session_id, identity, namespace, service, json, last_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (session_id) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)
+                 ON CONFLICT (session_id)
+                     DO UPDATE SET last_ms = {}(audit_sessions.last_ms, excluded.last_ms)
                  RETURNING key",
-            )?
-            .query_row(
-                params![
-                    session.session_id,
-                    session.identity.name,
-                    session.identity.namespace,
-                    session.service,
-                    session.json_members(),
-                    time_ms
-                ],
-                |row| row.get(0),
-            )?;
+                tx.greatest()
+            ),
+            args![
+                session.session_id,
+                session.identity.name,
+                session.identity.namespace,
+                session.service,
+                session.json_members(),
+                time_ms
+            ],
+        )?;
         self.sessions
             .insert(session.session_id.clone(), (key, time_ms));
         Ok(key)
@@ -363,6 +373,10 @@ impl AuditKeys {
         self.sessions.clear();
     }
 }
+
+/// Segments read by one statement while looking for events (a segment holds up to
+/// [`segment::SEGMENT_EVENTS`]).
+const SEGMENTS_PER_READ: usize = 8;
 
 /// How often the state sink prunes expired events.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -474,7 +488,7 @@ mod tests {
 
     fn count(store: &Store, sql: &str) -> i64 {
         store
-            .read(|conn| Ok(conn.query_row(sql, [], |row| row.get(0))?))
+            .read(|conn| Ok(conn.query_row(sql, args![], |row| row.get(0))?))
             .unwrap()
     }
 
@@ -627,11 +641,11 @@ mod tests {
         let line = record.json().to_owned();
         let members = record.session().json_members().to_owned();
         let own = line.replacen(&format!("{members},"), "", 1);
-        let mut conn = Connection::open(dir.path().join(crate::STATE_DB_FILE)).unwrap();
+        let mut conn = rusqlite::Connection::open(dir.path().join(crate::STATE_DB_FILE)).unwrap();
         crate::migrations::migrate_to(&mut conn, 8).unwrap();
         conn.execute(
             "INSERT INTO audit_sessions (session_id, json, last_ms) VALUES ('s-old', ?1, 3)",
-            [&members],
+            rusqlite::params![&members],
         )
         .unwrap();
         conn.execute(
@@ -640,7 +654,7 @@ mod tests {
              VALUES (1, 'ev-0000', 1, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', NULL, ?1),
                     (2, 'ev-0000', 2, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', NULL, ?2),
                     (3, 'ev-0000', 3, 'EXECUTE', 'alice', 'team-a', 'orders.team-a', 's-old', ?3, ?4)",
-            params![line, own, record.event.statement.as_deref(), record.detail_members()],
+            rusqlite::params![line, own, record.event.statement.as_deref(), record.detail_members()],
         )
         .unwrap();
         drop(conn);

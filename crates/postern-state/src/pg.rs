@@ -1,0 +1,403 @@
+//! The state on PostgreSQL: connections (one writer, a few readers, remade when lost),
+//! the runtime their tasks run on, write transactions serialised across every gateway by
+//! one transaction-level advisory lock (as SQLite's single writer serialises them within
+//! one host), and the conversions between PostgreSQL's types and the store's.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_executor::block_on;
+use futures_util::{pin_mut, StreamExt};
+use postern_model::SecretValue;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use crate::db::{postgres_placeholders, Cell, Value};
+use crate::StateError;
+
+/// The advisory lock every write transaction holds (`pg_advisory_xact_lock`): "postern"
+/// and a 1, so it cannot meet a lock a person takes by hand with a small number.
+pub(crate) const WRITE_LOCK: i64 = 0x706f_7374_6572_6e01;
+/// Prepared statements a connection keeps; beyond that it forgets them all and starts
+/// again (the store has about a hundred distinct statements).
+const STATEMENTS_KEPT: usize = 512;
+const IDLE_READERS: usize = 8;
+
+/// Where the state lives and how to reach it.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// A libpq connection string or URL (`host=… dbname=…` or `postgres://…`); its
+    /// `sslmode` is honoured.
+    pub url: String,
+    /// The password, when it is kept apart from the URL (a file, a credential).
+    pub password: Option<SecretValue>,
+    /// How TLS is verified when `sslmode` asks for it.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresSettings").finish_non_exhaustive()
+    }
+}
+
+/// One connection and the statements prepared on it.
+pub(crate) struct Conn {
+    client: Client,
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+/// The connections of one store and the runtime their tasks run on.
+pub(crate) struct Backend {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the backend: the runtime's thread then ends (and drops the runtime
+    /// there, never inside a caller's async context).
+    _stop: tokio::sync::oneshot::Sender<()>,
+    writer: Mutex<Option<Conn>>,
+    readers: Mutex<Vec<Conn>>,
+    /// A readable name of the server for logs (host, port, database; never a password).
+    label: String,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A tokio-postgres error in words: the server's message and SQLSTATE when it sent one.
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match error.source() {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
+    }
+}
+
+impl From<tokio_postgres::Error> for StateError {
+    fn from(e: tokio_postgres::Error) -> StateError {
+        match e.code() {
+            Some(code) if *code == tokio_postgres::error::SqlState::DISK_FULL => {
+                StateError::DiskFull
+            }
+            Some(_) => StateError::Postgres(describe(&e)),
+            // No SQLSTATE: the connection failed or closed.
+            None => StateError::Unavailable(describe(&e)),
+        }
+    }
+}
+
+impl Backend {
+    pub(crate) fn connect(settings: &PostgresSettings) -> Result<Backend, StateError> {
+        let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+            StateError::Unavailable(format!("the state database's URL is invalid: {e}"))
+        })?;
+        if let Some(password) = &settings.password {
+            config.password(password.expose());
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("postern-state");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        let label = format!(
+            "{}/{}",
+            config
+                .get_hosts()
+                .iter()
+                .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+                .map(|(host, port)| match host {
+                    tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                    tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            config.get_dbname().unwrap_or("")
+        );
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => None,
+            _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                settings
+                    .tls
+                    .as_deref()
+                    .cloned()
+                    .ok_or_else(|| {
+                        StateError::Unavailable(
+                            "the state database's sslmode asks for TLS but no TLS settings were given"
+                                .into(),
+                        )
+                    })?,
+            )),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("postern-state-pg".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(|e| StateError::Unavailable(format!("cannot start the state's thread: {e}")))?;
+        let runtime = handle_rx
+            .recv()
+            .map_err(|_| StateError::Unavailable("the state's thread ended at start".into()))?
+            .map_err(|e| StateError::Unavailable(format!("cannot start the state's runtime: {e}")))?;
+        let backend = Backend {
+            config,
+            tls,
+            runtime,
+            _stop: stop,
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+            label,
+        };
+        // Fail now, not at the first request, when the server cannot be reached.
+        let first = backend.open()?;
+        *lock(&backend.writer) = Some(first);
+        Ok(backend)
+    }
+
+    /// Brings the schema up to date (see `migrations`), holding the write lock, so
+    /// gateways starting together migrate in turn.
+    pub(crate) fn migrate(&self) -> Result<usize, StateError> {
+        self.write(|conn| crate::migrations::migrate_postgres(&crate::db::Db::Postgres(conn)))
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn open(&self) -> Result<Conn, StateError> {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let label = self.label.clone();
+        let connecting = self.runtime.spawn(async move {
+            let fail = |e: tokio_postgres::Error| {
+                StateError::Unavailable(format!(
+                    "cannot connect to the state database {label}: {}",
+                    describe(&e)
+                ))
+            };
+            let client: Result<Client, StateError> = match tls {
+                None => {
+                    let (client, connection) =
+                        config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+                    tokio::spawn(connection);
+                    Ok(client)
+                }
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await.map_err(fail)?;
+                    tokio::spawn(connection);
+                    Ok(client)
+                }
+            };
+            client
+        });
+        let client = block_on(connecting)
+            .map_err(|e| StateError::Unavailable(format!("connecting to the state database: {e}")))??;
+        Ok(Conn {
+            client,
+            statements: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs `f` on a reader connection (statements commit one by one, as SQLite's do).
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) if !conn.client.is_closed() => conn,
+            _ => self.open()?,
+        };
+        let result = f(&conn);
+        if !conn.client.is_closed() {
+            let mut readers = lock(&self.readers);
+            if readers.len() < IDLE_READERS {
+                readers.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Runs `f` in a transaction that holds the store's write lock; commits when it
+    /// returns `Ok`, rolls back otherwise.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut slot = lock(&self.writer);
+        let conn = match slot.take() {
+            Some(conn) if !conn.client.is_closed() => conn,
+            _ => self.open()?,
+        };
+        // Taken out of the slot while in use: if `f` panics, the connection is dropped
+        // (and the server rolls its transaction back) instead of being reused mid-way.
+        conn.execute_batch(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))?;
+        match f(&conn) {
+            Ok(value) => {
+                conn.execute_batch("COMMIT")?;
+                *slot = Some(conn);
+                Ok(value)
+            }
+            Err(e) => {
+                if conn.execute_batch("ROLLBACK").is_ok() {
+                    *slot = Some(conn);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn statement(&self, sql: &str) -> Result<Statement, StateError> {
+        if let Some(statement) = lock(&self.statements).get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = block_on(self.client.prepare(&postgres_placeholders(sql)))?;
+        let mut statements = lock(&self.statements);
+        if statements.len() >= STATEMENTS_KEPT {
+            statements.clear();
+        }
+        statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StateError> {
+        let statement = self.statement(sql)?;
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let changed = block_on(self.client.execute(&statement, &params))?;
+        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+
+    pub(crate) fn execute_batch(&self, sql: &str) -> Result<(), StateError> {
+        Ok(block_on(self.client.batch_execute(sql))?)
+    }
+
+    pub(crate) fn query_each(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut each: impl FnMut(&tokio_postgres::Row) -> Result<ControlFlow<()>, StateError>,
+    ) -> Result<(), StateError> {
+        let statement = self.statement(sql)?;
+        block_on(async {
+            let rows = self.client.query_raw(&statement, params.iter()).await?;
+            pin_mut!(rows);
+            while let Some(row) = rows.next().await {
+                if each(&row?)?.is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A column of a PostgreSQL row as the store reads it.
+pub(crate) fn cell(row: &tokio_postgres::Row, index: usize) -> Result<Cell<'_>, StateError> {
+    let column = row
+        .columns()
+        .get(index)
+        .ok_or_else(|| StateError::Corrupt(format!("no column {index}")))?;
+    let cell = match *column.type_() {
+        Type::INT8 => row.try_get::<_, Option<i64>>(index)?.map(Cell::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(index)?
+            .map(|v| Cell::Int(i64::from(v))),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(index)?
+            .map(|v| Cell::Int(i64::from(v))),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(index)?
+            .map(|v| Cell::Int(i64::from(v))),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(index)?.map(Cell::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(index)?
+            .map(|v| Cell::Real(f64::from(v))),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
+            row.try_get::<_, Option<&str>>(index)?.map(Cell::Text)
+        }
+        Type::BYTEA => row.try_get::<_, Option<&[u8]>>(index)?.map(Cell::Blob),
+        ref other => {
+            return Err(StateError::Corrupt(format!(
+                "column {} has type {other}, which the state does not read",
+                column.name()
+            )))
+        }
+    };
+    Ok(cell.unwrap_or(Cell::Null))
+}
+
+impl ToSql for Value<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match *self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+                Type::BOOL => (v != 0).to_sql(ty, out),
+                #[allow(clippy::cast_precision_loss)]
+                Type::FLOAT8 => (v as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
+                ref other => Err(format!("an integer cannot be bound as {other}").into()),
+            },
+            Value::Text(v) => match *ty {
+                Type::BYTEA => v.as_bytes().to_sql(ty, out),
+                Type::JSONB => {
+                    // jsonb's binary form: a version byte, then the text.
+                    out.extend_from_slice(&[1]);
+                    out.extend_from_slice(v.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::JSON => {
+                    out.extend_from_slice(v.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
+                    v.to_sql(ty, out)
+                }
+                ref other => Err(format!("text cannot be bound as {other}").into()),
+            },
+            Value::Blob(v) => match *ty {
+                Type::BYTEA => v.to_sql(ty, out),
+                ref other => Err(format!("bytes cannot be bound as {other}").into()),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // Checked per value in `to_sql`, which names the mismatch.
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
