@@ -5,8 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use postern_model::{QualifiedName, SecretValue};
 use crate::db::{args, Row, Value};
+use postern_model::{QualifiedName, SecretValue};
 
 use crate::store::{now, Store};
 use crate::StateError;
@@ -284,24 +284,21 @@ impl Store {
 
     pub fn lease(&self, id: &str) -> Result<Option<Lease>, StateError> {
         let row = self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1"),
-                    args![id],
-                    lease_row,
-                )?)
+            Ok(conn.query_opt(
+                &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1"),
+                args![id],
+                lease_row,
+            )?)
         })?;
         row.map(decode).transpose()
     }
 
-    fn query_leases(
-        &self,
-        filter: &str,
-        args: &[Value<'_>],
-    ) -> Result<Vec<Lease>, StateError> {
+    fn query_leases(&self, filter: &str, args: &[Value<'_>]) -> Result<Vec<Lease>, StateError> {
         let rows: Vec<LeaseRow> = self.read(|conn| {
             conn.query_map(
-                &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE {filter} ORDER BY issued_at, id"),
+                &format!(
+                    "SELECT {LEASE_COLUMNS} FROM leases WHERE {filter} ORDER BY issued_at, id"
+                ),
                 args,
                 lease_row,
             )
@@ -327,7 +324,7 @@ impl Store {
         include_ended: bool,
     ) -> Result<Vec<Lease>, StateError> {
         self.query_leases(
-            "(?1 IS NULL OR namespace = ?1)
+            "(namespace = ?1 OR ?1 IS NULL)
              AND (?2 OR state NOT IN ('revoked', 'rolled-back'))",
             args![namespace, include_ended],
         )
@@ -362,24 +359,23 @@ impl Store {
         role: &QualifiedName,
     ) -> Result<Option<StaticRolePassword>, StateError> {
         let row: Option<StaticRow> = self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    "SELECT username, nonce, ciphertext, pending_nonce, pending_ciphertext,
+            Ok(conn.query_opt(
+                "SELECT username, nonce, ciphertext, pending_nonce, pending_ciphertext,
                          rotated_at, last_error
                      FROM static_roles WHERE namespace = ?1 AND name = ?2",
-                    args![role.namespace, role.name],
-                    |row| {
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                            row.get(5)?,
-                            row.get(6)?,
-                        ))
-                    },
-                )?)
+                args![role.namespace, role.name],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                    ))
+                },
+            )?)
         })?;
         let Some((username, nonce, sealed, pending_nonce, pending_sealed, rotated_at, last_error)) =
             row

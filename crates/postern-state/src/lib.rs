@@ -17,6 +17,8 @@ mod pg;
 mod route;
 mod store;
 mod tenancy;
+#[cfg(test)]
+mod testing;
 
 pub use audit::{AuditKeys, AuditQuery, StateAuditSink, StoredEvent};
 pub use backup::backup;

@@ -1,8 +1,8 @@
 //! Upstream roles the reconciler manages (one per target and identity, password sealed
 //! here) and the last reconcile outcome of each Intents resource.
 
-use postern_model::{managed_role_name, QualifiedName, SecretValue};
 use crate::db::{args, Row};
+use postern_model::{managed_role_name, QualifiedName, SecretValue};
 
 use crate::store::{now, random_token, Store};
 use crate::StateError;
@@ -121,11 +121,15 @@ impl Store {
     /// Every role managed on `target`.
     pub fn managed_roles(&self, target: &QualifiedName) -> Result<Vec<ManagedRole>, StateError> {
         let rows: Vec<RoleRow> = self.read(|conn| {
-            let rows = conn.query_map(&format!(
-                "SELECT {} FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
+            let rows = conn.query_map(
+                &format!(
+                    "SELECT {} FROM managed_roles WHERE target_namespace = ?1 AND target_name = ?2
                  ORDER BY role_name",
-                Self::ROLE_COLUMNS
-            ), args![target.namespace, target.name], Self::role_row)?;
+                    Self::ROLE_COLUMNS
+                ),
+                args![target.namespace, target.name],
+                Self::role_row,
+            )?;
             Ok(rows)
         })?;
         rows.into_iter()
@@ -140,21 +144,20 @@ impl Store {
         identity: &QualifiedName,
     ) -> Result<Option<ManagedRole>, StateError> {
         let row: Option<RoleRow> = self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    &format!(
-                        "SELECT {} FROM managed_roles WHERE target_namespace = ?1
+            Ok(conn.query_opt(
+                &format!(
+                    "SELECT {} FROM managed_roles WHERE target_namespace = ?1
                          AND target_name = ?2 AND identity_namespace = ?3 AND identity_name = ?4",
-                        Self::ROLE_COLUMNS
-                    ),
-                    args![
-                        target.namespace,
-                        target.name,
-                        identity.namespace,
-                        identity.name
-                    ],
-                    Self::role_row,
-                )?)
+                    Self::ROLE_COLUMNS
+                ),
+                args![
+                    target.namespace,
+                    target.name,
+                    identity.namespace,
+                    identity.name
+                ],
+                Self::role_row,
+            )?)
         })?;
         row.map(|row| self.unseal_role(target, row)).transpose()
     }
@@ -207,11 +210,14 @@ impl Store {
     ) -> Result<(), StateError> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE managed_roles SET applied_version = MAX(applied_version, ?5), updated_at = ?6,
-                     previous_nonce = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_nonce END,
-                     previous_ciphertext = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_ciphertext END
-                 WHERE target_namespace = ?1 AND target_name = ?2
-                   AND identity_namespace = ?3 AND identity_name = ?4",
+                &format!(
+                    "UPDATE managed_roles SET applied_version = {}(applied_version, ?5), updated_at = ?6,
+                         previous_nonce = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_nonce END,
+                         previous_ciphertext = CASE WHEN ?5 >= password_version THEN NULL ELSE previous_ciphertext END
+                     WHERE target_namespace = ?1 AND target_name = ?2
+                       AND identity_namespace = ?3 AND identity_name = ?4",
+                    tx.greatest()
+                ),
                 args![target.namespace, target.name, identity.namespace, identity.name, version, now()],
             )?;
             Ok(())
@@ -224,10 +230,12 @@ impl Store {
         let now = now();
         // One transaction: every role of the identity rotates, or none does.
         self.write(|tx| {
-            let roles: Vec<(String, String, String)> = tx.query_map("SELECT target_namespace, target_name, role_name FROM managed_roles
-                     WHERE identity_namespace = ?1 AND identity_name = ?2", args![identity.namespace, identity.name], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?;
+            let roles: Vec<(String, String, String)> = tx.query_map(
+                "SELECT target_namespace, target_name, role_name FROM managed_roles
+                     WHERE identity_namespace = ?1 AND identity_name = ?2",
+                args![identity.namespace, identity.name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
             for (target_namespace, target_name, role) in &roles {
                 let target = QualifiedName::new(target_namespace, target_name);
                 let (nonce, sealed) = self
@@ -408,20 +416,19 @@ impl Store {
         plugin: &QualifiedName,
     ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    "SELECT state, message, updated_at FROM plugin_status
+            Ok(conn.query_opt(
+                "SELECT state, message, updated_at FROM plugin_status
                      WHERE namespace = ?1 AND name = ?2",
-                    args![plugin.namespace, plugin.name],
-                    |row| {
-                        Ok(IntentsStatus {
-                            state: row.get(0)?,
-                            message: row.get(1)?,
-                            statement: None,
-                            updated_at: row.get(2)?,
-                        })
-                    },
-                )?)
+                args![plugin.namespace, plugin.name],
+                |row| {
+                    Ok(IntentsStatus {
+                        state: row.get(0)?,
+                        message: row.get(1)?,
+                        statement: None,
+                        updated_at: row.get(2)?,
+                    })
+                },
+            )?)
         })
     }
 
@@ -430,20 +437,19 @@ impl Store {
         intents: &QualifiedName,
     ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    "SELECT state, message, statement, updated_at FROM intents_status
+            Ok(conn.query_opt(
+                "SELECT state, message, statement, updated_at FROM intents_status
                      WHERE namespace = ?1 AND name = ?2",
-                    args![intents.namespace, intents.name],
-                    |row| {
-                        Ok(IntentsStatus {
-                            state: row.get(0)?,
-                            message: row.get(1)?,
-                            statement: row.get(2)?,
-                            updated_at: row.get(3)?,
-                        })
-                    },
-                )?)
+                args![intents.namespace, intents.name],
+                |row| {
+                    Ok(IntentsStatus {
+                        state: row.get(0)?,
+                        message: row.get(1)?,
+                        statement: row.get(2)?,
+                        updated_at: row.get(3)?,
+                    })
+                },
+            )?)
         })
     }
 }

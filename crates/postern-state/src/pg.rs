@@ -125,16 +125,12 @@ impl Backend {
         let tls = match config.get_ssl_mode() {
             tokio_postgres::config::SslMode::Disable => None,
             _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
-                settings
-                    .tls
-                    .as_deref()
-                    .cloned()
-                    .ok_or_else(|| {
-                        StateError::Unavailable(
-                            "the state database's sslmode asks for TLS but no TLS settings were given"
-                                .into(),
-                        )
-                    })?,
+                settings.tls.as_deref().cloned().ok_or_else(|| {
+                    StateError::Unavailable(
+                        "the state database's sslmode asks for TLS but no TLS settings were given"
+                            .into(),
+                    )
+                })?,
             )),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -155,11 +151,15 @@ impl Backend {
                 let _ = handle_tx.send(Ok(runtime.handle().clone()));
                 let _ = runtime.block_on(stopped);
             })
-            .map_err(|e| StateError::Unavailable(format!("cannot start the state's thread: {e}")))?;
+            .map_err(|e| {
+                StateError::Unavailable(format!("cannot start the state's thread: {e}"))
+            })?;
         let runtime = handle_rx
             .recv()
             .map_err(|_| StateError::Unavailable("the state's thread ended at start".into()))?
-            .map_err(|e| StateError::Unavailable(format!("cannot start the state's runtime: {e}")))?;
+            .map_err(|e| {
+                StateError::Unavailable(format!("cannot start the state's runtime: {e}"))
+            })?;
         let backend = Backend {
             config,
             tls,
@@ -211,8 +211,9 @@ impl Backend {
             };
             client
         });
-        let client = block_on(connecting)
-            .map_err(|e| StateError::Unavailable(format!("connecting to the state database: {e}")))??;
+        let client = block_on(connecting).map_err(|e| {
+            StateError::Unavailable(format!("connecting to the state database: {e}"))
+        })??;
         Ok(Conn {
             client,
             statements: Mutex::new(HashMap::new()),

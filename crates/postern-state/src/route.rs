@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::db::args;
 use postern_model::{
     ClientFacts, ConnectDecision, ConnectionLimits, Directory, DirectoryError, IdentityCredentials,
     IdentitySpec, Kind, Permission, PolicyEngine, QualifiedName, Resource, RouteLookup,
     SessionFacts, Spec, StaticUpstream, TargetSpec, UpstreamRoute, UpstreamSpec,
 };
-use crate::db::args;
 
 use crate::{StateError, Store};
 
@@ -29,7 +29,11 @@ impl Directory for Store {
                 _ => None,
             };
             let verifiers = self.read(|conn| {
-                let rows = conn.query_map("SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2", args![identity.namespace, identity.name], |row| row.get(0))?;
+                let rows = conn.query_map(
+                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
+                    args![identity.namespace, identity.name],
+                    |row| row.get(0),
+                )?;
                 Ok(rows)
             })?;
             Ok(Some(IdentityCredentials {
@@ -53,7 +57,9 @@ impl Directory for Store {
     fn resource_epoch(&self) -> Result<u64, DirectoryError> {
         self.read(|conn| {
             let epoch: i64 =
-                conn.query_row("SELECT epoch FROM resource_epoch", args![], |row| row.get(0))?;
+                conn.query_row("SELECT epoch FROM resource_epoch", args![], |row| {
+                    row.get(0)
+                })?;
             Ok(u64::try_from(epoch).unwrap_or(0))
         })
         .map_err(|e| DirectoryError(e.to_string()))

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{args, Db, Row};
 use crate::master_key::{FoundKey, KeySettings, MasterKey};
-use crate::pg::{self, PostgresSettings};
 use crate::migrations::migrate;
+use crate::pg::{self, PostgresSettings};
 use crate::StateError;
 
 pub const STATE_DB_FILE: &str = "state.db";
@@ -215,7 +215,11 @@ impl Store {
 
     /// Checks the master key against the database's (or records it in a new one), and
     /// reads or makes the installation's id and the mock-auth secret.
-    fn settle_identity(db: &Db<'_>, keys: &KeySettings, location: &str) -> Result<Identity, StateError> {
+    fn settle_identity(
+        db: &Db<'_>,
+        keys: &KeySettings,
+        location: &str,
+    ) -> Result<Identity, StateError> {
         let check: Option<Vec<u8>> = db.query_opt(
             "SELECT value FROM meta WHERE key = 'key_check'",
             args![],
@@ -428,7 +432,7 @@ impl Store {
     ) -> Result<Vec<StoredResource>, StateError> {
         let sql = format!(
             "SELECT {} FROM resources
-             WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR namespace = ?2)
+             WHERE (kind = ?1 OR ?1 IS NULL) AND (namespace = ?2 OR ?2 IS NULL)
              ORDER BY kind, namespace, name",
             Self::RESOURCE_COLUMNS
         );
@@ -681,10 +685,7 @@ impl Store {
     }
 
     /// Refuses a Plugin whose component is not stored.
-    pub(crate) fn check_component_stored(
-        tx: &Db<'_>,
-        r: &Resource,
-    ) -> Result<(), StateError> {
+    pub(crate) fn check_component_stored(tx: &Db<'_>, r: &Resource) -> Result<(), StateError> {
         let Spec::Plugin(plugin) = &r.spec else {
             return Ok(());
         };
@@ -746,11 +747,7 @@ impl Store {
     }
 
     /// Refuses when a resource in the same namespace names `r` at `path` of its spec.
-    fn check_unreferenced(
-        tx: &Db<'_>,
-        r: &Resource,
-        path: &[&str],
-    ) -> Result<(), StateError> {
+    fn check_unreferenced(tx: &Db<'_>, r: &Resource, path: &[&str]) -> Result<(), StateError> {
         // A dynamicConfig Service may also name targets in its configs.
         let in_configs = match path {
             ["target"] => format!(
@@ -894,12 +891,11 @@ impl Store {
         name: &str,
     ) -> Result<Option<SecretValue>, StateError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    "SELECT nonce, ciphertext FROM secrets WHERE namespace = ?1 AND name = ?2",
-                    args![namespace, name],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )?)
+            Ok(conn.query_opt(
+                "SELECT nonce, ciphertext FROM secrets WHERE namespace = ?1 AND name = ?2",
+                args![namespace, name],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?)
         })?;
         let Some((nonce, sealed)) = row else {
             return Ok(None);
@@ -932,15 +928,19 @@ impl Store {
 
     pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretInfo>, StateError> {
         self.read(|conn| {
-            let rows = conn.query_map("SELECT namespace, name, created_at, updated_at FROM secrets
-                 WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name", args![namespace], |row| {
+            let rows = conn.query_map(
+                "SELECT namespace, name, created_at, updated_at FROM secrets
+                 WHERE (namespace = ?1 OR ?1 IS NULL) ORDER BY namespace, name",
+                args![namespace],
+                |row| {
                     Ok(SecretInfo {
                         namespace: row.get(0)?,
                         name: row.get(1)?,
                         created_at: row.get(2)?,
                         updated_at: row.get(3)?,
                     })
-                })?;
+                },
+            )?;
             Ok(rows)
         })
     }
@@ -976,12 +976,11 @@ impl Store {
                 return Err(StateError::NotFound(format!("Identity {identity}")));
             }
             guard(&crate::AccessView::new(tx))?;
-            let existing: Option<String> = tx
-                .query_opt(
-                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2 LIMIT 1",
-                    args![identity.namespace, identity.name],
-                    |row| row.get(0),
-                )?;
+            let existing: Option<String> = tx.query_opt(
+                "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2 LIMIT 1",
+                args![identity.namespace, identity.name],
+                |row| row.get(0),
+            )?;
             let (salt, iterations) = match existing.map(|v| Verifier::parse(&v)) {
                 Some(Ok(v)) => (v.salt, v.iterations),
                 Some(Err(e)) => return Err(StateError::Corrupt(e.to_string())),
@@ -1010,14 +1009,18 @@ impl Store {
 
     pub fn list_api_keys(&self, identity: &QualifiedName) -> Result<Vec<ApiKeyInfo>, StateError> {
         self.read(|conn| {
-            let rows = conn.query_map("SELECT id, created_at FROM api_keys WHERE namespace = ?1 AND identity = ?2
-                 ORDER BY created_at, id", args![identity.namespace, identity.name], |row| {
+            let rows = conn.query_map(
+                "SELECT id, created_at FROM api_keys WHERE namespace = ?1 AND identity = ?2
+                 ORDER BY created_at, id",
+                args![identity.namespace, identity.name],
+                |row| {
                     Ok(ApiKeyInfo {
                         id: row.get(0)?,
                         identity: identity.clone(),
                         created_at: row.get(1)?,
                     })
-                })?;
+                },
+            )?;
             Ok(rows)
         })
     }
@@ -1048,308 +1051,287 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{on_both_backends, Backend as TestBackend, TestState};
     use crate::{NewLease, Precondition};
     use postern_model::{parse_documents, Directory, Format, RouteLookup};
 
-    fn settings(dir: &Path) -> KeySettings {
-        KeySettings {
-            inline: None,
-            credentials_directory: None,
-            key_file: dir.join("master.key"),
-        }
-    }
-
     const DOCS: &str = "kind: Namespace\nmetadata: {name: a}\n---\nkind: Target\nmetadata: {name: pg, namespace: a}\nspec: {address: '127.0.0.1:5432'}\n---\nkind: Service\nmetadata: {name: s, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: static, user: u, passwordSecret: pw}}\n---\nkind: Identity\nmetadata: {name: alice, namespace: a}\n";
 
-    fn seeded(dir: &Path) -> Store {
-        let store = Store::open(dir, &settings(dir)).unwrap();
+    fn seeded(state: &TestState) -> Store {
+        let store = state.open();
         let docs = parse_documents("t.yaml", DOCS, Format::Yaml).unwrap();
         store.apply_resources(&docs, false, false).unwrap();
         store
     }
 
-    #[test]
-    fn intents_mode_routes_to_the_managed_role_once_created() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        let more = "kind: Service\nmetadata: {name: jit, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: intents}}\n---\nkind: Intents\nmetadata: {name: alice-needs, namespace: a}\nspec: {identity: alice, access: [{target: pg, database: d, table: public.t, operations: [SELECT]}]}\n---\nkind: Identity\nmetadata: {name: bob, namespace: a}\n";
-        let docs = parse_documents("m.yaml", more, Format::Yaml).unwrap();
-        store.apply_resources(&docs, false, false).unwrap();
-        let service = QualifiedName::new("a", "jit");
-        let alice = QualifiedName::new("a", "alice");
-        let target = QualifiedName::new("a", "pg");
-        let lookup = |who: &QualifiedName| {
+    on_both_backends! {
+        fn intents_mode_routes_to_the_managed_role_once_created(state) {
+            let store = seeded(&state);
+            let more = "kind: Service\nmetadata: {name: jit, namespace: a}\nspec: {target: pg, database: d, upstream: {mode: intents}}\n---\nkind: Intents\nmetadata: {name: alice-needs, namespace: a}\nspec: {identity: alice, access: [{target: pg, database: d, table: public.t, operations: [SELECT]}]}\n---\nkind: Identity\nmetadata: {name: bob, namespace: a}\n";
+            let docs = parse_documents("m.yaml", more, Format::Yaml).unwrap();
+            store.apply_resources(&docs, false, false).unwrap();
+            let service = QualifiedName::new("a", "jit");
+            let alice = QualifiedName::new("a", "alice");
+            let target = QualifiedName::new("a", "pg");
+            let lookup = |who: &QualifiedName| {
+                store
+                    .upstream_route(&service, who, &Default::default())
+                    .unwrap()
+            };
+            assert!(matches!(
+                lookup(&QualifiedName::new("a", "bob")),
+                RouteLookup::Denied(_)
+            ));
+            assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
+
+            let role = store.record_managed_role(&target, &alice).unwrap();
+            assert_eq!(role.role, "pn_a_alice");
+            assert!(!role.password_applied());
+            assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
             store
-                .upstream_route(&service, who, &Default::default())
+                .mark_password_applied(&target, &alice, role.password_version)
+                .unwrap();
+            let RouteLookup::Found(route) = lookup(&alice) else {
+                panic!("no route");
+            };
+            assert_eq!(route.user, "pn_a_alice");
+            assert_eq!(route.password.as_ref(), Some(&role.password));
+
+            // Recording again keeps the password; rotation changes it and needs applying.
+            let again = store.record_managed_role(&target, &alice).unwrap();
+            assert_eq!(again.password, role.password);
+            assert_eq!(store.rotate_managed_passwords(&alice).unwrap(), 1);
+            let rotated = store.managed_role(&target, &alice).unwrap().unwrap();
+            assert_ne!(rotated.password, role.password);
+            assert!(!rotated.password_applied());
+            store.forget_managed_role(&target, &alice).unwrap();
+            assert!(store.managed_roles(&target).unwrap().is_empty());
+        }
+
+        fn resources_secrets_and_route_round_trip(state) {
+            let store = seeded(&state);
+            assert!(store.generated_key());
+            let mock = store.mock_auth_secret();
+            assert_eq!(
+                state.open().mock_auth_secret(),
+                mock,
+                "stable across opens"
+            );
+            let alice = QualifiedName::new("a", "alice");
+            let route = |service: &str| match store
+                .upstream_route(
+                    &QualifiedName::new("a", service),
+                    &alice,
+                    &Default::default(),
+                )
                 .unwrap()
-        };
-        assert!(matches!(
-            lookup(&QualifiedName::new("a", "bob")),
-            RouteLookup::Denied(_)
-        ));
-        assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
+            {
+                RouteLookup::Found(route) => Some(*route),
+                RouteLookup::NoService => None,
+                other => panic!("unexpected {other:?}"),
+            };
+            let found = route("s").unwrap();
+            assert_eq!(found.user, "u");
+            assert!(found.password.is_none());
+            store
+                .set_secret("a", "pw", &SecretValue::new("very-secret-pw"))
+                .unwrap();
+            assert_eq!(
+                route("s").unwrap().password.unwrap().expose(),
+                "very-secret-pw"
+            );
+            assert!(route("nope").is_none());
+            let sealed: Vec<Vec<u8>> = store
+                .read(|db| db.query_map("SELECT ciphertext FROM secrets", args![], |row| row.get(0)))
+                .unwrap();
+            assert_eq!(sealed.len(), 1);
+            assert!(!sealed[0].windows(14).any(|w| w == b"very-secret-pw"));
+            drop(store);
+            if state.backend == TestBackend::Sqlite {
+                let raw = std::fs::read(state.path().join(STATE_DB_FILE)).unwrap();
+                assert!(!raw.windows(14).any(|w| w == b"very-secret-pw"));
+            }
+        }
 
-        let role = store.record_managed_role(&target, &alice).unwrap();
-        assert_eq!(role.role, "pn_a_alice");
-        assert!(!role.password_applied());
-        assert!(matches!(lookup(&alice), RouteLookup::NotReady(_)));
-        store
-            .mark_password_applied(&target, &alice, role.password_version)
-            .unwrap();
-        let RouteLookup::Found(route) = lookup(&alice) else {
-            panic!("no route");
-        };
-        assert_eq!(route.user, "pn_a_alice");
-        assert_eq!(route.password.as_ref(), Some(&role.password));
-
-        // Recording again keeps the password; rotation changes it and needs applying.
-        let again = store.record_managed_role(&target, &alice).unwrap();
-        assert_eq!(again.password, role.password);
-        assert_eq!(store.rotate_managed_passwords(&alice).unwrap(), 1);
-        let rotated = store.managed_role(&target, &alice).unwrap().unwrap();
-        assert_ne!(rotated.password, role.password);
-        assert!(!rotated.password_applied());
-        store.forget_managed_role(&target, &alice).unwrap();
-        assert!(store.managed_roles(&target).unwrap().is_empty());
-    }
-
-    #[test]
-    fn resources_secrets_and_route_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        assert!(store.generated_key());
-        let mock = store.mock_auth_secret();
-        assert_eq!(
-            Store::open(dir.path(), &settings(dir.path()))
+        fn api_keys_share_a_salt_and_are_stored_as_verifiers_only(state) {
+            let store = seeded(&state);
+            let alice = QualifiedName::new("a", "alice");
+            let k1 = store.create_api_key(&alice, crate::unguarded).unwrap();
+            let k2 = store.create_api_key(&alice, crate::unguarded).unwrap();
+            let verifiers = store
+                .identity_credentials(&alice)
                 .unwrap()
-                .mock_auth_secret(),
-            mock,
-            "stable across opens"
-        );
-        let alice = QualifiedName::new("a", "alice");
-        let route = |service: &str| match store
-            .upstream_route(
-                &QualifiedName::new("a", service),
-                &alice,
-                &Default::default(),
-            )
-            .unwrap()
-        {
-            RouteLookup::Found(route) => Some(*route),
-            RouteLookup::NoService => None,
-            other => panic!("unexpected {other:?}"),
-        };
-        let found = route("s").unwrap();
-        assert_eq!(found.user, "u");
-        assert!(found.password.is_none());
-        store
-            .set_secret("a", "pw", &SecretValue::new("very-secret-pw"))
-            .unwrap();
-        assert_eq!(
-            route("s").unwrap().password.unwrap().expose(),
-            "very-secret-pw"
-        );
-        assert!(route("nope").is_none());
-        drop(store);
-        let raw = std::fs::read(dir.path().join(STATE_DB_FILE)).unwrap();
-        assert!(!raw.windows(14).any(|w| w == b"very-secret-pw"));
-    }
-
-    #[test]
-    fn api_keys_share_a_salt_and_are_stored_as_verifiers_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        let alice = QualifiedName::new("a", "alice");
-        let k1 = store.create_api_key(&alice, crate::unguarded).unwrap();
-        let k2 = store.create_api_key(&alice, crate::unguarded).unwrap();
-        let verifiers = store
-            .identity_credentials(&alice)
-            .unwrap()
-            .unwrap()
-            .verifiers;
-        assert_eq!(verifiers.len(), 2);
-        let v: Vec<Verifier> = verifiers
-            .iter()
-            .map(|v| Verifier::parse(v).unwrap())
-            .collect();
-        assert_eq!(v[0].salt, v[1].salt);
-        assert_ne!(v[0].keys, v[1].keys);
-        assert!(verifiers.iter().all(|v| !v.contains(k1.key.expose())));
-        store
-            .revoke_api_key(&alice, &k2.info.id, crate::unguarded)
-            .unwrap();
-        assert_eq!(store.list_api_keys(&alice).unwrap().len(), 1);
-        assert!(store
-            .revoke_api_key(&alice, &k2.info.id, crate::unguarded)
-            .is_err());
-        assert!(store
-            .identity_credentials(&QualifiedName::new("a", "bob"))
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn wrong_or_missing_master_key_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(seeded(dir.path()));
-        let wrong = KeySettings {
-            inline: Some(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
-            ..settings(dir.path())
-        };
-        let err = Store::open(dir.path(), &wrong).unwrap_err().to_string();
-        assert!(err.contains("does not match"), "{err}");
-        std::fs::rename(dir.path().join("master.key"), dir.path().join("moved.key")).unwrap();
-        let err = Store::open(dir.path(), &settings(dir.path()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("is missing"), "{err}");
-        assert!(
-            !dir.path().join("master.key").exists(),
-            "must not generate a new key"
-        );
-    }
-
-    #[test]
-    fn prune_never_deletes_secrets_or_the_default_namespace() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        store.set_secret("a", "pw", &SecretValue::new("x")).unwrap();
-        let yaml = |text: &str| parse_documents("t.yaml", text, Format::Yaml).unwrap();
-        let only_default = yaml("kind: Namespace\nmetadata: {name: default}\n");
-        let err = store
-            .apply_resources(&only_default, true, false)
-            .unwrap_err();
-        assert!(err.to_string().contains("still holds"), "{err}");
-        // Nothing was applied: the transaction rolled back.
-        assert!(store
-            .get_resource(Kind::Service, "a", "s")
-            .unwrap()
-            .is_some());
-        store.delete_secret("a", "pw").unwrap();
-        store.apply_resources(&only_default, true, false).unwrap();
-        assert!(store
-            .get_resource(Kind::Namespace, "", "a")
-            .unwrap()
-            .is_none());
-        // `default` was adopted by that apply but survives a prune that omits it.
-        let other = yaml("kind: Namespace\nmetadata: {name: b}\n");
-        store.apply_resources(&other, true, false).unwrap();
-        assert!(store
-            .get_resource(Kind::Namespace, "", "default")
-            .unwrap()
-            .is_some());
-    }
-
-    #[test]
-    fn prune_refuses_what_delete_refuses_with_the_same_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        let yaml = |text: &str| parse_documents("t.yaml", text, Format::Yaml).unwrap();
-        let role = "kind: CredentialRole\nmetadata: {name: ro, namespace: a}\nspec: {target: pg, database: d, creationStatements: ['CREATE ROLE {{name}} PASSWORD {{password}}'], defaultTtl: 1h, maxTtl: 2h}\n";
-        let with_role = format!("{DOCS}---\n{role}");
-        store
-            .apply_resources(&yaml(&with_role), false, false)
-            .unwrap();
-        let pg = QualifiedName::new("a", "pg");
-        store
-            .record_managed_role(&pg, &QualifiedName::new("a", "alice"))
-            .unwrap();
-        store
-            .record_lease(&NewLease {
-                id: "ro-1",
-                credential_role: &QualifiedName::new("a", "ro"),
-                target: "pg",
-                username: "v_ro_1",
-                issued_for: "a/alice",
-                spec: "{}",
-                owner: "test",
-                issued_at: 0,
-                expires_at: i64::MAX,
-                max_expires_at: i64::MAX,
-            })
-            .unwrap();
-        let by_delete = |kind: Kind, name: &str| {
+                .unwrap()
+                .verifiers;
+            assert_eq!(verifiers.len(), 2);
+            let v: Vec<Verifier> = verifiers
+                .iter()
+                .map(|v| Verifier::parse(v).unwrap())
+                .collect();
+            assert_eq!(v[0].salt, v[1].salt);
+            assert_ne!(v[0].keys, v[1].keys);
+            assert!(verifiers.iter().all(|v| !v.contains(k1.key.expose())));
             store
-                .delete_resource(kind, "a", name)
-                .unwrap_err()
-                .to_string()
-        };
-        let by_prune = |docs: &str| {
+                .revoke_api_key(&alice, &k2.info.id, crate::unguarded)
+                .unwrap();
+            assert_eq!(store.list_api_keys(&alice).unwrap().len(), 1);
+            assert!(store
+                .revoke_api_key(&alice, &k2.info.id, crate::unguarded)
+                .is_err());
+            assert!(store
+                .identity_credentials(&QualifiedName::new("a", "bob"))
+                .unwrap()
+                .is_none());
+        }
+
+        fn wrong_or_missing_master_key_is_refused(state) {
+            drop(seeded(&state));
+            let wrong = KeySettings {
+                inline: Some(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
+                ..state.keys()
+            };
+            let err = state.open_with(&wrong).unwrap_err().to_string();
+            assert!(err.contains("does not match"), "{err}");
+            std::fs::rename(state.key_file(), state.path().join("moved.key")).unwrap();
+            let err = state.open_with(&state.keys()).unwrap_err().to_string();
+            assert!(err.contains("is missing"), "{err}");
+            assert!(!state.key_file().exists(), "must not generate a new key");
+        }
+
+        fn prune_never_deletes_secrets_or_the_default_namespace(state) {
+            let store = seeded(&state);
+            store.set_secret("a", "pw", &SecretValue::new("x")).unwrap();
+            let yaml = |text: &str| parse_documents("t.yaml", text, Format::Yaml).unwrap();
+            let only_default = yaml("kind: Namespace\nmetadata: {name: default}\n");
+            let err = store
+                .apply_resources(&only_default, true, false)
+                .unwrap_err();
+            assert!(err.to_string().contains("still holds"), "{err}");
+            // Nothing was applied: the transaction rolled back.
+            assert!(store
+                .get_resource(Kind::Service, "a", "s")
+                .unwrap()
+                .is_some());
+            store.delete_secret("a", "pw").unwrap();
+            store.apply_resources(&only_default, true, false).unwrap();
+            assert!(store
+                .get_resource(Kind::Namespace, "", "a")
+                .unwrap()
+                .is_none());
+            // `default` was adopted by that apply but survives a prune that omits it.
+            let other = yaml("kind: Namespace\nmetadata: {name: b}\n");
+            store.apply_resources(&other, true, false).unwrap();
+            assert!(store
+                .get_resource(Kind::Namespace, "", "default")
+                .unwrap()
+                .is_some());
+        }
+
+        fn prune_refuses_what_delete_refuses_with_the_same_message(state) {
+            let store = seeded(&state);
+            let yaml = |text: &str| parse_documents("t.yaml", text, Format::Yaml).unwrap();
+            let role = "kind: CredentialRole\nmetadata: {name: ro, namespace: a}\nspec: {target: pg, database: d, creationStatements: ['CREATE ROLE {{name}} PASSWORD {{password}}'], defaultTtl: 1h, maxTtl: 2h}\n";
+            let with_role = format!("{DOCS}---\n{role}");
             store
-                .apply_resources(&yaml(docs), true, false)
-                .unwrap_err()
-                .to_string()
-        };
-        // The CredentialRole has a live lease.
-        let lease_refusal = by_delete(Kind::CredentialRole, "ro");
-        assert!(
-            lease_refusal.contains("still has 1 leases"),
-            "{lease_refusal}"
-        );
-        assert_eq!(by_prune(DOCS), lease_refusal);
-        // The Target (no Service, no CredentialRole left naming it) has a managed role.
-        let without_target_users =
-            "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: alice, namespace: a}\n";
-        store.forget_lease("ro-1").unwrap();
-        store
-            .delete_resource(Kind::CredentialRole, "a", "ro")
-            .unwrap();
-        store.delete_resource(Kind::Service, "a", "s").unwrap();
-        let roles_refusal = by_delete(Kind::Target, "pg");
-        assert!(
-            roles_refusal.contains("still has 1 managed roles"),
-            "{roles_refusal}"
-        );
-        assert_eq!(by_prune(without_target_users), roles_refusal);
-        // Refused prunes change nothing.
-        assert!(store
-            .get_resource(Kind::Target, "a", "pg")
-            .unwrap()
-            .is_some());
-    }
+                .apply_resources(&yaml(&with_role), false, false)
+                .unwrap();
+            let pg = QualifiedName::new("a", "pg");
+            store
+                .record_managed_role(&pg, &QualifiedName::new("a", "alice"))
+                .unwrap();
+            store
+                .record_lease(&NewLease {
+                    id: "ro-1",
+                    credential_role: &QualifiedName::new("a", "ro"),
+                    target: "pg",
+                    username: "v_ro_1",
+                    issued_for: "a/alice",
+                    spec: "{}",
+                    owner: "test",
+                    issued_at: 0,
+                    expires_at: i64::MAX,
+                    max_expires_at: i64::MAX,
+                })
+                .unwrap();
+            let by_delete = |kind: Kind, name: &str| {
+                store
+                    .delete_resource(kind, "a", name)
+                    .unwrap_err()
+                    .to_string()
+            };
+            let by_prune = |docs: &str| {
+                store
+                    .apply_resources(&yaml(docs), true, false)
+                    .unwrap_err()
+                    .to_string()
+            };
+            // The CredentialRole has a live lease.
+            let lease_refusal = by_delete(Kind::CredentialRole, "ro");
+            assert!(
+                lease_refusal.contains("still has 1 leases"),
+                "{lease_refusal}"
+            );
+            assert_eq!(by_prune(DOCS), lease_refusal);
+            // The Target (no Service, no CredentialRole left naming it) has a managed role.
+            let without_target_users =
+                "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: alice, namespace: a}\n";
+            store.forget_lease("ro-1").unwrap();
+            store
+                .delete_resource(Kind::CredentialRole, "a", "ro")
+                .unwrap();
+            store.delete_resource(Kind::Service, "a", "s").unwrap();
+            let roles_refusal = by_delete(Kind::Target, "pg");
+            assert!(
+                roles_refusal.contains("still has 1 managed roles"),
+                "{roles_refusal}"
+            );
+            assert_eq!(by_prune(without_target_users), roles_refusal);
+            // Refused prunes change nothing.
+            assert!(store
+                .get_resource(Kind::Target, "a", "pg")
+                .unwrap()
+                .is_some());
+        }
 
-    #[test]
-    fn kind_epochs_move_on_every_write_path_and_only_on_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        let epoch = |kind| store.kind_epochs().unwrap().get(&kind).copied();
-        let first = epoch(Kind::Service).unwrap();
-        // Applying the same files again changes nothing.
-        let docs = parse_documents("t.yaml", DOCS, Format::Yaml).unwrap();
-        store.apply_resources(&docs, false, false).unwrap();
-        assert_eq!(epoch(Kind::Service), Some(first));
-        assert_eq!(epoch(Kind::Intents), None);
-        // A single-resource write (the API's) moves its kind only.
-        let target = epoch(Kind::Target);
-        let stored = store
-            .get_resource(Kind::Service, "a", "s")
-            .unwrap()
-            .unwrap();
-        let mut service = stored.resource;
-        service.metadata.labels.insert("team".into(), "x".into());
-        store
-            .put_resource(service, Precondition::Generation(stored.generation))
-            .unwrap();
-        assert_eq!(epoch(Kind::Service), Some(first + 1));
-        assert_eq!(epoch(Kind::Target), target);
-        store.delete_resource(Kind::Service, "a", "s").unwrap();
-        assert_eq!(epoch(Kind::Service), Some(first + 2));
-    }
+        fn kind_epochs_move_on_every_write_path_and_only_on_changes(state) {
+            let store = seeded(&state);
+            let epoch = |kind| store.kind_epochs().unwrap().get(&kind).copied();
+            let first = epoch(Kind::Service).unwrap();
+            // Applying the same files again changes nothing.
+            let docs = parse_documents("t.yaml", DOCS, Format::Yaml).unwrap();
+            store.apply_resources(&docs, false, false).unwrap();
+            assert_eq!(epoch(Kind::Service), Some(first));
+            assert_eq!(epoch(Kind::Intents), None);
+            // A single-resource write (the API's) moves its kind only.
+            let target = epoch(Kind::Target);
+            let stored = store
+                .get_resource(Kind::Service, "a", "s")
+                .unwrap()
+                .unwrap();
+            let mut service = stored.resource;
+            service.metadata.labels.insert("team".into(), "x".into());
+            store
+                .put_resource(service, Precondition::Generation(stored.generation))
+                .unwrap();
+            assert_eq!(epoch(Kind::Service), Some(first + 1));
+            assert_eq!(epoch(Kind::Target), target);
+            store.delete_resource(Kind::Service, "a", "s").unwrap();
+            assert_eq!(epoch(Kind::Service), Some(first + 2));
+        }
 
-    #[test]
-    fn deletes_refuse_to_break_references() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = seeded(dir.path());
-        assert!(store.delete_resource(Kind::Target, "a", "pg").is_err());
-        assert!(store.delete_resource(Kind::Namespace, "", "a").is_err());
-        assert!(store
-            .delete_resource(Kind::Namespace, "", "default")
-            .is_err());
-        store.delete_resource(Kind::Service, "a", "s").unwrap();
-        store.delete_resource(Kind::Target, "a", "pg").unwrap();
-        assert!(matches!(
-            store.delete_resource(Kind::Target, "a", "pg"),
-            Err(StateError::NotFound(_))
-        ));
+        fn deletes_refuse_to_break_references(state) {
+            let store = seeded(&state);
+            assert!(store.delete_resource(Kind::Target, "a", "pg").is_err());
+            assert!(store.delete_resource(Kind::Namespace, "", "a").is_err());
+            assert!(store
+                .delete_resource(Kind::Namespace, "", "default")
+                .is_err());
+            store.delete_resource(Kind::Service, "a", "s").unwrap();
+            store.delete_resource(Kind::Target, "a", "pg").unwrap();
+            assert!(matches!(
+                store.delete_resource(Kind::Target, "a", "pg"),
+                Err(StateError::NotFound(_))
+            ));
+        }
     }
 }

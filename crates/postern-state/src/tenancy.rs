@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::db::{args, Db};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use postern_model::{
@@ -12,7 +13,6 @@ use postern_model::{
     SecretValue, Spec,
 };
 use rand::Rng;
-use crate::db::{args, Db};
 use sha2::{Digest, Sha256};
 
 use crate::store::{hex, now, random_hex, random_token, StoredResource};
@@ -163,14 +163,18 @@ impl Store {
         identity: &QualifiedName,
     ) -> Result<Vec<ClientInfo>, StateError> {
         self.read(|conn| {
-            let rows = conn.query_map("SELECT client_id, created_at FROM identity_clients
-                 WHERE namespace = ?1 AND identity = ?2 ORDER BY created_at, client_id", args![identity.namespace, identity.name], |row| {
+            let rows = conn.query_map(
+                "SELECT client_id, created_at FROM identity_clients
+                 WHERE namespace = ?1 AND identity = ?2 ORDER BY created_at, client_id",
+                args![identity.namespace, identity.name],
+                |row| {
                     Ok(ClientInfo {
                         client_id: row.get(0)?,
                         identity: identity.clone(),
                         created_at: row.get(1)?,
                     })
-                })?;
+                },
+            )?;
             Ok(rows)
         })
     }
@@ -203,8 +207,11 @@ impl Store {
     pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StateError> {
         // Read sealed (the nonce rides in `pkcs8` until unsealed below).
         let rows: Vec<(SigningKey, Vec<u8>)> = self.read(|conn| {
-            let rows = conn.query_map("SELECT kid, nonce, sealed, public_key, created_at, retired_at
-                 FROM signing_keys ORDER BY created_at DESC, kid", args![], |row| {
+            let rows = conn.query_map(
+                "SELECT kid, nonce, sealed, public_key, created_at, retired_at
+                 FROM signing_keys ORDER BY created_at DESC, kid",
+                args![],
+                |row| {
                     Ok((
                         SigningKey {
                             kid: row.get(0)?,
@@ -215,7 +222,8 @@ impl Store {
                         },
                         row.get(1)?,
                     ))
-                })?;
+                },
+            )?;
             Ok(rows)
         })?;
         rows.into_iter()
@@ -288,24 +296,20 @@ impl Store {
 
     pub fn access_token(&self, jti: &str) -> Result<Option<TokenRecord>, StateError> {
         self.read(|conn| {
-            Ok(conn
-                .query_opt(
-                    "SELECT jti, namespace, identity, issued_at, expires_at, revoked_at
+            Ok(conn.query_opt(
+                "SELECT jti, namespace, identity, issued_at, expires_at, revoked_at
                      FROM access_tokens WHERE jti = ?1",
-                    args![jti],
-                    |row| {
-                        Ok(TokenRecord {
-                            jti: row.get(0)?,
-                            identity: QualifiedName::new(
-                                row.get::<String>(1)?,
-                                row.get::<String>(2)?,
-                            ),
-                            issued_at: row.get(3)?,
-                            expires_at: row.get(4)?,
-                            revoked_at: row.get(5)?,
-                        })
-                    },
-                )?)
+                args![jti],
+                |row| {
+                    Ok(TokenRecord {
+                        jti: row.get(0)?,
+                        identity: QualifiedName::new(row.get::<String>(1)?, row.get::<String>(2)?),
+                        issued_at: row.get(3)?,
+                        expires_at: row.get(4)?,
+                        revoked_at: row.get(5)?,
+                    })
+                },
+            )?)
         })
     }
 
@@ -334,7 +338,9 @@ impl Store {
     ) -> Result<bool, StateError> {
         self.write(|tx| {
             let existing: i64 =
-                tx.query_row("SELECT count(*) FROM admin_tokens", args![], |row| row.get(0))?;
+                tx.query_row("SELECT count(*) FROM admin_tokens", args![], |row| {
+                    row.get(0)
+                })?;
             if existing > 0 {
                 return Ok(false);
             }
@@ -542,111 +548,99 @@ impl<'a> AccessView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master_key::KeySettings;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = KeySettings {
-            inline: None,
-            credentials_directory: None,
-            key_file: dir.path().join("master.key"),
-        };
-        let store = Store::open(dir.path(), &keys).unwrap();
-        (dir, store)
-    }
+    use crate::testing::on_both_backends;
 
     #[test]
     fn decoy_hash_parses() {
         PasswordHash::new(DECOY_HASH).unwrap();
     }
 
-    #[test]
-    fn client_secrets_verify_only_when_right() {
-        let (_dir, store) = store();
-        let docs = postern_model::parse_documents(
-            "t.yaml",
-            "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload}\n",
-            postern_model::Format::Yaml,
-        )
-        .unwrap();
-        store.apply_resources(&docs, false, false).unwrap();
-        let who = QualifiedName::new("a", "w");
-        let client = store.create_identity_client(&who, unguarded).unwrap();
-        assert_eq!(
-            store
-                .verify_identity_client(&client.client_id, client.secret.expose())
-                .unwrap(),
-            Some(who.clone())
-        );
-        assert_eq!(
-            store
-                .verify_identity_client(&client.client_id, "pcs_wrong")
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .verify_identity_client("pc_unknown", client.secret.expose())
-                .unwrap(),
-            None
-        );
-        let stored: String = store
-            .read(
-                |c| Ok(c.query_row("SELECT secret_hash FROM identity_clients", args![], |r| r.get(0))?),
+    on_both_backends! {
+        fn client_secrets_verify_only_when_right(state) {
+            let store = state.open();
+            let docs = postern_model::parse_documents(
+                "t.yaml",
+                "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload}\n",
+                postern_model::Format::Yaml,
             )
             .unwrap();
-        assert!(!stored.contains(client.secret.expose()));
-    }
+            store.apply_resources(&docs, false, false).unwrap();
+            let who = QualifiedName::new("a", "w");
+            let client = store.create_identity_client(&who, unguarded).unwrap();
+            assert_eq!(
+                store
+                    .verify_identity_client(&client.client_id, client.secret.expose())
+                    .unwrap(),
+                Some(who.clone())
+            );
+            assert_eq!(
+                store
+                    .verify_identity_client(&client.client_id, "pcs_wrong")
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .verify_identity_client("pc_unknown", client.secret.expose())
+                    .unwrap(),
+                None
+            );
+            let stored: String = store
+                .read(
+                    |c| Ok(c.query_row("SELECT secret_hash FROM identity_clients", args![], |r| r.get(0))?),
+                )
+                .unwrap();
+            assert!(!stored.contains(client.secret.expose()));
+        }
 
-    #[test]
-    fn a_guard_sees_the_write_s_state_and_its_refusal_writes_nothing() {
-        let (_dir, store) = store();
-        let yaml = |text: &str| {
-            postern_model::parse_documents("t.yaml", text, postern_model::Format::Yaml).unwrap()
-        };
-        let setup = "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload, groups: [ops]}\n---\nkind: RoleBinding\nmetadata: {name: ops-admin, namespace: a}\nspec: {role: namespace-admin, subject: {group: ops}}\n";
-        store.apply_resources(&yaml(setup), false, false).unwrap();
-        let who = QualifiedName::new("a", "w");
-        let changed = yaml("kind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload, groups: []}\n");
-        let resource = changed[0].resource.clone();
-        let refused =
-            store.put_resource_guarded(resource.clone(), Precondition::Generation(1), |view| {
-                let (spec, access) = view.access_of(&who)?.unwrap();
-                assert_eq!(spec.groups, ["ops"]);
-                assert_ne!(access, view.access_for(&who, &[])?, "the binding counts");
+        fn a_guard_sees_the_write_s_state_and_its_refusal_writes_nothing(state) {
+            let store = state.open();
+            let yaml = |text: &str| {
+                postern_model::parse_documents("t.yaml", text, postern_model::Format::Yaml).unwrap()
+            };
+            let setup = "kind: Namespace\nmetadata: {name: a}\n---\nkind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload, groups: [ops]}\n---\nkind: RoleBinding\nmetadata: {name: ops-admin, namespace: a}\nspec: {role: namespace-admin, subject: {group: ops}}\n";
+            store.apply_resources(&yaml(setup), false, false).unwrap();
+            let who = QualifiedName::new("a", "w");
+            let changed = yaml("kind: Identity\nmetadata: {name: w, namespace: a}\nspec: {type: workload, groups: []}\n");
+            let resource = changed[0].resource.clone();
+            let refused =
+                store.put_resource_guarded(resource.clone(), Precondition::Generation(1), |view| {
+                    let (spec, access) = view.access_of(&who)?.unwrap();
+                    assert_eq!(spec.groups, ["ops"]);
+                    assert_ne!(access, view.access_for(&who, &[])?, "the binding counts");
+                    Err(StateError::Refused("no".into()))
+                });
+            assert!(
+                matches!(refused, Err(StateError::Refused(_))),
+                "{refused:?}"
+            );
+            let (spec, _) = store.access_of(&who).unwrap().unwrap();
+            assert_eq!(spec.groups, ["ops"], "nothing written");
+            let deleted = store.delete_resource_guarded(Kind::Identity, "a", "w", None, |_| {
                 Err(StateError::Refused("no".into()))
             });
-        assert!(
-            matches!(refused, Err(StateError::Refused(_))),
-            "{refused:?}"
-        );
-        let (spec, _) = store.access_of(&who).unwrap().unwrap();
-        assert_eq!(spec.groups, ["ops"], "nothing written");
-        let deleted = store.delete_resource_guarded(Kind::Identity, "a", "w", None, |_| {
-            Err(StateError::Refused("no".into()))
-        });
-        assert!(matches!(deleted, Err(StateError::Refused(_))));
-        assert!(store.access_of(&who).unwrap().is_some(), "nothing deleted");
-        store
-            .put_resource_guarded(resource, Precondition::Generation(1), |_| Ok(()))
-            .unwrap();
-        assert!(store.access_of(&who).unwrap().unwrap().0.groups.is_empty());
-    }
+            assert!(matches!(deleted, Err(StateError::Refused(_))));
+            assert!(store.access_of(&who).unwrap().is_some(), "nothing deleted");
+            store
+                .put_resource_guarded(resource, Precondition::Generation(1), |_| Ok(()))
+                .unwrap();
+            assert!(store.access_of(&who).unwrap().unwrap().0.groups.is_empty());
+        }
 
-    #[test]
-    fn bootstrap_token_is_made_once_and_only_when_published() {
-        let (_dir, store) = store();
-        let failed = store.create_bootstrap_token(|_| Err(std::io::Error::other("disk full")));
-        assert!(failed.is_err());
-        let mut kept = None;
-        assert!(store
-            .create_bootstrap_token(|token| {
-                kept = Some(token.clone());
-                Ok(())
-            })
-            .unwrap());
-        assert!(!store.create_bootstrap_token(|_| Ok(())).unwrap());
-        assert!(store.is_admin_token(kept.unwrap().expose()).unwrap());
-        assert!(!store.is_admin_token("pat_other").unwrap());
+        fn bootstrap_token_is_made_once_and_only_when_published(state) {
+            let store = state.open();
+            let failed = store.create_bootstrap_token(|_| Err(std::io::Error::other("disk full")));
+            assert!(failed.is_err());
+            let mut kept = None;
+            assert!(store
+                .create_bootstrap_token(|token| {
+                    kept = Some(token.clone());
+                    Ok(())
+                })
+                .unwrap());
+            assert!(!store.create_bootstrap_token(|_| Ok(())).unwrap());
+            assert!(store.is_admin_token(kept.unwrap().expose()).unwrap());
+            assert!(!store.is_admin_token("pat_other").unwrap());
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use postern_model::{log_line, AuditRecord, AuditSink, SessionInfo};
 use crate::db::{args, Db};
+use postern_model::{log_line, AuditRecord, AuditSink, SessionInfo};
 
 pub(crate) use legacy::convert_legacy_events;
 use segment::{Body, DecodedSegment, SegmentEvent, SegmentWriter, INDEX_BITS};
@@ -139,10 +139,10 @@ impl Store {
             if by_session {
                 let sql = format!(
                     "SELECT key, json FROM audit_sessions
-                     WHERE (?1 IS NULL OR identity = ?1) AND (?2 IS NULL OR namespace = ?2)
-                       AND (?3 IS NULL OR service LIKE ?3)
-                       AND (?4 IS NULL OR EXISTS (SELECT 1 FROM {}
-                                                  WHERE service LIKE '%.' || ns.value))",
+                     WHERE (identity = ?1 OR ?1 IS NULL) AND (namespace = ?2 OR ?2 IS NULL)
+                       AND (service LIKE ?3 OR ?3 IS NULL)
+                       AND (EXISTS (SELECT 1 FROM {} WHERE service LIKE '%.' || ns.value)
+                            OR ?4 IS NULL)",
                     conn.json_elements("?4", &[], "ns")
                 );
                 let rows = conn.query_map(
@@ -160,16 +160,16 @@ impl Store {
             // connection answers one statement at a time).
             let segments = format!(
                 "SELECT id, data FROM audit_segments
-                 WHERE (?1 IS NULL OR id >= ?1) AND (?2 IS NULL OR last_ms >= ?2)
-                   AND (?7 IS NULL OR id <= ?7) AND (?10 IS NULL OR id < ?10)
+                 WHERE (id >= ?1 OR ?1 IS NULL) AND (last_ms >= ?2 OR ?2 IS NULL)
+                   AND (id <= ?7 OR ?7 IS NULL) AND (id < ?10 OR ?10 IS NULL)
                    AND (?3 = 0 OR id IN (
                        SELECT ss.segment_id FROM audit_segment_sessions AS ss
                        JOIN audit_sessions AS s ON s.key = ss.session_key
-                       WHERE (?4 IS NULL OR s.identity = ?4) AND (?5 IS NULL OR s.namespace = ?5)
-                         AND (?6 IS NULL OR s.service LIKE ?6)
-                         AND (?8 IS NULL OR EXISTS (SELECT 1 FROM {}
-                                                    WHERE s.service LIKE '%.' || ns.value))))
-                   AND (?9 IS NULL OR first_ms <= ?9)
+                       WHERE (s.identity = ?4 OR ?4 IS NULL) AND (s.namespace = ?5 OR ?5 IS NULL)
+                         AND (s.service LIKE ?6 OR ?6 IS NULL)
+                         AND (EXISTS (SELECT 1 FROM {} WHERE s.service LIKE '%.' || ns.value)
+                              OR ?8 IS NULL)))
+                   AND (first_ms <= ?9 OR ?9 IS NULL)
                  ORDER BY id DESC LIMIT {SEGMENTS_PER_READ}",
                 conn.json_elements("?8", &[], "ns")
             );
@@ -442,6 +442,7 @@ mod tests {
     use postern_model::{AuditEvent, EventType, IdentityInfo, SessionInfo};
 
     use super::*;
+    use crate::testing::on_both_backends;
     use crate::KeySettings;
 
     fn store(dir: &std::path::Path) -> Arc<Store> {
@@ -490,146 +491,6 @@ mod tests {
         store
             .read(|conn| Ok(conn.query_row(sql, args![], |row| row.get(0))?))
             .unwrap()
-    }
-
-    #[test]
-    fn events_read_back_as_the_lines_they_were_a_batch_is_one_row_a_session_stored_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
-        let records = records("s-1", 6, 0);
-        sink.write(&records.iter().collect::<Vec<_>>()).unwrap();
-        let lines: Vec<String> = records.iter().map(|r| r.json().to_owned()).collect();
-        assert_eq!(read(&store, &query(1000)), lines);
-        assert_eq!(count(&store, "SELECT count(*) FROM audit_segments"), 1);
-        assert_eq!(count(&store, "SELECT count(*) FROM audit_sessions"), 1);
-        // Filters on the session's fields; the newest `limit` come back, oldest first.
-        let filtered = AuditQuery {
-            identity: Some("alice.team-a".into()),
-            service: Some("orders".into()),
-            limit: 2,
-            ..AuditQuery::default()
-        };
-        assert_eq!(read(&store, &filtered), lines[4..]);
-        let other = AuditQuery {
-            identity: Some("bob".into()),
-            ..query(10)
-        };
-        assert!(read(&store, &other).is_empty());
-    }
-
-    #[test]
-    fn paging_back_by_id_bounding_by_time_and_keeping_to_namespaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
-        let mut older = records("s-1", 3, 0);
-        for record in &mut older {
-            record.event.time = SystemTime::now() - Duration::from_secs(600);
-        }
-        sink.write(&older.iter().collect::<Vec<_>>()).unwrap();
-        let newer = records("s-2", 3, 3);
-        sink.write(&newer.iter().collect::<Vec<_>>()).unwrap();
-        let all = store.audit_events(&query(1000)).unwrap();
-        assert_eq!(all.len(), 6);
-        // Before an id: the older ones, across the segment boundary, none twice.
-        let before = AuditQuery {
-            before_id: Some(all[4].id),
-            ..query(1000)
-        };
-        let page: Vec<i64> = store
-            .audit_events(&before)
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(page, all[..4].iter().map(|e| e.id).collect::<Vec<_>>());
-        // Until a time: the older segment only.
-        let until = AuditQuery {
-            until_ms: Some(postern_model::unix_millis(SystemTime::now()) - 300_000),
-            ..query(1000)
-        };
-        assert_eq!(store.audit_events(&until).unwrap().len(), 3);
-        // Namespaces: the sessions of services in them (orders.team-a here), or nothing.
-        let readable = |namespaces: &[&str]| AuditQuery {
-            namespaces: Some(namespaces.iter().map(|s| s.to_string()).collect()),
-            ..query(1000)
-        };
-        assert_eq!(store.audit_events(&readable(&["team-a"])).unwrap().len(), 6);
-        assert_eq!(
-            store
-                .audit_events(&readable(&["team-b", "team-a"]))
-                .unwrap()
-                .len(),
-            6
-        );
-        assert!(store
-            .audit_events(&readable(&["team-b"]))
-            .unwrap()
-            .is_empty());
-        assert!(store.audit_events(&readable(&["team"])).unwrap().is_empty());
-        assert!(store.audit_events(&readable(&[])).unwrap().is_empty());
-    }
-
-    #[test]
-    fn following_by_id_and_filtering_by_type_and_time_span_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
-        let mut first = records("s-1", 3, 0);
-        first[1].event.event_type = EventType::Query;
-        first[0].event.time = SystemTime::now() - Duration::from_secs(600);
-        let second = records("s-2", 2, 3);
-        sink.write(&first.iter().collect::<Vec<_>>()).unwrap();
-        let seen = store.audit_events(&query(1000)).unwrap();
-        assert_eq!(seen.len(), 3);
-        sink.write(&second.iter().collect::<Vec<_>>()).unwrap();
-        // Following from the last id seen gives exactly what came after.
-        let after = AuditQuery {
-            after_id: seen.last().map(|e| e.id),
-            ..query(1000)
-        };
-        let newer = store.audit_events(&after).unwrap();
-        let newer_lines: Vec<&str> = newer.iter().map(|e| e.json.as_str()).collect();
-        assert_eq!(newer_lines, [second[0].json(), second[1].json()]);
-        assert!(newer.iter().all(|e| e.id > seen[2].id));
-        let queries = AuditQuery {
-            event_type: Some("QUERY".into()),
-            ..query(1000)
-        };
-        assert_eq!(read(&store, &queries), [first[1].json()]);
-        let recent = AuditQuery {
-            since_ms: Some(postern_model::unix_millis(SystemTime::now()) - 60_000),
-            ..query(1000)
-        };
-        assert_eq!(read(&store, &recent).len(), 4);
-    }
-
-    #[test]
-    fn a_replayed_batch_skips_what_was_stored_already() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
-        let first = records("s-1", 3, 0);
-        sink.write(&first.iter().collect::<Vec<_>>()).unwrap();
-        // The spill file held the same three and two more.
-        let spilled: Vec<AuditRecord> = records("s-1", 5, 0)
-            .into_iter()
-            .zip(
-                first
-                    .iter()
-                    .map(|r| r.event.time)
-                    .chain([SystemTime::now(); 2]),
-            )
-            .map(|(mut record, time)| {
-                record.event.time = time;
-                AuditRecord::from_json(record.json()).unwrap()
-            })
-            .collect();
-        sink.replay(&spilled.iter().collect::<Vec<_>>()).unwrap();
-        let stored = read(&store, &query(1000));
-        assert_eq!(stored.len(), 5, "{stored:#?}");
-        assert_eq!(stored[4], spilled[4].json());
     }
 
     #[test]
@@ -696,31 +557,202 @@ mod tests {
         assert_eq!(read(&store, &after), [newer[0].json()]);
     }
 
-    #[test]
-    fn pruning_drops_old_segments_and_their_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let mut keys = AuditKeys::default();
-        let mut old = records("s-old", 2, 0);
-        for record in &mut old {
-            record.event.time = SystemTime::now() - Duration::from_secs(7200);
+    on_both_backends! {
+        fn events_read_back_as_the_lines_they_were_a_batch_is_one_row_a_session_stored_once(state) {
+            let store = Arc::new(state.open());
+            let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+            let records = records("s-1", 6, 0);
+            sink.write(&records.iter().collect::<Vec<_>>()).unwrap();
+            let lines: Vec<String> = records.iter().map(|r| r.json().to_owned()).collect();
+            assert_eq!(read(&store, &query(1000)), lines);
+            assert_eq!(count(&store, "SELECT count(*) FROM audit_segments"), 1);
+            assert_eq!(count(&store, "SELECT count(*) FROM audit_sessions"), 1);
+            // Filters on the session's fields; the newest `limit` come back, oldest first.
+            let filtered = AuditQuery {
+                identity: Some("alice.team-a".into()),
+                service: Some("orders".into()),
+                limit: 2,
+                ..AuditQuery::default()
+            };
+            assert_eq!(read(&store, &filtered), lines[4..]);
+            let other = AuditQuery {
+                identity: Some("bob".into()),
+                ..query(10)
+            };
+            assert!(read(&store, &other).is_empty());
         }
-        let new = records("s-new", 4, 0);
-        for batch in [&old, &new] {
-            store
-                .insert_audit_records(&batch.iter().collect::<Vec<_>>(), &mut keys, false)
-                .unwrap();
+
+        fn paging_back_by_id_bounding_by_time_and_keeping_to_namespaces(state) {
+            let store = Arc::new(state.open());
+            let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+            let mut older = records("s-1", 3, 0);
+            for record in &mut older {
+                record.event.time = SystemTime::now() - Duration::from_secs(600);
+            }
+            sink.write(&older.iter().collect::<Vec<_>>()).unwrap();
+            let newer = records("s-2", 3, 3);
+            sink.write(&newer.iter().collect::<Vec<_>>()).unwrap();
+            let all = store.audit_events(&query(1000)).unwrap();
+            assert_eq!(all.len(), 6);
+            // Before an id: the older ones, across the segment boundary, none twice.
+            let before = AuditQuery {
+                before_id: Some(all[4].id),
+                ..query(1000)
+            };
+            let page: Vec<i64> = store
+                .audit_events(&before)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(page, all[..4].iter().map(|e| e.id).collect::<Vec<_>>());
+            // Until a time: the older segment only.
+            let until = AuditQuery {
+                until_ms: Some(postern_model::unix_millis(SystemTime::now()) - 300_000),
+                ..query(1000)
+            };
+            assert_eq!(store.audit_events(&until).unwrap().len(), 3);
+            // Namespaces: the sessions of services in them (orders.team-a here), or nothing.
+            let readable = |namespaces: &[&str]| AuditQuery {
+                namespaces: Some(namespaces.iter().map(|s| s.to_string()).collect()),
+                ..query(1000)
+            };
+            assert_eq!(store.audit_events(&readable(&["team-a"])).unwrap().len(), 6);
+            assert_eq!(
+                store
+                    .audit_events(&readable(&["team-b", "team-a"]))
+                    .unwrap()
+                    .len(),
+                6
+            );
+            assert!(store
+                .audit_events(&readable(&["team-b"]))
+                .unwrap()
+                .is_empty());
+            assert!(store.audit_events(&readable(&["team"])).unwrap().is_empty());
+            assert!(store.audit_events(&readable(&[])).unwrap().is_empty());
         }
-        let cutoff = postern_model::unix_millis(SystemTime::now()) - 3_600_000;
-        assert_eq!(store.prune_audit_events(cutoff).unwrap(), 2);
-        assert_eq!(count(&store, "SELECT count(*) FROM audit_sessions"), 1);
-        assert_eq!(
-            count(&store, "SELECT count(*) FROM audit_segment_sessions"),
-            1
-        );
-        assert_eq!(
-            read(&store, &query(1000)),
-            new.iter().map(|r| r.json()).collect::<Vec<_>>()
-        );
+
+        fn reads_go_on_past_a_page_of_segments_until_enough_events_are_found(state) {
+            // More segments than one read fetches, most of them without a matching event.
+            let store = Arc::new(state.open());
+            let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+            let batches = 3 * SEGMENTS_PER_READ;
+            let mut written = Vec::new();
+            for n in 0..batches {
+                let mut batch = records(&format!("s-{n}"), 1, n);
+                if n % 5 == 0 {
+                    batch[0].event.event_type = EventType::Query;
+                }
+                sink.write(&batch.iter().collect::<Vec<_>>()).unwrap();
+                written.extend(batch);
+            }
+            assert_eq!(
+                count(&store, "SELECT count(*) FROM audit_segments"),
+                i64::try_from(batches).unwrap()
+            );
+            let all = read(&store, &query(1000));
+            assert_eq!(all.len(), batches);
+            let newest: Vec<&str> = written[batches - 10..].iter().map(|r| r.json()).collect();
+            assert_eq!(read(&store, &query(10)), newest);
+            let queries: Vec<&str> = written
+                .iter()
+                .filter(|r| r.event.event_type == EventType::Query)
+                .map(|r| r.json())
+                .collect();
+            let only_queries = AuditQuery {
+                event_type: Some("QUERY".into()),
+                ..query(1000)
+            };
+            assert_eq!(read(&store, &only_queries), queries);
+            let two_queries = AuditQuery {
+                limit: 2,
+                ..only_queries
+            };
+            assert_eq!(read(&store, &two_queries), queries[queries.len() - 2..]);
+        }
+
+        fn following_by_id_and_filtering_by_type_and_time_span_segments(state) {
+            let store = Arc::new(state.open());
+            let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+            let mut first = records("s-1", 3, 0);
+            first[1].event.event_type = EventType::Query;
+            first[0].event.time = SystemTime::now() - Duration::from_secs(600);
+            let second = records("s-2", 2, 3);
+            sink.write(&first.iter().collect::<Vec<_>>()).unwrap();
+            let seen = store.audit_events(&query(1000)).unwrap();
+            assert_eq!(seen.len(), 3);
+            sink.write(&second.iter().collect::<Vec<_>>()).unwrap();
+            // Following from the last id seen gives exactly what came after.
+            let after = AuditQuery {
+                after_id: seen.last().map(|e| e.id),
+                ..query(1000)
+            };
+            let newer = store.audit_events(&after).unwrap();
+            let newer_lines: Vec<&str> = newer.iter().map(|e| e.json.as_str()).collect();
+            assert_eq!(newer_lines, [second[0].json(), second[1].json()]);
+            assert!(newer.iter().all(|e| e.id > seen[2].id));
+            let queries = AuditQuery {
+                event_type: Some("QUERY".into()),
+                ..query(1000)
+            };
+            assert_eq!(read(&store, &queries), [first[1].json()]);
+            let recent = AuditQuery {
+                since_ms: Some(postern_model::unix_millis(SystemTime::now()) - 60_000),
+                ..query(1000)
+            };
+            assert_eq!(read(&store, &recent).len(), 4);
+        }
+
+        fn a_replayed_batch_skips_what_was_stored_already(state) {
+            let store = Arc::new(state.open());
+            let mut sink = StateAuditSink::new(store.clone(), Duration::from_secs(3600));
+            let first = records("s-1", 3, 0);
+            sink.write(&first.iter().collect::<Vec<_>>()).unwrap();
+            // The spill file held the same three and two more.
+            let spilled: Vec<AuditRecord> = records("s-1", 5, 0)
+                .into_iter()
+                .zip(
+                    first
+                        .iter()
+                        .map(|r| r.event.time)
+                        .chain([SystemTime::now(); 2]),
+                )
+                .map(|(mut record, time)| {
+                    record.event.time = time;
+                    AuditRecord::from_json(record.json()).unwrap()
+                })
+                .collect();
+            sink.replay(&spilled.iter().collect::<Vec<_>>()).unwrap();
+            let stored = read(&store, &query(1000));
+            assert_eq!(stored.len(), 5, "{stored:#?}");
+            assert_eq!(stored[4], spilled[4].json());
+        }
+
+        fn pruning_drops_old_segments_and_their_sessions(state) {
+            let store = Arc::new(state.open());
+            let mut keys = AuditKeys::default();
+            let mut old = records("s-old", 2, 0);
+            for record in &mut old {
+                record.event.time = SystemTime::now() - Duration::from_secs(7200);
+            }
+            let new = records("s-new", 4, 0);
+            for batch in [&old, &new] {
+                store
+                    .insert_audit_records(&batch.iter().collect::<Vec<_>>(), &mut keys, false)
+                    .unwrap();
+            }
+            let cutoff = postern_model::unix_millis(SystemTime::now()) - 3_600_000;
+            assert_eq!(store.prune_audit_events(cutoff).unwrap(), 2);
+            assert_eq!(count(&store, "SELECT count(*) FROM audit_sessions"), 1);
+            assert_eq!(
+                count(&store, "SELECT count(*) FROM audit_segment_sessions"),
+                1
+            );
+            assert_eq!(
+                read(&store, &query(1000)),
+                new.iter().map(|r| r.json()).collect::<Vec<_>>()
+            );
+        }
     }
 }
