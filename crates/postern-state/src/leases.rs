@@ -284,11 +284,11 @@ impl Store {
 
     pub fn lease(&self, id: &str) -> Result<Option<Lease>, StateError> {
         let row = self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1"),
                 args![id],
                 lease_row,
-            )?)
+            )
         })?;
         row.map(decode).transpose()
     }
@@ -359,7 +359,7 @@ impl Store {
         role: &QualifiedName,
     ) -> Result<Option<StaticRolePassword>, StateError> {
         let row: Option<StaticRow> = self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 "SELECT username, nonce, ciphertext, pending_nonce, pending_ciphertext,
                          rotated_at, last_error
                      FROM static_roles WHERE namespace = ?1 AND name = ?2",
@@ -375,7 +375,7 @@ impl Store {
                         row.get(6)?,
                     ))
                 },
-            )?)
+            )
         })?;
         let Some((username, nonce, sealed, pending_nonce, pending_sealed, rotated_at, last_error)) =
             row

@@ -144,7 +144,7 @@ impl Store {
         identity: &QualifiedName,
     ) -> Result<Option<ManagedRole>, StateError> {
         let row: Option<RoleRow> = self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 &format!(
                     "SELECT {} FROM managed_roles WHERE target_namespace = ?1
                          AND target_name = ?2 AND identity_namespace = ?3 AND identity_name = ?4",
@@ -157,7 +157,7 @@ impl Store {
                     identity.name
                 ],
                 Self::role_row,
-            )?)
+            )
         })?;
         row.map(|row| self.unseal_role(target, row)).transpose()
     }
@@ -416,7 +416,7 @@ impl Store {
         plugin: &QualifiedName,
     ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 "SELECT state, message, updated_at FROM plugin_status
                      WHERE namespace = ?1 AND name = ?2",
                 args![plugin.namespace, plugin.name],
@@ -428,7 +428,7 @@ impl Store {
                         updated_at: row.get(2)?,
                     })
                 },
-            )?)
+            )
         })
     }
 
@@ -437,7 +437,7 @@ impl Store {
         intents: &QualifiedName,
     ) -> Result<Option<IntentsStatus>, StateError> {
         self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 "SELECT state, message, statement, updated_at FROM intents_status
                      WHERE namespace = ?1 AND name = ?2",
                 args![intents.namespace, intents.name],
@@ -449,7 +449,7 @@ impl Store {
                         updated_at: row.get(3)?,
                     })
                 },
-            )?)
+            )
         })
     }
 }

@@ -78,7 +78,7 @@ enum Backend {
         writer: Mutex<Connection>,
         readers: Mutex<Vec<Connection>>,
     },
-    Postgres(pg::Backend),
+    Postgres(Box<pg::Backend>),
 }
 
 impl std::fmt::Debug for Store {
@@ -89,6 +89,10 @@ impl std::fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+/// A `resources` row as read: kind, metadata, spec, generation, applied, created and
+/// updated.
+type ResourceRow = (String, String, String, i64, bool, i64, i64);
 
 /// What `open` settles about the database: the master key that unseals it and the
 /// installation's own values.
@@ -198,7 +202,7 @@ impl Store {
         let label = backend.label().to_owned();
         let identity =
             backend.write(|conn| Self::settle_identity(&Db::Postgres(conn), keys, &label))?;
-        Ok(Store::with(Backend::Postgres(backend), identity))
+        Ok(Store::with(Backend::Postgres(Box::new(backend)), identity))
     }
 
     fn with(backend: Backend, identity: Identity) -> Store {
@@ -370,9 +374,7 @@ impl Store {
 
     // ---- resources -------------------------------------------------------------------
 
-    fn row_to_resource(
-        row: &Row<'_>,
-    ) -> Result<(String, String, String, i64, bool, i64, i64), StateError> {
+    fn row_to_resource(row: &Row<'_>) -> Result<ResourceRow, StateError> {
         Ok((
             row.get(0)?,
             row.get(1)?,
@@ -385,15 +387,7 @@ impl Store {
     }
 
     fn decode_row(
-        (kind, metadata, spec, generation, applied, created_at, updated_at): (
-            String,
-            String,
-            String,
-            i64,
-            bool,
-            i64,
-            i64,
-        ),
+        (kind, metadata, spec, generation, applied, created_at, updated_at): ResourceRow,
     ) -> Result<StoredResource, StateError> {
         let corrupt = |what: String| StateError::Corrupt(what);
         let kind = Kind::from_document(&kind).map_err(corrupt)?;
@@ -891,11 +885,11 @@ impl Store {
         name: &str,
     ) -> Result<Option<SecretValue>, StateError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 "SELECT nonce, ciphertext FROM secrets WHERE namespace = ?1 AND name = ?2",
                 args![namespace, name],
                 |row| Ok((row.get(0)?, row.get(1)?)),
-            )?)
+            )
         })?;
         let Some((nonce, sealed)) = row else {
             return Ok(None);
@@ -947,10 +941,10 @@ impl Store {
 
     pub fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), StateError> {
         let deleted = self.write(|tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "DELETE FROM secrets WHERE namespace = ?1 AND name = ?2",
                 args![namespace, name],
-            )?)
+            )
         })?;
         if deleted == 0 {
             return Err(StateError::NotFound(format!("Secret {namespace}/{name}")));
@@ -1034,10 +1028,10 @@ impl Store {
     ) -> Result<(), StateError> {
         let deleted = self.write(|tx| {
             guard(&crate::AccessView::new(tx))?;
-            Ok(tx.execute(
+            tx.execute(
                 "DELETE FROM api_keys WHERE namespace = ?1 AND identity = ?2 AND id = ?3",
                 args![identity.namespace, identity.name, id],
-            )?)
+            )
         })?;
         if deleted == 0 {
             return Err(StateError::NotFound(format!(

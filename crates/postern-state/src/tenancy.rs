@@ -135,12 +135,11 @@ impl Store {
         secret: &str,
     ) -> Result<Option<QualifiedName>, StateError> {
         let row: Option<(String, String, String)> = self.read(|conn| {
-            Ok(conn
-                .query_opt(
+            conn.query_opt(
                     "SELECT namespace, identity, secret_hash FROM identity_clients WHERE client_id = ?1",
                     args![client_id],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )?)
+                )
         })?;
         let hash_text = row
             .as_ref()
@@ -188,10 +187,10 @@ impl Store {
     ) -> Result<(), StateError> {
         let deleted = self.write(|tx| {
             guard(&AccessView::new(tx))?;
-            Ok(tx.execute(
+            tx.execute(
                 "DELETE FROM identity_clients WHERE namespace = ?1 AND identity = ?2 AND client_id = ?3",
                 args![identity.namespace, identity.name, client_id],
-            )?)
+            )
         })?;
         if deleted == 0 {
             return Err(StateError::NotFound(format!(
@@ -265,10 +264,10 @@ impl Store {
     /// Deletes keys retired before `before` (unix seconds); returns how many.
     pub fn prune_signing_keys(&self, before: i64) -> Result<usize, StateError> {
         self.write(|tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
                 args![before],
-            )?)
+            )
         })
     }
 
@@ -296,7 +295,7 @@ impl Store {
 
     pub fn access_token(&self, jti: &str) -> Result<Option<TokenRecord>, StateError> {
         self.read(|conn| {
-            Ok(conn.query_opt(
+            conn.query_opt(
                 "SELECT jti, namespace, identity, issued_at, expires_at, revoked_at
                      FROM access_tokens WHERE jti = ?1",
                 args![jti],
@@ -309,17 +308,17 @@ impl Store {
                         revoked_at: row.get(5)?,
                     })
                 },
-            )?)
+            )
         })
     }
 
     /// Marks a token revoked; revoking twice is a no-op.
     pub fn revoke_access_token(&self, jti: &str) -> Result<(), StateError> {
         let found = self.write(|tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "UPDATE access_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE jti = ?1",
                 args![jti, now()],
-            )?)
+            )
         })?;
         if found == 0 {
             return Err(StateError::NotFound(format!("token {jti}")));
@@ -587,7 +586,7 @@ mod tests {
             );
             let stored: String = store
                 .read(
-                    |c| Ok(c.query_row("SELECT secret_hash FROM identity_clients", args![], |r| r.get(0))?),
+                    |c| c.query_row("SELECT secret_hash FROM identity_clients", args![], |r| r.get(0)),
                 )
                 .unwrap();
             assert!(!stored.contains(client.secret.expose()));

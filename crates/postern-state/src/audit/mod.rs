@@ -489,7 +489,7 @@ mod tests {
 
     fn count(store: &Store, sql: &str) -> i64 {
         store
-            .read(|conn| Ok(conn.query_row(sql, args![], |row| row.get(0))?))
+            .read(|conn| conn.query_row(sql, args![], |row| row.get(0)))
             .unwrap()
     }
 
