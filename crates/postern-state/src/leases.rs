@@ -421,8 +421,9 @@ impl Store {
                      pending_ciphertext, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (namespace, name) DO UPDATE SET
-                     nonce = CASE WHEN username = ?3 THEN nonce END,
-                     ciphertext = CASE WHEN username = ?3 THEN ciphertext END,
+                     nonce = CASE WHEN static_roles.username = ?3 THEN static_roles.nonce END,
+                     ciphertext = CASE WHEN static_roles.username = ?3
+                                       THEN static_roles.ciphertext END,
                      username = ?3, pending_nonce = ?4, pending_ciphertext = ?5, updated_at = ?6",
                 args![role.namespace, role.name, username, nonce, sealed, now()],
             )?;

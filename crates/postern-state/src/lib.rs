@@ -16,6 +16,8 @@ mod migrations;
 mod pg;
 mod route;
 mod store;
+#[cfg(test)]
+mod suite;
 mod tenancy;
 #[cfg(test)]
 mod testing;
