@@ -14,6 +14,7 @@ mod plugins;
 mod reload;
 mod service;
 mod settings;
+mod state_backend;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use postern_api::TokenSettings;
-use postern_config::Config;
+use postern_config::{Config, StateBackend};
 use postern_proxy::{ProxySettings, TlsConfig};
 use postern_state::{KeySettings, Store};
 
@@ -91,8 +91,15 @@ pub fn open_store_with(
     config: &Config,
     engine: postern_policy::CelEngine,
 ) -> anyhow::Result<Store> {
-    let store = Store::open(&config.state_dir, &key_settings(config))
-        .with_context(|| format!("cannot open state in {}", config.state_dir.display()))?;
+    let store = match config.state.backend {
+        StateBackend::Sqlite => Store::open(&config.state_dir, &key_settings(config))
+            .with_context(|| format!("cannot open state in {}", config.state_dir.display()))?,
+        StateBackend::Postgres => Store::open_postgres(
+            &crate::state_backend::postgres_settings(config)?,
+            &key_settings(config),
+        )
+        .context("cannot open the state on PostgreSQL")?,
+    };
     store.set_policy_engine(std::sync::Arc::new(engine));
     if store.generated_key() {
         tracing::warn!(

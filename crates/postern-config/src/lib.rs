@@ -96,6 +96,45 @@ impl Default for AuditConfig {
     }
 }
 
+/// Where the state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// `state.db` in `state_dir`: one gateway.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database that every gateway of a fleet shares.
+    Postgres,
+}
+
+/// The `[state]` section: the state database.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// For `postgres`: a libpq connection string or URL (`host=db.internal dbname=postern
+    /// user=postern sslmode=verify-full`, or `postgres://…`). `sslmode` is honoured
+    /// (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`), with `sslrootcert`
+    /// for the CA to verify against (the system's roots when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A file holding the password (a trailing newline is ignored); unset:
+    /// `$CREDENTIALS_DIRECTORY/state-password` when present, else the URL's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("StateConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
 /// The `[api]` section: the admin API and the access tokens it issues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +248,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 fn default_reconcile_on_change() -> bool {
@@ -274,6 +315,7 @@ impl Default for Config {
             token_password: TokenPassword::default(),
             audit: AuditConfig::default(),
             api: ApiConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -369,6 +411,15 @@ impl Config {
         }
         if self.max_message_size < 1024 {
             return invalid("max_message_size must be at least 1024 bytes");
+        }
+        match (self.state.backend, &self.state.url) {
+            (StateBackend::Postgres, None) => {
+                return invalid("state.backend = \"postgres\" needs state.url")
+            }
+            (StateBackend::Sqlite, Some(_)) => {
+                return invalid("state.url is for state.backend = \"postgres\"")
+            }
+            _ => {}
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return invalid("tls_cert_file and tls_key_file go together");
