@@ -97,8 +97,13 @@ pub enum RouteLookup {
 
 /// The state store failed; the message is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
-#[error("state lookup failed: {0}")]
-pub struct DirectoryError(pub String);
+#[error("state lookup failed: {message}")]
+pub struct DirectoryError {
+    pub message: String,
+    /// The state database cannot be reached (a shared one, down or cut off): new logins
+    /// wait for it (57P03) while open sessions go on.
+    pub unavailable: bool,
+}
 
 /// Connect-time lookups. Implementations may block briefly (SQLite reads); async callers
 /// run them on a blocking thread.

@@ -35,7 +35,7 @@ async fn identity_credentials(
     tokio::task::spawn_blocking(move || directory.identity_credentials(&who))
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?
-        .map_err(|e| SessionError::Internal(e.to_string()))
+        .map_err(SessionError::from)
 }
 
 /// The identity's SCRAM parameters: its keys' shared salt, or a stable fake one when it

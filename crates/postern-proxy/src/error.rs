@@ -171,6 +171,18 @@ pub enum SessionError {
     Internal(String),
     #[error("too many client connections (max_client_connections)")]
     TooManyClients,
+    /// The state database cannot be reached: the message is for logs.
+    #[error("the state database is unreachable: {0}")]
+    StateUnavailable(String),
+}
+
+impl From<postern_model::DirectoryError> for SessionError {
+    fn from(e: postern_model::DirectoryError) -> SessionError {
+        match e.unavailable {
+            true => SessionError::StateUnavailable(e.message),
+            false => SessionError::Internal(e.to_string()),
+        }
+    }
 }
 
 /// What the client is told: SQLSTATE and message.
@@ -202,7 +214,9 @@ impl SessionError {
             | SessionError::IdleInTransactionTimeout { .. } => ErrorKind::User,
             SessionError::Upstream { .. } | SessionError::NoLease(_) => ErrorKind::Upstream,
             SessionError::LeaseExpired | SessionError::TooManyClients => ErrorKind::User,
-            SessionError::ShuttingDown | SessionError::Internal(_) => ErrorKind::Internal,
+            SessionError::ShuttingDown
+            | SessionError::Internal(_)
+            | SessionError::StateUnavailable(_) => ErrorKind::Internal,
         }
     }
 
@@ -284,6 +298,11 @@ impl SessionError {
                 "terminating connection due to administrator command".to_owned(),
             ),
             SessionError::Internal(_) => ("XX000", "internal error in the gateway".to_owned()),
+            // As PostgreSQL answers while it cannot take connections yet: retry later.
+            SessionError::StateUnavailable(_) => (
+                "57P03",
+                "the gateway cannot reach its state database; try again shortly".to_owned(),
+            ),
             // PostgreSQL's own words past max_connections.
             SessionError::TooManyClients => ("53300", "sorry, too many clients already".to_owned()),
             // It reads nothing: an ErrorResponse could not reach it.

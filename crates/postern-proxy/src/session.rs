@@ -624,5 +624,5 @@ async fn lookup_route(
     tokio::task::spawn_blocking(move || directory.upstream_route(&service, &identity, &client))
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?
-        .map_err(|e| SessionError::Internal(e.to_string()))
+        .map_err(SessionError::from)
 }

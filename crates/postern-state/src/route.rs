@@ -41,7 +41,7 @@ impl Directory for Store {
                 certificate_common_name,
             }))
         };
-        lookup().map_err(|e| DirectoryError(e.to_string()))
+        lookup().map_err(|e| directory_error(&e))
     }
 
     fn upstream_route(
@@ -51,7 +51,7 @@ impl Directory for Store {
         client: &ClientFacts,
     ) -> Result<RouteLookup, DirectoryError> {
         self.route(service, identity, client)
-            .map_err(|e| DirectoryError(e.to_string()))
+            .map_err(|e| directory_error(&e))
     }
 
     fn resource_epoch(&self) -> Result<u64, DirectoryError> {
@@ -62,7 +62,7 @@ impl Directory for Store {
                 })?;
             Ok(u64::try_from(epoch).unwrap_or(0))
         })
-        .map_err(|e| DirectoryError(e.to_string()))
+        .map_err(|e| directory_error(&e))
     }
 }
 
@@ -327,5 +327,12 @@ impl Store {
                 }
                 _ => false,
             }))
+    }
+}
+
+fn directory_error(e: &StateError) -> DirectoryError {
+    DirectoryError {
+        message: e.to_string(),
+        unavailable: matches!(e, StateError::Unavailable(_)),
     }
 }
