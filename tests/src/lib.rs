@@ -149,6 +149,62 @@ pub struct Gateway {
     port: u16,
     /// The certificate clients verify when the gateway was started for TLS clients.
     client_tls: Option<TestCert>,
+    /// A configuration file the gateway and its CLI commands read (`POSTERN_CONFIG`).
+    config: Option<PathBuf>,
+}
+
+/// A state database on PostgreSQL that several gateways share, with the master key
+/// they all need.
+pub struct SharedState {
+    /// libpq connection string of the state database (no password).
+    pub conninfo: String,
+    pub database: String,
+    password: String,
+    master_key: String,
+}
+
+impl SharedState {
+    /// A new database `name` on `pg` for gateways to share.
+    pub async fn create(pg: &LocalPg, name: &str) -> SharedState {
+        let admin = pg.connect("postgres").await.expect("connect as superuser");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the state database");
+        let mut key = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
+        SharedState {
+            conninfo: format!(
+                "host=127.0.0.1 port={} user=postgres dbname={name} sslmode=disable",
+                pg.port()
+            ),
+            database: name.to_owned(),
+            password: pg.superuser_password().to_owned(),
+            master_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
+        }
+    }
+
+    /// The master key every gateway of the fleet is given (base64).
+    pub fn master_key(&self) -> &str {
+        &self.master_key
+    }
+
+    /// The state database's password (for tests that look for it where it must not be).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A gateway configuration using this state (its password from a file in `dir`).
+    fn config(&self, dir: &Path) -> String {
+        let password_file = dir.join("state-password");
+        std::fs::write(&password_file, format!("{}\n", self.password)).expect("password file");
+        format!(
+            "master_key = \"{}\"\n[state]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            self.master_key,
+            self.conninfo,
+            password_file.display()
+        )
+    }
 }
 
 /// Which client leg a test runs over.
@@ -226,6 +282,7 @@ impl Gateway {
             child: None,
             port: 0,
             client_tls: None,
+            config: None,
         };
         gateway.spawn(extra).await;
         gateway
@@ -256,6 +313,27 @@ impl Gateway {
         .await;
     }
 
+    /// Starts `bin serve` on `state` (PostgreSQL, shared with other gateways); its CLI
+    /// commands use that state too.
+    pub async fn start_on(bin: &str, state: &SharedState, extra: &[&str]) -> Gateway {
+        let dir = tempfile::Builder::new()
+            .prefix("postern-test-")
+            .tempdir()
+            .expect("state dir");
+        let config = dir.path().join("postern.toml");
+        std::fs::write(&config, state.config(dir.path())).expect("write configuration");
+        let mut gateway = Gateway {
+            bin: PathBuf::from(bin),
+            dir,
+            child: None,
+            port: 0,
+            client_tls: None,
+            config: Some(config),
+        };
+        gateway.spawn(extra).await;
+        gateway
+    }
+
     /// The admin API's port (it starts just after the proxy).
     pub async fn api_port(&self) -> u16 {
         let log_path = self.log_path();
@@ -280,6 +358,9 @@ impl Gateway {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("POSTERN_STATE_DIR", self.dir.path());
+        if let Some(config) = &self.config {
+            command.env("POSTERN_CONFIG", config);
+        }
         command
     }
 

@@ -92,22 +92,27 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    let ready = blocking(move || {
-        Ok(api
-            .store
+    let store = api.store.clone();
+    let (reachable, leader, shared) = blocking(move || {
+        let reachable = store
             .list_resources(Some(postern_model::Kind::Namespace), None)
-            .is_ok())
+            .is_ok();
+        Ok((reachable, store.is_leader(), store.is_shared()))
     })
     .await
-    .unwrap_or(false);
-    if ready {
-        Json(json!({"status": "ready"})).into_response()
+    .unwrap_or((false, false, api.store.is_shared()));
+    let body = json!({
+        "status": if reachable { "ready" } else { "unavailable" },
+        "state": {
+            "backend": if shared { "postgres" } else { "sqlite" },
+            "reachable": reachable,
+        },
+        "leader": leader,
+    });
+    if reachable {
+        Json(body).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable"})),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 

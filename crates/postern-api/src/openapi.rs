@@ -127,8 +127,8 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/readyz".into(),
-        json!({"get": public(op("readiness: the state store answers", vec![],
-            json!({"200": ok("ready", "Status"), "503": ok("not ready", "Status")}), None))}),
+        json!({"get": public(op("readiness: the state store answers; whether this gateway leads those sharing its state", vec![],
+            json!({"200": ok("ready", "Readiness"), "503": ok("not ready: the state database cannot be reached", "Readiness")}), None))}),
     );
     paths.insert(
         "/metrics".into(),
@@ -383,6 +383,22 @@ fn schemas() -> Value {
             }
         },
         "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "state", "leader"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "unavailable"]},
+                "state": {
+                    "type": "object",
+                    "required": ["backend", "reachable"],
+                    "properties": {
+                        "backend": {"type": "string", "enum": ["sqlite", "postgres"]},
+                        "reachable": {"type": "boolean"}
+                    }
+                },
+                "leader": {"type": "boolean", "description": "runs the reaper, the reconciler and the rotations (always true on SQLite)"}
+            }
+        },
         "Metadata": {
             "type": "object",
             "required": ["name"],

@@ -9,6 +9,7 @@ mod access_log;
 mod background;
 mod bootstrap;
 mod changes;
+mod leadership;
 mod metrics;
 mod plugins;
 mod reload;
@@ -182,19 +183,17 @@ impl App {
         };
         let mut background = tokio::task::JoinSet::new();
         background.spawn(plugins.watch());
-        background.spawn(background::reconcile_when_due(
-            store.clone(),
-            (config.reconcile_interval_secs > 0)
+        background.spawn(leadership::lead(leadership::LeaderWork {
+            store: store.clone(),
+            reconcile_interval: (config.reconcile_interval_secs > 0)
                 .then(|| Duration::from_secs(config.reconcile_interval_secs)),
             reconcile_wake,
-            reconcile_runs.clone(),
-        ));
-        background.spawn(background::issuer_work(
-            issuer.clone(),
-            wakes.rotation.clone(),
-        ));
+            reconcile_runs: reconcile_runs.clone(),
+            issuer: issuer.clone(),
+            rotation_wake: wakes.rotation.clone(),
+            tokens: tokens.clone(),
+        }));
         background.spawn(changes::watch(store.clone(), wakes));
-        background.spawn(background::maintain_signing_keys(tokens.clone()));
 
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let mut api_tls = None;

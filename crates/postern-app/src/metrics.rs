@@ -62,6 +62,18 @@ impl MetricsSource for GatewayMetrics {
                 read(&stats.sessions_started),
             ),
             MetricFamily::single(
+                "postern_leader",
+                "1 while this gateway leads those sharing its state (runs the reaper, the reconciler and the rotations)",
+                Gauge,
+                f64::from(u8::from(self.store.is_leader())),
+            ),
+            MetricFamily::single(
+                "postern_resource_epoch",
+                "How often resources have changed, as this gateway last read it from the state",
+                Gauge,
+                self.gateway.resource_epoch() as f64,
+            ),
+            MetricFamily::single(
                 "postern_sessions_active",
                 "Client sessions open now",
                 Gauge,

@@ -117,6 +117,9 @@ async fn run_statements(
         )))
 }
 
+/// How often the reaper looks for leases of sessions whose gateway is gone.
+const ORPHAN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Runs a `BEGIN; …; COMMIT` script; on failure rolls back, so a pooled connection is
 /// never left inside a failed transaction.
 async fn run_script(client: &Client, script: &str, what: String) -> Result<(), IssuerError> {
@@ -125,22 +128,6 @@ async fn run_script(client: &Client, script: &str, what: String) -> Result<(), I
         let _ = client.batch_execute("ROLLBACK").await;
     }
     result.map_err(IssuerError::upstream(what))
-}
-
-/// Whether the process named in an owner tag (`<pid>:<random>`) still runs here.
-fn owner_alive(owner: &str) -> bool {
-    let pid = owner
-        .split(':')
-        .next()
-        .and_then(|p| p.parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw);
-    match pid {
-        Some(pid) => match rustix::process::test_kill_process(pid) {
-            Ok(()) => true,
-            Err(e) => e == rustix::io::Errno::PERM,
-        },
-        None => false,
-    }
 }
 
 fn lease_spec(lease: &Lease) -> Result<CredentialRoleSpec, IssuerError> {
@@ -247,7 +234,7 @@ impl Issuer {
         let verifier = {
             let (id, role, target) = (id.clone(), role.clone(), spec.target.clone());
             let (username, issued_for) = (username.clone(), issued_for.to_owned());
-            let (owner, password) = (self.owner.clone(), password.clone());
+            let (owner, password) = (self.store.owner().to_owned(), password.clone());
             let max_expires_at = issued_at.saturating_add(secs(spec.max_ttl()));
             self.blocking(move |store| {
                 store.record_lease(&NewLease {
@@ -414,9 +401,15 @@ impl Issuer {
         Ok(results)
     }
 
+    /// Whether the process that made `owner`'s leases still looks after them; when the
+    /// state cannot tell, it is taken for alive (its leases are left alone, not revoked
+    /// under it).
+    fn owner_alive(&self, owner: &str) -> bool {
+        self.store.owner_alive(owner).unwrap_or(true)
+    }
+
     fn abandoned(&self, lease: &Lease) -> bool {
-        lease.issued_at < now() - CREATION_LIMIT
-            || (lease.owner != self.owner && !owner_alive(&lease.owner))
+        lease.issued_at < now() - CREATION_LIMIT || !self.owner_alive(&lease.owner)
     }
 
     /// Ends a lease: rollback for one still `creating`, revocation otherwise. The state
@@ -609,8 +602,7 @@ impl Issuer {
         for lease in self.store.list_leases(None, false)? {
             if lease.state == LeaseState::Active
                 && lease.issued_for.starts_with("session ")
-                && lease.owner != self.owner
-                && !owner_alive(&lease.owner)
+                && !self.owner_alive(&lease.owner)
                 && self.end(&lease).await.is_ok()
             {
                 ended += 1;
@@ -622,13 +614,21 @@ impl Issuer {
     /// The reaper: a pass every `interval`, for as long as the server runs. The first pass
     /// runs at once, so whatever expired while the server was down goes first.
     pub async fn run_reaper(self: std::sync::Arc<Self>, interval: Duration) {
-        if let Err(error) = self.end_orphaned_session_leases().await {
-            warn!(error = %error, "ending leases of a previous run's sessions failed");
-        }
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut orphans_checked: Option<tokio::time::Instant> = None;
         loop {
             ticker.tick().await;
+            // Gateways sharing the state may stop at any time, not only before this one
+            // started: their sessions' leases are looked for again now and then.
+            if orphans_checked.is_none_or(|at| at.elapsed() >= ORPHAN_CHECK_INTERVAL) {
+                orphans_checked = Some(tokio::time::Instant::now());
+                match self.end_orphaned_session_leases().await {
+                    Ok(0) => {}
+                    Ok(ended) => info!(ended, "ended leases of sessions whose gateway is gone"),
+                    Err(error) => warn!(error = %error, "ending orphaned session leases failed"),
+                }
+            }
             match self.reap_once().await {
                 Ok(report) if report.ended + report.failed > 0 => {
                     info!(

@@ -30,9 +30,6 @@ use postern_state::Store;
 /// The issuer: shared by the CLI commands, the reaper and dynamic-mode sessions.
 pub struct Issuer {
     store: Arc<Store>,
-    /// `<pid>:<random>`: marks leases this process is creating, so another process can
-    /// tell an abandoned creation from one in progress.
-    owner: String,
     admin: admin::AdminPool,
 }
 
@@ -40,7 +37,6 @@ impl Issuer {
     pub fn new(store: Arc<Store>) -> Arc<Issuer> {
         Arc::new(Issuer {
             store,
-            owner: format!("{}:{}", std::process::id(), random_hex(6)),
             admin: admin::AdminPool::default(),
         })
     }

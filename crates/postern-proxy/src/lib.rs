@@ -191,6 +191,12 @@ impl Gateway {
         self.pool.idle_count()
     }
 
+    /// The store's resource epoch as this gateway last read it (every 100 ms): sessions
+    /// bind their rules again when it moves.
+    pub fn resource_epoch(&self) -> u64 {
+        self.resource_epoch.load(Ordering::Relaxed)
+    }
+
     /// Notes the store's resource epoch; an error keeps the last one (and is logged).
     async fn read_resource_epoch(&self) {
         let directory = self.directory.clone();

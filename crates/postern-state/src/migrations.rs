@@ -301,7 +301,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// PostgreSQL's schema, versioned on its own: version 1 is SQLite's schema at its
-/// version 14 (without the tables older versions kept the access log in). Integers are
+/// version 14 (without the tables older versions kept the access log in), plus the
+/// gateways sharing it (`gateways`: who is alive, by heartbeat). Integers are
 /// `bigint` and bytes `bytea`, so both backends hand the store the same values; the
 /// triggers do what SQLite's do.
 const POSTGRES_MIGRATIONS: &[&str] = &[r#"
@@ -471,6 +472,13 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         message   TEXT NOT NULL
     );
     CREATE INDEX plugin_logs_by_plugin ON plugin_logs (namespace, name, id);
+    CREATE TABLE gateways (
+        id           TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          BIGINT NOT NULL,
+        started_at   BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL
+    );
     CREATE TABLE resource_epoch (epoch BIGINT NOT NULL);
     INSERT INTO resource_epoch VALUES (0);
     CREATE TABLE kind_epochs (kind TEXT PRIMARY KEY, epoch BIGINT NOT NULL);

@@ -20,6 +20,14 @@ use crate::StateError;
 /// The advisory lock every write transaction holds (`pg_advisory_xact_lock`): "postern"
 /// and a 1, so it cannot meet a lock a person takes by hand with a small number.
 pub(crate) const WRITE_LOCK: i64 = 0x706f_7374_6572_6e01;
+/// The advisory lock the leading gateway holds for as long as its session lives
+/// (`pg_try_advisory_lock`): the lease reaper, the reconciler's timer and the rotations run
+/// where it is held.
+const LEADER_LOCK: i64 = 0x706f_7374_6572_6e02;
+/// How often a gateway notes in `gateways` that it is alive.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A gateway silent for longer is taken for dead: its leases are cleaned up.
+const OWNER_TIMEOUT_SECS: i64 = 20;
 /// Prepared statements a connection keeps; beyond that it forgets them all and starts
 /// again (the store has about a hundred distinct statements).
 const STATEMENTS_KEPT: usize = 512;
@@ -60,6 +68,9 @@ pub(crate) struct Backend {
     _stop: tokio::sync::oneshot::Sender<()>,
     writer: Mutex<Option<Conn>>,
     readers: Mutex<Vec<Conn>>,
+    /// The session holding (or trying for) the leader lock.
+    leader: Mutex<Option<Conn>>,
+    leading: std::sync::atomic::AtomicBool,
     /// A readable name of the server for logs (host, port, database; never a password).
     label: String,
 }
@@ -102,6 +113,13 @@ impl Backend {
         if let Some(password) = &settings.password {
             config.password(password.expose());
         }
+        // Without it, `CREATE TABLE IF NOT EXISTS` and the like send NOTICEs, which
+        // tokio-postgres logs (and a CLI command would print).
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c client_min_messages=warning"),
+            None => "-c client_min_messages=warning".to_owned(),
+        };
+        config.options(&options);
         if config.get_application_name().is_none() {
             config.application_name("postern-state");
         }
@@ -167,6 +185,8 @@ impl Backend {
             _stop: stop,
             writer: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
+            leader: Mutex::new(None),
+            leading: std::sync::atomic::AtomicBool::new(false),
             label,
         };
         // Fail now, not at the first request, when the server cannot be reached.
@@ -186,31 +206,11 @@ impl Backend {
     }
 
     fn open(&self) -> Result<Conn, StateError> {
-        let config = self.config.clone();
-        let tls = self.tls.clone();
-        let label = self.label.clone();
-        let connecting = self.runtime.spawn(async move {
-            let fail = |e: tokio_postgres::Error| {
-                StateError::Unavailable(format!(
-                    "cannot connect to the state database {label}: {}",
-                    describe(&e)
-                ))
-            };
-            let client: Result<Client, StateError> = match tls {
-                None => {
-                    let (client, connection) =
-                        config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-                    tokio::spawn(connection);
-                    Ok(client)
-                }
-                Some(tls) => {
-                    let (client, connection) = config.connect(tls).await.map_err(fail)?;
-                    tokio::spawn(connection);
-                    Ok(client)
-                }
-            };
-            client
-        });
+        let connecting = self.runtime.spawn(connect_client(
+            self.config.clone(),
+            self.tls.clone(),
+            self.label.clone(),
+        ));
         let client = block_on(connecting).map_err(|e| {
             StateError::Unavailable(format!("connecting to the state database: {e}"))
         })??;
@@ -218,6 +218,100 @@ impl Backend {
             client,
             statements: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Notes `owner` in `gateways` now and every [`HEARTBEAT`] from the store's runtime,
+    /// for as long as the store is open: other gateways tell by it whether the leases
+    /// `owner` is creating or holding for its sessions are still looked after.
+    pub(crate) fn register(&self, owner: &str) -> Result<(), StateError> {
+        let beat = heartbeat_statement();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let pid = i64::from(std::process::id());
+        self.write(|conn| {
+            crate::db::Db::Postgres(conn)
+                .execute(&beat, crate::db::args![owner, host, pid])
+                .map(drop)
+        })?;
+        let (config, tls, label) = (self.config.clone(), self.tls.clone(), self.label.clone());
+        let owner = owner.to_owned();
+        self.runtime.spawn(async move {
+            let mut client: Option<Client> = None;
+            let mut ticker = tokio::time::interval(HEARTBEAT);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if client.as_ref().is_none_or(Client::is_closed) {
+                    client = connect_client(config.clone(), tls.clone(), label.clone())
+                        .await
+                        .ok();
+                }
+                if let Some(client) = &client {
+                    let beat = postgres_placeholders(&heartbeat_statement());
+                    // A missed beat is made up by the next; a long outage makes this
+                    // gateway look dead, which is what it is to the others then.
+                    let _ = client.execute(&beat, &[&owner, &host, &pid]).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Whether `owner` beat within [`OWNER_TIMEOUT_SECS`] (by the server's clock, so
+    /// gateways' clocks need not agree).
+    pub(crate) fn owner_alive(&self, owner: &str) -> Result<bool, StateError> {
+        self.read(|conn| {
+            Ok(crate::db::Db::Postgres(conn)
+                .query_opt(
+                    "SELECT CAST(heartbeat_at >= CAST(extract(epoch FROM now()) AS BIGINT) - ?2
+                             AS BIGINT)
+                     FROM gateways WHERE id = ?1",
+                    crate::db::args![owner, OWNER_TIMEOUT_SECS],
+                    |row| row.get::<bool>(0),
+                )?
+                .unwrap_or(false))
+        })
+    }
+
+    /// Takes the leader lock when it is free, or checks the session holding it is still
+    /// there; false when another gateway leads or the server cannot be reached.
+    pub(crate) fn try_lead(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut slot = lock(&self.leader);
+        let leading = match slot.take() {
+            // The lock lives as long as its session: if the session answers, it holds.
+            Some(conn) if self.leading.load(Ordering::Relaxed) => {
+                let alive = conn.execute_batch("SELECT 1").is_ok();
+                if alive {
+                    *slot = Some(conn);
+                }
+                alive
+            }
+            pooled => {
+                let conn = match pooled {
+                    Some(conn) if !conn.client.is_closed() => Some(conn),
+                    _ => self.open().ok(),
+                };
+                let got = conn.as_ref().is_some_and(|conn| {
+                    crate::db::Db::Postgres(conn)
+                        .query_value::<bool>(
+                            "SELECT pg_try_advisory_lock(?1)",
+                            crate::db::args![LEADER_LOCK],
+                        )
+                        .unwrap_or(false)
+                });
+                *slot = conn;
+                got
+            }
+        };
+        self.leading.store(leading, Ordering::Relaxed);
+        leading
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` on a reader connection (statements commit one by one, as SQLite's do).
@@ -316,6 +410,42 @@ impl Conn {
             Ok(())
         })
     }
+}
+
+/// A new connection whose task runs on the caller's runtime (the store's own).
+async fn connect_client(
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    label: String,
+) -> Result<Client, StateError> {
+    let fail = |e: tokio_postgres::Error| {
+        StateError::Unavailable(format!(
+            "cannot connect to the state database {label}: {}",
+            describe(&e)
+        ))
+    };
+    match tls {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// Registers a gateway (`?1` id, `?2` host, `?3` pid) or notes it is still alive.
+fn heartbeat_statement() -> String {
+    let now = "CAST(extract(epoch FROM now()) AS BIGINT)";
+    format!(
+        "INSERT INTO gateways (id, host, pid, started_at, heartbeat_at)
+         VALUES (?1, ?2, ?3, {now}, {now})
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = {now}"
+    )
 }
 
 /// A column of a PostgreSQL row as the store reads it.

@@ -67,6 +67,9 @@ pub struct Store {
     key_origin: String,
     generated_key: bool,
     mock_auth_secret: [u8; 32],
+    /// `<pid>:<random>`: names this process in the leases it creates or holds for its
+    /// sessions, so another can tell whether they are still looked after.
+    owner: String,
     /// Evaluates services' rules while routes are resolved (see `route.rs`).
     pub(crate) policy_engine: std::sync::OnceLock<std::sync::Arc<dyn postern_model::PolicyEngine>>,
 }
@@ -149,6 +152,22 @@ fn refuse_if_used(r: &Resource, users: &[String]) -> Result<(), StateError> {
     )))
 }
 
+/// Whether the process named in an owner tag (`<pid>:<random>`) runs on this host.
+fn process_alive(owner: &str) -> bool {
+    let pid = owner
+        .split(':')
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    match pid {
+        Some(pid) => match rustix::process::test_kill_process(pid) {
+            Ok(()) => true,
+            Err(e) => e == rustix::io::Errno::PERM,
+        },
+        None => false,
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -202,7 +221,11 @@ impl Store {
         let label = backend.label().to_owned();
         let identity =
             backend.write(|conn| Self::settle_identity(&Db::Postgres(conn), keys, &label))?;
-        Ok(Store::with(Backend::Postgres(Box::new(backend)), identity))
+        let store = Store::with(Backend::Postgres(Box::new(backend)), identity);
+        if let Backend::Postgres(backend) = &store.backend {
+            backend.register(&store.owner)?;
+        }
+        Ok(store)
     }
 
     fn with(backend: Backend, identity: Identity) -> Store {
@@ -213,6 +236,7 @@ impl Store {
             key: identity.key.key,
             key_origin: identity.key.origin,
             generated_key: identity.generated_key,
+            owner: format!("{}:{}", std::process::id(), random_hex(6)),
             policy_engine: std::sync::OnceLock::new(),
         }
     }
@@ -318,6 +342,47 @@ impl Store {
         match &self.backend {
             Backend::Sqlite { db_path, .. } => db_path.display().to_string(),
             Backend::Postgres(pg) => format!("postgres://{}", pg.label()),
+        }
+    }
+
+    /// Names this process in the leases it creates or holds for its sessions.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Whether the process that named itself `owner` still looks after its leases: on
+    /// SQLite (one host) whether its process runs; on PostgreSQL whether its gateway
+    /// beat lately.
+    pub fn owner_alive(&self, owner: &str) -> Result<bool, StateError> {
+        if owner == self.owner {
+            return Ok(true);
+        }
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(process_alive(owner)),
+            Backend::Postgres(pg) => pg.owner_alive(owner),
+        }
+    }
+
+    /// True when several gateways may share this state (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Takes or keeps the lead of the gateways sharing this state (always held on
+    /// SQLite); the leader alone runs the reaper, the reconciler's timer and the
+    /// rotations. Blocks for a round trip on PostgreSQL.
+    pub fn try_lead(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite { .. } => true,
+            Backend::Postgres(pg) => pg.try_lead(),
+        }
+    }
+
+    /// What the last [`Store::try_lead`] found.
+    pub fn is_leader(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite { .. } => true,
+            Backend::Postgres(pg) => pg.is_leader(),
         }
     }
 

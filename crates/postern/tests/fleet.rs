@@ -1,0 +1,353 @@
+//! Several gateways on one state in PostgreSQL: what one is told, the others enforce; one
+//! leads (the reaper, the reconciler, the rotations) and another takes over when it is
+//! killed; concurrent issues spread over gateways give distinct roles; a state outage
+//! keeps open sessions and refuses new logins with 57P03 until the state is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_testkit::{
+    shared_pg, sqlstate, wait_for_async, wait_until, Gateway, Http, LocalPg, SharedState, DB, USER,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `/readyz` of `gateway`: (HTTP status, the answer).
+async fn readiness(gateway: &Gateway) -> (u16, serde_json::Value) {
+    let http = Http::new(gateway.api_port().await);
+    let (status, body) = http.call("GET", "/readyz", None, None);
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// The gateways that say they lead.
+async fn leaders(gateways: &[&Gateway]) -> Vec<usize> {
+    let mut leading = Vec::new();
+    for (index, gateway) in gateways.iter().enumerate() {
+        if readiness(gateway).await.1["leader"] == true {
+            leading.push(index);
+        }
+    }
+    leading
+}
+
+/// A token from `postern token issue` on `gateway`, with its jti.
+fn issue_token(gateway: &Gateway, identity: &str) -> (String, String) {
+    let output = gateway.cli(&["token", "issue", identity, "-n", "team-a", "--ttl", "10m"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let note = String::from_utf8_lossy(&output.stderr).into_owned();
+    let jti = note.split_whitespace().nth(1).expect("jti").to_owned();
+    (
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        jti,
+    )
+}
+
+async fn whoami_status(gateway: &Gateway, token: &str) -> u16 {
+    Http::new(gateway.api_port().await)
+        .get("/api/v1/whoami", token)
+        .0
+}
+
+#[tokio::test]
+async fn three_gateways_share_one_state_and_one_of_them_leads() {
+    let pg = shared_pg().await;
+    let state = SharedState::create(pg, "fleet_shared").await;
+    let a = Gateway::start_on(BIN, &state, &[]).await;
+    let b = Gateway::start_on(BIN, &state, &[]).await;
+    let c = Gateway::start_on(BIN, &state, &[]).await;
+
+    // An identity and key made through A's state log in through B and C.
+    let key = a.provision(&pg.address());
+    for gateway in [&b, &c] {
+        let client = gateway.connect(USER, DB, &key).await.unwrap();
+        let row = client
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 10);
+    }
+
+    // Exactly one of them leads.
+    wait_until("one gateway to lead", WAIT, || async {
+        leaders(&[&a, &b, &c]).await.len() == 1
+    })
+    .await;
+    for gateway in [&a, &b, &c] {
+        let (status, ready) = readiness(gateway).await;
+        assert_eq!(status, 200, "{ready}");
+        assert_eq!(ready["state"]["backend"], "postgres");
+    }
+
+    // A rule applied through C reaches a session open on A at its next statement.
+    let client = a.connect(USER, DB, &key).await.unwrap();
+    let reads = || async { client.query_one("SELECT count(*) FROM items", &[]).await };
+    assert!(reads().await.is_ok());
+    let no_reads = "kind: Service\nmetadata: {name: orders, namespace: team-a}\n\
+         spec:\n  target: main-pg\n  database: app\n  \
+         upstream: {mode: static, user: app_rw, passwordSecret: app-rw-password}\n  \
+         authorization:\n    rules:\n      - {name: no-reads, effect: DENY, \
+         condition: \"ctx.request.postgres.statement.kind == 'select'\"}\n      \
+         - {name: the-rest, effect: ALLOW, matchAny: true}\n";
+    let file = c.write_file("no-reads.yaml", no_reads);
+    c.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let denied = wait_for_async("A to enforce C's rule", WAIT, || async {
+        reads().await.err()
+    })
+    .await;
+    assert_eq!(sqlstate(&denied).as_deref(), Some("42501"));
+
+    // A token issued through A works on B and C; revoked through B, A and C refuse it.
+    a.cli_ok(&[
+        "apply",
+        "-f",
+        a.write_file(
+            "reader.yaml",
+            "kind: RoleBinding\nmetadata: {name: alice-reads, namespace: team-a}\n\
+             spec: {role: namespace-reader, subject: {identity: alice}}\n",
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    let (token, jti) = issue_token(&a, "alice");
+    for gateway in [&a, &b, &c] {
+        assert_eq!(whoami_status(gateway, &token).await, 200);
+    }
+    b.cli_ok(&["token", "revoke", &jti]);
+    for gateway in [&a, &c] {
+        assert_eq!(whoami_status(gateway, &token).await, 401);
+    }
+}
+
+/// [`postern_testkit::provision_resources`]-like issuer set-up: a target with the
+/// superuser as admin, the `brief` CredentialRole (2 s) and the admin password.
+fn apply_issuer_resources(gateway: &Gateway, pg: &LocalPg) {
+    let resources = format!(
+        "kind: Namespace\nmetadata: {{name: team-a}}\n---\n\
+         kind: Target\nmetadata: {{name: main-pg, namespace: team-a}}\n\
+         spec: {{address: '{}', sslMode: disable, admin: {{user: postgres, passwordSecret: pg-admin}}}}\n---\n\
+         kind: CredentialRole\nmetadata: {{name: brief, namespace: team-a}}\n\
+         spec:\n  target: main-pg\n  database: app\n  creationStatements:\n    \
+         - CREATE ROLE {{{{name}}}} LOGIN PASSWORD {{{{password}}}} VALID UNTIL {{{{expiration}}}}\n  \
+         defaultTtl: 3s\n  maxTtl: 3s\n---\n\
+         kind: CredentialRole\nmetadata: {{name: lasting, namespace: team-a}}\n\
+         spec:\n  target: main-pg\n  database: app\n  creationStatements:\n    \
+         - CREATE ROLE {{{{name}}}} LOGIN PASSWORD {{{{password}}}}\n  \
+         defaultTtl: 1h\n  maxTtl: 1h\n",
+        pg.address()
+    );
+    let file = gateway.write_file("issuer.yaml", &resources);
+    gateway.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let output = gateway.cli_with_input(
+        &["secret", "set", "pg-admin", "-n", "team-a"],
+        &format!("{}\n", pg.superuser_password()),
+    );
+    assert!(output.status.success(), "secret set failed");
+}
+
+async fn roles_like(admin: &tokio_postgres::Client, pattern: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1",
+            &[&pattern],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn lease_states(gateway: &Gateway) -> Vec<(String, String, i64)> {
+    let out = gateway.cli_ok(&["lease", "list", "-n", "team-a", "--all", "-o", "json"]);
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    leases
+        .iter()
+        .map(|l| {
+            (
+                l["id"].as_str().unwrap().to_owned(),
+                l["state"].as_str().unwrap().to_owned(),
+                l["attempts"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn when_the_leader_is_killed_another_takes_over_the_reaper() {
+    let pg = shared_pg().await;
+    let state = SharedState::create(pg, "fleet_leader").await;
+    let mut gateways = [
+        Gateway::start_on(BIN, &state, &[]).await,
+        Gateway::start_on(BIN, &state, &[]).await,
+        Gateway::start_on(BIN, &state, &[]).await,
+    ];
+    apply_issuer_resources(&gateways[0], pg);
+    let leader = wait_for_async("one gateway to lead", WAIT, || async {
+        let all: Vec<&Gateway> = gateways.iter().collect();
+        match leaders(&all).await.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    })
+    .await;
+    gateways[leader].kill();
+    // Leases issued after the kill expire in 3 s: only the new leader can revoke them.
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for index in survivors.iter().cycle().take(6) {
+        let out =
+            gateways[*index].cli_ok(&["creds", "issue", "brief", "-n", "team-a", "-o", "json"]);
+        assert!(out.contains("username"), "issue printed no username");
+    }
+    let admin = pg.connect("app").await.unwrap();
+    assert_eq!(roles_like(&admin, "v-cli-brief-%").await.len(), 6);
+    let new_leader = wait_for_async("another gateway to lead", WAIT, || async {
+        let alive: Vec<&Gateway> = survivors.iter().map(|i| &gateways[*i]).collect();
+        match leaders(&alive).await.as_slice() {
+            [one] => Some(survivors[*one]),
+            _ => None,
+        }
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+    wait_until("the expired leases to be revoked", WAIT, || async {
+        roles_like(&admin, "v-cli-brief-%").await.is_empty()
+    })
+    .await;
+    let states = lease_states(&gateways[new_leader]);
+    assert_eq!(states.len(), 6, "{states:?}");
+    // Each revoked once: none failed or was retried.
+    assert!(
+        states
+            .iter()
+            .all(|(_, state, attempts)| state == "revoked" && *attempts == 0),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_issues_over_three_gateways_give_distinct_roles() {
+    let pg = shared_pg().await;
+    let state = SharedState::create(pg, "fleet_issues").await;
+    let gateway = Gateway::start_on(BIN, &state, &[]).await;
+    apply_issuer_resources(&gateway, pg);
+    // Three issuers on three stores of their own, as three gateways have.
+    let issuers: Vec<Arc<postern_issuer::Issuer>> = (0..3)
+        .map(|_| {
+            let store = postern_state::Store::open_postgres(
+                &postern_state::PostgresSettings {
+                    url: state.conninfo.clone(),
+                    password: Some(postern_model::SecretValue::new(pg.superuser_password())),
+                    tls: None,
+                },
+                &postern_state::KeySettings {
+                    inline: Some(state.master_key().to_owned()),
+                    credentials_directory: None,
+                    key_file: gateway.state_dir().join("unused.key"),
+                },
+            )
+            .expect("open the shared state");
+            postern_issuer::Issuer::new(Arc::new(store))
+        })
+        .collect();
+    let role = postern_model::QualifiedName::new("team-a", "lasting");
+    let mut issues = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let (issuer, role) = (issuers[n % 3].clone(), role.clone());
+        issues.spawn(async move { issuer.issue(&role, None, "bulk", "test").await });
+    }
+    let issued: Vec<_> = issues
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("issue"))
+        .collect();
+    let names: BTreeSet<&str> = issued.iter().map(|i| i.username.as_str()).collect();
+    assert_eq!(names.len(), 200);
+    let admin = pg.connect("app").await.unwrap();
+    assert_eq!(roles_like(&admin, "v-bulk-%").await.len(), 200);
+    for credential in issued.iter().step_by(20) {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(pg.port())
+            .user(&credential.username)
+            .password(credential.password.expose())
+            .dbname("app")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("an issued role logs in");
+        tokio::spawn(connection);
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+    let out = gateway.cli_ok(&["lease", "revoke", "--prefix", "lasting", "-n", "team-a"]);
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" revoked")).count(),
+        200,
+        "{out}"
+    );
+    assert!(roles_like(&admin, "v-bulk-%").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_state_outage_keeps_open_sessions_and_refuses_logins_with_57p03() {
+    let upstream = shared_pg().await;
+    // The state on a server of its own, to stop and start.
+    let mut state_server = LocalPg::start()
+        .await
+        .expect("start the state's PostgreSQL");
+    let state = SharedState::create(&state_server, "fleet_outage").await;
+    let gateway = Gateway::start_on(BIN, &state, &[]).await;
+    let key = gateway.provision(&upstream.address());
+    // A session binds its rules at the epoch this gateway last read; when that lags the
+    // state's, the next statement binds them again, which needs the state. So first let
+    // the gateway catch up with the provisioning.
+    let state_db = state_server.connect(&state.database).await.unwrap();
+    let stored_epoch: i64 = state_db
+        .query_one("SELECT epoch FROM resource_epoch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let metrics = Http::new(gateway.api_port().await);
+    let admin_token = gateway.admin_token();
+    wait_until("the gateway to read the state's epoch", WAIT, || async {
+        let (_, text) = metrics.get("/metrics", &admin_token);
+        text.lines()
+            .any(|line| line == format!("postern_resource_epoch {stored_epoch}"))
+    })
+    .await;
+    let open = gateway.connect(USER, DB, &key).await.unwrap();
+
+    state_server.pause();
+    let row = open
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("an open session goes on without the state");
+    assert_eq!(row.get::<_, i64>(0), 10);
+    let refused = gateway.connect(USER, DB, &key).await.unwrap_err();
+    assert_eq!(sqlstate(&refused).as_deref(), Some("57P03"), "{refused}");
+    let (status, ready) = readiness(&gateway).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["state"]["reachable"], false);
+    assert!(
+        !gateway.logs().contains(state.password()),
+        "no password in the log"
+    );
+
+    state_server
+        .resume()
+        .await
+        .expect("restart the state's PostgreSQL");
+    let back = wait_for_async("logins to work again", WAIT, || async {
+        gateway.connect(USER, DB, &key).await.ok()
+    })
+    .await;
+    back.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(readiness(&gateway).await.0, 200);
+}
