@@ -6327,7 +6327,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** readiness: the state store answers */
+        /** readiness: the state store answers; whether this gateway leads those sharing its state */
         get: {
             parameters: {
                 query?: never;
@@ -6343,16 +6343,16 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Status"];
+                        "application/json": components["schemas"]["Readiness"];
                     };
                 };
-                /** @description not ready */
+                /** @description not ready: the state database cannot be reached */
                 503: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Status"];
+                        "application/json": components["schemas"]["Readiness"];
                     };
                 };
             };
@@ -6556,6 +6556,17 @@ export interface components {
             loaded: boolean;
             /** @description policy, logSink or authProvider */
             type: string | null;
+        };
+        Readiness: {
+            /** @description runs the reaper, the reconciler and the rotations (always true on SQLite) */
+            leader: boolean;
+            state: {
+                /** @enum {string} */
+                backend: "sqlite" | "postgres";
+                reachable: boolean;
+            };
+            /** @enum {string} */
+            status: "ready" | "unavailable";
         };
         ReconcilePlan: {
             problems: string[];
