@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use postern_bench::TEN_RULE_DENIALS;
 use postern_localpg::LocalPg;
 
+mod fleet;
 mod soak;
 
 type Result<T> = std::result::Result<T, String>;
@@ -30,6 +31,9 @@ struct Options {
     plugin: Option<PathBuf>,
     /// `--soak SECONDS`: the soak (`bench/soak.sh`) instead of the comparison.
     soak: Option<soak::SoakOptions>,
+    /// `--fleet`: the state on PostgreSQL against SQLite, and one to three gateways on one
+    /// state, instead of the comparison.
+    fleet: bool,
 }
 
 fn parse_options() -> Result<Options> {
@@ -42,6 +46,7 @@ fn parse_options() -> Result<Options> {
         only: Vec::new(),
         plugin: None,
         soak: None,
+        fleet: false,
     };
     let mut soak = soak::SoakOptions {
         seconds: 0,
@@ -66,6 +71,7 @@ fn parse_options() -> Result<Options> {
                     .map_err(|e| format!("--reps: {e}"))?
             }
             "--quick" => options.quick = true,
+            "--fleet" => options.fleet = true,
             "--case" => options.only.push(value("--case")?),
             "--plugin" => options.plugin = Some(PathBuf::from(value("--plugin")?)),
             "--soak" => {
@@ -292,10 +298,17 @@ fn start_pgbouncer(dir: &Path, pg: &LocalPg) -> Result<(Daemon, u16)> {
     Ok((Daemon(child), port))
 }
 
-fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<String> {
+fn postern_cli(
+    bin: &Path,
+    state: &Path,
+    config: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> Result<String> {
     use std::io::Write;
     let mut child = Command::new(bin)
         .env("POSTERN_STATE_DIR", state)
+        .env("POSTERN_CONFIG", config)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -317,6 +330,9 @@ fn postern_cli(bin: &Path, state: &Path, args: &[&str], stdin: &str) -> Result<S
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The master key of the `SharedState` gateways (a benchmark's throwaway state).
+const FLEET_MASTER_KEY: &str = "cG9zdGVybi1iZW5jaC1mbGVldC1tYXN0ZXIta2V5ISE=";
+
 /// How a benchmarked gateway is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Profile {
@@ -328,6 +344,9 @@ enum Profile {
     TenRules,
     /// The default configuration plus a policy-hook plugin on `pgbench`.
     Plugin,
+    /// The default configuration with the state in PostgreSQL ([`fleet::STATE_DATABASE`]
+    /// on the benchmark's server), as a fleet's gateways keep it.
+    SharedState,
 }
 
 impl Profile {
@@ -337,6 +356,7 @@ impl Profile {
             Profile::Plain => "postern-plain",
             Profile::TenRules => "postern-10-rules",
             Profile::Plugin => "postern-plugin",
+            Profile::SharedState => "postern-pg-state",
         }
     }
 }
@@ -391,29 +411,44 @@ fn start_postern(
     // As shipped means no configuration file at all.
     let config = dir.join(format!("{}.toml", profile.name()));
     let config_text = match profile {
-        Profile::Plain => "[audit]\nenabled = false\n",
-        Profile::Shipped | Profile::TenRules | Profile::Plugin => "",
+        Profile::Plain => "[audit]\nenabled = false\n".to_owned(),
+        Profile::Shipped | Profile::TenRules | Profile::Plugin => String::new(),
+        Profile::SharedState => {
+            let password_file = dir.join("state-password");
+            std::fs::write(&password_file, pg.superuser_password()).map_err(|e| e.to_string())?;
+            format!(
+                "master_key = \"{FLEET_MASTER_KEY}\"\n[state]\nbackend = \"postgres\"\n\
+                 url = \"host=127.0.0.1 port={} user=postgres dbname={} sslmode=disable\"\n\
+                 password_file = \"{}\"\n",
+                pg.port(),
+                fleet::STATE_DATABASE,
+                password_file.display()
+            )
+        }
     };
     std::fs::write(&config, config_text).map_err(|e| e.to_string())?;
     let file = dir.join("resources.yaml");
     std::fs::write(&file, resources).map_err(|e| e.to_string())?;
     let file = file.to_string_lossy().into_owned();
-    postern_cli(bin, &state, &["apply", "-f", &file], "")?;
+    postern_cli(bin, &state, &config, &["apply", "-f", &file], "")?;
     postern_cli(
         bin,
         &state,
+        &config,
         &["secret", "set", "bench-password", "-n", "bench"],
         PASSWORD,
     )?;
     postern_cli(
         bin,
         &state,
+        &config,
         &["secret", "set", "pg-admin", "-n", "bench"],
         pg.superuser_password(),
     )?;
     let key = postern_cli(
         bin,
         &state,
+        &config,
         &["identity", "key", "create", "bench", "-n", "bench"],
         "",
     )?
@@ -506,6 +541,9 @@ fn run() -> Result<()> {
     let options = parse_options()?;
     if let Some(soak) = &options.soak {
         return soak::run(&options.postern, soak);
+    }
+    if options.fleet {
+        return fleet::run(&options.postern, options.seconds, options.reps);
     }
     let (_runtime, pg, dir) = loaded_postgres("postern-bench-")?;
     let (bouncer, bouncer_port) = start_pgbouncer(dir.path(), &pg)?;

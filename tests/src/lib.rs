@@ -166,13 +166,20 @@ pub struct SharedState {
 impl SharedState {
     /// A new database `name` on `pg` for gateways to share.
     pub async fn create(pg: &LocalPg, name: &str) -> SharedState {
+        let mut key = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        SharedState::create_with_key(pg, name, &key).await
+    }
+
+    /// [`SharedState::create`] whose gateways get `master_key` (base64), as after a
+    /// single gateway's state was migrated into it.
+    pub async fn create_with_key(pg: &LocalPg, name: &str, master_key: &str) -> SharedState {
         let admin = pg.connect("postgres").await.expect("connect as superuser");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the state database");
-        let mut key = [0u8; 32];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
         SharedState {
             conninfo: format!(
                 "host=127.0.0.1 port={} user=postgres dbname={name} sslmode=disable",
@@ -180,7 +187,7 @@ impl SharedState {
             ),
             database: name.to_owned(),
             password: pg.superuser_password().to_owned(),
-            master_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
+            master_key: master_key.to_owned(),
         }
     }
 

@@ -39,6 +39,7 @@ pub use settings::{
     key_settings, open_store, open_store_with, plugin_cache, proxy_settings, runtime, tls_config,
     token_settings,
 };
+pub use state_backend::postgres_settings;
 
 /// The sockets the application serves on.
 pub struct Listeners {

@@ -200,6 +200,21 @@ impl Row<'_> {
         }
     }
 
+    /// A column as a parameter of another statement (copying rows).
+    pub(crate) fn value(&self, index: usize) -> Result<Value<'_>, StateError> {
+        Ok(match self.cell(index)? {
+            Cell::Null => Value::Null,
+            Cell::Int(v) => Value::Int(v),
+            Cell::Text(v) => Value::Text(v),
+            Cell::Blob(v) => Value::Blob(v),
+            Cell::Real(v) => {
+                return Err(StateError::Corrupt(format!(
+                    "column {index}: the state keeps no real numbers, found {v}"
+                )))
+            }
+        })
+    }
+
     fn cell(&self, index: usize) -> Result<Cell<'_>, StateError> {
         match self {
             Row::Sqlite(row) => {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod backup;
+mod copy;
 mod db;
 mod documents;
 mod error;
@@ -24,6 +25,7 @@ mod testing;
 
 pub use audit::{AuditKeys, AuditQuery, StateAuditSink, StoredEvent};
 pub use backup::backup;
+pub use copy::CopyReport;
 pub use documents::secret_document;
 pub use error::StateError;
 pub use explain::{ConnectVerdict, Explanation, RouteSummary, StatementVerdict};

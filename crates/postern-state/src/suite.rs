@@ -200,3 +200,95 @@ on_both_backends! {
         assert!(!json.contains("pw-2"), "no password in {json}");
     }
 }
+
+#[test]
+fn a_site_copied_into_postgres_reads_back_the_same() {
+    use postern_model::{AuditEvent, AuditRecord, Directory, EventType, SessionInfo};
+    let source_state = TestState::new(crate::testing::Backend::Sqlite);
+    let source = site(&source_state);
+    source
+        .set_secret("a", "pw", &SecretValue::new("pw-value"))
+        .unwrap();
+    let alice = QualifiedName::new("a", "alice");
+    source.create_api_key(&alice, unguarded).unwrap();
+    let role = QualifiedName::new("a", "ro");
+    source.record_lease(&new_lease("l1", &role, 100)).unwrap();
+    let session = std::sync::Arc::new(SessionInfo {
+        session_id: "s-1".into(),
+        service: "s.a".into(),
+        ..SessionInfo::default()
+    });
+    let records: Vec<AuditRecord> = (0..3)
+        .map(|n| {
+            AuditRecord::new(
+                format!("ev-{n}"),
+                AuditEvent::new(EventType::Query, session.clone()),
+            )
+        })
+        .collect();
+    let mut keys = crate::AuditKeys::default();
+    source
+        .insert_audit_records(&records.iter().collect::<Vec<_>>(), &mut keys, false)
+        .unwrap();
+
+    let target_state = TestState::new(crate::testing::Backend::Postgres);
+    let target = target_state.open_with(&source_state.keys()).unwrap();
+    let report = source.copy_into(&target).unwrap();
+    assert_eq!(report["secrets"], 1);
+    assert_eq!(report["audit_segments"], 1);
+
+    // Opened again, as a gateway of the fleet would open it.
+    let target = target_state.open_with(&source_state.keys()).unwrap();
+    assert_eq!(target.installation_id(), source.installation_id());
+    assert_eq!(target.mock_auth_secret(), source.mock_auth_secret());
+    let names = |store: &Store| -> Vec<(String, i64)> {
+        store
+            .list_resources(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.resource.describe(), r.generation))
+            .collect()
+    };
+    assert_eq!(names(&target), names(&source));
+    assert_eq!(
+        target.secret_value("a", "pw").unwrap().unwrap().expose(),
+        "pw-value"
+    );
+    assert_eq!(
+        target
+            .identity_credentials(&alice)
+            .unwrap()
+            .unwrap()
+            .verifiers,
+        source
+            .identity_credentials(&alice)
+            .unwrap()
+            .unwrap()
+            .verifiers
+    );
+    assert_eq!(target.lease("l1").unwrap().unwrap().username, "l1");
+    let log = |store: &Store| -> Vec<(i64, String)> {
+        store
+            .audit_events(&crate::AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id, e.json))
+            .collect()
+    };
+    let copied = log(&target);
+    assert_eq!(copied, log(&source));
+    // New events follow the copied ones.
+    let mut keys = crate::AuditKeys::default();
+    target
+        .insert_audit_records(&records[..1].iter().collect::<Vec<_>>(), &mut keys, false)
+        .unwrap();
+    let after = log(&target);
+    assert_eq!(after.len(), 4);
+    assert!(after[3].0 > copied[2].0);
+    // A state that holds a site already is not a target.
+    let err = source.copy_into(&target).unwrap_err().to_string();
+    assert!(err.contains("already holds"), "{err}");
+}

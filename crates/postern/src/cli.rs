@@ -320,6 +320,17 @@ pub enum StateCommand {
         /// A file `postern state backup` wrote
         file: PathBuf,
     },
+    /// Copy a gateway's SQLite state into a new PostgreSQL state for a fleet (stop that
+    /// gateway first); secrets stay sealed under the same master key, which every gateway
+    /// of the fleet needs
+    Migrate {
+        /// sqlite:PATH, PATH a state directory (or its state.db)
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL state (libpq URL or connection string) [default: [state] url]
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

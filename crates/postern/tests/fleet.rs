@@ -351,3 +351,36 @@ async fn a_state_outage_keeps_open_sessions_and_refuses_logins_with_57p03() {
     back.simple_query("SELECT 1").await.unwrap();
     assert_eq!(readiness(&gateway).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_single_gateway_s_state_migrates_into_postgres_for_a_fleet() {
+    let pg = shared_pg().await;
+    let mut single = Gateway::start(BIN, &[]).await;
+    let key = single.provision(&pg.address());
+    single.kill();
+    let master_key = std::fs::read_to_string(single.state_dir().join("master.key")).unwrap();
+    let state = SharedState::create_with_key(pg, "fleet_migrated", master_key.trim()).await;
+    let from = format!("sqlite:{}", single.state_dir().display());
+    let to = format!("{} password={}", state.conninfo, state.password());
+    let out = single.cli_ok(&["state", "migrate", "--from", &from, "--to", &to]);
+    assert!(out.contains("secrets: 1 rows"), "{out}");
+    assert!(!out.contains(state.password()), "no password in {out}");
+    // A second run finds the target taken and changes nothing.
+    let again = single.cli(&["state", "migrate", "--from", &from, "--to", &to]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The fleet's gateway logs alice in with the key made on the single gateway, and
+    // injects the secret sealed there.
+    let member = Gateway::start_on(BIN, &state, &[]).await;
+    let client = member.connect(USER, DB, &key).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 10);
+}
