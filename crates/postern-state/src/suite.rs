@@ -292,3 +292,23 @@ fn a_site_copied_into_postgres_reads_back_the_same() {
     let err = source.copy_into(&target).unwrap_err().to_string();
     assert!(err.contains("already holds"), "{err}");
 }
+
+#[test]
+fn a_postgres_state_of_a_newer_schema_is_refused() {
+    let state = TestState::new(crate::testing::Backend::Postgres);
+    let store = state.open();
+    store
+        .write(|db| {
+            db.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
+                crate::db::args![],
+            )
+        })
+        .unwrap();
+    drop(store);
+    let refused = state.open_with(&state.keys()).unwrap_err();
+    assert!(
+        matches!(refused, crate::StateError::NewerSchema { found: 99, .. }),
+        "{refused}"
+    );
+}

@@ -8,6 +8,16 @@ use crate::cli::StateCommand;
 use postern_app::key_settings;
 
 pub fn run(config: &Config, command: StateCommand) -> anyhow::Result<()> {
+    if config.state.backend == postern_config::StateBackend::Postgres
+        && matches!(
+            command,
+            StateCommand::Backup { .. } | StateCommand::Restore { .. }
+        )
+    {
+        anyhow::bail!(
+            "state backup and restore copy a SQLite state; this configuration keeps the state in PostgreSQL: back it up with pg_dump (and keep the master key apart)"
+        );
+    }
     match command {
         StateCommand::Backup { file } => {
             postern_state::backup(&config.state_dir, &file).with_context(|| {

@@ -180,16 +180,43 @@ fn lease_states(gateway: &Gateway) -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// Whether `role` may read `public.items` on the upstream.
+async fn may_read_items(app: &tokio_postgres::Client, role: &str) -> bool {
+    app.query_one(
+        "SELECT has_table_privilege($1, 'public.items', 'SELECT')",
+        &[&role],
+    )
+    .await
+    .map(|row| row.get(0))
+    .unwrap_or(false)
+}
+
 #[tokio::test]
-async fn when_the_leader_is_killed_another_takes_over_the_reaper() {
+async fn when_the_leader_is_killed_another_takes_over_the_reaper_and_the_reconciler() {
     let pg = shared_pg().await;
     let state = SharedState::create(pg, "fleet_leader").await;
+    let flags = ["--reconcile-interval-secs", "1"];
     let mut gateways = [
-        Gateway::start_on(BIN, &state, &[]).await,
-        Gateway::start_on(BIN, &state, &[]).await,
-        Gateway::start_on(BIN, &state, &[]).await,
+        Gateway::start_on(BIN, &state, &flags).await,
+        Gateway::start_on(BIN, &state, &flags).await,
+        Gateway::start_on(BIN, &state, &flags).await,
     ];
     apply_issuer_resources(&gateways[0], pg);
+    // Intents: workload `w` may read items, through its own role on the upstream.
+    let intents = gateways[0].write_file(
+        "intents.yaml",
+        "kind: Service\nmetadata: {name: shop, namespace: team-a}\n\
+         spec: {target: main-pg, database: app, upstream: {mode: intents}}\n---\n\
+         kind: Identity\nmetadata: {name: w, namespace: team-a}\nspec: {type: workload}\n---\n\
+         kind: Intents\nmetadata: {name: w-needs, namespace: team-a}\n\
+         spec:\n  identity: w\n  access:\n  - {service: shop, table: public.items, operations: [SELECT]}\n",
+    );
+    gateways[0].cli_ok(&["apply", "-f", intents.to_str().unwrap()]);
+    let app = pg.connect("app").await.unwrap();
+    wait_until("the leader to grant w's role", WAIT, || async {
+        may_read_items(&app, "pn_team-a_w").await
+    })
+    .await;
     let leader = wait_for_async("one gateway to lead", WAIT, || async {
         let all: Vec<&Gateway> = gateways.iter().collect();
         match leaders(&all).await.as_slice() {
@@ -230,6 +257,16 @@ async fn when_the_leader_is_killed_another_takes_over_the_reaper() {
             .all(|(_, state, attempts)| state == "revoked" && *attempts == 0),
         "{states:?}"
     );
+
+    // Drift by hand: the new leader's reconciler puts the grant back.
+    app.batch_execute("REVOKE SELECT ON public.items FROM \"pn_team-a_w\"")
+        .await
+        .unwrap();
+    assert!(!may_read_items(&app, "pn_team-a_w").await);
+    wait_until("the new leader to correct the drift", WAIT, || async {
+        may_read_items(&app, "pn_team-a_w").await
+    })
+    .await;
 }
 
 #[tokio::test]
