@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use in_process::InProcessGateway;
-pub use postern_localpg::LocalPg;
+pub use postern_localpg::{tool as pg_tool, LocalPg};
 use tokio::sync::OnceCell;
 
 /// `user=` of the identity [`Gateway::provision`] creates.

@@ -265,8 +265,7 @@ impl Backend {
         self.read(|conn| {
             Ok(crate::db::Db::Postgres(conn)
                 .query_opt(
-                    "SELECT CAST(heartbeat_at >= CAST(extract(epoch FROM now()) AS BIGINT) - ?2
-                             AS BIGINT)
+                    "SELECT heartbeat_at >= CAST(extract(epoch FROM now()) AS BIGINT) - ?2
                      FROM gateways WHERE id = ?1",
                     crate::db::args![owner, OWNER_TIMEOUT_SECS],
                     |row| row.get::<bool>(0),

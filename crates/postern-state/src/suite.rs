@@ -312,3 +312,27 @@ fn a_postgres_state_of_a_newer_schema_is_refused() {
         "{refused}"
     );
 }
+
+#[test]
+fn on_postgres_an_owner_is_alive_while_its_gateway_beats() {
+    let state = TestState::new(crate::testing::Backend::Postgres);
+    let one = state.open();
+    let other = state.open();
+    assert!(one.owner_alive(other.owner()).unwrap());
+    assert!(!one.owner_alive("12345:gone").unwrap());
+    // Silent for longer than the timeout: taken for dead.
+    one.write(|db| {
+        db.execute(
+            "UPDATE gateways SET heartbeat_at = 0 WHERE id = ?1",
+            crate::db::args![other.owner()],
+        )
+    })
+    .unwrap();
+    assert!(!one.owner_alive(other.owner()).unwrap());
+    // Leadership: one holds it, the other cannot take it while the first lives.
+    assert!(one.try_lead());
+    assert!(!other.try_lead());
+    assert!(one.try_lead(), "still held");
+    drop(one);
+    assert!(other.try_lead(), "taken over once the first is gone");
+}
