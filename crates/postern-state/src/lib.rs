@@ -16,6 +16,7 @@ mod master_key;
 mod migrations;
 mod pg;
 mod route;
+mod snapshot;
 mod store;
 #[cfg(test)]
 mod suite;

@@ -20,7 +20,7 @@ impl Directory for Store {
     ) -> Result<Option<IdentityCredentials>, DirectoryError> {
         let lookup = || -> Result<Option<IdentityCredentials>, StateError> {
             let Some(stored) =
-                self.get_resource(Kind::Identity, &identity.namespace, &identity.name)?
+                self.resource(Kind::Identity, &identity.namespace, &identity.name)?
             else {
                 return Ok(None);
             };
@@ -60,6 +60,7 @@ impl Directory for Store {
                 conn.query_row("SELECT epoch FROM resource_epoch", args![], |row| {
                     row.get(0)
                 })?;
+            self.snapshots.note_epoch(epoch);
             Ok(u64::try_from(epoch).unwrap_or(0))
         })
         .map_err(|e| directory_error(&e))
@@ -83,7 +84,7 @@ impl Store {
         service: &QualifiedName,
     ) -> Result<TargetSpec, StateError> {
         match self
-            .get_resource(Kind::Target, &target.namespace, &target.name)?
+            .resource(Kind::Target, &target.namespace, &target.name)?
             .map(|s| s.resource)
         {
             Some(Resource {
@@ -132,8 +133,7 @@ impl Store {
         identity: &QualifiedName,
         client: &ClientFacts,
     ) -> Result<RouteLookup, StateError> {
-        let Some(stored) = self.get_resource(Kind::Service, &service.namespace, &service.name)?
-        else {
+        let Some(stored) = self.resource(Kind::Service, &service.namespace, &service.name)? else {
             return Ok(RouteLookup::NoService);
         };
         let Spec::Service(spec) = stored.resource.spec else {
@@ -143,7 +143,7 @@ impl Store {
         };
         // Other tenants' services are invisible: refused as if absent, unless the
         // identity may read the namespace and so knows the service is there.
-        let (identity_spec, access) = match self.access_of(identity)? {
+        let (identity_spec, access) = match self.login_access_of(identity)? {
             Some((identity_spec, access)) => (identity_spec, Some(access)),
             None => (IdentitySpec::default(), None),
         };
@@ -315,7 +315,7 @@ impl Store {
             return Ok(false);
         }
         Ok(self
-            .list_resources(Some(Kind::Intents), Some(&service.namespace))?
+            .resources(Kind::Intents, Some(&service.namespace))?
             .into_iter()
             .any(|stored| match &stored.resource.spec {
                 Spec::Intents(intents) => {

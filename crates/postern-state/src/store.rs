@@ -70,6 +70,8 @@ pub struct Store {
     /// `<pid>:<random>`: names this process in the leases it creates or holds for its
     /// sessions, so another can tell whether they are still looked after.
     owner: String,
+    /// Resources as the login path reads them when the state is shared (`snapshot.rs`).
+    pub(crate) snapshots: crate::snapshot::Snapshots,
     /// Evaluates services' rules while routes are resolved (see `route.rs`).
     pub(crate) policy_engine: std::sync::OnceLock<std::sync::Arc<dyn postern_model::PolicyEngine>>,
 }
@@ -237,6 +239,7 @@ impl Store {
             key_origin: identity.key.origin,
             generated_key: identity.generated_key,
             owner: format!("{}:{}", std::process::id(), random_hex(6)),
+            snapshots: crate::snapshot::Snapshots::default(),
             policy_engine: std::sync::OnceLock::new(),
         }
     }
@@ -433,7 +436,12 @@ impl Store {
                 tx.commit()?;
                 Ok(value)
             }
-            Backend::Postgres(pg) => pg.write(|conn| f(&Db::Postgres(conn))),
+            Backend::Postgres(pg) => {
+                let written = pg.write(|conn| f(&Db::Postgres(conn)));
+                // What this gateway wrote, it reads at once.
+                self.snapshots.invalidate();
+                written
+            }
         }
     }
 

@@ -336,3 +336,30 @@ fn on_postgres_an_owner_is_alive_while_its_gateway_beats() {
     drop(one);
     assert!(other.try_lead(), "taken over once the first is gone");
 }
+
+#[test]
+fn on_postgres_logins_read_resources_as_of_the_epoch_the_gateway_last_saw() {
+    use postern_model::Directory;
+    let state = TestState::new(crate::testing::Backend::Postgres);
+    let here = site(&state);
+    let elsewhere = state.open();
+    let service = |store: &Store| store.resource(Kind::Service, "a", "s").unwrap();
+    assert!(service(&here).is_some());
+    // Another gateway deletes the service; this one learns of it with the next epoch it
+    // reads (its proxy reads one every 100 ms), not later.
+    elsewhere.delete_resource(Kind::Service, "a", "s").unwrap();
+    here.resource_epoch().unwrap();
+    assert!(service(&here).is_none());
+    // Its own writes it reads at once.
+    let docs = parse_documents("site.yaml", SITE, Format::Yaml).unwrap();
+    here.apply_resources(&docs, false, false).unwrap();
+    assert!(service(&here).is_some());
+    // Lists come back ordered, as list_resources orders them.
+    let identities: Vec<String> = here
+        .resources(Kind::Identity, Some("a"))
+        .unwrap()
+        .into_iter()
+        .map(|s| s.resource.name().to_owned())
+        .collect();
+    assert_eq!(identities, ["alice", "w"]);
+}

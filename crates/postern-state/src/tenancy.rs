@@ -376,14 +376,26 @@ impl Store {
         groups: &[String],
     ) -> Result<Access, StateError> {
         let bindings = Self::list_in(conn, Some(Kind::RoleBinding), None)?;
-        Ok(Access::of_identity(
-            identity,
-            groups,
-            bindings.iter().filter_map(|b| match &b.resource.spec {
-                Spec::RoleBinding(spec) => Some((b.resource.namespace(), spec)),
-                _ => None,
-            }),
-        ))
+        Ok(access_from(identity, groups, &bindings))
+    }
+
+    /// [`Store::access_of`] for the login path: from the snapshot when the state is
+    /// shared (see `snapshot.rs`).
+    pub(crate) fn login_access_of(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
+        let Some(stored) = self.resource(Kind::Identity, &identity.namespace, &identity.name)?
+        else {
+            return Ok(None);
+        };
+        let spec = match stored.resource.spec {
+            Spec::Identity(spec) => spec,
+            _ => IdentitySpec::default(),
+        };
+        let bindings = self.resources(Kind::RoleBinding, None)?;
+        let access = access_from(identity, &spec.groups, &bindings);
+        Ok(Some((spec, access)))
     }
 
     /// The identity's spec and the access its role bindings give it; `None` when the
@@ -509,6 +521,18 @@ impl Store {
                 .ok_or_else(|| StateError::Corrupt(format!("{} vanished", resource.describe())))
         })
     }
+}
+
+/// The access `bindings` give `identity` with `groups`.
+fn access_from(identity: &QualifiedName, groups: &[String], bindings: &[StoredResource]) -> Access {
+    Access::of_identity(
+        identity,
+        groups,
+        bindings.iter().filter_map(|b| match &b.resource.spec {
+            Spec::RoleBinding(spec) => Some((b.resource.namespace(), spec)),
+            _ => None,
+        }),
+    )
 }
 
 /// What a write's guard reads: the state inside the write's transaction.
