@@ -100,6 +100,28 @@ pub async fn prepare_app_database(pg: &LocalPg) {
     .expect("create table");
 }
 
+/// A new state directory for a gateway.
+fn state_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("postern-test-")
+        .tempdir()
+        .expect("state dir")
+}
+
+/// Upstream roles whose names are `LIKE pattern`, in order.
+pub async fn roles_like(admin: &tokio_postgres::Client, pattern: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1",
+            &[&pattern],
+        )
+        .await
+        .expect("read pg_roles")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -274,22 +296,36 @@ impl Gateway {
     /// Starts `bin serve` on a free loopback port with `extra` flags and waits until it
     /// listens.
     pub async fn start(bin: &str, extra: &[&str]) -> Gateway {
-        let dir = tempfile::Builder::new()
-            .prefix("postern-test-")
-            .tempdir()
-            .expect("state dir");
-        Gateway::start_in(bin, dir, extra).await
+        Gateway::start_in(bin, state_dir(), extra).await
     }
 
     /// [`Gateway::start`] with `dir` as its state directory (and home of its log).
     pub async fn start_in(bin: &str, dir: tempfile::TempDir, extra: &[&str]) -> Gateway {
+        Gateway::start_configured(bin, dir, None, extra).await
+    }
+
+    /// Starts `bin serve` on `state` (PostgreSQL, shared with other gateways); its CLI
+    /// commands use that state too.
+    pub async fn start_on(bin: &str, state: &SharedState, extra: &[&str]) -> Gateway {
+        let dir = state_dir();
+        let config = dir.path().join("postern.toml");
+        std::fs::write(&config, state.config(dir.path())).expect("write configuration");
+        Gateway::start_configured(bin, dir, Some(config), extra).await
+    }
+
+    async fn start_configured(
+        bin: &str,
+        dir: tempfile::TempDir,
+        config: Option<PathBuf>,
+        extra: &[&str],
+    ) -> Gateway {
         let mut gateway = Gateway {
             bin: PathBuf::from(bin),
             dir,
             child: None,
             port: 0,
             client_tls: None,
-            config: None,
+            config,
         };
         gateway.spawn(extra).await;
         gateway
@@ -318,27 +354,6 @@ impl Gateway {
             logged_port(&log_path, "postern listening")
         })
         .await;
-    }
-
-    /// Starts `bin serve` on `state` (PostgreSQL, shared with other gateways); its CLI
-    /// commands use that state too.
-    pub async fn start_on(bin: &str, state: &SharedState, extra: &[&str]) -> Gateway {
-        let dir = tempfile::Builder::new()
-            .prefix("postern-test-")
-            .tempdir()
-            .expect("state dir");
-        let config = dir.path().join("postern.toml");
-        std::fs::write(&config, state.config(dir.path())).expect("write configuration");
-        let mut gateway = Gateway {
-            bin: PathBuf::from(bin),
-            dir,
-            child: None,
-            port: 0,
-            client_tls: None,
-            config: Some(config),
-        };
-        gateway.spawn(extra).await;
-        gateway
     }
 
     /// The admin API's port (it starts just after the proxy).

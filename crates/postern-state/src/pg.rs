@@ -1,4 +1,4 @@
-//! The state on PostgreSQL: connections (one writer, a few readers, remade when lost),
+//! The state on PostgreSQL: connections (one writer, up to 16 readers, remade when lost),
 //! the runtime their tasks run on, write transactions serialised across every gateway by
 //! one transaction-level advisory lock (as SQLite's single writer serialises them within
 //! one host), and the conversions between PostgreSQL's types and the store's.
@@ -31,7 +31,10 @@ const OWNER_TIMEOUT_SECS: i64 = 20;
 /// Prepared statements a connection keeps; beyond that it forgets them all and starts
 /// again (the store has about a hundred distinct statements).
 const STATEMENTS_KEPT: usize = 512;
-const IDLE_READERS: usize = 8;
+/// Most reader connections one store keeps open: past it a read waits for one to come
+/// back (every connection is a server process of the state database, which a fleet
+/// shares).
+const READERS: usize = 16;
 
 /// Where the state lives and how to reach it.
 #[derive(Clone)]
@@ -58,6 +61,31 @@ pub(crate) struct Conn {
     statements: Mutex<HashMap<String, Statement>>,
 }
 
+/// The reader connections: those idle, and how many are open in all.
+#[derive(Default)]
+struct Readers {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+/// A reader connection in use; back to the idle ones when dropped (also when the read
+/// panicked).
+struct Reader<'a> {
+    backend: &'a Backend,
+    conn: Option<Conn>,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let mut readers = lock(&self.backend.readers);
+        match self.conn.take() {
+            Some(conn) if !conn.client.is_closed() => readers.idle.push(conn),
+            _ => readers.open = readers.open.saturating_sub(1),
+        }
+        self.backend.reader_back.notify_one();
+    }
+}
+
 /// The connections of one store and the runtime their tasks run on.
 pub(crate) struct Backend {
     config: tokio_postgres::Config,
@@ -67,7 +95,8 @@ pub(crate) struct Backend {
     /// there, never inside a caller's async context).
     _stop: tokio::sync::oneshot::Sender<()>,
     writer: Mutex<Option<Conn>>,
-    readers: Mutex<Vec<Conn>>,
+    readers: Mutex<Readers>,
+    reader_back: std::sync::Condvar,
     /// The session holding (or trying for) the leader lock.
     leader: Mutex<Option<Conn>>,
     leading: std::sync::atomic::AtomicBool,
@@ -184,7 +213,8 @@ impl Backend {
             runtime,
             _stop: stop,
             writer: Mutex::new(None),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers::default()),
+            reader_back: std::sync::Condvar::new(),
             leader: Mutex::new(None),
             leading: std::sync::atomic::AtomicBool::new(false),
             label,
@@ -318,19 +348,44 @@ impl Backend {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let pooled = lock(&self.readers).pop();
-        let conn = match pooled {
-            Some(conn) if !conn.client.is_closed() => conn,
-            _ => self.open()?,
-        };
-        let result = f(&conn);
-        if !conn.client.is_closed() {
-            let mut readers = lock(&self.readers);
-            if readers.len() < IDLE_READERS {
-                readers.push(conn);
-            }
+        let reader = self.reader()?;
+        match &reader.conn {
+            Some(conn) => f(conn),
+            None => Err(StateError::Unavailable("no reader connection".into())),
         }
-        result
+    }
+
+    /// An idle reader, a new one while fewer than [`READERS`] are open, or the next one
+    /// given back.
+    fn reader(&self) -> Result<Reader<'_>, StateError> {
+        let mut readers = lock(&self.readers);
+        loop {
+            if let Some(conn) = readers.idle.pop() {
+                if conn.client.is_closed() {
+                    readers.open = readers.open.saturating_sub(1);
+                    continue;
+                }
+                return Ok(Reader {
+                    backend: self,
+                    conn: Some(conn),
+                });
+            }
+            if readers.open < READERS {
+                readers.open += 1;
+                drop(readers);
+                // A failed open gives its place back (through the guard's drop).
+                let mut reader = Reader {
+                    backend: self,
+                    conn: None,
+                };
+                reader.conn = Some(self.open()?);
+                return Ok(reader);
+            }
+            readers = self
+                .reader_back
+                .wait(readers)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
     }
 
     /// Runs `f` in a transaction that holds the store's write lock; commits when it

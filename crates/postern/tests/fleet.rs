@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_testkit::{
-    shared_pg, sqlstate, wait_for, wait_for_async, wait_until, Gateway, Http, LocalPg, SharedState,
-    DB, USER,
+    roles_like, shared_pg, sqlstate, wait_for, wait_for_async, wait_until, Gateway, Http, LocalPg,
+    SharedState, DB, USER,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
@@ -151,19 +151,6 @@ fn apply_issuer_resources(gateway: &Gateway, pg: &LocalPg) {
         &format!("{}\n", pg.superuser_password()),
     );
     assert!(output.status.success(), "secret set failed");
-}
-
-async fn roles_like(admin: &tokio_postgres::Client, pattern: &str) -> Vec<String> {
-    admin
-        .query(
-            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1",
-            &[&pattern],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 fn lease_states(gateway: &Gateway) -> Vec<(String, String, i64)> {

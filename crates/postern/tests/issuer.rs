@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_testkit::{shared_pg, sqlstate, wait_until, Gateway, LocalPg};
+use postern_testkit::{roles_like, shared_pg, sqlstate, wait_until, Gateway, LocalPg};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const WAIT: Duration = Duration::from_secs(60);
@@ -139,19 +139,6 @@ async fn login(
         .await?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-async fn roles_like(admin: &tokio_postgres::Client, pattern: &str) -> Vec<String> {
-    admin
-        .query(
-            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1",
-            &[&pattern],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// The password must not be in the state database, nor in the gateway's log.
