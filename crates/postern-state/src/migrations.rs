@@ -302,7 +302,9 @@ const MIGRATIONS: &[&str] = &[
 
 /// PostgreSQL's schema, versioned on its own: version 1 is SQLite's schema at its
 /// version 14 (without the tables older versions kept the access log in), plus the
-/// gateways sharing it (`gateways`: who is alive, by heartbeat). Integers are
+/// gateways sharing it (`gateways`: who is alive, by heartbeat) and a counter every
+/// change to API keys and secrets moves (`credential_epoch`: what gateways cache of them
+/// for logins is dropped when it moves). Integers are
 /// `bigint` and bytes `bytea`, so both backends hand the store the same values; the
 /// triggers do what SQLite's do.
 const POSTGRES_MIGRATIONS: &[&str] = &[r#"
@@ -481,6 +483,17 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     );
     CREATE TABLE resource_epoch (epoch BIGINT NOT NULL);
     INSERT INTO resource_epoch VALUES (0);
+    CREATE TABLE credential_epoch (epoch BIGINT NOT NULL);
+    INSERT INTO credential_epoch VALUES (0);
+    CREATE FUNCTION postern_credentials_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE credential_epoch SET epoch = epoch + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION postern_credentials_changed();
+    CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
+        FOR EACH STATEMENT EXECUTE FUNCTION postern_credentials_changed();
     CREATE TABLE kind_epochs (kind TEXT PRIMARY KEY, epoch BIGINT NOT NULL);
     CREATE FUNCTION postern_resources_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN

@@ -28,14 +28,7 @@ impl Directory for Store {
                 Spec::Identity(spec) => spec.client_certificate.map(|c| c.common_name),
                 _ => None,
             };
-            let verifiers = self.read(|conn| {
-                let rows = conn.query_map(
-                    "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
-                    args![identity.namespace, identity.name],
-                    |row| row.get(0),
-                )?;
-                Ok(rows)
-            })?;
+            let verifiers = self.login_verifiers(identity)?;
             Ok(Some(IdentityCredentials {
                 verifiers,
                 certificate_common_name,
@@ -55,19 +48,28 @@ impl Directory for Store {
     }
 
     fn resource_epoch(&self) -> Result<u64, DirectoryError> {
-        self.read(|conn| {
-            let epoch: i64 =
-                conn.query_row("SELECT epoch FROM resource_epoch", args![], |row| {
-                    row.get(0)
-                })?;
-            self.snapshots.note_epoch(epoch);
-            Ok(u64::try_from(epoch).unwrap_or(0))
-        })
-        .map_err(|e| directory_error(&e))
+        // Both epochs: what the login path caches is checked against them (snapshot.rs).
+        self.read_epochs()
+            .map(|epochs| u64::try_from(epochs.resources).unwrap_or(0))
+            .map_err(|e| directory_error(&e))
     }
 }
 
 impl Store {
+    /// The identity's API-key verifiers, read now.
+    pub(crate) fn api_key_verifiers(
+        &self,
+        identity: &QualifiedName,
+    ) -> Result<Vec<String>, StateError> {
+        self.read(|conn| {
+            conn.query_map(
+                "SELECT verifier FROM api_keys WHERE namespace = ?1 AND identity = ?2",
+                args![identity.namespace, identity.name],
+                |row| row.get(0),
+            )
+        })
+    }
+
     /// Sets the engine that evaluates services' rules; without one, services that have
     /// rules or `mode: dynamicConfig` refuse connections.
     pub fn set_policy_engine(&self, engine: Arc<dyn PolicyEngine>) {
@@ -187,7 +189,7 @@ impl Store {
                 user: Some(user),
                 password_secret: Some(secret),
                 ..
-            }) => (user.clone(), self.secret_value(&service.namespace, secret)?),
+            }) => (user.clone(), self.login_secret(&service.namespace, secret)?),
             UpstreamSpec::Static(StaticUpstream {
                 static_role: Some(role),
                 ..

@@ -1,20 +1,20 @@
-//! What a login reads of the resources (its service, identity, role bindings, target,
-//! Intents), kept per gateway when the state is shared in PostgreSQL, where each read is a
-//! round trip: the resources as of one resource epoch, read whole, used while the epoch
-//! stands. The epoch is the one the proxy reads every 100 ms (or read here when that is
-//! older than [`EPOCH_FRESH`]); this gateway's own writes drop the snapshot at once, so
-//! other gateways' changes show within the epoch's polling and its own at once. API keys,
-//! secrets and passwords are not resources and are always read fresh: a revoked key or a
-//! changed password is never served from here. On SQLite every read goes to the database
-//! (reads are local and cheap there).
+//! What a login reads, kept per gateway when the state is shared in PostgreSQL, where each
+//! read is a round trip: the resources (its service, identity, role bindings, target,
+//! Intents) as of one resource epoch, read whole, and the API-key verifiers and secrets it
+//! looked up as of one credential epoch (triggers move it on every change to `api_keys`
+//! and `secrets`). Both epochs are the ones the proxy reads every 100 ms (or read here when
+//! that is older than [`EPOCH_FRESH`]); this gateway's own writes drop everything at once.
+//! So another gateway's change, a revoked key included, shows here within the epoch's
+//! polling, this gateway's own at once. Role passwords (managed and static roles) are read
+//! fresh. On SQLite every read goes to the database (reads are local and cheap there).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postern_model::Kind;
+use postern_model::{Kind, SecretValue};
 
-use crate::db::args;
+use crate::db::{args, Dialect};
 use crate::store::StoredResource;
 use crate::{StateError, Store};
 
@@ -27,11 +27,28 @@ struct Snapshot {
     resources: HashMap<(Kind, String, String), StoredResource>,
 }
 
-/// The snapshot and the newest epoch seen, per store.
+/// The two counters a cached read is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epochs {
+    pub resources: i64,
+    pub credentials: i64,
+}
+
+/// Verifiers and secrets looked up as of the credential epoch `epoch`, by namespace and
+/// name (of the identity, of the secret).
+#[derive(Default)]
+struct Credentials {
+    epoch: i64,
+    verifiers: HashMap<(String, String), Vec<String>>,
+    secrets: HashMap<(String, String), Option<SecretValue>>,
+}
+
+/// The caches and the newest epochs seen, per store.
 #[derive(Default)]
 pub(crate) struct Snapshots {
     current: Mutex<Option<Arc<Snapshot>>>,
-    epoch_seen: Mutex<Option<(i64, Instant)>>,
+    credentials: Mutex<Credentials>,
+    epoch_seen: Mutex<Option<(Epochs, Instant)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -41,31 +58,50 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Snapshots {
-    /// Notes the resource epoch just read from the state.
-    pub(crate) fn note_epoch(&self, epoch: i64) {
-        *lock(&self.epoch_seen) = Some((epoch, Instant::now()));
+    /// Notes the epochs just read from the state.
+    pub(crate) fn note_epochs(&self, epochs: Epochs) {
+        *lock(&self.epoch_seen) = Some((epochs, Instant::now()));
     }
 
     /// Forgets everything (after a write of this store's).
     pub(crate) fn invalidate(&self) {
         *lock(&self.current) = None;
+        *lock(&self.credentials) = Credentials::default();
         *lock(&self.epoch_seen) = None;
     }
 }
 
 const EPOCH_SQL: &str = "SELECT epoch FROM resource_epoch";
+/// Both counters (PostgreSQL only: SQLite has no credential epoch).
+const EPOCHS_SQL: &str = "SELECT r.epoch, c.epoch FROM resource_epoch AS r, credential_epoch AS c";
 
 impl Store {
-    /// The resource epoch, as seen within [`EPOCH_FRESH`] or read now.
-    fn current_epoch(&self) -> Result<i64, StateError> {
-        if let Some((epoch, at)) = *lock(&self.snapshots.epoch_seen) {
+    /// Reads the epochs (the credential one is 0 on SQLite) and notes them.
+    pub(crate) fn read_epochs(&self) -> Result<Epochs, StateError> {
+        let epochs = self.read(|db| match db.dialect() {
+            Dialect::Sqlite => Ok(Epochs {
+                resources: db.query_value(EPOCH_SQL, args![])?,
+                credentials: 0,
+            }),
+            Dialect::Postgres => db.query_row(EPOCHS_SQL, args![], |row| {
+                Ok(Epochs {
+                    resources: row.get(0)?,
+                    credentials: row.get(1)?,
+                })
+            }),
+        })?;
+        self.snapshots.note_epochs(epochs);
+        Ok(epochs)
+    }
+
+    /// The epochs, as seen within [`EPOCH_FRESH`] or read now.
+    fn current_epochs(&self) -> Result<Epochs, StateError> {
+        if let Some((epochs, at)) = *lock(&self.snapshots.epoch_seen) {
             if at.elapsed() < EPOCH_FRESH {
-                return Ok(epoch);
+                return Ok(epochs);
             }
         }
-        let epoch = self.read(|db| db.query_value(EPOCH_SQL, args![]))?;
-        self.snapshots.note_epoch(epoch);
-        Ok(epoch)
+        self.read_epochs()
     }
 
     /// The snapshot for the current epoch (read whole when it moved); `None` on SQLite.
@@ -73,7 +109,7 @@ impl Store {
         if !self.is_shared() {
             return Ok(None);
         }
-        let epoch = self.current_epoch()?;
+        let epoch = self.current_epochs()?.resources;
         if let Some(snapshot) = lock(&self.snapshots.current)
             .as_ref()
             .filter(|s| s.epoch == epoch)
@@ -100,9 +136,67 @@ impl Store {
                 })
                 .collect(),
         });
-        self.snapshots.note_epoch(epoch);
         *lock(&self.snapshots.current) = Some(snapshot.clone());
         Ok(Some(snapshot))
+    }
+
+    /// A cached credential (`get`s from the table `pick` chooses) as of the current
+    /// credential epoch, looked up with `read` on a miss; read fresh on SQLite.
+    fn cached_credential<T: Clone>(
+        &self,
+        key: (String, String),
+        pick: fn(&mut Credentials) -> &mut HashMap<(String, String), T>,
+        read: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        if !self.is_shared() {
+            return read();
+        }
+        let epoch = self.current_epochs()?.credentials;
+        {
+            let mut cache = lock(&self.snapshots.credentials);
+            if cache.epoch != epoch {
+                *cache = Credentials {
+                    epoch,
+                    ..Credentials::default()
+                };
+            }
+            if let Some(found) = pick(&mut cache).get(&key) {
+                return Ok(found.clone());
+            }
+        }
+        // Read after the epoch: a change in between is newer than the epoch it is kept
+        // under, which the next epoch read clears.
+        let found = read()?;
+        let mut cache = lock(&self.snapshots.credentials);
+        if cache.epoch == epoch {
+            pick(&mut cache).insert(key, found.clone());
+        }
+        Ok(found)
+    }
+
+    /// The identity's API-key verifiers, for a login.
+    pub(crate) fn login_verifiers(
+        &self,
+        identity: &postern_model::QualifiedName,
+    ) -> Result<Vec<String>, StateError> {
+        self.cached_credential(
+            (identity.namespace.clone(), identity.name.clone()),
+            |c| &mut c.verifiers,
+            || self.api_key_verifiers(identity),
+        )
+    }
+
+    /// A secret's value, for a login's upstream password.
+    pub(crate) fn login_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SecretValue>, StateError> {
+        self.cached_credential(
+            (namespace.to_owned(), name.to_owned()),
+            |c| &mut c.secrets,
+            || self.secret_value(namespace, name),
+        )
     }
 
     /// One resource, for the login path ([`Store::get_resource`] served from the

@@ -363,3 +363,37 @@ fn on_postgres_logins_read_resources_as_of_the_epoch_the_gateway_last_saw() {
         .collect();
     assert_eq!(identities, ["alice", "w"]);
 }
+
+#[test]
+fn on_postgres_a_revoked_key_or_changed_secret_is_seen_at_the_next_epoch_read() {
+    use postern_model::Directory;
+    let state = TestState::new(crate::testing::Backend::Postgres);
+    let here = site(&state);
+    let elsewhere = state.open();
+    let alice = QualifiedName::new("a", "alice");
+    let key = here.create_api_key(&alice, unguarded).unwrap();
+    here.set_secret("a", "pw", &SecretValue::new("one"))
+        .unwrap();
+    assert_eq!(here.login_verifiers(&alice).unwrap().len(), 1);
+    assert_eq!(
+        here.login_secret("a", "pw").unwrap().unwrap().expose(),
+        "one"
+    );
+    // Changed through another gateway: seen here once this gateway reads the epochs
+    // (its proxy does every 100 ms).
+    elsewhere
+        .revoke_api_key(&alice, &key.info.id, unguarded)
+        .unwrap();
+    elsewhere
+        .set_secret("a", "pw", &SecretValue::new("two"))
+        .unwrap();
+    here.resource_epoch().unwrap();
+    assert!(here.login_verifiers(&alice).unwrap().is_empty());
+    assert_eq!(
+        here.login_secret("a", "pw").unwrap().unwrap().expose(),
+        "two"
+    );
+    // Changed through this one: seen at once.
+    here.create_api_key(&alice, unguarded).unwrap();
+    assert_eq!(here.login_verifiers(&alice).unwrap().len(), 1);
+}

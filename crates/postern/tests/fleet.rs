@@ -355,7 +355,12 @@ async fn a_state_outage_keeps_open_sessions_and_refuses_logins_with_57p03() {
         .await
         .expect("an open session goes on without the state");
     assert_eq!(row.get::<_, i64>(0), 10);
-    let refused = gateway.connect(USER, DB, &key).await.unwrap_err();
+    // What a login reads is cached for a moment (till the epochs read every 100 ms are
+    // 250 ms old): logins are refused from then on.
+    let refused = wait_for_async("a login to be refused", WAIT, || async {
+        gateway.connect(USER, DB, &key).await.err()
+    })
+    .await;
     assert_eq!(sqlstate(&refused).as_deref(), Some("57P03"), "{refused}");
     let (status, ready) = readiness(&gateway).await;
     assert_eq!(status, 503, "{ready}");
