@@ -3,7 +3,8 @@
 //! Intents) as of one resource epoch, read whole, and the API-key verifiers and secrets it
 //! looked up as of one credential epoch (triggers move it on every change to `api_keys`
 //! and `secrets`). Both epochs are the ones the proxy reads every 100 ms (or read here when
-//! that is older than [`EPOCH_FRESH`]); this gateway's own writes drop everything at once.
+//! that is older than [`EPOCH_FRESH`]); after each of this gateway's own writes they are
+//! read again before the next cached read.
 //! So another gateway's change, a revoked key included, shows here within the epoch's
 //! polling, this gateway's own at once. Role passwords (managed and static roles) are read
 //! fresh. On SQLite every read goes to the database (reads are local and cheap there).
@@ -63,10 +64,11 @@ impl Snapshots {
         *lock(&self.epoch_seen) = Some((epochs, Instant::now()));
     }
 
-    /// Forgets everything (after a write of this store's).
-    pub(crate) fn invalidate(&self) {
-        *lock(&self.current) = None;
-        *lock(&self.credentials) = Credentials::default();
+    /// Forgets the epochs seen (after a write of this store's), so the next cached read
+    /// checks them afresh: when the write moved one, what was kept for it is read again;
+    /// a write that changed no resource, key or secret (the access log's) costs one epoch
+    /// read and keeps the rest.
+    pub(crate) fn forget_epochs(&self) {
         *lock(&self.epoch_seen) = None;
     }
 }

@@ -439,7 +439,7 @@ impl Store {
             Backend::Postgres(pg) => {
                 let written = pg.write(|conn| f(&Db::Postgres(conn)));
                 // What this gateway wrote, it reads at once.
-                self.snapshots.invalidate();
+                self.snapshots.forget_epochs();
                 written
             }
         }
