@@ -273,7 +273,7 @@ impl App {
             store: store.clone(),
             reconcile_runs,
         };
-        service::ready(&status.line());
+        service::ready(&status.line().await);
         background.spawn(status.report());
         let shutdown = async {
             shutdown.await;

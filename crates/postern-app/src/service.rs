@@ -50,14 +50,20 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn line(&self) -> String {
+    /// The line; the lease count is read on a blocking thread within
+    /// [`HEALTH_CHECK_TIMEOUT`] (a shared state is a network away), else left out.
+    pub async fn line(&self) -> String {
         let sessions = self.gateway.stats.sessions_active.load(Ordering::Relaxed);
-        let leases = self
-            .store
-            .lease_counts()
-            .ok()
-            .and_then(|counts| counts.into_iter().find(|(state, _)| state == "active"))
-            .map_or(0, |(_, n)| n);
+        let store = self.store.clone();
+        let counting = tokio::task::spawn_blocking(move || store.lease_counts());
+        let leases = match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, counting).await {
+            Ok(Ok(Ok(counts))) => counts
+                .into_iter()
+                .find(|(state, _)| state == "active")
+                .map_or(0, |(_, n)| n)
+                .to_string(),
+            _ => "?".to_owned(),
+        };
         let drift = match self.reconcile_runs.last() {
             None => "not reconciled yet".to_owned(),
             Some(run) => format!(
@@ -68,9 +74,14 @@ impl Status {
         format!("{sessions} sessions, {leases} active leases, {drift}")
     }
 
-    /// The health check behind each watchdog ping: the state database answers in time (the
-    /// runtime is alive, or this would not run).
+    /// The health check behind each watchdog ping: the runtime is alive (or this would not
+    /// run) and, for a state of its own (SQLite), the state database answers in time. A
+    /// shared state (PostgreSQL) being away is not a reason to restart: open sessions go
+    /// on, logins get 57P03 and `/readyz` says so until it is back.
     async fn healthy(&self) -> bool {
+        if self.store.is_shared() {
+            return true;
+        }
         let store = self.store.clone();
         let check = tokio::task::spawn_blocking(move || store.lease_counts().is_ok());
         matches!(
@@ -94,7 +105,7 @@ impl Status {
                 }
             };
             tokio::select! {
-                _ = status.tick() => notify(&[NotifyState::Status(&self.line())]),
+                _ = status.tick() => notify(&[NotifyState::Status(&self.line().await)]),
                 () = watchdog_due => {
                     if self.healthy().await {
                         notify(&[NotifyState::Watchdog]);

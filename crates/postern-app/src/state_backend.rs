@@ -95,8 +95,8 @@ fn split_tls_options(url: &str) -> anyhow::Result<(String, SslMode, Option<PathB
     } else {
         let mut kept = Vec::new();
         for token in conninfo_tokens(url) {
-            let (key, value) = token.split_once('=').unwrap_or((token, ""));
-            if !take(key.trim(), value.trim().trim_matches('\''))? {
+            let (key, value) = token.split_once('=').unwrap_or((&token, ""));
+            if !take(key, value.trim_matches('\''))? {
                 kept.push(token);
             }
         }
@@ -115,29 +115,34 @@ fn split_tls_options(url: &str) -> anyhow::Result<(String, SslMode, Option<PathB
     Ok((url, mode, root_cert))
 }
 
-/// The `key=value` pairs of a libpq connection string (single-quoted values may hold
-/// spaces).
-fn conninfo_tokens(conninfo: &str) -> Vec<&str> {
+/// The `key=value` pairs of a libpq connection string: spaces around `=` dropped (libpq
+/// allows them), single-quoted values may hold spaces.
+fn conninfo_tokens(conninfo: &str) -> Vec<String> {
     let mut tokens = Vec::new();
-    let mut start = None;
+    let mut token = String::new();
     let mut quoted = false;
-    for (at, c) in conninfo.char_indices() {
-        match (start, c) {
-            (None, c) if c.is_whitespace() => {}
-            (None, _) => {
-                start = Some(at);
-                quoted = c == '\'';
+    let mut chars = conninfo.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                token.push(c);
             }
-            (Some(_), '\'') => quoted = !quoted,
-            (Some(from), c) if c.is_whitespace() && !quoted => {
-                tokens.push(&conninfo[from..at]);
-                start = None;
+            c if c.is_whitespace() && !quoted => {
+                // A space before `=`, or after one, belongs to no value.
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                if chars.peek() == Some(&'=') || token.ends_with('=') {
+                    continue;
+                }
+                if !token.is_empty() {
+                    tokens.push(std::mem::take(&mut token));
+                }
             }
-            _ => {}
+            c => token.push(c),
         }
     }
-    if let Some(from) = start {
-        tokens.push(&conninfo[from..]);
+    if !token.is_empty() {
+        tokens.push(token);
     }
     tokens
 }
@@ -174,6 +179,13 @@ mod tests {
         assert_eq!(
             (url.as_str(), mode),
             ("host=db sslmode=disable", SslMode::Disable)
+        );
+
+        let (url, mode, _) =
+            split_tls_options("host = db  sslmode = verify-full dbname= 'a b'").unwrap();
+        assert_eq!(
+            (url.as_str(), mode),
+            ("host=db dbname='a b' sslmode=require", SslMode::VerifyFull)
         );
 
         let err = split_tls_options("host=db sslmode=sometimes").unwrap_err();

@@ -185,6 +185,13 @@ impl Store {
     /// (stop its gateway first): its leases' owners are then gone, and the target's
     /// leader cleans up what they left.
     pub fn copy_into(&self, target: &Store) -> Result<CopyReport, StateError> {
+        // A PostgreSQL source would stream its rows while the target's statements run
+        // inside that read, which its connection cannot do.
+        if self.is_shared() {
+            return Err(StateError::Conflict(
+                "the state to copy from must be a SQLite one (a single gateway's)".into(),
+            ));
+        }
         self.read(|source| {
             target.write(|into| {
                 refuse_unless_new(into)?;
@@ -232,16 +239,22 @@ impl Store {
 
 /// Refuses a target that already holds a site's state.
 fn refuse_unless_new(into: &Db<'_>) -> Result<(), StateError> {
+    // A gateway started on the target already made a bootstrap token and a signing key:
+    // those count too (merged, they would outlive the site's own).
     let held: i64 = into.query_value(
         "SELECT (SELECT count(*) FROM resources
                  WHERE NOT (kind = 'Namespace' AND namespace = '' AND name = 'default'))
               + (SELECT count(*) FROM secrets) + (SELECT count(*) FROM api_keys)
-              + (SELECT count(*) FROM leases) + (SELECT count(*) FROM audit_segments)",
+              + (SELECT count(*) FROM identity_clients) + (SELECT count(*) FROM signing_keys)
+              + (SELECT count(*) FROM access_tokens) + (SELECT count(*) FROM admin_tokens)
+              + (SELECT count(*) FROM managed_roles) + (SELECT count(*) FROM static_roles)
+              + (SELECT count(*) FROM leases) + (SELECT count(*) FROM plugin_components)
+              + (SELECT count(*) FROM audit_segments)",
         args![],
     )?;
     if held > 0 {
         return Err(StateError::Conflict(format!(
-            "the target state already holds {held} resources, secrets, keys, leases or log segments; migrate into a new, empty database"
+            "the target state already holds {held} rows of a site (resources, secrets, keys, tokens, roles, leases, components or log segments); migrate into a new, empty database before any gateway starts on it"
         )));
     }
     Ok(())

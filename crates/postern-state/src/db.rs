@@ -310,7 +310,9 @@ impl Db<'_> {
     }
 
     /// Calls `each` on the rows in order until it breaks; for reads that may stop early
-    /// (PostgreSQL streams them, so the rows not looked at are never fetched whole).
+    /// (PostgreSQL streams them, so the rows not looked at are never fetched whole). On
+    /// PostgreSQL `each` runs while the connection streams: it must not use a PostgreSQL
+    /// connection itself.
     pub(crate) fn query_each(
         &self,
         sql: &str,

@@ -330,7 +330,7 @@ impl Store {
         if lines.is_empty() {
             return Ok(());
         }
-        self.write(|tx| {
+        self.write_log(|tx| {
             let mut touched = std::collections::BTreeSet::new();
             for line in lines {
                 tx.execute(

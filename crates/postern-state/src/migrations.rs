@@ -304,20 +304,21 @@ const MIGRATIONS: &[&str] = &[
 /// version 14 (without the tables older versions kept the access log in), plus the
 /// gateways sharing it (`gateways`: who is alive, by heartbeat) and a counter every
 /// change to API keys and secrets moves (`credential_epoch`: what gateways cache of them
-/// for logins is dropped when it moves). Integers are
+/// for logins is dropped when it moves). Text compares and sorts by bytes (`COLLATE "C"`),
+/// as SQLite's does, whatever the database's collation. Integers are
 /// `bigint` and bytes `bytea`, so both backends hand the store the same values; the
 /// triggers do what SQLite's do.
 const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
+        key   TEXT COLLATE "C" PRIMARY KEY,
         value BYTEA NOT NULL
     );
     CREATE TABLE resources (
-        kind       TEXT NOT NULL,
-        namespace  TEXT NOT NULL,
-        name       TEXT NOT NULL,
-        metadata   TEXT NOT NULL,
-        spec       TEXT NOT NULL,
+        kind       TEXT COLLATE "C" NOT NULL,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        metadata   TEXT COLLATE "C" NOT NULL,
+        spec       TEXT COLLATE "C" NOT NULL,
         generation BIGINT NOT NULL,
         applied    BIGINT NOT NULL,
         created_at BIGINT NOT NULL,
@@ -325,8 +326,8 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (kind, namespace, name)
     );
     CREATE TABLE secrets (
-        namespace  TEXT NOT NULL,
-        name       TEXT NOT NULL,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
         nonce      BYTEA NOT NULL,
         ciphertext BYTEA NOT NULL,
         created_at BIGINT NOT NULL,
@@ -334,19 +335,19 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (namespace, name)
     );
     CREATE TABLE api_keys (
-        id         TEXT PRIMARY KEY,
-        namespace  TEXT NOT NULL,
-        identity   TEXT NOT NULL,
-        verifier   TEXT NOT NULL,
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        identity   TEXT COLLATE "C" NOT NULL,
+        verifier   TEXT COLLATE "C" NOT NULL,
         created_at BIGINT NOT NULL
     );
     CREATE INDEX api_keys_by_identity ON api_keys (namespace, identity);
     CREATE TABLE managed_roles (
-        target_namespace    TEXT NOT NULL,
-        target_name         TEXT NOT NULL,
-        identity_namespace  TEXT NOT NULL,
-        identity_name       TEXT NOT NULL,
-        role_name           TEXT NOT NULL,
+        target_namespace    TEXT COLLATE "C" NOT NULL,
+        target_name         TEXT COLLATE "C" NOT NULL,
+        identity_namespace  TEXT COLLATE "C" NOT NULL,
+        identity_name       TEXT COLLATE "C" NOT NULL,
+        role_name           TEXT COLLATE "C" NOT NULL,
         nonce               BYTEA NOT NULL,
         ciphertext          BYTEA NOT NULL,
         password_version    BIGINT NOT NULL,
@@ -359,57 +360,57 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         UNIQUE (target_namespace, target_name, role_name)
     );
     CREATE TABLE intents_status (
-        namespace  TEXT NOT NULL,
-        name       TEXT NOT NULL,
-        state      TEXT NOT NULL,
-        message    TEXT NOT NULL,
-        statement  TEXT,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        state      TEXT COLLATE "C" NOT NULL,
+        message    TEXT COLLATE "C" NOT NULL,
+        statement  TEXT COLLATE "C",
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (namespace, name)
     );
     CREATE TABLE leases (
-        id              TEXT PRIMARY KEY,
-        namespace       TEXT NOT NULL,
-        credential_role TEXT NOT NULL,
-        target_name     TEXT NOT NULL,
-        username        TEXT NOT NULL,
-        issued_for      TEXT NOT NULL,
-        spec            TEXT NOT NULL,
-        state           TEXT NOT NULL,
-        owner           TEXT NOT NULL,
+        id              TEXT COLLATE "C" PRIMARY KEY,
+        namespace       TEXT COLLATE "C" NOT NULL,
+        credential_role TEXT COLLATE "C" NOT NULL,
+        target_name     TEXT COLLATE "C" NOT NULL,
+        username        TEXT COLLATE "C" NOT NULL,
+        issued_for      TEXT COLLATE "C" NOT NULL,
+        spec            TEXT COLLATE "C" NOT NULL,
+        state           TEXT COLLATE "C" NOT NULL,
+        owner           TEXT COLLATE "C" NOT NULL,
         issued_at       BIGINT NOT NULL,
         expires_at      BIGINT NOT NULL,
         max_expires_at  BIGINT NOT NULL,
         attempts        BIGINT NOT NULL DEFAULT 0,
         next_attempt_at BIGINT NOT NULL DEFAULT 0,
-        last_error      TEXT,
+        last_error      TEXT COLLATE "C",
         updated_at      BIGINT NOT NULL
     );
     CREATE INDEX leases_by_state ON leases (state, expires_at);
     CREATE INDEX leases_by_role ON leases (namespace, credential_role);
     CREATE TABLE static_roles (
-        namespace          TEXT NOT NULL,
-        name               TEXT NOT NULL,
-        username           TEXT NOT NULL,
+        namespace          TEXT COLLATE "C" NOT NULL,
+        name               TEXT COLLATE "C" NOT NULL,
+        username           TEXT COLLATE "C" NOT NULL,
         nonce              BYTEA,
         ciphertext         BYTEA,
         pending_nonce      BYTEA,
         pending_ciphertext BYTEA,
         rotated_at         BIGINT NOT NULL DEFAULT 0,
-        last_error         TEXT,
+        last_error         TEXT COLLATE "C",
         updated_at         BIGINT NOT NULL,
         PRIMARY KEY (namespace, name)
     );
     CREATE TABLE identity_clients (
-        client_id   TEXT PRIMARY KEY,
-        namespace   TEXT NOT NULL,
-        identity    TEXT NOT NULL,
-        secret_hash TEXT NOT NULL,
+        client_id   TEXT COLLATE "C" PRIMARY KEY,
+        namespace   TEXT COLLATE "C" NOT NULL,
+        identity    TEXT COLLATE "C" NOT NULL,
+        secret_hash TEXT COLLATE "C" NOT NULL,
         created_at  BIGINT NOT NULL
     );
     CREATE INDEX identity_clients_by_identity ON identity_clients (namespace, identity);
     CREATE TABLE signing_keys (
-        kid        TEXT PRIMARY KEY,
+        kid        TEXT COLLATE "C" PRIMARY KEY,
         nonce      BYTEA NOT NULL,
         sealed     BYTEA NOT NULL,
         public_key BYTEA NOT NULL,
@@ -417,25 +418,25 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         retired_at BIGINT
     );
     CREATE TABLE access_tokens (
-        jti        TEXT PRIMARY KEY,
-        namespace  TEXT NOT NULL,
-        identity   TEXT NOT NULL,
+        jti        TEXT COLLATE "C" PRIMARY KEY,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        identity   TEXT COLLATE "C" NOT NULL,
         issued_at  BIGINT NOT NULL,
         expires_at BIGINT NOT NULL,
         revoked_at BIGINT
     );
     CREATE INDEX access_tokens_by_expiry ON access_tokens (expires_at);
     CREATE TABLE admin_tokens (
-        token_hash TEXT PRIMARY KEY,
+        token_hash TEXT COLLATE "C" PRIMARY KEY,
         created_at BIGINT NOT NULL
     );
     CREATE TABLE audit_sessions (
         key        BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-        session_id TEXT NOT NULL UNIQUE,
-        identity   TEXT NOT NULL,
-        namespace  TEXT NOT NULL,
-        service    TEXT NOT NULL,
-        json       TEXT NOT NULL,
+        session_id TEXT COLLATE "C" NOT NULL UNIQUE,
+        identity   TEXT COLLATE "C" NOT NULL,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        service    TEXT COLLATE "C" NOT NULL,
+        json       TEXT COLLATE "C" NOT NULL,
         last_ms    BIGINT NOT NULL
     );
     CREATE TABLE audit_segments (
@@ -453,30 +454,30 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     );
     CREATE INDEX audit_segment_sessions_by_segment ON audit_segment_sessions (segment_id);
     CREATE TABLE plugin_components (
-        sha256     TEXT PRIMARY KEY,
+        sha256     TEXT COLLATE "C" PRIMARY KEY,
         bytes      BYTEA NOT NULL,
         created_at BIGINT NOT NULL
     );
     CREATE TABLE plugin_status (
-        namespace  TEXT NOT NULL,
-        name       TEXT NOT NULL,
-        state      TEXT NOT NULL,
-        message    TEXT NOT NULL,
+        namespace  TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        state      TEXT COLLATE "C" NOT NULL,
+        message    TEXT COLLATE "C" NOT NULL,
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (namespace, name)
     );
     CREATE TABLE plugin_logs (
         id        BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-        namespace TEXT NOT NULL,
-        name      TEXT NOT NULL,
-        level     TEXT NOT NULL,
+        namespace TEXT COLLATE "C" NOT NULL,
+        name      TEXT COLLATE "C" NOT NULL,
+        level     TEXT COLLATE "C" NOT NULL,
         at        BIGINT NOT NULL,
-        message   TEXT NOT NULL
+        message   TEXT COLLATE "C" NOT NULL
     );
     CREATE INDEX plugin_logs_by_plugin ON plugin_logs (namespace, name, id);
     CREATE TABLE gateways (
-        id           TEXT PRIMARY KEY,
-        host         TEXT NOT NULL,
+        id           TEXT COLLATE "C" PRIMARY KEY,
+        host         TEXT COLLATE "C" NOT NULL,
         pid          BIGINT NOT NULL,
         started_at   BIGINT NOT NULL,
         heartbeat_at BIGINT NOT NULL
@@ -494,24 +495,23 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         FOR EACH STATEMENT EXECUTE FUNCTION postern_credentials_changed();
     CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
         FOR EACH STATEMENT EXECUTE FUNCTION postern_credentials_changed();
-    CREATE TABLE kind_epochs (kind TEXT PRIMARY KEY, epoch BIGINT NOT NULL);
+    CREATE TABLE kind_epochs (kind TEXT COLLATE "C" PRIMARY KEY, epoch BIGINT NOT NULL);
     CREATE FUNCTION postern_resources_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         UPDATE resource_epoch SET epoch = epoch + 1;
         IF TG_OP = 'INSERT' OR TG_OP = 'DELETE'
-           OR NEW.metadata IS DISTINCT FROM OLD.metadata OR NEW.spec IS DISTINCT FROM OLD.spec
-           OR TG_ARGV[0] = 'columns' THEN
+           OR NEW.metadata IS DISTINCT FROM OLD.metadata OR NEW.spec IS DISTINCT FROM OLD.spec THEN
             INSERT INTO kind_epochs VALUES (CASE WHEN TG_OP = 'DELETE' THEN OLD.kind ELSE NEW.kind END, 1)
                 ON CONFLICT (kind) DO UPDATE SET epoch = kind_epochs.epoch + 1;
         END IF;
         RETURN NULL;
     END $$;
     CREATE TRIGGER resources_changed_on_insert AFTER INSERT ON resources
-        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed('row');
+        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed();
     CREATE TRIGGER resources_changed_on_delete AFTER DELETE ON resources
-        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed('row');
+        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed();
     CREATE TRIGGER resources_changed_on_update AFTER UPDATE ON resources
-        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed('row');
+        FOR EACH ROW EXECUTE FUNCTION postern_resources_changed();
     INSERT INTO resources VALUES
         ('Namespace', '', 'default', '{"name":"default"}', '{}', 1, 0,
          extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint);

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::error::Error;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use futures_executor::block_on;
 use futures_util::{pin_mut, StreamExt};
@@ -15,6 +15,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::db::{postgres_placeholders, Cell, Value};
+use crate::store::lock;
 use crate::StateError;
 
 /// The advisory lock every write transaction holds (`pg_advisory_xact_lock`): "postern"
@@ -104,12 +105,6 @@ pub(crate) struct Backend {
     label: String,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// A tokio-postgres error in words: the server's message and SQLSTATE when it sent one.
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
@@ -123,13 +118,20 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
 
 impl From<tokio_postgres::Error> for StateError {
     fn from(e: tokio_postgres::Error) -> StateError {
+        use tokio_postgres::error::SqlState;
         match e.code() {
-            Some(code) if *code == tokio_postgres::error::SqlState::DISK_FULL => {
-                StateError::DiskFull
+            Some(code) if *code == SqlState::DISK_FULL => StateError::DiskFull,
+            // The server is shutting down, starting, or the connection broke.
+            Some(code) if code.code().starts_with("08") || code.code().starts_with("57P") => {
+                StateError::Unavailable(describe(&e))
             }
             Some(_) => StateError::Postgres(describe(&e)),
-            // No SQLSTATE: the connection failed or closed.
-            None => StateError::Unavailable(describe(&e)),
+            // No SQLSTATE: the connection closed or its socket failed, or (a bug of
+            // ours) a value did not convert.
+            None if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) => {
+                StateError::Unavailable(describe(&e))
+            }
+            None => StateError::Postgres(describe(&e)),
         }
     }
 }
@@ -137,18 +139,30 @@ impl From<tokio_postgres::Error> for StateError {
 impl Backend {
     pub(crate) fn connect(settings: &PostgresSettings) -> Result<Backend, StateError> {
         let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
-            StateError::Unavailable(format!("the state database's URL is invalid: {e}"))
+            StateError::Postgres(format!("the state database's URL is invalid: {e}"))
         })?;
         if let Some(password) = &settings.password {
             config.password(password.expose());
         }
-        // Without it, `CREATE TABLE IF NOT EXISTS` and the like send NOTICEs, which
-        // tokio-postgres logs (and a CLI command would print).
+        // Without client_min_messages, `CREATE TABLE IF NOT EXISTS` and the like send
+        // NOTICEs, which tokio-postgres logs (and a CLI command would print). The
+        // keepalives, both ways, bound how long a silent network cut goes unnoticed: this
+        // side's calls fail (logins get 57P03, the leader steps down) and the server ends
+        // the session, so its leader lock passes on.
+        let ours = "-c client_min_messages=warning -c tcp_keepalives_idle=5 \
+                    -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 \
+                    -c tcp_user_timeout=15000";
         let options = match config.get_options() {
-            Some(given) => format!("{given} -c client_min_messages=warning"),
-            None => "-c client_min_messages=warning".to_owned(),
+            Some(given) => format!("{given} {ours}"),
+            None => ours.to_owned(),
         };
         config.options(&options);
+        config
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(5))
+            .keepalives_interval(std::time::Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(std::time::Duration::from_secs(15));
         if config.get_application_name().is_none() {
             config.application_name("postern-state");
         }
@@ -260,14 +274,22 @@ impl Backend {
             .unwrap_or_default();
         let pid = i64::from(std::process::id());
         self.write(|conn| {
-            crate::db::Db::Postgres(conn)
-                .execute(&beat, crate::db::args![owner, host, pid])
+            let db = crate::db::Db::Postgres(conn);
+            // Gateways and CLI runs silent for a day are gone for good.
+            db.execute(
+                "DELETE FROM gateways
+                 WHERE heartbeat_at < CAST(extract(epoch FROM now()) AS BIGINT) - 86400",
+                crate::db::args![],
+            )?;
+            db.execute(&beat, crate::db::args![owner, host, pid])
                 .map(drop)
         })?;
+        let beat = postgres_placeholders(&beat);
         let (config, tls, label) = (self.config.clone(), self.tls.clone(), self.label.clone());
         let owner = owner.to_owned();
         self.runtime.spawn(async move {
             let mut client: Option<Client> = None;
+            let mut failing = false;
             let mut ticker = tokio::time::interval(HEARTBEAT);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -278,11 +300,27 @@ impl Backend {
                         .await
                         .ok();
                 }
-                if let Some(client) = &client {
-                    let beat = postgres_placeholders(&heartbeat_statement());
-                    // A missed beat is made up by the next; a long outage makes this
-                    // gateway look dead, which is what it is to the others then.
-                    let _ = client.execute(&beat, &[&owner, &host, &pid]).await;
+                // A missed beat is made up by the next; a long outage makes this gateway
+                // look dead to the others (its session leases are then ended), so it is
+                // said, once per outage.
+                let beat_result = match &client {
+                    Some(client) => client
+                        .execute(&beat, &[&owner, &host, &pid])
+                        .await
+                        .map(drop)
+                        .map_err(|e| describe(&e)),
+                    None => Err("no connection".to_owned()),
+                };
+                match (beat_result, failing) {
+                    (Ok(()), true) => {
+                        failing = false;
+                        tracing::info!("state heartbeat works again");
+                    }
+                    (Err(error), false) => {
+                        failing = true;
+                        tracing::warn!(%error, "cannot note this gateway alive in the state; after 20 s the others take it for dead");
+                    }
+                    _ => {}
                 }
             }
         });
@@ -472,24 +510,29 @@ async fn connect_client(
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     label: String,
 ) -> Result<Client, StateError> {
-    let fail = |e: tokio_postgres::Error| {
+    let connected = match tls {
+        None => connect_with(&config, tokio_postgres::NoTls).await,
+        Some(tls) => connect_with(&config, tls).await,
+    };
+    connected.map_err(|e| {
         StateError::Unavailable(format!(
             "cannot connect to the state database {label}: {}",
             describe(&e)
         ))
-    };
-    match tls {
-        None => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            Ok(client)
-        }
-        Some(tls) => {
-            let (client, connection) = config.connect(tls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            Ok(client)
-        }
-    }
+    })
+}
+
+async fn connect_with<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> Result<Client, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// Registers a gateway (`?1` id, `?2` host, `?3` pid) or notes it is still alive.

@@ -10,13 +10,13 @@
 //! fresh. On SQLite every read goes to the database (reads are local and cheap there).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postern_model::{Kind, SecretValue};
 
 use crate::db::{args, Dialect};
-use crate::store::StoredResource;
+use crate::store::{lock, StoredResource};
 use crate::{StateError, Store};
 
 /// How long an epoch read by the proxy's poller is taken as current.
@@ -49,27 +49,39 @@ struct Credentials {
 pub(crate) struct Snapshots {
     current: Mutex<Option<Arc<Snapshot>>>,
     credentials: Mutex<Credentials>,
-    epoch_seen: Mutex<Option<(Epochs, Instant)>>,
+    epoch_seen: Mutex<EpochSeen>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The epochs last read and when; `writes` counts this store's writes, so epochs read
+/// before one of them finished are not taken for current after it.
+#[derive(Default)]
+struct EpochSeen {
+    epochs: Option<(Epochs, Instant)>,
+    writes: u64,
 }
 
 impl Snapshots {
-    /// Notes the epochs just read from the state.
-    pub(crate) fn note_epochs(&self, epochs: Epochs) {
-        *lock(&self.epoch_seen) = Some((epochs, Instant::now()));
+    /// This store's writes so far, to give [`Snapshots::note_epochs`] once the epochs are
+    /// read.
+    fn writes(&self) -> u64 {
+        lock(&self.epoch_seen).writes
+    }
+
+    /// Notes epochs read after `writes` of this store's writes, unless another write
+    /// finished meanwhile (the epochs might predate it).
+    fn note_epochs(&self, epochs: Epochs, writes: u64) {
+        let mut seen = lock(&self.epoch_seen);
+        if seen.writes == writes {
+            seen.epochs = Some((epochs, Instant::now()));
+        }
     }
 
     /// Forgets the epochs seen (after a write of this store's), so the next cached read
-    /// checks them afresh: when the write moved one, what was kept for it is read again;
-    /// a write that changed no resource, key or secret (the access log's) costs one epoch
-    /// read and keeps the rest.
+    /// checks them afresh: when the write moved one, what was kept for it is read again.
     pub(crate) fn forget_epochs(&self) {
-        *lock(&self.epoch_seen) = None;
+        let mut seen = lock(&self.epoch_seen);
+        seen.epochs = None;
+        seen.writes += 1;
     }
 }
 
@@ -80,6 +92,7 @@ const EPOCHS_SQL: &str = "SELECT r.epoch, c.epoch FROM resource_epoch AS r, cred
 impl Store {
     /// Reads the epochs (the credential one is 0 on SQLite) and notes them.
     pub(crate) fn read_epochs(&self) -> Result<Epochs, StateError> {
+        let writes = self.snapshots.writes();
         let epochs = self.read(|db| match db.dialect() {
             Dialect::Sqlite => Ok(Epochs {
                 resources: db.query_value(EPOCH_SQL, args![])?,
@@ -92,13 +105,13 @@ impl Store {
                 })
             }),
         })?;
-        self.snapshots.note_epochs(epochs);
+        self.snapshots.note_epochs(epochs, writes);
         Ok(epochs)
     }
 
     /// The epochs, as seen within [`EPOCH_FRESH`] or read now.
     fn current_epochs(&self) -> Result<Epochs, StateError> {
-        if let Some((epochs, at)) = *lock(&self.snapshots.epoch_seen) {
+        if let Some((epochs, at)) = lock(&self.snapshots.epoch_seen).epochs {
             if at.elapsed() < EPOCH_FRESH {
                 return Ok(epochs);
             }
@@ -112,9 +125,11 @@ impl Store {
             return Ok(None);
         }
         let epoch = self.current_epochs()?.resources;
+        // A snapshot newer than the epoch seen (read after a change the poller has not
+        // caught up with) serves too.
         if let Some(snapshot) = lock(&self.snapshots.current)
             .as_ref()
-            .filter(|s| s.epoch == epoch)
+            .filter(|s| s.epoch >= epoch)
         {
             return Ok(Some(snapshot.clone()));
         }
@@ -156,7 +171,7 @@ impl Store {
         let epoch = self.current_epochs()?.credentials;
         {
             let mut cache = lock(&self.snapshots.credentials);
-            if cache.epoch != epoch {
+            if cache.epoch < epoch {
                 *cache = Credentials {
                     epoch,
                     ..Credentials::default()
@@ -169,6 +184,8 @@ impl Store {
         // Read after the epoch: a change in between is newer than the epoch it is kept
         // under, which the next epoch read clears.
         let found = read()?;
+        // Kept only under the epoch it was read after: a cache started meanwhile for a
+        // newer epoch must not take a value that may predate that epoch's change.
         let mut cache = lock(&self.snapshots.credentials);
         if cache.epoch == epoch {
             pick(&mut cache).insert(key, found.clone());

@@ -114,7 +114,7 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves a usable connection (SQLite rolls back the
     // open transaction when it is dropped), so poisoning is not fatal here.
     mutex
@@ -427,6 +427,18 @@ impl Store {
         &self,
         f: impl FnOnce(&Db<'_>) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
+        let written = self.write_log(f);
+        // What this gateway wrote, it reads at once (snapshot.rs).
+        self.snapshots.forget_epochs();
+        written
+    }
+
+    /// A write of what no login reads (the access log, plugin logs): unlike
+    /// [`Store::write`], it leaves the epochs this store has seen alone.
+    pub(crate) fn write_log<T>(
+        &self,
+        f: impl FnOnce(&Db<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
         match &self.backend {
             Backend::Sqlite { writer, .. } => {
                 let mut conn = lock(writer);
@@ -436,12 +448,7 @@ impl Store {
                 tx.commit()?;
                 Ok(value)
             }
-            Backend::Postgres(pg) => {
-                let written = pg.write(|conn| f(&Db::Postgres(conn)));
-                // What this gateway wrote, it reads at once.
-                self.snapshots.forget_epochs();
-                written
-            }
+            Backend::Postgres(pg) => pg.write(|conn| f(&Db::Postgres(conn))),
         }
     }
 

@@ -327,7 +327,9 @@ pub enum StateCommand {
         /// sqlite:PATH, PATH a state directory (or its state.db)
         #[arg(long, value_name = "sqlite:PATH")]
         from: String,
-        /// The PostgreSQL state (libpq URL or connection string) [default: [state] url]
+        /// The PostgreSQL state (libpq URL or connection string; its password from [state]
+        /// password_file or the state-password credential, not the command line)
+        /// [default: [state] url]
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },

@@ -69,7 +69,7 @@ impl Store {
         keys: &mut AuditKeys,
         replayed: bool,
     ) -> Result<(), StateError> {
-        let written = self.write(|tx| {
+        let written = self.write_log(|tx| {
             let stored = match replayed {
                 true => stored_event_ids(tx, batch)?,
                 false => HashSet::new(),
@@ -255,7 +255,7 @@ impl Store {
     /// Deletes events older than `before_ms` (whole segments, so an event may outlive
     /// it by one batch's span); returns how many. Sessions with no event left go too.
     pub fn prune_audit_events(&self, before_ms: i64) -> Result<usize, StateError> {
-        self.write(|tx| {
+        self.write_log(|tx| {
             tx.execute(
                 "DELETE FROM audit_sessions WHERE last_ms < ?1",
                 args![before_ms.saturating_sub(TOUCH_MS)],
