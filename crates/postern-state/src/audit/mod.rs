@@ -288,12 +288,18 @@ fn write_segment(conn: &Db<'_>, segment: &mut SegmentWriter) -> Result<(), State
             segment.compressed()
         ],
     )?;
-    for key in segment.sessions() {
-        conn.execute(
-            "INSERT INTO audit_segment_sessions (session_key, segment_id) VALUES (?1, ?2)",
-            args![key, segment_id],
-        )?;
-    }
+    // Every session of the segment in one statement (one round trip on PostgreSQL,
+    // inside the fleet's write lock), its keys given as a JSON array.
+    let keys = serde_json::to_string(segment.sessions())
+        .map_err(|e| StateError::Corrupt(format!("session keys: {e}")))?;
+    conn.execute(
+        &format!(
+            "INSERT INTO audit_segment_sessions (session_key, segment_id)
+             SELECT CAST(keys.value AS BIGINT), ?2 FROM {}",
+            conn.json_elements("?1", &[], "keys")
+        ),
+        args![keys, segment_id],
+    )?;
     segment.clear();
     Ok(())
 }
