@@ -122,6 +122,30 @@ pub async fn roles_like(admin: &tokio_postgres::Client, pattern: &str) -> Vec<St
         .collect()
 }
 
+/// `count` credentials of `role` issued at once (for requester `bulk`), spread over
+/// `issuers` in turn; panics if one fails, or if two got the same username.
+pub async fn issue_concurrently(
+    issuers: &[std::sync::Arc<postern_issuer::Issuer>],
+    role: &postern_model::QualifiedName,
+    count: usize,
+) -> Vec<postern_issuer::Issued> {
+    let mut issues = tokio::task::JoinSet::new();
+    for n in 0..count {
+        let (issuer, role) = (issuers[n % issuers.len()].clone(), role.clone());
+        issues.spawn(async move { issuer.issue(&role, None, "bulk", "test").await });
+    }
+    let issued: Vec<_> = issues
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("issue"))
+        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        issued.iter().map(|i| i.username.as_str()).collect();
+    assert_eq!(names.len(), count, "every username distinct");
+    issued
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_testkit::{
-    roles_like, shared_pg, sqlstate, wait_for, wait_for_async, wait_until, Gateway, Http, LocalPg,
-    SharedState, DB, USER,
+    issue_concurrently, roles_like, shared_pg, sqlstate, wait_for, wait_for_async, wait_until,
+    Gateway, Http, LocalPg, SharedState, DB, USER,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
@@ -283,19 +282,7 @@ async fn two_hundred_concurrent_issues_over_three_gateways_give_distinct_roles()
         })
         .collect();
     let role = postern_model::QualifiedName::new("team-a", "lasting");
-    let mut issues = tokio::task::JoinSet::new();
-    for n in 0..200 {
-        let (issuer, role) = (issuers[n % 3].clone(), role.clone());
-        issues.spawn(async move { issuer.issue(&role, None, "bulk", "test").await });
-    }
-    let issued: Vec<_> = issues
-        .join_all()
-        .await
-        .into_iter()
-        .map(|r| r.expect("issue"))
-        .collect();
-    let names: BTreeSet<&str> = issued.iter().map(|i| i.username.as_str()).collect();
-    assert_eq!(names.len(), 200);
+    let issued = issue_concurrently(&issuers, &role, 200).await;
     let admin = pg.connect("app").await.unwrap();
     assert_eq!(roles_like(&admin, "v-bulk-%").await.len(), 200);
     for credential in issued.iter().step_by(20) {

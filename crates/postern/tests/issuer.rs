@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_testkit::{roles_like, shared_pg, sqlstate, wait_until, Gateway, LocalPg};
+use postern_testkit::{
+    issue_concurrently, roles_like, shared_pg, sqlstate, wait_until, Gateway, LocalPg,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const WAIT: Duration = Duration::from_secs(60);
@@ -402,19 +403,7 @@ async fn two_hundred_concurrent_issues_give_distinct_working_roles() {
     .unwrap();
     let issuer = postern_issuer::Issuer::new(Arc::new(store));
     let role = postern_model::QualifiedName::new("team-a", "readonly");
-    let mut issues = tokio::task::JoinSet::new();
-    for _ in 0..200 {
-        let (issuer, role) = (issuer.clone(), role.clone());
-        issues.spawn(async move { issuer.issue(&role, None, "bulk", "test").await });
-    }
-    let issued: Vec<_> = issues
-        .join_all()
-        .await
-        .into_iter()
-        .map(|r| r.expect("issue"))
-        .collect();
-    let names: BTreeSet<&str> = issued.iter().map(|i| i.username.as_str()).collect();
-    assert_eq!(names.len(), 200);
+    let issued = issue_concurrently(&[issuer], &role, 200).await;
     for credential in &issued {
         let client = login(pg, &credential.username, credential.password.expose())
             .await
