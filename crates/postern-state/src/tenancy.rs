@@ -385,17 +385,11 @@ impl Store {
         &self,
         identity: &QualifiedName,
     ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
-        let Some(stored) = self.resource(Kind::Identity, &identity.namespace, &identity.name)?
-        else {
-            return Ok(None);
-        };
-        let spec = match stored.resource.spec {
-            Spec::Identity(spec) => spec,
-            _ => IdentitySpec::default(),
-        };
-        let bindings = self.resources(Kind::RoleBinding, None)?;
-        let access = access_from(identity, &spec.groups, &bindings);
-        Ok(Some((spec, access)))
+        access_with(
+            identity,
+            self.resource(Kind::Identity, &identity.namespace, &identity.name)?,
+            || self.resources(Kind::RoleBinding, None),
+        )
     }
 
     /// The identity's spec and the access its role bindings give it; `None` when the
@@ -411,16 +405,11 @@ impl Store {
         conn: &Db<'_>,
         identity: &QualifiedName,
     ) -> Result<Option<(IdentitySpec, Access)>, StateError> {
-        let Some(stored) = Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?
-        else {
-            return Ok(None);
-        };
-        let spec = match stored.resource.spec {
-            Spec::Identity(spec) => spec,
-            _ => IdentitySpec::default(),
-        };
-        let access = Self::access_in(conn, identity, &spec.groups)?;
-        Ok(Some((spec, access)))
+        access_with(
+            identity,
+            Self::get_in(conn, Kind::Identity, &identity.namespace, &identity.name)?,
+            || Self::list_in(conn, Some(Kind::RoleBinding), None),
+        )
     }
 
     // ---- single-resource writes ----------------------------------------------------------
@@ -521,6 +510,24 @@ impl Store {
                 .ok_or_else(|| StateError::Corrupt(format!("{} vanished", resource.describe())))
         })
     }
+}
+
+/// The spec of the identity `stored` (`None`: it does not exist) and the access the role
+/// bindings `bindings` reads give it.
+fn access_with(
+    identity: &QualifiedName,
+    stored: Option<StoredResource>,
+    bindings: impl FnOnce() -> Result<Vec<StoredResource>, StateError>,
+) -> Result<Option<(IdentitySpec, Access)>, StateError> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let spec = match stored.resource.spec {
+        Spec::Identity(spec) => spec,
+        _ => IdentitySpec::default(),
+    };
+    let access = access_from(identity, &spec.groups, &bindings()?);
+    Ok(Some((spec, access)))
 }
 
 /// The access `bindings` give `identity` with `groups`.
