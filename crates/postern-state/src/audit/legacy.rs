@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::segment::{Body, SegmentEvent, SegmentWriter};
+use super::segment::{EventHead, SegmentWriter};
 use super::write_segment;
 use crate::StateError;
 
@@ -53,13 +53,13 @@ pub(crate) fn convert_legacy_events(conn: &mut Connection) -> Result<(), StateEr
                     &stored,
                 )
             };
-            segment.push(&SegmentEvent {
+            let head = EventHead {
                 event_id: &event_id,
                 time_ms,
                 event_type: &event_type,
                 session_key: row.get(6)?,
-                body: Body::Line(&line),
-            })?;
+            };
+            segment.push_line(&head, &line)?;
             if segment.is_full() {
                 write_segment(&crate::db::Db::Sqlite(&tx), &mut segment)?;
             }

@@ -14,7 +14,7 @@ use crate::db::{args, Db};
 use postern_model::{log_line, AuditRecord, AuditSink, SessionInfo};
 
 pub(crate) use legacy::convert_legacy_events;
-use segment::{Body, DecodedSegment, SegmentEvent, SegmentWriter, INDEX_BITS};
+use segment::{Body, DecodedSegment, EventHead, SegmentWriter, INDEX_BITS};
 
 use crate::{StateError, Store};
 
@@ -75,24 +75,22 @@ impl Store {
                 false => HashSet::new(),
             };
             let mut segment = SegmentWriter::default();
-            let mut details = String::new();
             for record in batch {
                 let time_ms = record.time_ms();
                 if replayed && stored.contains(&(time_ms, record.event_id.clone())) {
                     continue;
                 }
-                details.clear();
-                record.event.details.write_members(&mut details);
-                segment.push(&SegmentEvent {
+                let head = EventHead {
                     event_id: &record.event_id,
                     time_ms,
                     event_type: record.event.event_type.as_str(),
                     session_key: keys.session(tx, record.session(), time_ms)?,
-                    body: Body::Parts {
-                        statement: record.event.statement.as_deref(),
-                        details: &details,
-                    },
-                })?;
+                };
+                segment.push_event(
+                    &head,
+                    record.event.statement.as_deref(),
+                    &record.event.details,
+                )?;
                 if segment.is_full() {
                     write_segment(tx, &mut segment)?;
                 }
@@ -203,21 +201,25 @@ impl Store {
                             break 'pages;
                         }
                         if query.before_id.is_some_and(|before| id >= before)
-                            || query.since_ms.is_some_and(|since| event.time_ms < since)
-                            || query.until_ms.is_some_and(|until| event.time_ms > until)
+                            || query
+                                .since_ms
+                                .is_some_and(|since| event.head.time_ms < since)
+                            || query
+                                .until_ms
+                                .is_some_and(|until| event.head.time_ms > until)
                             || query
                                 .event_type
                                 .as_deref()
-                                .is_some_and(|wanted| event.event_type != wanted)
+                                .is_some_and(|wanted| event.head.event_type != wanted)
                         {
                             continue;
                         }
-                        let members = match sessions.entry(event.session_key) {
+                        let members = match sessions.entry(event.head.session_key) {
                             Entry::Occupied(known) => known.into_mut(),
                             Entry::Vacant(_) if by_session => continue,
                             Entry::Vacant(unknown) => unknown.insert(conn.query_opt(
                                 "SELECT json FROM audit_sessions WHERE key = ?1",
-                                args![event.session_key],
+                                args![event.head.session_key],
                                 |row| row.get(0),
                             )?),
                         };
@@ -226,14 +228,14 @@ impl Store {
                         let Some(members) = members else {
                             continue;
                         };
-                        let json = match event.body {
-                            Body::Line(line) => line.to_owned(),
+                        let json = match &event.body {
+                            Body::Line(line) => (*line).to_owned(),
                             Body::Parts { statement, details } => log_line(
-                                event.event_id,
+                                event.head.event_id,
                                 members,
-                                event.time_ms,
-                                event.event_type,
-                                statement,
+                                event.head.time_ms,
+                                event.head.event_type,
+                                *statement,
                                 details,
                             ),
                         };
@@ -320,7 +322,7 @@ fn stored_event_ids(
         |row| {
             let decoded = DecodedSegment::decode(row.blob(0)?)?;
             for event in decoded.events()? {
-                stored.insert((event.time_ms, event.event_id.to_owned()));
+                stored.insert((event.head.time_ms, event.head.event_id.to_owned()));
             }
             Ok(ControlFlow::Continue(()))
         },
@@ -471,10 +473,12 @@ mod tests {
             },
             ..SessionInfo::default()
         });
+        // Two prepared statements' texts, shared by their events as the proxy shares them.
+        let texts: [Arc<str>; 2] = [Arc::from("SELECT 0"), Arc::from("SELECT 1")];
         (first..first + count)
             .map(|n| {
                 let mut event = AuditEvent::new(EventType::Execute, session.clone());
-                event.statement = Some(Arc::from(format!("SELECT {}", n % 2)));
+                event.statement = Some(texts[n % 2].clone());
                 event.details.rows = Some(n as u64);
                 AuditRecord::new(format!("ev-{n:04}"), event)
             })
