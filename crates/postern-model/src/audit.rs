@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 mod encoding;
@@ -185,7 +186,7 @@ pub struct EventDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command_tag: Option<String>,
+    pub command_tag: Option<CompactString>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,7 +202,8 @@ pub struct EventDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub totals: Option<SessionTotals>,
+    /// Boxed: one event per session has them, and every event would carry their room.
+    pub totals: Option<Box<SessionTotals>>,
 }
 
 impl EventDetails {
@@ -360,15 +362,16 @@ pub trait AccessLog: Send + Sync + 'static {
 /// store) reads the event itself.
 #[derive(Debug)]
 pub struct AuditRecord {
-    pub event_id: String,
+    /// Short (21 bytes as the pipeline numbers events): kept inline.
+    pub event_id: CompactString,
     pub event: AuditEvent,
     line: OnceLock<String>,
 }
 
 impl AuditRecord {
-    pub fn new(event_id: String, event: AuditEvent) -> AuditRecord {
+    pub fn new(event_id: impl Into<CompactString>, event: AuditEvent) -> AuditRecord {
         AuditRecord {
-            event_id,
+            event_id: event_id.into(),
             event,
             line: OnceLock::new(),
         }
@@ -521,11 +524,11 @@ mod tests {
             rule: Some("no-ddl".into()),
             statement_kind: Some("ddl".into()),
             reason: Some("\u{7f}del".into()),
-            totals: Some(SessionTotals {
+            totals: Some(Box::new(SessionTotals {
                 duration_ms: 1.0,
                 end_reason: "client".into(),
                 ..SessionTotals::default()
-            }),
+            })),
         };
         let odd_numbers = EventDetails {
             closes: Some(Closes::Statement),
@@ -555,7 +558,7 @@ mod tests {
         event.details.closes = Some(Closes::Portal);
         event.details.rows = Some(3);
         event.details.duration_ms = Some(0.25);
-        AuditRecord::new("ab-01".into(), event)
+        AuditRecord::new("ab-01", event)
     }
 
     #[test]

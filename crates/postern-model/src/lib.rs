@@ -20,6 +20,8 @@ pub use audit::{
     log_line, AccessLog, AuditEvent, AuditRecord, AuditSink, Closes, EventDetails, EventType,
     IdentityInfo, SessionInfo, SessionTotals, UpstreamInfo,
 };
+/// Short texts kept inline (event ids, command tags): no allocation for most.
+pub use compact_str::CompactString;
 pub use credentials::{
     format_duration, parse_duration, CredentialRoleSpec, PasswordPolicy, Piece, StatementList,
     StaticRoleSpec, Template, DEFAULT_USERNAME_TEMPLATE, STATEMENT_PLACEHOLDERS,

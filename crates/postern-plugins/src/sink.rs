@@ -175,7 +175,7 @@ pub struct PluginSink {
 fn event(record: &AuditRecord) -> Event {
     let session = record.session();
     Event {
-        id: record.event_id.clone(),
+        id: record.event_id.to_string(),
         time_ms: record.time_ms(),
         event_type: record.event.event_type.as_str().to_owned(),
         session_id: session.session_id.clone(),

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use postern_model::{
-    AccessLog, AuditEvent, ClientFacts, Closes, Denial, Directory, EventType, QualifiedName,
-    RouteLookup, SessionInfo, SessionPolicy,
+    AccessLog, AuditEvent, ClientFacts, Closes, CompactString, Denial, Directory, EventType,
+    QualifiedName, RouteLookup, SessionInfo, SessionPolicy,
 };
 use postern_wire::backend::parse_error_fields;
 use postern_wire::frontend;
@@ -48,7 +48,7 @@ enum Pending {
         text: Arc<str>,
         started: Instant,
         /// The command tag of the last statement that completed.
-        tag: Option<String>,
+        tag: Option<CompactString>,
         rows: u64,
         error: Option<(String, String)>,
         /// Replaced by a refusal; no QUERY event.
@@ -510,10 +510,11 @@ impl Inspector {
                 }
             }
             be::COMMAND_COMPLETE => {
-                let tag_text = body
-                    .and_then(|b| frontend::parse_command_tag(b).ok())
-                    .unwrap_or("")
-                    .to_owned();
+                // Inline (no allocation) for every tag PostgreSQL sends but very long ones.
+                let tag_text = CompactString::from(
+                    body.and_then(|b| frontend::parse_command_tag(b).ok())
+                        .unwrap_or(""),
+                );
                 match t.pending.front_mut() {
                     Some(Pending::Query { tag, rows, .. }) => {
                         *rows += tag_rows(&tag_text).unwrap_or(0);
@@ -533,8 +534,8 @@ impl Inspector {
             be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => {
                 if matches!(t.pending.front(), Some(Pending::Execute { .. })) {
                     if let Some(done) = t.pending.pop_front() {
-                        let suspended =
-                            (tag == be::PORTAL_SUSPENDED).then_some("[suspended]".to_owned());
+                        let suspended = (tag == be::PORTAL_SUSPENDED)
+                            .then_some(CompactString::const_new("[suspended]"));
                         self.finish_execute(done, suspended, None, None);
                     }
                 }
@@ -644,7 +645,7 @@ impl Inspector {
     fn finish_execute(
         &self,
         done: Pending,
-        tag: Option<String>,
+        tag: Option<CompactString>,
         tag_rows: Option<u64>,
         error: Option<(String, String)>,
     ) {

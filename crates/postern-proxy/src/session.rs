@@ -303,14 +303,14 @@ async fn session(
     if let Some(inspector) = &inspector {
         let (bytes_from_client, bytes_to_client) = inspector.bytes();
         let mut event = AuditEvent::new(EventType::SessionEnd, inspector.session().clone());
-        event.details.totals = Some(SessionTotals {
+        event.details.totals = Some(Box::new(SessionTotals {
             bytes_from_client,
             bytes_to_client,
             statements: inspector.statements_run(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             end_reason: end_reason(&result),
             events_dropped: inspector.session().dropped(),
-        });
+        }));
         inspector.record(event);
         GatewayStats::add(&gateway.stats.statements, inspector.statements_run());
         GatewayStats::add(&gateway.stats.policy_denials, inspector.statements_denied());

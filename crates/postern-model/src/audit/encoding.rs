@@ -129,7 +129,9 @@ impl EventDetails {
                 field::RULE => details.rule = Some(reader.text()?.into()),
                 field::STATEMENT_KIND => details.statement_kind = Some(reader.text()?.into()),
                 field::REASON => details.reason = Some(reader.text()?.into()),
-                field::TOTALS => details.totals = Some(reader.json::<SessionTotals>("totals")?),
+                field::TOTALS => {
+                    details.totals = Some(Box::new(reader.json::<SessionTotals>("totals")?))
+                }
                 other => return Err(format!("event details: unknown field {other}")),
             }
         }
@@ -198,12 +200,12 @@ mod tests {
             rule: Some("no-ddl".into()),
             statement_kind: Some("ddl".into()),
             reason: Some("\u{7f}del".into()),
-            totals: Some(SessionTotals {
+            totals: Some(Box::new(SessionTotals {
                 duration_ms: 1.5,
                 end_reason: "client".into(),
                 statements: 300,
                 ..SessionTotals::default()
-            }),
+            })),
         };
         let execute = EventDetails {
             statement_name: Some("".into()),

@@ -77,7 +77,7 @@ impl Store {
             let mut segment = SegmentWriter::default();
             for record in batch {
                 let time_ms = record.time_ms();
-                if replayed && stored.contains(&(time_ms, record.event_id.clone())) {
+                if replayed && stored.contains(&(time_ms, record.event_id.to_string())) {
                     continue;
                 }
                 let head = EventHead {
