@@ -381,14 +381,17 @@ impl Dispatcher {
 /// of the dispatcher's instructions) into an inline string (no allocation below 2^60
 /// events).
 fn event_id(prefix: &str, sequence: u64) -> CompactString {
-    let mut id = CompactString::with_capacity(prefix.len() + 17);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (at, digit) in digits.iter_mut().rev().enumerate() {
+        *digit = HEX[((sequence >> (at * 4)) & 0xf) as usize];
+    }
+    let shown = 12.max(16 - sequence.leading_zeros() as usize / 4);
+    let mut id = CompactString::with_capacity(prefix.len() + 1 + shown);
     id.push_str(prefix);
     id.push('-');
-    let digits = 12.max(16 - sequence.leading_zeros() as usize / 4);
-    for shift in (0..digits).rev() {
-        let nibble = (sequence >> (shift * 4)) & 0xf;
-        id.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
-    }
+    // Hex digits are ASCII: this cannot fail.
+    id.push_str(std::str::from_utf8(&digits[16 - shown..]).unwrap_or_default());
     id
 }
 
@@ -573,5 +576,8 @@ mod tests {
                 format!("0a1b2c3d-{sequence:012x}")
             );
         }
+        // Kept inline: an allocation per event was a fifth of the dispatcher's work.
+        assert!(!event_id("0a1b2c3d", (1 << 48) - 1).is_heap_allocated());
+        assert!(!event_id("0a1b2c3d", (1 << 60) - 1).is_heap_allocated());
     }
 }
