@@ -24,7 +24,8 @@ fn main() {
     let ops = match piece.as_str() {
         "classify_miss" => classify_miss(),
         "classify_hit" => classify_hit(),
-        "ten_rule_check" => ten_rule_check(),
+        "ten_rule_check" => ten_rule_check(false),
+        "ten_rule_recheck" => ten_rule_check(true),
         "event_push" => event_push(),
         "state_write" => state_write(),
         "frame_scan" => frame_scan(),
@@ -66,7 +67,10 @@ fn piece_classify_hit(cache: &postern_policy::StatementCache, ops: u64) -> u64 {
     ops
 }
 
-fn ten_rule_check() -> u64 {
+/// A ten-rule check of `pgbench -S` statements: as the simple protocol sends them (each
+/// with its own literal), or, with `again`, one text parsed again and again as the
+/// extended protocol's unnamed statement is.
+fn ten_rule_check(again: bool) -> u64 {
     let deny = |name: &str, condition: &str| AuthorizationRule {
         name: name.into(),
         effect: RuleEffect::Deny,
@@ -107,16 +111,30 @@ fn ten_rule_check() -> u64 {
     else {
         panic!("the ten rules allow the connection")
     };
+    let texts: Vec<String> = (0..20_000)
+        .map(|n| match again {
+            true => SELECT.to_owned(),
+            false => format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n};"),
+        })
+        .collect();
     policy.check_statement(SELECT).unwrap();
-    piece_ten_rule_check(policy.as_ref(), 20_000)
+    match again {
+        true => piece_ten_rule_recheck(policy.as_ref(), &texts),
+        false => piece_ten_rule_check(policy.as_ref(), &texts),
+    }
 }
 
 #[inline(never)]
-fn piece_ten_rule_check(policy: &dyn SessionPolicy, ops: u64) -> u64 {
-    for _ in 0..ops {
-        policy.check_statement(black_box(SELECT)).unwrap();
+fn piece_ten_rule_check(policy: &dyn SessionPolicy, texts: &[String]) -> u64 {
+    for text in texts {
+        policy.check_statement(black_box(text)).unwrap();
     }
-    ops
+    texts.len() as u64
+}
+
+#[inline(never)]
+fn piece_ten_rule_recheck(policy: &dyn SessionPolicy, texts: &[String]) -> u64 {
+    piece_ten_rule_check(policy, texts)
 }
 
 fn session() -> Arc<SessionInfo> {

@@ -428,7 +428,27 @@ pub(crate) struct BoundRules {
     evaluation: Mutex<Evaluation>,
     /// Policy-hook plugins asked, in order, about each statement the rules allow.
     hooks: Vec<Box<dyn SessionHook>>,
+    last_classified: Mutex<LastClassified>,
 }
+
+/// The text this session had classified last, and what it is. Drivers parse one
+/// statement again and again (the unnamed statement of pgbench `-M extended`, of JDBC
+/// below its prepare threshold, of `query_typed`): classifying it anew, even through the
+/// shape cache, was two thirds of a ten-rule check. Classification depends on the text
+/// alone, so what it gave holds for as long as the text is the same; rules are still
+/// decided at every check. The buffers are reused: another text costs a copy, not an
+/// allocation.
+#[derive(Default)]
+struct LastClassified {
+    text: String,
+    statements: Vec<Statement>,
+    class: Option<u64>,
+    /// The fields above hold `text`'s classification.
+    holds: bool,
+}
+
+/// Longest text kept as [`LastClassified`].
+const LAST_TEXT_KEPT: usize = 16 * 1024;
 
 impl std::fmt::Debug for BoundRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -474,6 +494,7 @@ impl BoundRules {
                 classes: HashMap::new(),
             }),
             hooks: Vec::new(),
+            last_classified: Mutex::default(),
         }
     }
 
@@ -628,6 +649,20 @@ impl BoundRules {
         self.check_at(statement, class, Utc::now())
     }
 
+    /// PostgreSQL refuses what does not parse, so it can pass: the client gets the
+    /// server's own syntax error. Rules still see it, as kind `other`.
+    fn check_unparsable(&self, sql: &str) -> Result<(), Denial> {
+        self.check(
+            &Statement {
+                kind: "other",
+                tables: Arc::default(),
+                functions: Arc::default(),
+                text: Arc::new(sql.to_owned()),
+            },
+            None,
+        )
+    }
+
     fn check_at(
         &self,
         statement: &Statement,
@@ -670,20 +705,30 @@ enum Decision<'a> {
 
 impl SessionPolicy for BoundRules {
     fn check_statement(&self, sql: &str) -> Result<(), Denial> {
-        match self.statements.classify_with_class(sql) {
-            Ok((statements, class)) => statements.iter().try_for_each(|s| self.check(s, class)),
-            // PostgreSQL refuses what does not parse, so it can pass: the client gets the
-            // server's own syntax error. Rules still see it, as kind `other`.
-            Err(_) => self.check(
-                &Statement {
-                    kind: "other",
-                    tables: Arc::default(),
-                    functions: Arc::default(),
-                    text: Arc::new(sql.to_owned()),
-                },
-                None,
-            ),
+        let last = (sql.len() <= LAST_TEXT_KEPT)
+            .then(|| self.last_classified.lock().ok())
+            .flatten();
+        let Some(mut last) = last else {
+            return match self.statements.classify_with_class(sql) {
+                Ok((statements, class)) => statements.iter().try_for_each(|s| self.check(s, class)),
+                Err(_) => self.check_unparsable(sql),
+            };
+        };
+        if !(last.holds && last.text == sql) {
+            last.holds = false;
+            let Ok((statements, class)) = self.statements.classify_with_class(sql) else {
+                return self.check_unparsable(sql);
+            };
+            last.text.clear();
+            last.text.push_str(sql);
+            last.statements.clone_from(&statements);
+            last.class = class;
+            last.holds = true;
         }
+        let class = last.class;
+        last.statements
+            .iter()
+            .try_for_each(|s| self.check(s, class))
     }
 
     fn check_function_call(&self) -> Result<(), Denial> {
@@ -771,6 +816,34 @@ mod tests {
             Ok(()) => "allowed".into(),
             Err(denial) => denial.rule,
         }
+    }
+
+    #[test]
+    fn a_text_checked_again_is_not_classified_again_and_decides_the_same() {
+        let rules = bound("app");
+        let looked_up = |rules: &BoundRules| {
+            let stats = rules.statements.stats();
+            stats.hits + stats.misses
+        };
+        assert_eq!(verdict(&rules, "SELECT pg_sleep(1)"), "no-sleep");
+        assert_eq!(verdict(&rules, "SELECT pg_sleep(1)"), "no-sleep");
+        assert_eq!(looked_up(&rules), 1);
+        assert_eq!(verdict(&rules, "SELECT 1"), "allowed");
+        assert_eq!(verdict(&rules, "SELECT 1"), "allowed");
+        assert_eq!(verdict(&rules, "DELETE FROM t"), "no-deletes");
+        assert_eq!(verdict(&rules, "DELETE FROM t"), "no-deletes");
+        assert_eq!(verdict(&rules, "SELECT 1"), "allowed");
+        assert_eq!(looked_up(&rules), 4);
+        // A text that does not parse is checked as kind `other` each time.
+        assert_eq!(verdict(&rules, "SELEC pg_sleep"), "no-sleep");
+        assert_eq!(verdict(&rules, "SELEC pg_sleep"), "no-sleep");
+        assert_eq!(verdict(&rules, "SELECT 1"), "allowed");
+        // Longer than kept: classified every time.
+        let long = format!("SELECT '{}'", "x".repeat(LAST_TEXT_KEPT));
+        let before = looked_up(&rules);
+        assert_eq!(verdict(&rules, &long), "allowed");
+        assert_eq!(verdict(&rules, &long), "allowed");
+        assert_eq!(looked_up(&rules), before + 2);
     }
 
     #[test]
