@@ -83,12 +83,66 @@ enum Pending {
 /// process, and a client can only slow its own session's bounded maps.
 type NameMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
+/// Names a client chooses, each with a value; the unnamed one (`""`), which drivers use
+/// for nearly every portal and many statements, in a slot of its own: no hashing on the
+/// common path. Past [`MAX_TRACKED_STATEMENTS`] named ones the oldest are forgotten (all
+/// at once).
+struct Names<V> {
+    unnamed: Option<(Arc<str>, V)>,
+    named: NameMap<V>,
+}
+
+impl<V> Default for Names<V> {
+    fn default() -> Self {
+        Names {
+            unnamed: None,
+            named: NameMap::default(),
+        }
+    }
+}
+
+impl<V> Names<V> {
+    fn get_key_value(&self, name: &str) -> Option<(&Arc<str>, &V)> {
+        match name.is_empty() {
+            true => self.unnamed.as_ref().map(|(name, value)| (name, value)),
+            false => self.named.get_key_value(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        match name.is_empty() {
+            true => self.unnamed.as_mut().map(|(_, value)| value),
+            false => self.named.get_mut(name),
+        }
+    }
+
+    fn insert(&mut self, name: &str, value: V) {
+        if name.is_empty() {
+            self.unnamed = Some((Arc::from(name), value));
+            return;
+        }
+        if self.named.len() >= MAX_TRACKED_STATEMENTS {
+            self.named.clear();
+        }
+        self.named.insert(Arc::from(name), value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        match name.is_empty() {
+            true => self.unnamed = None,
+            false => {
+                self.named.remove(name);
+            }
+        }
+    }
+}
+
 struct Tracking {
     pending: VecDeque<Pending>,
     /// Prepared statement name → text.
-    statements: NameMap<Arc<str>>,
+    statements: Names<Arc<str>>,
     /// Portal → (statement name, text).
-    portals: NameMap<(Arc<str>, Arc<str>)>,
+    portals: Names<(Arc<str>, Arc<str>)>,
     /// Statements run (Query statements and Executes).
     statements_run: u64,
 }
@@ -225,8 +279,8 @@ impl Inspector {
             session,
             tracking: Mutex::new(Tracking {
                 pending: VecDeque::new(),
-                statements: NameMap::default(),
-                portals: NameMap::default(),
+                statements: Names::default(),
+                portals: Names::default(),
                 statements_run: 0,
             }),
             bytes_from_client: AtomicU64::new(0),
@@ -399,12 +453,7 @@ impl Inspector {
                             *kept = truncated(text);
                         }
                     }
-                    None => {
-                        if t.statements.len() >= MAX_TRACKED_STATEMENTS {
-                            t.statements.clear();
-                        }
-                        t.statements.insert(Arc::from(name), truncated(text));
-                    }
+                    None => t.statements.insert(name, truncated(text)),
                 }
                 t.pending.push_back(Pending::Parse);
                 if self.records(EventType::Parse) {
@@ -423,12 +472,7 @@ impl Inspector {
                 // Rebinding a portal (the unnamed one, usually) allocates nothing.
                 match t.portals.get_mut(portal) {
                     Some(entry) => *entry = bound,
-                    None => {
-                        if t.portals.len() >= MAX_TRACKED_STATEMENTS {
-                            t.portals.clear();
-                        }
-                        t.portals.insert(Arc::from(portal), bound);
-                    }
+                    None => t.portals.insert(portal, bound),
                 }
                 t.pending.push_back(Pending::Bind);
                 if !self.records(EventType::Bind) {
@@ -767,6 +811,36 @@ mod tests {
         assert_eq!(tag_rows("UPDATE 99999999999999999999"), None);
         assert_eq!(tag_rows("DELETE  3"), Some(3));
         assert_eq!(tag_rows("ALTER 3"), None);
+    }
+
+    #[test]
+    fn names_keep_the_unnamed_one_apart_and_stay_bounded() {
+        let mut names: Names<u32> = Names::default();
+        names.insert("", 1);
+        names.insert("s1", 2);
+        assert_eq!(
+            names.get_key_value("").map(|(k, v)| (&**k, *v)),
+            Some(("", 1))
+        );
+        if let Some(value) = names.get_mut("") {
+            *value = 3;
+        }
+        assert_eq!(names.get_key_value("").map(|(_, v)| *v), Some(3));
+        assert_eq!(
+            names.get_key_value("s1").map(|(k, v)| (&**k, *v)),
+            Some(("s1", 2))
+        );
+        for n in 0..MAX_TRACKED_STATEMENTS as u32 {
+            names.insert(&format!("n{n}"), n);
+        }
+        // The named ones were forgotten once there were too many; the unnamed one stays.
+        assert!(names.named.len() <= MAX_TRACKED_STATEMENTS);
+        assert_eq!(names.get_key_value("s1"), None);
+        assert_eq!(names.get_key_value("").map(|(_, v)| *v), Some(3));
+        names.remove("");
+        assert_eq!(names.get_key_value(""), None);
+        names.remove("n9999");
+        assert_eq!(names.get_mut("n9999"), None);
     }
 
     #[test]
