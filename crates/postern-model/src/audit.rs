@@ -498,9 +498,9 @@ pub trait AuditSink: Send + 'static {
 mod tests {
     use super::*;
 
-    #[test]
-    fn detail_members_by_hand_are_what_serde_writes() {
-        let serde = |details: &EventDetails| members(serde_json::to_string(details).unwrap());
+    /// Details to check their serializations with: none, an EXECUTE's, every field (with
+    /// text that needs escaping), odd numbers.
+    pub(super) fn sample_details() -> Vec<EventDetails> {
         let execute = EventDetails {
             statement_name: Some("P0_1".into()),
             portal: Some("".into()),
@@ -525,8 +525,9 @@ mod tests {
             statement_kind: Some("ddl".into()),
             reason: Some("\u{7f}del".into()),
             totals: Some(Box::new(SessionTotals {
-                duration_ms: 1.0,
+                duration_ms: 1.5,
                 end_reason: "client".into(),
+                statements: 300,
                 ..SessionTotals::default()
             })),
         };
@@ -536,7 +537,13 @@ mod tests {
             rows: Some(0),
             ..EventDetails::default()
         };
-        for details in [EventDetails::default(), execute, everything, odd_numbers] {
+        vec![EventDetails::default(), execute, everything, odd_numbers]
+    }
+
+    #[test]
+    fn detail_members_by_hand_are_what_serde_writes() {
+        let serde = |details: &EventDetails| members(serde_json::to_string(details).unwrap());
+        for details in sample_details() {
             assert_eq!(details.members(), serde(&details));
         }
     }

@@ -185,43 +185,7 @@ mod tests {
 
     #[test]
     fn details_read_back_as_the_same_json_members() {
-        let everything = EventDetails {
-            statement_name: Some("quote \" back\\slash".into()),
-            portal: Some("tab\tnew\nline \u{1} ünï €".into()),
-            closes: Some(Closes::Portal),
-            parameter_count: Some(u16::MAX),
-            parameters: Some(vec![Some("a\"b".into()), None]),
-            function_oid: Some(u32::MAX),
-            duration_ms: Some(123_456.789),
-            command_tag: Some("INSERT 0 5".into()),
-            rows: Some(u64::MAX),
-            sqlstate: Some("42501".into()),
-            error_message: Some("permission \"denied\"\r".into()),
-            rule: Some("no-ddl".into()),
-            statement_kind: Some("ddl".into()),
-            reason: Some("\u{7f}del".into()),
-            totals: Some(Box::new(SessionTotals {
-                duration_ms: 1.5,
-                end_reason: "client".into(),
-                statements: 300,
-                ..SessionTotals::default()
-            })),
-        };
-        let execute = EventDetails {
-            statement_name: Some("".into()),
-            portal: Some("".into()),
-            duration_ms: Some(0.043),
-            command_tag: Some("SELECT 1".into()),
-            rows: Some(1),
-            ..EventDetails::default()
-        };
-        let odd = EventDetails {
-            closes: Some(Closes::Statement),
-            duration_ms: Some(f64::NAN),
-            rows: Some(0),
-            ..EventDetails::default()
-        };
-        for details in [EventDetails::default(), everything, execute, odd] {
+        for details in crate::audit::tests::sample_details() {
             let mut encoded = Vec::new();
             details.encode(&mut encoded);
             let decoded = EventDetails::decode(&encoded).unwrap();
