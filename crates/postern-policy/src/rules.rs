@@ -436,8 +436,7 @@ pub(crate) struct BoundRules {
 /// below its prepare threshold, of `query_typed`): classifying it anew, even through the
 /// shape cache, was two thirds of a ten-rule check. Classification depends on the text
 /// alone, so what it gave holds for as long as the text is the same; rules are still
-/// decided at every check. The buffers are reused: another text costs a copy, not an
-/// allocation.
+/// decided at every check. Another text costs a copy into the kept text's buffer.
 #[derive(Default)]
 struct LastClassified {
     text: String,
@@ -721,7 +720,8 @@ impl SessionPolicy for BoundRules {
             };
             last.text.clear();
             last.text.push_str(sql);
-            last.statements.clone_from(&statements);
+            // Moved, not cloned: the old ones go as they would have without keeping.
+            last.statements = statements;
             last.class = class;
             last.holds = true;
         }
