@@ -215,10 +215,12 @@ impl EventDetails {
         out
     }
 
-    /// [`Self::members`] appended to `out`, by hand: the state sink makes them for every
-    /// event, and serde's escaping of each key and value, its allocations and its float
-    /// formatting through a writer were a seventh of the sink's instructions.
-    pub fn write_members(&self, out: &mut String) {
+    /// [`Self::members`] appended to `out`, by hand: every line a sink writes or the state
+    /// store gives back has them, and serde's escaping of each key and value, its
+    /// allocations and its float formatting through a writer were a seventh of the state
+    /// sink's instructions when it made them for every event. (The state store now keeps
+    /// details encoded, [`EventDetails::encode`], and makes them only when read.)
+    fn write_members(&self, out: &mut String) {
         let start = out.len();
         let key = |out: &mut String, name: &str| {
             if out.len() > start {
