@@ -261,30 +261,32 @@ enum Edit {
 }
 
 /// Moves bytes from `from` to `to`, frame-checked, until `from` ends or the scanner stops.
-/// The scanner shows `visit` each message once (whole for the types it holds whole), and
-/// a whole message may be dropped or replaced; the rest pass untouched. After each write,
+/// For each read, `visitor` makes the visitor the scanner shows each message once (whole
+/// for the types it holds whole; the visitor is dropped before the write), and a whole
+/// message may be dropped or replaced; the rest pass untouched. After each write,
 /// `forwarded` learns the scanner's state and the bytes sent.
 /// Not cancel-safe as a stream operation (a write may be cut short), but `dir` always
 /// says what was released and what not.
-async fn pump<R, W>(
+async fn pump<R, W, V>(
     from: &mut R,
     (to, write_limit): (&mut W, Option<Duration>),
     dir: &mut Direction,
-    mut visit: impl FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
+    mut visitor: impl FnMut() -> V,
     forwarded: impl Fn(&FrameScanner, usize),
 ) -> Result<(), PumpError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    V: FnMut(u8, Option<&[u8]>) -> Result<Edit, WireError>,
 {
     // (start, end, edit) of edited messages in the bytes scanned, in order.
     let mut edits: Vec<(usize, usize, Edit)> = Vec::new();
     let mut edited = BytesMut::new();
     loop {
         if !dir.buf.is_empty() {
-            let ready = dir
-                .scanner
-                .scan_visiting(&dir.buf, |frame| {
+            let ready = {
+                let mut visit = visitor();
+                dir.scanner.scan_visiting(&dir.buf, |frame| {
                     match visit(frame.tag, frame.body)? {
                         Edit::Keep => {}
                         // Only a message seen whole can be cut out whole.
@@ -293,7 +295,8 @@ where
                     }
                     Ok::<(), WireError>(())
                 })
-                .map_err(PumpError::Wire)?;
+            }
+            .map_err(PumpError::Wire)?;
             if ready > 0 {
                 dir.released = ready;
                 // Edited messages lie wholly inside what the scanner released.
@@ -375,14 +378,14 @@ where
                 client_rx,
                 (upstream_tx, None),
                 from_client,
-                |_, _| Ok(Edit::Keep),
+                || |_: u8, _: Option<&[u8]>| Ok(Edit::Keep),
                 to_upstream,
             )),
             Either::Left(pump(
                 upstream_rx,
                 (client_tx, limits.client_write),
                 from_upstream,
-                |_, _| Ok(Edit::Keep),
+                || |_: u8, _: Option<&[u8]>| Ok(Edit::Keep),
                 to_client,
             )),
         ),
@@ -394,9 +397,14 @@ where
                     client_rx,
                     (upstream_tx, None),
                     from_client,
-                    |tag, body| match inspector.client_message(tag, body.unwrap_or_default())? {
-                        ClientAction::Forward => Ok(Edit::Keep),
-                        ClientAction::Replace(bytes) => Ok(Edit::Replace(bytes)),
+                    || {
+                        let mut watch = inspector.watch();
+                        move |tag: u8, body: Option<&[u8]>| match watch
+                            .client_message(tag, body.unwrap_or_default())?
+                        {
+                            ClientAction::Forward => Ok(Edit::Keep),
+                            ClientAction::Replace(bytes) => Ok(Edit::Replace(bytes)),
+                        }
                     },
                     |s, sent| {
                         inspector.count_from_client(sent);
@@ -407,12 +415,15 @@ where
                     upstream_rx,
                     (client_tx, limits.client_write),
                     from_upstream,
-                    |tag, body| {
-                        Ok(if inspector.upstream_message(tag, body) {
-                            Edit::Keep
-                        } else {
-                            Edit::Drop
-                        })
+                    || {
+                        let mut watch = inspector.watch();
+                        move |tag: u8, body: Option<&[u8]>| {
+                            Ok(if watch.upstream_message(tag, body) {
+                                Edit::Keep
+                            } else {
+                                Edit::Drop
+                            })
+                        }
                     },
                     |s, sent| {
                         inspector.count_to_client(sent);

@@ -314,13 +314,22 @@ impl RequestState {
 
 /// Reads a NUL-terminated string from the front of `buf`.
 pub fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, WireError> {
-    let end = buf
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(WireError::malformed("string without terminator"))?;
-    let s = std::str::from_utf8(&buf[..end]).map_err(|_| WireError::malformed("UTF-8 string"))?;
+    utf8(take_cstr_bytes(buf)?)
+}
+
+/// Reads a NUL-terminated string's bytes from the front of `buf`, not checked as UTF-8.
+pub fn take_cstr_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], WireError> {
+    // memchr: a statement text is scanned here on every Parse and Query, and a loop
+    // over bytes cost four instructions a byte.
+    let end = memchr::memchr(0, buf).ok_or(WireError::malformed("string without terminator"))?;
+    let bytes = &buf[..end];
     *buf = &buf[end + 1..];
-    Ok(s)
+    Ok(bytes)
+}
+
+/// `bytes` as text, or the protocol error a client gets for a string that is not UTF-8.
+pub fn utf8(bytes: &[u8]) -> Result<&str, WireError> {
+    std::str::from_utf8(bytes).map_err(|_| WireError::malformed("UTF-8 string"))
 }
 
 /// Reads a big-endian i32 from the front of `buf`.

@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::backend::{put_cstr, put_message};
-use crate::frame::{take_cstr, take_i32};
+use crate::frame::{take_cstr, take_cstr_bytes, take_i32, utf8};
 use crate::WireError;
 
 /// Query ('Q'): the SQL text.
@@ -16,9 +16,17 @@ pub fn parse_query(body: &[u8]) -> Result<&str, WireError> {
 
 /// Parse ('P'): statement name and SQL text.
 pub fn parse_parse(body: &[u8]) -> Result<(&str, &str), WireError> {
+    let (name, query) = parse_parse_bytes(body)?;
+    Ok((name, utf8(query)?))
+}
+
+/// Parse ('P'): statement name and the SQL text's bytes, not yet checked as UTF-8 (a
+/// caller that holds the text the statement had before compares first: drivers parse
+/// the same text again and again).
+pub fn parse_parse_bytes(body: &[u8]) -> Result<(&str, &[u8]), WireError> {
     let mut rest = body;
     let name = take_cstr(&mut rest)?;
-    let query = take_cstr(&mut rest)?;
+    let query = take_cstr_bytes(&mut rest)?;
     Ok((name, query))
 }
 
