@@ -270,12 +270,14 @@ fn piece_frame_scan(stream: &[u8]) -> u64 {
 #[inline(never)]
 fn piece_frame_scan_watched(stream: &[u8]) -> u64 {
     let mut scanner = postern_wire::FrameScanner::new(1 << 30).counting(b"Z");
-    scanner.hold_whole(|tag| {
+    scanner.hold_whole({
         use postern_wire::tags::backend as be;
-        matches!(
-            tag,
-            be::COMMAND_COMPLETE | be::ERROR_RESPONSE | be::PARSE_COMPLETE | be::BIND_COMPLETE
-        )
+        postern_wire::TagSet::of(&[
+            be::COMMAND_COMPLETE,
+            be::ERROR_RESPONSE,
+            be::PARSE_COMPLETE,
+            be::BIND_COMPLETE,
+        ])
     });
     let mut seen = 0u64;
     let released = scanner

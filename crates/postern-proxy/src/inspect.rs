@@ -23,7 +23,7 @@ use postern_wire::backend::parse_error_fields;
 use postern_wire::frame::utf8;
 use postern_wire::frontend;
 use postern_wire::tags::{backend as be, frontend as fe};
-use postern_wire::WireError;
+use postern_wire::{TagSet, WireError};
 
 use crate::sql::literal;
 
@@ -811,24 +811,22 @@ fn show_parameter(value: &[u8], binary: bool, cap: usize) -> String {
 }
 
 /// Client messages the inspector needs whole.
-pub(crate) fn client_whole(tag: u8) -> bool {
-    matches!(
-        tag,
-        fe::QUERY | fe::PARSE | fe::BIND | fe::EXECUTE | fe::CLOSE | fe::FUNCTION_CALL
-    )
-}
+pub(crate) const CLIENT_WHOLE: TagSet = TagSet::of(&[
+    fe::QUERY,
+    fe::PARSE,
+    fe::BIND,
+    fe::EXECUTE,
+    fe::CLOSE,
+    fe::FUNCTION_CALL,
+]);
 
 /// Server messages the inspector needs whole (the rest it sees by header).
-pub(crate) const UPSTREAM_WHOLE: &[u8] = &[
+pub(crate) const UPSTREAM_WHOLE: TagSet = TagSet::of(&[
     be::COMMAND_COMPLETE,
     be::ERROR_RESPONSE,
     be::PARSE_COMPLETE,
     be::BIND_COMPLETE,
-];
-
-pub(crate) fn upstream_whole(tag: u8) -> bool {
-    UPSTREAM_WHOLE.contains(&tag)
-}
+]);
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::error::{SessionError, UpstreamError};
-use crate::inspect::{client_whole, upstream_whole, ClientAction, Inspector};
+use crate::inspect::{ClientAction, Inspector, CLIENT_WHOLE, UPSTREAM_WHOLE};
 use futures_util::future::Either;
 
 const BUFFER_SIZE: usize = 32 * 1024;
@@ -390,8 +390,8 @@ where
             )),
         ),
         Some(inspector) => {
-            from_client.scanner.hold_whole(client_whole);
-            from_upstream.scanner.hold_whole(upstream_whole);
+            from_client.scanner.hold_whole(CLIENT_WHOLE);
+            from_upstream.scanner.hold_whole(UPSTREAM_WHOLE);
             (
                 Either::Right(pump(
                     client_rx,

@@ -15,7 +15,7 @@ pub mod startup;
 pub mod tags;
 
 pub use error::WireError;
-pub use frame::{Frame, FrameScanner, Message};
+pub use frame::{Frame, FrameScanner, Message, TagSet};
 pub use startup::{StartupParams, StartupRequest};
 
 /// Default cap on a startup packet (PostgreSQL itself allows 10 000 bytes).
