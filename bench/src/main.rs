@@ -147,6 +147,10 @@ struct Sample {
     tps: f64,
     latency_ms: f64,
     cpu_us_per_txn: Option<f64>,
+    /// CPU time of the whole machine (every process and the kernel) per transaction, and
+    /// the share of its time it was idle: how a gateway's cost lands on the whole box.
+    box_cpu_us_per_txn: Option<f64>,
+    box_idle: Option<f64>,
 }
 
 fn free_port() -> Result<u16> {
@@ -170,7 +174,28 @@ fn cpu_micros(pid: u32) -> Option<f64> {
     Some((utime + stime) * 10_000.0)
 }
 
+/// The machine's (busy, idle) time over all CPUs since boot, in microseconds, from the
+/// first line of /proc/stat (idle counts iowait in).
+fn box_micros() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let (idle, iowait) = (*ticks.get(3)?, *ticks.get(4)?);
+    let total: f64 = ticks.iter().take(8).sum();
+    Some((
+        (total - idle - iowait) * 10_000.0,
+        (idle + iowait) * 10_000.0,
+    ))
+}
+
 fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample> {
+    let box_before = box_micros();
     let cpu_before = endpoint.pid.and_then(cpu_micros);
     let threads = case.clients.min(2);
     let output = Command::new(pgbench_path())
@@ -184,6 +209,7 @@ fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample>
         .output()
         .map_err(|e| format!("pgbench: {e}"))?;
     let cpu_after = endpoint.pid.and_then(cpu_micros);
+    let box_after = box_micros();
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(
@@ -209,10 +235,19 @@ fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample>
         (Some(before), Some(after)) if transactions > 0.0 => Some((after - before) / transactions),
         _ => None,
     };
+    let (box_cpu_us_per_txn, box_idle) = match (box_before, box_after) {
+        (Some((busy_0, idle_0)), Some((busy_1, idle_1))) if transactions > 0.0 => {
+            let (busy, idle) = (busy_1 - busy_0, idle_1 - idle_0);
+            (Some(busy / transactions), Some(idle / (busy + idle)))
+        }
+        _ => (None, None),
+    };
     Ok(Sample {
         tps,
         latency_ms,
         cpu_us_per_txn,
+        box_cpu_us_per_txn,
+        box_idle,
     })
 }
 
@@ -684,6 +719,23 @@ fn run() -> Result<()> {
             join(&latency[..5], 3),
             join(&cpu[1..5], 1),
         );
+    }
+    println!("\n| case | whole machine: CPU µs/txn (idle %) direct / pgbouncer / shipped / plain / 10 rules |");
+    println!("|---|---|");
+    for (c, case) in cases.iter().enumerate() {
+        let of = |e: usize, value: &dyn Fn(&Sample) -> Option<f64>| {
+            median(samples[c][e].iter().filter_map(value).collect())
+        };
+        let cells: Vec<String> = (0..5)
+            .map(|e| {
+                format!(
+                    "{:.1} ({:.1})",
+                    of(e, &|x| x.box_cpu_us_per_txn),
+                    100.0 * of(e, &|x| x.box_idle)
+                )
+            })
+            .collect();
+        println!("| {} | {} |", case.label, cells.join(" / "));
     }
     if options.baseline.is_some() {
         println!("\n| case | baseline as shipped tps (ratio) | this build as shipped tps (ratio) | CPU µs/txn baseline / this build |");

@@ -344,17 +344,11 @@ pub fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, WireError> {
 
 /// Reads a NUL-terminated string's bytes from the front of `buf`, not checked as UTF-8.
 pub fn take_cstr_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], WireError> {
-    // Names and tags are short (most names are empty) and a call to memchr costs more
-    // than looking at a few bytes; statement texts are long, and a loop over them cost
-    // four instructions a byte.
-    const SHORT: usize = 16;
-    let end = match buf.iter().take(SHORT).position(|&b| b == 0) {
-        Some(end) => end,
-        None => buf
-            .get(SHORT..)
-            .and_then(|rest| memchr::memchr(0, rest))
-            .map(|end| SHORT + end)
-            .ok_or(WireError::malformed("string without terminator"))?,
+    // Most names are empty, and a call to memchr costs more than looking at one byte;
+    // statement texts are long, and a loop over them cost four instructions a byte.
+    let end = match buf.first() {
+        Some(0) => 0,
+        _ => memchr::memchr(0, buf).ok_or(WireError::malformed("string without terminator"))?,
     };
     let bytes = &buf[..end];
     *buf = &buf[end + 1..];
