@@ -20,7 +20,7 @@ use postern_model::{
     QualifiedName, RouteLookup, SessionInfo, SessionPolicy,
 };
 use postern_wire::backend::parse_error_fields;
-use postern_wire::frame::utf8;
+use postern_wire::frame::{take_cstr_bytes, utf8};
 use postern_wire::frontend;
 use postern_wire::tags::{backend as be, frontend as fe};
 use postern_wire::{TagSet, WireError};
@@ -146,6 +146,24 @@ struct Tracking {
     portals: Names<(Arc<str>, Arc<str>)>,
     /// Statements run (Query statements and Executes).
     statements_run: u64,
+    /// The last command tag the server sent and the rows it reports: a session runs
+    /// the same kind of statement again and again, and a tag met just before is not
+    /// read again (checking it as UTF-8 and its row count were 200 instructions).
+    last_tag: (CompactString, Option<u64>),
+}
+
+impl Tracking {
+    /// The tag of a CommandComplete body and the rows it reports.
+    fn command_tag(&mut self, body: Option<&[u8]>) -> (CompactString, Option<u64>) {
+        let mut rest = body.unwrap_or_default();
+        let bytes = take_cstr_bytes(&mut rest).unwrap_or_default();
+        if self.last_tag.0.as_bytes() != bytes {
+            // Inline (no allocation) for every tag PostgreSQL sends but very long ones.
+            let text = utf8(bytes).unwrap_or_default();
+            self.last_tag = (CompactString::from(text), tag_rows(text));
+        }
+        self.last_tag.clone()
+    }
 }
 
 /// What a watched session needs to bind its service's rules again after a change.
@@ -269,6 +287,7 @@ impl Inspector {
                 statements: Names::default(),
                 portals: Names::default(),
                 statements_run: 0,
+                last_tag: (CompactString::const_new(""), None),
             }),
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
@@ -587,22 +606,17 @@ impl Inspector {
                 }
             }
             be::COMMAND_COMPLETE => {
-                // Inline (no allocation) for every tag PostgreSQL sends but very long ones.
-                let tag_text = CompactString::from(
-                    body.and_then(|b| frontend::parse_command_tag(b).ok())
-                        .unwrap_or(""),
-                );
+                let (tag_text, tag_rows) = t.command_tag(body);
                 match t.pending.front_mut() {
                     Some(Pending::Query { tag, rows, .. }) => {
-                        *rows += tag_rows(&tag_text).unwrap_or(0);
+                        *rows += tag_rows.unwrap_or(0);
                         *tag = Some(tag_text);
                         t.statements_run += 1;
                     }
                     Some(Pending::Execute { .. }) => {
                         t.statements_run += 1;
                         if let Some(done) = t.pending.pop_front() {
-                            let rows = tag_rows(&tag_text);
-                            self.finish_execute(done, Some(tag_text), rows, None);
+                            self.finish_execute(done, Some(tag_text), tag_rows, None);
                         }
                     }
                     _ => {}

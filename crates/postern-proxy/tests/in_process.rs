@@ -401,6 +401,45 @@ async fn an_ended_session_s_upstream_connection_serves_the_next_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_statement_s_event_has_its_own_command_tag_and_rows() {
+    let gateway = InProcess::start(None).await;
+    let client = gateway.connect().await;
+    // Tags repeat and change; a tag met just before is kept, so each must still be read.
+    let statements = [
+        ("SELECT id FROM items WHERE id <= 2", "SELECT 2", 2),
+        ("SELECT id FROM items WHERE id <= 2", "SELECT 2", 2),
+        ("BEGIN", "BEGIN", 0),
+        ("SELECT id FROM items WHERE id <= 3", "SELECT 3", 3),
+        ("SHOW server_version", "SHOW", 0),
+        ("COMMIT", "COMMIT", 0),
+        ("SELECT id FROM items WHERE id <= 2", "SELECT 2", 2),
+    ];
+    for (sql, _, _) in statements {
+        client.simple_query(sql).await.unwrap();
+    }
+    let seen: Vec<(String, u64)> = gateway
+        .log
+        .of_type(EventType::Query)
+        .iter()
+        .map(|e| {
+            (
+                e.details
+                    .command_tag
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e.details.rows.unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = statements
+        .iter()
+        .map(|(_, tag, rows)| (tag.to_string(), *rows))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_execute_of_the_unnamed_statement_carries_the_text_parsed_last() {
     let gateway = InProcess::start(None).await;
     let client = gateway.connect().await;

@@ -123,12 +123,6 @@ pub fn parse_function_call(body: &[u8]) -> Result<u32, WireError> {
     Ok(u32::from_be_bytes(take_i32(&mut rest)?.to_be_bytes()))
 }
 
-/// CommandComplete ('C'): the tag, as text.
-pub fn parse_command_tag(body: &[u8]) -> Result<&str, WireError> {
-    let mut rest = body;
-    take_cstr(&mut rest)
-}
-
 pub fn query(out: &mut BytesMut, sql: &str) {
     put_message(out, b'Q', |b| put_cstr(b, sql));
 }
