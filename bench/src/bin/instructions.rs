@@ -259,7 +259,8 @@ fn select_replies() -> Vec<u8> {
 
 #[inline(never)]
 fn piece_frame_scan(stream: &[u8]) -> u64 {
-    let mut scanner = postern_wire::FrameScanner::new(1 << 30).counting(b"Z");
+    let mut scanner =
+        postern_wire::FrameScanner::new(1 << 30).counting(postern_wire::TagSet::of(b"Z"));
     black_box(scanner.scan(black_box(stream)).unwrap());
     // Per message: four per transaction.
     scanner.counted() * 4
@@ -269,7 +270,8 @@ fn piece_frame_scan(stream: &[u8]) -> u64 {
 /// held and every message is shown to a visitor.
 #[inline(never)]
 fn piece_frame_scan_watched(stream: &[u8]) -> u64 {
-    let mut scanner = postern_wire::FrameScanner::new(1 << 30).counting(b"Z");
+    let mut scanner =
+        postern_wire::FrameScanner::new(1 << 30).counting(postern_wire::TagSet::of(b"Z"));
     scanner.hold_whole({
         use postern_wire::tags::backend as be;
         postern_wire::TagSet::of(&[

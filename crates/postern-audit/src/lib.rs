@@ -109,9 +109,9 @@ pub struct AuditPipeline {
     workers: Mutex<HashMap<String, std::thread::JoinHandle<()>>>,
 }
 
-/// Records the dispatcher made at one go, shared by every lane (one allocation per batch,
-/// not per record; a `Vec`, as collected: an `Arc<[_]>` would copy every record again);
-/// a lost record is charged to its own session.
+/// Records the dispatcher took from the inbox at one go, shared by every lane (one
+/// allocation per batch, not per record; the inbox's own `Vec`: an `Arc<[_]>` would copy
+/// every record again); a lost record is charged to its own session.
 type Batch = Arc<Vec<AuditRecord>>;
 
 struct Lane {

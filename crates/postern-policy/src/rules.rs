@@ -410,8 +410,11 @@ impl Scope {
 /// What a session's statement checks keep between them.
 struct Evaluation {
     scope: Scope,
-    classes: HashMap<u64, KeptClass>,
+    /// By class id (a fingerprint: already a hash).
+    classes: ClassMap,
 }
+
+type ClassMap = HashMap<u64, KeptClass, foldhash::fast::RandomState>;
 
 /// A service's rules bound to one session. Outcomes that cannot change are worked out
 /// once: those of rules reading only the session at bind, those of rules also reading the
@@ -425,6 +428,10 @@ pub(crate) struct BoundRules {
     session_outcomes: Vec<Option<Outcome>>,
     /// Whether any rule's outcome is kept by statement class.
     keeps_classes: bool,
+    /// Whether any rule reads the time at a check: one on the hour, or one evaluated at
+    /// every check that is not a plain text test. Reading the clock and making a date of
+    /// it is skipped for the others.
+    reads_time: bool,
     evaluation: Mutex<Evaluation>,
     /// Policy-hook plugins asked, in order, about each statement the rules allow.
     hooks: Vec<Box<dyn SessionHook>>,
@@ -481,6 +488,11 @@ impl BoundRules {
             keeps_classes: rules
                 .iter()
                 .any(|r| matches!(r.dependence, Dependence::StatementClass | Dependence::Hour)),
+            reads_time: rules.iter().any(|r| match r.dependence {
+                Dependence::Hour => true,
+                Dependence::Every => r.text_test.is_none(),
+                Dependence::Session | Dependence::StatementClass => false,
+            }),
             rules,
             statements,
             values,
@@ -490,7 +502,7 @@ impl BoundRules {
                     context,
                     holds: None,
                 },
-                classes: HashMap::new(),
+                classes: ClassMap::default(),
             }),
             hooks: Vec::new(),
             last_classified: Mutex::default(),
@@ -507,7 +519,7 @@ impl BoundRules {
     /// hour-dependent outcomes of an earlier hour forgotten.
     fn kept<'c>(
         &self,
-        classes: &'c mut HashMap<u64, KeptClass>,
+        classes: &'c mut ClassMap,
         id: u64,
         statement: &Statement,
         hour: i64,
@@ -645,7 +657,12 @@ impl BoundRules {
     }
 
     fn check(&self, statement: &Statement, class: Option<u64>) -> Result<(), Denial> {
-        self.check_at(statement, class, Utc::now())
+        let now = match self.reads_time {
+            true => Utc::now(),
+            // No rule looks: any time decides the same.
+            false => DateTime::UNIX_EPOCH,
+        };
+        self.check_at(statement, class, now)
     }
 
     /// PostgreSQL refuses what does not parse, so it can pass: the client gets the
@@ -865,6 +882,62 @@ mod tests {
             "no-deletes"
         );
         assert_eq!(verdict(&mallory, "SELECT pg_sleep(1)"), "no-sleep");
+    }
+
+    #[test]
+    fn the_clock_is_read_only_for_rules_that_read_the_time() {
+        // Past 2001: true by the clock, false at the epoch a check without time uses.
+        let timed = bind(
+            vec![
+                rule(
+                    "after-2001",
+                    RuleEffect::Deny,
+                    Some("ctx.time.now > timestamp('2001-01-01T00:00:00Z')"),
+                ),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        );
+        assert!(timed.reads_time);
+        assert_eq!(
+            timed.check_statement("SELECT 1").map_err(|d| d.rule),
+            Err("after-2001".to_owned())
+        );
+        let hourly = bind(
+            vec![
+                rule("evenings", RuleEffect::Deny, Some("ctx.time.hour >= 18")),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        );
+        assert!(hourly.reads_time);
+        let untimed = bind(
+            vec![
+                rule(
+                    "no-ddl",
+                    RuleEffect::Deny,
+                    Some("ctx.request.postgres.statement.kind == 'ddl'"),
+                ),
+                rule(
+                    "no-sleep",
+                    RuleEffect::Deny,
+                    Some("ctx.request.postgres.statement.text.contains('pg_sleep')"),
+                ),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        );
+        assert!(!untimed.reads_time);
+        assert_eq!(
+            untimed.check_statement("SELECT 1").map_err(|d| d.rule),
+            Ok(())
+        );
+        assert_eq!(
+            untimed
+                .check_statement("SELECT pg_sleep(1)")
+                .map_err(|d| d.rule),
+            Err("no-sleep".to_owned())
+        );
     }
 
     #[test]

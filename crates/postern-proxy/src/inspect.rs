@@ -453,22 +453,18 @@ impl Inspector {
                 // Drivers parse the unnamed statement again and again, often with the
                 // same text: then the text kept for the name serves (it was checked as
                 // UTF-8 when it was kept) and stays.
-                let same = t
+                let kept = t
                     .statements
                     .get_key_value(name)
-                    .is_some_and(|(_, kept)| kept.as_bytes() == raw);
-                let fresh = if same { "" } else { utf8(raw)? };
-                let refusal = {
-                    let text = match same {
-                        true => t
-                            .statements
-                            .get_key_value(name)
-                            .map_or("", |(_, kept)| kept),
-                        false => fresh,
-                    };
-                    self.admit(Some(text), |p| p.check_statement(text)).err()
+                    .filter(|(_, kept)| kept.as_bytes() == raw)
+                    .map(|(_, kept)| kept.clone());
+                let text: &str = match &kept {
+                    Some(kept) => kept,
+                    None => utf8(raw)?,
                 };
-                if let Some((sqlstate, message)) = refusal {
+                if let Err((sqlstate, message)) =
+                    self.admit(Some(text), |p| p.check_statement(text))
+                {
                     t.pending.push_back(Pending::Swallow(be::PARSE_COMPLETE));
                     t.pending.push_back(Pending::Swallow(be::BIND_COMPLETE));
                     t.pending.push_back(Pending::Refusal);
@@ -478,23 +474,20 @@ impl Inspector {
                     frontend::parse_bind_execute(&mut out, &refusal_sql(&sqlstate, &message));
                     return Ok(ClientAction::Replace(out));
                 }
-                if !same {
+                if kept.is_none() {
                     match t.statements.get_mut(name) {
-                        Some(kept) => *kept = truncated(fresh),
-                        None => t.statements.insert(name, truncated(fresh)),
+                        Some(slot) => *slot = truncated(text),
+                        None => t.statements.insert(name, truncated(text)),
                     }
                 }
                 t.pending.push_back(Pending::Parse);
                 if self.records(EventType::Parse) {
                     let mut event = self.event(EventType::Parse);
                     event.details.statement_name = Some(Arc::from(name));
-                    event.statement = match same {
-                        true => t
-                            .statements
-                            .get_key_value(name)
-                            .map(|(_, kept)| kept.clone()),
-                        false => Some(Arc::from(fresh)),
-                    };
+                    event.statement = Some(match &kept {
+                        Some(kept) => kept.clone(),
+                        None => Arc::from(text),
+                    });
                     self.record(event);
                 }
             }

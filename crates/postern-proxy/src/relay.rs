@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use postern_wire::tags::{backend as be, frontend as fe, status};
-use postern_wire::{FrameScanner, WireError};
+use postern_wire::{FrameScanner, TagSet, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -54,7 +54,7 @@ impl Direction {
     pub fn from_upstream(pending: BytesMut) -> Direction {
         Direction::new(
             pending,
-            FrameScanner::new(UPSTREAM_MESSAGE_LIMIT).counting(&[be::READY_FOR_QUERY]),
+            FrameScanner::new(UPSTREAM_MESSAGE_LIMIT).counting(TagSet::of(&[be::READY_FOR_QUERY])),
         )
     }
 

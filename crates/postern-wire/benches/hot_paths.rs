@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use postern_wire::frame::try_take_message;
 use postern_wire::scram::{ScramOutcome, ScramServer, Verifier, SCRAM_SHA_256};
-use postern_wire::FrameScanner;
+use postern_wire::{FrameScanner, TagSet};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 fn message(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -40,7 +40,7 @@ fn framing(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("scan 1000 pgbench -S replies", |b| {
         b.iter(|| {
-            let mut scanner = FrameScanner::new(1 << 30).counting(b"Z");
+            let mut scanner = FrameScanner::new(1 << 30).counting(TagSet::of(b"Z"));
             let n = scanner.scan(std::hint::black_box(&stream)).unwrap();
             assert_eq!(scanner.counted(), 1000);
             n

@@ -149,7 +149,7 @@ impl FrameScanner {
     }
 
     /// Also counts messages whose type byte is in `tags`.
-    pub fn counting(mut self, tags: &'static [u8]) -> Self {
+    pub fn counting(mut self, tags: TagSet) -> Self {
         self.counting = Counting::Tags(tags);
         self
     }
@@ -236,7 +236,7 @@ impl FrameScanner {
             self.messages_started += 1;
             match &mut self.counting {
                 Counting::Nothing => {}
-                Counting::Tags(tags) => self.counted += u64::from(tags.contains(&tag)),
+                Counting::Tags(tags) => self.counted += u64::from(tags.contains(tag)),
                 Counting::Requests(state) => state.accept(tag, &mut self.counted),
             }
             // The body of a message held whole is walked like any other: scanned
@@ -290,7 +290,7 @@ impl FrameScanner {
 #[derive(Debug, Clone, Copy)]
 enum Counting {
     Nothing,
-    Tags(&'static [u8]),
+    Tags(TagSet),
     Requests(RequestState),
 }
 
@@ -506,7 +506,9 @@ mod tests {
         stream.extend_from_slice(&msg(b'Q', b"select 1\0"));
         let forwardable = stream.len();
         stream.extend_from_slice(&msg(b'X', b""));
-        let mut scanner = FrameScanner::new(64).counting(b"QSF").stopping_at(b'X');
+        let mut scanner = FrameScanner::new(64)
+            .counting(TagSet::of(b"QSF"))
+            .stopping_at(b'X');
         assert_eq!(scanner.scan(&stream).unwrap(), forwardable);
         assert!(scanner.stopped());
         assert_eq!(scanner.counted(), 2);
@@ -560,7 +562,7 @@ mod tests {
         stream.extend_from_slice(&msg(b'd', &[9u8; 40]));
         stream.extend_from_slice(&msg(b'E', b"\0\0\0\0\0"));
         stream.extend_from_slice(&msg(b'S', b""));
-        let mut scanner = FrameScanner::new(64).counting(b"S");
+        let mut scanner = FrameScanner::new(64).counting(TagSet::of(b"S"));
         scanner.hold_whole(TagSet::of(b"BE"));
         let mut seen = Vec::new();
         let mut starts = Vec::new();

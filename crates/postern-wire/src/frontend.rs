@@ -5,19 +5,13 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::backend::{put_cstr, put_message};
-use crate::frame::{take_cstr, take_cstr_bytes, take_i32, utf8};
+use crate::frame::{take_cstr, take_cstr_bytes, take_i32};
 use crate::WireError;
 
 /// Query ('Q'): the SQL text.
 pub fn parse_query(body: &[u8]) -> Result<&str, WireError> {
     let mut rest = body;
     take_cstr(&mut rest)
-}
-
-/// Parse ('P'): statement name and SQL text.
-pub fn parse_parse(body: &[u8]) -> Result<(&str, &str), WireError> {
-    let (name, query) = parse_parse_bytes(body)?;
-    Ok((name, utf8(query)?))
 }
 
 /// Parse ('P'): statement name and the SQL text's bytes, not yet checked as UTF-8 (a
