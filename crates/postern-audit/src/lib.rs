@@ -439,13 +439,13 @@ impl EventIds {
         let mut stem = CompactString::with_capacity(self.prefix.len() + 1 + shown);
         stem.push_str(&self.prefix);
         stem.push('-');
-        for at in (2..shown / 2).rev() {
-            stem.push_str(hex_pair(sequence >> (8 * at)));
-        }
         if shown % 2 == 1 {
             // An odd count: the first digit alone, ahead of the pairs.
             let first = hex_pair(sequence >> (4 * (shown - 1)));
-            stem.insert_str(self.prefix.len() + 1, first.get(1..).unwrap_or("0"));
+            stem.push_str(first.get(1..).unwrap_or("0"));
+        }
+        for at in (2..shown / 2).rev() {
+            stem.push_str(hex_pair(sequence >> (8 * at)));
         }
         stem
     }
