@@ -162,6 +162,9 @@ fn pgbench_path() -> PathBuf {
     postern_localpg::tool("pgbench")
 }
 
+/// The clock ticks of /proc's CPU times are 100 Hz on Linux.
+const MICROS_PER_TICK: f64 = 10_000.0;
+
 /// utime + stime of a process, in microseconds.
 fn cpu_micros(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -170,8 +173,7 @@ fn cpu_micros(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Clock ticks are 100 Hz on Linux.
-    Some((utime + stime) * 10_000.0)
+    Some((utime + stime) * MICROS_PER_TICK)
 }
 
 /// The machine's (busy, idle) time over all CPUs since boot, in microseconds, from the
@@ -189,8 +191,8 @@ fn box_micros() -> Option<(f64, f64)> {
     let (idle, iowait) = (*ticks.get(3)?, *ticks.get(4)?);
     let total: f64 = ticks.iter().take(8).sum();
     Some((
-        (total - idle - iowait) * 10_000.0,
-        (idle + iowait) * 10_000.0,
+        (total - idle - iowait) * MICROS_PER_TICK,
+        (idle + iowait) * MICROS_PER_TICK,
     ))
 }
 
