@@ -669,7 +669,11 @@ fn run() -> Result<()> {
         .collect();
     for rep in 0..options.reps {
         for (c, case) in cases.iter().enumerate() {
-            for (e, endpoint) in endpoints.iter().enumerate() {
+            // Each rep starts one target further on, so no target always runs right
+            // after the same other one (a run's wake leaves the box in a state: warm or
+            // cold caches, PostgreSQL's checkpoints, a sink still writing).
+            for e in (0..endpoints.len()).map(|k| (k + rep) % endpoints.len()) {
+                let endpoint = &endpoints[e];
                 eprintln!(
                     "rep {}/{} {:<24} {}",
                     rep + 1,
@@ -738,6 +742,21 @@ fn run() -> Result<()> {
             })
             .collect();
         println!("| {} | {} |", case.label, cells.join(" / "));
+    }
+    // The same ratios rep by rep (targets of a rep run minutes apart at most): their
+    // spread is the noise a median of the reps is read against.
+    println!("\n| case | as shipped ÷ plain, each rep | 10 rules ÷ plain, each rep |");
+    println!("|---|---|---|");
+    for (c, case) in cases.iter().enumerate() {
+        let each_rep = |e: usize| {
+            samples[c][e]
+                .iter()
+                .zip(&samples[c][3])
+                .map(|(gateway, plain)| format!("{:.2}", gateway.tps / plain.tps))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("| {} | {} | {} |", case.label, each_rep(2), each_rep(4));
     }
     if options.baseline.is_some() {
         println!("\n| case | baseline as shipped tps (ratio) | this build as shipped tps (ratio) | CPU µs/txn baseline / this build |");
