@@ -147,6 +147,8 @@ struct Sample {
     tps: f64,
     latency_ms: f64,
     cpu_us_per_txn: Option<f64>,
+    /// The part of `cpu_us_per_txn` spent by the access log's own threads.
+    access_log_us_per_txn: Option<f64>,
     /// CPU time of the whole machine (every process and the kernel) per transaction, and
     /// the share of its time it was idle: how a gateway's cost lands on the whole box.
     box_cpu_us_per_txn: Option<f64>,
@@ -167,13 +169,33 @@ const MICROS_PER_TICK: f64 = 10_000.0;
 
 /// utime + stime of a process, in microseconds.
 fn cpu_micros(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may contain spaces, in parentheses.
-    let after = stat.rsplit_once(')')?.1;
+    Some(task_cpu_micros(&format!("/proc/{pid}/stat"))?.1)
+}
+
+/// utime + stime, in microseconds, of the gateway's access-log threads (named `audit-…`:
+/// the dispatcher and one lane per sink); zero where there are none.
+fn access_log_cpu_micros(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| task_cpu_micros(&format!("{}/stat", task.path().display())))
+            .filter(|(name, _)| name.starts_with("audit-"))
+            .map(|(_, micros)| micros)
+            .sum(),
+    )
+}
+
+/// A process's or thread's name and utime + stime in microseconds, from its `stat` file.
+fn task_cpu_micros(stat_path: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The name, which may contain spaces, is in parentheses; the fields follow.
+    let (before, after) = stat.rsplit_once(')')?;
+    let name = before.split_once('(')?.1.to_owned();
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * MICROS_PER_TICK)
+    Some((name, (utime + stime) * MICROS_PER_TICK))
 }
 
 /// The machine's (busy, idle) time over all CPUs since boot, in microseconds, from the
@@ -199,6 +221,7 @@ fn box_micros() -> Option<(f64, f64)> {
 fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample> {
     let box_before = box_micros();
     let cpu_before = endpoint.pid.and_then(cpu_micros);
+    let access_log_before = endpoint.pid.and_then(access_log_cpu_micros);
     let threads = case.clients.min(2);
     let output = Command::new(pgbench_path())
         .args(["-h", "127.0.0.1", "-p", &endpoint.port.to_string()])
@@ -211,6 +234,7 @@ fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample>
         .output()
         .map_err(|e| format!("pgbench: {e}"))?;
     let cpu_after = endpoint.pid.and_then(cpu_micros);
+    let access_log_after = endpoint.pid.and_then(access_log_cpu_micros);
     let box_after = box_micros();
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -233,10 +257,12 @@ fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample>
     let tps = number_after("tps = ").ok_or("no tps in pgbench output")?;
     let latency_ms = number_after("latency average = ").unwrap_or(f64::NAN);
     let transactions = number_after("number of transactions actually processed: ").unwrap_or(0.0);
-    let cpu_us_per_txn = match (cpu_before, cpu_after) {
+    let per_txn = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(before), Some(after)) if transactions > 0.0 => Some((after - before) / transactions),
         _ => None,
     };
+    let cpu_us_per_txn = per_txn(cpu_before, cpu_after);
+    let access_log_us_per_txn = per_txn(access_log_before, access_log_after);
     let (box_cpu_us_per_txn, box_idle) = match (box_before, box_after) {
         (Some((busy_0, idle_0)), Some((busy_1, idle_1))) if transactions > 0.0 => {
             let (busy, idle) = (busy_1 - busy_0, idle_1 - idle_0);
@@ -248,6 +274,7 @@ fn run_pgbench(endpoint: &Endpoint, case: &Case, seconds: u32) -> Result<Sample>
         tps,
         latency_ms,
         cpu_us_per_txn,
+        access_log_us_per_txn,
         box_cpu_us_per_txn,
         box_idle,
     })
@@ -726,8 +753,8 @@ fn run() -> Result<()> {
             join(&cpu[1..5], 1),
         );
     }
-    println!("\n| case | whole machine: CPU µs/txn (idle %) direct / pgbouncer / shipped / plain / 10 rules |");
-    println!("|---|---|");
+    println!("\n| case | whole machine: CPU µs/txn (idle %) direct / pgbouncer / shipped / plain / 10 rules | of the gateway's CPU µs/txn, its access-log threads' shipped / 10 rules |");
+    println!("|---|---|---|");
     for (c, case) in cases.iter().enumerate() {
         let of = |e: usize, value: &dyn Fn(&Sample) -> Option<f64>| {
             median(samples[c][e].iter().filter_map(value).collect())
@@ -741,7 +768,13 @@ fn run() -> Result<()> {
                 )
             })
             .collect();
-        println!("| {} | {} |", case.label, cells.join(" / "));
+        println!(
+            "| {} | {} | {:.1} / {:.1} |",
+            case.label,
+            cells.join(" / "),
+            of(2, &|x| x.access_log_us_per_txn),
+            of(4, &|x| x.access_log_us_per_txn)
+        );
     }
     // The same ratios rep by rep (targets of a rep run minutes apart at most): their
     // spread is the noise a median of the reps is read against.
