@@ -419,7 +419,8 @@ type ClassMap = HashMap<u64, KeptClass, foldhash::fast::RandomState>;
 /// A service's rules bound to one session. Outcomes that cannot change are worked out
 /// once: those of rules reading only the session at bind, those of rules also reading the
 /// statement's classification (and the hour) once per statement class (and hour). Only
-/// rules reading the text or the exact time are evaluated for every statement.
+/// rules reading the text or the exact time are evaluated for every statement, and not
+/// even those for a text allowed just before, unless one reads the exact time.
 pub(crate) struct BoundRules {
     rules: Arc<Vec<CompiledRule>>,
     statements: Arc<StatementCache>,
@@ -432,6 +433,10 @@ pub(crate) struct BoundRules {
     /// every check that is not a plain text test. Reading the clock and making a date of
     /// it is skipped for the others.
     reads_time: bool,
+    /// Whether the rules' verdict on a text holds for as long as the text and the hour
+    /// stay the same: no rule reads the exact time or anything else that may change
+    /// between checks (a text test reads only the text). Hooks are asked every time.
+    verdict_per_text: bool,
     evaluation: Mutex<Evaluation>,
     /// Policy-hook plugins asked, in order, about each statement the rules allow.
     hooks: Vec<Box<dyn SessionHook>>,
@@ -442,8 +447,9 @@ pub(crate) struct BoundRules {
 /// statement again and again (the unnamed statement of pgbench `-M extended`, of JDBC
 /// below its prepare threshold, of `query_typed`): classifying it anew, even through the
 /// shape cache, was two thirds of a ten-rule check. Classification depends on the text
-/// alone, so what it gave holds for as long as the text is the same; rules are still
-/// decided at every check. Another text costs a copy into the kept text's buffer.
+/// alone, so what it gave holds for as long as the text is the same; so does the rules'
+/// allowing it, where nothing else they read can change (within the hour, where a rule
+/// reads the hour). Another text costs a copy into the kept text's buffer.
 #[derive(Default)]
 struct LastClassified {
     text: String,
@@ -451,6 +457,10 @@ struct LastClassified {
     class: Option<u64>,
     /// The fields above hold `text`'s classification.
     holds: bool,
+    /// The rules allowed `text` in this hour (hours since the epoch; 0 where no rule reads
+    /// the time). Only an allowing verdict is kept: a refusal is decided again, so its
+    /// reason is the rule's own each time.
+    allowed_in: Option<i64>,
 }
 
 /// Longest text kept as [`LastClassified`].
@@ -493,6 +503,9 @@ impl BoundRules {
                 Dependence::Every => r.text_test.is_none(),
                 Dependence::Session | Dependence::StatementClass => false,
             }),
+            verdict_per_text: rules
+                .iter()
+                .all(|r| r.dependence != Dependence::Every || r.text_test.is_some()),
             rules,
             statements,
             values,
@@ -657,12 +670,16 @@ impl BoundRules {
     }
 
     fn check(&self, statement: &Statement, class: Option<u64>) -> Result<(), Denial> {
-        let now = match self.reads_time {
+        self.check_at(statement, class, self.now())
+    }
+
+    /// The time rules are decided at: the clock's only if a rule reads it.
+    fn now(&self) -> DateTime<Utc> {
+        match self.reads_time {
             true => Utc::now(),
             // No rule looks: any time decides the same.
             false => DateTime::UNIX_EPOCH,
-        };
-        self.check_at(statement, class, now)
+        }
     }
 
     /// PostgreSQL refuses what does not parse, so it can pass: the client gets the
@@ -732,6 +749,7 @@ impl SessionPolicy for BoundRules {
         };
         if !(last.holds && last.text == sql) {
             last.holds = false;
+            last.allowed_in = None;
             let Ok((statements, class)) = self.statements.classify_with_class(sql) else {
                 return self.check_unparsable(sql);
             };
@@ -742,10 +760,21 @@ impl SessionPolicy for BoundRules {
             last.class = class;
             last.holds = true;
         }
-        let class = last.class;
-        last.statements
+        let (class, now) = (last.class, self.now());
+        // Where the verdict holds per text, the hour it is reached in (0 where no rule reads
+        // the time); with hooks, every check asks them.
+        let hour = (self.verdict_per_text && self.hooks.is_empty()).then(|| hour_of(now));
+        if hour.is_some() && last.allowed_in == hour {
+            return Ok(());
+        }
+        let verdict = last
+            .statements
             .iter()
-            .try_for_each(|s| self.check(s, class))
+            .try_for_each(|s| self.check_at(s, class, now));
+        if verdict.is_ok() {
+            last.allowed_in = hour;
+        }
+        verdict
     }
 
     fn check_function_call(&self) -> Result<(), Denial> {
@@ -772,6 +801,33 @@ mod tests {
             effect,
             condition: condition.map(str::to_owned),
             match_any: condition.is_none(),
+        }
+    }
+
+    /// A policy hook that allows a session's first statement and refuses the rest: a
+    /// hook's answer may change between checks of one text.
+    #[derive(Debug, Default)]
+    struct RefuseSecondCall {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SessionHook for RefuseSecondCall {
+        fn check_connect(&self) -> Result<(), Denial> {
+            Ok(())
+        }
+
+        fn check_statement(&self, statement: &HookStatement<'_>) -> Result<(), Denial> {
+            match self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            {
+                0 => Ok(()),
+                _ => Err(Denial {
+                    rule: "second-call".into(),
+                    kind: statement.kind.into(),
+                    reason: None,
+                }),
+            }
         }
     }
 
@@ -937,6 +993,84 @@ mod tests {
                 .check_statement("SELECT pg_sleep(1)")
                 .map_err(|d| d.rule),
             Err("no-sleep".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_text_allowed_again_keeps_its_verdict_only_where_nothing_else_can_change_it() {
+        let kept = |rules: &BoundRules| rules.last_classified.lock().unwrap().allowed_in;
+        let untimed = bind(
+            vec![
+                rule(
+                    "no-sleep",
+                    RuleEffect::Deny,
+                    Some("ctx.request.postgres.statement.text.contains('pg_sleep')"),
+                ),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        );
+        assert!(untimed.verdict_per_text);
+        assert_eq!(
+            untimed.check_statement("SELECT 1").map_err(|d| d.rule),
+            Ok(())
+        );
+        assert_eq!(kept(&untimed), Some(0));
+        assert_eq!(
+            untimed.check_statement("SELECT 1").map_err(|d| d.rule),
+            Ok(())
+        );
+        // Another text is decided afresh; a refusal is never kept.
+        for _ in 0..2 {
+            assert_eq!(
+                untimed
+                    .check_statement("SELECT pg_sleep(1)")
+                    .map_err(|d| d.rule),
+                Err("no-sleep".to_owned())
+            );
+            assert_eq!(kept(&untimed), None);
+        }
+        // Kept for the hour it was decided in, where a rule reads the hour.
+        let hourly = bind(
+            vec![
+                rule("evenings", RuleEffect::Deny, Some("ctx.time.hour >= 24")),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        );
+        let before = hour_of(Utc::now());
+        assert_eq!(
+            hourly.check_statement("SELECT 1").map_err(|d| d.rule),
+            Ok(())
+        );
+        let after = hour_of(Utc::now());
+        assert!(kept(&hourly).is_some_and(|hour| hour == before || hour == after));
+        // Not kept where a rule reads the exact time, nor where hooks are asked.
+        let timed = bind(
+            vec![
+                rule(
+                    "before-2001",
+                    RuleEffect::Deny,
+                    Some("ctx.time.now < timestamp('2001-01-01T00:00:00Z')"),
+                ),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        );
+        assert!(!timed.verdict_per_text);
+        assert_eq!(
+            timed.check_statement("SELECT 1").map_err(|d| d.rule),
+            Ok(())
+        );
+        assert_eq!(kept(&timed), None);
+        let hooked = bound("app").with_hooks(vec![Box::new(RefuseSecondCall::default())]);
+        assert_eq!(
+            hooked.check_statement("SELECT 1").map_err(|d| d.rule),
+            Ok(())
+        );
+        assert_eq!(
+            hooked.check_statement("SELECT 1").map_err(|d| d.rule),
+            Err("second-call".to_owned())
         );
     }
 
