@@ -12,7 +12,7 @@ cargo build --release -q -p postern-bench --bin instructions
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 printf '%-16s %12s\n' piece 'Ir/op'
-for piece in classify_miss classify_hit ten_rule_check ten_rule_recheck event_push state_write frame_scan frame_scan_watched; do
+for piece in classify_miss classify_hit ten_rule_check ten_rule_recheck event_push state_write frame_scan frame_scan_watched redact_clean; do
   ops=$(valgrind --tool=callgrind --toggle-collect="*piece_${piece}*" \
     --callgrind-out-file="$out/$piece" "$target"/release/instructions "$piece" 2>/dev/null)
   total=$(sed -n 's/^summary: //p' "$out/$piece")

@@ -831,6 +831,17 @@ mod tests {
         }
     }
 
+    /// One denying rule, then one allowing the rest, bound to a session of `app`.
+    fn deny_then_allow(name: &str, condition: &str) -> BoundRules {
+        bind(
+            vec![
+                rule(name, RuleEffect::Deny, Some(condition)),
+                rule("the-rest", RuleEffect::Allow, None),
+            ],
+            "app",
+        )
+    }
+
     /// `rules` compiled and bound to a session of `identity`.
     fn bind(rules: Vec<AuthorizationRule>, identity: &str) -> BoundRules {
         let compiled = Arc::new(
@@ -999,16 +1010,9 @@ mod tests {
     #[test]
     fn a_text_allowed_again_keeps_its_verdict_only_where_nothing_else_can_change_it() {
         let kept = |rules: &BoundRules| rules.last_classified.lock().unwrap().allowed_in;
-        let untimed = bind(
-            vec![
-                rule(
-                    "no-sleep",
-                    RuleEffect::Deny,
-                    Some("ctx.request.postgres.statement.text.contains('pg_sleep')"),
-                ),
-                rule("the-rest", RuleEffect::Allow, None),
-            ],
-            "app",
+        let untimed = deny_then_allow(
+            "no-sleep",
+            "ctx.request.postgres.statement.text.contains('pg_sleep')",
         );
         assert!(untimed.verdict_per_text);
         assert_eq!(
@@ -1031,13 +1035,7 @@ mod tests {
             assert_eq!(kept(&untimed), None);
         }
         // Kept for the hour it was decided in, where a rule reads the hour.
-        let hourly = bind(
-            vec![
-                rule("evenings", RuleEffect::Deny, Some("ctx.time.hour >= 24")),
-                rule("the-rest", RuleEffect::Allow, None),
-            ],
-            "app",
-        );
+        let hourly = deny_then_allow("evenings", "ctx.time.hour >= 24");
         let before = hour_of(Utc::now());
         assert_eq!(
             hourly.check_statement("SELECT 1").map_err(|d| d.rule),
@@ -1046,16 +1044,9 @@ mod tests {
         let after = hour_of(Utc::now());
         assert!(kept(&hourly).is_some_and(|hour| hour == before || hour == after));
         // Not kept where a rule reads the exact time, nor where hooks are asked.
-        let timed = bind(
-            vec![
-                rule(
-                    "before-2001",
-                    RuleEffect::Deny,
-                    Some("ctx.time.now < timestamp('2001-01-01T00:00:00Z')"),
-                ),
-                rule("the-rest", RuleEffect::Allow, None),
-            ],
-            "app",
+        let timed = deny_then_allow(
+            "before-2001",
+            "ctx.time.now < timestamp('2001-01-01T00:00:00Z')",
         );
         assert!(!timed.verdict_per_text);
         assert_eq!(
