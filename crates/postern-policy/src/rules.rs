@@ -420,7 +420,8 @@ type ClassMap = HashMap<u64, KeptClass, foldhash::fast::RandomState>;
 /// once: those of rules reading only the session at bind, those of rules also reading the
 /// statement's classification (and the hour) once per statement class (and hour). Only
 /// rules reading the text or the exact time are evaluated for every statement, and not
-/// even those for a text allowed just before, unless one reads the exact time.
+/// even those for a text allowed just before, unless one reads the exact time or policy
+/// hooks are bound.
 pub(crate) struct BoundRules {
     rules: Arc<Vec<CompiledRule>>,
     statements: Arc<StatementCache>,
@@ -771,9 +772,7 @@ impl SessionPolicy for BoundRules {
             .statements
             .iter()
             .try_for_each(|s| self.check_at(s, class, now));
-        if verdict.is_ok() {
-            last.allowed_in = hour;
-        }
+        last.allowed_in = if verdict.is_ok() { hour } else { None };
         verdict
     }
 
@@ -1020,10 +1019,6 @@ mod tests {
             Ok(())
         );
         assert_eq!(kept(&untimed), Some(0));
-        assert_eq!(
-            untimed.check_statement("SELECT 1").map_err(|d| d.rule),
-            Ok(())
-        );
         // Another text is decided afresh; a refusal is never kept.
         for _ in 0..2 {
             assert_eq!(
@@ -1034,7 +1029,26 @@ mod tests {
             );
             assert_eq!(kept(&untimed), None);
         }
-        // Kept for the hour it was decided in, where a rule reads the hour.
+        // What is kept is used: a refused text marked allowed passes (white-box: only the
+        // verdict kept could let it).
+        untimed.last_classified.lock().unwrap().allowed_in = Some(0);
+        assert_eq!(
+            untimed
+                .check_statement("SELECT pg_sleep(1)")
+                .map_err(|d| d.rule),
+            Ok(())
+        );
+        // Kept for the hour it was decided in, where a rule reads the hour, and only then.
+        let every_hour = deny_then_allow("any-hour", "ctx.time.hour >= 0");
+        assert_eq!(
+            every_hour.check_statement("SELECT 1").map_err(|d| d.rule),
+            Err("any-hour".to_owned())
+        );
+        every_hour.last_classified.lock().unwrap().allowed_in = Some(hour_of(Utc::now()) - 1);
+        assert_eq!(
+            every_hour.check_statement("SELECT 1").map_err(|d| d.rule),
+            Err("any-hour".to_owned())
+        );
         let hourly = deny_then_allow("evenings", "ctx.time.hour >= 24");
         let before = hour_of(Utc::now());
         assert_eq!(
@@ -1055,6 +1069,7 @@ mod tests {
         );
         assert_eq!(kept(&timed), None);
         let hooked = bound("app").with_hooks(vec![Box::new(RefuseSecondCall::default())]);
+        assert!(hooked.verdict_per_text);
         assert_eq!(
             hooked.check_statement("SELECT 1").map_err(|d| d.rule),
             Ok(())
