@@ -953,29 +953,16 @@ mod tests {
     #[test]
     fn the_clock_is_read_only_for_rules_that_read_the_time() {
         // Past 2001: true by the clock, false at the epoch a check without time uses.
-        let timed = bind(
-            vec![
-                rule(
-                    "after-2001",
-                    RuleEffect::Deny,
-                    Some("ctx.time.now > timestamp('2001-01-01T00:00:00Z')"),
-                ),
-                rule("the-rest", RuleEffect::Allow, None),
-            ],
-            "app",
+        let timed = deny_then_allow(
+            "after-2001",
+            "ctx.time.now > timestamp('2001-01-01T00:00:00Z')",
         );
         assert!(timed.reads_time);
         assert_eq!(
             timed.check_statement("SELECT 1").map_err(|d| d.rule),
             Err("after-2001".to_owned())
         );
-        let hourly = bind(
-            vec![
-                rule("evenings", RuleEffect::Deny, Some("ctx.time.hour >= 18")),
-                rule("the-rest", RuleEffect::Allow, None),
-            ],
-            "app",
-        );
+        let hourly = deny_then_allow("evenings", "ctx.time.hour >= 18");
         assert!(hourly.reads_time);
         let untimed = bind(
             vec![
